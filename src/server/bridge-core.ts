@@ -1,0 +1,92 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { redactSessionId } from "./logger.js";
+import type { Limits } from "./limits.js";
+import type { SessionStore, SessionTransaction, SessionView } from "./store/session-store.js";
+import type { AuditTrail } from "./tools/audit-trail.js";
+import type { ToolRegistry } from "./tools/tool-registry.js";
+import type { VariableOps } from "./variable-ops.js";
+import type { WatchHub } from "./watch-hub.js";
+
+/** Settings the service reads at run time. */
+export interface CoreSettings {
+  readonly limits: Limits;
+  readonly sessionTtlMs: number;
+  /** Create unknown sessions on first use instead of answering NOT_FOUND. */
+  readonly autoCreateSessions: boolean;
+  /** How long a forwarded tool call may take. */
+  readonly remoteToolTimeoutMs: number;
+}
+
+/**
+ * Everything the RPC handlers and server-side tools share: the store, the
+ * variable semantics, watchers, tools and the audit trail.
+ */
+export interface BridgeCore {
+  readonly store: SessionStore;
+  readonly ops: VariableOps;
+  readonly hub: WatchHub;
+  readonly tools: ToolRegistry;
+  readonly audit: AuditTrail;
+  readonly settings: CoreSettings;
+  readonly now: () => number;
+  /** Aborted when the server begins to shut down. */
+  readonly shutdownSignal: AbortSignal;
+  /** Reads a session (refreshing its TTL), or fails with NOT_FOUND. */
+  read<T>(sessionId: string, fn: (view: SessionView) => T): Promise<T>;
+  /** Changes a session atomically (refreshing its TTL), or fails with NOT_FOUND. */
+  transact<T>(sessionId: string, fn: (tx: SessionTransaction) => T): Promise<T>;
+}
+
+/** Wires a core from its parts. */
+export function createBridgeCore(parts: Omit<BridgeCore, "read" | "transact">): BridgeCore {
+  const ensure = async (sessionId: string): Promise<void> => {
+    if (sessionId === "") {
+      throw new ConnectError("session_id is required", Code.InvalidArgument);
+    }
+    if (!parts.settings.autoCreateSessions) {
+      throw sessionNotFound(sessionId);
+    }
+    await parts.store.createSession(
+      {
+        id: sessionId,
+        metadata: { auto_created: "true" },
+        ttlMs: parts.settings.sessionTtlMs,
+        allowedTools: [],
+      },
+      parts.settings.limits.maxSessions,
+    );
+  };
+
+  return {
+    ...parts,
+    async read(sessionId, fn) {
+      let result = sessionId === "" ? undefined : await parts.store.read(sessionId, fn);
+      if (result === undefined) {
+        await ensure(sessionId);
+        result = await parts.store.read(sessionId, fn);
+        if (result === undefined) throw sessionNotFound(sessionId);
+      }
+      return result.value;
+    },
+    async transact(sessionId, fn) {
+      let result = sessionId === "" ? undefined : await parts.store.transact(sessionId, fn);
+      if (result === undefined) {
+        await ensure(sessionId);
+        result = await parts.store.transact(sessionId, fn);
+        if (result === undefined) throw sessionNotFound(sessionId);
+      }
+      return result.value;
+    },
+  };
+}
+
+/**
+ * NOT_FOUND for an unknown session. The id is a bearer secret, so the message
+ * shows only its beginning: messages end up in logs and screenshots.
+ */
+export function sessionNotFound(sessionId: string): ConnectError {
+  return new ConnectError(
+    `Session not found: ${redactSessionId(sessionId)} (it may have expired; call InitializeSession)`,
+    Code.NotFound,
+  );
+}

@@ -1,0 +1,435 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import {
+  type BridgeService,
+  type ParameterSpec,
+  ParameterSpecSchema,
+  type ToolSpec,
+  ToolSpecSchema,
+  type Variable,
+  VariableHistoryEntrySchema,
+} from "../gen/snakepit/bridge/bridge_pb.js";
+import { encodeJsonAny } from "../values/index.js";
+import type { BridgeCore } from "./bridge-core.js";
+import { globToRegExp } from "./glob.js";
+import { mintSessionId } from "./ids.js";
+import { checkMetadata } from "./limits.js";
+import type { VariableRecord } from "./store/session-store.js";
+import { createToolExecutor, type ToolExecutor } from "./tools/tool-executor.js";
+import { checkToolName, parameterTypeFromWire, type RegisteredTool } from "./tools/tool-registry.js";
+import type { PreparedWrite } from "./variable-ops.js";
+import { timestamp, toVariableMessage } from "./variable-message.js";
+
+/** Longest sliding TTL a client may ask for: one week. */
+const MAX_TTL_SECONDS = 7 * 24 * 3600;
+
+/** The BridgeService handlers, over a core. */
+export function createBridgeService(core: BridgeCore): {
+  service: ServiceImpl<typeof BridgeService>;
+  executor: ToolExecutor;
+} {
+  const { ops, store, hub, tools, settings } = core;
+  const executor = createToolExecutor(core);
+  const now = core.now;
+
+  const toolsFor = (sessionId: string, allowed: readonly string[]): RegisteredTool[] =>
+    tools
+      .list(sessionId)
+      .filter((t) => allowed.length === 0 || allowed.includes(t.name))
+      .sort((a, b) => a.name.localeCompare(b.name));
+
+  const service: ServiceImpl<typeof BridgeService> = {
+    ping(req) {
+      return { message: req.message === "" ? "pong" : req.message, serverTime: timestamp(now()) };
+    },
+
+    async initializeSession(req) {
+      const sessionId = req.sessionId === "" ? mintSessionId() : req.sessionId;
+      if (sessionId.length > 256) {
+        throw new ConnectError("session_id is longer than 256 characters", Code.InvalidArgument);
+      }
+      const metadata: Record<string, string> = { ...req.metadata };
+      if (req.config !== undefined) {
+        metadata.enable_caching = String(req.config.enableCaching);
+        metadata.cache_ttl_seconds = String(req.config.cacheTtlSeconds);
+        metadata.enable_telemetry = String(req.config.enableTelemetry);
+      }
+      checkMetadata(metadata, settings.limits, "session");
+      if (req.ttlSeconds < 0 || req.ttlSeconds > MAX_TTL_SECONDS) {
+        throw new ConnectError(
+          `ttl_seconds must be between 0 (server default) and ${MAX_TTL_SECONDS}, got ${req.ttlSeconds}`,
+          Code.InvalidArgument,
+        );
+      }
+      for (const name of req.allowedTools) checkToolName(name);
+      const { session, created } = await store.createSession(
+        {
+          id: sessionId,
+          metadata,
+          ttlMs: req.ttlSeconds > 0 ? req.ttlSeconds * 1000 : settings.sessionTtlMs,
+          allowedTools: [...req.allowedTools],
+        },
+        settings.limits.maxSessions,
+        (tx) => {
+          for (const v of req.initialVariables) {
+            ops.register(tx, {
+              name: v.name,
+              type: v.type,
+              value: v.initialValue,
+              binary: v.initialBinaryValue,
+              constraintsJson: v.constraintsJson,
+              metadata: v.metadata,
+            });
+          }
+        },
+      );
+      const variables = await core.read(sessionId, (view) => [...view.variables()]);
+      return {
+        success: true,
+        sessionId,
+        created,
+        expiresAt: timestamp(session.expiresAt),
+        availableTools: Object.fromEntries(
+          toolsFor(sessionId, session.allowedTools).map((t) => [t.name, toToolSpec(t)]),
+        ),
+        initialVariables: Object.fromEntries(variables.map((r) => [r.name, toVariableMessage(r)])),
+      };
+    },
+
+    async cleanupSession(req) {
+      const locked = await store.read(req.sessionId, (view) =>
+        [...view.variables()].filter((r) => r.optimization !== undefined).map((r) => r.name),
+      );
+      if (locked === undefined) return { success: true, resourcesCleaned: 0 };
+      if (locked.value.length > 0 && !req.force) {
+        throw new ConnectError(
+          `session has variables under an optimization lock (${locked.value.join(", ")}); stop the optimization or pass force`,
+          Code.FailedPrecondition,
+        );
+      }
+      const removedTools = tools.dropSession(req.sessionId);
+      const endedWatchers = hub.endSession(req.sessionId, sessionEnded("cleaned up"));
+      const removed = await store.deleteSession(req.sessionId, "cleanup");
+      return {
+        success: true,
+        resourcesCleaned: (removed?.variables ?? 0) + removedTools + endedWatchers,
+      };
+    },
+
+    async getSession(req) {
+      const result = await core.read(req.sessionId, (view) => ({
+        session: view.session,
+        variableCount: view.variableCount,
+      }));
+      return {
+        sessionId: result.session.id,
+        metadata: { ...result.session.metadata },
+        createdAt: timestamp(result.session.createdAt),
+        variableCount: result.variableCount,
+        toolCount: toolsFor(req.sessionId, result.session.allowedTools).length,
+        expiresAt: timestamp(result.session.expiresAt),
+        allowedTools: [...result.session.allowedTools],
+      };
+    },
+
+    async heartbeat(req) {
+      const alive = req.sessionId === "" ? undefined : await store.read(req.sessionId, () => true);
+      return { serverTime: timestamp(now()), sessionValid: alive !== undefined };
+    },
+
+    async getVariable(req) {
+      const record = await core.read(req.sessionId, (view) =>
+        ops.find(view, req.variableIdentifier),
+      );
+      return { variable: toVariableMessage(record), fromCache: false };
+    },
+
+    async setVariable(req) {
+      const expectedVersion =
+        req.expectedVersion !== 0 ? req.expectedVersion : req.expectVersionZero ? 0 : undefined;
+      const record = await core.transact(req.sessionId, (tx) =>
+        ops.applyWrite(
+          tx,
+          ops.prepareWrite(tx, {
+            identifier: req.variableIdentifier,
+            value: req.value,
+            binary: req.binaryValue,
+            metadata: req.metadata,
+            expectedVersion,
+          }),
+        ),
+      );
+      return { success: true, newVersion: record.version, variable: toVariableMessage(record) };
+    },
+
+    async getVariables(req) {
+      return core.read(req.sessionId, (view) => {
+        const variables: Record<string, Variable> = {};
+        const missing: string[] = [];
+        for (const identifier of req.variableIdentifiers) {
+          const record = view.variable(identifier);
+          if (record === undefined) missing.push(identifier);
+          else variables[identifier] = toVariableMessage(record, req.includeMetadata);
+        }
+        return { variables, missingVariables: missing };
+      });
+    },
+
+    async setVariables(req) {
+      checkMetadata(req.metadata, settings.limits, "batch");
+      const keys = [...new Set([...Object.keys(req.updates), ...Object.keys(req.binaryUpdates)])];
+      return core.transact(req.sessionId, (tx) => {
+        const errors: Record<string, string> = {};
+        const prepared = new Map<string, PreparedWrite>();
+        const seen = new Map<string, string>();
+        for (const key of keys) {
+          try {
+            const write = ops.prepareWrite(tx, {
+              identifier: key,
+              value: req.updates[key],
+              binary: req.binaryUpdates[key] ?? new Uint8Array(0),
+              metadata: req.metadata,
+              expectedVersion: undefined,
+            });
+            const other = seen.get(write.current.id);
+            if (other !== undefined) {
+              throw new ConnectError(
+                `variable '${write.current.name}' is updated twice in one batch (as '${other}' and '${key}')`,
+                Code.InvalidArgument,
+              );
+            }
+            seen.set(write.current.id, key);
+            prepared.set(key, write);
+          } catch (e) {
+            errors[key] = ConnectError.from(e).rawMessage;
+          }
+        }
+        if (req.atomic && Object.keys(errors).length > 0) {
+          return { success: false, errors, newVersions: {}, variables: {} };
+        }
+        const newVersions: Record<string, number> = {};
+        const variables: Record<string, Variable> = {};
+        for (const [key, write] of prepared) {
+          const record = ops.applyWrite(tx, write);
+          newVersions[key] = record.version;
+          variables[key] = toVariableMessage(record);
+        }
+        return { success: true, errors, newVersions, variables };
+      });
+    },
+
+    async registerVariable(req) {
+      const record = await core.transact(req.sessionId, (tx) =>
+        ops.register(tx, {
+          name: req.name,
+          type: req.type,
+          value: req.initialValue,
+          binary: req.initialBinaryValue,
+          constraintsJson: req.constraintsJson,
+          metadata: req.metadata,
+        }),
+      );
+      return { success: true, variableId: record.id, variable: toVariableMessage(record) };
+    },
+
+    async listVariables(req) {
+      const re = globToRegExp(req.pattern);
+      const records = await core.read(req.sessionId, (view) => {
+        const out: VariableRecord[] = [];
+        for (const record of view.variables()) if (re.test(record.name)) out.push(record);
+        return out;
+      });
+      records.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      return { variables: records.map((r) => toVariableMessage(r)) };
+    },
+
+    async deleteVariable(req) {
+      await core.transact(req.sessionId, (tx) => ops.remove(tx, req.variableIdentifier, "client"));
+      return { success: true };
+    },
+
+    async executeTool(req, ctx) {
+      const result = await executor.execute(
+        {
+          sessionId: req.sessionId,
+          toolName: req.toolName,
+          parameters: req.parameters,
+          metadata: req.metadata,
+          binaryParameters: req.binaryParameters,
+        },
+        ctx.signal,
+      );
+      return result;
+    },
+
+    executeStreamingTool(req, ctx) {
+      return executor.stream(
+        {
+          sessionId: req.sessionId,
+          toolName: req.toolName,
+          parameters: req.parameters,
+          metadata: req.metadata,
+          binaryParameters: req.binaryParameters,
+        },
+        ctx.signal,
+      );
+    },
+
+    async executeElixirTool(req, ctx) {
+      return executor.execute(
+        {
+          sessionId: req.sessionId,
+          toolName: req.toolName,
+          parameters: req.parameters,
+          metadata: req.metadata,
+          binaryParameters: {},
+        },
+        ctx.signal,
+      );
+    },
+
+    async getExposedElixirTools(req) {
+      const allowed = await core.read(req.sessionId, (view) => view.session.allowedTools);
+      return { tools: toolsFor(req.sessionId, allowed).map(toToolSpec) };
+    },
+
+    async registerTools(req) {
+      // Session-scoped tools need a live session; they go away with it.
+      if (req.sessionId !== "") await core.read(req.sessionId, () => undefined);
+      const toolIds: Record<string, string> = {};
+      const problems: string[] = [];
+      const accepted: Omit<RegisteredTool, "id">[] = [];
+      for (const t of req.tools) {
+        const address = t.metadata.worker_address ?? "";
+        try {
+          checkToolName(t.name);
+          if (address === "") {
+            throw new Error(
+              `tool '${t.name}': metadata.worker_address is required (the worker's gRPC host:port, where calls are forwarded)`,
+            );
+          }
+          const ttl = Number(t.metadata.expires_in_seconds ?? "0");
+          accepted.push({
+            name: t.name,
+            description: t.description,
+            parameters: t.parameters.map((p) => ({
+              name: p.name,
+              type: parameterTypeFromWire(p.type),
+              description: p.description,
+              required: p.required,
+            })),
+            metadata: { ...t.metadata, worker_id: req.workerId },
+            requiredVariables: [],
+            streaming: t.supportsStreaming,
+            sessionId: req.sessionId === "" ? undefined : req.sessionId,
+            expiresAt: ttl > 0 ? now() + ttl * 1000 : undefined,
+            target: { kind: "remote", address, workerId: req.workerId },
+          });
+        } catch (e) {
+          problems.push(e instanceof Error ? ConnectError.from(e).rawMessage : String(e));
+        }
+      }
+      if (problems.length > 0) {
+        return { success: false, toolIds: {}, errorMessage: problems.join("; ") };
+      }
+      for (const tool of accepted) toolIds[tool.name] = tools.register(tool);
+      return { success: true, toolIds, errorMessage: "" };
+    },
+
+    async *watchVariables(req, ctx) {
+      const identifiers = new Set(req.variableIdentifiers);
+      const watcher = await core.read(req.sessionId, (view) => {
+        const records: VariableRecord[] = [];
+        for (const identifier of identifiers) records.push(ops.find(view, identifier));
+        const w = hub.watch(req.sessionId, { identifiers }, ctx.signal);
+        if (req.includeInitialValues) {
+          for (const record of identifiers.size === 0 ? view.variables() : records) {
+            w.pushInitial(record);
+          }
+        }
+        return w;
+      });
+      yield* watcher;
+    },
+
+    async addDependency(req) {
+      await core.transact(req.sessionId, (tx) =>
+        ops.addDependency(tx, req.fromVariable, req.toVariable, req.dependencyType),
+      );
+      return { success: true };
+    },
+
+    async startOptimization(req) {
+      const record = await core.transact(req.sessionId, (tx) =>
+        ops.lock(tx, req.variableIdentifier, req.optimizerId, req.optimizerConfig),
+      );
+      return { success: true, optimizationId: record.optimization?.optimizationId ?? "" };
+    },
+
+    async stopOptimization(req) {
+      const record = await core.transact(req.sessionId, (tx) =>
+        ops.unlock(tx, req.variableIdentifier, req.optimizerId, req.force),
+      );
+      return { success: true, finalValue: toVariableMessage(record).value };
+    },
+
+    async getVariableHistory(req) {
+      if (req.limit < 0) {
+        throw new ConnectError(`limit must be 0 (all) or positive, got ${req.limit}`, Code.InvalidArgument);
+      }
+      return core.read(req.sessionId, (view) => {
+        const record = ops.find(view, req.variableIdentifier);
+        const history = view.history(record.id);
+        const newestFirst = [...history].reverse();
+        const selected = req.limit > 0 ? newestFirst.slice(0, req.limit) : newestFirst;
+        return {
+          entries: selected.map((entry) => {
+            const message = toVariableMessage({ ...record, value: entry.value });
+            return create(VariableHistoryEntrySchema, {
+              version: entry.version,
+              value: message.value,
+              timestamp: timestamp(entry.timestamp),
+              changedBy: entry.changedBy,
+              metadata: { ...entry.metadata },
+              binaryValue: message.binaryValue,
+            });
+          }),
+        };
+      });
+    },
+
+    async rollbackVariable(req) {
+      const record = await core.transact(req.sessionId, (tx) =>
+        ops.rollback(tx, req.variableIdentifier, req.targetVersion, "rollback"),
+      );
+      return { success: true, variable: toVariableMessage(record) };
+    },
+  };
+
+  return { service, executor };
+}
+
+/** The status a watch stream ends with when its session goes away. */
+export function sessionEnded(how: string): ConnectError {
+  return new ConnectError(`session ended: ${how}`, Code.NotFound);
+}
+
+function toToolSpec(tool: RegisteredTool): ToolSpec {
+  return create(ToolSpecSchema, {
+    name: tool.name,
+    description: tool.description,
+    parameters: tool.parameters.map(
+      (p): ParameterSpec =>
+        create(ParameterSpecSchema, {
+          name: p.name,
+          type: p.type,
+          description: p.description ?? "",
+          required: p.required ?? false,
+          ...(p.default === undefined ? {} : { defaultValue: encodeJsonAny(p.default) }),
+        }),
+    ),
+    metadata: { ...tool.metadata },
+    supportsStreaming: tool.streaming,
+    requiredVariables: [...tool.requiredVariables],
+  });
+}

@@ -1,0 +1,55 @@
+/**
+ * The unified-bridge server for Node: a snakepit-compatible BridgeService
+ * over gRPC, gRPC-Web and Connect on one port.
+ *
+ * @example
+ * ```ts
+ * import { createBridgeServer } from "unified-bridge/server";
+ *
+ * const server = createBridgeServer({ port: 50051, corsOrigins: ["http://localhost:5173"] });
+ * await server.start();
+ * process.on("SIGTERM", () => void server.stop());
+ * ```
+ * @module
+ */
+export { createBridgeServer } from "./bridge-server.js";
+export type { BridgeServer, BridgeServerOptions } from "./bridge-server.js";
+export { defaultServerConfig, parseServerConfig } from "./config.js";
+export type { ServerConfig } from "./config.js";
+export { defaultLimits } from "./limits.js";
+export type { Limits } from "./limits.js";
+export { createLogger, redactSessionId } from "./logger.js";
+export type { Logger } from "./logger.js";
+export { createMemoryStore } from "./store/memory-store.js";
+export type { MemoryStoreOptions } from "./store/memory-store.js";
+export type {
+  DependencyEdge,
+  HistoryEntry,
+  OptimizationLock,
+  SessionEndReason,
+  SessionInit,
+  SessionRecord,
+  SessionStore,
+  SessionTransaction,
+  SessionView,
+  StoreEvent,
+  VariableChange,
+  VariableRecord,
+} from "./store/session-store.js";
+export type { AuditEntry, ToolOutcome } from "./tools/audit-trail.js";
+export {
+  builtinTools,
+  conversationAppendTool,
+  conversationHistoryTool,
+  exportVariablesTool,
+  incrementVariableTool,
+} from "./tools/builtin-tools.js";
+export type {
+  ToolArguments,
+  ToolContext,
+  ToolDefinition,
+  ToolParameter,
+  ToolParameterType,
+  ToolSession,
+  ToolVariable,
+} from "./tools/tool-definition.js";

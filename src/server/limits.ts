@@ -1,0 +1,92 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** Server limits. Every one is configurable; the defaults are below. */
+export interface Limits {
+  readonly maxSessions: number;
+  readonly maxVariablesPerSession: number;
+  /** Bytes of one value, as encoded on the wire. */
+  readonly maxValueBytes: number;
+  readonly maxNameLength: number;
+  readonly maxMetadataEntries: number;
+  /** Bytes of all metadata keys and values of one variable or session. */
+  readonly maxMetadataBytes: number;
+  /** History entries retained per variable. */
+  readonly historyLimit: number;
+}
+
+/** The default limits. */
+export const defaultLimits: Limits = {
+  maxSessions: 10_000,
+  maxVariablesPerSession: 1_000,
+  maxValueBytes: 1024 * 1024,
+  maxNameLength: 128,
+  maxMetadataEntries: 32,
+  maxMetadataBytes: 4096,
+  historyLimit: 100,
+};
+
+const NAME = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
+
+/**
+ * Checks a variable name: starts with a letter or '_', then letters, digits,
+ * '_', '.', '-'. Names never contain ':', which is what tells them apart
+ * from variable ids.
+ */
+export function checkVariableName(name: string, limits: Limits): void {
+  if (name === "") {
+    throw new ConnectError("variable name is required", Code.InvalidArgument);
+  }
+  if (name.length > limits.maxNameLength) {
+    throw new ConnectError(
+      `variable name '${name.slice(0, 40)}…' is ${name.length} characters long; the limit is ${limits.maxNameLength}`,
+      Code.InvalidArgument,
+    );
+  }
+  if (!NAME.test(name)) {
+    throw new ConnectError(
+      `variable name '${name}' is invalid: use letters, digits, '_', '.' and '-', starting with a letter or '_'`,
+      Code.InvalidArgument,
+    );
+  }
+}
+
+/** Checks a metadata map against the entry and byte limits. */
+export function checkMetadata(
+  metadata: Readonly<Record<string, string>>,
+  limits: Limits,
+  subject: string,
+): void {
+  let entries = 0;
+  let bytes = 0;
+  for (const [key, value] of Object.entries(metadata)) {
+    entries++;
+    bytes += utf8Length(key) + utf8Length(value);
+  }
+  if (entries > limits.maxMetadataEntries) {
+    throw new ConnectError(
+      `${subject}: metadata has ${entries} entries; the limit is ${limits.maxMetadataEntries}`,
+      Code.ResourceExhausted,
+    );
+  }
+  if (bytes > limits.maxMetadataBytes) {
+    throw new ConnectError(
+      `${subject}: metadata is ${bytes} bytes; the limit is ${limits.maxMetadataBytes}`,
+      Code.ResourceExhausted,
+    );
+  }
+}
+
+/** UTF-8 length of a string without allocating. */
+export function utf8Length(s: string): number {
+  let bytes = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    else if (c >= 0xd800 && c <= 0xdbff) {
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+  }
+  return bytes;
+}

@@ -1,0 +1,388 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { JsonValue } from "../../values/index.js";
+import { isVariableId } from "../ids.js";
+import type {
+  DependencyEdge,
+  HistoryEntry,
+  SessionEndReason,
+  SessionInit,
+  SessionRecord,
+  SessionStore,
+  SessionTransaction,
+  SessionView,
+  StoreEvent,
+  VariableChange,
+  VariableRecord,
+} from "./session-store.js";
+
+/** Options of {@link createMemoryStore}. */
+export interface MemoryStoreOptions {
+  /** Clock in epoch milliseconds. Replaceable so tests can move time. */
+  readonly now?: () => number;
+  /** How often the expiry sweeper runs (default 1000 ms; 0 disables it). */
+  readonly sweepIntervalMs?: number;
+  /**
+   * Sessions removed per event-loop turn while sweeping (default 2000), so a
+   * mass expiry never stalls the loop for long.
+   */
+  readonly sweepChunk?: number;
+}
+
+interface SessionState {
+  record: SessionRecord;
+  readonly vars: Map<string, VariableRecord>;
+  readonly byName: Map<string, string>;
+  readonly history: Map<string, HistoryEntry[]>;
+  deps: DependencyEdge[];
+  readonly data: Map<string, JsonValue>;
+  /** Expiry bucket (whole second) this session is filed under. */
+  bucket: number;
+}
+
+const BUCKET_MS = 1000;
+
+/**
+ * The embedded in-memory {@link SessionStore}. Everything a transaction does
+ * happens synchronously inside one call, so transactions are atomic by
+ * construction. Expiry uses one-second buckets keyed by expiry time: a touch
+ * moves a session between buckets in O(1), and the sweeper only visits
+ * buckets that are due, so its work grows with what expires, not with what
+ * is stored.
+ */
+export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStore {
+  const now = options.now ?? Date.now;
+  const sweepChunk = options.sweepChunk ?? 2000;
+  const sessions = new Map<string, SessionState>();
+  const buckets = new Map<number, Set<string>>();
+  const listeners = new Set<(event: StoreEvent) => void>();
+  let variableTotal = 0;
+  let sweeping = false;
+  let closed = false;
+
+  const publish = (event: StoreEvent): void => {
+    for (const listener of listeners) listener(event);
+  };
+
+  const file = (state: SessionState): void => {
+    const bucket = Math.ceil(state.record.expiresAt / BUCKET_MS);
+    if (bucket === state.bucket) return;
+    buckets.get(state.bucket)?.delete(state.record.id);
+    let set = buckets.get(bucket);
+    if (set === undefined) {
+      set = new Set();
+      buckets.set(bucket, set);
+    }
+    set.add(state.record.id);
+    state.bucket = bucket;
+  };
+
+  const remove = (state: SessionState, reason: SessionEndReason): number => {
+    sessions.delete(state.record.id);
+    const set = buckets.get(state.bucket);
+    set?.delete(state.record.id);
+    if (set?.size === 0) buckets.delete(state.bucket);
+    const count = state.vars.size;
+    variableTotal -= count;
+    publish({ type: "session_ended", sessionId: state.record.id, reason });
+    return count;
+  };
+
+  /** The live session, refreshed; removes it if it has expired. */
+  const live = (sessionId: string): SessionState | undefined => {
+    const state = sessions.get(sessionId);
+    if (state === undefined) return undefined;
+    const t = now();
+    if (state.record.expiresAt <= t) {
+      remove(state, "expired");
+      return undefined;
+    }
+    state.record = { ...state.record, expiresAt: t + state.record.ttlMs };
+    file(state);
+    return state;
+  };
+
+  const runTransaction = <T>(state: SessionState, fn: (tx: SessionTransaction) => T): T => {
+    const tx = createTransaction(state);
+    const value = fn(tx.api);
+    const delta = tx.commit();
+    variableTotal += delta;
+    for (const change of tx.changes) publish({ type: "change", change });
+    return value;
+  };
+
+  const sweep = async (): Promise<void> => {
+    if (sweeping) return;
+    sweeping = true;
+    try {
+      const due = Math.floor(now() / BUCKET_MS);
+      for (const [bucket, ids] of buckets) {
+        if (bucket > due) continue;
+        let done = 0;
+        for (const id of [...ids]) {
+          const state = sessions.get(id);
+          if (state !== undefined && state.record.expiresAt <= now()) remove(state, "expired");
+          else ids.delete(id);
+          if (++done % sweepChunk === 0) await yieldToLoop();
+        }
+        if (ids.size === 0) buckets.delete(bucket);
+      }
+    } finally {
+      sweeping = false;
+    }
+  };
+
+  const interval = options.sweepIntervalMs ?? 1000;
+  const timer =
+    interval > 0
+      ? setInterval(() => {
+          void sweep();
+        }, interval)
+      : undefined;
+  // The sweeper must never keep a process alive on its own.
+  (timer as { unref?: () => void } | undefined)?.unref?.();
+
+  return {
+    async createSession(init, maxSessions, setup) {
+      const existing = live(init.id);
+      if (existing !== undefined) return { session: existing.record, created: false };
+      if (sessions.size >= maxSessions) {
+        throw new ConnectError(
+          `session limit reached: ${maxSessions} sessions are live; clean up unused sessions or raise maxSessions`,
+          Code.ResourceExhausted,
+        );
+      }
+      const t = now();
+      const state: SessionState = {
+        record: {
+          id: init.id,
+          metadata: init.metadata,
+          createdAt: t,
+          ttlMs: init.ttlMs,
+          expiresAt: t + init.ttlMs,
+          allowedTools: init.allowedTools,
+          nextVariableSeq: 1,
+        },
+        vars: new Map(),
+        byName: new Map(),
+        history: new Map(),
+        deps: [],
+        data: new Map(),
+        bucket: Number.NaN,
+      };
+      // Run the setup before the session becomes visible, so a failing
+      // setup leaves no half-created session behind.
+      const tx = createTransaction(state);
+      setup?.(tx.api);
+      variableTotal += tx.commit();
+      sessions.set(init.id, state);
+      file(state);
+      for (const change of tx.changes) publish({ type: "change", change });
+      return { session: state.record, created: true };
+    },
+
+    async read(sessionId, fn) {
+      const state = live(sessionId);
+      if (state === undefined) return undefined;
+      return { value: fn(createView(state)) };
+    },
+
+    async transact(sessionId, fn) {
+      const state = live(sessionId);
+      if (state === undefined) return undefined;
+      return { value: runTransaction(state, fn) };
+    },
+
+    async deleteSession(sessionId, reason) {
+      const state = sessions.get(sessionId);
+      if (state === undefined) return undefined;
+      return { variables: remove(state, reason) };
+    },
+
+    async stats() {
+      return { sessions: sessions.size, variables: variableTotal };
+    },
+
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => {
+        listeners.delete(listener);
+      };
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (timer !== undefined) clearInterval(timer);
+      listeners.clear();
+    },
+  };
+}
+
+function yieldToLoop(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+function createView(state: SessionState): SessionView {
+  return {
+    get session() {
+      return state.record;
+    },
+    variable(identifier) {
+      const id = isVariableId(identifier) ? identifier : state.byName.get(identifier);
+      return id === undefined ? undefined : state.vars.get(id);
+    },
+    variables() {
+      return state.vars.values();
+    },
+    get variableCount() {
+      return state.vars.size;
+    },
+    history(variableId) {
+      return state.history.get(variableId) ?? [];
+    },
+    dependencies() {
+      return state.deps;
+    },
+    data(key) {
+      return state.data.get(key);
+    },
+    dataKeys() {
+      return state.data.keys();
+    },
+  };
+}
+
+/**
+ * A transaction stages its writes in overlays and applies them in commit(),
+ * so a callback that throws half-way leaves the session untouched.
+ */
+function createTransaction(state: SessionState) {
+  const vars = new Map<string, VariableRecord | null>();
+  const names = new Map<string, string | null>();
+  const history = new Map<string, HistoryEntry[] | null>();
+  const data = new Map<string, JsonValue | undefined>();
+  let deps: DependencyEdge[] | undefined;
+  let seq = state.record.nextVariableSeq;
+  const changes: VariableChange[] = [];
+
+  const getVar = (id: string): VariableRecord | undefined => {
+    const staged = vars.get(id);
+    if (staged !== undefined) return staged ?? undefined;
+    return state.vars.get(id);
+  };
+  const idForName = (name: string): string | undefined => {
+    const staged = names.get(name);
+    if (staged !== undefined) return staged ?? undefined;
+    return state.byName.get(name);
+  };
+  const getHistory = (id: string): readonly HistoryEntry[] => {
+    const staged = history.get(id);
+    if (staged !== undefined) return staged ?? [];
+    return state.history.get(id) ?? [];
+  };
+
+  const api: SessionTransaction = {
+    get session() {
+      return state.record;
+    },
+    variable(identifier) {
+      const id = isVariableId(identifier) ? identifier : idForName(identifier);
+      return id === undefined ? undefined : getVar(id);
+    },
+    *variables() {
+      for (const [id, record] of state.vars) {
+        if (!vars.has(id)) yield record;
+      }
+      for (const record of vars.values()) if (record !== null) yield record;
+    },
+    get variableCount() {
+      let count = state.vars.size;
+      for (const [id, record] of vars) {
+        const before = state.vars.has(id);
+        if (record === null && before) count--;
+        if (record !== null && !before) count++;
+      }
+      return count;
+    },
+    history: getHistory,
+    dependencies() {
+      return deps ?? state.deps;
+    },
+    data(key) {
+      return data.has(key) ? data.get(key) : state.data.get(key);
+    },
+    *dataKeys() {
+      for (const key of state.data.keys()) if (!data.has(key)) yield key;
+      for (const [key, value] of data) if (value !== undefined) yield key;
+    },
+    putVariable(record) {
+      const previous = getVar(record.id);
+      if (previous !== undefined && previous.name !== record.name) names.set(previous.name, null);
+      vars.set(record.id, record);
+      names.set(record.name, record.id);
+    },
+    deleteVariable(id) {
+      const previous = getVar(id);
+      if (previous === undefined) return;
+      vars.set(id, null);
+      names.set(previous.name, null);
+      history.set(id, null);
+      deps = (deps ?? state.deps).filter((e) => e.from !== id && e.to !== id);
+    },
+    appendHistory(variableId, entry, limit) {
+      const current = getHistory(variableId);
+      const keep = Math.max(0, limit - 1);
+      const next = current.length > keep ? current.slice(current.length - keep) : [...current];
+      if (limit > 0) next.push(entry);
+      history.set(variableId, next);
+    },
+    addDependency(edge) {
+      deps = [...(deps ?? state.deps), edge];
+    },
+    setData(key, value) {
+      data.set(key, value);
+    },
+    nextVariableSeq() {
+      return seq++;
+    },
+    emit(change) {
+      changes.push(change);
+    },
+  };
+
+  /** Applies the staged writes; returns the change in variable count. */
+  const commit = (): number => {
+    let delta = 0;
+    for (const [id, record] of vars) {
+      const before = state.vars.get(id);
+      if (record === null) {
+        if (before !== undefined) {
+          state.vars.delete(id);
+          delta--;
+        }
+      } else {
+        if (before === undefined) delta++;
+        state.vars.set(id, record);
+      }
+    }
+    for (const [name, id] of names) {
+      if (id === null) state.byName.delete(name);
+      else state.byName.set(name, id);
+    }
+    for (const [id, entries] of history) {
+      if (entries === null) state.history.delete(id);
+      else state.history.set(id, entries);
+    }
+    for (const [key, value] of data) {
+      if (value === undefined) state.data.delete(key);
+      else state.data.set(key, value);
+    }
+    if (deps !== undefined) state.deps = deps;
+    if (seq !== state.record.nextVariableSeq) {
+      state.record = { ...state.record, nextVariableSeq: seq };
+    }
+    return delta;
+  };
+
+  return { api, commit, changes };
+}

@@ -1,0 +1,240 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { SessionStore, StoreEvent, VariableRecord } from "./session-store.js";
+
+/** A store under test with a clock the test controls. */
+export interface StoreFixture {
+  readonly store: SessionStore;
+  /** Moves the store's clock forward. */
+  advance(ms: number): void;
+}
+
+/**
+ * The contract every {@link SessionStore} backend must meet. Each backend's
+ * test file calls this with a factory; the factory's store must use the
+ * fixture clock for expiry and sweep at least every 50 ms.
+ */
+export function describeSessionStoreContract(
+  name: string,
+  factory: () => Promise<StoreFixture>,
+): void {
+  describe(`SessionStore contract: ${name}`, () => {
+    let fixture: StoreFixture;
+    let store: SessionStore;
+    let events: StoreEvent[];
+
+    beforeEach(async () => {
+      fixture = await factory();
+      store = fixture.store;
+      events = [];
+      store.subscribe((e) => events.push(e));
+    });
+    afterEach(async () => {
+      await store.close();
+    });
+
+    const init = (id: string, ttlMs = 60_000) => ({ id, metadata: { owner: "t" }, ttlMs, allowedTools: [] });
+    const variable = (id: string, name: string, version = 0, value = 1): VariableRecord => ({
+      id,
+      name,
+      type: "integer",
+      value,
+      constraintsJson: "{}",
+      metadata: {},
+      source: 0,
+      version,
+      updatedAt: 0,
+      accessControlJson: "",
+      binary: false,
+    });
+
+    it("creates a session once and reports whether this call created it", async () => {
+      const first = await store.createSession(init("s1"), 10);
+      const second = await store.createSession({ ...init("s1"), metadata: { owner: "other" } }, 10);
+      expect(first.created).toBe(true);
+      expect(second.created).toBe(false);
+      expect(second.session.metadata).toEqual({ owner: "t" });
+      expect((await store.stats()).sessions).toBe(1);
+    });
+
+    it("refuses new sessions beyond the limit with RESOURCE_EXHAUSTED", async () => {
+      await store.createSession(init("a"), 2);
+      await store.createSession(init("b"), 2);
+      const error = await store.createSession(init("c"), 2).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ConnectError);
+      expect((error as ConnectError).code).toBe(Code.ResourceExhausted);
+      // An existing session is still returned at the limit.
+      expect((await store.createSession(init("a"), 2)).created).toBe(false);
+    });
+
+    it("runs the creation setup atomically: a failing setup leaves no session", async () => {
+      await expect(
+        store.createSession(init("s"), 10, (tx) => {
+          tx.putVariable(variable("var:1:x", "x"));
+          throw new Error("boom");
+        }),
+      ).rejects.toThrow("boom");
+      expect(await store.read("s", () => true)).toBeUndefined();
+      expect((await store.stats()).variables).toBe(0);
+    });
+
+    it("answers undefined for unknown sessions", async () => {
+      expect(await store.read("nope", () => 1)).toBeUndefined();
+      expect(await store.transact("nope", () => 1)).toBeUndefined();
+      expect(await store.deleteSession("nope", "cleanup")).toBeUndefined();
+    });
+
+    it("finds variables by id and by name, and counts them", async () => {
+      await store.createSession(init("s"), 10);
+      await store.transact("s", (tx) => {
+        tx.putVariable(variable(`var:${tx.nextVariableSeq()}:x`, "x"));
+        tx.putVariable(variable(`var:${tx.nextVariableSeq()}:y`, "y"));
+      });
+      const found = await store.read("s", (v) => [
+        v.variable("x")?.id,
+        v.variable("var:2:y")?.name,
+        v.variable("var:9:x"),
+        v.variableCount,
+      ]);
+      expect(found?.value).toEqual(["var:1:x", "y", undefined, 2]);
+      expect((await store.stats()).variables).toBe(2);
+    });
+
+    it("never reuses variable sequence numbers, even after deletes", async () => {
+      await store.createSession(init("s"), 10);
+      const first = await store.transact("s", (tx) => tx.nextVariableSeq());
+      await store.transact("s", (tx) => tx.deleteVariable("var:1:x"));
+      const second = await store.transact("s", (tx) => tx.nextVariableSeq());
+      expect(second?.value).toBeGreaterThan(first?.value ?? Number.POSITIVE_INFINITY);
+    });
+
+    it("applies nothing from a transaction that throws, and publishes nothing", async () => {
+      await store.createSession(init("s"), 10);
+      await store.transact("s", (tx) => tx.putVariable(variable("var:1:x", "x", 0, 1)));
+      events.length = 0;
+      await expect(
+        store.transact("s", (tx) => {
+          tx.putVariable(variable("var:1:x", "x", 1, 2));
+          tx.appendHistory("var:1:x", { version: 1, value: 2, timestamp: 0, changedBy: "t", metadata: {} }, 10);
+          tx.setData("k", "v");
+          tx.emit({
+            sessionId: "s",
+            kind: "value_changed",
+            variable: variable("var:1:x", "x", 1, 2),
+            source: "t",
+            metadata: {},
+            timestamp: 0,
+          });
+          throw new Error("validation failed");
+        }),
+      ).rejects.toThrow("validation failed");
+      const state = await store.read("s", (v) => ({
+        version: v.variable("x")?.version,
+        value: v.variable("x")?.value,
+        history: v.history("var:1:x").length,
+        data: v.data("k"),
+      }));
+      expect(state?.value).toEqual({ version: 0, value: 1, history: 0, data: undefined });
+      expect(events).toEqual([]);
+    });
+
+    it("sees its own writes inside a transaction", async () => {
+      await store.createSession(init("s"), 10);
+      const seen = await store.transact("s", (tx) => {
+        tx.putVariable(variable("var:1:x", "x"));
+        const before = tx.variable("x")?.id;
+        tx.deleteVariable("var:1:x");
+        return [before, tx.variable("x"), tx.variableCount];
+      });
+      expect(seen?.value).toEqual(["var:1:x", undefined, 0]);
+    });
+
+    it("keeps a bounded history and drops it with the variable", async () => {
+      await store.createSession(init("s"), 10);
+      await store.transact("s", (tx) => {
+        tx.putVariable(variable("var:1:x", "x"));
+        for (let v = 0; v < 7; v++) {
+          tx.appendHistory("var:1:x", { version: v, value: v, timestamp: v, changedBy: "t", metadata: {} }, 5);
+        }
+      });
+      const versions = await store.read("s", (v) => v.history("var:1:x").map((e) => e.version));
+      expect(versions?.value).toEqual([2, 3, 4, 5, 6]);
+      await store.transact("s", (tx) => tx.deleteVariable("var:1:x"));
+      expect((await store.read("s", (v) => v.history("var:1:x")))?.value).toEqual([]);
+    });
+
+    it("stores dependency edges and removes those of a deleted variable", async () => {
+      await store.createSession(init("s"), 10);
+      await store.transact("s", (tx) => {
+        tx.putVariable(variable("var:1:a", "a"));
+        tx.putVariable(variable("var:2:b", "b"));
+        tx.putVariable(variable("var:3:c", "c"));
+        tx.addDependency({ from: "var:1:a", to: "var:2:b", type: "uses" });
+        tx.addDependency({ from: "var:2:b", to: "var:3:c", type: "uses" });
+      });
+      await store.transact("s", (tx) => tx.deleteVariable("var:3:c"));
+      const edges = await store.read("s", (v) => v.dependencies());
+      expect(edges?.value).toEqual([{ from: "var:1:a", to: "var:2:b", type: "uses" }]);
+    });
+
+    it("keeps session data per session", async () => {
+      await store.createSession(init("a"), 10);
+      await store.createSession(init("b"), 10);
+      await store.transact("a", (tx) => tx.setData("history", [{ role: "user" }]));
+      expect((await store.read("a", (v) => v.data("history")))?.value).toEqual([{ role: "user" }]);
+      expect((await store.read("b", (v) => v.data("history")))?.value).toBeUndefined();
+      expect((await store.read("b", (v) => v.variable("x")))?.value).toBeUndefined();
+    });
+
+    it("publishes changes after commit, in order", async () => {
+      await store.createSession(init("s"), 10);
+      await store.transact("s", (tx) => {
+        for (let v = 1; v <= 3; v++) {
+          tx.emit({
+            sessionId: "s",
+            kind: "value_changed",
+            variable: variable("var:1:x", "x", v),
+            source: "t",
+            metadata: {},
+            timestamp: v,
+          });
+        }
+      });
+      const versions = events.flatMap((e) => (e.type === "change" ? [e.change.variable.version] : []));
+      expect(versions).toEqual([1, 2, 3]);
+    });
+
+    it("expires idle sessions after their TTL and refreshes the TTL on use", async () => {
+      await store.createSession(init("idle", 1000), 10);
+      await store.createSession(init("busy", 1000), 10);
+      for (let i = 0; i < 3; i++) {
+        fixture.advance(600);
+        expect(await store.read("busy", () => true)).toBeDefined();
+      }
+      expect(await store.read("idle", () => true)).toBeUndefined();
+      await vi.waitFor(() =>
+        expect(events).toContainEqual({ type: "session_ended", sessionId: "idle", reason: "expired" }),
+      );
+      expect((await store.stats()).sessions).toBe(1);
+    });
+
+    it("sweeps expired sessions without being asked", async () => {
+      await store.createSession(init("a", 500), 10);
+      await store.createSession(init("b", 500), 10);
+      await store.createSession(init("c", 5000), 10);
+      fixture.advance(1500);
+      await vi.waitFor(async () => expect((await store.stats()).sessions).toBe(1), { timeout: 3000 });
+      const ended = events.flatMap((e) => (e.type === "session_ended" ? [e.sessionId] : []));
+      expect(ended.sort()).toEqual(["a", "b"]);
+    });
+
+    it("deletes a session with its variables and publishes the end", async () => {
+      await store.createSession(init("s"), 10);
+      await store.transact("s", (tx) => tx.putVariable(variable("var:1:x", "x")));
+      expect(await store.deleteSession("s", "cleanup")).toEqual({ variables: 1 });
+      expect(await store.read("s", () => true)).toBeUndefined();
+      expect(events).toContainEqual({ type: "session_ended", sessionId: "s", reason: "cleanup" });
+      expect(await store.stats()).toEqual({ sessions: 0, variables: 0 });
+    });
+  });
+}

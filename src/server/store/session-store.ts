@@ -1,0 +1,176 @@
+import type { JsonValue, VariableType, VariableValue } from "../../values/index.js";
+
+/**
+ * A variable as the store keeps it. Records are immutable: a write replaces
+ * the record with a new one, so a record handed out can be shared (and its
+ * encoded form cached) without copying.
+ */
+export interface VariableRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly type: VariableType;
+  /** The normalized value. */
+  readonly value: VariableValue;
+  /** Canonical constraints JSON ("{}" when none). */
+  readonly constraintsJson: string;
+  readonly metadata: Readonly<Record<string, string>>;
+  /** Variable.Source on the wire: 0 = ELIXIR (server side), 1 = PYTHON. */
+  readonly source: 0 | 1;
+  readonly version: number;
+  /** Epoch milliseconds of the last successful write. */
+  readonly updatedAt: number;
+  readonly accessControlJson: string;
+  readonly optimization?: OptimizationLock;
+  /** Whether the value travels in the portable binary form. */
+  readonly binary: boolean;
+}
+
+/** An optimization lock held on one variable. */
+export interface OptimizationLock {
+  readonly optimizerId: string;
+  readonly optimizationId: string;
+  readonly startedAt: number;
+}
+
+/** One retained past value of a variable. */
+export interface HistoryEntry {
+  readonly version: number;
+  readonly value: VariableValue;
+  readonly timestamp: number;
+  readonly changedBy: string;
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+/** A directed edge "from depends on to", between variable ids. */
+export interface DependencyEdge {
+  readonly from: string;
+  readonly to: string;
+  readonly type: string;
+}
+
+/** A session as the store keeps it (without its variables). */
+export interface SessionRecord {
+  readonly id: string;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly createdAt: number;
+  /** Sliding TTL in milliseconds, refreshed by every touch. */
+  readonly ttlMs: number;
+  readonly expiresAt: number;
+  /** Tool allowlist; empty means every exposed tool. */
+  readonly allowedTools: readonly string[];
+  /** Next number used to mint a variable id; never reused within a session. */
+  readonly nextVariableSeq: number;
+}
+
+/** What a new session starts with. */
+export interface SessionInit {
+  readonly id: string;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly ttlMs: number;
+  readonly allowedTools: readonly string[];
+}
+
+/**
+ * Read access to one session's state, consistent for the duration of a
+ * {@link SessionStore.read} or {@link SessionStore.transact} callback.
+ */
+export interface SessionView {
+  readonly session: SessionRecord;
+  /** Looks a variable up by id or by name. */
+  variable(identifier: string): VariableRecord | undefined;
+  variables(): Iterable<VariableRecord>;
+  readonly variableCount: number;
+  /** Retained history of a variable, oldest first. */
+  history(variableId: string): readonly HistoryEntry[];
+  dependencies(): readonly DependencyEdge[];
+  /** Free-form session data for server-side tools (e.g. a conversation). */
+  data(key: string): JsonValue | undefined;
+  dataKeys(): Iterable<string>;
+}
+
+/**
+ * Write access inside {@link SessionStore.transact}. Changes become visible
+ * together when the callback returns; when it throws, none of them happen.
+ */
+export interface SessionTransaction extends SessionView {
+  /** Inserts or replaces a variable (by id); the name index follows. */
+  putVariable(record: VariableRecord): void;
+  /** Removes a variable with its history and dependency edges. */
+  deleteVariable(id: string): void;
+  /** Appends a history entry, keeping at most `limit` entries. */
+  appendHistory(variableId: string, entry: HistoryEntry, limit: number): void;
+  addDependency(edge: DependencyEdge): void;
+  setData(key: string, value: JsonValue | undefined): void;
+  /** Reserves the next variable sequence number. */
+  nextVariableSeq(): number;
+  /** Publishes a change to watchers once the transaction commits. */
+  emit(change: VariableChange): void;
+}
+
+/** A change of one variable, delivered to watchers in commit order. */
+export interface VariableChange {
+  readonly sessionId: string;
+  readonly kind:
+    | "value_changed"
+    | "deleted"
+    | "optimization_started"
+    | "optimization_stopped"
+    | "registered";
+  readonly variable: VariableRecord;
+  readonly source: string;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly timestamp: number;
+}
+
+/** Why a session went away. */
+export type SessionEndReason = "cleanup" | "expired";
+
+/** Events a store publishes; for multi-node stores they cross nodes. */
+export type StoreEvent =
+  | { readonly type: "change"; readonly change: VariableChange }
+  | { readonly type: "session_ended"; readonly sessionId: string; readonly reason: SessionEndReason };
+
+/**
+ * Backend-neutral, async session storage. The bridge service holds all
+ * semantics (validation, versions, locks); a store provides atomic access to
+ * one session's state, sliding expiry and a change feed. The in-memory store
+ * is the embedded default; other backends run the same contract suite.
+ */
+export interface SessionStore {
+  /**
+   * Creates the session unless it exists. Returns the stored record and
+   * whether this call created it. Refuses with RESOURCE_EXHAUSTED when
+   * `maxSessions` are live.
+   */
+  createSession(
+    init: SessionInit,
+    maxSessions: number,
+    setup?: (tx: SessionTransaction) => void,
+  ): Promise<{ session: SessionRecord; created: boolean }>;
+  /**
+   * Runs `fn` with a consistent view of the session and refreshes its
+   * sliding TTL. Resolves to undefined when the session does not exist or
+   * has expired.
+   */
+  read<T>(sessionId: string, fn: (view: SessionView) => T): Promise<{ value: T } | undefined>;
+  /**
+   * Runs `fn` atomically against the session and refreshes its TTL: all of
+   * its writes apply together, or none when it throws. Resolves to
+   * undefined when the session does not exist or has expired.
+   */
+  transact<T>(
+    sessionId: string,
+    fn: (tx: SessionTransaction) => T,
+  ): Promise<{ value: T } | undefined>;
+  /** Removes a session. Resolves to what it held, or undefined if absent. */
+  deleteSession(
+    sessionId: string,
+    reason: SessionEndReason,
+  ): Promise<{ variables: number } | undefined>;
+  /** Live sessions and variables, for metrics and limits. */
+  stats(): Promise<{ sessions: number; variables: number }>;
+  /** Subscribes to changes and session ends. Returns the unsubscribe function. */
+  subscribe(listener: (event: StoreEvent) => void): () => void;
+  /** Stops timers and releases connections. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,370 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Any } from "@bufbuild/protobuf/wkt";
+import {
+  checkValue,
+  type Constraints,
+  decodeValue,
+  parseConstraints,
+  parseVariableType,
+  type VariableType,
+  type VariableValue,
+  valueByteSize,
+} from "../values/index.js";
+import { variableId } from "./ids.js";
+import { checkMetadata, checkVariableName, type Limits } from "./limits.js";
+import type {
+  SessionTransaction,
+  SessionView,
+  VariableChange,
+  VariableRecord,
+} from "./store/session-store.js";
+
+/**
+ * The variable semantics, shared by every RPC that writes: validation,
+ * versions, compare-and-swap, locks, history, change events. Each function
+ * runs inside a store transaction and throws a ConnectError before writing
+ * anything, so a failed call changes nothing.
+ */
+export interface VariableOps {
+  register(tx: SessionTransaction, input: RegisterInput): VariableRecord;
+  /** Validates a write without applying it. */
+  prepareWrite(view: SessionView, input: WriteInput): PreparedWrite;
+  /** Applies a prepared write: new version, history entry, change event. */
+  applyWrite(tx: SessionTransaction, write: PreparedWrite): VariableRecord;
+  find(view: SessionView, identifier: string): VariableRecord;
+  remove(tx: SessionTransaction, identifier: string, source: string): VariableRecord;
+  lock(
+    tx: SessionTransaction,
+    identifier: string,
+    optimizerId: string,
+    config?: Readonly<Record<string, string>>,
+  ): VariableRecord;
+  unlock(tx: SessionTransaction, identifier: string, optimizerId: string, force: boolean): VariableRecord;
+  rollback(tx: SessionTransaction, identifier: string, targetVersion: number, source: string): VariableRecord;
+  addDependency(tx: SessionTransaction, from: string, to: string, type: string): void;
+  constraintsFor(type: VariableType, json: string): Constraints;
+}
+
+/** A new variable. */
+export interface RegisterInput {
+  readonly name: string;
+  readonly type: string;
+  readonly value: Any | undefined;
+  readonly binary: Uint8Array;
+  readonly constraintsJson: string;
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+/** A write of a new value to an existing variable. */
+export interface WriteInput {
+  readonly identifier: string;
+  /** The value as it came over the wire, or `{ raw }` from server code. */
+  readonly value: Any | undefined | { readonly raw: unknown };
+  readonly binary: Uint8Array;
+  readonly metadata: Readonly<Record<string, string>>;
+  /** Compare-and-swap: the version the caller expects, if any. */
+  readonly expectedVersion: number | undefined;
+}
+
+/** A validated write, ready to apply. */
+export interface PreparedWrite {
+  readonly current: VariableRecord;
+  readonly value: VariableValue;
+  readonly binary: boolean;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly source: string;
+  readonly kind: "value_changed";
+  readonly changeMetadata: Readonly<Record<string, string>>;
+}
+
+/** Creates the variable semantics for the given limits and clock. */
+export function createVariableOps(limits: Limits, now: () => number = Date.now): VariableOps {
+  // Parsing constraints compiles RE2 patterns; most variables share a few
+  // constraint sets, so parse each distinct one once.
+  const constraintCache = new Map<string, Constraints>();
+  const constraintsFor = (type: VariableType, json: string): Constraints => {
+    const key = `${type}\u0000${json}`;
+    let parsed = constraintCache.get(key);
+    if (parsed === undefined) {
+      parsed = parseConstraints(type, json);
+      if (constraintCache.size >= 10_000) constraintCache.clear();
+      constraintCache.set(key, parsed);
+    }
+    return parsed;
+  };
+
+  const find = (view: SessionView, identifier: string): VariableRecord => {
+    if (identifier === "") {
+      throw new ConnectError("variable identifier is required", Code.InvalidArgument);
+    }
+    const record = view.variable(identifier);
+    if (record === undefined) {
+      throw new ConnectError(`Variable not found: ${identifier}`, Code.NotFound);
+    }
+    return record;
+  };
+
+  const checkUnlocked = (record: VariableRecord, writer: string | undefined, action: string) => {
+    const lock = record.optimization;
+    if (lock !== undefined && lock.optimizerId !== writer) {
+      throw new ConnectError(
+        `variable '${record.name}' is locked by optimizer '${lock.optimizerId}': cannot ${action} it until the optimization stops`,
+        Code.FailedPrecondition,
+      );
+    }
+  };
+
+  const decodeChecked = (
+    type: VariableType,
+    input: WriteInput["value"],
+    binary: Uint8Array,
+    constraints: Constraints,
+    name: string,
+  ): { value: VariableValue; binary: boolean } => {
+    let raw: unknown;
+    if (input !== undefined && "raw" in input) raw = input.raw;
+    else {
+      try {
+        raw = decodeValue(input, binary.length > 0 ? binary : undefined).value;
+      } catch (e) {
+        const err = ConnectError.from(e, Code.InvalidArgument);
+        throw new ConnectError(`variable '${name}': ${err.rawMessage}`, err.code);
+      }
+    }
+    const checked = checkValue(type, raw, constraints, name);
+    if (!checked.ok) throw new ConnectError(checked.message, Code.InvalidArgument);
+    const size = valueByteSize(type, checked.value);
+    if (size > limits.maxValueBytes) {
+      throw new ConnectError(
+        `variable '${name}': value is ${size} bytes; the limit is ${limits.maxValueBytes}`,
+        Code.ResourceExhausted,
+      );
+    }
+    return { value: checked.value, binary: binary.length > 0 };
+  };
+
+  const emit = (
+    tx: SessionTransaction,
+    kind: VariableChange["kind"],
+    variable: VariableRecord,
+    source: string,
+    metadata: Readonly<Record<string, string>>,
+  ) => {
+    tx.emit({ sessionId: tx.session.id, kind, variable, source, metadata, timestamp: now() });
+  };
+
+  const prepareWrite = (view: SessionView, input: WriteInput): PreparedWrite => {
+    const current = find(view, input.identifier);
+    const writer = input.metadata.optimizer_id;
+    checkUnlocked(current, writer, "write");
+    if (input.expectedVersion !== undefined && input.expectedVersion !== current.version) {
+      throw new ConnectError(
+        `variable '${current.name}': expected version ${input.expectedVersion} but the current version is ${current.version}`,
+        Code.Aborted,
+      );
+    }
+    const constraints = constraintsFor(current.type, current.constraintsJson);
+    const decoded = decodeChecked(current.type, input.value, input.binary, constraints, current.name);
+    const metadata = { ...current.metadata, ...input.metadata };
+    checkMetadata(metadata, limits, `variable '${current.name}'`);
+    return {
+      current,
+      value: decoded.value,
+      binary: decoded.binary,
+      metadata,
+      source: writer ?? input.metadata.source ?? "client",
+      kind: "value_changed",
+      changeMetadata: input.metadata,
+    };
+  };
+
+  const applyWrite = (tx: SessionTransaction, write: PreparedWrite): VariableRecord => {
+    const t = now();
+    const next: VariableRecord = {
+      ...write.current,
+      value: write.value,
+      binary: write.binary,
+      metadata: write.metadata,
+      version: write.current.version + 1,
+      updatedAt: t,
+    };
+    tx.putVariable(next);
+    tx.appendHistory(
+      next.id,
+      {
+        version: next.version,
+        value: next.value,
+        timestamp: t,
+        changedBy: write.source,
+        metadata: write.changeMetadata,
+      },
+      limits.historyLimit,
+    );
+    emit(tx, write.kind, next, write.source, write.changeMetadata);
+    return next;
+  };
+
+  return {
+    constraintsFor,
+    find,
+    prepareWrite,
+    applyWrite,
+
+    register(tx, input) {
+      checkVariableName(input.name, limits);
+      const type = parseVariableType(input.type);
+      if (tx.variable(input.name) !== undefined) {
+        throw new ConnectError(
+          `variable '${input.name}' already exists; use SetVariable to change its value`,
+          Code.AlreadyExists,
+        );
+      }
+      if (tx.variableCount >= limits.maxVariablesPerSession) {
+        throw new ConnectError(
+          `session has ${tx.variableCount} variables; the limit is ${limits.maxVariablesPerSession}`,
+          Code.ResourceExhausted,
+        );
+      }
+      let constraints: Constraints;
+      try {
+        constraints = constraintsFor(type, input.constraintsJson);
+      } catch (e) {
+        const err = ConnectError.from(e, Code.InvalidArgument);
+        throw new ConnectError(`variable '${input.name}': ${err.rawMessage}`, err.code);
+      }
+      const decoded = decodeChecked(type, input.value, input.binary, constraints, input.name);
+      checkMetadata(input.metadata, limits, `variable '${input.name}'`);
+      const t = now();
+      const record: VariableRecord = {
+        id: variableId(tx.nextVariableSeq(), input.name),
+        name: input.name,
+        type,
+        value: decoded.value,
+        binary: decoded.binary,
+        constraintsJson: constraints.json,
+        metadata: { ...input.metadata },
+        source: input.metadata.source === "python" ? 1 : 0,
+        version: 0,
+        updatedAt: t,
+        accessControlJson: "",
+      };
+      tx.putVariable(record);
+      const source = input.metadata.source ?? "client";
+      tx.appendHistory(
+        record.id,
+        { version: 0, value: record.value, timestamp: t, changedBy: source, metadata: {} },
+        limits.historyLimit,
+      );
+      emit(tx, "registered", record, source, input.metadata);
+      return record;
+    },
+
+    remove(tx, identifier, source) {
+      const record = find(tx, identifier);
+      checkUnlocked(record, undefined, "delete");
+      tx.deleteVariable(record.id);
+      emit(tx, "deleted", record, source, {});
+      return record;
+    },
+
+    lock(tx, identifier, optimizerId, config = {}) {
+      if (optimizerId === "") {
+        throw new ConnectError("optimizer_id is required to start an optimization", Code.InvalidArgument);
+      }
+      const record = find(tx, identifier);
+      const held = record.optimization;
+      if (held !== undefined) {
+        if (held.optimizerId === optimizerId) return record;
+        throw new ConnectError(
+          `variable '${record.name}' is already being optimized by '${held.optimizerId}'`,
+          Code.FailedPrecondition,
+        );
+      }
+      const t = now();
+      const next: VariableRecord = {
+        ...record,
+        optimization: {
+          optimizerId,
+          optimizationId: `opt:${record.id}:${record.version}:${t}`,
+          startedAt: t,
+        },
+      };
+      tx.putVariable(next);
+      emit(tx, "optimization_started", next, optimizerId, config);
+      return next;
+    },
+
+    unlock(tx, identifier, optimizerId, force) {
+      const record = find(tx, identifier);
+      const held = record.optimization;
+      if (held === undefined) return record;
+      if (!force && optimizerId !== "" && held.optimizerId !== optimizerId) {
+        throw new ConnectError(
+          `variable '${record.name}' is locked by optimizer '${held.optimizerId}', not '${optimizerId}'; pass force to release it anyway`,
+          Code.FailedPrecondition,
+        );
+      }
+      const { optimization: _released, ...rest } = record;
+      const next: VariableRecord = rest;
+      tx.putVariable(next);
+      emit(tx, "optimization_stopped", next, optimizerId || held.optimizerId, {});
+      return next;
+    },
+
+    rollback(tx, identifier, targetVersion, source) {
+      const current = find(tx, identifier);
+      checkUnlocked(current, source, "roll back");
+      const entry = tx.history(current.id).find((e) => e.version === targetVersion);
+      if (entry === undefined) {
+        throw new ConnectError(
+          `variable '${current.name}': version ${targetVersion} not found in the retained history`,
+          Code.NotFound,
+        );
+      }
+      return applyWrite(tx, {
+        current,
+        value: entry.value,
+        binary: current.binary,
+        metadata: current.metadata,
+        source,
+        kind: "value_changed",
+        changeMetadata: { rollback_to: String(targetVersion) },
+      });
+    },
+
+    addDependency(tx, from, to, type) {
+      const a = find(tx, from);
+      const b = find(tx, to);
+      if (a.id === b.id) {
+        throw new ConnectError(
+          `variable '${a.name}' cannot depend on itself`,
+          Code.InvalidArgument,
+        );
+      }
+      const edges = tx.dependencies();
+      if (edges.some((e) => e.from === a.id && e.to === b.id)) return;
+      // Adding a→b closes a cycle exactly when a is reachable from b.
+      const next = new Map<string, string[]>();
+      for (const e of edges) {
+        const list = next.get(e.from);
+        if (list === undefined) next.set(e.from, [e.to]);
+        else list.push(e.to);
+      }
+      const seen = new Set<string>();
+      const stack = [b.id];
+      while (stack.length > 0) {
+        const id = stack.pop() as string;
+        if (id === a.id) {
+          throw new ConnectError(
+            `dependency '${a.name}' -> '${b.name}' would create a cycle`,
+            Code.InvalidArgument,
+          );
+        }
+        if (seen.has(id)) continue;
+        seen.add(id);
+        stack.push(...(next.get(id) ?? []));
+      }
+      tx.addDependency({ from: a.id, to: b.id, type: type || "depends_on" });
+    },
+  };
+}
