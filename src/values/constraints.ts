@@ -1,0 +1,269 @@
+import { RE2JS } from "re2js";
+import { describeValue, formatNumber, invalidArgument, truncateText } from "./describe-value.js";
+import type { VariableType } from "./variable-type.js";
+
+/**
+ * A compiled `pattern` constraint. Matching is RE2 (linear time, no
+ * backreferences or lookaround) and unanchored: `test` finds the pattern
+ * anywhere in the string; write `^…$` to match the whole string.
+ */
+export interface CompiledPattern {
+  /** The pattern text as given. */
+  readonly source: string;
+  /** Whether the pattern matches anywhere in `s`. */
+  readonly test: (s: string) => boolean;
+}
+
+/** A non-empty list of allowed strings (`enum`, `choices`, `allowed_modules`). */
+export interface AllowedList {
+  readonly list: readonly string[];
+  readonly set: ReadonlySet<string>;
+}
+
+/**
+ * The checked form of a constraints object, ready for validation. Only the
+ * fields that the constraint's type allows are ever set. Empty allowed lists
+ * are dropped: like the original, `choices: []` means "any string".
+ */
+export interface ConstraintRules {
+  readonly min?: number;
+  readonly max?: number;
+  readonly minLength?: number;
+  readonly maxLength?: number;
+  readonly pattern?: CompiledPattern;
+  readonly allowed?: AllowedList;
+  readonly dimensions?: number;
+  readonly shape?: readonly number[];
+}
+
+/**
+ * Parsed and checked constraints for one type. Immutable; create it with
+ * {@link parseConstraints} and reuse it for every validation (it holds the
+ * compiled RE2 pattern).
+ */
+export interface Constraints {
+  /** The type these constraints apply to. */
+  readonly type: VariableType;
+  /** Canonical JSON (keys sorted, `null` entries dropped); `"{}"` if none. */
+  readonly json: string;
+  /** The accepted constraints as a frozen object, keys sorted. */
+  readonly raw: Readonly<Record<string, unknown>>;
+  /** The checked rules the validators apply. */
+  readonly rules: ConstraintRules;
+}
+
+const ALLOWED_KEYS: Readonly<Record<VariableType, readonly string[]>> = {
+  float: ["min", "max"],
+  integer: ["min", "max"],
+  string: ["min_length", "max_length", "pattern", "enum"],
+  boolean: [],
+  choice: ["choices"],
+  module: ["allowed_modules"],
+  embedding: ["dimensions"],
+  tensor: ["shape"],
+};
+
+const NONE: Readonly<Record<VariableType, Constraints>> = Object.freeze(
+  Object.fromEntries(
+    Object.keys(ALLOWED_KEYS).map((type) => [
+      type,
+      Object.freeze({ type, json: "{}", raw: Object.freeze({}), rules: Object.freeze({}) }),
+    ]),
+  ) as Record<VariableType, Constraints>,
+);
+
+/**
+ * The empty constraints of a type (shared, frozen).
+ */
+export function noConstraints(type: VariableType): Constraints {
+  return NONE[type];
+}
+
+/**
+ * Parse the constraints of a variable, given as JSON text (as in
+ * `constraints_json`; `""`, `"null"`, `null` or `undefined` mean none) or as an
+ * object. A key whose value is `null` counts as absent.
+ *
+ * Allowed keys: float/integer `min`, `max`; string `min_length`, `max_length`,
+ * `pattern` (RE2, unanchored), `enum`; choice `choices`; module
+ * `allowed_modules`; embedding `dimensions`; tensor `shape`; boolean none.
+ *
+ * @example
+ * const c = parseConstraints("float", '{"min":0,"max":2}');
+ * validateValue("float", 2.5, c, "temperature"); // throws "variable 'temperature': value 2.5 is above maximum 2"
+ *
+ * @throws ConnectError with `Code.InvalidArgument` for malformed JSON, unknown
+ *   keys (the message lists the allowed ones), wrongly typed values,
+ *   `min > max`, `min_length > max_length`, or an invalid pattern.
+ */
+export function parseConstraints(
+  type: VariableType,
+  input?: string | Readonly<Record<string, unknown>> | null,
+): Constraints {
+  const object = toObject(input);
+  if (object === undefined) return NONE[type];
+  const allowed = ALLOWED_KEYS[type];
+  const raw: Record<string, unknown> = {};
+  const rules: { -readonly [K in keyof ConstraintRules]: ConstraintRules[K] } = {};
+  for (const key of Object.keys(object).sort()) {
+    if (!allowed.includes(key)) {
+      throw invalidArgument(
+        allowed.length === 0
+          ? `type ${type} takes no constraints, got '${truncateText(key)}'`
+          : `constraint '${truncateText(key)}' is not allowed for type ${type}: allowed are ${allowed.join(", ")}`,
+      );
+    }
+    const value = object[key];
+    if (value === null || value === undefined) continue;
+    switch (key) {
+      case "min":
+        raw[key] = rules.min = finiteNumber(key, value);
+        break;
+      case "max":
+        raw[key] = rules.max = finiteNumber(key, value);
+        break;
+      case "min_length":
+        raw[key] = rules.minLength = nonNegativeInteger(key, value);
+        break;
+      case "max_length":
+        raw[key] = rules.maxLength = nonNegativeInteger(key, value);
+        break;
+      case "pattern":
+        rules.pattern = compilePattern(value);
+        raw[key] = rules.pattern.source;
+        break;
+      case "enum":
+      case "choices":
+      case "allowed_modules": {
+        const list = stringList(key, value);
+        raw[key] = list;
+        if (list.length > 0) rules.allowed = Object.freeze({ list, set: new Set(list) });
+        break;
+      }
+      case "dimensions":
+        raw[key] = rules.dimensions = positiveInteger(key, value);
+        break;
+      case "shape":
+        raw[key] = rules.shape = shapeList(value);
+        break;
+    }
+  }
+  checkOrder("min", rules.min, "max", rules.max);
+  checkOrder("min_length", rules.minLength, "max_length", rules.maxLength);
+  if (Object.keys(raw).length === 0) return NONE[type];
+  return Object.freeze({
+    type,
+    json: JSON.stringify(raw),
+    raw: Object.freeze(raw),
+    rules: Object.freeze(rules),
+  });
+}
+
+function toObject(
+  input: string | Readonly<Record<string, unknown>> | null | undefined,
+): Readonly<Record<string, unknown>> | undefined {
+  if (input === undefined || input === null) return undefined;
+  let parsed: unknown = input;
+  if (typeof input === "string") {
+    if (input.trim() === "") return undefined;
+    try {
+      parsed = JSON.parse(input);
+    } catch (e) {
+      const reason = e instanceof Error ? e.message : String(e);
+      throw invalidArgument(`constraints are not valid JSON: ${truncateText(reason)}`);
+    }
+    if (parsed === null) return undefined;
+  }
+  if (!isPlainObject(parsed)) {
+    throw invalidArgument(`constraints must be a JSON object, got ${describeValue(parsed)}`);
+  }
+  return parsed;
+}
+
+function isPlainObject(v: unknown): v is Readonly<Record<string, unknown>> {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return false;
+  const proto: unknown = Object.getPrototypeOf(v);
+  return proto === null || proto === Object.prototype;
+}
+
+function finiteNumber(key: string, v: unknown): number {
+  if (typeof v === "number" && Number.isFinite(v)) return v === 0 ? 0 : v;
+  throw invalidArgument(`constraint '${key}' must be a finite number, got ${describeValue(v)}`);
+}
+
+function nonNegativeInteger(key: string, v: unknown): number {
+  if (typeof v === "number" && Number.isSafeInteger(v) && v >= 0) return v === 0 ? 0 : v;
+  throw invalidArgument(
+    `constraint '${key}' must be a non-negative integer, got ${describeValue(v)}`,
+  );
+}
+
+function positiveInteger(key: string, v: unknown): number {
+  if (typeof v === "number" && Number.isSafeInteger(v) && v > 0) return v;
+  throw invalidArgument(`constraint '${key}' must be a positive integer, got ${describeValue(v)}`);
+}
+
+function stringList(key: string, v: unknown): readonly string[] {
+  if (!Array.isArray(v)) {
+    throw invalidArgument(
+      `constraint '${key}' must be an array of strings, got ${describeValue(v)}`,
+    );
+  }
+  const list: string[] = [];
+  for (let i = 0; i < v.length; i++) {
+    const item: unknown = v[i];
+    if (typeof item !== "string") {
+      throw invalidArgument(
+        `constraint '${key}' must be an array of strings, item ${i} is ${describeValue(item)}`,
+      );
+    }
+    list.push(item);
+  }
+  return Object.freeze(list);
+}
+
+function shapeList(v: unknown): readonly number[] {
+  const fail = (detail: string) =>
+    invalidArgument(`constraint 'shape' must be an array of non-negative integers, ${detail}`);
+  if (!Array.isArray(v)) throw fail(`got ${describeValue(v)}`);
+  const shape: number[] = [];
+  for (let i = 0; i < v.length; i++) {
+    const item: unknown = v[i];
+    if (typeof item !== "number" || !Number.isSafeInteger(item) || item < 0) {
+      throw fail(`item ${i} is ${describeValue(item)}`);
+    }
+    shape.push(item === 0 ? 0 : item);
+  }
+  return Object.freeze(shape);
+}
+
+function compilePattern(v: unknown): CompiledPattern {
+  if (typeof v !== "string") {
+    throw invalidArgument(`constraint 'pattern' must be a string, got ${describeValue(v)}`);
+  }
+  let re: RE2JS;
+  try {
+    re = RE2JS.compile(v);
+  } catch (e) {
+    // re2js reports "error parsing regexp: <reason>: `<fragment>`"; keep the reason.
+    const reason = (e instanceof Error ? e.message : String(e)).replace(
+      /^error parsing regexp: /,
+      "",
+    );
+    throw invalidArgument(`invalid pattern '${truncateText(v)}': ${truncateText(reason)}`);
+  }
+  return Object.freeze({ source: v, test: (s: string) => re.test(s) });
+}
+
+function checkOrder(
+  lowKey: string,
+  low: number | undefined,
+  highKey: string,
+  high: number | undefined,
+): void {
+  if (low !== undefined && high !== undefined && low > high) {
+    throw invalidArgument(
+      `constraint '${lowKey}' (${formatNumber(low)}) is greater than '${highKey}' (${formatNumber(high)})`,
+    );
+  }
+}

@@ -1,0 +1,49 @@
+/**
+ * The variable type system shared by client and server: the 8 types, their
+ * constraints, validation and normalization, and the Any / JSON / binary
+ * codec of the snakepit bridge protocol. Runtime-neutral (browsers, Workers,
+ * Node).
+ *
+ * @example
+ * import { parseConstraints, validateValue, encodeValue, decodeValue } from "unified-bridge/values";
+ *
+ * const constraints = parseConstraints("float", '{"min":0,"max":2}');
+ * const value = validateValue("float", 0.7, constraints, "temperature");
+ * const { any } = encodeValue("float", value);
+ * decodeValue(any); // { type: "float", value: 0.7 }
+ *
+ * @packageDocumentation
+ */
+export {
+  BINARY_DTYPE,
+  BINARY_FORMAT,
+} from "./binary-payload.js";
+export { type CheckResult, checkValue, validateValue } from "./check-value.js";
+export {
+  type AllowedList,
+  type CompiledPattern,
+  type ConstraintRules,
+  type Constraints,
+  noConstraints,
+  parseConstraints,
+} from "./constraints.js";
+export { decodeValue } from "./decode-value.js";
+export { type EncodedValue, type EncodeOptions, encodeValue } from "./encode-value.js";
+export { inferType } from "./infer-type.js";
+export {
+  decodeJsonAny,
+  encodeJsonAny,
+  type JsonValue,
+  STRING_VALUE_TYPE_URL,
+} from "./json-any.js";
+export { type ParsedTypeUrl, parseTypeUrl, TYPE_URL_PREFIX, typeUrlFor } from "./type-url.js";
+export { valueByteSize } from "./value-byte-size.js";
+export {
+  isVariableType,
+  parseVariableType,
+  type Tensor,
+  VARIABLE_TYPES,
+  type ValueOf,
+  type VariableType,
+  type VariableValue,
+} from "./variable-type.js";

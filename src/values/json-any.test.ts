@@ -1,0 +1,125 @@
+import { create, toBinary } from "@bufbuild/protobuf";
+import { type Any, AnySchema, anyPack, StringValueSchema } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { encodeValue } from "./encode-value.js";
+import { decodeJsonAny, encodeJsonAny, type JsonValue } from "./json-any.js";
+
+const STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue";
+const utf8 = new TextEncoder();
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+
+function anyOf(typeUrl: string, value: string | Uint8Array): Any {
+  return create(AnySchema, {
+    typeUrl,
+    value: typeof value === "string" ? utf8.encode(value) : value,
+  });
+}
+
+function packed(s: string): Uint8Array {
+  return toBinary(StringValueSchema, create(StringValueSchema, { value: s }));
+}
+
+function errorOf(fn: () => unknown): ConnectError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConnectError);
+    expect((e as ConnectError).code).toBe(Code.InvalidArgument);
+    return e as ConnectError;
+  }
+  throw new Error("expected an error");
+}
+
+describe("encodeJsonAny", () => {
+  it("writes raw JSON bytes under the StringValue type URL", () => {
+    const any = encodeJsonAny({ a: 1 });
+    expect(any.typeUrl).toBe(STRING_VALUE);
+    expect(text(any.value)).toBe('{"a":1}');
+    expect(text(encodeJsonAny("hi").value)).toBe('"hi"');
+    expect(text(encodeJsonAny(null).value)).toBe("null");
+    expect(text(encodeJsonAny([1, "é", true]).value)).toBe('[1,"é",true]');
+  });
+
+  it("writes special floats as strings instead of null", () => {
+    expect(text(encodeJsonAny([Number.NaN, Number.NEGATIVE_INFINITY, 1]).value)).toBe(
+      '["NaN","-Infinity",1]',
+    );
+  });
+
+  it("rejects values JSON cannot hold", () => {
+    const cyclic: { [k: string]: JsonValue } = {};
+    cyclic.self = cyclic;
+    expect(errorOf(() => encodeJsonAny(cyclic)).rawMessage).toContain(
+      "tool value cannot be encoded as JSON",
+    );
+  });
+});
+
+describe("decodeJsonAny", () => {
+  it("returns null for a missing or empty Any", () => {
+    expect(decodeJsonAny(undefined)).toBeNull();
+    expect(decodeJsonAny(create(AnySchema))).toBeNull();
+  });
+
+  it("reads raw JSON (the de facto convention)", () => {
+    expect(decodeJsonAny(anyOf(STRING_VALUE, '{"x":[1,2,{"y":null}]}'))).toEqual({
+      x: [1, 2, { y: null }],
+    });
+    expect(decodeJsonAny(anyOf(STRING_VALUE, '"text"'))).toBe("text");
+    expect(decodeJsonAny(anyOf(STRING_VALUE, "42"))).toBe(42);
+    // JSON may begin with whitespace, even a newline (0x0A, the packed tag byte).
+    expect(decodeJsonAny(anyOf(STRING_VALUE, '\n{"x":1}'))).toEqual({ x: 1 });
+    expect(decodeJsonAny(anyOf(STRING_VALUE, "\n\n[1]"))).toEqual([1]);
+  });
+
+  it("reads a really packed StringValue holding JSON", () => {
+    const bytes = packed('{"x":1}');
+    expect(bytes[0]).toBe(0x0a);
+    expect(decodeJsonAny(anyOf(STRING_VALUE, bytes))).toEqual({ x: 1 });
+    const viaAnyPack = anyPack(StringValueSchema, create(StringValueSchema, { value: "[true]" }));
+    expect(viaAnyPack.typeUrl).toBe(STRING_VALUE);
+    expect(decodeJsonAny(viaAnyPack)).toEqual([true]);
+  });
+
+  it("reads a packed StringValue holding plain text as that text", () => {
+    expect(decodeJsonAny(anyOf(STRING_VALUE, packed("hello world")))).toBe("hello world");
+    expect(decodeJsonAny(anyOf(STRING_VALUE, packed("x".repeat(300))))).toBe("x".repeat(300));
+    // An empty value is a packed empty string.
+    expect(decodeJsonAny(anyOf(STRING_VALUE, new Uint8Array()))).toBe("");
+  });
+
+  it("returns raw non-JSON text as a string", () => {
+    expect(decodeJsonAny(anyOf(STRING_VALUE, "not json"))).toBe("not json");
+  });
+
+  it("decodes snakepit.<type> values, normalized", () => {
+    expect(decodeJsonAny(encodeValue("float", 0.5).any)).toBe(0.5);
+    expect(decodeJsonAny(anyOf("type.googleapis.com/snakepit.integer", "3.0"))).toBe(3);
+    expect(decodeJsonAny(encodeValue("tensor", { shape: [1], data: [2] }).any)).toEqual({
+      shape: [1],
+      data: [2],
+    });
+    expect(decodeJsonAny(anyOf("type.googleapis.com/snakepit.float", '"NaN"'))).toBeNaN();
+  });
+
+  it.each([
+    [anyOf("type.googleapis.com/google.protobuf.Int32Value", "1"), "unsupported type URL"],
+    [anyOf(STRING_VALUE, new Uint8Array([0xff])), "tool value is not valid UTF-8"],
+    [anyOf("type.googleapis.com/snakepit.integer", "2.5"), "must be an integer, got 2.5"],
+  ])("rejects %o", (any, message) => {
+    expect(errorOf(() => decodeJsonAny(any)).rawMessage).toContain(message);
+  });
+
+  it("round-trips any JSON value through both encodings", () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), (value) => {
+        const json = JSON.parse(JSON.stringify(value)) as JsonValue; // -0 → 0, as JSON does
+        expect(decodeJsonAny(encodeJsonAny(value as JsonValue))).toEqual(json);
+        const asPacked = anyOf(STRING_VALUE, packed(JSON.stringify(value)));
+        expect(decodeJsonAny(asPacked)).toEqual(json);
+      }),
+    );
+  });
+});

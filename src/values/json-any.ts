@@ -1,0 +1,122 @@
+import { create, fromBinary } from "@bufbuild/protobuf";
+import { type Any, AnySchema, StringValueSchema } from "@bufbuild/protobuf/wkt";
+import { validateValue } from "./check-value.js";
+import { decodeValue } from "./decode-value.js";
+import { invalidArgument, truncateText } from "./describe-value.js";
+import { specialFloatToString } from "./special-floats.js";
+import { TYPE_URL_PREFIX } from "./type-url.js";
+import { isVariableType } from "./variable-type.js";
+
+/** A JSON value: what tool parameters and tool results carry. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [k: string]: JsonValue };
+
+/** The type URL both original sides used for tool parameters and results. */
+export const STRING_VALUE_TYPE_URL = "type.googleapis.com/google.protobuf.StringValue";
+
+const STRING_VALUE_NAME = "google.protobuf.StringValue";
+const FIELD_1_LEN_TAG = 0x0a;
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+function replaceSpecialFloats(_key: string, v: unknown): unknown {
+  return typeof v === "number" && !Number.isFinite(v) ? specialFloatToString(v) : v;
+}
+
+/**
+ * Encode a tool parameter or result the way both original sides did: an Any
+ * with type URL `type.googleapis.com/google.protobuf.StringValue` whose value
+ * is the RAW UTF-8 JSON text (not a packed StringValue message). NaN and
+ * ±Infinity become the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
+ *
+ * @example
+ * encodeJsonAny({ a: 1 }).value; // the bytes of `{"a":1}`
+ *
+ * @throws ConnectError with `Code.InvalidArgument` when the value cannot be
+ *   written as JSON (a cycle, a bigint).
+ */
+export function encodeJsonAny(value: JsonValue): Any {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value, replaceSpecialFloats);
+  } catch (e) {
+    const reason = e instanceof Error ? e.message : String(e);
+    throw invalidArgument(`tool value cannot be encoded as JSON: ${truncateText(reason)}`);
+  }
+  return create(AnySchema, {
+    typeUrl: STRING_VALUE_TYPE_URL,
+    value: utf8Encoder.encode(text ?? "null"),
+  });
+}
+
+/**
+ * Whether `bytes` are exactly one length-delimited field 1, i.e. a packed
+ * `google.protobuf.StringValue`. Raw JSON starts with a value character or
+ * whitespace; only a JSON text beginning with a newline also starts with
+ * 0x0A, and that is told apart by the length prefix having to cover the rest.
+ */
+function isPackedStringValue(bytes: Uint8Array): boolean {
+  if (bytes[0] !== FIELD_1_LEN_TAG) return false;
+  let length = 0;
+  let shift = 0;
+  let i = 1;
+  for (; i < bytes.length && i < 6; i++) {
+    const b = bytes[i] as number;
+    length += (b & 0x7f) * 2 ** shift;
+    shift += 7;
+    if ((b & 0x80) === 0) return i + 1 + length === bytes.length;
+  }
+  return false;
+}
+
+function parseJsonOrText(text: string): JsonValue {
+  try {
+    return JSON.parse(text) as JsonValue;
+  } catch {
+    // Deliberate: a sender that put plain text where JSON was expected meant a string.
+    return text;
+  }
+}
+
+function decodeUtf8(bytes: Uint8Array): string {
+  try {
+    return utf8Decoder.decode(bytes);
+  } catch {
+    // TextDecoder's own message says nothing more than this.
+    throw invalidArgument("tool value is not valid UTF-8");
+  }
+}
+
+/**
+ * Decode a tool parameter or result. Accepts:
+ * - type URL `…google.protobuf.StringValue` with raw JSON bytes (the de facto
+ *   convention), or with a really packed StringValue whose string holds JSON
+ *   (or plain text, returned as a string); plain non-JSON text is returned as
+ *   a string too; an empty value is the empty string;
+ * - `…snakepit.<type>` values (see {@link decodeValue}), normalized.
+ *
+ * A missing Any, or one with neither type URL nor value, is `null`.
+ *
+ * @throws ConnectError with `Code.InvalidArgument` for other type URLs and
+ *   for bytes that are not UTF-8.
+ */
+export function decodeJsonAny(any: Any | undefined): JsonValue {
+  if (any === undefined || (any.typeUrl === "" && any.value.length === 0)) return null;
+  const bytes = any.value;
+  if (any.typeUrl.slice(any.typeUrl.lastIndexOf("/") + 1) === STRING_VALUE_NAME) {
+    if (bytes.length === 0) return "";
+    if (isPackedStringValue(bytes)) {
+      return parseJsonOrText(fromBinary(StringValueSchema, bytes).value);
+    }
+    return parseJsonOrText(decodeUtf8(bytes));
+  }
+  const base = any.typeUrl.replace(/\.binary$/, "");
+  const name = base.slice(Math.max(base.lastIndexOf("/"), base.lastIndexOf(".")) + 1);
+  if (!isVariableType(name)) {
+    throw invalidArgument(
+      `unsupported type URL '${truncateText(any.typeUrl)}' for a tool value: expected ${STRING_VALUE_TYPE_URL} or ${TYPE_URL_PREFIX}<type>`,
+    );
+  }
+  const { type, value } = decodeValue(any);
+  // Tensors are plain {shape, data} objects, so every normalized value is JSON.
+  return validateValue(type, value) as unknown as JsonValue;
+}
