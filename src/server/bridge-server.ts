@@ -20,8 +20,11 @@ import { createWatchHub } from "./watch-hub.js";
 export interface BridgeServerOptions extends Partial<ServerConfig> {
   /** Where structured logs go (default: JSON lines on stdout at `logLevel`). */
   readonly logger?: Logger;
-  /** The session store (default: a new in-memory store). */
-  readonly store?: SessionStore;
+  /**
+   * A session store to use instead of the one `store` names (default: a new
+   * in-memory store). The server does not close a store it was given.
+   */
+  readonly sessionStore?: SessionStore;
   /** Register the built-in tools (default true). */
   readonly builtinTools?: boolean;
   /** More global tools to register at creation. */
@@ -76,7 +79,10 @@ export interface BridgeServer extends AsyncDisposable {
  * ```
  */
 export function createBridgeServer(options: BridgeServerOptions = {}): BridgeServer {
-  const config: ServerConfig = { ...defaultServerConfig, ...definedOnly(options) };
+  const config: ServerConfig = { ...defaultServerConfig };
+  for (const key of Object.keys(defaultServerConfig) as (keyof ServerConfig)[]) {
+    if (options[key] !== undefined) Object.assign(config, { [key]: options[key] });
+  }
   const now = options.now ?? Date.now;
   const logger = options.logger ?? createLogger({ level: config.logLevel });
   const limits: Limits = {
@@ -88,7 +94,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     maxMetadataBytes: config.maxMetadataBytes,
     historyLimit: config.historyLimit,
   };
-  const store = options.store ?? createMemoryStore({ now });
+  const store = options.sessionStore ?? createMemoryStore({ now });
   const shutdown = new AbortController();
   const hub = createWatchHub({ bufferSize: config.watchBufferSize });
   const tools = createToolRegistry(now);
@@ -184,7 +190,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     await closing.close({ graceMs: config.shutdownGraceMs });
     unsubscribe();
     executor.close();
-    if (options.store === undefined) await store.close();
+    if (options.sessionStore === undefined) await store.close();
     logger.info("stopped");
   };
 
@@ -219,8 +225,4 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     stop,
     [Symbol.asyncDispose]: stop,
   };
-}
-
-function definedOnly<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

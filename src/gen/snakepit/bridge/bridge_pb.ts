@@ -1123,7 +1123,7 @@ export type VariableUpdate = Message<"snakepit.bridge.VariableUpdate"> & {
   timestamp?: Timestamp | undefined;
 
   /**
-   * One of "initial_value", "value_changed", "deleted",
+   * One of "initial_value", "registered", "value_changed", "deleted",
    * "optimization_started", "optimization_stopped".
    *
    * @generated from field: string update_type = 6;
@@ -1783,7 +1783,9 @@ export const BridgeService: GenService<{
    * CSPRNG (at least 128 bits, URL-safe), returned in
    * InitializeSessionResponse.session_id (extension field 10).
    * available_tools lists the tools this session may call; initial_variables
-   * holds every variable the session has after the call.
+   * holds every variable the session has after the call. Calling it for an
+   * existing session changes nothing (metadata, config, TTL, tool allowlist
+   * and initial variables of the first call stay).
    *
    * @generated from rpc snakepit.bridge.BridgeService.InitializeSession
    */
@@ -1794,7 +1796,7 @@ export const BridgeService: GenService<{
   },
   /**
    * Removes a session with its variables and session-scoped tools, and ends
-   * its watch streams with status ABORTED ("session ended"). Without force, a
+   * its watch streams with status NOT_FOUND ("session ended"). Without force, a
    * session with a variable under an optimization lock is not removed
    * (FAILED_PRECONDITION); force removes it regardless. An unknown session
    * answers success = true with resources_cleaned = 0 (cleanup is idempotent).
@@ -1985,11 +1987,13 @@ export const BridgeService: GenService<{
    * batch set and rollback), deletion and optimization lock changes, each
    * with the full new Variable, once, in version order per variable. An
    * empty variable_identifiers watches every variable of the session,
-   * including ones registered later. With include_initial_values, the stream
-   * starts with one update per existing watched variable (update_type
-   * "initial_value"). A watcher that falls too far behind is ended with
-   * RESOURCE_EXHAUSTED; resynchronize with GetVariables and watch again.
-   * The stream ends when the session ends.
+   * including ones registered later (update_type "registered"). With
+   * include_initial_values, the stream starts with one update per existing
+   * watched variable (update_type "initial_value"). A watcher that falls too
+   * far behind is ended with RESOURCE_EXHAUSTED; resynchronize with
+   * GetVariables and watch again. The stream ends with NOT_FOUND when the
+   * session ends, and with UNAVAILABLE when the server shuts down (reconnect).
+   * NOT_FOUND at once when a listed variable does not exist.
    *
    * @generated from rpc snakepit.bridge.BridgeService.WatchVariables
    */

@@ -1,0 +1,107 @@
+#!/usr/bin/env node
+/**
+ * The `unified-bridge` command: `unified-bridge serve [options]`.
+ *
+ * Prints one line to stdout once the port is bound (scripts and humans wait
+ * for it), stops gracefully on SIGTERM/SIGINT and exits 1 with a one-line
+ * reason on stderr when it cannot start.
+ */
+import { readFileSync } from "node:fs";
+import { createBridgeServer } from "./bridge-server.js";
+import { parseServerConfig } from "./config.js";
+import { createLogger } from "./logger.js";
+
+const usage = `Usage: unified-bridge <command> [options]
+
+Commands:
+  serve [options]   Run the bridge server (unified-bridge serve --help lists the options)
+
+Options:
+  -h, --help        Show this help
+  -v, --version     Print the version`;
+
+async function main(argv: readonly string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+    console.log(usage);
+    return;
+  }
+  if (command === "--version" || command === "-v") {
+    console.log(version());
+    return;
+  }
+  if (command !== "serve") {
+    fail(`unknown command "${command}"\n\n${usage}`);
+  }
+
+  let config: ReturnType<typeof parseServerConfig>;
+  try {
+    config = parseServerConfig(rest, process.env);
+  } catch (e) {
+    fail(e instanceof Error ? e.message : String(e));
+  }
+  if ("help" in config) {
+    console.log(config.help);
+    return;
+  }
+
+  const logger = createLogger({ level: config.logLevel });
+  // `store` names the kind of store; only "memory" exists, which is the
+  // server's default, so nothing is passed for it yet.
+  const { store: _kind, ...settings } = config;
+  const server = createBridgeServer({ ...settings, logger });
+
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      // A second Ctrl-C means "now": skip the grace period.
+      process.exit(1);
+    }
+    logger.info("stopping", { signal, graceMs: config.shutdownGraceMs });
+    server.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error("stop failed", { error });
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+
+  let url: string;
+  try {
+    ({ url } = await server.start());
+  } catch (e) {
+    fail(startupMessage(e, config.host, config.port));
+  }
+  console.log(`unified-bridge listening on ${url} (gRPC h2c, gRPC-Web, Connect)`);
+}
+
+function startupMessage(e: unknown, host: string, port: number): string {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (code === "EADDRINUSE") {
+    return `cannot listen on ${host}:${port}: the port is already in use; choose another with --port or UB_PORT`;
+  }
+  if (code === "EADDRNOTAVAIL") {
+    return `cannot listen on ${host}:${port}: no such local address; check --host or UB_HOST`;
+  }
+  if (code === "EACCES") {
+    return `cannot listen on ${host}:${port}: permission denied; use a port above 1023`;
+  }
+  return `cannot start: ${e instanceof Error ? e.message : String(e)}`;
+}
+
+function version(): string {
+  // Two levels up from both src/server/cli.ts and dist/server/cli.js.
+  const pkg: unknown = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8"));
+  return String((pkg as { version?: unknown }).version);
+}
+
+function fail(message: string): never {
+  console.error(`unified-bridge: ${message}`);
+  process.exit(1);
+}
+
+await main(process.argv.slice(2));

@@ -1,0 +1,199 @@
+import { describe, expect, it } from "vitest";
+import { defaultServerConfig, parseServerConfig, type ServerConfig } from "./config.js";
+
+function parse(argv: string[], env: Record<string, string | undefined> = {}): ServerConfig {
+  const result = parseServerConfig(argv, env);
+  if ("help" in result) throw new Error("unexpected help");
+  return result;
+}
+
+function help(): string {
+  const result = parseServerConfig(["--help"], {});
+  if (!("help" in result)) throw new Error("expected help");
+  return result.help;
+}
+
+describe("parseServerConfig", () => {
+  it("returns the defaults when nothing is given", () => {
+    expect(parse([])).toEqual(defaultServerConfig);
+    expect(defaultServerConfig).toMatchObject({
+      host: "127.0.0.1",
+      port: 50051,
+      corsOrigins: [],
+      sessionTtlSeconds: 1800,
+      autoCreateSessions: false,
+      maxSessions: 10_000,
+      maxVariablesPerSession: 1000,
+      maxValueBytes: 1024 * 1024,
+      maxMetadataEntries: 32,
+      maxMetadataBytes: 4096,
+      historyLimit: 100,
+      watchBufferSize: 1024,
+      maxRequestBytes: 4 * 1024 * 1024,
+      shutdownGraceMs: 10_000,
+      logLevel: "info",
+      store: "memory",
+    });
+  });
+
+  it("reads UB_* environment variables", () => {
+    const config = parse([], {
+      UB_HOST: "0.0.0.0",
+      UB_PORT: "8080",
+      UB_CORS_ORIGINS: "http://localhost:5173, https://app.example.com",
+      UB_SESSION_TTL: "60",
+      UB_AUTO_CREATE_SESSIONS: "true",
+      UB_MAX_SESSIONS: "5",
+      UB_MAX_VARIABLES_PER_SESSION: "6",
+      UB_MAX_VALUE_BYTES: "2MiB",
+      UB_MAX_METADATA_ENTRIES: "7",
+      UB_MAX_METADATA_BYTES: "1KiB",
+      UB_HISTORY_LIMIT: "8",
+      UB_WATCH_BUFFER_SIZE: "9",
+      UB_MAX_REQUEST_BYTES: "8388608",
+      UB_SHUTDOWN_GRACE_MS: "0",
+      UB_LOG_LEVEL: "DEBUG",
+      UB_STORE: "memory",
+    });
+    expect(config).toEqual({
+      host: "0.0.0.0",
+      port: 8080,
+      corsOrigins: ["http://localhost:5173", "https://app.example.com"],
+      sessionTtlSeconds: 60,
+      autoCreateSessions: true,
+      maxSessions: 5,
+      maxVariablesPerSession: 6,
+      maxValueBytes: 2 * 1024 * 1024,
+      maxMetadataEntries: 7,
+      maxMetadataBytes: 1024,
+      historyLimit: 8,
+      watchBufferSize: 9,
+      maxRequestBytes: 8 * 1024 * 1024,
+      shutdownGraceMs: 0,
+      logLevel: "debug",
+      store: "memory",
+    } satisfies ServerConfig);
+  });
+
+  it("lets a flag win over its environment variable", () => {
+    const env = { UB_PORT: "8080", UB_HOST: "0.0.0.0", UB_CORS_ORIGINS: "http://a.example" };
+    const config = parse(["--port", "9090", "--cors-origin=http://b.example"], env);
+    expect(config.port).toBe(9090);
+    expect(config.host).toBe("0.0.0.0");
+    expect(config.corsOrigins).toEqual(["http://b.example"]);
+  });
+
+  it("accepts --flag value and --flag=value", () => {
+    expect(parse(["--max-sessions", "3"]).maxSessions).toBe(3);
+    expect(parse(["--max-sessions=4"]).maxSessions).toBe(4);
+  });
+
+  it("collects repeated and comma-separated --cors-origin", () => {
+    const config = parse([
+      "--cors-origin",
+      "http://localhost:5173",
+      "--cors-origin=http://a.example,http://b.example:8080",
+    ]);
+    expect(config.corsOrigins).toEqual([
+      "http://localhost:5173",
+      "http://a.example",
+      "http://b.example:8080",
+    ]);
+    expect(parse(["--cors-origin", "*"]).corsOrigins).toEqual(["*"]);
+  });
+
+  it("treats a bare boolean flag as true and accepts explicit values", () => {
+    expect(parse(["--auto-create-sessions"]).autoCreateSessions).toBe(true);
+    expect(parse(["--auto-create-sessions", "--port", "1"]).autoCreateSessions).toBe(true);
+    expect(parse(["--auto-create-sessions=false"]).autoCreateSessions).toBe(false);
+    expect(parse(["--auto-create-sessions", "false"]).autoCreateSessions).toBe(false);
+    expect(
+      parse(["--no-auto-create-sessions"], { UB_AUTO_CREATE_SESSIONS: "1" }).autoCreateSessions,
+    ).toBe(false);
+    expect(parse([], { UB_AUTO_CREATE_SESSIONS: "yes" }).autoCreateSessions).toBe(true);
+  });
+
+  it("treats empty environment variables as unset", () => {
+    expect(parse([], { UB_PORT: "", UB_LOG_LEVEL: "  " })).toEqual(defaultServerConfig);
+  });
+
+  it("allows port 0 to pick a free port", () => {
+    expect(parse(["--port", "0"]).port).toBe(0);
+  });
+
+  it.each([
+    [["--port", "70000"], {}, /--port: 70000 is out of range 0\.\.65535/],
+    [["--port", "80a"], {}, /--port: "80a" is not a whole number/],
+    [[], { UB_PORT: "-1" }, /UB_PORT: "-1" is not a whole number/],
+    [["--session-ttl", "0"], {}, /--session-ttl: 0 is out of range 1\.\./],
+    [["--max-sessions", "1.5"], {}, /--max-sessions: "1.5" is not a whole number/],
+    [["--max-value-bytes", "1MB"], {}, /--max-value-bytes: "1MB" is not a size; use bytes or a number with KiB, MiB or GiB/],
+    [["--max-request-bytes", "8GiB"], {}, /--max-request-bytes: .* is out of range/],
+    [["--log-level", "verbose"], {}, /--log-level: must be one of debug, info, warn, error/],
+    [[], { UB_AUTO_CREATE_SESSIONS: "maybe" }, /UB_AUTO_CREATE_SESSIONS: "maybe" is not a boolean/],
+    [["--cors-origin", "http://localhost:5173/"], {}, /--cors-origin: "http:\/\/localhost:5173\/" is not an origin; write scheme:\/\/host\[:port\]/],
+    [[], { UB_CORS_ORIGINS: "localhost:5173" }, /UB_CORS_ORIGINS: "localhost:5173" is not an origin/],
+    [["--cors-origin", "ftp://files.example"], {}, /is not an origin/],
+    [["--host", ""], {}, /--host: must not be empty/],
+    [["--store", "redis"], {}, /--store: "redis" is not available yet; use "memory"/],
+    [[], { UB_STORE: "postgres" }, /UB_STORE: "postgres" is not a store; use "memory"/],
+  ] as const)("rejects %j %j with a clear message", (argv, env, message) => {
+    expect(() => parseServerConfig([...argv], env)).toThrow(message);
+  });
+
+  it("rejects unknown options, stray arguments, missing values and repeats", () => {
+    expect(() => parse(["--prot", "1"])).toThrow("unknown option --prot (see --help)");
+    expect(() => parse(["8080"])).toThrow('unexpected argument "8080"');
+    expect(() => parse(["--port"])).toThrow("--port needs a value <n>");
+    expect(() => parse(["--port", "--host", "x"])).toThrow("--port needs a value");
+    expect(() => parse(["--port", "1", "--port", "2"])).toThrow("--port is given more than once");
+  });
+
+  it("rejects a request limit below the value limit, naming both settings", () => {
+    expect(() => parse(["--max-value-bytes", "4MiB", "--max-request-bytes", "1MiB"])).toThrow(
+      /--max-request-bytes.*--max-value-bytes/,
+    );
+  });
+
+  it("returns help for --help and -h", () => {
+    expect(parseServerConfig(["--port", "1", "-h"], {})).toEqual({ help: help() });
+  });
+});
+
+describe("serve --help", () => {
+  const flags: Record<keyof ServerConfig, [flag: string, env: string]> = {
+    host: ["--host", "UB_HOST"],
+    port: ["--port", "UB_PORT"],
+    corsOrigins: ["--cors-origin", "UB_CORS_ORIGINS"],
+    sessionTtlSeconds: ["--session-ttl", "UB_SESSION_TTL"],
+    autoCreateSessions: ["--auto-create-sessions", "UB_AUTO_CREATE_SESSIONS"],
+    maxSessions: ["--max-sessions", "UB_MAX_SESSIONS"],
+    maxVariablesPerSession: ["--max-variables-per-session", "UB_MAX_VARIABLES_PER_SESSION"],
+    maxValueBytes: ["--max-value-bytes", "UB_MAX_VALUE_BYTES"],
+    maxMetadataEntries: ["--max-metadata-entries", "UB_MAX_METADATA_ENTRIES"],
+    maxMetadataBytes: ["--max-metadata-bytes", "UB_MAX_METADATA_BYTES"],
+    historyLimit: ["--history-limit", "UB_HISTORY_LIMIT"],
+    watchBufferSize: ["--watch-buffer-size", "UB_WATCH_BUFFER_SIZE"],
+    maxRequestBytes: ["--max-request-bytes", "UB_MAX_REQUEST_BYTES"],
+    shutdownGraceMs: ["--shutdown-grace-ms", "UB_SHUTDOWN_GRACE_MS"],
+    logLevel: ["--log-level", "UB_LOG_LEVEL"],
+    store: ["--store", "UB_STORE"],
+  };
+
+  it.each(Object.entries(flags))("documents %s with its flag, variable and default", (key, [flag, env]) => {
+    const text = help();
+    const entry = text.slice(text.indexOf(`  ${flag} `));
+    const block = entry.slice(0, entry.indexOf("\n  --") === -1 ? undefined : entry.indexOf("\n  --"));
+    expect(block).toContain(`env ${env}, default `);
+    const value = defaultServerConfig[key as keyof ServerConfig];
+    const shown = Array.isArray(value) ? "none" : String(value);
+    expect(block).toContain(`default ${shown}`);
+  });
+
+  it("every flag it documents is accepted", () => {
+    for (const [flag] of Object.values(flags)) {
+      expect(() => parseServerConfig([`${flag}=x`, "--help"], {})).not.toThrow();
+    }
+    expect(Object.keys(flags).sort()).toEqual(Object.keys(defaultServerConfig).sort());
+  });
+});

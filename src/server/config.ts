@@ -1,0 +1,419 @@
+/**
+ * Server configuration from command-line flags and `UB_*` environment
+ * variables (a flag wins over its variable), validated up front so a bad value
+ * stops the server at startup with a message naming the flag, the variable and
+ * what is accepted.
+ */
+import { isLogLevel, type LogLevel, logLevels } from "./logger.js";
+
+/** Everything `unified-bridge serve` can be told. */
+export interface ServerConfig {
+  /** Interface to bind; "0.0.0.0" in containers. */
+  host: string;
+  /** TCP port for every protocol; 0 picks a free one. */
+  port: number;
+  /** Origins browsers may call from directly (exact `scheme://host[:port]`; "*" = any). */
+  corsOrigins: string[];
+  /** Sliding session lifetime in seconds. */
+  sessionTtlSeconds: number;
+  /** Create a session on first use of an unknown id instead of NOT_FOUND. */
+  autoCreateSessions: boolean;
+  maxSessions: number;
+  maxVariablesPerSession: number;
+  /** Largest encoded variable value. */
+  maxValueBytes: number;
+  maxMetadataEntries: number;
+  maxMetadataBytes: number;
+  /** Versions kept per variable for GetVariableHistory/RollbackVariable. */
+  historyLimit: number;
+  /** Updates buffered per watcher before it is ended with RESOURCE_EXHAUSTED. */
+  watchBufferSize: number;
+  /** Transport read limit per message. */
+  maxRequestBytes: number;
+  /** How long shutdown waits for in-flight calls before closing connections. */
+  shutdownGraceMs: number;
+  logLevel: LogLevel;
+  /** Only "memory" for now; "redis" will come. */
+  store: "memory";
+}
+
+const MiB = 1024 * 1024;
+
+/** The configuration used for anything not given by a flag or variable. */
+export const defaultServerConfig: ServerConfig = Object.freeze({
+  host: "127.0.0.1",
+  port: 50051,
+  corsOrigins: Object.freeze([]) as unknown as string[],
+  sessionTtlSeconds: 1800,
+  autoCreateSessions: false,
+  maxSessions: 10_000,
+  maxVariablesPerSession: 1000,
+  maxValueBytes: MiB,
+  maxMetadataEntries: 32,
+  maxMetadataBytes: 4096,
+  historyLimit: 100,
+  watchBufferSize: 1024,
+  maxRequestBytes: 4 * MiB,
+  shutdownGraceMs: 10_000,
+  logLevel: "info",
+  store: "memory",
+}) as ServerConfig;
+
+type Key = keyof ServerConfig;
+
+interface OptionSpec<K extends Key> {
+  readonly key: K;
+  readonly flag: string;
+  readonly env: string;
+  readonly placeholder: string;
+  readonly description: string;
+  /** Turns one raw string into the value; throws a message without the source prefix. */
+  readonly parse: (raw: string) => ServerConfig[K];
+  /** Several occurrences of the flag accumulate (`--cors-origin a --cors-origin b`). */
+  readonly repeatable?: true;
+  readonly boolean?: true;
+}
+
+// connect-node rejects read limits above 2^32 - 1 bytes.
+const maxBytesLimit = 0xffff_ffff;
+
+const options: readonly OptionSpec<Key>[] = [
+  spec({
+    key: "host",
+    flag: "host",
+    placeholder: "<address>",
+    description: "Interface to listen on; use 0.0.0.0 in containers.",
+    parse: (raw) => {
+      if (raw.trim() === "") throw new Error("must not be empty");
+      return raw.trim();
+    },
+  }),
+  spec({
+    key: "port",
+    flag: "port",
+    placeholder: "<n>",
+    description:
+      "TCP port serving gRPC (HTTP/2 cleartext), gRPC-Web and Connect (HTTP/1.1 and HTTP/2); 0 picks a free port.",
+    parse: (raw) => integer(raw, 0, 65_535),
+  }),
+  spec({
+    key: "corsOrigins",
+    flag: "cors-origin",
+    env: "UB_CORS_ORIGINS",
+    placeholder: "<origin>",
+    description:
+      'Origin allowed to call from a browser, e.g. http://localhost:5173; repeat the flag or separate with commas. "*" allows any origin.',
+    parse: origins,
+    repeatable: true,
+  }),
+  spec({
+    key: "sessionTtlSeconds",
+    flag: "session-ttl",
+    placeholder: "<seconds>",
+    description: "Seconds a session lives after its last use.",
+    parse: (raw) => integer(raw, 1, 365 * 24 * 3600),
+  }),
+  spec({
+    key: "autoCreateSessions",
+    flag: "auto-create-sessions",
+    placeholder: "[true|false]",
+    description: "Create a session on first use of an unknown id instead of failing with NOT_FOUND.",
+    parse: boolean,
+    boolean: true,
+  }),
+  spec({
+    key: "maxSessions",
+    flag: "max-sessions",
+    placeholder: "<n>",
+    description: "Sessions held at once; InitializeSession fails with RESOURCE_EXHAUSTED beyond.",
+    parse: (raw) => integer(raw, 1),
+  }),
+  spec({
+    key: "maxVariablesPerSession",
+    flag: "max-variables-per-session",
+    placeholder: "<n>",
+    description: "Variables per session.",
+    parse: (raw) => integer(raw, 1),
+  }),
+  spec({
+    key: "maxValueBytes",
+    flag: "max-value-bytes",
+    placeholder: "<size>",
+    description: "Largest encoded variable value (bytes, or with KiB/MiB/GiB).",
+    parse: (raw) => bytes(raw),
+  }),
+  spec({
+    key: "maxMetadataEntries",
+    flag: "max-metadata-entries",
+    placeholder: "<n>",
+    description: "Metadata entries per session or variable.",
+    parse: (raw) => integer(raw, 0),
+  }),
+  spec({
+    key: "maxMetadataBytes",
+    flag: "max-metadata-bytes",
+    placeholder: "<size>",
+    description: "Total metadata size per session or variable (bytes, or with KiB/MiB).",
+    parse: (raw) => bytes(raw, 0),
+  }),
+  spec({
+    key: "historyLimit",
+    flag: "history-limit",
+    placeholder: "<n>",
+    description: "Versions kept per variable for history and rollback.",
+    parse: (raw) => integer(raw, 1),
+  }),
+  spec({
+    key: "watchBufferSize",
+    flag: "watch-buffer-size",
+    placeholder: "<n>",
+    description:
+      "Updates buffered per watcher; a watcher that falls further behind is ended with RESOURCE_EXHAUSTED.",
+    parse: (raw) => integer(raw, 1),
+  }),
+  spec({
+    key: "maxRequestBytes",
+    flag: "max-request-bytes",
+    placeholder: "<size>",
+    description:
+      "Largest request message the transport reads (bytes, or with KiB/MiB/GiB); larger ones fail with RESOURCE_EXHAUSTED.",
+    parse: (raw) => bytes(raw),
+  }),
+  spec({
+    key: "shutdownGraceMs",
+    flag: "shutdown-grace-ms",
+    placeholder: "<ms>",
+    description:
+      "On SIGTERM, milliseconds in-flight calls get to finish before connections are closed.",
+    parse: (raw) => integer(raw, 0, 3_600_000),
+  }),
+  spec({
+    key: "logLevel",
+    flag: "log-level",
+    placeholder: "<level>",
+    description: `Lowest level logged: ${logLevels.join(", ")}.`,
+    parse: (raw) => {
+      const level = raw.trim().toLowerCase();
+      if (!isLogLevel(level)) throw new Error(`must be one of ${logLevels.join(", ")}`);
+      return level;
+    },
+  }),
+  spec({
+    key: "store",
+    flag: "store",
+    placeholder: "<kind>",
+    description: 'Where sessions live: "memory" (single process). "redis" is planned.',
+    parse: (raw) => {
+      const kind = raw.trim().toLowerCase();
+      if (kind === "memory") return kind;
+      if (kind === "redis") throw new Error('"redis" is not available yet; use "memory"');
+      throw new Error(`"${raw}" is not a store; use "memory"`);
+    },
+  }),
+];
+
+function spec<K extends Key>(
+  s: Omit<OptionSpec<K>, "env"> & { env?: string },
+): OptionSpec<Key> {
+  const env = s.env ?? `UB_${s.flag.toUpperCase().replace(/-/g, "_")}`;
+  return { ...s, env } as unknown as OptionSpec<Key>;
+}
+
+function integer(raw: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const t = raw.trim();
+  if (!/^[+]?\d+$/.test(t)) throw new Error(`"${raw}" is not a whole number`);
+  const n = Number(t);
+  if (n < min || n > max) throw new Error(`${n} is out of range ${min}..${max}`);
+  return n;
+}
+
+const units: Readonly<Record<string, number>> = { "": 1, b: 1, kib: 1024, mib: MiB, gib: 1024 * MiB };
+
+function bytes(raw: string, min = 1): number {
+  const m = /^\s*(\d+)\s*([a-z]*)\s*$/i.exec(raw);
+  const unit = units[(m?.[2] ?? "").toLowerCase()];
+  if (m === null || unit === undefined) {
+    throw new Error(`"${raw}" is not a size; use bytes or a number with KiB, MiB or GiB`);
+  }
+  const n = Number(m[1]) * unit;
+  if (n < min || n > maxBytesLimit) {
+    throw new Error(`${n} bytes is out of range ${min}..${maxBytesLimit}`);
+  }
+  return n;
+}
+
+function boolean(raw: string): boolean {
+  const t = raw.trim().toLowerCase();
+  if (["true", "1", "yes", "on"].includes(t)) return true;
+  if (["false", "0", "no", "off"].includes(t)) return false;
+  throw new Error(`"${raw}" is not a boolean; use true or false`);
+}
+
+function origins(raw: string): string[] {
+  const out: string[] = [];
+  for (const part of raw.split(",")) {
+    const o = part.trim();
+    if (o === "") continue;
+    if (o !== "*") {
+      let parsed: URL | undefined;
+      try {
+        parsed = new URL(o);
+      } catch {
+        // Not a URL at all: reported below with the same message as a URL with a path.
+      }
+      if (parsed === undefined || !/^https?:$/.test(parsed.protocol) || parsed.origin !== o) {
+        throw new Error(
+          `"${o}" is not an origin; write scheme://host[:port] without path or trailing slash, e.g. http://localhost:5173`,
+        );
+      }
+    }
+    out.push(o);
+  }
+  return out;
+}
+
+/** Thrown for any invalid flag, variable or combination; `message` says what to change. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/**
+ * Build the configuration from `argv` (the arguments after `serve`) and
+ * `env`; a flag wins over its environment variable, which wins over the
+ * default. Returns `{ help }` for `--help`/`-h`. Empty environment variables
+ * count as unset, as `docker compose` passes `${VAR:-}` through.
+ *
+ * @throws ConfigError naming the flag or variable and the accepted values.
+ *
+ * @example
+ * ```ts
+ * const config = parseServerConfig(process.argv.slice(3), process.env);
+ * if ("help" in config) console.log(config.help);
+ * ```
+ */
+export function parseServerConfig(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+): ServerConfig | { help: string } {
+  const fromFlags = new Map<Key, string[]>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === "--help" || arg === "-h") return { help: serverHelp() };
+    if (!arg.startsWith("--")) {
+      throw new ConfigError(`unexpected argument "${arg}"; options start with -- (see --help)`);
+    }
+    const eq = arg.indexOf("=");
+    let name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
+    let value = eq === -1 ? undefined : arg.slice(eq + 1);
+    let option = options.find((o) => o.flag === name);
+    if (option === undefined && name.startsWith("no-")) {
+      const negated = options.find((o) => o.flag === name.slice(3) && o.boolean);
+      if (negated !== undefined && value === undefined) {
+        option = negated;
+        name = negated.flag;
+        value = "false";
+      }
+    }
+    if (option === undefined) {
+      throw new ConfigError(`unknown option --${name} (see --help)`);
+    }
+    if (value === undefined) {
+      const next = argv[i + 1];
+      if (option.boolean) {
+        // A bare boolean flag means true; only a following literal boolean is its value.
+        if (next !== undefined && /^(true|false)$/i.test(next)) {
+          value = next;
+          i++;
+        } else {
+          value = "true";
+        }
+      } else {
+        if (next === undefined || next.startsWith("--")) {
+          throw new ConfigError(`--${name} needs a value ${option.placeholder} (see --help)`);
+        }
+        value = next;
+        i++;
+      }
+    }
+    const list = fromFlags.get(option.key) ?? [];
+    if (list.length > 0 && !option.repeatable) {
+      throw new ConfigError(`--${name} is given more than once`);
+    }
+    list.push(value);
+    fromFlags.set(option.key, list);
+  }
+
+  const config: Record<string, unknown> = { ...defaultServerConfig, corsOrigins: [] };
+  for (const option of options) {
+    const flagValues = fromFlags.get(option.key);
+    const envValue = env[option.env];
+    if (flagValues !== undefined) {
+      const parsed = flagValues.map((v) => parseOne(option, v, `--${option.flag}`));
+      config[option.key] = option.repeatable ? parsed.flat() : parsed[0];
+    } else if (envValue !== undefined && envValue.trim() !== "") {
+      config[option.key] = parseOne(option, envValue, option.env);
+    }
+  }
+  const result = config as unknown as ServerConfig;
+  if (result.maxRequestBytes < result.maxValueBytes) {
+    throw new ConfigError(
+      `max request size (${result.maxRequestBytes} bytes, --max-request-bytes / UB_MAX_REQUEST_BYTES) is below the max value size (${result.maxValueBytes} bytes, --max-value-bytes / UB_MAX_VALUE_BYTES): values that large could never be sent; raise the former or lower the latter`,
+    );
+  }
+  return result;
+}
+
+function parseOne(option: OptionSpec<Key>, raw: string, source: string): unknown {
+  try {
+    return option.parse(raw);
+  } catch (e) {
+    const reason = e instanceof Error ? e.message : String(e);
+    throw new ConfigError(`${source}: ${reason}`, { cause: e });
+  }
+}
+
+/** The `serve --help` text: every option with its environment variable and default. */
+export function serverHelp(): string {
+  const lines = [
+    "Usage: unified-bridge serve [options]",
+    "",
+    "Serves sessions, variables and tools over gRPC (HTTP/2 cleartext), gRPC-Web and",
+    "Connect on one port, plus GET /healthz and GET /metrics (Prometheus).",
+    "Every option can also be set by its environment variable; a flag wins.",
+    "",
+    "Options:",
+  ];
+  for (const o of options) {
+    const left = `  --${o.flag} ${o.placeholder}`;
+    lines.push(left);
+    for (const line of wrap(o.description, 74)) lines.push(`      ${line}`);
+    lines.push(`      env ${o.env}, default ${formatDefault(defaultServerConfig[o.key])}`);
+  }
+  lines.push("  -h, --help");
+  lines.push("      Show this help.");
+  return lines.join("\n");
+}
+
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line !== "" && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line === "" ? word : `${line} ${word}`;
+    }
+  }
+  if (line !== "") lines.push(line);
+  return lines;
+}
+
+function formatDefault(value: unknown): string {
+  if (Array.isArray(value)) return value.length === 0 ? "none" : value.join(",");
+  if (typeof value === "string") return value;
+  if (typeof value === "number" && value >= MiB && value % MiB === 0) {
+    return `${value} (${value / MiB} MiB)`;
+  }
+  return String(value);
+}

@@ -1,0 +1,408 @@
+/**
+ * One TCP port for every client of the bridge: gRPC over HTTP/2 cleartext
+ * (Python grpcio, Envoy upstreams) and HTTP/1.1 (browsers via Connect or
+ * gRPC-Web, Vite's dev proxy, curl), plus `/healthz`, `/metrics`, CORS and
+ * graceful shutdown.
+ *
+ * Node's `http2.createServer({ allowHTTP1 })` only falls back to HTTP/1 after
+ * TLS ALPN, so for cleartext this module accepts connections itself, looks at
+ * the first bytes and hands the socket to an HTTP/2 or an HTTP/1 server: a
+ * connection starting with the HTTP/2 client preface ("prior knowledge",
+ * RFC 9113 §3.3) is HTTP/2, anything else is HTTP/1.
+ */
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  cors,
+  createContextKey,
+  createContextValues,
+  type Interceptor,
+} from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "./logger.js";
+import { type MetricsRegistry, prometheusContentType } from "./metrics.js";
+
+/** What {@link createHttpFront} serves and how; fixed at construction. */
+export interface HttpFrontOptions {
+  host: string;
+  /** 0 picks a free port; {@link HttpFront.listen} reports the one chosen. */
+  port: number;
+  /** Registers the RPC services, e.g. `(router) => router.service(BridgeService, impl)`. */
+  routes: (router: ConnectRouter) => void;
+  /** Applied to every RPC in order, the first outermost. */
+  interceptors?: Interceptor[];
+  /** Exact origins browsers may call from; `"*"` in the list allows any origin. */
+  corsOrigins: readonly string[];
+  /** Largest request message read; larger ones fail with RESOURCE_EXHAUSTED. */
+  maxRequestBytes: number;
+  /** Readiness for `GET /healthz`; every field but `ok` is included in the response. */
+  health: () => { ok: boolean; [k: string]: unknown };
+  /** Rendered by `GET /metrics`. */
+  metrics: MetricsRegistry;
+  logger: Logger;
+}
+
+/** A listening (or ready to listen) front; see {@link createHttpFront}. */
+export interface HttpFront {
+  /** Bind the port. Rejects with the `listen` error (e.g. `EADDRINUSE`). */
+  listen(): Promise<{ host: string; port: number }>;
+  /**
+   * Shut down gracefully: stop accepting connections, fail `/healthz`, abort
+   * {@link shutdownSignal} so watch streams end, let in-flight calls finish
+   * for up to `graceMs` (default 10 000), then close whatever is left.
+   * Idempotent: later calls return the first call's promise.
+   */
+  close(options?: { graceMs?: number }): Promise<void>;
+  /**
+   * Aborted (with a `ConnectError` of code UNAVAILABLE) when `close()` begins.
+   * Long-lived streams listen to it to end cleanly; it is also available to
+   * handlers as `ctx.values.get(shutdownSignalKey)`.
+   */
+  readonly shutdownSignal: AbortSignal;
+}
+
+/**
+ * The front's shutdown signal, in every RPC's context values.
+ *
+ * connect-node's own `shutdownSignal` option would abort `ctx.signal` of every
+ * call, including unary calls that should be allowed to finish, so the front
+ * hands the signal to the handlers that want it instead:
+ *
+ * @example
+ * ```ts
+ * async *watchVariables(req, ctx) {
+ *   const signal = AbortSignal.any([ctx.signal, ctx.values.get(shutdownSignalKey)]);
+ *   // ...yield updates until signal aborts, then return (the stream ends OK).
+ * }
+ * ```
+ */
+export const shutdownSignalKey = createContextKey<AbortSignal>(new AbortController().signal, {
+  description: "unified-bridge shutdown signal",
+});
+
+const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+// A connection that has not sent enough bytes to classify within this time is
+// dropped, so idle or half-open sockets cannot pile up before either server
+// (and its own timeouts) takes over.
+const sniffTimeoutMs = 30_000;
+
+// Browsers cache a preflight at most this long (Chromium caps at 2 hours).
+const preflightMaxAgeSeconds = 7200;
+
+// The request and response types connect-node accepts: HTTP/1 or HTTP/2 compat.
+type NodeHandler = ReturnType<typeof connectNodeAdapter>;
+type NodeRequest = Parameters<NodeHandler>[0];
+type NodeResponse = Parameters<NodeHandler>[1];
+
+interface Connection {
+  readonly socket: net.Socket;
+  kind: "sniffing" | "http1" | "http2";
+  /** HTTP/1 requests whose response has not closed yet. */
+  active: number;
+  session?: http2.ServerHttp2Session;
+}
+
+/**
+ * Create the front. Nothing is bound until {@link HttpFront.listen}.
+ *
+ * @example
+ * ```ts
+ * const front = createHttpFront({
+ *   host: "127.0.0.1", port: 50051, corsOrigins: ["http://localhost:5173"],
+ *   maxRequestBytes: 4 << 20, routes: (r) => r.service(BridgeService, impl),
+ *   interceptors: [createMetricsInterceptor(metrics)],
+ *   health: () => ({ ok: true, sessions: store.size }), metrics, logger,
+ * });
+ * const { port } = await front.listen();
+ * process.once("SIGTERM", () => void front.close({ graceMs: 10_000 }));
+ * ```
+ */
+export function createHttpFront(options: HttpFrontOptions): HttpFront {
+  const { logger, metrics } = options;
+  const shutdown = new AbortController();
+  const connections = new Map<net.Socket, Connection>();
+  let listenCalled = false;
+  let closing: Promise<void> | undefined;
+
+  const rpc = connectNodeAdapter({
+    routes: options.routes,
+    interceptors: [...(options.interceptors ?? [])],
+    readMaxBytes: options.maxRequestBytes,
+    grpc: true,
+    grpcWeb: true,
+    connect: true,
+    contextValues: () => createContextValues().set(shutdownSignalKey, shutdown.signal),
+    fallback: (req, res) => serveNonRpc(req, res),
+  });
+
+  const corsPolicy = createCorsPolicy(options.corsOrigins);
+
+  const onRequest = (req: NodeRequest, res: NodeResponse) => {
+    if (req instanceof http.IncomingMessage) trackHttp1(req, res as http.ServerResponse);
+    if (corsPolicy(req, res)) return;
+    rpc(req, res);
+  };
+
+  const http1Server = http.createServer(onRequest);
+  const http2Server = http2.createServer(onRequest);
+
+  http2Server.on("sessionError", (error) => {
+    logger.debug("http2 session error", { error });
+  });
+
+  function trackHttp1(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const conn = connections.get(req.socket);
+    if (conn === undefined) return;
+    conn.active++;
+    // After close() begins, every response ends its keep-alive connection.
+    if (closing !== undefined) res.setHeader("Connection", "close");
+    res.once("close", () => {
+      conn.active--;
+      if (closing !== undefined && conn.active === 0) conn.socket.end();
+    });
+  }
+
+  function serveNonRpc(req: NodeRequest, res: NodeResponse): void {
+    const path = (req.url ?? "").split("?", 1)[0];
+    if (path !== "/healthz" && path !== "/metrics") {
+      send(res, 404, "text/plain; charset=utf-8", "not found\n");
+      return;
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.setHeader("Allow", "GET, HEAD");
+      send(res, 405, "text/plain; charset=utf-8", "method not allowed\n");
+      return;
+    }
+    const head = req.method === "HEAD";
+    if (path === "/healthz") {
+      const [status, body] = healthReport();
+      send(res, status, "application/json", `${JSON.stringify(body)}\n`, head);
+      return;
+    }
+    let text: string;
+    try {
+      text = metrics.render();
+    } catch (error) {
+      logger.error("metrics collection failed", { error });
+      send(res, 500, "text/plain; charset=utf-8", "metrics collection failed\n", head);
+      return;
+    }
+    send(res, 200, prometheusContentType, text, head);
+  }
+
+  function healthReport(): [number, Record<string, unknown>] {
+    if (closing !== undefined) return [503, { status: "shutting_down" }];
+    let report: { ok: boolean; [k: string]: unknown };
+    try {
+      report = options.health();
+    } catch (error) {
+      logger.warn("health check failed", { error });
+      return [503, { status: "error" }];
+    }
+    const { ok, ...fields } = report;
+    const body: Record<string, unknown> = { status: "", ...fields };
+    body.status = ok ? "ok" : "unavailable";
+    return [ok ? 200 : 503, body];
+  }
+
+  function onConnection(socket: net.Socket): void {
+    const conn: Connection = { socket, kind: "sniffing", active: 0 };
+    connections.set(socket, conn);
+    socket.on("close", () => connections.delete(socket));
+    // Stays for the socket's lifetime: a reset during classification (or in a
+    // gap between the servers' own listeners) must not become an uncaught error.
+    socket.on("error", (error) => logger.debug("connection error", { error }));
+
+    let received: Buffer = Buffer.alloc(0);
+    const timer = setTimeout(() => socket.destroy(), sniffTimeoutMs).unref();
+    const onEnd = () => socket.destroy();
+    const onData = (chunk: Buffer) => {
+      received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
+      const n = Math.min(received.length, h2Preface.length);
+      const isH2 = received.subarray(0, n).equals(h2Preface.subarray(0, n));
+      if (isH2 && received.length < h2Preface.length) return; // a prefix of it: wait for more
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("end", onEnd);
+      socket.pause();
+      // Hand over outside this read callback: libuv may deliver more chunks in
+      // the same loop turn, and once a server consumes the socket's handle
+      // those would reach its parser before the bytes we give back here.
+      setImmediate(() => handOff(conn, received, isH2));
+    };
+    socket.on("data", onData);
+    socket.on("end", onEnd);
+  }
+
+  function handOff(conn: Connection, received: Buffer, isH2: boolean): void {
+    const { socket } = conn;
+    if (socket.destroyed) return;
+    socket.unshift(received);
+    if (isH2) {
+      conn.kind = "http2";
+      // As http2's own net.Server would: a peer's FIN ends the connection.
+      socket.allowHalfOpen = false;
+      // The server emits 'session' synchronously from 'connection'; catching
+      // it here ties the session to its socket (session.socket is a proxy).
+      const onSession = (session: http2.ServerHttp2Session) => {
+        conn.session = session;
+        // A connection classified after close() began gets GOAWAY right away.
+        if (closing !== undefined) session.close();
+      };
+      http2Server.once("session", onSession);
+      // The HTTP/2 session reads the unshifted bytes itself (it drains the
+      // socket's buffer when it takes over).
+      http2Server.emit("connection", socket);
+      http2Server.off("session", onSession);
+    } else {
+      conn.kind = "http1";
+      http1Server.emit("connection", socket);
+      // The HTTP/1 parser consumes the handle directly; the bytes we read
+      // reach it through 'data' once the socket flows again.
+      socket.resume();
+    }
+  }
+
+  const netServer = net.createServer(
+    // As http.Server does: HTTP/1 handles half-closed sockets itself.
+    { allowHalfOpen: true, noDelay: true },
+    onConnection,
+  );
+
+  function drain(conn: Connection): void {
+    switch (conn.kind) {
+      case "http2":
+        // GOAWAY: streams in flight finish, new ones are refused.
+        conn.session?.close();
+        break;
+      case "http1":
+        if (conn.active === 0) conn.socket.end();
+        break;
+      case "sniffing":
+        // Classified later, it gets the closing treatment in handOff/trackHttp1.
+        break;
+    }
+  }
+
+  async function closeGracefully(graceMs: number): Promise<void> {
+    shutdown.abort(new ConnectError("server is shutting down", Code.Unavailable));
+    const stopped = new Promise<void>((resolve) => {
+      if (!netServer.listening) {
+        resolve();
+        return;
+      }
+      // Called once the last accepted connection has closed.
+      netServer.close(() => resolve());
+    });
+    for (const conn of connections.values()) drain(conn);
+    const force = setTimeout(() => {
+      if (connections.size > 0) {
+        logger.warn("shutdown grace period over; closing remaining connections", {
+          connections: connections.size,
+          graceMs,
+        });
+      }
+      for (const conn of connections.values()) {
+        conn.session?.destroy();
+        conn.socket.destroy();
+      }
+    }, graceMs).unref();
+    await stopped;
+    clearTimeout(force);
+    http1Server.close();
+    http2Server.close();
+  }
+
+  return {
+    shutdownSignal: shutdown.signal,
+
+    listen() {
+      if (listenCalled) return Promise.reject(new Error("listen() was already called"));
+      if (closing !== undefined) return Promise.reject(new Error("the front is closed"));
+      listenCalled = true;
+      return new Promise((resolve, reject) => {
+        const onError = (error: Error) => reject(error);
+        netServer.once("error", onError);
+        netServer.listen({ host: options.host, port: options.port }, () => {
+          netServer.off("error", onError);
+          netServer.on("error", (error) => logger.error("server socket error", { error }));
+          // http.Server arms its headers/request timeout checks on 'listening';
+          // it never listens itself (this front owns the port), so tell it.
+          http1Server.emit("listening");
+          const address = netServer.address() as net.AddressInfo;
+          resolve({ host: options.host, port: address.port });
+        });
+      });
+    },
+
+    close(closeOptions = {}) {
+      closing ??= closeGracefully(closeOptions.graceMs ?? 10_000);
+      return closing;
+    },
+  };
+}
+
+function send(
+  res: NodeResponse,
+  status: number,
+  contentType: string,
+  body: string,
+  headOnly = false,
+): void {
+  res.setHeader("Content-Type", contentType);
+  res.setHeader("Cache-Control", "no-store");
+  res.setHeader("Content-Length", Buffer.byteLength(body));
+  res.statusCode = status;
+  if (headOnly) res.end();
+  else res.end(body);
+}
+
+/**
+ * Returns a function that adds CORS headers to `res` and answers preflights;
+ * it returns true when it has answered the request.
+ *
+ * Only exact origins from the allowlist are echoed, never reflected blindly,
+ * because session ids travel in requests and any page could otherwise read
+ * responses made with a leaked one.
+ */
+function createCorsPolicy(
+  corsOrigins: readonly string[],
+): (req: NodeRequest, res: NodeResponse) => boolean {
+  const any = corsOrigins.includes("*");
+  const allowed = new Set(corsOrigins);
+  const allowMethods = cors.allowedMethods.join(", ");
+  const allowHeaders = cors.allowedHeaders.join(", ");
+  const exposeHeaders = cors.exposedHeaders.join(", ");
+  return (req, res) => {
+    // The answer depends on Origin whenever the list is exact, so caches must
+    // key on it even for requests without one.
+    if (!any && allowed.size > 0) res.setHeader("Vary", "Origin");
+    const origin = req.headers.origin;
+    const ok = origin !== undefined && (any || allowed.has(origin));
+    const preflight =
+      req.method === "OPTIONS" && req.headers["access-control-request-method"] !== undefined;
+    if (preflight) {
+      if (!ok) {
+        send(res, 403, "text/plain; charset=utf-8", "origin not allowed\n");
+        return true;
+      }
+      res.setHeader("Access-Control-Allow-Origin", any ? "*" : origin);
+      res.setHeader("Access-Control-Allow-Methods", allowMethods);
+      res.setHeader("Access-Control-Allow-Headers", allowHeaders);
+      res.setHeader("Access-Control-Max-Age", String(preflightMaxAgeSeconds));
+      res.statusCode = 204;
+      res.end();
+      return true;
+    }
+    if (ok) {
+      res.setHeader("Access-Control-Allow-Origin", any ? "*" : origin);
+      res.setHeader("Access-Control-Expose-Headers", exposeHeaders);
+    }
+    return false;
+  };
+}

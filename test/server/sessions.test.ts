@@ -1,0 +1,163 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { afterEach, describe, expect, it } from "vitest";
+import { encodeValue } from "../../src/values/index.js";
+import { type RunningBridge, startBridge } from "../support/bridge.js";
+
+const running: RunningBridge[] = [];
+async function bridge(options: Parameters<typeof startBridge>[0] = {}) {
+  const b = await startBridge(options);
+  running.push(b);
+  return b;
+}
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((b) => b.stop()));
+});
+
+const int = (n: number) => encodeValue("integer", n).any;
+const errorOf = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as ConnectError);
+
+describe("InitializeSession", () => {
+  it("mints a 144-bit URL-safe id when none is given", async () => {
+    const c = (await bridge()).client("grpc");
+    const a = await c.initializeSession({});
+    const b = await c.initializeSession({});
+    expect(a.sessionId).toMatch(/^[A-Za-z0-9_-]{24}$/);
+    expect(a.sessionId).not.toBe(b.sessionId);
+    expect(a).toMatchObject({ success: true, created: true });
+  });
+
+  it("is idempotent for a given id and keeps the first call's metadata", async () => {
+    const c = (await bridge()).client();
+    const first = await c.initializeSession({ sessionId: "s-1", metadata: { user: "ada" } });
+    const again = await c.initializeSession({ sessionId: "s-1", metadata: { user: "bob" } });
+    expect(first.created).toBe(true);
+    expect(again.created).toBe(false);
+    expect((await c.getSession({ sessionId: "s-1" })).metadata).toEqual({ user: "ada" });
+  });
+
+  it("creates initial variables with the session, all or nothing", async () => {
+    const c = (await bridge()).client();
+    const res = await c.initializeSession({
+      sessionId: "with-vars",
+      initialVariables: [
+        { name: "temperature", type: "float", initialValue: encodeValue("float", 0.7).any, constraintsJson: '{"min":0,"max":2}' },
+        { name: "model", type: "choice", initialValue: encodeValue("choice", "gpt").any, constraintsJson: '{"choices":["gpt","claude"]}' },
+      ],
+    });
+    expect(Object.keys(res.initialVariables).sort()).toEqual(["model", "temperature"]);
+    expect(res.availableTools.conversation_append?.name).toBe("conversation_append");
+    const bad = await errorOf(
+      c.initializeSession({
+        sessionId: "bad-vars",
+        initialVariables: [
+          { name: "ok", type: "integer", initialValue: int(1) },
+          { name: "t", type: "float", initialValue: encodeValue("float", 5).any, constraintsJson: '{"max":2}' },
+        ],
+      }),
+    );
+    expect(bad?.code).toBe(Code.InvalidArgument);
+    expect(bad?.rawMessage).toContain("above maximum");
+    expect((await c.heartbeat({ sessionId: "bad-vars" })).sessionValid).toBe(false);
+  });
+
+  it("records the session config in its metadata", async () => {
+    const c = (await bridge()).client();
+    await c.initializeSession({ sessionId: "cfg", config: { enableCaching: true, cacheTtlSeconds: 9, enableTelemetry: false } });
+    expect((await c.getSession({ sessionId: "cfg" })).metadata).toMatchObject({
+      enable_caching: "true",
+      cache_ttl_seconds: "9",
+      enable_telemetry: "false",
+    });
+  });
+
+  it("refuses sessions beyond the limit with RESOURCE_EXHAUSTED", async () => {
+    const c = (await bridge({ maxSessions: 2 })).client();
+    await c.initializeSession({});
+    await c.initializeSession({});
+    expect((await errorOf(c.initializeSession({})))?.code).toBe(Code.ResourceExhausted);
+  });
+});
+
+describe("session lifecycle", () => {
+  it("reports real counts and keeps sessions apart", async () => {
+    const c = (await bridge()).client();
+    const a = (await c.initializeSession({})).sessionId;
+    const b = (await c.initializeSession({})).sessionId;
+    await c.registerVariable({ sessionId: a, name: "x", type: "integer", initialValue: int(1) });
+    await c.registerVariable({ sessionId: a, name: "y", type: "integer", initialValue: int(1) });
+    const info = await c.getSession({ sessionId: a });
+    expect(info.variableCount).toBe(2);
+    expect(info.toolCount).toBeGreaterThanOrEqual(4);
+    expect((await c.getSession({ sessionId: b })).variableCount).toBe(0);
+    expect((await errorOf(c.getVariable({ sessionId: b, variableIdentifier: "x" })))?.code).toBe(Code.NotFound);
+    const { variable } = await c.getVariable({ sessionId: a, variableIdentifier: "x" });
+    expect((await errorOf(c.getVariable({ sessionId: b, variableIdentifier: variable?.id ?? "" })))?.code).toBe(Code.NotFound);
+  });
+
+  it("slides the TTL on every call and on Heartbeat, then expires", async () => {
+    let t = Date.now();
+    const b = await bridge({ now: () => t, sessionTtlSeconds: 60 });
+    const c = b.client();
+    const { sessionId } = await c.initializeSession({});
+    const idle = (await c.initializeSession({})).sessionId;
+    await c.registerVariable({ sessionId, name: "x", type: "integer", initialValue: int(1) });
+    t += 45_000;
+    expect((await c.heartbeat({ sessionId })).sessionValid).toBe(true);
+    t += 45_000;
+    await c.getVariable({ sessionId, variableIdentifier: "x" });
+    t += 45_000;
+    expect((await c.heartbeat({ sessionId })).sessionValid).toBe(true);
+    expect((await c.heartbeat({ sessionId: idle })).sessionValid).toBe(false);
+    expect((await errorOf(c.getSession({ sessionId: idle })))?.code).toBe(Code.NotFound);
+    t += 61_000;
+    expect((await errorOf(c.getVariable({ sessionId, variableIdentifier: "x" })))?.code).toBe(Code.NotFound);
+  });
+
+  it("ends the watch streams of an expired session", async () => {
+    let t = Date.now();
+    const b = await bridge({ now: () => t, sessionTtlSeconds: 10 });
+    const c = b.client("grpc");
+    const { sessionId } = await c.initializeSession({});
+    const ended = (async () => {
+      try {
+        for await (const _ of c.watchVariables({ sessionId })) {
+          // no variables change
+        }
+        return undefined;
+      } catch (e) {
+        return e as ConnectError;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 50));
+    t += 11_000;
+    const error = await ended;
+    expect(error?.code).toBe(Code.NotFound);
+    expect(error?.rawMessage).toContain("expired");
+  });
+
+  it("auto-creates unknown sessions only when enabled", async () => {
+    const off = (await bridge()).client();
+    expect((await errorOf(off.registerVariable({ sessionId: "auto", name: "x", type: "integer", initialValue: int(1) })))?.code).toBe(Code.NotFound);
+    const on = (await bridge({ autoCreateSessions: true })).client();
+    await on.registerVariable({ sessionId: "auto", name: "x", type: "integer", initialValue: int(1) });
+    expect((await on.getSession({ sessionId: "auto" })).metadata.auto_created).toBe("true");
+  });
+
+  it("cleans up idempotently, refusing a locked session unless forced", async () => {
+    const c = (await bridge()).client();
+    const { sessionId } = await c.initializeSession({});
+    await c.registerVariable({ sessionId, name: "x", type: "integer", initialValue: int(1) });
+    await c.startOptimization({ sessionId, variableIdentifier: "x", optimizerId: "o" });
+    expect((await errorOf(c.cleanupSession({ sessionId })))?.code).toBe(Code.FailedPrecondition);
+    const forced = await c.cleanupSession({ sessionId, force: true });
+    expect(forced).toMatchObject({ success: true, resourcesCleaned: 1 });
+    expect(await c.cleanupSession({ sessionId })).toMatchObject({ success: true, resourcesCleaned: 0 });
+    expect((await c.heartbeat({ sessionId })).sessionValid).toBe(false);
+  });
+
+  it("answers Ping without a session", async () => {
+    const res = await (await bridge()).client("grpc-web").ping({ message: "hi" });
+    expect(res.message).toBe("hi");
+    expect(Number(res.serverTime?.seconds)).toBeGreaterThan(1_700_000_000);
+  });
+});

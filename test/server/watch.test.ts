@@ -1,0 +1,203 @@
+import { connect } from "node:http2";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type VariableUpdate,
+  WatchVariablesRequestSchema,
+} from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { decodeValue, encodeValue } from "../../src/values/index.js";
+import { protocols, type RunningBridge, startBridge } from "../support/bridge.js";
+
+let bridge: RunningBridge;
+beforeAll(async () => {
+  bridge = await startBridge({ watchBufferSize: 8 });
+});
+afterAll(async () => {
+  await bridge.stop();
+});
+
+const int = (n: number) => encodeValue("integer", n).any;
+
+async function newSession(vars: string[] = ["x"]) {
+  const c = bridge.client();
+  const { sessionId } = await c.initializeSession({});
+  for (const name of vars) await c.registerVariable({ sessionId, name, type: "integer", initialValue: int(0) });
+  return sessionId;
+}
+
+/** Collects updates from a watch stream in the background. */
+function collect(stream: AsyncIterable<VariableUpdate>) {
+  const updates: VariableUpdate[] = [];
+  let error: unknown;
+  const done = (async () => {
+    try {
+      for await (const u of stream) updates.push(u);
+    } catch (e) {
+      error = e;
+    }
+  })();
+  return {
+    updates,
+    done,
+    get error() {
+      return error;
+    },
+    async until(n: number, timeoutMs = 5000) {
+      const start = Date.now();
+      while (updates.length < n) {
+        if (Date.now() - start > timeoutMs) throw new Error(`only ${updates.length} of ${n} updates arrived`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    },
+  };
+}
+
+describe.each(protocols)("watch over %s", (protocol) => {
+  it("starts with initial values, then delivers every change once, in version order", async () => {
+    const sessionId = await newSession(["x", "y"]);
+    const c = bridge.client(protocol);
+    const abort = new AbortController();
+    const w = collect(
+      c.watchVariables({ sessionId, variableIdentifiers: ["x"], includeInitialValues: true }, { signal: abort.signal }),
+    );
+    await w.until(1);
+    for (let v = 1; v <= 5; v++) await c.setVariable({ sessionId, variableIdentifier: "x", value: int(v) });
+    await c.setVariable({ sessionId, variableIdentifier: "y", value: int(99) });
+    await c.setVariables({ sessionId, updates: { x: int(6), y: int(100) } });
+    await c.rollbackVariable({ sessionId, variableIdentifier: "x", targetVersion: 1 });
+    await w.until(8);
+    abort.abort();
+    await w.done;
+    expect(w.updates[0]?.updateType).toBe("initial_value");
+    expect(w.updates.map((u) => u.variable?.version)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(w.updates.map((u) => decodeValue(u.variable?.value).value)).toEqual([0, 1, 2, 3, 4, 5, 6, 1]);
+    expect(w.updates.every((u) => u.variable?.name === "x")).toBe(true);
+  });
+});
+
+describe("watch", () => {
+  it("delivers lock changes and deletes", async () => {
+    const sessionId = await newSession(["x"]);
+    const c = bridge.client();
+    const abort = new AbortController();
+    const w = collect(c.watchVariables({ sessionId, variableIdentifiers: ["x"] }, { signal: abort.signal }));
+    await new Promise((r) => setTimeout(r, 50));
+    await c.startOptimization({ sessionId, variableIdentifier: "x", optimizerId: "o" });
+    await c.stopOptimization({ sessionId, variableIdentifier: "x", optimizerId: "o" });
+    await c.deleteVariable({ sessionId, variableIdentifier: "x" });
+    await w.until(3);
+    abort.abort();
+    expect(w.updates.map((u) => u.updateType)).toEqual([
+      "optimization_started",
+      "optimization_stopped",
+      "deleted",
+    ]);
+    expect(w.updates[0]?.variable?.optimizationStatus?.optimizerId).toBe("o");
+  });
+
+  it("watches the whole session, including variables registered later", async () => {
+    const sessionId = await newSession([]);
+    const c = bridge.client();
+    const abort = new AbortController();
+    const w = collect(c.watchVariables({ sessionId }, { signal: abort.signal }));
+    await new Promise((r) => setTimeout(r, 50));
+    await c.registerVariable({ sessionId, name: "late", type: "integer", initialValue: int(1) });
+    await c.setVariable({ sessionId, variableIdentifier: "late", value: int(2) });
+    await w.until(2);
+    abort.abort();
+    expect(w.updates.map((u) => [u.updateType, u.variable?.name, u.variable?.version])).toEqual([
+      ["registered", "late", 0],
+      ["value_changed", "late", 1],
+    ]);
+  });
+
+  it("answers NOT_FOUND for a watch on an unknown variable", async () => {
+    const sessionId = await newSession(["x"]);
+    const w = collect(bridge.client().watchVariables({ sessionId, variableIdentifiers: ["nope"] }));
+    await w.done;
+    expect((w.error as ConnectError).code).toBe(Code.NotFound);
+  });
+
+  it("ends a watcher that falls behind with RESOURCE_EXHAUSTED without stalling writers or others", async () => {
+    const c = bridge.client("grpc");
+    const { sessionId } = await c.initializeSession({});
+    const text = (v: number) => encodeValue("string", `${v}:${"x".repeat(4000)}`).any;
+    await c.registerVariable({ sessionId, name: "s", type: "string", initialValue: text(0) });
+    // A truly stalled reader: a raw HTTP/2 gRPC call whose stream is paused,
+    // so HTTP/2 flow control pushes back on the server. (connect-node's
+    // client would buffer everything on its side instead.)
+    const slow = rawWatch(bridge.url, sessionId, "s");
+    const fast = collect(c.watchVariables({ sessionId, variableIdentifiers: ["s"] }));
+    await new Promise((r) => setTimeout(r, 100));
+    // 300 updates of 4 KB: far beyond the watcher buffer (8) and the HTTP/2
+    // windows. Every write must still succeed, and the fast watcher sees all.
+    const writes = 300;
+    for (let v = 1; v <= writes; v++) {
+      await c.setVariable({ sessionId, variableIdentifier: "s", value: text(v) });
+    }
+    await fast.until(writes);
+    expect(fast.updates.map((u) => u.variable?.version)).toEqual(
+      Array.from({ length: writes }, (_, i) => i + 1),
+    );
+    const ended = await slow.drain();
+    expect(ended.status).toBe(String(Code.ResourceExhausted));
+    expect(decodeURIComponent(ended.message)).toContain("resynchronize");
+    expect(ended.bytes).toBeLessThan(writes * 4000);
+  });
+
+  it("ends the session's streams when the session is cleaned up", async () => {
+    const sessionId = await newSession(["x"]);
+    const w = collect(bridge.client("grpc").watchVariables({ sessionId }));
+    await new Promise((r) => setTimeout(r, 50));
+    const cleanup = await bridge.client().cleanupSession({ sessionId });
+    expect(cleanup.resourcesCleaned).toBe(2); // one variable, one watch stream
+    await w.done;
+    expect((w.error as ConnectError).code).toBe(Code.NotFound);
+    expect((w.error as ConnectError).rawMessage).toContain("session ended");
+  });
+});
+
+/** Opens a gRPC WatchVariables call over raw HTTP/2 and does not read it. */
+function rawWatch(url: string, sessionId: string, name: string) {
+  const session = connect(url);
+  const body = toBinary(
+    WatchVariablesRequestSchema,
+    create(WatchVariablesRequestSchema, { sessionId, variableIdentifiers: [name] }),
+  );
+  const frame = new Uint8Array(5 + body.length);
+  new DataView(frame.buffer).setUint32(1, body.length);
+  frame.set(body, 5);
+  const stream = session.request({
+    ":method": "POST",
+    ":path": "/snakepit.bridge.BridgeService/WatchVariables",
+    "content-type": "application/grpc+proto",
+    te: "trailers",
+  });
+  stream.end(frame);
+  stream.pause();
+  let trailers: Record<string, unknown> = {};
+  stream.on("trailers", (t) => {
+    trailers = t;
+  });
+  return {
+    /** Reads everything that is left; resolves with the gRPC status. */
+    drain: () =>
+      new Promise<{ status: string; message: string; bytes: number }>((resolve, reject) => {
+        let bytes = 0;
+        stream.on("data", (chunk: Buffer) => {
+          bytes += chunk.length;
+        });
+        stream.on("error", reject);
+        stream.on("end", () => {
+          session.close();
+          resolve({
+            status: String(trailers["grpc-status"]),
+            message: String(trailers["grpc-message"] ?? ""),
+            bytes,
+          });
+        });
+        stream.resume();
+      }),
+  };
+}

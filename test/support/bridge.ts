@@ -1,0 +1,62 @@
+import { type Client, createClient, type Transport } from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
+import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import {
+  type BridgeServer,
+  type BridgeServerOptions,
+  createBridgeServer,
+  createLogger,
+} from "../../src/server/index.js";
+
+/** The three protocols the server speaks on its one port. */
+export const protocols = ["connect", "grpc", "grpc-web"] as const;
+export type Protocol = (typeof protocols)[number];
+
+/** A real bridge server on a free port of 127.0.0.1. */
+export interface RunningBridge {
+  readonly server: BridgeServer;
+  readonly url: string;
+  readonly port: number;
+  /** A BridgeService client over the given protocol (default Connect). */
+  client(protocol?: Protocol): Client<typeof BridgeService>;
+  transport(protocol?: Protocol): Transport;
+  stop(): Promise<void>;
+}
+
+/** Starts a bridge server for a test; silent logs unless UB_TEST_LOGS is set. */
+export async function startBridge(options: BridgeServerOptions = {}): Promise<RunningBridge> {
+  const server = createBridgeServer({
+    host: "127.0.0.1",
+    port: 0,
+    shutdownGraceMs: 2000,
+    logger: createLogger({ level: process.env.UB_TEST_LOGS ? "debug" : "error" }),
+    ...options,
+  });
+  const { url, port } = await server.start();
+  const transports = new Map<Protocol, Transport>();
+  const transport = (protocol: Protocol = "connect") => {
+    let t = transports.get(protocol);
+    if (t === undefined) {
+      t =
+        protocol === "grpc"
+          ? createGrpcTransport({ baseUrl: url })
+          : protocol === "grpc-web"
+            ? createGrpcWebTransport({ baseUrl: url, httpVersion: "1.1" })
+            : createConnectTransport({ baseUrl: url, httpVersion: "1.1" });
+      transports.set(protocol, t);
+    }
+    return t;
+  };
+  return {
+    server,
+    url,
+    port,
+    transport,
+    client: (protocol) => createClient(BridgeService, transport(protocol)),
+    stop: () => server.stop(),
+  };
+}
