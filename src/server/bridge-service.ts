@@ -232,6 +232,37 @@ export function createBridgeService(core: BridgeCore): {
       return { success: true, variableId: record.id, variable: toVariableMessage(record) };
     },
 
+    async registerVariables(req) {
+      return core.transact(req.sessionId, (tx) => {
+        const variables: Variable[] = [];
+        const created: string[] = [];
+        for (const v of req.variables) {
+          const existing = req.ifAbsent ? tx.variable(v.name) : undefined;
+          if (existing !== undefined) {
+            if (existing.type !== v.type) {
+              throw new ConnectError(
+                `variable '${v.name}' exists with type ${existing.type}, not ${v.type}`,
+                Code.InvalidArgument,
+              );
+            }
+            variables.push(toVariableMessage(existing));
+            continue;
+          }
+          const record = ops.register(tx, {
+            name: v.name,
+            type: v.type,
+            value: v.initialValue,
+            binary: v.initialBinaryValue,
+            constraintsJson: v.constraintsJson,
+            metadata: v.metadata,
+          });
+          created.push(record.name);
+          variables.push(toVariableMessage(record));
+        }
+        return { variables, created };
+      });
+    },
+
     async listVariables(req) {
       const re = globToRegExp(req.pattern);
       const records = await core.read(req.sessionId, (view) => {

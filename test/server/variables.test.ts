@@ -380,3 +380,44 @@ describe("dependencies", () => {
     expect(missing.code).toBe(Code.NotFound);
   });
 });
+
+describe("RegisterVariables (extension)", () => {
+  it("registers what is missing and returns what exists, in one call", async () => {
+    await register("a", "integer", 5);
+    const res = await client().registerVariables({
+      sessionId,
+      ifAbsent: true,
+      variables: [
+        { name: "a", type: "integer", initialValue: any("integer", 1) },
+        { name: "b", type: "float", initialValue: any("float", 0.5), constraintsJson: '{"max":1}' },
+      ],
+    });
+    expect(res.created).toEqual(["b"]);
+    expect(res.variables.map((v) => [v.name, valueOf(v)])).toEqual([
+      ["a", 5],
+      ["b", 0.5],
+    ]);
+  });
+
+  it("is all or nothing, and checks the type of existing variables", async () => {
+    await register("a", "integer", 5);
+    const mismatch = await codeOf(
+      client().registerVariables({
+        sessionId,
+        ifAbsent: true,
+        variables: [
+          { name: "c", type: "integer", initialValue: any("integer", 1) },
+          { name: "a", type: "string", initialValue: any("string", "x") },
+        ],
+      }),
+    );
+    expect(mismatch.code).toBe(Code.InvalidArgument);
+    expect(mismatch.message).toContain("exists with type integer");
+    const exists = await codeOf(
+      client().registerVariables({ sessionId, variables: [{ name: "a", type: "integer", initialValue: any("integer", 1) }] }),
+    );
+    expect(exists.code).toBe(Code.AlreadyExists);
+    const list = await client().listVariables({ sessionId });
+    expect(list.variables.map((v) => v.name)).toEqual(["a"]);
+  });
+});
