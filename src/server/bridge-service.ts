@@ -378,6 +378,7 @@ export function createBridgeService(core: BridgeCore): {
             w.pushInitial(record);
           }
         }
+        if (req.syncMarker) w.pushSyncMarker();
         return w;
       });
       yield* watcher;

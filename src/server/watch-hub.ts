@@ -23,6 +23,8 @@ export interface WatchFilter {
 export interface Watcher extends AsyncIterable<VariableUpdate> {
   /** Queues an update made outside the change feed (initial values). */
   pushInitial(record: VariableRecord): void;
+  /** Queues the "sync" marker (see WatchVariablesRequest.sync_marker). */
+  pushSyncMarker(): void;
   /** Ends the stream: cleanly without an error, else with it. */
   end(error?: ConnectError): void;
 }
@@ -181,6 +183,16 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
             // not by how fast the watcher reads.
             false,
           );
+        },
+        pushSyncMarker() {
+          state.queue.push(
+            create(VariableUpdateSchema, {
+              updateSource: "server",
+              timestamp: timestamp(Date.now()),
+              updateType: "sync",
+            }),
+          );
+          state.wake?.();
         },
         end(error) {
           finish(state, error);

@@ -201,3 +201,18 @@ function rawWatch(url: string, sessionId: string, name: string) {
       }),
   };
 }
+
+describe("watch sync marker (extension)", () => {
+  it("sends one 'sync' update after the initial values, only when asked", async () => {
+    const sessionId = await newSession(["x", "y"]);
+    const c = bridge.client();
+    const abort = new AbortController();
+    const w = collect(c.watchVariables({ sessionId, includeInitialValues: true, syncMarker: true }, { signal: abort.signal }));
+    await w.until(3);
+    await c.setVariable({ sessionId, variableIdentifier: "x", value: int(1) });
+    await w.until(4);
+    abort.abort();
+    expect(w.updates.map((u) => u.updateType)).toEqual(["initial_value", "initial_value", "sync", "value_changed"]);
+    expect(w.updates[2]?.variable).toBeUndefined();
+  });
+});
