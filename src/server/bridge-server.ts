@@ -219,7 +219,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       statsTimer = setInterval(() => void refreshStats(), 1000);
       statsTimer.unref();
       const url = `http://${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`;
-      logger.info("listening", { url });
+      logger.debug("listening", { url });
       return { ...address, url };
     },
     stop,

@@ -46,10 +46,7 @@ async function main(argv: readonly string[]): Promise<void> {
   }
 
   const logger = createLogger({ level: config.logLevel });
-  // `store` names the kind of store; only "memory" exists, which is the
-  // server's default, so nothing is passed for it yet.
-  const { store: _kind, ...settings } = config;
-  const server = createBridgeServer({ ...settings, logger });
+  const server = createBridgeServer({ ...config, logger });
 
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -95,7 +92,9 @@ function startupMessage(e: unknown, host: string, port: number): string {
 
 function version(): string {
   // Two levels up from both src/server/cli.ts and dist/server/cli.js.
-  const pkg: unknown = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8"));
+  const pkg: unknown = JSON.parse(
+    readFileSync(new URL("../../package.json", import.meta.url), "utf8"),
+  );
   return String((pkg as { version?: unknown }).version);
 }
 

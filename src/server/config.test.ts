@@ -127,12 +127,24 @@ describe("parseServerConfig", () => {
     [[], { UB_PORT: "-1" }, /UB_PORT: "-1" is not a whole number/],
     [["--session-ttl", "0"], {}, /--session-ttl: 0 is out of range 1\.\./],
     [["--max-sessions", "1.5"], {}, /--max-sessions: "1.5" is not a whole number/],
-    [["--max-value-bytes", "1MB"], {}, /--max-value-bytes: "1MB" is not a size; use bytes or a number with KiB, MiB or GiB/],
+    [
+      ["--max-value-bytes", "1MB"],
+      {},
+      /--max-value-bytes: "1MB" is not a size; use bytes or a number with KiB, MiB or GiB/,
+    ],
     [["--max-request-bytes", "8GiB"], {}, /--max-request-bytes: .* is out of range/],
     [["--log-level", "verbose"], {}, /--log-level: must be one of debug, info, warn, error/],
     [[], { UB_AUTO_CREATE_SESSIONS: "maybe" }, /UB_AUTO_CREATE_SESSIONS: "maybe" is not a boolean/],
-    [["--cors-origin", "http://localhost:5173/"], {}, /--cors-origin: "http:\/\/localhost:5173\/" is not an origin; write scheme:\/\/host\[:port\]/],
-    [[], { UB_CORS_ORIGINS: "localhost:5173" }, /UB_CORS_ORIGINS: "localhost:5173" is not an origin/],
+    [
+      ["--cors-origin", "http://localhost:5173/"],
+      {},
+      /--cors-origin: "http:\/\/localhost:5173\/" is not an origin; write scheme:\/\/host\[:port\]/,
+    ],
+    [
+      [],
+      { UB_CORS_ORIGINS: "localhost:5173" },
+      /UB_CORS_ORIGINS: "localhost:5173" is not an origin/,
+    ],
     [["--cors-origin", "ftp://files.example"], {}, /is not an origin/],
     [["--host", ""], {}, /--host: must not be empty/],
     [["--store", "redis"], {}, /--store: "redis" is not available yet; use "memory"/],
@@ -180,15 +192,21 @@ describe("serve --help", () => {
     store: ["--store", "UB_STORE"],
   };
 
-  it.each(Object.entries(flags))("documents %s with its flag, variable and default", (key, [flag, env]) => {
-    const text = help();
-    const entry = text.slice(text.indexOf(`  ${flag} `));
-    const block = entry.slice(0, entry.indexOf("\n  --") === -1 ? undefined : entry.indexOf("\n  --"));
-    expect(block).toContain(`env ${env}, default `);
-    const value = defaultServerConfig[key as keyof ServerConfig];
-    const shown = Array.isArray(value) ? "none" : String(value);
-    expect(block).toContain(`default ${shown}`);
-  });
+  it.each(Object.entries(flags))(
+    "documents %s with its flag, variable and default",
+    (key, [flag, env]) => {
+      const text = help();
+      const entry = text.slice(text.indexOf(`  ${flag} `));
+      const block = entry.slice(
+        0,
+        entry.indexOf("\n  --") === -1 ? undefined : entry.indexOf("\n  --"),
+      );
+      expect(block).toContain(`env ${env}, default `);
+      const value = defaultServerConfig[key as keyof ServerConfig];
+      const shown = Array.isArray(value) ? "none" : String(value);
+      expect(block).toContain(`default ${shown}`);
+    },
+  );
 
   it("every flag it documents is accepted", () => {
     for (const [flag] of Object.values(flags)) {

@@ -117,7 +117,8 @@ const options: readonly OptionSpec<Key>[] = [
     key: "autoCreateSessions",
     flag: "auto-create-sessions",
     placeholder: "[true|false]",
-    description: "Create a session on first use of an unknown id instead of failing with NOT_FOUND.",
+    description:
+      "Create a session on first use of an unknown id instead of failing with NOT_FOUND.",
     parse: boolean,
     boolean: true,
   }),
@@ -212,9 +213,7 @@ const options: readonly OptionSpec<Key>[] = [
   }),
 ];
 
-function spec<K extends Key>(
-  s: Omit<OptionSpec<K>, "env"> & { env?: string },
-): OptionSpec<Key> {
+function spec<K extends Key>(s: Omit<OptionSpec<K>, "env"> & { env?: string }): OptionSpec<Key> {
   const env = s.env ?? `UB_${s.flag.toUpperCase().replace(/-/g, "_")}`;
   return { ...s, env } as unknown as OptionSpec<Key>;
 }
@@ -227,7 +226,13 @@ function integer(raw: string, min: number, max = Number.MAX_SAFE_INTEGER): numbe
   return n;
 }
 
-const units: Readonly<Record<string, number>> = { "": 1, b: 1, kib: 1024, mib: MiB, gib: 1024 * MiB };
+const units: Readonly<Record<string, number>> = {
+  "": 1,
+  b: 1,
+  kib: 1024,
+  mib: MiB,
+  gib: 1024 * MiB,
+};
 
 function bytes(raw: string, min = 1): number {
   const m = /^\s*(\d+)\s*([a-z]*)\s*$/i.exec(raw);

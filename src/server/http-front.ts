@@ -126,7 +126,7 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
   const { logger, metrics } = options;
   const shutdown = new AbortController();
   const connections = new Map<net.Socket, Connection>();
-  let listenCalled = false;
+  let listening: Promise<unknown> | undefined;
   let closing: Promise<void> | undefined;
 
   const rpc = connectNodeAdapter({
@@ -220,6 +220,7 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
 
     let received: Buffer = Buffer.alloc(0);
     const timer = setTimeout(() => socket.destroy(), sniffTimeoutMs).unref();
+    socket.once("close", () => clearTimeout(timer));
     const onEnd = () => socket.destroy();
     const onData = (chunk: Buffer) => {
       received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
@@ -230,18 +231,18 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       socket.off("data", onData);
       socket.off("end", onEnd);
       socket.pause();
-      // Hand over outside this read callback: libuv may deliver more chunks in
-      // the same loop turn, and once a server consumes the socket's handle
-      // those would reach its parser before the bytes we give back here.
-      setImmediate(() => handOff(conn, received, isH2));
+      handOff(conn, received, isH2);
     };
     socket.on("data", onData);
     socket.on("end", onEnd);
   }
 
+  // Both servers take over the socket's native handle, so later bytes bypass
+  // the JS stream; the bytes already read go back into the stream and both
+  // deliver those first, from process.nextTick, which runs before the next
+  // read callback.
   function handOff(conn: Connection, received: Buffer, isH2: boolean): void {
     const { socket } = conn;
-    if (socket.destroyed) return;
     socket.unshift(received);
     if (isH2) {
       conn.kind = "http2";
@@ -291,6 +292,8 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
 
   async function closeGracefully(graceMs: number): Promise<void> {
     shutdown.abort(new ConnectError("server is shutting down", Code.Unavailable));
+    // A listen() still binding finishes first, so closing cannot leave the port bound.
+    await listening?.catch(() => undefined);
     const stopped = new Promise<void>((resolve) => {
       if (!netServer.listening) {
         resolve();
@@ -322,10 +325,9 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     shutdownSignal: shutdown.signal,
 
     listen() {
-      if (listenCalled) return Promise.reject(new Error("listen() was already called"));
       if (closing !== undefined) return Promise.reject(new Error("the front is closed"));
-      listenCalled = true;
-      return new Promise((resolve, reject) => {
+      if (listening !== undefined) return Promise.reject(new Error("listen() was already called"));
+      const bound = new Promise<{ host: string; port: number }>((resolve, reject) => {
         const onError = (error: Error) => reject(error);
         netServer.once("error", onError);
         netServer.listen({ host: options.host, port: options.port }, () => {
@@ -338,6 +340,8 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
           resolve({ host: options.host, port: address.port });
         });
       });
+      listening = bound;
+      return bound;
     },
 
     close(closeOptions = {}) {

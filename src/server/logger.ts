@@ -71,12 +71,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   return makeLogger(options.level ?? "info", sink, now, options.fields ?? {});
 }
 
-function makeLogger(
-  level: LogLevel,
-  sink: LogSink,
-  now: () => Date,
-  bound: LogFields,
-): Logger {
+function makeLogger(level: LogLevel, sink: LogSink, now: () => Date, bound: LogFields): Logger {
   const threshold = logLevels.indexOf(level);
   const enabled = (l: LogLevel) => logLevels.indexOf(l) >= threshold;
   const write = (l: LogLevel, msg: string, fields: LogFields | undefined) => {

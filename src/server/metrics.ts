@@ -67,7 +67,11 @@ export const defaultBuckets: readonly number[] = [
  */
 export interface MetricsRegistry {
   /** A counter, e.g. `counter("bridge_tool_executions_total", "…", ["tool", "outcome"])`. */
-  counter<L extends string = never>(name: string, help: string, labelNames?: readonly L[]): Counter<L>;
+  counter<L extends string = never>(
+    name: string,
+    help: string,
+    labelNames?: readonly L[],
+  ): Counter<L>;
   /**
    * A gauge read at scrape time: right for sizes something else already keeps
    * (sessions, variables, watchers). It cannot also be `set`.
@@ -131,7 +135,9 @@ export function createMetrics(): MetricsRegistry {
     const existing = families.get(name);
     if (existing !== undefined) {
       if (existing.signature !== signature) {
-        throw new Error(`metric "${name}" is already declared with a different type, help, labels or buckets`);
+        throw new Error(
+          `metric "${name}" is already declared with a different type, help, labels or buckets`,
+        );
       }
       return existing.metric as M;
     }
@@ -190,43 +196,50 @@ export function createMetrics(): MetricsRegistry {
     const collect = typeof labelNamesOrCollect === "function" ? labelNamesOrCollect : undefined;
     const labelNames = typeof labelNamesOrCollect === "function" ? [] : (labelNamesOrCollect ?? []);
     const collected = collect !== undefined || collectSamples !== undefined;
-    return declare("gauge", name, help, labelNames, collected ? "collected" : "", (series, header) => {
-      const values = new Map<string, number>();
-      const assertSettable = () => {
-        if (collected) {
-          throw new Error(`gauge "${name}" is read by its collect callback; it cannot be set`);
-        }
-      };
-      const add = (args: unknown[], sign: 1 | -1) => {
-        assertSettable();
-        const [key, value] = series.incArgs(args);
-        values.set(key, (values.get(key) ?? 0) + sign * value);
-      };
-      return {
-        render(out) {
-          out.push(header);
-          if (collect !== undefined) {
-            out.push(`${name} ${formatValue(collect())}`);
-          } else if (collectSamples !== undefined) {
-            for (const sample of collectSamples()) {
-              const key = series.key(sample.labels);
-              out.push(`${name}${series.labelText(key)} ${formatValue(sample.value)}`);
-            }
-          } else {
-            renderSimple(out, name, series, values);
+    return declare(
+      "gauge",
+      name,
+      help,
+      labelNames,
+      collected ? "collected" : "",
+      (series, header) => {
+        const values = new Map<string, number>();
+        const assertSettable = () => {
+          if (collected) {
+            throw new Error(`gauge "${name}" is read by its collect callback; it cannot be set`);
           }
-        },
-        metric: {
-          set(...args: ValueArgs<L>) {
-            assertSettable();
-            const [key, value] = series.valueArgs(args as unknown[]);
-            values.set(key, value);
+        };
+        const add = (args: unknown[], sign: 1 | -1) => {
+          assertSettable();
+          const [key, value] = series.incArgs(args);
+          values.set(key, (values.get(key) ?? 0) + sign * value);
+        };
+        return {
+          render(out) {
+            out.push(header);
+            if (collect !== undefined) {
+              out.push(`${name} ${formatValue(collect())}`);
+            } else if (collectSamples !== undefined) {
+              for (const sample of collectSamples()) {
+                const key = series.key(sample.labels);
+                out.push(`${name}${series.labelText(key)} ${formatValue(sample.value)}`);
+              }
+            } else {
+              renderSimple(out, name, series, values);
+            }
           },
-          inc: (...args: IncArgs<L>) => add(args as unknown[], 1),
-          dec: (...args: IncArgs<L>) => add(args as unknown[], -1),
-        },
-      };
-    });
+          metric: {
+            set(...args: ValueArgs<L>) {
+              assertSettable();
+              const [key, value] = series.valueArgs(args as unknown[]);
+              values.set(key, value);
+            },
+            inc: (...args: IncArgs<L>) => add(args as unknown[], 1),
+            dec: (...args: IncArgs<L>) => add(args as unknown[], -1),
+          },
+        };
+      },
+    );
   }
 
   function histogram<L extends string = never>(
@@ -417,10 +430,11 @@ export function createMetricsInterceptor(
   registry: MetricsRegistry,
   options: { buckets?: readonly number[] } = {},
 ): Interceptor {
-  const calls = registry.counter("bridge_rpc_calls_total", "RPCs handled, by method and status code.", [
-    "rpc",
-    "code",
-  ]);
+  const calls = registry.counter(
+    "bridge_rpc_calls_total",
+    "RPCs handled, by method and status code.",
+    ["rpc", "code"],
+  );
   const duration = registry.histogram(
     "bridge_rpc_duration_seconds",
     "RPC handling time in seconds, by method; streams are measured until they end.",

@@ -130,7 +130,8 @@ export function createToolExecutor(core: BridgeCore): ToolExecutor {
           success: outcome === "ok",
           result,
           errorMessage: error,
-          metadata,
+          // Extension: tells clients why a call failed without parsing text.
+          metadata: outcome === "ok" ? metadata : { ...metadata, error_kind: outcome },
           executionTimeMs: BigInt(Date.now() - started),
         };
       };

@@ -1996,8 +1996,10 @@ export const BridgeService: GenService<{
    * session-scoped tool, or a tool hosted by a remote worker (the call is
    * forwarded to the worker's address). Parameters are JSON values in Any
    * (raw JSON under the StringValue type URL, or a packed StringValue).
-   * Tool failures come back as success = false with error_message;
-   * PERMISSION_DENIED when the session's tool allowlist excludes the tool.
+   * Tool failures come back as success = false with error_message, and
+   * metadata["error_kind"] (extension) set to "not_found", "invalid_arguments"
+   * or "error"; PERMISSION_DENIED when the session's tool allowlist excludes
+   * the tool.
    *
    * @generated from rpc snakepit.bridge.BridgeService.ExecuteTool
    */
