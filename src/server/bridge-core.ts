@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { redactSessionId } from "./logger.js";
 import type { Limits } from "./limits.js";
+import { redactSessionId } from "./logger.js";
 import type { SessionStore, SessionTransaction, SessionView } from "./store/session-store.js";
 import type { AuditTrail } from "./tools/audit-trail.js";
 import type { ToolRegistry } from "./tools/tool-registry.js";

@@ -48,7 +48,10 @@ export interface BridgeServer extends AsyncDisposable {
    * Registers a tool: global, or scoped to one session (removed with it, or
    * after `ttlMs`). Returns the tool's id.
    */
-  registerTool(definition: ToolDefinition, options?: { sessionId?: string; ttlMs?: number }): string;
+  registerTool(
+    definition: ToolDefinition,
+    options?: { sessionId?: string; ttlMs?: number },
+  ): string;
   /** Removes a global tool. */
   unregisterTool(name: string): boolean;
   /** Tool executions so far (the most recent 10,000), oldest first. */
@@ -123,15 +126,23 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     }
     // Expiry (or a cleanup on another node): end streams, drop its tools.
     tools.dropSession(event.sessionId);
-    hub.endSession(event.sessionId, sessionEnded(event.reason === "expired" ? "expired" : "cleaned up"));
-    logger.info("session ended", { session: redactSessionId(event.sessionId), reason: event.reason });
+    hub.endSession(
+      event.sessionId,
+      sessionEnded(event.reason === "expired" ? "expired" : "cleaned up"),
+    );
+    logger.info("session ended", {
+      session: redactSessionId(event.sessionId),
+      reason: event.reason,
+    });
   });
 
   audit.subscribe((entry) => {
-    metrics.counter("bridge_tool_executions_total", "Tool executions by tool and outcome.", [
-      "tool",
-      "outcome",
-    ]).inc({ tool: entry.tool, outcome: entry.outcome });
+    metrics
+      .counter("bridge_tool_executions_total", "Tool executions by tool and outcome.", [
+        "tool",
+        "outcome",
+      ])
+      .inc({ tool: entry.tool, outcome: entry.outcome });
     logger.info("tool executed", {
       event: "tool_execution",
       session: redactSessionId(entry.sessionId),
@@ -160,9 +171,15 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   if (options.builtinTools !== false) for (const tool of builtinTools) registerTool(tool);
   for (const tool of options.tools ?? []) registerTool(tool);
 
-  function registerTool(definition: ToolDefinition, scope: { sessionId?: string; ttlMs?: number } = {}) {
+  function registerTool(
+    definition: ToolDefinition,
+    scope: { sessionId?: string; ttlMs?: number } = {},
+  ) {
     if (definition.handler === undefined && definition.stream === undefined) {
-      throw new ConnectError(`tool '${definition.name}' needs a handler or a stream function`, Code.InvalidArgument);
+      throw new ConnectError(
+        `tool '${definition.name}' needs a handler or a stream function`,
+        Code.InvalidArgument,
+      );
     }
     return tools.register({
       name: definition.name,

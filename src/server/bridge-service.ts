@@ -16,9 +16,13 @@ import { mintSessionId } from "./ids.js";
 import { checkMetadata } from "./limits.js";
 import type { VariableRecord } from "./store/session-store.js";
 import { createToolExecutor, type ToolExecutor } from "./tools/tool-executor.js";
-import { checkToolName, parameterTypeFromWire, type RegisteredTool } from "./tools/tool-registry.js";
-import type { PreparedWrite } from "./variable-ops.js";
+import {
+  checkToolName,
+  parameterTypeFromWire,
+  type RegisteredTool,
+} from "./tools/tool-registry.js";
 import { timestamp, toVariableMessage } from "./variable-message.js";
+import type { PreparedWrite } from "./variable-ops.js";
 
 /** Longest sliding TTL a client may ask for: one week. */
 const MAX_TTL_SECONDS = 7 * 24 * 3600;
@@ -407,7 +411,10 @@ export function createBridgeService(core: BridgeCore): {
 
     async getVariableHistory(req) {
       if (req.limit < 0) {
-        throw new ConnectError(`limit must be 0 (all) or positive, got ${req.limit}`, Code.InvalidArgument);
+        throw new ConnectError(
+          `limit must be 0 (all) or positive, got ${req.limit}`,
+          Code.InvalidArgument,
+        );
       }
       return core.read(req.sessionId, (view) => {
         const record = ops.find(view, req.variableIdentifier);

@@ -12,16 +12,17 @@
  * ```
  * @module
  */
-export { createBridgeServer } from "./bridge-server.js";
+
 export type { BridgeServer, BridgeServerOptions } from "./bridge-server.js";
-export { defaultServerConfig, parseServerConfig } from "./config.js";
+export { createBridgeServer } from "./bridge-server.js";
 export type { ServerConfig } from "./config.js";
-export { defaultLimits } from "./limits.js";
+export { defaultServerConfig, parseServerConfig } from "./config.js";
 export type { Limits } from "./limits.js";
-export { createLogger, redactSessionId } from "./logger.js";
+export { defaultLimits } from "./limits.js";
 export type { Logger } from "./logger.js";
-export { createMemoryStore } from "./store/memory-store.js";
+export { createLogger, redactSessionId } from "./logger.js";
 export type { MemoryStoreOptions } from "./store/memory-store.js";
+export { createMemoryStore } from "./store/memory-store.js";
 export type {
   DependencyEdge,
   HistoryEntry,

@@ -1,8 +1,8 @@
-import { Code, ConnectError } from "@connectrpc/connect";
 import type { Any } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
-  checkValue,
   type Constraints,
+  checkValue,
   decodeValue,
   parseConstraints,
   parseVariableType,
@@ -39,8 +39,18 @@ export interface VariableOps {
     optimizerId: string,
     config?: Readonly<Record<string, string>>,
   ): VariableRecord;
-  unlock(tx: SessionTransaction, identifier: string, optimizerId: string, force: boolean): VariableRecord;
-  rollback(tx: SessionTransaction, identifier: string, targetVersion: number, source: string): VariableRecord;
+  unlock(
+    tx: SessionTransaction,
+    identifier: string,
+    optimizerId: string,
+    force: boolean,
+  ): VariableRecord;
+  rollback(
+    tx: SessionTransaction,
+    identifier: string,
+    targetVersion: number,
+    source: string,
+  ): VariableRecord;
   addDependency(tx: SessionTransaction, from: string, to: string, type: string): void;
   constraintsFor(type: VariableType, json: string): Constraints;
 }
@@ -164,7 +174,13 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       );
     }
     const constraints = constraintsFor(current.type, current.constraintsJson);
-    const decoded = decodeChecked(current.type, input.value, input.binary, constraints, current.name);
+    const decoded = decodeChecked(
+      current.type,
+      input.value,
+      input.binary,
+      constraints,
+      current.name,
+    );
     const metadata = { ...current.metadata, ...input.metadata };
     checkMetadata(metadata, limits, `variable '${current.name}'`);
     return {
@@ -269,7 +285,10 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
 
     lock(tx, identifier, optimizerId, config = {}) {
       if (optimizerId === "") {
-        throw new ConnectError("optimizer_id is required to start an optimization", Code.InvalidArgument);
+        throw new ConnectError(
+          "optimizer_id is required to start an optimization",
+          Code.InvalidArgument,
+        );
       }
       const record = find(tx, identifier);
       const held = record.optimization;

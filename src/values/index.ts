@@ -38,6 +38,7 @@ export {
 } from "./json-any.js";
 export { type ParsedTypeUrl, parseTypeUrl, TYPE_URL_PREFIX, typeUrlFor } from "./type-url.js";
 export { valueByteSize } from "./value-byte-size.js";
+export { isVariableId, variableId } from "./variable-id.js";
 export {
   isVariableType,
   parseVariableType,

@@ -1,9 +1,14 @@
 import { create, toBinary } from "@bufbuild/protobuf";
-import { StringValueSchema, anyPack } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { anyPack, StringValueSchema } from "@bufbuild/protobuf/wkt";
+import { Code, type ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ToolChunk } from "../../src/gen/snakepit/bridge/bridge_pb.js";
-import { decodeJsonAny, encodeJsonAny, encodeValue, type JsonValue } from "../../src/values/index.js";
+import {
+  decodeJsonAny,
+  encodeJsonAny,
+  encodeValue,
+  type JsonValue,
+} from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 
 let bridge: RunningBridge;
@@ -41,7 +46,9 @@ const params = (o: Record<string, JsonValue>) =>
 const session = async (allowedTools: string[] = []) =>
   (await bridge.client().initializeSession({ allowedTools })).sessionId;
 const text = (chunk: ToolChunk | undefined) =>
-  chunk === undefined || chunk.data.length === 0 ? null : JSON.parse(new TextDecoder().decode(chunk.data));
+  chunk === undefined || chunk.data.length === 0
+    ? null
+    : JSON.parse(new TextDecoder().decode(chunk.data));
 
 async function chunks(stream: AsyncIterable<ToolChunk>) {
   const out: ToolChunk[] = [];
@@ -54,7 +61,9 @@ describe("server-side tools", () => {
     const sessionId = await session();
     const { tools } = await bridge.client("grpc").getExposedElixirTools({ sessionId });
     const names = tools.map((t) => t.name);
-    expect(names).toEqual(expect.arrayContaining(["conversation_append", "increment_variable", "export_variables"]));
+    expect(names).toEqual(
+      expect.arrayContaining(["conversation_append", "increment_variable", "export_variables"]),
+    );
     const append = tools.find((t) => t.name === "conversation_append");
     expect(append?.parameters.map((p) => [p.name, p.type, p.required])).toEqual([
       ["role", "string", true],
@@ -75,7 +84,10 @@ describe("server-side tools", () => {
     });
     expect(res.errorMessage).toBe("");
     expect(res.success).toBe(true);
-    const result = decodeJsonAny(res.result) as { count: number; messages: { role: string; content: string }[] };
+    const result = decodeJsonAny(res.result) as {
+      count: number;
+      messages: { role: string; content: string }[];
+    };
     expect(result.count).toBe(1);
     expect(result.messages[0]).toMatchObject({ role: "assistant", content: "hello" });
     expect(res.executionTimeMs).toBeGreaterThanOrEqual(0n);
@@ -87,10 +99,18 @@ describe("server-side tools", () => {
     const c = bridge.client();
     await Promise.all(
       Array.from({ length: 25 }, (_, i) =>
-        c.executeElixirTool({ sessionId, toolName: "conversation_append", parameters: params({ role: "user", content: `m${i}` }) }),
+        c.executeElixirTool({
+          sessionId,
+          toolName: "conversation_append",
+          parameters: params({ role: "user", content: `m${i}` }),
+        }),
       ),
     );
-    const res = await c.executeTool({ sessionId, toolName: "conversation_history", parameters: {} });
+    const res = await c.executeTool({
+      sessionId,
+      toolName: "conversation_history",
+      parameters: {},
+    });
     const history = decodeJsonAny(res.result) as { count: number; messages: { content: string }[] };
     expect(history.count).toBe(25);
     expect(new Set(history.messages.map((m) => m.content)).size).toBe(25);
@@ -99,16 +119,30 @@ describe("server-side tools", () => {
   it("increments a variable atomically under concurrency, notifying through normal writes", async () => {
     const sessionId = await session();
     const c = bridge.client();
-    await c.registerVariable({ sessionId, name: "n", type: "integer", initialValue: encodeValue("integer", 0).any, constraintsJson: '{"max":1000}' });
+    await c.registerVariable({
+      sessionId,
+      name: "n",
+      type: "integer",
+      initialValue: encodeValue("integer", 0).any,
+      constraintsJson: '{"max":1000}',
+    });
     const results = await Promise.all(
       Array.from({ length: 30 }, () =>
-        c.executeTool({ sessionId, toolName: "increment_variable", parameters: params({ name: "n", delta: 1 }) }),
+        c.executeTool({
+          sessionId,
+          toolName: "increment_variable",
+          parameters: params({ name: "n", delta: 1 }),
+        }),
       ),
     );
     expect(results.every((r) => r.success)).toBe(true);
     const { variable } = await c.getVariable({ sessionId, variableIdentifier: "n" });
     expect(variable?.version).toBe(30);
-    const over = await c.executeTool({ sessionId, toolName: "increment_variable", parameters: params({ name: "n", delta: 5000 }) });
+    const over = await c.executeTool({
+      sessionId,
+      toolName: "increment_variable",
+      parameters: params({ name: "n", delta: 5000 }),
+    });
     expect(over.success).toBe(false);
     expect(over.errorMessage).toContain("above maximum");
   });
@@ -116,12 +150,24 @@ describe("server-side tools", () => {
   it("reports tool failures in-band: bad arguments, unknown tools, handler errors", async () => {
     const sessionId = await session();
     const c = bridge.client();
-    const missing = await c.executeTool({ sessionId, toolName: "conversation_append", parameters: params({ role: "user" }) });
+    const missing = await c.executeTool({
+      sessionId,
+      toolName: "conversation_append",
+      parameters: params({ role: "user" }),
+    });
     expect(missing.success).toBe(false);
     expect(missing.errorMessage).toContain("missing required parameter 'content'");
-    const wrongType = await c.executeTool({ sessionId, toolName: "conversation_append", parameters: params({ role: 1, content: "x" }) });
+    const wrongType = await c.executeTool({
+      sessionId,
+      toolName: "conversation_append",
+      parameters: params({ role: 1, content: "x" }),
+    });
     expect(wrongType.errorMessage).toContain("must be of type string");
-    const unknownParam = await c.executeTool({ sessionId, toolName: "conversation_history", parameters: params({ lats: 1 }) });
+    const unknownParam = await c.executeTool({
+      sessionId,
+      toolName: "conversation_history",
+      parameters: params({ lats: 1 }),
+    });
     expect(unknownParam.errorMessage).toContain("unknown parameter 'lats'");
     const unknown = await c.executeTool({ sessionId, toolName: "nope", parameters: {} });
     expect(unknown.success).toBe(false);
@@ -135,7 +181,9 @@ describe("server-side tools", () => {
     const c = bridge.client();
     const { tools } = await c.getExposedElixirTools({ sessionId });
     expect(tools.map((t) => t.name)).toEqual(["conversation_history"]);
-    const denied = await c.executeTool({ sessionId, toolName: "increment_variable", parameters: {} }).catch((e: unknown) => e);
+    const denied = await c
+      .executeTool({ sessionId, toolName: "increment_variable", parameters: {} })
+      .catch((e: unknown) => e);
     expect((denied as ConnectError).code).toBe(Code.PermissionDenied);
     const ok = await c.executeTool({ sessionId, toolName: "conversation_history", parameters: {} });
     expect(ok.success).toBe(true);
@@ -158,7 +206,12 @@ describe("server-side tools", () => {
     off();
     const entries = bridge.server.auditTrail({ sessionId });
     expect(entries).toHaveLength(2);
-    expect(entries[0]).toMatchObject({ tool: "fail_always", outcome: "error", error: "the model is offline", target: "local" });
+    expect(entries[0]).toMatchObject({
+      tool: "fail_always",
+      outcome: "error",
+      error: "the model is offline",
+      target: "local",
+    });
     expect(entries[1]?.durationMs).toBeGreaterThanOrEqual(0);
     expect(entries[1]?.startedAt).toBeLessThanOrEqual(Date.now());
     expect(seen).toEqual(["error", "ok"]);
@@ -168,7 +221,11 @@ describe("server-side tools", () => {
 describe("streaming tools", () => {
   it("streams chunks, then a final chunk", async () => {
     const sessionId = await session();
-    const got = await chunks(bridge.client("grpc").executeStreamingTool({ sessionId, toolName: "count_to", parameters: params({ n: 3 }) }));
+    const got = await chunks(
+      bridge
+        .client("grpc")
+        .executeStreamingTool({ sessionId, toolName: "count_to", parameters: params({ n: 3 }) }),
+    );
     expect(got.map((c) => [c.chunkId, text(c), c.isFinal])).toEqual([
       ["1", 1, false],
       ["2", 2, false],
@@ -179,7 +236,13 @@ describe("streaming tools", () => {
 
   it("ends a failing stream with a final chunk carrying the error", async () => {
     const sessionId = await session();
-    const got = await chunks(bridge.client().executeStreamingTool({ sessionId, toolName: "count_to", parameters: params({ n: 5, fail_at: 3 }) }));
+    const got = await chunks(
+      bridge.client().executeStreamingTool({
+        sessionId,
+        toolName: "count_to",
+        parameters: params({ n: 5, fail_at: 3 }),
+      }),
+    );
     expect(got.map((c) => text(c))).toEqual([1, 2, null]);
     expect(got.at(-1)?.isFinal).toBe(true);
     expect(got.at(-1)?.metadata.error).toBe("failed at 3");
@@ -188,10 +251,20 @@ describe("streaming tools", () => {
   it("streams the session's variables with the built-in export tool", async () => {
     const sessionId = await session();
     const c = bridge.client();
-    for (const [name, v] of [["a", 1], ["b", 2]] as const) {
-      await c.registerVariable({ sessionId, name, type: "integer", initialValue: encodeValue("integer", v).any });
+    for (const [name, v] of [
+      ["a", 1],
+      ["b", 2],
+    ] as const) {
+      await c.registerVariable({
+        sessionId,
+        name,
+        type: "integer",
+        initialValue: encodeValue("integer", v).any,
+      });
     }
-    const got = await chunks(c.executeStreamingTool({ sessionId, toolName: "export_variables", parameters: {} }));
+    const got = await chunks(
+      c.executeStreamingTool({ sessionId, toolName: "export_variables", parameters: {} }),
+    );
     expect(got.map((x) => text(x))).toEqual([
       { name: "a", type: "integer", value: 1, version: 0 },
       { name: "b", type: "integer", value: 2, version: 0 },
@@ -201,7 +274,9 @@ describe("streaming tools", () => {
 
   it("collects a streaming tool's chunks when called unary", async () => {
     const sessionId = await session();
-    const res = await bridge.client().executeTool({ sessionId, toolName: "count_to", parameters: params({ n: 2 }) });
+    const res = await bridge
+      .client()
+      .executeTool({ sessionId, toolName: "count_to", parameters: params({ n: 2 }) });
     expect(decodeJsonAny(res.result)).toEqual([1, 2, { total: 2 }]);
   });
 });
@@ -215,12 +290,20 @@ describe("session-scoped tools", () => {
       { sessionId: mine },
     );
     const c = bridge.client();
-    expect((await c.executeTool({ sessionId: mine, toolName: "secret_tool", parameters: {} })).success).toBe(true);
-    expect((await c.executeTool({ sessionId: other, toolName: "secret_tool", parameters: {} })).success).toBe(false);
-    expect((await c.getSession({ sessionId: mine })).toolCount).toBe((await c.getSession({ sessionId: other })).toolCount + 1);
+    expect(
+      (await c.executeTool({ sessionId: mine, toolName: "secret_tool", parameters: {} })).success,
+    ).toBe(true);
+    expect(
+      (await c.executeTool({ sessionId: other, toolName: "secret_tool", parameters: {} })).success,
+    ).toBe(false);
+    expect((await c.getSession({ sessionId: mine })).toolCount).toBe(
+      (await c.getSession({ sessionId: other })).toolCount + 1,
+    );
     await c.cleanupSession({ sessionId: mine });
     await c.initializeSession({ sessionId: mine });
-    expect((await c.executeTool({ sessionId: mine, toolName: "secret_tool", parameters: {} })).success).toBe(false);
+    expect(
+      (await c.executeTool({ sessionId: mine, toolName: "secret_tool", parameters: {} })).success,
+    ).toBe(false);
   });
 });
 
@@ -252,10 +335,16 @@ describe("remote worker tools", () => {
       });
       expect(reg.success).toBe(true);
       expect(reg.toolIds.embed_text).toBeTruthy();
-      const res = await c.executeTool({ sessionId, toolName: "embed_text", parameters: params({ text: "abc" }) });
+      const res = await c.executeTool({
+        sessionId,
+        toolName: "embed_text",
+        parameters: params({ text: "abc" }),
+      });
       expect(res.errorMessage).toBe("");
       expect(decodeJsonAny(res.result)).toEqual([97 % 7, 98 % 7, 99 % 7]);
-      expect(bridge.server.auditTrail({ sessionId }).at(-1)?.target).toBe(`remote:127.0.0.1:${worker.port}`);
+      expect(bridge.server.auditTrail({ sessionId }).at(-1)?.target).toBe(
+        `remote:127.0.0.1:${worker.port}`,
+      );
     } finally {
       await worker.stop();
     }
@@ -277,7 +366,9 @@ describe("remote worker tools", () => {
 
   it("refuses a registration without a worker address", async () => {
     const sessionId = await session();
-    const res = await bridge.client().registerTools({ sessionId, tools: [{ name: "t", description: "" }] });
+    const res = await bridge
+      .client()
+      .registerTools({ sessionId, tools: [{ name: "t", description: "" }] });
     expect(res.success).toBe(false);
     expect(res.errorMessage).toContain("worker_address");
   });

@@ -20,7 +20,7 @@ beforeEach(async () => {
 const client = () => bridge.client("grpc");
 const any = (type: Parameters<typeof encodeValue>[0], value: Parameters<typeof encodeValue>[1]) =>
   encodeValue(type, value).any;
-const valueOf = (v: { value?: Parameters<typeof decodeValue>[0] } | undefined) =>
+const valueIn = (v: { value?: Parameters<typeof decodeValue>[0] } | undefined) =>
   decodeValue(v?.value).value;
 
 async function register(name: string, type: string, value: unknown, constraints = {}) {
@@ -52,7 +52,7 @@ describe("register and get", () => {
     expect(byName.variable?.id).toBe(res.variableId);
     expect(byId.variable?.name).toBe("temperature");
     expect(byName.variable?.version).toBe(0);
-    expect(valueOf(byName.variable)).toBe(0.7);
+    expect(valueIn(byName.variable)).toBe(0.7);
     expect(JSON.parse(byName.variable?.constraintsJson ?? "")).toEqual({ min: 0, max: 2 });
   });
 
@@ -112,12 +112,20 @@ describe("register and get", () => {
 describe("set", () => {
   it("bumps the version by one per write and normalizes the value", async () => {
     const { variableId } = await register("t", "float", 0.5, { min: 0, max: 2 });
-    const res = await client().setVariable({ sessionId, variableIdentifier: variableId, value: any("integer", 1) });
+    const res = await client().setVariable({
+      sessionId,
+      variableIdentifier: variableId,
+      value: any("integer", 1),
+    });
     expect(res.newVersion).toBe(1);
     expect(res.variable?.type).toBe("float");
-    const again = await client().setVariable({ sessionId, variableIdentifier: "t", value: any("float", 1.5) });
+    const again = await client().setVariable({
+      sessionId,
+      variableIdentifier: "t",
+      value: any("float", 1.5),
+    });
     expect(again.newVersion).toBe(2);
-    expect(valueOf(again.variable)).toBe(1.5);
+    expect(valueIn(again.variable)).toBe(1.5);
   });
 
   it("changes nothing when the value is invalid", async () => {
@@ -129,7 +137,7 @@ describe("set", () => {
     expect(message).toBe("variable 't': value 2.5 is above maximum 2");
     const now = await client().getVariable({ sessionId, variableIdentifier: "t" });
     expect(now.variable?.version).toBe(0);
-    expect(valueOf(now.variable)).toBe(0.5);
+    expect(valueIn(now.variable)).toBe(0.5);
     const history = await client().getVariableHistory({ sessionId, variableIdentifier: "t" });
     expect(history.entries.map((e) => e.version)).toEqual([0]);
   });
@@ -142,24 +150,50 @@ describe("set", () => {
       initialValue: any("string", "a"),
       metadata: { owner: "alice", stage: "draft" },
     });
-    await client().setVariable({ sessionId, variableIdentifier: "m", value: any("string", "b"), metadata: { stage: "final" } });
+    await client().setVariable({
+      sessionId,
+      variableIdentifier: "m",
+      value: any("string", "b"),
+      metadata: { stage: "final" },
+    });
     const { variable } = await client().getVariable({ sessionId, variableIdentifier: "m" });
     expect(variable?.metadata).toEqual({ owner: "alice", stage: "final" });
   });
 
   it("honours expected_version: ABORTED with the current version on mismatch", async () => {
     await register("n", "integer", 0);
-    await client().setVariable({ sessionId, variableIdentifier: "n", value: any("integer", 1), expectedVersion: 0, expectVersionZero: true });
+    await client().setVariable({
+      sessionId,
+      variableIdentifier: "n",
+      value: any("integer", 1),
+      expectedVersion: 0,
+      expectVersionZero: true,
+    });
     const { code, message } = await codeOf(
-      client().setVariable({ sessionId, variableIdentifier: "n", value: any("integer", 5), expectedVersion: 3 }),
+      client().setVariable({
+        sessionId,
+        variableIdentifier: "n",
+        value: any("integer", 5),
+        expectedVersion: 3,
+      }),
     );
     expect(code).toBe(Code.Aborted);
     expect(message).toContain("current version is 1");
     const zero = await codeOf(
-      client().setVariable({ sessionId, variableIdentifier: "n", value: any("integer", 5), expectVersionZero: true }),
+      client().setVariable({
+        sessionId,
+        variableIdentifier: "n",
+        value: any("integer", 5),
+        expectVersionZero: true,
+      }),
     );
     expect(zero.code).toBe(Code.Aborted);
-    const ok = await client().setVariable({ sessionId, variableIdentifier: "n", value: any("integer", 2), expectedVersion: 1 });
+    const ok = await client().setVariable({
+      sessionId,
+      variableIdentifier: "n",
+      value: any("integer", 2),
+      expectedVersion: 1,
+    });
     expect(ok.newVersion).toBe(2);
   });
 
@@ -169,13 +203,16 @@ describe("set", () => {
     const perWorker = 5;
     const increment = async () => {
       for (;;) {
-        const { variable } = await client().getVariable({ sessionId, variableIdentifier: "counter" });
+        const { variable } = await client().getVariable({
+          sessionId,
+          variableIdentifier: "counter",
+        });
         const version = variable?.version ?? 0;
         try {
           await client().setVariable({
             sessionId,
             variableIdentifier: "counter",
-            value: any("integer", (valueOf(variable) as number) + 1),
+            value: any("integer", (valueIn(variable) as number) + 1),
             expectedVersion: version,
             expectVersionZero: version === 0,
           });
@@ -191,7 +228,7 @@ describe("set", () => {
       }),
     );
     const { variable } = await client().getVariable({ sessionId, variableIdentifier: "counter" });
-    expect(valueOf(variable)).toBe(workers * perWorker);
+    expect(valueIn(variable)).toBe(workers * perWorker);
     expect(variable?.version).toBe(workers * perWorker);
   });
 
@@ -217,7 +254,11 @@ describe("set", () => {
       client().setVariable({
         sessionId,
         variableIdentifier: "e",
-        value: { $typeName: "google.protobuf.Any", typeUrl: "type.googleapis.com/snakepit.embedding.binary", value: new TextEncoder().encode('{"shape":[2]}') },
+        value: {
+          $typeName: "google.protobuf.Any",
+          typeUrl: "type.googleapis.com/snakepit.embedding.binary",
+          value: new TextEncoder().encode('{"shape":[2]}'),
+        },
         binaryValue: new Uint8Array([0x80, 0x04, 0x95, 0, 0]),
       }),
     );
@@ -230,15 +271,28 @@ describe("batch", () => {
   it("gets found variables and lists the missing ones", async () => {
     const { variableId } = await register("a", "integer", 1);
     await register("b", "string", "x");
-    const res = await client().getVariables({ sessionId, variableIdentifiers: [variableId, "b", "zzz"] });
+    const res = await client().getVariables({
+      sessionId,
+      variableIdentifiers: [variableId, "b", "zzz"],
+    });
     expect(Object.keys(res.variables).sort()).toEqual([variableId, "b"].sort());
     expect(res.missingVariables).toEqual(["zzz"]);
   });
 
   it("returns metadata only when include_metadata is set", async () => {
-    await client().registerVariable({ sessionId, name: "m", type: "integer", initialValue: any("integer", 1), metadata: { k: "v" } });
+    await client().registerVariable({
+      sessionId,
+      name: "m",
+      type: "integer",
+      initialValue: any("integer", 1),
+      metadata: { k: "v" },
+    });
     const without = await client().getVariables({ sessionId, variableIdentifiers: ["m"] });
-    const withMeta = await client().getVariables({ sessionId, variableIdentifiers: ["m"], includeMetadata: true });
+    const withMeta = await client().getVariables({
+      sessionId,
+      variableIdentifiers: ["m"],
+      includeMetadata: true,
+    });
     expect(without.variables.m?.metadata).toEqual({});
     expect(withMeta.variables.m?.metadata).toEqual({ k: "v" });
   });
@@ -269,9 +323,13 @@ describe("batch", () => {
     expect(res.success).toBe(false);
     expect(Object.keys(res.errors)).toEqual(["b"]);
     const got = await client().getVariables({ sessionId, variableIdentifiers: ["a", "b"] });
-    expect(valueOf(got.variables.a)).toBe(1);
+    expect(valueIn(got.variables.a)).toBe(1);
     expect(got.variables.a?.version).toBe(0);
-    const ok = await client().setVariables({ sessionId, atomic: true, updates: { a: any("integer", 2), b: any("integer", 3) } });
+    const ok = await client().setVariables({
+      sessionId,
+      atomic: true,
+      updates: { a: any("integer", 2), b: any("integer", 3) },
+    });
     expect(ok.success).toBe(true);
     expect(ok.newVersions).toEqual({ a: 1, b: 1 });
   });
@@ -288,9 +346,15 @@ describe("batch", () => {
 
 describe("list and delete", () => {
   it("lists with * globs, sorted by name", async () => {
-    for (const name of ["model.temperature", "model.top_p", "prompt", "model_x"]) await register(name, "float", 0.1);
+    for (const name of ["model.temperature", "model.top_p", "prompt", "model_x"])
+      await register(name, "float", 0.1);
     const all = await client().listVariables({ sessionId });
-    expect(all.variables.map((v) => v.name)).toEqual(["model.temperature", "model.top_p", "model_x", "prompt"]);
+    expect(all.variables.map((v) => v.name)).toEqual([
+      "model.temperature",
+      "model.top_p",
+      "model_x",
+      "prompt",
+    ]);
     const model = await client().listVariables({ sessionId, pattern: "model.*" });
     expect(model.variables.map((v) => v.name)).toEqual(["model.temperature", "model.top_p"]);
     const none = await client().listVariables({ sessionId, pattern: "x*" });
@@ -300,11 +364,17 @@ describe("list and delete", () => {
   it("deletes by name or id; the name can be registered again with a new id", async () => {
     const first = await register("d", "integer", 1);
     await client().deleteVariable({ sessionId, variableIdentifier: first.variableId });
-    expect((await codeOf(client().getVariable({ sessionId, variableIdentifier: "d" }))).code).toBe(Code.NotFound);
-    expect((await codeOf(client().deleteVariable({ sessionId, variableIdentifier: "d" }))).code).toBe(Code.NotFound);
+    expect((await codeOf(client().getVariable({ sessionId, variableIdentifier: "d" }))).code).toBe(
+      Code.NotFound,
+    );
+    expect(
+      (await codeOf(client().deleteVariable({ sessionId, variableIdentifier: "d" }))).code,
+    ).toBe(Code.NotFound);
     const second = await register("d", "integer", 2);
     expect(second.variableId).not.toBe(first.variableId);
-    const old = await codeOf(client().getVariable({ sessionId, variableIdentifier: first.variableId }));
+    const old = await codeOf(
+      client().getVariable({ sessionId, variableIdentifier: first.variableId }),
+    );
     expect(old.code).toBe(Code.NotFound);
   });
 });
@@ -312,7 +382,12 @@ describe("list and delete", () => {
 describe("history and rollback", () => {
   it("keeps a bounded history, newest first", async () => {
     await register("h", "integer", 0);
-    for (let v = 1; v <= 7; v++) await client().setVariable({ sessionId, variableIdentifier: "h", value: any("integer", v * 10) });
+    for (let v = 1; v <= 7; v++)
+      await client().setVariable({
+        sessionId,
+        variableIdentifier: "h",
+        value: any("integer", v * 10),
+      });
     const all = await client().getVariableHistory({ sessionId, variableIdentifier: "h" });
     expect(all.entries.map((e) => e.version)).toEqual([7, 6, 5, 4, 3]);
     expect(all.entries.map((e) => decodeValue(e.value).value)).toEqual([70, 60, 50, 40, 30]);
@@ -322,11 +397,21 @@ describe("history and rollback", () => {
 
   it("rolls back by writing the old value as a new version", async () => {
     await register("r", "string", "first");
-    await client().setVariable({ sessionId, variableIdentifier: "r", value: any("string", "second") });
-    const res = await client().rollbackVariable({ sessionId, variableIdentifier: "r", targetVersion: 0 });
+    await client().setVariable({
+      sessionId,
+      variableIdentifier: "r",
+      value: any("string", "second"),
+    });
+    const res = await client().rollbackVariable({
+      sessionId,
+      variableIdentifier: "r",
+      targetVersion: 0,
+    });
     expect(res.variable?.version).toBe(2);
-    expect(valueOf(res.variable)).toBe("first");
-    const gone = await codeOf(client().rollbackVariable({ sessionId, variableIdentifier: "r", targetVersion: 99 }));
+    expect(valueIn(res.variable)).toBe("first");
+    const gone = await codeOf(
+      client().rollbackVariable({ sessionId, variableIdentifier: "r", targetVersion: 99 }),
+    );
     expect(gone.code).toBe(Code.NotFound);
   });
 });
@@ -334,33 +419,63 @@ describe("history and rollback", () => {
 describe("optimization lock", () => {
   it("refuses other writers while locked and lets the holder write", async () => {
     await register("lr", "float", 0.1);
-    const start = await client().startOptimization({ sessionId, variableIdentifier: "lr", optimizerId: "opt-1" });
+    const start = await client().startOptimization({
+      sessionId,
+      variableIdentifier: "lr",
+      optimizerId: "opt-1",
+    });
     expect(start.optimizationId).not.toBe("");
     const { variable } = await client().getVariable({ sessionId, variableIdentifier: "lr" });
     expect(variable?.optimizationStatus?.optimizing).toBe(true);
     expect(variable?.optimizationStatus?.optimizerId).toBe("opt-1");
 
-    const blocked = await codeOf(client().setVariable({ sessionId, variableIdentifier: "lr", value: any("float", 0.2) }));
+    const blocked = await codeOf(
+      client().setVariable({ sessionId, variableIdentifier: "lr", value: any("float", 0.2) }),
+    );
     expect(blocked.code).toBe(Code.FailedPrecondition);
     expect(blocked.message).toContain("opt-1");
-    const other = await codeOf(client().startOptimization({ sessionId, variableIdentifier: "lr", optimizerId: "opt-2" }));
+    const other = await codeOf(
+      client().startOptimization({ sessionId, variableIdentifier: "lr", optimizerId: "opt-2" }),
+    );
     expect(other.code).toBe(Code.FailedPrecondition);
-    expect((await codeOf(client().deleteVariable({ sessionId, variableIdentifier: "lr" }))).code).toBe(Code.FailedPrecondition);
+    expect(
+      (await codeOf(client().deleteVariable({ sessionId, variableIdentifier: "lr" }))).code,
+    ).toBe(Code.FailedPrecondition);
 
-    const own = await client().setVariable({ sessionId, variableIdentifier: "lr", value: any("float", 0.3), metadata: { optimizer_id: "opt-1" } });
+    const own = await client().setVariable({
+      sessionId,
+      variableIdentifier: "lr",
+      value: any("float", 0.3),
+      metadata: { optimizer_id: "opt-1" },
+    });
     expect(own.newVersion).toBe(1);
-    const wrongStop = await codeOf(client().stopOptimization({ sessionId, variableIdentifier: "lr", optimizerId: "opt-2" }));
+    const wrongStop = await codeOf(
+      client().stopOptimization({ sessionId, variableIdentifier: "lr", optimizerId: "opt-2" }),
+    );
     expect(wrongStop.code).toBe(Code.FailedPrecondition);
-    const stop = await client().stopOptimization({ sessionId, variableIdentifier: "lr", optimizerId: "opt-1" });
+    const stop = await client().stopOptimization({
+      sessionId,
+      variableIdentifier: "lr",
+      optimizerId: "opt-1",
+    });
     expect(decodeValue(stop.finalValue).value).toBe(0.3);
-    const free = await client().setVariable({ sessionId, variableIdentifier: "lr", value: any("float", 0.4) });
+    const free = await client().setVariable({
+      sessionId,
+      variableIdentifier: "lr",
+      value: any("float", 0.4),
+    });
     expect(free.newVersion).toBe(2);
   });
 
   it("lets force release someone else's lock", async () => {
     await register("x", "float", 0.1);
     await client().startOptimization({ sessionId, variableIdentifier: "x", optimizerId: "a" });
-    await client().stopOptimization({ sessionId, variableIdentifier: "x", optimizerId: "b", force: true });
+    await client().stopOptimization({
+      sessionId,
+      variableIdentifier: "x",
+      optimizerId: "b",
+      force: true,
+    });
     const { variable } = await client().getVariable({ sessionId, variableIdentifier: "x" });
     expect(variable?.optimizationStatus?.optimizing).toBe(false);
   });
@@ -369,14 +484,25 @@ describe("optimization lock", () => {
 describe("dependencies", () => {
   it("records edges and rejects cycles", async () => {
     for (const n of ["a", "b", "c"]) await register(n, "integer", 0);
-    await client().addDependency({ sessionId, fromVariable: "a", toVariable: "b", dependencyType: "uses" });
+    await client().addDependency({
+      sessionId,
+      fromVariable: "a",
+      toVariable: "b",
+      dependencyType: "uses",
+    });
     await client().addDependency({ sessionId, fromVariable: "b", toVariable: "c" });
-    const cycle = await codeOf(client().addDependency({ sessionId, fromVariable: "c", toVariable: "a" }));
+    const cycle = await codeOf(
+      client().addDependency({ sessionId, fromVariable: "c", toVariable: "a" }),
+    );
     expect(cycle.code).toBe(Code.InvalidArgument);
     expect(cycle.message).toContain("cycle");
-    const self = await codeOf(client().addDependency({ sessionId, fromVariable: "a", toVariable: "a" }));
+    const self = await codeOf(
+      client().addDependency({ sessionId, fromVariable: "a", toVariable: "a" }),
+    );
     expect(self.code).toBe(Code.InvalidArgument);
-    const missing = await codeOf(client().addDependency({ sessionId, fromVariable: "a", toVariable: "zz" }));
+    const missing = await codeOf(
+      client().addDependency({ sessionId, fromVariable: "a", toVariable: "zz" }),
+    );
     expect(missing.code).toBe(Code.NotFound);
   });
 });
@@ -393,7 +519,7 @@ describe("RegisterVariables (extension)", () => {
       ],
     });
     expect(res.created).toEqual(["b"]);
-    expect(res.variables.map((v) => [v.name, valueOf(v)])).toEqual([
+    expect(res.variables.map((v) => [v.name, valueIn(v)])).toEqual([
       ["a", 5],
       ["b", 0.5],
     ]);
@@ -414,7 +540,10 @@ describe("RegisterVariables (extension)", () => {
     expect(mismatch.code).toBe(Code.InvalidArgument);
     expect(mismatch.message).toContain("exists with type integer");
     const exists = await codeOf(
-      client().registerVariables({ sessionId, variables: [{ name: "a", type: "integer", initialValue: any("integer", 1) }] }),
+      client().registerVariables({
+        sessionId,
+        variables: [{ name: "a", type: "integer", initialValue: any("integer", 1) }],
+      }),
     );
     expect(exists.code).toBe(Code.AlreadyExists);
     const list = await client().listVariables({ sessionId });

@@ -18,7 +18,10 @@ describe("memory store expiry", () => {
     let t = 0;
     const store = createMemoryStore({ now: () => t, sweepIntervalMs: 0, sweepChunk: 100 });
     for (let i = 0; i < 2000; i++) {
-      await store.createSession({ id: `old${i}`, metadata: {}, ttlMs: 1000, allowedTools: [] }, 1e6);
+      await store.createSession(
+        { id: `old${i}`, metadata: {}, ttlMs: 1000, allowedTools: [] },
+        1e6,
+      );
     }
     await store.createSession({ id: "young", metadata: {}, ttlMs: 10_000, allowedTools: [] }, 1e6);
     t = 5000;

@@ -5,7 +5,6 @@ import type {
   DependencyEdge,
   HistoryEntry,
   SessionEndReason,
-  SessionInit,
   SessionRecord,
   SessionStore,
   SessionTransaction,

@@ -33,7 +33,12 @@ export function describeSessionStoreContract(
       await store.close();
     });
 
-    const init = (id: string, ttlMs = 60_000) => ({ id, metadata: { owner: "t" }, ttlMs, allowedTools: [] });
+    const init = (id: string, ttlMs = 60_000) => ({
+      id,
+      metadata: { owner: "t" },
+      ttlMs,
+      allowedTools: [],
+    });
     const variable = (id: string, name: string, version = 0, value = 1): VariableRecord => ({
       id,
       name,
@@ -115,7 +120,11 @@ export function describeSessionStoreContract(
       await expect(
         store.transact("s", (tx) => {
           tx.putVariable(variable("var:1:x", "x", 1, 2));
-          tx.appendHistory("var:1:x", { version: 1, value: 2, timestamp: 0, changedBy: "t", metadata: {} }, 10);
+          tx.appendHistory(
+            "var:1:x",
+            { version: 1, value: 2, timestamp: 0, changedBy: "t", metadata: {} },
+            10,
+          );
           tx.setData("k", "v");
           tx.emit({
             sessionId: "s",
@@ -154,7 +163,11 @@ export function describeSessionStoreContract(
       await store.transact("s", (tx) => {
         tx.putVariable(variable("var:1:x", "x"));
         for (let v = 0; v < 7; v++) {
-          tx.appendHistory("var:1:x", { version: v, value: v, timestamp: v, changedBy: "t", metadata: {} }, 5);
+          tx.appendHistory(
+            "var:1:x",
+            { version: v, value: v, timestamp: v, changedBy: "t", metadata: {} },
+            5,
+          );
         }
       });
       const versions = await store.read("s", (v) => v.history("var:1:x").map((e) => e.version));
@@ -200,7 +213,9 @@ export function describeSessionStoreContract(
           });
         }
       });
-      const versions = events.flatMap((e) => (e.type === "change" ? [e.change.variable.version] : []));
+      const versions = events.flatMap((e) =>
+        e.type === "change" ? [e.change.variable.version] : [],
+      );
       expect(versions).toEqual([1, 2, 3]);
     });
 
@@ -213,7 +228,11 @@ export function describeSessionStoreContract(
       }
       expect(await store.read("idle", () => true)).toBeUndefined();
       await vi.waitFor(() =>
-        expect(events).toContainEqual({ type: "session_ended", sessionId: "idle", reason: "expired" }),
+        expect(events).toContainEqual({
+          type: "session_ended",
+          sessionId: "idle",
+          reason: "expired",
+        }),
       );
       expect((await store.stats()).sessions).toBe(1);
     });
@@ -223,7 +242,9 @@ export function describeSessionStoreContract(
       await store.createSession(init("b", 500), 10);
       await store.createSession(init("c", 5000), 10);
       fixture.advance(1500);
-      await vi.waitFor(async () => expect((await store.stats()).sessions).toBe(1), { timeout: 3000 });
+      await vi.waitFor(async () => expect((await store.stats()).sessions).toBe(1), {
+        timeout: 3000,
+      });
       const ended = events.flatMap((e) => (e.type === "session_ended" ? [e.sessionId] : []));
       expect(ended.sort()).toEqual(["a", "b"]);
     });

@@ -128,7 +128,11 @@ export type SessionEndReason = "cleanup" | "expired";
 /** Events a store publishes; for multi-node stores they cross nodes. */
 export type StoreEvent =
   | { readonly type: "change"; readonly change: VariableChange }
-  | { readonly type: "session_ended"; readonly sessionId: string; readonly reason: SessionEndReason };
+  | {
+      readonly type: "session_ended";
+      readonly sessionId: string;
+      readonly reason: SessionEndReason;
+    };
 
 /**
  * Backend-neutral, async session storage. The bridge service holds all

@@ -53,7 +53,12 @@ export const conversationHistoryTool: ToolDefinition = {
   name: "conversation_history",
   description: "Returns the session's conversation history, newest last.",
   parameters: [
-    { name: "last", type: "integer", default: 0, description: "Only the last N messages (0 = all)." },
+    {
+      name: "last",
+      type: "integer",
+      default: 0,
+      description: "Only the last N messages (0 = all).",
+    },
   ],
   metadata: { category: "session" },
   async handler(args, { session }) {

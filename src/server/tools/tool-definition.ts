@@ -47,7 +47,10 @@ export interface ToolSession {
    * Atomically replaces the variable's value with `fn(current)`: no other
    * write can land between the read and the write.
    */
-  updateVariable(identifier: string, fn: (current: ToolVariable) => JsonValue): Promise<ToolVariable>;
+  updateVariable(
+    identifier: string,
+    fn: (current: ToolVariable) => JsonValue,
+  ): Promise<ToolVariable>;
   /** Reads free-form session data (e.g. a conversation history). */
   getData(key: string): Promise<JsonValue | undefined>;
   /** Atomically replaces session data with `fn(current)` and returns it. */

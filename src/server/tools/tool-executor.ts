@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import type { Any } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type Client, createClient } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   BridgeService,
@@ -125,7 +125,14 @@ export function createToolExecutor(core: BridgeCore): ToolExecutor {
         error: string,
         metadata: Record<string, string> = {},
       ): ToolResult => {
-        record(call, started, outcome, outcome === "ok" ? undefined : error, tool ? targetLabel(tool) : "local", false);
+        record(
+          call,
+          started,
+          outcome,
+          outcome === "ok" ? undefined : error,
+          tool ? targetLabel(tool) : "local",
+          false,
+        );
         return {
           success: outcome === "ok",
           result,
@@ -294,7 +301,11 @@ async function* runStream(
   }
 }
 
-function finalChunk(n: number, value: JsonValue | null, metadata: Record<string, string>): ToolChunk {
+function finalChunk(
+  n: number,
+  value: JsonValue | null,
+  metadata: Record<string, string>,
+): ToolChunk {
   return create(ToolChunkSchema, {
     chunkId: String(n),
     data: value === null ? new Uint8Array(0) : encoder.encode(JSON.stringify(value)),

@@ -1,6 +1,11 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { JsonValue } from "../../values/index.js";
-import type { ToolArguments, ToolDefinition, ToolParameter, ToolParameterType } from "./tool-definition.js";
+import type {
+  ToolArguments,
+  ToolDefinition,
+  ToolParameter,
+  ToolParameterType,
+} from "./tool-definition.js";
 
 const TOOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const PARAMETER_TYPES: readonly ToolParameterType[] = [

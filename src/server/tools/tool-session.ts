@@ -10,7 +10,11 @@ import type { ToolSession, ToolVariable } from "./tool-definition.js";
  * watchers); updates run inside one store transaction, so they are atomic.
  */
 export function createToolSession(core: BridgeCore, sessionId: string): ToolSession {
-  const write = (identifier: string, compute: (current: VariableRecord) => unknown, expectedVersion?: number) =>
+  const write = (
+    identifier: string,
+    compute: (current: VariableRecord) => unknown,
+    expectedVersion?: number,
+  ) =>
     core.transact(sessionId, (tx) => {
       const current = core.ops.find(tx, identifier);
       const prepared = core.ops.prepareWrite(tx, {
@@ -31,7 +35,8 @@ export function createToolSession(core: BridgeCore, sessionId: string): ToolSess
       core.read(sessionId, (view) => {
         const re = globToRegExp(pattern);
         const out: ToolVariable[] = [];
-        for (const record of view.variables()) if (re.test(record.name)) out.push(toToolVariable(record));
+        for (const record of view.variables())
+          if (re.test(record.name)) out.push(toToolVariable(record));
         return out.sort((a, b) => a.name.localeCompare(b.name));
       }),
     setVariable: (identifier, value, options = {}) =>

@@ -1,0 +1,50 @@
+/**
+ * The unified-bridge client: a SessionContext with a TTL cache kept coherent
+ * by a watch stream, for browsers, Cloudflare Workers and Node. Runtime
+ * neutral: Web-standard APIs only; the transport is passed in.
+ *
+ * @example
+ * ```ts
+ * import { createConnectTransport } from "@connectrpc/connect-web";
+ * import { createSessionContext } from "unified-bridge";
+ *
+ * const ctx = await createSessionContext({
+ *   transport: createConnectTransport({ baseUrl: "https://bridge.example.com" }),
+ * });
+ * await ctx.register("temperature", "float", 0.7, { constraints: { min: 0, max: 2 } });
+ * await ctx.set("temperature", 0.9);
+ * ```
+ * @module
+ */
+
+export type {
+  JsonValue,
+  Tensor,
+  ValueOf,
+  VariableType,
+  VariableValue,
+} from "../values/index.js";
+export type { PersistenceAdapter } from "./persistence.js";
+export type {
+  BoundVariables,
+  ReadOptions,
+  VariableDeclaration,
+  VariableHandle,
+  VariableSchema,
+  WriteOptions,
+} from "./schema.js";
+export type {
+  BatchBuilder,
+  BatchResult,
+  HistoryEntry,
+  Peeked,
+  SessionContext,
+  SessionContextOptions,
+} from "./session-context.js";
+export { createSessionContext } from "./session-context.js";
+export type { SessionContextEvents } from "./session-events.js";
+export type { ToolArgs, ToolInfo } from "./session-tools.js";
+export type { TimerProvider } from "./timers.js";
+export type { VariableSnapshot } from "./variable-snapshot.js";
+export type { WatchOptions } from "./watch-coherence.js";
+export { workerFetch } from "./worker-fetch.js";

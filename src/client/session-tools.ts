@@ -1,0 +1,121 @@
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import type { BridgeService, ToolChunk } from "../gen/snakepit/bridge/bridge_pb.js";
+import { decodeJsonAny, encodeJsonAny, type JsonValue } from "../values/index.js";
+
+/** A tool the session may call. */
+export interface ToolInfo {
+  readonly name: string;
+  readonly description: string;
+  readonly parameters: readonly {
+    readonly name: string;
+    readonly type: string;
+    readonly description: string;
+    readonly required: boolean;
+    readonly default: JsonValue | undefined;
+  }[];
+  readonly streaming: boolean;
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+/** Arguments of a tool call: JSON values by parameter name. */
+export type ToolArgs = Readonly<Record<string, JsonValue>>;
+
+const decoder = new TextDecoder();
+
+/** Lists the tools a session may call. */
+export async function listTools(
+  client: Client<typeof BridgeService>,
+  sessionId: string,
+): Promise<ToolInfo[]> {
+  const { tools } = await client.getExposedElixirTools({ sessionId });
+  return tools.map((t) => ({
+    name: t.name,
+    description: t.description,
+    parameters: t.parameters.map((p) => ({
+      name: p.name,
+      type: p.type,
+      description: p.description,
+      required: p.required,
+      default: p.defaultValue === undefined ? undefined : decodeJsonAny(p.defaultValue),
+    })),
+    streaming: t.supportsStreaming,
+    metadata: t.metadata,
+  }));
+}
+
+/**
+ * Calls a tool and returns its result. A tool failure (reported in-band by
+ * the server) becomes a ConnectError: NOT_FOUND for an unknown tool,
+ * INVALID_ARGUMENT for bad arguments, UNKNOWN when the tool itself failed.
+ */
+export async function callTool(
+  client: Client<typeof BridgeService>,
+  sessionId: string,
+  name: string,
+  args: ToolArgs,
+  signal?: AbortSignal,
+): Promise<JsonValue> {
+  const response = await client.executeTool(
+    { sessionId, toolName: name, parameters: encodeArgs(args) },
+    signal === undefined ? {} : { signal },
+  );
+  if (!response.success) {
+    throw new ConnectError(
+      `tool '${name}' failed: ${response.errorMessage}`,
+      codeForKind(response.metadata.error_kind),
+    );
+  }
+  return decodeJsonAny(response.result);
+}
+
+/**
+ * Runs a streaming tool: yields each chunk's JSON value, then the final
+ * chunk's value if it carries one. A failure ends the iteration with a
+ * ConnectError.
+ */
+export async function* streamTool(
+  client: Client<typeof BridgeService>,
+  sessionId: string,
+  name: string,
+  args: ToolArgs,
+  signal?: AbortSignal,
+): AsyncGenerator<JsonValue, void, undefined> {
+  const chunks = client.executeStreamingTool(
+    { sessionId, toolName: name, parameters: encodeArgs(args), stream: true },
+    signal === undefined ? {} : { signal },
+  );
+  for await (const chunk of chunks) {
+    if (chunk.isFinal && chunk.metadata.error !== undefined) {
+      throw new ConnectError(`tool '${name}' failed: ${chunk.metadata.error}`, Code.Unknown);
+    }
+    if (chunk.data.length > 0) yield parseChunk(name, chunk);
+    if (chunk.isFinal) return;
+  }
+}
+
+function encodeArgs(args: ToolArgs) {
+  return Object.fromEntries(Object.entries(args).map(([k, v]) => [k, encodeJsonAny(v)]));
+}
+
+function parseChunk(name: string, chunk: ToolChunk): JsonValue {
+  const text = decoder.decode(chunk.data);
+  try {
+    return JSON.parse(text) as JsonValue;
+  } catch {
+    // Workers may stream plain text rather than JSON; hand it over as is.
+    return text.length > 0 ? text : (null as JsonValue);
+  } finally {
+    void name;
+  }
+}
+
+function codeForKind(kind: string | undefined): Code {
+  switch (kind) {
+    case "not_found":
+      return Code.NotFound;
+    case "invalid_arguments":
+      return Code.InvalidArgument;
+    default:
+      return Code.Unknown;
+  }
+}

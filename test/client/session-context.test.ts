@@ -1,0 +1,355 @@
+import { Code, type ConnectError } from "@connectrpc/connect";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  createSessionContext,
+  type SessionContext,
+  type SessionContextOptions,
+} from "../../src/client/index.js";
+import { type RunningBridge, startBridge } from "../support/bridge.js";
+import { countingTransport } from "../support/counting.js";
+
+let bridge: RunningBridge;
+const open: SessionContext[] = [];
+
+beforeAll(async () => {
+  bridge = await startBridge();
+});
+afterAll(async () => {
+  await bridge.stop();
+});
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((c) => c.close()));
+});
+
+async function context(options: Partial<SessionContextOptions> = {}) {
+  const counting = countingTransport(bridge.url);
+  const ctx = await createSessionContext({ transport: counting.transport, ...options });
+  open.push(ctx);
+  return { ctx, counting };
+}
+
+/** Waits until the context's cache is kept live by its watch stream. */
+async function live(ctx: SessionContext) {
+  for (let i = 0; i < 400 && !ctx.cache.live; i++) await new Promise((r) => setTimeout(r, 5));
+  expect(ctx.cache.live).toBe(true);
+}
+
+const errorOf = (p: Promise<unknown>) =>
+  p.then(
+    () => {
+      throw new Error("expected a failure");
+    },
+    (e: unknown) => e as ConnectError,
+  );
+
+describe("round trips", () => {
+  it("costs 0 for a cache hit, 1 for a set, 1 for getMany and setMany of any size", async () => {
+    const { ctx, counting } = await context({ watch: false });
+    for (let i = 0; i < 50; i++) await ctx.register(`v${i}`, "integer", i);
+    counting.reset();
+
+    expect(await ctx.get("v1")).toBe(1);
+    expect(counting.total()).toBe(0);
+
+    const written = await ctx.set("v1", 100);
+    expect(written.version).toBe(1);
+    expect(counting.total()).toBe(1);
+    // Write-through: the stored value and version are served without a refetch.
+    expect((await ctx.getVariable("v1")).version).toBe(1);
+    expect(await ctx.get("v1")).toBe(100);
+    expect(counting.total()).toBe(1);
+
+    ctx.cache.clear();
+    counting.reset();
+    const names = Array.from({ length: 50 }, (_, i) => `v${i}`);
+    const many = await ctx.getMany(names);
+    expect(Object.keys(many)).toHaveLength(50);
+    expect(counting.calls.get("GetVariables")).toBe(1);
+    expect(counting.total()).toBe(1);
+
+    counting.reset();
+    const updates = Object.fromEntries(names.map((n, i) => [n, i * 2]));
+    const result = await ctx.setMany(updates);
+    expect(result.success).toBe(true);
+    expect(Object.keys(result.variables)).toHaveLength(50);
+    expect(counting.total()).toBe(1);
+    counting.reset();
+    expect(await ctx.get("v7")).toBe(14);
+    expect(counting.total()).toBe(0);
+  });
+
+  it("binds a schema in one round trip, whether or not the variables exist", async () => {
+    const { ctx, counting } = await context({ watch: false });
+    const schema = {
+      temperature: { type: "float", default: 0.7, constraints: { min: 0, max: 2 } },
+      module: {
+        type: "module",
+        default: "Predict",
+        constraints: { allowed_modules: ["Predict", "ChainOfThought"] },
+      },
+      max_tokens: { type: "integer", default: 256 },
+    } as const;
+    counting.reset();
+    const first = await ctx.bind(schema);
+    expect(counting.total()).toBe(1);
+    await first.temperature.set(1.2);
+
+    const other = await context({ sessionId: ctx.sessionId, watch: false });
+    other.counting.reset();
+    const second = await other.ctx.bind(schema);
+    expect(other.counting.total()).toBe(1);
+    // Existing values are kept, not reset to the defaults; reads are free.
+    const temperature: number = await second.temperature.get();
+    const module: string = await second.module.get();
+    expect([temperature, module]).toEqual([1.2, "Predict"]);
+    expect(other.counting.total()).toBe(1);
+  });
+
+  it("shares one request between concurrent misses of the same variable", async () => {
+    const { ctx, counting } = await context({ watch: false });
+    await ctx.register("x", "string", "hello");
+    ctx.cache.clear();
+    counting.reset();
+    const values = await Promise.all(Array.from({ length: 20 }, () => ctx.get("x")));
+    expect(new Set(values)).toEqual(new Set(["hello"]));
+    expect(counting.calls.get("GetVariable")).toBe(1);
+  });
+});
+
+describe("local validation", () => {
+  it("refuses bad input without a round trip, with the server's message", async () => {
+    const { ctx, counting } = await context({ watch: false });
+    await ctx.register("temperature", "float", 0.5, { constraints: { min: 0, max: 2 } });
+    counting.reset();
+    const local = await errorOf(ctx.set("temperature", 2.5));
+    expect(counting.total()).toBe(0);
+    expect(local.code).toBe(Code.InvalidArgument);
+
+    // The same write sent by a context that knows nothing reaches the server.
+    const blind = await context({ sessionId: ctx.sessionId, watch: false });
+    blind.counting.reset();
+    const remote = await errorOf(blind.ctx.set("temperature", 2.5));
+    expect(blind.counting.total()).toBe(1);
+    expect(remote.code).toBe(Code.InvalidArgument);
+    expect(local.rawMessage).toBe(remote.rawMessage);
+    expect(local.rawMessage).toBe("variable 'temperature': value 2.5 is above maximum 2");
+    expect(await ctx.get("temperature", { bypassCache: true })).toBe(0.5);
+  });
+
+  it("keeps local failures of an atomic batch local and reports each key", async () => {
+    const { ctx, counting } = await context({ watch: false });
+    await ctx.register("a", "integer", 1, { constraints: { max: 10 } });
+    await ctx.register("b", "integer", 1, { constraints: { max: 10 } });
+    counting.reset();
+    const res = await ctx.batch().set("a", 5).set("b", 50).commit({ atomic: true });
+    expect(res.success).toBe(false);
+    expect(res.errors.b).toContain("above maximum");
+    expect(counting.total()).toBe(0);
+    const partial = await ctx.setMany({ a: 5, b: 50 });
+    expect(partial.success).toBe(true);
+    expect(partial.errors.b).toContain("above maximum");
+    expect(partial.variables.a?.value).toBe(5);
+  });
+});
+
+describe("cache", () => {
+  it("expires entries after their TTL when not watching, per variable if asked", async () => {
+    let now = 1_000_000;
+    const timers = {
+      now: () => now,
+      setTimeout: (fn: () => void, ms: number) => setTimeout(fn, ms),
+      clearTimeout: (h: unknown) => clearTimeout(h as NodeJS.Timeout),
+    };
+    const { ctx, counting } = await context({ watch: false, timers, cache: { ttlMs: 5000 } });
+    await ctx.register("a", "integer", 1);
+    await ctx.register("b", "integer", 2);
+    const b = ctx.variable<number>("b", { ttlMs: 60_000 });
+    counting.reset();
+    now += 4000;
+    await ctx.get("a");
+    expect(counting.total()).toBe(0);
+    now += 2000;
+    await ctx.get("a");
+    await b.get();
+    expect(counting.calls.get("GetVariable")).toBe(1);
+    expect(await ctx.get("a", { maxAgeMs: 10_000 })).toBe(1);
+    expect(counting.total()).toBe(1);
+    await ctx.get("a", { bypassCache: true });
+    expect(counting.total()).toBe(2);
+  });
+
+  it("keeps at most maxEntries variables", async () => {
+    const { ctx } = await context({ watch: false, cache: { maxEntries: 3 } });
+    for (let i = 0; i < 6; i++) await ctx.register(`v${i}`, "integer", i);
+    expect(ctx.cache.size).toBe(3);
+    expect(await ctx.get("v0")).toBe(0);
+  });
+
+  it("never lets a late response replace a newer version", async () => {
+    let hold: (() => void) | undefined;
+    const gate = new Promise<void>((resolve) => {
+      hold = resolve;
+    });
+    const counting = countingTransport(bridge.url, (method) =>
+      method === "GetVariable" ? gate : undefined,
+    );
+    const ctx = await createSessionContext({ transport: counting.transport, watch: false });
+    open.push(ctx);
+    await ctx.register("x", "integer", 0);
+    ctx.cache.clear();
+    const late = ctx.getVariable("x"); // answered at version 0, delivered late
+    await new Promise((r) => setTimeout(r, 30));
+    const writer = await context({ sessionId: ctx.sessionId, watch: false });
+    await writer.ctx.set("x", 5);
+    await ctx.set("x", 6); // write-through: version 2
+    hold?.();
+    const seen = await late;
+    expect(seen.version).toBe(2);
+    expect(ctx.peek("x")?.snapshot).toMatchObject({ version: 2, value: 6 });
+  });
+});
+
+describe("watch coherence", () => {
+  it("updates the cache from pushed changes, so reads need no round trip", async () => {
+    const a = await context();
+    const b = await context({ sessionId: a.ctx.sessionId });
+    await a.ctx.register("lr", "float", 0.1);
+    await b.ctx.get("lr");
+    await live(b.ctx);
+    const changed = new Promise((resolve) => b.ctx.on("change", resolve));
+    await a.ctx.set("lr", 0.2);
+    await changed;
+    b.counting.reset();
+    expect(await b.ctx.get("lr")).toBe(0.2);
+    expect(b.counting.total()).toBe(0);
+  });
+
+  it("shows lock changes and deletes pushed by others", async () => {
+    const a = await context();
+    const b = await context({ sessionId: a.ctx.sessionId });
+    await a.ctx.register("x", "integer", 1);
+    await b.ctx.get("x");
+    await live(b.ctx);
+    const events: (string | undefined)[] = [];
+    b.ctx.on("change", (e) =>
+      events.push(e.snapshot === undefined ? "deleted" : `locked:${e.snapshot.lockedBy}`),
+    );
+    await a.ctx.withOptimizationLock(["x"], "tuner", async () => {
+      await a.ctx.set("x", 2, { optimizerId: "tuner" });
+      const refused = await errorOf(b.ctx.set("x", 3));
+      expect(refused.code).toBe(Code.FailedPrecondition);
+    });
+    await a.ctx.delete("x");
+    await new Promise((r) => setTimeout(r, 100));
+    expect(events).toEqual(["locked:tuner", "locked:tuner", "locked:undefined", "deleted"]);
+    expect(b.ctx.peek("x")).toBeUndefined();
+  });
+});
+
+describe("typed handles and auto-registration", () => {
+  it("gets, sets and subscribes through a handle", async () => {
+    const { ctx } = await context();
+    await ctx.register("temperature", "float", 0.5);
+    const t = ctx.variable<number>("temperature");
+    const seen: number[] = [];
+    const off = t.subscribe((s) => {
+      if (s !== undefined) seen.push(s.value);
+    });
+    await t.set(0.6);
+    await t.set(0.7);
+    off();
+    await t.set(0.8);
+    expect(seen).toEqual([0.6, 0.7]);
+    expect(await t.get()).toBe(0.8);
+  });
+
+  it("registers on assign only when opted in, and says so", async () => {
+    const off = await context();
+    expect((await errorOf(off.ctx.assign("x", 1))).code).toBe(Code.FailedPrecondition);
+    const on = await context({ autoRegister: true });
+    const registered: string[] = [];
+    on.ctx.on("registered", (e) => registered.push(`${e.name}:${e.type}`));
+    await on.ctx.assign("count", 3);
+    await on.ctx.assign("ratio", 0.25);
+    await on.ctx.assign("label", "spam");
+    await on.ctx.assign("emb", [0.1, 0.2]);
+    await on.ctx.assign("count", 4);
+    expect(registered).toEqual(["count:integer", "ratio:float", "label:string", "emb:embedding"]);
+    expect(await on.ctx.get("count")).toBe(4);
+  });
+});
+
+describe("variables API", () => {
+  it("lists, checks existence, deletes, and reads history and rollback", async () => {
+    const { ctx } = await context();
+    await ctx.register("model.temperature", "float", 0.1);
+    await ctx.register("model.top_p", "float", 0.9);
+    await ctx.register("prompt", "string", "v1");
+    expect((await ctx.list("model.*")).map((s) => s.name)).toEqual([
+      "model.temperature",
+      "model.top_p",
+    ]);
+    expect(await ctx.exists("prompt")).toBe(true);
+    expect(await ctx.exists("nope")).toBe(false);
+    await ctx.set("prompt", "v2");
+    await ctx.set("prompt", "v3");
+    expect((await ctx.history("prompt")).map((h) => [h.version, h.value])).toEqual([
+      [2, "v3"],
+      [1, "v2"],
+      [0, "v1"],
+    ]);
+    const rolled = await ctx.rollback("prompt", 0);
+    expect([rolled.version, rolled.value]).toEqual([3, "v1"]);
+    await ctx.delete("prompt");
+    expect(await ctx.exists("prompt")).toBe(false);
+    expect((await errorOf(ctx.get("prompt"))).code).toBe(Code.NotFound);
+    expect((await errorOf(ctx.getMany(["model.top_p", "nope"]))).rawMessage).toContain("nope");
+  });
+
+  it("compare-and-swap through expectedVersion", async () => {
+    const { ctx } = await context();
+    await ctx.register("n", "integer", 0);
+    await ctx.set("n", 1, { expectedVersion: 0 });
+    const stale = await errorOf(ctx.set("n", 2, { expectedVersion: 0 }));
+    expect(stale.code).toBe(Code.Aborted);
+    expect(stale.rawMessage).toContain("current version is 1");
+  });
+});
+
+describe("tools", () => {
+  it("lists, calls and streams tools; failures are ConnectErrors", async () => {
+    const { ctx } = await context();
+    const tools = await ctx.listTools();
+    expect(tools.find((t) => t.name === "conversation_append")?.parameters[0]?.name).toBe("role");
+    const result = (await ctx.callTool("conversation_append", { role: "user", content: "hi" })) as {
+      count: number;
+    };
+    expect(result.count).toBe(1);
+    await ctx.register("a", "integer", 1);
+    await ctx.register("b", "integer", 2);
+    const chunks = [];
+    for await (const chunk of ctx.streamTool("export_variables", { pattern: "*" }))
+      chunks.push(chunk);
+    expect(chunks).toEqual([
+      { name: "a", type: "integer", value: 1, version: 0 },
+      { name: "b", type: "integer", value: 2, version: 0 },
+      { count: 2 },
+    ]);
+    expect((await errorOf(ctx.callTool("nope"))).code).toBe(Code.NotFound);
+    expect((await errorOf(ctx.callTool("conversation_append", { role: "user" }))).code).toBe(
+      Code.InvalidArgument,
+    );
+  });
+});
+
+describe("lifecycle", () => {
+  it("cleans up the session on close when asked", async () => {
+    const { ctx } = await context();
+    await ctx.register("x", "integer", 1);
+    await ctx.close({ cleanup: true });
+    const probe = await context({ watch: false });
+    const res = await bridge.client().heartbeat({ sessionId: ctx.sessionId });
+    expect(res.sessionValid).toBe(false);
+    expect(probe.ctx.sessionId).not.toBe(ctx.sessionId);
+  });
+});
