@@ -323,10 +323,10 @@ export async function createSessionContext(
     }
   }
 
-  /** Re-reads every cached variable in one call. */
-  const resync = async (): Promise<void> => {
+  /** Re-reads every cached variable in one call; returns how many. */
+  const resync = async (): Promise<number> => {
     const ids = [...cache.entries()].map((e) => e.variable.snapshot.id);
-    if (ids.length === 0) return;
+    if (ids.length === 0) return 0;
     const run = (async () => {
       const res = await client.getVariables(
         { sessionId, variableIdentifiers: ids, includeMetadata: true },
@@ -341,7 +341,7 @@ export async function createSessionContext(
     } finally {
       if (revalidation === run) revalidation = undefined;
     }
-    events.emit("resynchronized", { variables: ids.length });
+    return ids.length;
   };
 
   const onUpdate = (update: VariableUpdate) => {
@@ -360,6 +360,7 @@ export async function createSessionContext(
   if (!hydrated) resolveRevalidated();
 
   const watchOptions = options.watch ?? true;
+  let resynced = 0;
   let watching: Promise<void> | undefined;
   if (watchOptions !== false) {
     watching = runWatch(
@@ -367,13 +368,15 @@ export async function createSessionContext(
         open: (signal) =>
           client.watchVariables({ sessionId, syncMarker: true }, { ...call, signal, timeoutMs: 0 }),
         resync: async () => {
-          await resync();
+          resynced = await resync();
           resolveRevalidated();
         },
         onUpdate,
         setLive: (live) => {
-          if (!live && cache.live) events.emit("stale", {});
+          const was = cache.live;
           cache.setLive(live);
+          if (was && !live) events.emit("stale", {});
+          if (!was && live) events.emit("resynchronized", { variables: resynced });
         },
         onReconnecting: (attempt, delayMs, error) =>
           events.emit("reconnecting", { attempt, delayMs, error }),
@@ -384,8 +387,13 @@ export async function createSessionContext(
       closing.signal,
     );
   } else if (hydrated) {
-    resync().then(resolveRevalidated, (error: unknown) =>
-      events.emit("reconnecting", { attempt: 1, delayMs: 0, error: ConnectError.from(error) }),
+    resync().then(
+      (variables) => {
+        resolveRevalidated();
+        events.emit("resynchronized", { variables });
+      },
+      // The hydrated values stay marked possibly stale; reads fetch them.
+      () => events.emit("stale", {}),
     );
   }
 

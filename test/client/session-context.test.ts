@@ -2,9 +2,12 @@ import { Code, type ConnectError } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   createSessionContext,
+  type PersistenceAdapter,
   type SessionContext,
   type SessionContextOptions,
 } from "../../src/client/index.js";
+import { createMemoryStore } from "../../src/server/index.js";
+import { encodeValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 import { countingTransport } from "../support/counting.js";
 
@@ -351,5 +354,92 @@ describe("lifecycle", () => {
     const res = await bridge.client().heartbeat({ sessionId: ctx.sessionId });
     expect(res.sessionValid).toBe(false);
     expect(probe.ctx.sessionId).not.toBe(ctx.sessionId);
+  });
+});
+
+describe("stream loss", () => {
+  it("falls back to TTLs, reconnects with backoff and resynchronizes in one call", async () => {
+    // Two servers in turn on one port, sharing one store: a restart that
+    // keeps the sessions, as with a Redis store or a rolling deploy.
+    const store = createMemoryStore();
+    const first = await startBridge({ sessionStore: store });
+    const port = first.port;
+    const counting = countingTransport(first.url);
+    const ctx = await createSessionContext({
+      transport: counting.transport,
+      watch: { initialBackoffMs: 20, maxBackoffMs: 100 },
+    });
+    open.push(ctx);
+    await ctx.register("a", "integer", 1);
+    await ctx.register("b", "integer", 2);
+    await live(ctx);
+    const seen: string[] = [];
+    ctx.on("stale", () => seen.push("stale"));
+    ctx.on("reconnecting", () => {
+      if (seen.at(-1) !== "reconnecting") seen.push("reconnecting");
+    });
+    const resynced = new Promise<number>((resolve) => ctx.on("resynchronized", (e) => resolve(e.variables)));
+
+    await first.stop();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(ctx.cache.live).toBe(false);
+    // Changes made while the client is away.
+    const second = await startBridge({ sessionStore: store, port });
+    try {
+      const other = second.client();
+      await other.setVariable({ sessionId: ctx.sessionId, variableIdentifier: "a", value: encodeValue("integer", 10).any });
+      await other.deleteVariable({ sessionId: ctx.sessionId, variableIdentifier: "b" });
+      counting.reset();
+      expect(await resynced).toBe(2);
+      expect(counting.calls.get("GetVariables")).toBe(1);
+      expect(counting.total()).toBe(1);
+      expect(seen.slice(0, 2)).toEqual(["stale", "reconnecting"]);
+      expect(ctx.cache.live).toBe(true);
+      expect(ctx.peek("a")?.snapshot.value).toBe(10);
+      expect(ctx.peek("b")).toBeUndefined();
+      expect(await ctx.get("a")).toBe(10);
+      expect(counting.total()).toBe(1);
+    } finally {
+      await ctx.close();
+      await second.stop();
+      await store.close();
+    }
+  });
+
+  it("hydrates from persistence and revalidates in one call", async () => {
+    const saved = new Map<string, Uint8Array>();
+    const memoryPersistence: PersistenceAdapter = {
+      load: async () => [...saved.values()],
+      save: async (_s, entries) => {
+        for (const e of entries) saved.set(e.id, e.bytes);
+      },
+      remove: async (_s, ids) => {
+        for (const id of ids) saved.delete(id);
+      },
+      clear: async () => saved.clear(),
+    };
+    const { ctx } = await context({ persistence: memoryPersistence });
+    await ctx.register("x", "float", 0.5);
+    await ctx.register("y", "string", "kept");
+    await ctx.close();
+    expect(saved.size).toBe(2);
+    const writer = await context({ sessionId: ctx.sessionId, watch: false });
+    await writer.ctx.set("x", 0.75);
+
+    const counting = countingTransport(bridge.url);
+    const again = await createSessionContext({
+      transport: counting.transport,
+      sessionId: ctx.sessionId,
+      persistence: memoryPersistence,
+    });
+    open.push(again);
+    expect(again.peek("x")).toMatchObject({ possiblyStale: true, snapshot: { value: 0.5 } });
+    counting.reset();
+    await again.revalidated;
+    expect(counting.calls.get("GetVariables")).toBe(1);
+    expect(counting.total()).toBe(1);
+    expect(again.peek("x")).toMatchObject({ possiblyStale: false, snapshot: { value: 0.75, version: 1 } });
+    expect(await again.get("y")).toBe("kept");
+    expect(counting.total()).toBe(1);
   });
 });
