@@ -136,6 +136,15 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     });
   });
 
+  const metrics = createMetrics();
+  let stats = { sessions: 0, variables: 0 };
+  const refreshStats = async () => {
+    stats = await store.stats();
+  };
+  metrics.gauge("bridge_sessions", "Live sessions.", () => stats.sessions);
+  metrics.gauge("bridge_variables", "Variables across live sessions.", () => stats.variables);
+  metrics.gauge("bridge_watchers", "Open watch streams.", () => hub.size);
+
   audit.subscribe((entry) => {
     metrics
       .counter("bridge_tool_executions_total", "Tool executions by tool and outcome.", [
@@ -154,15 +163,6 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       ...(entry.error === undefined ? {} : { error: entry.error }),
     });
   });
-
-  const metrics = createMetrics();
-  let stats = { sessions: 0, variables: 0 };
-  const refreshStats = async () => {
-    stats = await store.stats();
-  };
-  metrics.gauge("bridge_sessions", "Live sessions.", () => stats.sessions);
-  metrics.gauge("bridge_variables", "Variables across live sessions.", () => stats.variables);
-  metrics.gauge("bridge_watchers", "Open watch streams.", () => hub.size);
 
   const routes = (router: ConnectRouter) => {
     router.service(BridgeService, service);

@@ -95,8 +95,14 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
       remove(state, "expired");
       return undefined;
     }
-    state.record = { ...state.record, expiresAt: t + state.record.ttlMs };
-    file(state);
+    // Refresh at a coarse granularity (at most the bucket size, at most a
+    // sixteenth of the TTL): a busy session then costs one record copy per
+    // second, not one per call, and never expires early by more than that.
+    const step = Math.min(BUCKET_MS, state.record.ttlMs / 16);
+    if (t + state.record.ttlMs - state.record.expiresAt >= step) {
+      state.record = { ...state.record, expiresAt: t + state.record.ttlMs };
+      file(state);
+    }
     return state;
   };
 
