@@ -9,7 +9,10 @@
  * import { createSessionContext } from "unified-bridge";
  *
  * const ctx = await createSessionContext({
- *   transport: createConnectTransport({ baseUrl: "https://bridge.example.com" }),
+ *   transport: createConnectTransport({
+ *     baseUrl: "https://bridge.example.com",
+ *     useBinaryFormat: true, // values travel in protobuf Any: binary only
+ *   }),
  * });
  * await ctx.register("temperature", "float", 0.7, { constraints: { min: 0, max: 2 } });
  * await ctx.set("temperature", 0.9);

@@ -49,12 +49,14 @@ import { runWatch, type WatchOptions } from "./watch-coherence.js";
 /** Options of {@link createSessionContext}. Fixed for the context's life. */
 export interface SessionContextOptions {
   /**
-   * How to reach the bridge: connect-web's `createConnectTransport` or
-   * `createGrpcWebTransport` in browsers and Workers, connect-node's in Node.
+   * How to reach the bridge: connect-web's `createConnectTransport` (with
+   * `useBinaryFormat: true`: values travel in protobuf Any, which the JSON
+   * format cannot carry) or `createGrpcWebTransport` in browsers and
+   * Workers, connect-node's transports in Node.
    */
   readonly transport: Transport;
   /** Attach to this session (created if missing); omit to get a new one. */
-  readonly sessionId?: string;
+  readonly sessionId?: string | undefined;
   /** Metadata of a new session. */
   readonly metadata?: Readonly<Record<string, string>>;
   /** Sliding TTL of a new session (s); 0 or omitted: the server's default. */
@@ -132,7 +134,7 @@ export interface Peeked<V extends VariableValue = VariableValue> {
  * import { createSessionContext } from "unified-bridge";
  *
  * const ctx = await createSessionContext({
- *   transport: createConnectTransport({ baseUrl: "/bridge" }),
+ *   transport: createConnectTransport({ baseUrl: location.origin, useBinaryFormat: true }),
  * });
  * const vars = await ctx.bind({
  *   temperature: { type: "float", default: 0.7, constraints: { min: 0, max: 2 } },

@@ -12,7 +12,11 @@
  *
  * @example
  * ```ts
- * const transport = createConnectTransport({ baseUrl: env.BRIDGE_URL, fetch: workerFetch });
+ * const transport = createConnectTransport({
+ *   baseUrl: env.BRIDGE_URL,
+ *   useBinaryFormat: true,
+ *   fetch: workerFetch,
+ * });
  * ```
  */
 export const workerFetch: typeof globalThis.fetch = async (input, init) => {

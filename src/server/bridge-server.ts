@@ -1,5 +1,6 @@
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
+import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
 import { createBridgeService, sessionEnded } from "./bridge-service.js";
 import { defaultServerConfig, type ServerConfig } from "./config.js";
@@ -224,7 +225,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
         host: config.host,
         port: config.port,
         routes,
-        interceptors: [createMetricsInterceptor(metrics)],
+        interceptors: [createMetricsInterceptor(metrics), binaryOnlyInterceptor],
         corsOrigins: config.corsOrigins,
         maxRequestBytes: config.maxRequestBytes,
         health: () => ({ ok: !shutdown.signal.aborted, sessions: stats.sessions }),

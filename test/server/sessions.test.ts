@@ -1,4 +1,6 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, type ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { encodeValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
@@ -14,7 +16,11 @@ afterEach(async () => {
 });
 
 const int = (n: number) => encodeValue("integer", n).any;
-const errorOf = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as ConnectError);
+const errorOf = (p: Promise<unknown>) =>
+  p.then(
+    () => undefined,
+    (e: unknown) => e as ConnectError,
+  );
 
 describe("InitializeSession", () => {
   it("mints a 144-bit URL-safe id when none is given", async () => {
@@ -40,8 +46,18 @@ describe("InitializeSession", () => {
     const res = await c.initializeSession({
       sessionId: "with-vars",
       initialVariables: [
-        { name: "temperature", type: "float", initialValue: encodeValue("float", 0.7).any, constraintsJson: '{"min":0,"max":2}' },
-        { name: "model", type: "choice", initialValue: encodeValue("choice", "gpt").any, constraintsJson: '{"choices":["gpt","claude"]}' },
+        {
+          name: "temperature",
+          type: "float",
+          initialValue: encodeValue("float", 0.7).any,
+          constraintsJson: '{"min":0,"max":2}',
+        },
+        {
+          name: "model",
+          type: "choice",
+          initialValue: encodeValue("choice", "gpt").any,
+          constraintsJson: '{"choices":["gpt","claude"]}',
+        },
       ],
     });
     expect(Object.keys(res.initialVariables).sort()).toEqual(["model", "temperature"]);
@@ -51,7 +67,12 @@ describe("InitializeSession", () => {
         sessionId: "bad-vars",
         initialVariables: [
           { name: "ok", type: "integer", initialValue: int(1) },
-          { name: "t", type: "float", initialValue: encodeValue("float", 5).any, constraintsJson: '{"max":2}' },
+          {
+            name: "t",
+            type: "float",
+            initialValue: encodeValue("float", 5).any,
+            constraintsJson: '{"max":2}',
+          },
         ],
       }),
     );
@@ -62,7 +83,10 @@ describe("InitializeSession", () => {
 
   it("records the session config in its metadata", async () => {
     const c = (await bridge()).client();
-    await c.initializeSession({ sessionId: "cfg", config: { enableCaching: true, cacheTtlSeconds: 9, enableTelemetry: false } });
+    await c.initializeSession({
+      sessionId: "cfg",
+      config: { enableCaching: true, cacheTtlSeconds: 9, enableTelemetry: false },
+    });
     expect((await c.getSession({ sessionId: "cfg" })).metadata).toMatchObject({
       enable_caching: "true",
       cache_ttl_seconds: "9",
@@ -89,9 +113,14 @@ describe("session lifecycle", () => {
     expect(info.variableCount).toBe(2);
     expect(info.toolCount).toBeGreaterThanOrEqual(4);
     expect((await c.getSession({ sessionId: b })).variableCount).toBe(0);
-    expect((await errorOf(c.getVariable({ sessionId: b, variableIdentifier: "x" })))?.code).toBe(Code.NotFound);
+    expect((await errorOf(c.getVariable({ sessionId: b, variableIdentifier: "x" })))?.code).toBe(
+      Code.NotFound,
+    );
     const { variable } = await c.getVariable({ sessionId: a, variableIdentifier: "x" });
-    expect((await errorOf(c.getVariable({ sessionId: b, variableIdentifier: variable?.id ?? "" })))?.code).toBe(Code.NotFound);
+    expect(
+      (await errorOf(c.getVariable({ sessionId: b, variableIdentifier: variable?.id ?? "" })))
+        ?.code,
+    ).toBe(Code.NotFound);
   });
 
   it("slides the TTL on every call and on Heartbeat, then expires", async () => {
@@ -110,7 +139,9 @@ describe("session lifecycle", () => {
     expect((await c.heartbeat({ sessionId: idle })).sessionValid).toBe(false);
     expect((await errorOf(c.getSession({ sessionId: idle })))?.code).toBe(Code.NotFound);
     t += 61_000;
-    expect((await errorOf(c.getVariable({ sessionId, variableIdentifier: "x" })))?.code).toBe(Code.NotFound);
+    expect((await errorOf(c.getVariable({ sessionId, variableIdentifier: "x" })))?.code).toBe(
+      Code.NotFound,
+    );
   });
 
   it("ends the watch streams of an expired session", async () => {
@@ -137,9 +168,25 @@ describe("session lifecycle", () => {
 
   it("auto-creates unknown sessions only when enabled", async () => {
     const off = (await bridge()).client();
-    expect((await errorOf(off.registerVariable({ sessionId: "auto", name: "x", type: "integer", initialValue: int(1) })))?.code).toBe(Code.NotFound);
+    expect(
+      (
+        await errorOf(
+          off.registerVariable({
+            sessionId: "auto",
+            name: "x",
+            type: "integer",
+            initialValue: int(1),
+          }),
+        )
+      )?.code,
+    ).toBe(Code.NotFound);
     const on = (await bridge({ autoCreateSessions: true })).client();
-    await on.registerVariable({ sessionId: "auto", name: "x", type: "integer", initialValue: int(1) });
+    await on.registerVariable({
+      sessionId: "auto",
+      name: "x",
+      type: "integer",
+      initialValue: int(1),
+    });
     expect((await on.getSession({ sessionId: "auto" })).metadata.auto_created).toBe("true");
   });
 
@@ -151,7 +198,10 @@ describe("session lifecycle", () => {
     expect((await errorOf(c.cleanupSession({ sessionId })))?.code).toBe(Code.FailedPrecondition);
     const forced = await c.cleanupSession({ sessionId, force: true });
     expect(forced).toMatchObject({ success: true, resourcesCleaned: 1 });
-    expect(await c.cleanupSession({ sessionId })).toMatchObject({ success: true, resourcesCleaned: 0 });
+    expect(await c.cleanupSession({ sessionId })).toMatchObject({
+      success: true,
+      resourcesCleaned: 0,
+    });
     expect((await c.heartbeat({ sessionId })).sessionValid).toBe(false);
   });
 
@@ -159,5 +209,19 @@ describe("session lifecycle", () => {
     const res = await (await bridge()).client("grpc-web").ping({ message: "hi" });
     expect(res.message).toBe("hi");
     expect(Number(res.serverTime?.seconds)).toBeGreaterThan(1_700_000_000);
+  });
+});
+
+describe("wire formats", () => {
+  it("refuses Connect JSON with a message that says what to change, except for Ping", async () => {
+    const b = await bridge();
+    const json = createClient(
+      BridgeService,
+      createConnectTransport({ baseUrl: b.url, httpVersion: "1.1", useBinaryFormat: false }),
+    );
+    expect((await json.ping({ message: "curl-able" })).message).toBe("curl-able");
+    const refused = await errorOf(json.initializeSession({}));
+    expect(refused?.code).toBe(Code.InvalidArgument);
+    expect(refused?.rawMessage).toContain("useBinaryFormat: true");
   });
 });
