@@ -1,7 +1,7 @@
 import { Code, type ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { afterEach, describe, expect, it } from "vitest";
+import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { encodeValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 

@@ -1,6 +1,6 @@
 import { connect } from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, type ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type VariableUpdate,
@@ -22,7 +22,8 @@ const int = (n: number) => encodeValue("integer", n).any;
 async function newSession(vars: string[] = ["x"]) {
   const c = bridge.client();
   const { sessionId } = await c.initializeSession({});
-  for (const name of vars) await c.registerVariable({ sessionId, name, type: "integer", initialValue: int(0) });
+  for (const name of vars)
+    await c.registerVariable({ sessionId, name, type: "integer", initialValue: int(0) });
   return sessionId;
 }
 
@@ -46,7 +47,8 @@ function collect(stream: AsyncIterable<VariableUpdate>) {
     async until(n: number, timeoutMs = 5000) {
       const start = Date.now();
       while (updates.length < n) {
-        if (Date.now() - start > timeoutMs) throw new Error(`only ${updates.length} of ${n} updates arrived`);
+        if (Date.now() - start > timeoutMs)
+          throw new Error(`only ${updates.length} of ${n} updates arrived`);
         await new Promise((r) => setTimeout(r, 5));
       }
     },
@@ -59,10 +61,14 @@ describe.each(protocols)("watch over %s", (protocol) => {
     const c = bridge.client(protocol);
     const abort = new AbortController();
     const w = collect(
-      c.watchVariables({ sessionId, variableIdentifiers: ["x"], includeInitialValues: true }, { signal: abort.signal }),
+      c.watchVariables(
+        { sessionId, variableIdentifiers: ["x"], includeInitialValues: true },
+        { signal: abort.signal },
+      ),
     );
     await w.until(1);
-    for (let v = 1; v <= 5; v++) await c.setVariable({ sessionId, variableIdentifier: "x", value: int(v) });
+    for (let v = 1; v <= 5; v++)
+      await c.setVariable({ sessionId, variableIdentifier: "x", value: int(v) });
     await c.setVariable({ sessionId, variableIdentifier: "y", value: int(99) });
     await c.setVariables({ sessionId, updates: { x: int(6), y: int(100) } });
     await c.rollbackVariable({ sessionId, variableIdentifier: "x", targetVersion: 1 });
@@ -71,7 +77,9 @@ describe.each(protocols)("watch over %s", (protocol) => {
     await w.done;
     expect(w.updates[0]?.updateType).toBe("initial_value");
     expect(w.updates.map((u) => u.variable?.version)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
-    expect(w.updates.map((u) => decodeValue(u.variable?.value).value)).toEqual([0, 1, 2, 3, 4, 5, 6, 1]);
+    expect(w.updates.map((u) => decodeValue(u.variable?.value).value)).toEqual([
+      0, 1, 2, 3, 4, 5, 6, 1,
+    ]);
     expect(w.updates.every((u) => u.variable?.name === "x")).toBe(true);
   });
 });
@@ -81,7 +89,9 @@ describe("watch", () => {
     const sessionId = await newSession(["x"]);
     const c = bridge.client();
     const abort = new AbortController();
-    const w = collect(c.watchVariables({ sessionId, variableIdentifiers: ["x"] }, { signal: abort.signal }));
+    const w = collect(
+      c.watchVariables({ sessionId, variableIdentifiers: ["x"] }, { signal: abort.signal }),
+    );
     await new Promise((r) => setTimeout(r, 50));
     await c.startOptimization({ sessionId, variableIdentifier: "x", optimizerId: "o" });
     await c.stopOptimization({ sessionId, variableIdentifier: "x", optimizerId: "o" });
@@ -207,12 +217,22 @@ describe("watch sync marker (extension)", () => {
     const sessionId = await newSession(["x", "y"]);
     const c = bridge.client();
     const abort = new AbortController();
-    const w = collect(c.watchVariables({ sessionId, includeInitialValues: true, syncMarker: true }, { signal: abort.signal }));
+    const w = collect(
+      c.watchVariables(
+        { sessionId, includeInitialValues: true, syncMarker: true },
+        { signal: abort.signal },
+      ),
+    );
     await w.until(3);
     await c.setVariable({ sessionId, variableIdentifier: "x", value: int(1) });
     await w.until(4);
     abort.abort();
-    expect(w.updates.map((u) => u.updateType)).toEqual(["initial_value", "initial_value", "sync", "value_changed"]);
+    expect(w.updates.map((u) => u.updateType)).toEqual([
+      "initial_value",
+      "initial_value",
+      "sync",
+      "value_changed",
+    ]);
     expect(w.updates[2]?.variable).toBeUndefined();
   });
 });
