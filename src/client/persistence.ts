@@ -39,6 +39,10 @@ export interface PersistenceWriter {
   remove(id: string): void;
   /** Writes what is pending now. */
   flush(): Promise<void>;
+  /** Turns persistence off after a failure elsewhere (e.g. loading). */
+  degrade(): void;
+  /** Drops pending writes and ignores later ones (the context is closing). */
+  stop(): void;
   readonly degraded: boolean;
 }
 
@@ -93,6 +97,14 @@ export function createPersistenceWriter(
     async flush() {
       chain = chain.then(write);
       await chain;
+    },
+    degrade() {
+      degraded = true;
+    },
+    stop() {
+      degraded = true;
+      puts.clear();
+      removes.clear();
     },
     get degraded() {
       return degraded;

@@ -291,9 +291,11 @@ export async function createSessionContext(
     const outcome = cache.put(decoded, { sameVersion });
     if (outcome === "stored") {
       persistence?.put(decoded.snapshot.id, message);
-      if (origin === "local") tabs?.post({ kind: "variable", bytes: encodeVariable(message) });
       events.emit("change", { name: decoded.snapshot.name, snapshot: decoded.snapshot, origin });
     }
+    // Share our own writes even when our watch push got here first: other
+    // tabs may not watch, and they drop versions they already have.
+    if (origin === "local") tabs?.post({ kind: "variable", bytes: encodeVariable(message) });
     // The cache may hold a newer version than this message: return that.
     return cache.peek(decoded.snapshot.id)?.variable.snapshot ?? decoded.snapshot;
   };
@@ -321,7 +323,10 @@ export async function createSessionContext(
         cache.put(decodeVariable(decodeVariableBytes(bytes)), { possiblyStale: true });
       }
     } catch (error) {
-      events.emit("persistence-degraded", { error });
+      persistence?.degrade();
+      // Nobody can have subscribed before this function returns: report on
+      // the next task, so `ctx.on(...)` right after creation hears it.
+      timers.setTimeout(() => events.emit("persistence-degraded", { error }), 0);
     }
   }
 
@@ -332,7 +337,7 @@ export async function createSessionContext(
     const run = (async () => {
       const res = await client.getVariables(
         { sessionId, variableIdentifiers: ids, includeMetadata: true },
-        call,
+        { ...call, signal: closing.signal },
       );
       for (const message of Object.values(res.variables)) accept(message, "server");
       for (const id of res.missingVariables) forget(id, undefined, "server");
@@ -820,7 +825,10 @@ export async function createSessionContext(
       if (heartbeat !== undefined) timers.clearTimeout(heartbeat);
       tabs?.close();
       await watching;
-      await persistence?.flush();
+      await revalidation?.catch(() => undefined);
+      if (cleanup) persistence?.stop();
+      else await persistence?.flush();
+      persistence?.stop();
       if (cleanup) {
         await client.cleanupSession({ sessionId, force: true }, call);
         await options.persistence?.clear(sessionId);

@@ -313,7 +313,7 @@ describe("idbPersistence with a SessionContext on the real bridge", () => {
   // "persistence-degraded" inside createSessionContext, before the caller
   // can subscribe, so a hydration failure is invisible. Flip to `it` once the
   // event is deferred until after createSessionContext resolves.
-  it.fails("reports a failing load to listeners attached right after creation", async () => {
+  it("reports a failing load to listeners attached right after creation", async () => {
     const { ctx } = await context({
       watch: false,
       persistence: idbPersistence({ indexedDB: throwingFactory() }),
@@ -373,7 +373,7 @@ describe("idbPersistence with a SessionContext on the real bridge", () => {
   // accepting puts after close: the late GetVariables answer is written back
   // and re-creates the store that close({ cleanup: true }) just cleared.
   // Flip to `it` once close() stops persistence for good.
-  it.fails("close({ cleanup: true }) during revalidation still leaves no store behind", async () => {
+  it("close({ cleanup: true }) during revalidation still leaves no store behind", async () => {
     const factory = new FakeIDBFactory();
     const persistence = idbPersistence({ indexedDB: factory });
     const sessionId = await persistedSession(persistence);

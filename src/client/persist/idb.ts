@@ -9,7 +9,7 @@
  * import { idbPersistence } from "unified-bridge/persist/idb";
  *
  * const ctx = await createSessionContext({
- *   transport: createConnectTransport({ baseUrl: "/bridge" }),
+ *   transport: createConnectTransport({ baseUrl: location.origin, useBinaryFormat: true }),
  *   sessionId: localStorage.getItem("session") ?? undefined,
  *   persistence: idbPersistence({ buster: "app-v3" }),
  * });

@@ -1,0 +1,89 @@
+import { builtinModules } from "node:module";
+import { gzipSync } from "node:zlib";
+import { build, type Message } from "esbuild";
+import { describe, expect, it } from "vitest";
+
+// The client must run in browsers and Workers unchanged: bundling it for the
+// browser must pull in no Node module, and its size is a figure users weigh.
+
+/** Ceiling on the gzipped client: a regression guard, well above today's size. */
+const MAX_GZIP_KIB = 200;
+
+/** Node-only globals that would throw (or be undefined) in a browser. */
+const NODE_GLOBALS: readonly [string, RegExp][] = [
+  ["process.", /\bprocess\./],
+  ["Buffer", /\bBuffer\b/],
+  ["require(", /\brequire\(/],
+  ["__dirname", /\b__dirname\b/],
+  ["__filename", /\b__filename\b/],
+  ["global.", /(?<![\w$.])global\./],
+  ["setImmediate", /\bsetImmediate\b/],
+];
+
+/**
+ * Uses of Node globals that are guarded by a `typeof` check and so are safe
+ * in a browser, each with where it comes from. Removed before the scan, so
+ * any other use still fails it.
+ */
+const GUARDED: readonly RegExp[] = [
+  // @bufbuild/protobuf: opt-out switch for 64-bit DataView methods, read only
+  // when `process` exists.
+  /typeof process\s*!=\s*"object"\s*\|\|\s*typeof process\.env\s*!=\s*"object"\s*\|\|\s*process\.env\.BUF_BIGINT_DISABLE\s*!==\s*"1"/g,
+];
+
+/** Bundles `contents` (an ES module importing the client) as an app would for the browser. */
+async function bundle(contents: string) {
+  const result = await build({
+    stdin: { contents, resolveDir: process.cwd(), sourcefile: "entry.ts", loader: "ts" },
+    bundle: true,
+    minify: true,
+    platform: "browser",
+    format: "esm",
+    target: "es2022",
+    write: false,
+    metafile: true,
+    logLevel: "silent",
+  });
+  const text = result.outputFiles[0]?.text ?? "";
+  const inputs = Object.keys(result.metafile.inputs);
+  return { text, warnings: result.warnings, inputs };
+}
+
+const kib = (n: number) => (n / 1024).toFixed(1);
+const format = (messages: Message[]) => messages.map((m) => m.text);
+
+describe("browser bundle of the client", () => {
+  // Re-exporting everything defeats tree shaking: this is the whole client.
+  const entry = `export * from "./src/client/index.ts";
+export * from "./src/client/persist/idb.ts";`;
+
+  it("pulls in no Node module or Node-only global, and stays small", async ({ annotate }) => {
+    const { text, warnings, inputs } = await bundle(entry);
+    expect(format(warnings)).toEqual([]);
+
+    const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
+    expect(inputs.filter((path) => path.startsWith("node:") || builtins.has(path))).toEqual([]);
+    expect(inputs.some((path) => path.includes("idb-keyval"))).toBe(true);
+    const scanned = GUARDED.reduce((rest, guarded) => rest.replace(guarded, ""), text);
+    expect(
+      NODE_GLOBALS.filter(([, pattern]) => pattern.test(scanned)).map(([name]) => name),
+    ).toEqual([]);
+
+    const minified = Buffer.byteLength(text);
+    const gzipped = gzipSync(text, { level: 9 }).byteLength;
+    const line = `client bundle (index + persist/idb): ${kib(minified)} KiB minified, ${kib(gzipped)} KiB gzip`;
+    console.log(line);
+    await annotate(line);
+    expect(gzipped / 1024).toBeLessThan(MAX_GZIP_KIB);
+  });
+
+  it("fails the build on a Node built-in, so the check above can fail", async () => {
+    const error = await bundle(
+      `import { readFileSync } from "node:fs"; export { readFileSync };`,
+    ).then(
+      () => undefined,
+      (e: unknown) => e as { errors: Message[] },
+    );
+    expect(format(error?.errors ?? []).join("\n")).toMatch(/node:fs/);
+  });
+});
