@@ -378,7 +378,9 @@ describe("stream loss", () => {
     ctx.on("reconnecting", () => {
       if (seen.at(-1) !== "reconnecting") seen.push("reconnecting");
     });
-    const resynced = new Promise<number>((resolve) => ctx.on("resynchronized", (e) => resolve(e.variables)));
+    const resynced = new Promise<number>((resolve) =>
+      ctx.on("resynchronized", (e) => resolve(e.variables)),
+    );
 
     await first.stop();
     await new Promise((r) => setTimeout(r, 100));
@@ -387,7 +389,11 @@ describe("stream loss", () => {
     const second = await startBridge({ sessionStore: store, port });
     try {
       const other = second.client();
-      await other.setVariable({ sessionId: ctx.sessionId, variableIdentifier: "a", value: encodeValue("integer", 10).any });
+      await other.setVariable({
+        sessionId: ctx.sessionId,
+        variableIdentifier: "a",
+        value: encodeValue("integer", 10).any,
+      });
       await other.deleteVariable({ sessionId: ctx.sessionId, variableIdentifier: "b" });
       counting.reset();
       expect(await resynced).toBe(2);
@@ -438,7 +444,10 @@ describe("stream loss", () => {
     await again.revalidated;
     expect(counting.calls.get("GetVariables")).toBe(1);
     expect(counting.total()).toBe(1);
-    expect(again.peek("x")).toMatchObject({ possiblyStale: false, snapshot: { value: 0.75, version: 1 } });
+    expect(again.peek("x")).toMatchObject({
+      possiblyStale: false,
+      snapshot: { value: 0.75, version: 1 },
+    });
     expect(await again.get("y")).toBe("kept");
     expect(counting.total()).toBe(1);
   });

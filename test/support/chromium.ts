@@ -12,7 +12,10 @@ export const CHROMIUM_PATH = process.env.UB_CHROMIUM ?? "/usr/bin/chromium";
  * profile across reloads and tabs). The flags keep it off the network: this
  * machine has none, and background requests would only fail.
  */
-export async function launchChromium(): Promise<{ context: BrowserContext; close(): Promise<void> }> {
+export async function launchChromium(): Promise<{
+  context: BrowserContext;
+  close(): Promise<void>;
+}> {
   const profile = mkdtempSync(join(tmpdir(), "ub-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM_PATH,
