@@ -77,7 +77,7 @@ describe("persistence in Chromium", { timeout: 30_000 }, () => {
         { name: "steps", value: 3, version: 0, possiblyStale: true },
         { name: "temperature", value: 0.9, version: 1, possiblyStale: true },
       ]);
-      expect(await page.locator("#vars").innerText()).toContain(
+      expect(await page.locator("#vars").textContent()).toContain(
         "temperature = 0.9 (possibly stale)",
       );
     } finally {

@@ -15,7 +15,7 @@
  *
  * Runs in workerd only; the Node-side test imports nothing but its types.
  */
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { type Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import {
   createSessionContext,
