@@ -1,0 +1,21 @@
+// The README's browser example, run in Chromium by test/examples.test.ts.
+// The part between the region markers is what the README shows.
+import { createConnectTransport } from "@connectrpc/connect-web";
+import { createSessionContext, type SessionContext, type VariableSnapshot } from "unified-bridge";
+import { idbPersistence } from "unified-bridge/persist/idb";
+
+/** Opens the page's session; `render` is called with every change. */
+export async function browserExample(
+  render: (name: string, snapshot: VariableSnapshot | undefined) => void,
+): Promise<SessionContext> {
+  // #region readme
+  const ctx = await createSessionContext({
+    // Binary format: values travel in protobuf Any, which JSON cannot carry.
+    transport: createConnectTransport({ baseUrl: location.origin, useBinaryFormat: true }),
+    sessionId: new URLSearchParams(location.search).get("session") ?? undefined,
+    persistence: idbPersistence(), // last values at once after a reload
+  });
+  ctx.on("change", ({ name, snapshot }) => render(name, snapshot)); // this tab, other tabs, other clients
+  // #endregion
+  return ctx;
+}
