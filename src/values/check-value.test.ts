@@ -1,6 +1,7 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { thrownBy } from "../../test/support/errors.js";
 import { checkValue, validateValue } from "./check-value.js";
 import { parseConstraints } from "./constraints.js";
 import type { VariableType } from "./variable-type.js";
@@ -232,15 +233,7 @@ const cases: readonly Case[] = [
   ],
 ];
 
-function errorOf(fn: () => unknown): ConnectError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConnectError);
-    return e as ConnectError;
-  }
-  throw new Error("expected an error");
-}
+const errorOf = (fn: () => unknown) => thrownBy(fn);
 
 describe("validateValue / checkValue", () => {
   it.each(cases)("%s %j: %o → %o", (type, raw, input, expected) => {

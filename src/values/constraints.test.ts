@@ -1,18 +1,10 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
+import { thrownBy } from "../../test/support/errors.js";
 import { noConstraints, parseConstraints } from "./constraints.js";
 import type { VariableType } from "./variable-type.js";
 
-function errorOf(fn: () => unknown): ConnectError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConnectError);
-    expect((e as ConnectError).code).toBe(Code.InvalidArgument);
-    return e as ConnectError;
-  }
-  throw new Error("expected an error");
-}
+const errorOf = (fn: () => unknown) => thrownBy(fn, Code.InvalidArgument);
 
 describe("parseConstraints", () => {
   it.each([undefined, null, "", "  ", "null", "{}", {}])("%j means no constraints", (input) => {

@@ -1,7 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { type Any, AnySchema } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
+import { thrownBy } from "../../test/support/errors.js";
 import { decodeValue } from "./decode-value.js";
 
 const utf8 = new TextEncoder();
@@ -15,16 +16,7 @@ function anyOf(typeUrl: string, value: string | Uint8Array): Any {
 
 const url = (type: string) => `type.googleapis.com/snakepit.${type}`;
 
-function errorOf(fn: () => unknown): ConnectError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConnectError);
-    expect((e as ConnectError).code).toBe(Code.InvalidArgument);
-    return e as ConnectError;
-  }
-  throw new Error("expected an error");
-}
+const errorOf = (fn: () => unknown) => thrownBy(fn, Code.InvalidArgument);
 
 describe("decodeValue: JSON form", () => {
   it.each([

@@ -1,6 +1,7 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { thrownBy } from "../../test/support/errors.js";
 import { validateValue } from "./check-value.js";
 import { decodeValue } from "./decode-value.js";
 import { encodeValue } from "./encode-value.js";
@@ -8,16 +9,7 @@ import type { VariableType, VariableValue } from "./variable-type.js";
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
-function errorOf(fn: () => unknown): ConnectError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConnectError);
-    expect((e as ConnectError).code).toBe(Code.InvalidArgument);
-    return e as ConnectError;
-  }
-  throw new Error("expected an error");
-}
+const errorOf = (fn: () => unknown) => thrownBy(fn, Code.InvalidArgument);
 
 describe("encodeValue: exact bytes", () => {
   it.each([

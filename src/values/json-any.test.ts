@@ -1,8 +1,9 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { type Any, AnySchema, anyPack, StringValueSchema } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { thrownBy } from "../../test/support/errors.js";
 import { encodeValue } from "./encode-value.js";
 import { decodeJsonAny, encodeJsonAny, type JsonValue } from "./json-any.js";
 
@@ -21,16 +22,7 @@ function packed(s: string): Uint8Array {
   return toBinary(StringValueSchema, create(StringValueSchema, { value: s }));
 }
 
-function errorOf(fn: () => unknown): ConnectError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConnectError);
-    expect((e as ConnectError).code).toBe(Code.InvalidArgument);
-    return e as ConnectError;
-  }
-  throw new Error("expected an error");
-}
+const errorOf = (fn: () => unknown) => thrownBy(fn, Code.InvalidArgument);
 
 describe("encodeJsonAny", () => {
   it("writes raw JSON bytes under the StringValue type URL", () => {
