@@ -1,4 +1,4 @@
-import { Code, type ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   createSessionContext,
@@ -10,6 +10,7 @@ import { createMemoryStore } from "../../src/server/index.js";
 import { encodeValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 import { countingTransport } from "../support/counting.js";
+import { rejectionOf } from "../support/errors.js";
 
 let bridge: RunningBridge;
 const open: SessionContext[] = [];
@@ -37,13 +38,7 @@ async function live(ctx: SessionContext) {
   expect(ctx.cache.live).toBe(true);
 }
 
-const errorOf = (p: Promise<unknown>) =>
-  p.then(
-    () => {
-      throw new Error("expected a failure");
-    },
-    (e: unknown) => e as ConnectError,
-  );
+const errorOf = (p: Promise<unknown>) => rejectionOf(p);
 
 describe("round trips", () => {
   it("costs 0 for a cache hit, 1 for a set, 1 for getMany and setMany of any size", async () => {

@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { encodeValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
+import { rejectionOf } from "../support/errors.js";
 
 const running: RunningBridge[] = [];
 async function bridge(options: Parameters<typeof startBridge>[0] = {}) {
@@ -16,11 +17,7 @@ afterEach(async () => {
 });
 
 const int = (n: number) => encodeValue("integer", n).any;
-const errorOf = (p: Promise<unknown>) =>
-  p.then(
-    () => undefined,
-    (e: unknown) => e as ConnectError,
-  );
+const errorOf = (p: Promise<unknown>) => rejectionOf(p);
 
 describe("InitializeSession", () => {
   it("mints a 144-bit URL-safe id when none is given", async () => {

@@ -2,6 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { decodeValue, encodeValue, isVariableType } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
+import { rejectionOf } from "../support/errors.js";
 
 let bridge: RunningBridge;
 let sessionId: string;
@@ -35,12 +36,8 @@ async function register(name: string, type: string, value: unknown, constraints 
 }
 
 async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: string }> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  expect(e).toBeInstanceOf(ConnectError);
-  return { code: (e as ConnectError).code, message: (e as ConnectError).rawMessage };
+  const e = await rejectionOf(p);
+  return { code: e.code, message: e.rawMessage };
 }
 
 describe("register and get", () => {
