@@ -464,6 +464,19 @@ export async function createSessionContext(
     return fetchOne(identifier, read.bypassCache === true);
   };
 
+  /**
+   * The hot path of every read: a fresh hit resolves without entering an
+   * async function, so a cached read costs one map lookup and one settled
+   * promise.
+   */
+  const getValue = (identifier: string, read?: ReadOptions): Promise<VariableValue> => {
+    if (read === undefined) {
+      const hit = cache.fresh(identifier);
+      if (hit !== undefined) return Promise.resolve(hit.variable.snapshot.value);
+    }
+    return getVariable(identifier, read).then((snapshot) => snapshot.value);
+  };
+
   // --- writes ------------------------------------------------------------
 
   /** Validates against what the cache knows and encodes for the wire. */
@@ -554,7 +567,7 @@ export async function createSessionContext(
     if (ttlMs !== undefined) cache.setTtl(name, ttlMs);
     return {
       name,
-      get: async (read) => (await getVariable(name, read)).value as V,
+      get: (read) => getValue(name, read) as Promise<V>,
       snapshot: async (read) => (await getVariable(name, read)) as VariableSnapshot<V>,
       set: async (value, write) => (await set(name, value, write)) as VariableSnapshot<V>,
       peek: () => cache.peek(name)?.variable.snapshot as VariableSnapshot<V> | undefined,
@@ -589,7 +602,7 @@ export async function createSessionContext(
       return accept(res.variable, "local") as VariableSnapshot<ValueOf<typeof type>>;
     },
 
-    get: async (identifier, read) => (await getVariable(identifier, read)).value,
+    get: getValue,
     getVariable,
 
     peek(identifier) {
