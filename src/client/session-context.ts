@@ -145,6 +145,12 @@ export interface Peeked<V extends VariableValue = VariableValue> {
  */
 export interface SessionContext extends AsyncDisposable {
   readonly sessionId: string;
+  /**
+   * Whether opening this context created the session on the server (a new
+   * session, or an id whose session had expired). Persisted values of an
+   * earlier session with that id are discarded then.
+   */
+  readonly created: boolean;
   /** Resolves once persisted values have been revalidated (at once without persistence). */
   readonly revalidated: Promise<void>;
 
@@ -316,8 +322,17 @@ export async function createSessionContext(
           else forget(message.id, undefined, "tab");
         });
 
-  // Hydrate from persistence before anything else reads the cache.
-  if (options.persistence !== undefined) {
+  // Hydrate from persistence before anything else reads the cache. A
+  // session the server just created (again) has nothing in common with
+  // what an earlier session of that id left behind: discard it.
+  if (options.persistence !== undefined && init.created) {
+    try {
+      await options.persistence.clear(sessionId);
+    } catch (error) {
+      persistence?.degrade();
+      timers.setTimeout(() => events.emit("persistence-degraded", { error }), 0);
+    }
+  } else if (options.persistence !== undefined) {
     try {
       for (const bytes of await options.persistence.load(sessionId)) {
         cache.put(decodeVariable(decodeVariableBytes(bytes)), { possiblyStale: true });
@@ -580,6 +595,7 @@ export async function createSessionContext(
 
   const ctx: SessionContext = {
     sessionId,
+    created: init.created,
     revalidated,
 
     async register(name, type, initialValue, extra = {}) {
@@ -761,18 +777,23 @@ export async function createSessionContext(
     },
 
     async withOptimizationLock(identifiers, optimizerId, fn) {
-      const locked: string[] = [];
+      // Lock everything at once (others see the whole set locked within one
+      // round trip), then release whatever was taken, however fn ends.
+      const attempts = await Promise.allSettled(
+        identifiers.map((identifier) => ctx.startOptimization(identifier, optimizerId)),
+      );
+      const locked = identifiers.filter((_, i) => attempts[i]?.status === "fulfilled");
+      const refused = attempts.find((r): r is PromiseRejectedResult => r.status === "rejected");
       let outcome:
         | { ok: true; value: Awaited<ReturnType<typeof fn>> }
         | { ok: false; error: unknown };
-      try {
-        for (const identifier of identifiers) {
-          await ctx.startOptimization(identifier, optimizerId);
-          locked.push(identifier);
+      if (refused !== undefined) outcome = { ok: false, error: refused.reason };
+      else {
+        try {
+          outcome = { ok: true, value: await fn() };
+        } catch (error) {
+          outcome = { ok: false, error };
         }
-        outcome = { ok: true, value: await fn() };
-      } catch (error) {
-        outcome = { ok: false, error };
       }
       const released = await Promise.allSettled(
         locked.map((identifier) => ctx.stopOptimization(identifier, { optimizerId })),

@@ -181,7 +181,10 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       constraints,
       current.name,
     );
-    const metadata = { ...current.metadata, ...input.metadata };
+    // optimizer_id says who writes (the lock holder); it belongs to this
+    // write's history entry, not to the variable.
+    const { optimizer_id: _writer, ...merged } = input.metadata;
+    const metadata = { ...current.metadata, ...merged };
     checkMetadata(metadata, limits, `variable '${current.name}'`);
     return {
       current,

@@ -407,6 +407,47 @@ describe("stream loss", () => {
     }
   });
 
+  it("discards what an earlier life of a recreated session left behind", async () => {
+    const saved = new Map<string, Uint8Array>();
+    const memoryPersistence: PersistenceAdapter = {
+      load: async () => [...saved.values()],
+      save: async (_s, entries) => {
+        for (const e of entries) saved.set(e.id, e.bytes);
+      },
+      remove: async (_s, ids) => {
+        for (const id of ids) saved.delete(id);
+      },
+      clear: async () => saved.clear(),
+    };
+    const sessionId = `recreated-${Date.now()}`;
+    const first = await createSessionContext({
+      transport: countingTransport(bridge.url).transport,
+      sessionId,
+      persistence: memoryPersistence,
+    });
+    expect(first.created).toBe(true);
+    await first.register("x", "integer", 41);
+    await first.set("x", 42);
+    await first.close();
+    expect(saved.size).toBe(1);
+    await bridge.client().cleanupSession({ sessionId });
+
+    const again = await createSessionContext({
+      transport: countingTransport(bridge.url).transport,
+      sessionId,
+      persistence: memoryPersistence,
+    });
+    open.push(again);
+    expect(again.created).toBe(true);
+    expect(again.peek("x")).toBeUndefined();
+    expect(saved.size).toBe(0);
+    // The new life's variable, with the same id as the old one, is not
+    // shadowed by the old life's higher version.
+    await again.register("x", "integer", 1);
+    expect(await again.get("x", { bypassCache: true })).toBe(1);
+    expect(again.peek("x")?.snapshot.version).toBe(0);
+  });
+
   it("hydrates from persistence and revalidates in one call", async () => {
     const saved = new Map<string, Uint8Array>();
     const memoryPersistence: PersistenceAdapter = {

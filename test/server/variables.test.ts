@@ -464,6 +464,25 @@ describe("optimization lock", () => {
     expect(free.newVersion).toBe(2);
   });
 
+  it("records the lock holder in the write's history, not in the variable's metadata", async () => {
+    await register("m", "float", 0.1);
+    await client().startOptimization({ sessionId, variableIdentifier: "m", optimizerId: "opt-9" });
+    await client().setVariables({
+      sessionId,
+      updates: { m: any("float", 0.2) },
+      metadata: { optimizer_id: "opt-9", trial: "3" },
+    });
+    const { variable } = await client().getVariable({ sessionId, variableIdentifier: "m" });
+    expect(variable?.metadata).toEqual({ trial: "3" });
+    const history = await client().getVariableHistory({
+      sessionId,
+      variableIdentifier: "m",
+      limit: 1,
+    });
+    expect(history.entries[0]?.changedBy).toBe("opt-9");
+    expect(history.entries[0]?.metadata).toEqual({ optimizer_id: "opt-9", trial: "3" });
+  });
+
   it("lets force release someone else's lock", async () => {
     await register("x", "float", 0.1);
     await client().startOptimization({ sessionId, variableIdentifier: "x", optimizerId: "a" });

@@ -1,0 +1,81 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** An error as a person should read it: what happened and what to do. */
+export interface Explained {
+  readonly title: string;
+  readonly detail: string;
+  /** The server's own message, when it says something useful verbatim. */
+  readonly server?: string;
+  readonly code: Code | undefined;
+}
+
+/** Title of the "bridge unreachable" explanation (its notices are cleared on reconnection). */
+export const UNREACHABLE = "The bridge server is not reachable";
+
+/** True when the bridge could not be reached at all (down, proxy gave up, network). */
+export function isUnreachable(error: unknown): boolean {
+  const e = ConnectError.from(error);
+  // connect-web reports a failed fetch (server down, connection refused)
+  // with the fetch's TypeError as cause; the dev proxy answers 502 → UNAVAILABLE.
+  return e.code === Code.Unavailable || (e.code === Code.Unknown && e.cause instanceof TypeError);
+}
+
+/** Explains any error from the bridge, the client library or a tool. */
+export function explain(error: unknown, doing: string): Explained {
+  if (error instanceof DOMException && error.name === "AbortError") {
+    return { title: "Cancelled", detail: `${doing} was cancelled.`, code: Code.Canceled };
+  }
+  const e = ConnectError.from(error);
+  const server = e.rawMessage;
+  if (isUnreachable(e)) {
+    return {
+      title: UNREACHABLE,
+      detail: `Could not reach the bridge while ${doing}. Is \`npm start\` still running? The page reconnects by itself when the server is back.`,
+      code: e.code,
+    };
+  }
+  switch (e.code) {
+    case Code.InvalidArgument:
+      return { title: "Not a valid value", detail: server, server, code: e.code };
+    case Code.FailedPrecondition:
+      return {
+        title: "Locked by the optimizer",
+        detail: `${server}. Wait for the tuning run to finish, or stop it.`,
+        server,
+        code: e.code,
+      };
+    case Code.NotFound:
+      return {
+        title: "Not found on the server",
+        detail: `${server}. If the session expired (30 minutes without activity), reload to start it again.`,
+        server,
+        code: e.code,
+      };
+    case Code.Aborted:
+      return {
+        title: "Someone else changed it first",
+        detail: `${server}. The panel now shows their value; edit again if you still want yours.`,
+        server,
+        code: e.code,
+      };
+    case Code.ResourceExhausted:
+      return { title: "A server limit was reached", detail: server, server, code: e.code };
+    case Code.PermissionDenied:
+      return { title: "Not allowed in this session", detail: server, server, code: e.code };
+    case Code.DeadlineExceeded:
+      return {
+        title: "The server took too long",
+        detail: `No answer in time while ${doing}. Try again.`,
+        code: e.code,
+      };
+    case Code.Canceled:
+      return { title: "Cancelled", detail: `${doing} was cancelled.`, code: e.code };
+    default:
+      return {
+        title: "Something went wrong",
+        detail: `While ${doing}: ${server || "unknown error"}`,
+        server,
+        code: e.code,
+      };
+  }
+}

@@ -1,0 +1,334 @@
+import { createConnectTransport } from "@connectrpc/connect-web";
+import {
+  createSessionContext,
+  type SessionContext,
+  type VariableSnapshot,
+} from "../../src/client/index.ts";
+import { idbPersistence } from "../../src/client/persist/idb.ts";
+import { PROGRAM_VARIABLES, type ProgramVariable, programSchema } from "../shared/program.ts";
+import { clock, h, replaceChildren } from "./dom.ts";
+import { type Explained, explain, isUnreachable, UNREACHABLE } from "./errors.ts";
+import { createHistoryDrawer } from "./history-drawer.ts";
+import { createProgramCard } from "./program-card.ts";
+import { createTunePanel } from "./tune-panel.ts";
+import { createVariablesPanel } from "./variables-panel.ts";
+
+/**
+ * The demo page: opens (or creates) the session named in the URL, shows the
+ * values saved in this browser at once, revalidates them with the bridge,
+ * and wires the panels to the session's live changes.
+ */
+
+const params = new URLSearchParams(location.search);
+/** The bridge's base URL: the page's origin (Vite's proxy, or Envoy in production) unless given. */
+const bridgeUrl = params.get("bridge") ?? location.origin;
+const trials = clampInt(params.get("trials"), 20, 1, 100);
+const seed = clampInt(params.get("seed"), 7, 0, 2 ** 31);
+const tabId = crypto.randomUUID().slice(0, 4);
+const optimizerId = `tuner-${tabId}`;
+/** Values saved under another version of the program's schema are not shown. */
+const persistence = idbPersistence({ buster: `schema-${hash(JSON.stringify(programSchema))}` });
+
+const connPill = h("span", { class: "pill", "data-conn": "connecting" }, "Connecting…");
+const freshPill = h("span", { class: "pill", "data-freshness": "none" }, "");
+const sessionBox = h("span", { class: "session" });
+const notices = h("div", { class: "notices", "aria-live": "polite" });
+const main = h("main", { class: "grid" });
+
+document.body.append(
+  h(
+    "header",
+    { class: "top" },
+    h(
+      "div",
+      { class: "brand" },
+      h("span", { class: "logo" }, "◆"),
+      h("span", {}, "unified-bridge"),
+      h("span", { class: "product" }, "Spam filter tuning"),
+    ),
+    h("div", { class: "pills" }, connPill, freshPill, sessionBox),
+  ),
+  notices,
+  main,
+);
+
+/** Shows an error as a dismissible notice; the same text twice is shown once. */
+function notify(
+  error: Explained,
+  level: "error" | "warn" | "info" = "error",
+  sticky = level === "error",
+): void {
+  const key = `${error.title}\u0000${error.detail}`;
+  for (const existing of notices.children) {
+    if ((existing as HTMLElement).dataset.key === key) return;
+  }
+  const close = h("button", { type: "button", class: "ghost small", "aria-label": "Dismiss" }, "✕");
+  const notice = h(
+    "div",
+    {
+      class: `notice ${level}`,
+      role: level === "error" ? "alert" : "status",
+      "data-key": key,
+      "data-unreachable": error.title === UNREACHABLE,
+      "data-notice": level,
+    },
+    h("div", {}, h("strong", {}, error.title), h("div", {}, error.detail)),
+    close,
+  );
+  close.addEventListener("click", () => notice.remove());
+  notices.append(notice);
+  if (!sticky) setTimeout(() => notice.remove(), 10_000);
+}
+
+function setConn(state: "connecting" | "live" | "reconnecting" | "down" | "ended", text: string) {
+  connPill.dataset.conn = state;
+  connPill.textContent = text;
+}
+
+async function open(): Promise<SessionContext> {
+  const transport = createConnectTransport({ baseUrl: bridgeUrl, useBinaryFormat: true });
+  const wanted = params.get("session") ?? undefined;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const ctx = await createSessionContext({
+        transport,
+        sessionId: wanted,
+        persistence,
+        heartbeatMs: 60_000,
+        metadata: { app: "spam-filter-demo" },
+      });
+      if (wanted !== undefined && ctx.created) {
+        // The server did not know this session any more; the context has
+        // already discarded what this browser saved from its previous life.
+        notify(
+          {
+            title: "A fresh start for this session",
+            detail:
+              "The server did not know this session any more (it expired after 30 minutes without activity, or the server restarted), so it starts again with the initial values.",
+            code: undefined,
+          },
+          "info",
+          true,
+        );
+      }
+      return ctx;
+    } catch (e) {
+      const explained = explain(e, "opening the session");
+      if (!isUnreachable(e)) throw e;
+      const delay = Math.min(10, attempt * 2);
+      setConn("down", `Server unreachable · retrying in ${delay}s`);
+      notify(explained);
+      await new Promise((resolve) => setTimeout(resolve, delay * 1000));
+    }
+  }
+}
+
+async function start(): Promise<void> {
+  const ctx = await open();
+  for (const n of notices.querySelectorAll("[data-unreachable]")) n.remove();
+  const started = performance.now();
+  const url = new URL(location.href);
+  url.searchParams.set("session", ctx.sessionId);
+  history.replaceState(null, "", url);
+  const copy = h("button", { type: "button", class: "ghost small" }, "Copy link");
+  copy.addEventListener("click", async () => {
+    await navigator.clipboard?.writeText(url.href).catch(() => undefined);
+    copy.textContent = "Copied";
+    setTimeout(() => {
+      copy.textContent = "Copy link";
+    }, 1500);
+  });
+  replaceChildren(
+    sessionBox,
+    "Session ",
+    h(
+      "code",
+      { title: ctx.sessionId, "data-session": ctx.sessionId },
+      `${ctx.sessionId.slice(0, 8)}…`,
+    ),
+    copy,
+    h(
+      "a",
+      { href: url.href, target: "_blank", rel: "noopener", class: "small" },
+      "Open in another tab",
+    ),
+  );
+
+  const onError = (error: Explained) => notify(error);
+  const history_ = createHistoryDrawer(ctx, { onError });
+  const panel = createVariablesPanel(ctx, {
+    editorId: `editor-${tabId}`,
+    onHistory: (name) => void history_.open(name),
+    onError,
+  });
+  const program = createProgramCard(ctx, { onError });
+  const tune = createTunePanel(ctx, {
+    optimizerId,
+    trials,
+    seed,
+    onError,
+    onRunning: (running) => document.body.classList.toggle("tuning", running),
+  });
+
+  replaceChildren(
+    main,
+    h(
+      "div",
+      { class: "column" },
+      program.element,
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "vars-title" },
+        h(
+          "div",
+          { class: "card-head" },
+          h("h2", { id: "vars-title" }, "Variables"),
+          h(
+            "span",
+            { class: "muted small" },
+            "Edits are checked as you type with the bridge's own rules, then written through the bridge. Every tab on this session sees them live.",
+          ),
+        ),
+        panel.element,
+      ),
+    ),
+    h("div", { class: "column" }, tune.element),
+    history_.element,
+  );
+
+  const show = (snapshot: VariableSnapshot, origin: "local" | "server" | "tab" | "initial") => {
+    panel.update(snapshot, origin);
+    program.show(snapshot.name as ProgramVariable, snapshot.value);
+    history_.changed(snapshot.name);
+    const lockedBy = PROGRAM_VARIABLES.map((n) => ctx.peek(n)?.snapshot.lockedBy).find(
+      (id) => id !== undefined,
+    );
+    if (lockedBy !== undefined && lockedBy !== optimizerId) {
+      tune.setForeignLock(lockedBy, snapshot.metadata.trial);
+    } else {
+      tune.setForeignLock(undefined);
+    }
+    document.body.classList.toggle("locked", lockedBy !== undefined);
+  };
+
+  // 1. What this browser saved last time, shown before any further call.
+  const saved = ctx.cached();
+  if (saved.length > 0) {
+    for (const { snapshot } of saved) show(snapshot, "initial");
+    panel.setFreshness("saved");
+    freshPill.dataset.freshness = "saved";
+    freshPill.textContent = "Saved values · checking with the server…";
+  } else {
+    freshPill.dataset.freshness = "loading";
+    freshPill.textContent = "Loading values…";
+  }
+
+  ctx.on("change", ({ snapshot, origin }) => {
+    if (snapshot !== undefined) show(snapshot, origin);
+  });
+  let revalidatedOnce = false;
+  ctx.on("stale", () => {
+    setConn("reconnecting", "Connection lost · reconnecting…");
+    freshPill.dataset.freshness = "stale";
+    freshPill.textContent = "Last known values · not live";
+  });
+  ctx.on("reconnecting", ({ attempt, error }) => {
+    if (isUnreachable(error)) setConn("down", `Server unreachable · retry ${attempt}`);
+    else setConn("reconnecting", `Reconnecting · retry ${attempt}`);
+  });
+  ctx.on("resynchronized", () => {
+    setConn("live", "Live");
+    for (const n of notices.querySelectorAll("[data-unreachable]")) n.remove();
+    if (revalidatedOnce) {
+      freshPill.dataset.freshness = "live";
+      freshPill.textContent = `Values checked with the server at ${clock(Date.now())}`;
+    }
+  });
+  ctx.on("persistence-degraded", ({ error }) =>
+    notify(
+      {
+        title: "Values are not being saved in this browser",
+        detail: `${explain(error, "saving values").detail}. Everything still works; a reload will fetch the values from the server instead.`,
+        code: undefined,
+      },
+      "warn",
+    ),
+  );
+  ctx.on("session-ended", () => {
+    setConn("ended", "Session ended");
+    tune.setEnabled(false);
+    const restart = h("button", { type: "button", class: "small" }, "Start it again");
+    restart.addEventListener("click", async () => {
+      await persistence.clear(ctx.sessionId).catch(() => undefined);
+      location.reload();
+    });
+    const fresh = h("a", { href: `${location.pathname}`, class: "small" }, "or open a new session");
+    const notice = h(
+      "div",
+      { class: "notice error", role: "alert", "data-session-ended": "" },
+      h(
+        "div",
+        {},
+        h("strong", {}, "This session has ended on the server. "),
+        "It expired after 30 minutes without activity, or was cleaned up. Values on this page are no longer shared. ",
+        restart,
+        " ",
+        fresh,
+      ),
+    );
+    notices.append(notice);
+  });
+
+  // 2. Declare the variables (one call; existing ones are kept as they are).
+  try {
+    await ctx.bind(programSchema);
+  } catch (e) {
+    notify(explain(e, "declaring the program's variables"));
+    throw e;
+  }
+  for (const name of PROGRAM_VARIABLES) {
+    const peeked = ctx.peek(name);
+    if (peeked !== undefined) show(peeked.snapshot, "initial");
+  }
+  if (ctx.cache.live) setConn("live", "Live");
+
+  // 3. Revalidation: one batch call confirms (or replaces) what was shown.
+  await ctx.revalidated;
+  panel.setFreshness("live");
+  freshPill.dataset.freshness = "live";
+  freshPill.textContent =
+    saved.length > 0
+      ? `Saved values checked with the server at ${clock(Date.now())} (${Math.round(performance.now() - started)} ms)`
+      : "Values from the server";
+  setConn("live", "Live");
+  revalidatedOnce = true;
+  void program.loadDataset();
+}
+
+start().catch((e: unknown) => {
+  setConn("down", "Not connected");
+  const explained = explain(e, "starting the demo");
+  notify(explained);
+  replaceChildren(
+    main,
+    h(
+      "section",
+      { class: "card" },
+      h("h2", {}, "The demo could not start"),
+      h("p", {}, explained.detail),
+      h("button", { type: "button", onclick: () => location.reload() }, "Try again"),
+    ),
+  );
+});
+
+function clampInt(raw: string | null, fallback: number, min: number, max: number): number {
+  const n = raw === null ? Number.NaN : Number.parseInt(raw, 10);
+  return Number.isFinite(n) ? Math.min(max, Math.max(min, n)) : fallback;
+}
+
+/** FNV-1a of a text, in base 36. */
+function hash(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h.toString(36);
+}

@@ -1,0 +1,119 @@
+import { createServer as createNetServer } from "node:net";
+import { join } from "node:path";
+import { createServer, type ViteDevServer } from "vite";
+import type { DemoBridge } from "./server/demo-bridge.ts";
+
+/**
+ * The demo stack in one process: the bridge server (in-memory store, the
+ * spam program's tools) and the Vite dev server for the page, whose proxy
+ * forwards the bridge's RPC paths to the bridge (no Envoy in development).
+ *
+ * How the server code runs: src/ is TypeScript with `.js` import
+ * specifiers, which Node's type stripping cannot follow. Instead of
+ * requiring a `tsc` build first (and risking a stale dist/), the stack loads
+ * the bridge through the dev server's own module runner (`ssrLoadModule`),
+ * which resolves `.js` to `.ts` exactly as it does for the page. One source
+ * of truth, nothing to build, and the same code path for `npm start` and
+ * the e2e test. This file itself only imports `.ts` paths and uses
+ * erasable syntax, so Node 24 runs it directly.
+ */
+
+/** Options of {@link startStack}. */
+export interface StackOptions {
+  /** The bridge's port; 0 picks a free one (default 50051). */
+  readonly bridgePort?: number;
+  /** The page's port; 0 picks a free one (default 5173). */
+  readonly vitePort?: number;
+  /** Interface both listen on (default 127.0.0.1). */
+  readonly host?: string;
+  /** Bridge log level (JSON lines on stdout; default "warn"). */
+  readonly logLevel?: "debug" | "info" | "warn" | "error";
+  /** Vite's own log level (default "warn"). */
+  readonly viteLogLevel?: "info" | "warn" | "error" | "silent";
+}
+
+/** A running stack. */
+export interface Stack {
+  /** The page. */
+  readonly url: string;
+  /** The bridge, for gRPC / gRPC-Web / Connect clients (e.g. Python workers). */
+  readonly bridgeUrl: string;
+  /** Stops the page server, then the bridge. */
+  stop(): Promise<void>;
+}
+
+/** The RPC path prefix the dev server forwards to the bridge. */
+export const BRIDGE_PATH = "/snakepit.bridge.BridgeService";
+
+/** Starts the bridge and the dev server; rejects (with both stopped) if either cannot start. */
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const host = options.host ?? "127.0.0.1";
+  const bridgePort =
+    options.bridgePort === 0 ? await freePort(host) : (options.bridgePort ?? 50051);
+  const vitePort = options.vitePort === 0 ? await freePort(host) : (options.vitePort ?? 5173);
+  const target = `http://${host.includes(":") ? `[${host}]` : host}:${bridgePort}`;
+
+  const vite: ViteDevServer = await createServer({
+    configFile: join(import.meta.dirname, "vite.config.ts"),
+    root: import.meta.dirname,
+    logLevel: options.viteLogLevel ?? "warn",
+    server: {
+      host,
+      port: vitePort,
+      strictPort: true,
+      proxy: {
+        // Unary and streaming calls alike: the proxy streams responses, so
+        // watch streams and tool progress arrive as they are produced.
+        [BRIDGE_PATH]: { target, changeOrigin: false, xfwd: true },
+      },
+    },
+  });
+
+  let bridge: DemoBridge | undefined;
+  try {
+    const module = (await vite.ssrLoadModule(
+      "/server/demo-bridge.ts",
+    )) as typeof import("./server/demo-bridge.ts");
+    bridge = await module.startDemoBridge({
+      host,
+      port: bridgePort,
+      // Browsers reach the bridge through the proxy (same origin); this
+      // also lets a page served elsewhere call it directly.
+      corsOrigins: [`http://${host}:${vitePort}`, `http://localhost:${vitePort}`],
+      logLevel: options.logLevel ?? "warn",
+    });
+    await vite.listen();
+  } catch (error) {
+    await bridge?.stop().catch(() => undefined);
+    await vite.close().catch(() => undefined);
+    throw error;
+  }
+  const running = bridge;
+  const url = vite.resolvedUrls?.local[0] ?? `http://${host}:${vitePort}/`;
+  let stopping: Promise<void> | undefined;
+  return {
+    url,
+    bridgeUrl: running.url,
+    stop() {
+      stopping ??= (async () => {
+        await vite.close();
+        await running.stop();
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** A port that was free a moment ago (the OS picks it). */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createNetServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, host, () => {
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
