@@ -1,0 +1,49 @@
+/**
+ * The server under test, in a process of its own: the bridge and the echo
+ * front (see `workers/serve-bridge.ts`), plus a gRPC client in the runner
+ * for setting up fixtures.
+ */
+import { type Client, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { BridgeService } from "../../dist/gen/snakepit/bridge/bridge_pb.js";
+import type { ServeAddresses } from "../workers/serve-bridge.ts";
+import { type ChildWorker, startChild } from "./child-processes.ts";
+
+/** A running server process. */
+export interface BridgeProcess {
+  readonly worker: ChildWorker;
+  readonly bridgeUrl: string;
+  readonly echoUrl: string;
+  /** A gRPC client of the bridge, for fixtures. */
+  readonly client: Client<typeof BridgeService>;
+  close(): Promise<void>;
+}
+
+/** Starts the server process and waits until both ports listen. */
+export async function startBridgeProcess(
+  options: { maxSessions?: number } = {},
+): Promise<BridgeProcess> {
+  const worker = await startChild(new URL("../workers/serve-bridge.ts", import.meta.url));
+  try {
+    const { bridgeUrl, echoUrl } = await worker.request<ServeAddresses>({
+      type: "start",
+      ...options,
+    });
+    const client = createClient(BridgeService, createGrpcTransport({ baseUrl: bridgeUrl }));
+    return {
+      worker,
+      bridgeUrl,
+      echoUrl,
+      client,
+      async close() {
+        await worker.request({ type: "stop" }).catch(() => {
+          // Already gone: closing below is all that is left to do.
+        });
+        await worker.close();
+      },
+    };
+  } catch (error) {
+    await worker.close();
+    throw error;
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * Child process hosting what the load generators call: the bridge server
+ * and, on another port of the same process, a bare echo service behind the
+ * very same HTTP front (one port for h2c and HTTP/1.1, CORS, metrics
+ * interceptor), so that "GetVariable vs echo" compares handlers, not fronts.
+ */
+import { BridgeService } from "../../dist/gen/snakepit/bridge/bridge_pb.js";
+import { binaryOnlyInterceptor } from "../../dist/server/binary-only.js";
+import { defaultServerConfig } from "../../dist/server/config.js";
+import { createHttpFront, type HttpFront } from "../../dist/server/http-front.js";
+import { type BridgeServer, createBridgeServer, createLogger } from "../../dist/server/index.js";
+import { createMetrics, createMetricsInterceptor } from "../../dist/server/metrics.js";
+import { serveRequests } from "../support/child-processes.ts";
+
+/** Requests this worker answers. */
+export type ServeRequest =
+  | { readonly type: "start"; readonly maxSessions?: number }
+  | { readonly type: "cpu" }
+  | { readonly type: "stop" };
+
+/** Reply to `start`. */
+export interface ServeAddresses {
+  readonly bridgeUrl: string;
+  readonly echoUrl: string;
+}
+
+/** Reply to `cpu`: this process's CPU time so far, in microseconds. */
+export interface ServeCpu {
+  readonly cpuMicros: number;
+  readonly rssBytes: number;
+}
+
+// Warn and above only: an info line per call would not be a real setup
+// either, and the bridge logs nothing per RPC at info anyway.
+const logger = createLogger({ level: "warn" });
+
+let bridge: BridgeServer | undefined;
+let echo: HttpFront | undefined;
+
+async function start(maxSessions: number): Promise<ServeAddresses> {
+  bridge = createBridgeServer({ host: "127.0.0.1", port: 0, logger, maxSessions });
+  const { url: bridgeUrl } = await bridge.start();
+  const metrics = createMetrics();
+  echo = createHttpFront({
+    host: "127.0.0.1",
+    port: 0,
+    // Only Ping: the handler does nothing but answer the request.
+    routes: (router) => {
+      router.service(BridgeService, { ping: (req) => ({ message: req.message }) });
+    },
+    // The bridge's own interceptors (bridge-server.ts), so only the handler differs.
+    interceptors: [createMetricsInterceptor(metrics), binaryOnlyInterceptor],
+    corsOrigins: defaultServerConfig.corsOrigins,
+    maxRequestBytes: defaultServerConfig.maxRequestBytes,
+    health: () => ({ ok: true }),
+    metrics,
+    logger,
+  });
+  const { port } = await echo.listen();
+  return { bridgeUrl, echoUrl: `http://127.0.0.1:${port}` };
+}
+
+async function stop(): Promise<void> {
+  const b = bridge;
+  const e = echo;
+  bridge = undefined;
+  echo = undefined;
+  await Promise.all([b?.stop(), e?.close({ graceMs: 1000 })]);
+}
+
+serveRequests(async (raw) => {
+  const req = raw as ServeRequest;
+  switch (req.type) {
+    case "start":
+      return start(req.maxSessions ?? defaultServerConfig.maxSessions);
+    case "cpu": {
+      const cpu = process.cpuUsage();
+      return {
+        cpuMicros: cpu.user + cpu.system,
+        rssBytes: process.memoryUsage.rss(),
+      } satisfies ServeCpu;
+    }
+    case "stop":
+      await stop();
+      return null;
+  }
+}, stop);
