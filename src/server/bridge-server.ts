@@ -1,13 +1,14 @@
-import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
 import { createBridgeService, sessionEnded } from "./bridge-service.js";
 import { defaultServerConfig, type ServerConfig } from "./config.js";
+import { errorHygieneInterceptor } from "./error-hygiene.js";
 import { createHttpFront, type HttpFront } from "./http-front.js";
 import { defaultLimits, type Limits } from "./limits.js";
 import { createLogger, type Logger, redactSessionId } from "./logger.js";
-import { createMetrics, createMetricsInterceptor } from "./metrics.js";
+import { createMetrics, createMetricsInterceptor, type MetricsRegistry } from "./metrics.js";
 import { createMemoryStore } from "./store/memory-store.js";
 import type { SessionStore } from "./store/session-store.js";
 import { type AuditEntry, createAuditTrail } from "./tools/audit-trail.js";
@@ -225,7 +226,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
         host: config.host,
         port: config.port,
         routes,
-        interceptors: [createMetricsInterceptor(metrics), binaryOnlyInterceptor],
+        interceptors: bridgeInterceptors(metrics),
         corsOrigins: config.corsOrigins,
         maxRequestBytes: config.maxRequestBytes,
         health: () => ({ ok: !shutdown.signal.aborted, sessions: stats.sessions }),
@@ -243,4 +244,13 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     stop,
     [Symbol.asyncDispose]: stop,
   };
+}
+
+/**
+ * The interceptors of the bridge's routes, outermost first: metrics see
+ * every call as the client does; JSON is refused before any work; error
+ * messages are made safe to send last, closest to the handlers.
+ */
+export function bridgeInterceptors(metrics: MetricsRegistry): Interceptor[] {
+  return [createMetricsInterceptor(metrics), binaryOnlyInterceptor, errorHygieneInterceptor];
 }

@@ -143,7 +143,10 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
   const corsPolicy = createCorsPolicy(options.corsOrigins);
 
   const onRequest = (req: NodeRequest, res: NodeResponse) => {
-    if (req instanceof http.IncomingMessage) trackHttp1(req, res as http.ServerResponse);
+    if (req instanceof http.IncomingMessage) {
+      trackHttp1(req, res as http.ServerResponse);
+      closeIfBodyUnread(req, res as http.ServerResponse);
+    }
     if (corsPolicy(req, res)) return;
     rpc(req, res);
   };
@@ -409,4 +412,20 @@ function createCorsPolicy(
     }
     return false;
   };
+}
+
+/**
+ * A response may be sent before its request body was read: a request over
+ * readMaxBytes is refused as soon as its size is known. On HTTP/1.1 the
+ * client may then stop sending that body half-way and reuse the connection,
+ * so the server would read the next request as the rest of the old body
+ * and never answer it. Such a response closes the connection instead
+ * (`Connection: close`, decided when its headers go out).
+ */
+function closeIfBodyUnread(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
+    if (!req.complete) this.shouldKeepAlive = false;
+    return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args);
+  } as typeof res.writeHead;
 }

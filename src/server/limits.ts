@@ -38,13 +38,13 @@ export function checkVariableName(name: string, limits: Limits): void {
   }
   if (name.length > limits.maxNameLength) {
     throw new ConnectError(
-      `variable name '${name.slice(0, 40)}…' is ${name.length} characters long; the limit is ${limits.maxNameLength}`,
+      `variable name ${quote(name, 40)} is ${name.length} characters long; the limit is ${limits.maxNameLength}`,
       Code.InvalidArgument,
     );
   }
   if (!NAME.test(name)) {
     throw new ConnectError(
-      `variable name '${name}' is invalid: use letters, digits, '_', '.' and '-', starting with a letter or '_'`,
+      `variable name ${quote(name)} is invalid: use letters, digits, '_', '.' and '-', starting with a letter or '_'`,
       Code.InvalidArgument,
     );
   }
@@ -89,4 +89,19 @@ export function utf8Length(s: string): number {
     } else bytes += 3;
   }
   return bytes;
+}
+
+/**
+ * A client-supplied string as a message may show it: at most `max` code
+ * points (never half a character) and well-formed, so the message can
+ * always be sent back.
+ */
+export function clip(text: string, max = 80): string {
+  const points = Array.from(text.toWellFormed());
+  return points.length <= max ? points.join("") : `${points.slice(0, max).join("")}…`;
+}
+
+/** {@link clip}, in single quotes. */
+export function quote(text: string, max = 80): string {
+  return `'${clip(text, max)}'`;
 }

@@ -11,7 +11,7 @@ import {
   valueByteSize,
 } from "../values/index.js";
 import { variableId } from "./ids.js";
-import { checkMetadata, checkVariableName, type Limits } from "./limits.js";
+import { checkMetadata, checkVariableName, clip, type Limits } from "./limits.js";
 import type {
   SessionTransaction,
   SessionView,
@@ -109,7 +109,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     }
     const record = view.variable(identifier);
     if (record === undefined) {
-      throw new ConnectError(`Variable not found: ${identifier}`, Code.NotFound);
+      throw new ConnectError(`Variable not found: ${clip(identifier)}`, Code.NotFound);
     }
     return record;
   };
@@ -150,7 +150,10 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
         Code.ResourceExhausted,
       );
     }
-    return { value: checked.value, binary: binary.length > 0 };
+    // The binary form is what the type URL says, not whether bytes came
+    // along: decodeValue ignores a payload under a JSON type URL.
+    const isBinary = input !== undefined && !("raw" in input) && input.typeUrl.endsWith(".binary");
+    return { value: checked.value, binary: isBinary };
   };
 
   const emit = (

@@ -9,6 +9,7 @@ import {
 } from "../../gen/snakepit/bridge/bridge_pb.js";
 import { decodeJsonAny, encodeJsonAny, type JsonValue } from "../../values/index.js";
 import type { BridgeCore } from "../bridge-core.js";
+import { quote } from "../limits.js";
 import type { ToolOutcome } from "./audit-trail.js";
 import type { ToolContext } from "./tool-definition.js";
 import { bindArguments, type RegisteredTool } from "./tool-registry.js";
@@ -65,7 +66,7 @@ export function createToolExecutor(core: BridgeCore): ToolExecutor {
     if (allowed.length > 0 && !allowed.includes(call.toolName)) {
       record(call, Date.now(), "denied", "not in the session's tool allowlist", "local", false);
       throw new ConnectError(
-        `tool '${call.toolName}' is not allowed in this session (allowed: ${allowed.join(", ")})`,
+        `tool ${quote(call.toolName)} is not allowed in this session (allowed: ${allowed.join(", ")})`,
         Code.PermissionDenied,
       );
     }

@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { JsonValue } from "../../values/index.js";
+import { quote } from "../limits.js";
 import type {
   ToolArguments,
   ToolDefinition,
@@ -118,7 +119,7 @@ export function createToolRegistry(now: () => number = Date.now): ToolRegistry {
 export function checkToolName(name: string): void {
   if (name.length === 0 || name.length > 64 || !TOOL_NAME.test(name)) {
     throw new ConnectError(
-      `tool name '${name.slice(0, 80)}' is invalid: use 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit`,
+      `tool name ${quote(name)} is invalid: use 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit`,
       Code.InvalidArgument,
     );
   }

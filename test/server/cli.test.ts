@@ -1,0 +1,374 @@
+/**
+ * The `unified-bridge` command as users run it: compiled, in a process of
+ * its own, under Node 24, talked to over the network and stopped by signal.
+ *
+ * The build goes to a directory of this test file's own (under
+ * node_modules/.cache, so that imports still resolve from the project's
+ * node_modules), never to dist/, which other runs may be reading or writing.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import http2 from "node:http2";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  BridgeService,
+  PingRequestSchema,
+  PingResponseSchema,
+  type VariableUpdate,
+} from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { defaultServerConfig, type ServerConfig } from "../../src/server/index.js";
+import { encodeValue } from "../../src/values/index.js";
+
+const root = fileURLToPath(new URL("../..", import.meta.url));
+const node = path.join(root, "node_modules/.bin/node");
+const tsc = path.join(root, "node_modules/typescript/bin/tsc");
+const buildRoot = path.join(root, "node_modules/.cache", `ub-cli-test-${process.pid}`);
+const cli = path.join(buildRoot, "build/server/cli.js");
+
+function run(
+  file: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = cleanEnv(),
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(file, args, { cwd: root, env, timeout: 60_000 }, (error, stdout, stderr) => {
+      const code = error === null ? 0 : typeof error.code === "number" ? error.code : -1;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** The environment without any UB_* variable of the machine running the tests. */
+function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("UB_")) env[k] = v;
+  return { ...env, ...extra };
+}
+
+beforeAll(async () => {
+  await rm(buildRoot, { recursive: true, force: true });
+  await mkdir(buildRoot, { recursive: true });
+  // The compiled files are ES modules ("type": "module"), and the CLI reads
+  // its version from the package.json two levels above it, as from dist/.
+  const pkg = JSON.parse(await readFile(path.join(root, "package.json"), "utf8")) as {
+    version: string;
+  };
+  await writeFile(
+    path.join(buildRoot, "package.json"),
+    JSON.stringify({ type: "module", version: pkg.version }),
+  );
+  const build = await run(node, [
+    tsc,
+    "-p",
+    "tsconfig.build.json",
+    "--outDir",
+    path.join(buildRoot, "build"),
+  ]);
+  if (build.code !== 0) {
+    throw new Error(`the build failed (exit ${build.code}):\n${build.stdout}${build.stderr}`);
+  }
+}, 120_000);
+
+afterAll(async () => {
+  await rm(buildRoot, { recursive: true, force: true });
+});
+
+interface Server {
+  readonly child: ChildProcess;
+  readonly url: string;
+  readonly stdout: () => string;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const child of children.splice(0)) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  }
+});
+
+/** Starts `unified-bridge serve` and waits for its ready line. */
+async function serve(args: readonly string[], env = cleanEnv()): Promise<Server> {
+  const child = spawn(node, [cli, "serve", ...args], { cwd: root, env });
+  children.push(child);
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8");
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`no ready line within 10 s:\n${stdout}${stderr}`)),
+      10_000,
+    );
+    child.stdout.on("data", (chunk: string) => {
+      stdout += chunk;
+      const ready = /^unified-bridge listening on (http:\/\/\S+) /m.exec(stdout);
+      if (ready?.[1] !== undefined) {
+        clearTimeout(timer);
+        resolve(ready[1]);
+      }
+    });
+    void exited.then(({ code }) => {
+      clearTimeout(timer);
+      reject(new Error(`exited with ${code} before its ready line:\n${stdout}${stderr}`));
+    });
+  });
+  return { child, url, stdout: () => stdout, exited };
+}
+
+const grpcClient = (url: string) =>
+  createClient(BridgeService, createGrpcTransport({ baseUrl: url, defaultTimeoutMs: 5000 }));
+
+/** A gRPC Ping over raw HTTP/2 whose request body the test sends in two parts. */
+function pingInTwoParts(url: string, message: string) {
+  const session = http2.connect(url);
+  const stream = session.request({
+    ":method": "POST",
+    ":path": "/snakepit.bridge.BridgeService/Ping",
+    "content-type": "application/grpc",
+    te: "trailers",
+  });
+  const body = toBinary(PingRequestSchema, create(PingRequestSchema, { message }));
+  const frame = Buffer.alloc(5 + body.length);
+  frame.writeUInt32BE(body.length, 1);
+  frame.set(body, 5);
+  const half = 5 + Math.floor(body.length / 2);
+  stream.write(frame.subarray(0, half));
+  const chunks: Buffer[] = [];
+  stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+  const response = new Promise<{ status: unknown; grpcStatus: unknown; message: string }>(
+    (resolve, reject) => {
+      let status: unknown;
+      let grpcStatus: unknown;
+      stream.on("response", (headers) => {
+        status = headers[":status"];
+        grpcStatus = headers["grpc-status"] ?? grpcStatus;
+      });
+      stream.on("trailers", (trailers) => {
+        grpcStatus = trailers["grpc-status"];
+      });
+      stream.on("error", reject);
+      stream.on("end", () => {
+        const data = Buffer.concat(chunks);
+        const reply =
+          data.length >= 5 ? fromBinary(PingResponseSchema, data.subarray(5)).message : "";
+        session.close();
+        resolve({ status, grpcStatus, message: reply });
+      });
+    },
+  );
+  return {
+    finish: () => stream.end(frame.subarray(half)),
+    response,
+  };
+}
+
+describe("unified-bridge serve", () => {
+  it("prints the URL it listens on, answers gRPC, and on SIGTERM ends watches with UNAVAILABLE, lets the call in flight finish and exits 0", async () => {
+    const server = await serve([
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+      "--shutdown-grace-ms",
+      "4000",
+    ]);
+    expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(server.url).not.toBe("http://127.0.0.1:0");
+    const c = grpcClient(server.url);
+    expect((await c.ping({ message: "hello" })).message).toBe("hello");
+
+    const { sessionId } = await c.initializeSession({});
+    const updates: VariableUpdate[] = [];
+    const watchEnded = (async () => {
+      try {
+        for await (const u of c.watchVariables(
+          { sessionId, syncMarker: true },
+          { timeoutMs: 30_000 },
+        )) {
+          updates.push(u);
+        }
+        return "ended without an error";
+      } catch (e) {
+        return Code[ConnectError.from(e).code];
+      }
+    })();
+    while (updates.length === 0) await new Promise((r) => setTimeout(r, 10));
+    expect(updates[0]?.updateType).toBe("sync");
+
+    const inFlight = pingInTwoParts(server.url, "sent across the shutdown");
+    await new Promise((r) => setTimeout(r, 50));
+    server.child.kill("SIGTERM");
+    // The watch ending shows the shutdown has begun; only then does the
+    // rest of the in-flight request arrive.
+    expect(await watchEnded).toBe("Unavailable");
+    inFlight.finish();
+    expect(await inFlight.response).toEqual({
+      status: 200,
+      grpcStatus: "0",
+      message: "sent across the shutdown",
+    });
+    expect(await server.exited).toEqual({ code: 0, signal: null });
+    const logged = server
+      .stdout()
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => (JSON.parse(l) as { msg: string }).msg);
+    expect(logged).toEqual(expect.arrayContaining(["stopping", "stopped"]));
+  }, 30_000);
+
+  it("honours UB_* environment variables, and a flag wins over its variable", async () => {
+    const port = await freePort();
+    const server = await serve(
+      ["--max-sessions", "2"],
+      cleanEnv({
+        UB_PORT: String(port),
+        UB_HOST: "127.0.0.1",
+        UB_MAX_SESSIONS: "1",
+        UB_HISTORY_LIMIT: "2",
+        UB_LOG_LEVEL: "warn",
+      }),
+    );
+    expect(server.url).toBe(`http://127.0.0.1:${port}`);
+    const c = grpcClient(server.url);
+    const { sessionId } = await c.initializeSession({
+      initialVariables: [
+        { name: "x", type: "string", initialValue: encodeValue("string", "a").any },
+      ],
+    });
+    await c.initializeSession({});
+    const third = await c.initializeSession({}).then(
+      () => "ok",
+      (e: unknown) => Code[ConnectError.from(e).code],
+    );
+    expect(third).toBe("ResourceExhausted");
+    for (const v of ["b", "c", "d"]) {
+      await c.setVariable({
+        sessionId,
+        variableIdentifier: "x",
+        value: encodeValue("string", v).any,
+      });
+    }
+    const history = await c.getVariableHistory({ sessionId, variableIdentifier: "x" });
+    expect(history.entries.map((e) => e.version)).toEqual([3, 2]);
+    server.child.kill("SIGTERM");
+    expect(await server.exited).toEqual({ code: 0, signal: null });
+    // At warn, the info lines ("stopping", "stopped") are not written.
+    expect(
+      server
+        .stdout()
+        .split("\n")
+        .filter((l) => l.startsWith("{")),
+    ).toEqual([]);
+  }, 30_000);
+});
+
+describe("unified-bridge serve --help", () => {
+  /** Every ServerConfig key with the flag and variable users set it with. */
+  const options: Record<keyof ServerConfig, { flag: string; env: string }> = {
+    host: { flag: "--host", env: "UB_HOST" },
+    port: { flag: "--port", env: "UB_PORT" },
+    corsOrigins: { flag: "--cors-origin", env: "UB_CORS_ORIGINS" },
+    sessionTtlSeconds: { flag: "--session-ttl", env: "UB_SESSION_TTL" },
+    autoCreateSessions: { flag: "--auto-create-sessions", env: "UB_AUTO_CREATE_SESSIONS" },
+    maxSessions: { flag: "--max-sessions", env: "UB_MAX_SESSIONS" },
+    maxVariablesPerSession: {
+      flag: "--max-variables-per-session",
+      env: "UB_MAX_VARIABLES_PER_SESSION",
+    },
+    maxValueBytes: { flag: "--max-value-bytes", env: "UB_MAX_VALUE_BYTES" },
+    maxMetadataEntries: { flag: "--max-metadata-entries", env: "UB_MAX_METADATA_ENTRIES" },
+    maxMetadataBytes: { flag: "--max-metadata-bytes", env: "UB_MAX_METADATA_BYTES" },
+    historyLimit: { flag: "--history-limit", env: "UB_HISTORY_LIMIT" },
+    watchBufferSize: { flag: "--watch-buffer-size", env: "UB_WATCH_BUFFER_SIZE" },
+    maxRequestBytes: { flag: "--max-request-bytes", env: "UB_MAX_REQUEST_BYTES" },
+    shutdownGraceMs: { flag: "--shutdown-grace-ms", env: "UB_SHUTDOWN_GRACE_MS" },
+    logLevel: { flag: "--log-level", env: "UB_LOG_LEVEL" },
+    store: { flag: "--store", env: "UB_STORE" },
+  };
+
+  it("lists every option of the server config with its variable and default", async () => {
+    expect(Object.keys(options).sort()).toEqual(Object.keys(defaultServerConfig).sort());
+    const { code, stdout, stderr } = await run(node, [cli, "serve", "--help"]);
+    expect([code, stderr]).toEqual([0, ""]);
+    // One block per option: "  --flag <placeholder>", its description, then
+    // "env UB_X, default D".
+    const blocks = new Map<string, string>();
+    for (const block of stdout.split(/\n(?= {2}--)/).slice(1)) {
+      blocks.set(block.trim().split(/\s/, 1)[0] ?? "", block);
+    }
+    expect([...blocks.keys()].sort()).toEqual(
+      Object.values(options)
+        .map((o) => o.flag)
+        .sort(),
+    );
+    for (const [key, { flag, env }] of Object.entries(options)) {
+      const value = defaultServerConfig[key as keyof ServerConfig];
+      const shown = Array.isArray(value)
+        ? value.length === 0
+          ? "none"
+          : value.join(",")
+        : String(value);
+      const line = (blocks.get(flag) ?? "").split("\n").find((l) => l.includes(`env ${env},`));
+      // Sizes add their unit: "default 1048576 (1 MiB)".
+      expect(line?.trim().replace(/ \(\d+ MiB\)$/, "")).toBe(`env ${env}, default ${shown}`);
+    }
+  });
+
+  it.each([
+    [["serve", "--bogus"], {}, "unknown option --bogus"],
+    [["serve", "--port", "99999"], {}, "--port"],
+    [["serve", "--port"], {}, "--port needs a value"],
+    [["serve", "stray"], {}, 'unexpected argument "stray"'],
+    [["serve"], { UB_PORT: "abc" }, "UB_PORT"],
+    [["serve"], { UB_LOG_LEVEL: "loud" }, "UB_LOG_LEVEL"],
+  ] as const)("%j %j exits 1 with a message naming %s", async (args, env, fragment) => {
+    const { code, stdout, stderr } = await run(node, [cli, ...args], cleanEnv(env));
+    expect(code).toBe(1);
+    expect(stdout).toBe("");
+    expect(stderr).toMatch(/^unified-bridge: [^\n]+\n$/);
+    expect(stderr).toContain(fragment);
+  });
+
+  it("says in one line that the port is taken", async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      const { code, stderr } = await run(node, [
+        cli,
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        String(port),
+      ]);
+      expect(code).toBe(1);
+      expect(stderr).toBe(
+        `unified-bridge: cannot listen on 127.0.0.1:${port}: the port is already in use; choose another with --port or UB_PORT\n`,
+      );
+    } finally {
+      blocker.close();
+    }
+  });
+});
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
+  const { port } = s.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}

@@ -1,0 +1,350 @@
+/**
+ * The bridge server's HTTP surface, through a real server on a real socket:
+ * health and Prometheus metrics, CORS for browsers, the request size limit,
+ * and what the server's logs reveal about session ids.
+ */
+import http from "node:http";
+import net from "node:net";
+import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
+import { afterEach, describe, expect, it } from "vitest";
+import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { createLogger, redactSessionId } from "../../src/server/index.js";
+import { encodeJsonAny, encodeValue } from "../../src/values/index.js";
+import { type Protocol, protocols, type RunningBridge, startBridge } from "../support/bridge.js";
+
+const running: RunningBridge[] = [];
+async function bridge(options: Parameters<typeof startBridge>[0] = {}): Promise<RunningBridge> {
+  const b = await startBridge(options);
+  running.push(b);
+  return b;
+}
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((b) => b.stop()));
+});
+
+const int = (n: number) => encodeValue("integer", n).any;
+
+interface Reply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/** One HTTP/1.1 request on its own connection. */
+function request(
+  url: string,
+  options: { method?: string; headers?: Record<string, string>; body?: string } = {},
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, {
+      method: options.method ?? "GET",
+      headers: options.headers ?? {},
+      agent: false,
+    });
+    req.on("error", reject);
+    req.on("response", (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        body += chunk;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.end(options.body);
+  });
+}
+
+/** Polls `probe` until it returns a value `accept`s (metrics gauges refresh every second). */
+async function eventually<T>(probe: () => Promise<T>, accept: (value: T) => boolean): Promise<T> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const value = await probe();
+    if (accept(value) || Date.now() > deadline) return value;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("/healthz", () => {
+  it("answers 200 with the live session count, and 503 once stop() has begun", async () => {
+    const b = await bridge();
+    const c = b.client();
+    await c.initializeSession({});
+    await c.initializeSession({});
+    const healthy = await eventually(
+      () => request(`${b.url}/healthz`),
+      (r) => r.body.includes('"sessions":2'),
+    );
+    expect(healthy.status).toBe(200);
+    expect(healthy.headers["content-type"]).toBe("application/json");
+    expect(JSON.parse(healthy.body)).toEqual({ status: "ok", sessions: 2 });
+
+    // A load balancer's probe that connected just before the shutdown began
+    // and asks just after it: the server no longer accepts new connections.
+    const socket = net.connect(b.port, "127.0.0.1");
+    await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+    const stopping = b.stop();
+    let reply = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk: string) => {
+      reply += chunk;
+    });
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    socket.write("GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n");
+    await closed;
+    await stopping;
+    expect(reply).toMatch(/^HTTP\/1\.1 503 /);
+    expect(reply.toLowerCase()).toContain("connection: close");
+    expect(JSON.parse(reply.slice(reply.indexOf("\r\n\r\n") + 4))).toEqual({
+      status: "shutting_down",
+    });
+  });
+});
+
+/** The samples of a Prometheus text exposition, keyed `name{labels}`. */
+function samples(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const space = line.lastIndexOf(" ");
+    out.set(line.slice(0, space), Number(line.slice(space + 1)));
+  }
+  return out;
+}
+
+describe("/metrics", () => {
+  it("counts RPCs by method and code, tool executions by outcome, and reports live sizes", async () => {
+    const b = await bridge();
+    const c = b.client();
+    const { sessionId: s1 } = await c.initializeSession({
+      initialVariables: [
+        { name: "x", type: "integer", initialValue: int(1) },
+        { name: "y", type: "integer", initialValue: int(2) },
+      ],
+    });
+    const { sessionId: s2 } = await c.initializeSession({
+      initialVariables: [{ name: "z", type: "integer", initialValue: int(3) }],
+    });
+    for (const [sessionId, name] of [
+      [s1, "x"],
+      [s1, "y"],
+      [s2, "z"],
+    ] as const) {
+      await c.getVariable({ sessionId, variableIdentifier: name });
+    }
+    await expect(c.getVariable({ sessionId: s1, variableIdentifier: "nope" })).rejects.toThrow(
+      /not found/,
+    );
+    const ok = await c.executeTool({
+      sessionId: s1,
+      toolName: "increment_variable",
+      parameters: { name: encodeJsonAny("x") },
+    });
+    expect(ok.success).toBe(true);
+    const missing = await c.executeTool({ sessionId: s1, toolName: "no_such_tool" });
+    expect(missing.success).toBe(false);
+
+    const abort = new AbortController();
+    const watch = c.watchVariables({ sessionId: s2, syncMarker: true }, { signal: abort.signal });
+    const iterator = watch[Symbol.asyncIterator]();
+    expect((await iterator.next()).value?.updateType).toBe("sync");
+
+    const scrape = async () => {
+      const res = await request(`${b.url}/metrics`);
+      expect(res.status).toBe(200);
+      expect(res.headers["content-type"]).toBe("text/plain; version=0.0.4; charset=utf-8");
+      return samples(res.body);
+    };
+    const during = await eventually(scrape, (m) => m.get("bridge_sessions") === 2);
+    expect(during.get('bridge_rpc_calls_total{rpc="GetVariable",code="ok"}')).toBe(3);
+    expect(during.get('bridge_rpc_calls_total{rpc="GetVariable",code="not_found"}')).toBe(1);
+    expect(during.get('bridge_rpc_calls_total{rpc="InitializeSession",code="ok"}')).toBe(2);
+    expect(during.get('bridge_rpc_duration_seconds_count{rpc="GetVariable"}')).toBe(4);
+    expect(during.get('bridge_tool_executions_total{tool="increment_variable",outcome="ok"}')).toBe(
+      1,
+    );
+    expect(
+      during.get('bridge_tool_executions_total{tool="no_such_tool",outcome="not_found"}'),
+    ).toBe(1);
+    expect(during.get("bridge_sessions")).toBe(2);
+    expect(during.get("bridge_variables")).toBe(3);
+    expect(during.get("bridge_watchers")).toBe(1);
+
+    abort.abort();
+    await iterator.next().catch(() => undefined);
+    await c.cleanupSession({ sessionId: s2 });
+    const after = await eventually(
+      scrape,
+      (m) => m.get("bridge_sessions") === 1 && m.get("bridge_watchers") === 0,
+    );
+    expect(after.get("bridge_sessions")).toBe(1);
+    expect(after.get("bridge_variables")).toBe(2);
+    expect(after.get("bridge_watchers")).toBe(0);
+  });
+});
+
+describe("CORS", () => {
+  const allowed = "http://app.example";
+  const preflight = (url: string, origin: string) =>
+    request(`${url}/snakepit.bridge.BridgeService/Ping`, {
+      method: "OPTIONS",
+      headers: {
+        Origin: origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,connect-protocol-version",
+      },
+    });
+  const ping = (url: string, origin: string) =>
+    request(`${url}/snakepit.bridge.BridgeService/Ping`, {
+      method: "POST",
+      headers: {
+        Origin: origin,
+        "Content-Type": "application/json",
+        "Connect-Protocol-Version": "1",
+      },
+      body: JSON.stringify({ message: "from the browser" }),
+    });
+
+  it("lets the configured origin call from a browser", async () => {
+    const b = await bridge({ corsOrigins: [allowed] });
+    const pre = await preflight(b.url, allowed);
+    expect(pre.status).toBe(204);
+    expect(pre.headers["access-control-allow-origin"]).toBe(allowed);
+    expect(pre.headers["access-control-allow-methods"]).toContain("POST");
+    const allowHeaders = String(pre.headers["access-control-allow-headers"]).toLowerCase();
+    expect(allowHeaders).toContain("content-type");
+    expect(allowHeaders).toContain("connect-protocol-version");
+    expect(pre.headers.vary).toContain("Origin");
+
+    const call = await ping(b.url, allowed);
+    expect(call.status).toBe(200);
+    expect(JSON.parse(call.body).message).toBe("from the browser");
+    expect(call.headers["access-control-allow-origin"]).toBe(allowed);
+    expect(String(call.headers["access-control-expose-headers"]).toLowerCase()).toContain(
+      "grpc-status",
+    );
+  });
+
+  it.each([
+    "http://evil.example",
+    "http://app.example.evil.example",
+    "http://app.example:8080",
+    "https://app.example",
+    "null",
+  ])("refuses the origin %s", async (origin) => {
+    const b = await bridge({ corsOrigins: [allowed] });
+    const pre = await preflight(b.url, origin);
+    expect(pre.status).toBe(403);
+    expect(pre.headers["access-control-allow-origin"]).toBeUndefined();
+    // The call itself is served (CORS is enforced by the browser), but without
+    // the header the browser does not let the page read the answer.
+    const call = await ping(b.url, origin);
+    expect(call.headers["access-control-allow-origin"]).toBeUndefined();
+  });
+});
+
+describe("request size limit", () => {
+  const limit = 64 * 1024;
+
+  /** A transport of its own, with one keep-alive connection for HTTP/1.1. */
+  function transport(url: string, protocol: Protocol): Transport {
+    const options = { baseUrl: url, defaultTimeoutMs: 3000 };
+    const nodeOptions = { agent: new http.Agent({ keepAlive: true, maxSockets: 1 }) };
+    return protocol === "grpc"
+      ? createGrpcTransport(options)
+      : protocol === "grpc-web"
+        ? createGrpcWebTransport({ ...options, httpVersion: "1.1", nodeOptions })
+        : createConnectTransport({ ...options, httpVersion: "1.1", nodeOptions });
+  }
+
+  it.each(protocols)(
+    "refuses a larger request with RESOURCE_EXHAUSTED over %s, and the next call works",
+    async (protocol) => {
+      const b = await bridge({ maxRequestBytes: limit, maxValueBytes: 1024 });
+      const c = createClient(BridgeService, transport(b.url, protocol));
+      const outcome = (p: Promise<{ message: string }>) =>
+        p.then(
+          (res) => `ok ${res.message.length}`,
+          (e: unknown) => Code[ConnectError.from(e).code],
+        );
+      expect(await outcome(c.ping({ message: "x".repeat(limit - 1000) }))).toBe(
+        `ok ${limit - 1000}`,
+      );
+      for (const size of [limit + 1000, 1024 * 1024]) {
+        expect(`${size}: ${await outcome(c.ping({ message: "x".repeat(size) }))}`).toBe(
+          `${size}: ResourceExhausted`,
+        );
+        // The connection the refused request came on must stay usable (or be closed).
+        expect(`after ${size}: ${await outcome(c.ping({ message: "next" }))}`).toBe(
+          `after ${size}: ok 4`,
+        );
+      }
+    },
+  );
+});
+
+describe("logs", () => {
+  it("never carry a whole session id, only its redacted prefix", async () => {
+    const lines: string[] = [];
+    const logger = createLogger({
+      level: "debug",
+      sink: {
+        write: (chunk: string) => {
+          lines.push(...chunk.split("\n").filter((l) => l !== ""));
+        },
+      },
+    });
+    const b = await bridge({ logger });
+    const c = b.client();
+    const minted = (
+      await c.initializeSession({
+        initialVariables: [{ name: "n", type: "integer", initialValue: int(1) }],
+      })
+    ).sessionId;
+    const chosen = "7f3c9a2e-1b4d-4e8f-9a6b-2c5d8e1f0a3b";
+    await c.initializeSession({ sessionId: chosen });
+    const unknown = "0d9e8f7a-6b5c-4d3e-8f2a-1b0c9d8e7f6a";
+
+    for (const sessionId of [unknown, `${minted}x`]) {
+      const error = await c.getVariable({ sessionId, variableIdentifier: "n" }).then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
+      expect(error?.code).toBe(Code.NotFound);
+      expect(error?.rawMessage).not.toContain(sessionId);
+    }
+    for (const sessionId of [minted, chosen]) {
+      const ok = await c.executeTool({
+        sessionId,
+        toolName: "conversation_append",
+        parameters: { role: encodeJsonAny("user"), content: encodeJsonAny("hi") },
+      });
+      expect(ok.success).toBe(true);
+      const failed = await c.executeTool({
+        sessionId,
+        toolName: "increment_variable",
+        parameters: { name: encodeJsonAny("missing") },
+      });
+      expect(failed.success).toBe(false);
+      await c.cleanupSession({ sessionId });
+    }
+
+    const events = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    for (const id of [minted, chosen]) {
+      const mentions = events.filter((e) => e.session === redactSessionId(id));
+      expect(mentions.map((e) => e.msg)).toEqual([
+        "tool executed",
+        "tool executed",
+        "session ended",
+      ]);
+      expect(redactSessionId(id)).toMatch(/^.{6}…$/u);
+    }
+    for (const id of [minted, chosen, unknown, `${minted}x`]) {
+      expect(lines.filter((l) => l.includes(id))).toEqual([]);
+    }
+  });
+});
