@@ -121,24 +121,35 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   });
   const { service, executor } = createBridgeService(core);
 
+  const metrics = createMetrics();
+  const sessionsEnded = metrics.counter(
+    "bridge_sessions_ended_total",
+    "Sessions ended, by reason (cleanup or expired).",
+    ["reason"],
+  );
   const unsubscribe = store.subscribe((event) => {
     if (event.type === "change") {
       hub.onStoreEvent(event);
       return;
     }
     // Expiry (or a cleanup on another node): end streams, drop its tools.
+    // This runs for every one of a mass expiry, so it stays cheap: the
+    // error is only built for sessions with streams, and expiries are
+    // logged at debug level only (the metrics count every end).
     tools.dropSession(event.sessionId);
-    hub.endSession(
-      event.sessionId,
+    hub.endSession(event.sessionId, () =>
       sessionEnded(event.reason === "expired" ? "expired" : "cleaned up"),
     );
-    logger.info("session ended", {
-      session: redactSessionId(event.sessionId),
-      reason: event.reason,
-    });
+    sessionsEnded.inc({ reason: event.reason });
+    const level = event.reason === "cleanup" ? "info" : "debug";
+    if (logger.isLevelEnabled(level)) {
+      logger[level]("session ended", {
+        session: redactSessionId(event.sessionId),
+        reason: event.reason,
+      });
+    }
   });
 
-  const metrics = createMetrics();
   let stats = { sessions: 0, variables: 0 };
   const refreshStats = async () => {
     stats = await store.stats();

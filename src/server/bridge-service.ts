@@ -112,7 +112,7 @@ export function createBridgeService(core: BridgeCore): {
         );
       }
       const removedTools = tools.dropSession(req.sessionId);
-      const endedWatchers = hub.endSession(req.sessionId, sessionEnded("cleaned up"));
+      const endedWatchers = hub.endSession(req.sessionId, () => sessionEnded("cleaned up"));
       const removed = await store.deleteSession(req.sessionId, "cleanup");
       return {
         success: true,

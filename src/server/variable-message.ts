@@ -10,23 +10,38 @@ import { encodeValue, type VariableType, type VariableValue } from "../values/in
 import type { VariableRecord } from "./store/session-store.js";
 
 /**
- * Records are immutable, so the message for a record is built once and
- * shared by every read and every watcher until the next write replaces the
- * record. This is what keeps GetVariable close to a bare echo handler.
+ * Records are immutable, so the message built for a record can be shared by
+ * every read and every watcher until a write replaces the record. Only the
+ * most recently used ones are kept: building a message costs microseconds
+ * against a call's hundreds, while keeping one for every variable of every
+ * session would double the memory a variable costs.
  */
-const full = new WeakMap<VariableRecord, Variable>();
-const withoutMetadata = new WeakMap<VariableRecord, Variable>();
+const CACHED_MESSAGES = 4096;
+const full = new Map<VariableRecord, Variable>();
+const withoutMetadata = new Map<VariableRecord, Variable>();
 
 /** The wire form of a stored variable. */
 export function toVariableMessage(record: VariableRecord, includeMetadata = true): Variable {
   const cache = includeMetadata ? full : withoutMetadata;
   let message = cache.get(record);
-  if (message === undefined) {
+  if (message !== undefined) {
+    // Most recently used goes last: eviction takes the first.
+    cache.delete(record);
+  } else {
     message = buildVariableMessage(record, includeMetadata);
-    cache.set(record, message);
+    if (cache.size >= CACHED_MESSAGES) {
+      const oldest = cache.keys().next();
+      if (oldest.done !== true) cache.delete(oldest.value);
+    }
   }
+  cache.set(record, message);
   return message;
 }
+
+// Shared by every message that has no binary value or no lock; messages
+// are never mutated after they are built.
+const NO_BYTES = new Uint8Array(0);
+const NOT_OPTIMIZING = create(OptimizationStatusSchema, { optimizing: false });
 
 function buildVariableMessage(record: VariableRecord, includeMetadata: boolean): Variable {
   const encoded = encodeValue(record.type, record.value, { binary: record.binary });
@@ -42,13 +57,13 @@ function buildVariableMessage(record: VariableRecord, includeMetadata: boolean):
     version: record.version,
     accessControlJson: record.accessControlJson,
     optimizationStatus: optimizationStatus(record),
-    binaryValue: encoded.binary ?? new Uint8Array(0),
+    binaryValue: encoded.binary ?? NO_BYTES,
   });
 }
 
 function optimizationStatus(record: VariableRecord): OptimizationStatus {
   const lock = record.optimization;
-  if (lock === undefined) return create(OptimizationStatusSchema, { optimizing: false });
+  if (lock === undefined) return NOT_OPTIMIZING;
   return create(OptimizationStatusSchema, {
     optimizing: true,
     optimizerId: lock.optimizerId,

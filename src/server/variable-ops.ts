@@ -87,6 +87,9 @@ export interface PreparedWrite {
   readonly changeMetadata: Readonly<Record<string, string>>;
 }
 
+/** One frozen empty map for every variable without metadata. */
+const NO_METADATA: Readonly<Record<string, string>> = Object.freeze({});
+
 /** Creates the variable semantics for the given limits and clock. */
 export function createVariableOps(limits: Limits, now: () => number = Date.now): VariableOps {
   // Parsing constraints compiles RE2 patterns; most variables share a few
@@ -264,7 +267,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
         value: decoded.value,
         binary: decoded.binary,
         constraintsJson: constraints.json,
-        metadata: { ...input.metadata },
+        metadata: Object.keys(input.metadata).length === 0 ? NO_METADATA : { ...input.metadata },
         source: input.metadata.source === "python" ? 1 : 0,
         version: 0,
         updatedAt: t,
@@ -274,7 +277,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       const source = input.metadata.source ?? "client";
       tx.appendHistory(
         record.id,
-        { version: 0, value: record.value, timestamp: t, changedBy: source, metadata: {} },
+        { version: 0, value: record.value, timestamp: t, changedBy: source, metadata: NO_METADATA },
         limits.historyLimit,
       );
       emit(tx, "registered", record, source, input.metadata);

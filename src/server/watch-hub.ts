@@ -37,8 +37,11 @@ export interface Watcher extends AsyncIterable<VariableUpdate> {
  */
 export interface WatchHub {
   watch(sessionId: string, filter: WatchFilter, signal: AbortSignal): Watcher;
-  /** Ends every stream of a session (cleanup or expiry). */
-  endSession(sessionId: string, error: ConnectError): number;
+  /**
+   * Ends every stream of a session (cleanup or expiry) with the error
+   * `reason` makes; it is only called when the session has streams.
+   */
+  endSession(sessionId: string, reason: () => ConnectError): number;
   /** Ends every stream (server shutdown). */
   endAll(error?: ConnectError): void;
   readonly size: number;
@@ -200,9 +203,10 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
       };
     },
 
-    endSession(sessionId, error) {
+    endSession(sessionId, reason) {
       const watchers = bySession.get(sessionId);
       if (watchers === undefined) return 0;
+      const error = reason();
       for (const state of watchers) finish(state, error);
       return watchers.size;
     },

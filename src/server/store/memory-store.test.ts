@@ -16,7 +16,7 @@ describeSessionStoreContract("memory", async () => {
 describe("memory store expiry", () => {
   it("sweeps a mass expiry in chunks and leaves live sessions alone", async () => {
     let t = 0;
-    const store = createMemoryStore({ now: () => t, sweepIntervalMs: 0, sweepChunk: 100 });
+    const store = createMemoryStore({ now: () => t, sweepIntervalMs: 0, sweepSliceMs: 5 });
     for (let i = 0; i < 2000; i++) {
       await store.createSession(
         { id: `old${i}`, metadata: {}, ttlMs: 1000, allowedTools: [] },

@@ -21,10 +21,10 @@ export interface MemoryStoreOptions {
   /** How often the expiry sweeper runs (default 1000 ms; 0 disables it). */
   readonly sweepIntervalMs?: number;
   /**
-   * Sessions removed per event-loop turn while sweeping (default 2000), so a
-   * mass expiry never stalls the loop for long.
+   * Longest run of the sweeper before it lets other work in (default 8 ms),
+   * so a mass expiry never stalls the event loop for long.
    */
-  readonly sweepChunk?: number;
+  readonly sweepSliceMs?: number;
 }
 
 interface SessionState {
@@ -32,13 +32,15 @@ interface SessionState {
   readonly vars: Map<string, VariableRecord>;
   readonly byName: Map<string, string>;
   readonly history: Map<string, HistoryEntry[]>;
-  deps: DependencyEdge[];
-  readonly data: Map<string, JsonValue>;
+  deps: readonly DependencyEdge[];
+  /** Created on first use: most sessions never hold tool data. */
+  data: Map<string, JsonValue> | undefined;
   /** Expiry bucket (whole second) this session is filed under. */
   bucket: number;
 }
 
 const BUCKET_MS = 1000;
+const NO_DEPENDENCIES: readonly DependencyEdge[] = Object.freeze([]);
 
 /**
  * The embedded in-memory {@link SessionStore}. Everything a transaction does
@@ -50,7 +52,7 @@ const BUCKET_MS = 1000;
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStore {
   const now = options.now ?? Date.now;
-  const sweepChunk = options.sweepChunk ?? 2000;
+  const sweepSliceMs = options.sweepSliceMs ?? 8;
   const sessions = new Map<string, SessionState>();
   const buckets = new Map<number, Set<string>>();
   const listeners = new Set<(event: StoreEvent) => void>();
@@ -120,14 +122,20 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
     sweeping = true;
     try {
       const due = Math.floor(now() / BUCKET_MS);
+      let sliceStart = performance.now();
+      let done = 0;
       for (const [bucket, ids] of buckets) {
         if (bucket > due) continue;
-        let done = 0;
         for (const id of [...ids]) {
           const state = sessions.get(id);
           if (state !== undefined && state.record.expiresAt <= now()) remove(state, "expired");
           else ids.delete(id);
-          if (++done % sweepChunk === 0) await yieldToLoop();
+          // Check the clock every few sessions: a time budget holds whatever
+          // one removal costs (listeners included).
+          if (++done % 32 === 0 && performance.now() - sliceStart > sweepSliceMs) {
+            await yieldToLoop();
+            sliceStart = performance.now();
+          }
         }
         if (ids.size === 0) buckets.delete(bucket);
       }
@@ -170,8 +178,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
         vars: new Map(),
         byName: new Map(),
         history: new Map(),
-        deps: [],
-        data: new Map(),
+        deps: NO_DEPENDENCIES,
+        data: undefined,
         bucket: Number.NaN,
       };
       // Run the setup before the session becomes visible, so a failing
@@ -249,10 +257,10 @@ function createView(state: SessionState): SessionView {
       return state.deps;
     },
     data(key) {
-      return state.data.get(key);
+      return state.data?.get(key);
     },
     dataKeys() {
-      return state.data.keys();
+      return state.data?.keys() ?? [][Symbol.iterator]();
     },
   };
 }
@@ -314,10 +322,10 @@ function createTransaction(state: SessionState) {
       return deps ?? state.deps;
     },
     data(key) {
-      return data.has(key) ? data.get(key) : state.data.get(key);
+      return data.has(key) ? data.get(key) : state.data?.get(key);
     },
     *dataKeys() {
-      for (const key of state.data.keys()) if (!data.has(key)) yield key;
+      for (const key of state.data?.keys() ?? []) if (!data.has(key)) yield key;
       for (const [key, value] of data) if (value !== undefined) yield key;
     },
     putVariable(record) {
@@ -379,8 +387,11 @@ function createTransaction(state: SessionState) {
       else state.history.set(id, entries);
     }
     for (const [key, value] of data) {
-      if (value === undefined) state.data.delete(key);
-      else state.data.set(key, value);
+      if (value === undefined) state.data?.delete(key);
+      else {
+        state.data ??= new Map();
+        state.data.set(key, value);
+      }
     }
     if (deps !== undefined) state.deps = deps;
     if (seq !== state.record.nextVariableSeq) {
