@@ -22,7 +22,7 @@ import {
   type RegisteredTool,
 } from "./tools/tool-registry.js";
 import { timestamp, toVariableMessage } from "./variable-message.js";
-import type { PreparedWrite } from "./variable-ops.js";
+import { historyOf, type PreparedWrite } from "./variable-ops.js";
 
 /** Longest sliding TTL a client may ask for: one week. */
 const MAX_TTL_SECONDS = 7 * 24 * 3600;
@@ -418,8 +418,7 @@ export function createBridgeService(core: BridgeCore): {
       }
       return core.read(req.sessionId, (view) => {
         const record = ops.find(view, req.variableIdentifier);
-        const history = view.history(record.id);
-        const newestFirst = [...history].reverse();
+        const newestFirst = historyOf(view, record).reverse();
         const selected = req.limit > 0 ? newestFirst.slice(0, req.limit) : newestFirst;
         return {
           entries: selected.map((entry) => {

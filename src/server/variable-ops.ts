@@ -13,6 +13,7 @@ import {
 import { variableId } from "./ids.js";
 import { checkMetadata, checkVariableName, clip, type Limits } from "./limits.js";
 import type {
+  HistoryEntry,
   SessionTransaction,
   SessionView,
   VariableChange,
@@ -212,19 +213,13 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       metadata: write.metadata,
       version: write.current.version + 1,
       updatedAt: t,
+      changedBy: write.source,
+      changeMetadata: write.changeMetadata,
     };
     tx.putVariable(next);
-    tx.appendHistory(
-      next.id,
-      {
-        version: next.version,
-        value: next.value,
-        timestamp: t,
-        changedBy: write.source,
-        metadata: write.changeMetadata,
-      },
-      limits.historyLimit,
-    );
+    // The version being replaced becomes history; the current one is the
+    // record itself, so a variable that is never written keeps no history.
+    tx.appendHistory(next.id, currentEntry(write.current), limits.historyLimit - 1);
     emit(tx, write.kind, next, write.source, write.changeMetadata);
     return next;
   };
@@ -272,15 +267,11 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
         version: 0,
         updatedAt: t,
         accessControlJson: "",
+        changedBy: input.metadata.source ?? "client",
+        changeMetadata: NO_METADATA,
       };
       tx.putVariable(record);
-      const source = input.metadata.source ?? "client";
-      tx.appendHistory(
-        record.id,
-        { version: 0, value: record.value, timestamp: t, changedBy: source, metadata: NO_METADATA },
-        limits.historyLimit,
-      );
-      emit(tx, "registered", record, source, input.metadata);
+      emit(tx, "registered", record, record.changedBy, input.metadata);
       return record;
     },
 
@@ -342,7 +333,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     rollback(tx, identifier, targetVersion, source) {
       const current = find(tx, identifier);
       checkUnlocked(current, source, "roll back");
-      const entry = tx.history(current.id).find((e) => e.version === targetVersion);
+      const entry = historyOf(tx, current).find((e) => e.version === targetVersion);
       if (entry === undefined) {
         throw new ConnectError(
           `variable '${current.name}': version ${targetVersion} not found in the retained history`,
@@ -395,4 +386,20 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       tx.addDependency({ from: a.id, to: b.id, type: type || "depends_on" });
     },
   };
+}
+
+/** The history entry of a record's current version. */
+export function currentEntry(record: VariableRecord): HistoryEntry {
+  return {
+    version: record.version,
+    value: record.value,
+    timestamp: record.updatedAt,
+    changedBy: record.changedBy,
+    metadata: record.changeMetadata,
+  };
+}
+
+/** A variable's retained versions, oldest first, the current one last. */
+export function historyOf(view: SessionView, record: VariableRecord): HistoryEntry[] {
+  return [...view.history(record.id), currentEntry(record)];
 }

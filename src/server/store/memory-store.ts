@@ -31,7 +31,8 @@ interface SessionState {
   record: SessionRecord;
   readonly vars: Map<string, VariableRecord>;
   readonly byName: Map<string, string>;
-  readonly history: Map<string, HistoryEntry[]>;
+  /** Past versions by variable id; created by the first write. */
+  history: Map<string, HistoryEntry[]> | undefined;
   deps: readonly DependencyEdge[];
   /** Created on first use: most sessions never hold tool data. */
   data: Map<string, JsonValue> | undefined;
@@ -177,7 +178,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
         },
         vars: new Map(),
         byName: new Map(),
-        history: new Map(),
+        history: undefined,
         deps: NO_DEPENDENCIES,
         data: undefined,
         bucket: Number.NaN,
@@ -251,7 +252,7 @@ function createView(state: SessionState): SessionView {
       return state.vars.size;
     },
     history(variableId) {
-      return state.history.get(variableId) ?? [];
+      return state.history?.get(variableId) ?? [];
     },
     dependencies() {
       return state.deps;
@@ -291,7 +292,7 @@ function createTransaction(state: SessionState) {
   const getHistory = (id: string): readonly HistoryEntry[] => {
     const staged = history.get(id);
     if (staged !== undefined) return staged ?? [];
-    return state.history.get(id) ?? [];
+    return state.history?.get(id) ?? [];
   };
 
   const api: SessionTransaction = {
@@ -383,8 +384,11 @@ function createTransaction(state: SessionState) {
       else state.byName.set(name, id);
     }
     for (const [id, entries] of history) {
-      if (entries === null) state.history.delete(id);
-      else state.history.set(id, entries);
+      if (entries === null) state.history?.delete(id);
+      else {
+        state.history ??= new Map();
+        state.history.set(id, entries);
+      }
     }
     for (const [key, value] of data) {
       if (value === undefined) state.data?.delete(key);

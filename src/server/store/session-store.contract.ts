@@ -51,6 +51,8 @@ export function describeSessionStoreContract(
       updatedAt: 0,
       accessControlJson: "",
       binary: false,
+      changedBy: "test",
+      changeMetadata: {},
     });
 
     it("creates a session once and reports whether this call created it", async () => {

@@ -23,6 +23,10 @@ export interface VariableRecord {
   readonly optimization?: OptimizationLock;
   /** Whether the value travels in the portable binary form. */
   readonly binary: boolean;
+  /** Who made the current version (its history entry's `changed_by`). */
+  readonly changedBy: string;
+  /** Metadata of the write that made the current version. */
+  readonly changeMetadata: Readonly<Record<string, string>>;
 }
 
 /** An optimization lock held on one variable. */
@@ -80,7 +84,10 @@ export interface SessionView {
   variable(identifier: string): VariableRecord | undefined;
   variables(): Iterable<VariableRecord>;
   readonly variableCount: number;
-  /** Retained history of a variable, oldest first. */
+  /**
+   * Retained past versions of a variable, oldest first. The current version
+   * is the record itself and is not repeated here.
+   */
   history(variableId: string): readonly HistoryEntry[];
   dependencies(): readonly DependencyEdge[];
   /** Free-form session data for server-side tools (e.g. a conversation). */
