@@ -16,7 +16,7 @@ import type { VariableRecord } from "./store/session-store.js";
  * against a call's hundreds, while keeping one for every variable of every
  * session would double the memory a variable costs.
  */
-const CACHED_MESSAGES = 4096;
+const CACHED_MESSAGES = 1024;
 const full = new Map<VariableRecord, Variable>();
 const withoutMetadata = new Map<VariableRecord, Variable>();
 

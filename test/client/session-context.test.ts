@@ -380,17 +380,20 @@ describe("stream loss", () => {
     await first.stop();
     await new Promise((r) => setTimeout(r, 100));
     expect(ctx.cache.live).toBe(false);
-    // Changes made while the client is away.
+    // Changes made while the client is away, through another server on
+    // another port, so the client cannot reconnect before they are made.
+    const side = await startBridge({ sessionStore: store });
+    const other = side.client();
+    await other.setVariable({
+      sessionId: ctx.sessionId,
+      variableIdentifier: "a",
+      value: encodeValue("integer", 10).any,
+    });
+    await other.deleteVariable({ sessionId: ctx.sessionId, variableIdentifier: "b" });
+    await side.stop();
+    counting.reset();
     const second = await startBridge({ sessionStore: store, port });
     try {
-      const other = second.client();
-      await other.setVariable({
-        sessionId: ctx.sessionId,
-        variableIdentifier: "a",
-        value: encodeValue("integer", 10).any,
-      });
-      await other.deleteVariable({ sessionId: ctx.sessionId, variableIdentifier: "b" });
-      counting.reset();
       expect(await resynced).toBe(2);
       expect(counting.calls.get("GetVariables")).toBe(1);
       expect(counting.total()).toBe(1);

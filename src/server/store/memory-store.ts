@@ -271,26 +271,40 @@ function createView(state: SessionState): SessionView {
  * so a callback that throws half-way leaves the session untouched.
  */
 function createTransaction(state: SessionState) {
-  const vars = new Map<string, VariableRecord | null>();
-  const names = new Map<string, string | null>();
-  const history = new Map<string, HistoryEntry[] | null>();
-  const data = new Map<string, JsonValue | undefined>();
+  // Overlays are created by the first write that needs them: most
+  // transactions touch one or two of them, and reads none.
+  let vars: Map<string, VariableRecord | null> | undefined;
+  let names: Map<string, string | null> | undefined;
+  let history: Map<string, HistoryEntry[] | null> | undefined;
+  let data: Map<string, JsonValue | undefined> | undefined;
+  const stageVar = (id: string, record: VariableRecord | null) => {
+    vars ??= new Map();
+    vars.set(id, record);
+  };
+  const stageName = (name: string, id: string | null) => {
+    names ??= new Map();
+    names.set(name, id);
+  };
+  const stageHistory = (id: string, entries: HistoryEntry[] | null) => {
+    history ??= new Map();
+    history.set(id, entries);
+  };
   let deps: DependencyEdge[] | undefined;
   let seq = state.record.nextVariableSeq;
   const changes: VariableChange[] = [];
 
   const getVar = (id: string): VariableRecord | undefined => {
-    const staged = vars.get(id);
+    const staged = vars?.get(id);
     if (staged !== undefined) return staged ?? undefined;
     return state.vars.get(id);
   };
   const idForName = (name: string): string | undefined => {
-    const staged = names.get(name);
+    const staged = names?.get(name);
     if (staged !== undefined) return staged ?? undefined;
     return state.byName.get(name);
   };
   const getHistory = (id: string): readonly HistoryEntry[] => {
-    const staged = history.get(id);
+    const staged = history?.get(id);
     if (staged !== undefined) return staged ?? [];
     return state.history?.get(id) ?? [];
   };
@@ -305,13 +319,13 @@ function createTransaction(state: SessionState) {
     },
     *variables() {
       for (const [id, record] of state.vars) {
-        if (!vars.has(id)) yield record;
+        if (!vars?.has(id)) yield record;
       }
-      for (const record of vars.values()) if (record !== null) yield record;
+      for (const record of vars?.values() ?? []) if (record !== null) yield record;
     },
     get variableCount() {
       let count = state.vars.size;
-      for (const [id, record] of vars) {
+      for (const [id, record] of vars ?? []) {
         const before = state.vars.has(id);
         if (record === null && before) count--;
         if (record !== null && !before) count++;
@@ -323,24 +337,24 @@ function createTransaction(state: SessionState) {
       return deps ?? state.deps;
     },
     data(key) {
-      return data.has(key) ? data.get(key) : state.data?.get(key);
+      return data?.has(key) ? data?.get(key) : state.data?.get(key);
     },
     *dataKeys() {
-      for (const key of state.data?.keys() ?? []) if (!data.has(key)) yield key;
-      for (const [key, value] of data) if (value !== undefined) yield key;
+      for (const key of state.data?.keys() ?? []) if (!data?.has(key)) yield key;
+      for (const [key, value] of data ?? []) if (value !== undefined) yield key;
     },
     putVariable(record) {
       const previous = getVar(record.id);
-      if (previous !== undefined && previous.name !== record.name) names.set(previous.name, null);
-      vars.set(record.id, record);
-      names.set(record.name, record.id);
+      if (previous !== undefined && previous.name !== record.name) stageName(previous.name, null);
+      stageVar(record.id, record);
+      stageName(record.name, record.id);
     },
     deleteVariable(id) {
       const previous = getVar(id);
       if (previous === undefined) return;
-      vars.set(id, null);
-      names.set(previous.name, null);
-      history.set(id, null);
+      stageVar(id, null);
+      stageName(previous.name, null);
+      stageHistory(id, null);
       deps = (deps ?? state.deps).filter((e) => e.from !== id && e.to !== id);
     },
     appendHistory(variableId, entry, limit) {
@@ -348,12 +362,13 @@ function createTransaction(state: SessionState) {
       const keep = Math.max(0, limit - 1);
       const next = current.length > keep ? current.slice(current.length - keep) : [...current];
       if (limit > 0) next.push(entry);
-      history.set(variableId, next);
+      stageHistory(variableId, next);
     },
     addDependency(edge) {
       deps = [...(deps ?? state.deps), edge];
     },
     setData(key, value) {
+      data ??= new Map();
       data.set(key, value);
     },
     nextVariableSeq() {
@@ -367,7 +382,7 @@ function createTransaction(state: SessionState) {
   /** Applies the staged writes; returns the change in variable count. */
   const commit = (): number => {
     let delta = 0;
-    for (const [id, record] of vars) {
+    for (const [id, record] of vars ?? []) {
       const before = state.vars.get(id);
       if (record === null) {
         if (before !== undefined) {
@@ -379,18 +394,18 @@ function createTransaction(state: SessionState) {
         state.vars.set(id, record);
       }
     }
-    for (const [name, id] of names) {
+    for (const [name, id] of names ?? []) {
       if (id === null) state.byName.delete(name);
       else state.byName.set(name, id);
     }
-    for (const [id, entries] of history) {
+    for (const [id, entries] of history ?? []) {
       if (entries === null) state.history?.delete(id);
       else {
         state.history ??= new Map();
         state.history.set(id, entries);
       }
     }
-    for (const [key, value] of data) {
+    for (const [key, value] of data ?? []) {
       if (value === undefined) state.data?.delete(key);
       else {
         state.data ??= new Map();
