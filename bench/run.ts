@@ -30,6 +30,9 @@ const benchmarks: Readonly<Record<string, () => Promise<Benchmark>>> = {
   memory: () => import("./memory.ts"),
   expiry: () => import("./expiry.ts"),
   redis: () => import("./redis.ts"),
+  "cache-hit": () => import("./cache-hit.ts"),
+  "rpc-counts": () => import("./rpc-counts.ts"),
+  workload: () => import("./workload.ts"),
 };
 
 const resultsFile = new URL("./results.json", import.meta.url);
