@@ -78,7 +78,10 @@ export interface SessionContextOptions {
   readonly heartbeatMs?: number;
   /** Persist the cache across reloads (e.g. `idbPersistence()`). */
   readonly persistence?: PersistenceAdapter;
-  /** Share changes with other tabs of this origin (default true where possible). */
+  /**
+   * Share changes with other tabs of this origin through BroadcastChannel
+   * (default: true in pages, where there are tabs; false elsewhere).
+   */
   readonly tabSync?: boolean;
   /** Let {@link SessionContext.assign} register unknown variables (default false). */
   readonly autoRegister?: boolean;
@@ -314,13 +317,15 @@ export async function createSessionContext(
     if (gone !== undefined) events.emit("change", { name: gone, snapshot: undefined, origin });
   };
 
-  const tabs: TabChannel | undefined =
-    options.tabSync === false
-      ? undefined
-      : openTabChannel(sessionId, (message) => {
-          if (message.kind === "variable") accept(decodeVariableBytes(message.bytes), "tab");
-          else forget(message.id, undefined, "tab");
-        });
+  // Tabs exist where pages do; elsewhere (Node, Workers) a channel would
+  // only cost every write a broadcast nobody receives.
+  const tabSync = options.tabSync ?? typeof document !== "undefined";
+  const tabs: TabChannel | undefined = !tabSync
+    ? undefined
+    : openTabChannel(sessionId, (message) => {
+        if (message.kind === "variable") accept(decodeVariableBytes(message.bytes), "tab");
+        else forget(message.id, undefined, "tab");
+      });
 
   // Hydrate from persistence before anything else reads the cache. A
   // session the server just created (again) has nothing in common with

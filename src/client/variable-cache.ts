@@ -1,4 +1,3 @@
-import { isVariableId } from "../values/index.js";
 import type { TimerProvider } from "./timers.js";
 import type { DecodedVariable } from "./variable-snapshot.js";
 
@@ -70,23 +69,24 @@ export interface VariableCache {
 /** Creates an empty cache. */
 export function createVariableCache(options: VariableCacheOptions): VariableCache {
   const { timers, maxEntries } = options;
-  // byId owns the entries in insertion order (the eviction clock); byName
-  // points at the same entry objects.
+  // byId owns the entries in insertion order (the eviction clock). index
+  // finds an entry by id or by name in one lookup: names never contain ':'
+  // and ids always do, so the two kinds of keys cannot collide.
   const byId = new Map<string, CacheEntry>();
-  const byName = new Map<string, CacheEntry>();
+  const index = new Map<string, CacheEntry>();
   const ttlByName = new Map<string, number>();
   const deleted = new Set<string>();
   let live = false;
 
-  const lookup = (identifier: string) =>
-    isVariableId(identifier) ? byId.get(identifier) : byName.get(identifier);
+  const lookup = (identifier: string) => index.get(identifier);
 
   const ttlFor = (name: string) => ttlByName.get(name) ?? options.ttlMs;
 
   const drop = (entry: CacheEntry) => {
     const { id, name } = entry.variable.snapshot;
     byId.delete(id);
-    if (byName.get(name) === entry) byName.delete(name);
+    index.delete(id);
+    if (index.get(name) === entry) index.delete(name);
   };
 
   // CLOCK eviction: walk from the oldest insertion; a referenced entry gets
@@ -148,7 +148,7 @@ export function createVariableCache(options: VariableCacheOptions): VariableCach
       };
       // A name now held by another id means the old variable was deleted
       // and the name registered again.
-      const previousByName = byName.get(name);
+      const previousByName = index.get(name);
       if (previousByName !== undefined && previousByName.variable.snapshot.id !== id) {
         drop(previousByName);
       }
@@ -157,7 +157,8 @@ export function createVariableCache(options: VariableCacheOptions): VariableCach
         byId.set(id, entry);
         evict();
       }
-      byName.set(name, entry);
+      index.set(id, entry);
+      index.set(name, entry);
       return "stored";
     },
 
@@ -176,13 +177,13 @@ export function createVariableCache(options: VariableCacheOptions): VariableCach
 
     clear() {
       byId.clear();
-      byName.clear();
+      index.clear();
     },
 
     setTtl(name, ttlMs) {
       if (ttlMs === undefined) ttlByName.delete(name);
       else ttlByName.set(name, ttlMs);
-      const entry = byName.get(name);
+      const entry = index.get(name);
       if (entry !== undefined) entry.expiresAt = entry.confirmedAt + ttlFor(name);
     },
 
