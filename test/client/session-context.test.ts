@@ -411,17 +411,7 @@ describe("stream loss", () => {
   });
 
   it("discards what an earlier life of a recreated session left behind", async () => {
-    const saved = new Map<string, Uint8Array>();
-    const memoryPersistence: PersistenceAdapter = {
-      load: async () => [...saved.values()],
-      save: async (_s, entries) => {
-        for (const e of entries) saved.set(e.id, e.bytes);
-      },
-      remove: async (_s, ids) => {
-        for (const id of ids) saved.delete(id);
-      },
-      clear: async () => saved.clear(),
-    };
+    const { saved, adapter: memoryPersistence } = inMemoryPersistence();
     const sessionId = `recreated-${Date.now()}`;
     const first = await createSessionContext({
       transport: countingTransport(bridge.url).transport,
@@ -452,17 +442,7 @@ describe("stream loss", () => {
   });
 
   it("hydrates from persistence and revalidates in one call", async () => {
-    const saved = new Map<string, Uint8Array>();
-    const memoryPersistence: PersistenceAdapter = {
-      load: async () => [...saved.values()],
-      save: async (_s, entries) => {
-        for (const e of entries) saved.set(e.id, e.bytes);
-      },
-      remove: async (_s, ids) => {
-        for (const id of ids) saved.delete(id);
-      },
-      clear: async () => saved.clear(),
-    };
+    const { saved, adapter: memoryPersistence } = inMemoryPersistence();
     const { ctx } = await context({ persistence: memoryPersistence });
     await ctx.register("x", "float", 0.5);
     await ctx.register("y", "string", "kept");
@@ -491,3 +471,21 @@ describe("stream loss", () => {
     expect(counting.total()).toBe(1);
   });
 });
+
+/** A PersistenceAdapter over a Map, to observe what the context stores. */
+function inMemoryPersistence(): { saved: Map<string, Uint8Array>; adapter: PersistenceAdapter } {
+  const saved = new Map<string, Uint8Array>();
+  return {
+    saved,
+    adapter: {
+      load: async () => [...saved.values()],
+      save: async (_s, entries) => {
+        for (const e of entries) saved.set(e.id, e.bytes);
+      },
+      remove: async (_s, ids) => {
+        for (const id of ids) saved.delete(id);
+      },
+      clear: async () => saved.clear(),
+    },
+  };
+}

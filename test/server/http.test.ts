@@ -11,21 +11,13 @@ import {
   createGrpcTransport,
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { createLogger, redactSessionId } from "../../src/server/index.js";
 import { encodeJsonAny, encodeValue } from "../../src/values/index.js";
-import { type Protocol, protocols, type RunningBridge, startBridge } from "../support/bridge.js";
+import { bridgePerTest, type Protocol, protocols } from "../support/bridge.js";
 
-const running: RunningBridge[] = [];
-async function bridge(options: Parameters<typeof startBridge>[0] = {}): Promise<RunningBridge> {
-  const b = await startBridge(options);
-  running.push(b);
-  return b;
-}
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((b) => b.stop()));
-});
+const bridge = bridgePerTest();
 
 const int = (n: number) => encodeValue("integer", n).any;
 

@@ -1,20 +1,12 @@
 import { Code, type ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { encodeValue } from "../../src/values/index.js";
-import { type RunningBridge, startBridge } from "../support/bridge.js";
+import { bridgePerTest } from "../support/bridge.js";
 import { rejectionOf } from "../support/errors.js";
 
-const running: RunningBridge[] = [];
-async function bridge(options: Parameters<typeof startBridge>[0] = {}) {
-  const b = await startBridge(options);
-  running.push(b);
-  return b;
-}
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((b) => b.stop()));
-});
+const bridge = bridgePerTest();
 
 const int = (n: number) => encodeValue("integer", n).any;
 const errorOf = (p: Promise<unknown>) => rejectionOf(p);

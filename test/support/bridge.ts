@@ -4,6 +4,7 @@ import {
   createGrpcTransport,
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
+import { afterEach } from "vitest";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import {
   type BridgeServer,
@@ -58,5 +59,21 @@ export async function startBridge(options: BridgeServerOptions = {}): Promise<Ru
     transport,
     client: (protocol) => createClient(BridgeService, transport(protocol)),
     stop: () => server.stop(),
+  };
+}
+
+/**
+ * For suites that start a bridge per test: returns a starter whose servers
+ * are all stopped after each test.
+ */
+export function bridgePerTest(): (options?: BridgeServerOptions) => Promise<RunningBridge> {
+  const running: RunningBridge[] = [];
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((b) => b.stop()));
+  });
+  return async (options = {}) => {
+    const b = await startBridge(options);
+    running.push(b);
+    return b;
   };
 }
