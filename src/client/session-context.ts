@@ -45,6 +45,7 @@ import { systemTimers, type TimerProvider } from "./timers.js";
 import { createVariableCache } from "./variable-cache.js";
 import { decodeVariable, type VariableSnapshot } from "./variable-snapshot.js";
 import { runWatch, type WatchOptions } from "./watch-coherence.js";
+import { createWriteCoalescer, type QueuedWrite, type WriteOutcome } from "./write-coalescer.js";
 
 /** Options of {@link createSessionContext}. Fixed for the context's life. */
 export interface SessionContextOptions {
@@ -512,27 +513,74 @@ export async function createSessionContext(
     return encodeValue(shapeType(value), value, { binaryThreshold });
   };
 
+  const sendOne = async (
+    w: QueuedWrite,
+    expectedVersion?: number,
+  ): Promise<Variable | undefined> => {
+    const res = await client.setVariable(
+      {
+        sessionId,
+        variableIdentifier: w.identifier,
+        value: w.any,
+        binaryValue: w.binary ?? NO_BYTES,
+        metadata: w.metadata,
+        expectedVersion: expectedVersion ?? 0,
+        expectVersionZero: expectedVersion === 0,
+      },
+      call,
+    );
+    return res.variable;
+  };
+
+  // Concurrent plain writes share calls (see write-coalescer.ts); a
+  // compare-and-swap goes alone, since a batch has no per-key expectation.
+  const coalesced = createWriteCoalescer({
+    one: (w) => sendOne(w),
+    async many(writes) {
+      const updates: Record<string, Any> = {};
+      const binaryUpdates: Record<string, Uint8Array> = {};
+      for (const w of writes) {
+        updates[w.identifier] = w.any;
+        if (w.binary !== undefined) binaryUpdates[w.identifier] = w.binary;
+      }
+      const res = await client.setVariables(
+        { sessionId, updates, binaryUpdates, metadata: writes[0]?.metadata ?? {}, atomic: false },
+        call,
+      );
+      const outcomes = new Map<QueuedWrite, WriteOutcome>();
+      for (const w of writes) {
+        const message = res.errors[w.identifier];
+        outcomes.set(
+          w,
+          message === undefined
+            ? { variable: res.variables[w.identifier] }
+            : { error: new ConnectError(message, res.errorCodes[w.identifier] ?? Code.Unknown) },
+        );
+      }
+      return outcomes;
+    },
+  });
+
   const set = async (identifier: string, value: VariableValue, write: WriteOptions = {}) => {
     const encoded = prepare(identifier, value);
     const metadata = { ...write.metadata };
     if (write.optimizerId !== undefined) metadata.optimizer_id = write.optimizerId;
-    const res = await client.setVariable(
-      {
-        sessionId,
-        variableIdentifier: identifier,
-        value: encoded.any,
-        binaryValue: encoded.binary ?? new Uint8Array(0),
-        metadata,
-        expectedVersion: write.expectedVersion ?? 0,
-        expectVersionZero: write.expectedVersion === 0,
-      },
-      call,
-    );
-    if (res.variable === undefined) {
+    const queued: QueuedWrite = {
+      identifier,
+      variableKey: cache.peek(identifier)?.variable.snapshot.id ?? identifier,
+      any: encoded.any,
+      binary: encoded.binary,
+      metadata,
+    };
+    const stored =
+      write.expectedVersion === undefined
+        ? await coalesced(queued)
+        : await sendOne(queued, write.expectedVersion);
+    if (stored === undefined) {
       cache.invalidate(identifier);
       return getVariable(identifier);
     }
-    return accept(res.variable, "local");
+    return accept(stored, "local");
   };
 
   const setMany = async (
@@ -880,6 +928,8 @@ export async function createSessionContext(
   };
   return ctx;
 }
+
+const NO_BYTES = new Uint8Array(0);
 
 /** The wire type a value of unknown variable type is sent as. */
 function shapeType(value: VariableValue): VariableType {

@@ -184,6 +184,7 @@ export function createBridgeService(core: BridgeCore): {
       const keys = [...new Set([...Object.keys(req.updates), ...Object.keys(req.binaryUpdates)])];
       return core.transact(req.sessionId, (tx) => {
         const errors: Record<string, string> = {};
+        const errorCodes: Record<string, number> = {};
         const prepared = new Map<string, PreparedWrite>();
         const seen = new Map<string, string>();
         for (const key of keys) {
@@ -205,11 +206,13 @@ export function createBridgeService(core: BridgeCore): {
             seen.set(write.current.id, key);
             prepared.set(key, write);
           } catch (e) {
-            errors[key] = ConnectError.from(e).rawMessage;
+            const error = ConnectError.from(e);
+            errors[key] = error.rawMessage;
+            errorCodes[key] = error.code;
           }
         }
         if (req.atomic && Object.keys(errors).length > 0) {
-          return { success: false, errors, newVersions: {}, variables: {} };
+          return { success: false, errors, errorCodes, newVersions: {}, variables: {} };
         }
         const newVersions: Record<string, number> = {};
         const variables: Record<string, Variable> = {};
@@ -218,7 +221,7 @@ export function createBridgeService(core: BridgeCore): {
           newVersions[key] = record.version;
           variables[key] = toVariableMessage(record);
         }
-        return { success: true, errors, newVersions, variables };
+        return { success: true, errors, errorCodes, newVersions, variables };
       });
     },
 

@@ -1,4 +1,4 @@
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   createSessionContext,
@@ -111,6 +111,52 @@ describe("round trips", () => {
     const values = await Promise.all(Array.from({ length: 20 }, () => ctx.get("x")));
     expect(new Set(values)).toEqual(new Set(["hello"]));
     expect(counting.calls.get("GetVariable")).toBe(1);
+  });
+});
+
+describe("group commit", () => {
+  it("sends concurrent writes together, each settling with its own result or error", async () => {
+    const { ctx, counting } = await context({ watch: false });
+    for (let i = 0; i < 20; i++)
+      await ctx.register(`v${i}`, "integer", 0, { constraints: { max: 100 } });
+    await ctx.register("locked", "integer", 0);
+    await bridge.client().startOptimization({
+      sessionId: ctx.sessionId,
+      variableIdentifier: "locked",
+      optimizerId: "other",
+    });
+    const blind = await context({ sessionId: ctx.sessionId, watch: false });
+    blind.counting.reset();
+    // A context that knows none of the variables cannot refuse anything
+    // locally: every outcome comes from the server.
+    const writes = [
+      ...Array.from({ length: 20 }, (_, i) => blind.ctx.set(`v${i}`, i + 1)),
+      blind.ctx.set("v3", 500),
+      blind.ctx.set("locked", 1),
+      blind.ctx.set("missing", 1),
+    ];
+    const outcomes = await Promise.allSettled(writes);
+    const calls = blind.counting.total();
+    expect(calls).toBeLessThan(8);
+    expect(
+      outcomes.slice(0, 20).map((o) => (o.status === "fulfilled" ? o.value.value : o.reason)),
+    ).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    const codes = outcomes
+      .slice(20)
+      .map((o) => (o.status === "rejected" ? ConnectError.from(o.reason).code : "ok"));
+    expect(codes).toEqual([Code.InvalidArgument, Code.FailedPrecondition, Code.NotFound]);
+    // Order per variable holds: v3's second write came later and failed,
+    // so its first write's value stays.
+    counting.reset();
+    expect(await ctx.get("v3", { bypassCache: true })).toBe(4);
+  });
+
+  it("keeps writes to one variable in order", async () => {
+    const { ctx } = await context({ watch: false });
+    await ctx.register("x", "integer", 0);
+    const results = await Promise.all([1, 2, 3, 4, 5].map((v) => ctx.set("x", v)));
+    expect(results.map((r) => r.version)).toEqual([1, 2, 3, 4, 5]);
+    expect(await ctx.get("x", { bypassCache: true })).toBe(5);
   });
 });
 
