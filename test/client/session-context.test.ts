@@ -1,36 +1,19 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   createSessionContext,
   type PersistenceAdapter,
   type SessionContext,
-  type SessionContextOptions,
 } from "../../src/client/index.js";
 import { createMemoryStore } from "../../src/server/index.js";
 import { encodeValue } from "../../src/values/index.js";
-import { type RunningBridge, startBridge } from "../support/bridge.js";
+import { startBridge } from "../support/bridge.js";
+import { useSessionContexts } from "../support/contexts.js";
 import { countingTransport } from "../support/counting.js";
 import { rejectionOf } from "../support/errors.js";
 
-let bridge: RunningBridge;
-const open: SessionContext[] = [];
-
-beforeAll(async () => {
-  bridge = await startBridge();
-});
-afterAll(async () => {
-  await bridge.stop();
-});
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((c) => c.close()));
-});
-
-async function context(options: Partial<SessionContextOptions> = {}) {
-  const counting = countingTransport(bridge.url);
-  const ctx = await createSessionContext({ transport: counting.transport, ...options });
-  open.push(ctx);
-  return { ctx, counting };
-}
+const suite = useSessionContexts();
+const context = suite.context;
 
 /** Waits until the context's cache is kept live by its watch stream. */
 async function live(ctx: SessionContext) {
@@ -120,7 +103,7 @@ describe("group commit", () => {
     for (let i = 0; i < 20; i++)
       await ctx.register(`v${i}`, "integer", 0, { constraints: { max: 100 } });
     await ctx.register("locked", "integer", 0);
-    await bridge.client().startOptimization({
+    await suite.bridge.client().startOptimization({
       sessionId: ctx.sessionId,
       variableIdentifier: "locked",
       optimizerId: "other",
@@ -234,11 +217,11 @@ describe("cache", () => {
     const gate = new Promise<void>((resolve) => {
       hold = resolve;
     });
-    const counting = countingTransport(bridge.url, (method) =>
+    const counting = countingTransport(suite.bridge.url, (method) =>
       method === "GetVariable" ? gate : undefined,
     );
     const ctx = await createSessionContext({ transport: counting.transport, watch: false });
-    open.push(ctx);
+    suite.track(ctx);
     await ctx.register("x", "integer", 0);
     ctx.cache.clear();
     const late = ctx.getVariable("x"); // answered at version 0, delivered late
@@ -392,7 +375,7 @@ describe("lifecycle", () => {
     await ctx.register("x", "integer", 1);
     await ctx.close({ cleanup: true });
     const probe = await context({ watch: false });
-    const res = await bridge.client().heartbeat({ sessionId: ctx.sessionId });
+    const res = await suite.bridge.client().heartbeat({ sessionId: ctx.sessionId });
     expect(res.sessionValid).toBe(false);
     expect(probe.ctx.sessionId).not.toBe(ctx.sessionId);
   });
@@ -410,7 +393,7 @@ describe("stream loss", () => {
       transport: counting.transport,
       watch: { initialBackoffMs: 20, maxBackoffMs: 100 },
     });
-    open.push(ctx);
+    suite.track(ctx);
     await ctx.register("a", "integer", 1);
     await ctx.register("b", "integer", 2);
     await live(ctx);
@@ -460,7 +443,7 @@ describe("stream loss", () => {
     const { saved, adapter: memoryPersistence } = inMemoryPersistence();
     const sessionId = `recreated-${Date.now()}`;
     const first = await createSessionContext({
-      transport: countingTransport(bridge.url).transport,
+      transport: countingTransport(suite.bridge.url).transport,
       sessionId,
       persistence: memoryPersistence,
     });
@@ -469,14 +452,14 @@ describe("stream loss", () => {
     await first.set("x", 42);
     await first.close();
     expect(saved.size).toBe(1);
-    await bridge.client().cleanupSession({ sessionId });
+    await suite.bridge.client().cleanupSession({ sessionId });
 
     const again = await createSessionContext({
-      transport: countingTransport(bridge.url).transport,
+      transport: countingTransport(suite.bridge.url).transport,
       sessionId,
       persistence: memoryPersistence,
     });
-    open.push(again);
+    suite.track(again);
     expect(again.created).toBe(true);
     expect(again.peek("x")).toBeUndefined();
     expect(saved.size).toBe(0);
@@ -497,13 +480,13 @@ describe("stream loss", () => {
     const writer = await context({ sessionId: ctx.sessionId, watch: false });
     await writer.ctx.set("x", 0.75);
 
-    const counting = countingTransport(bridge.url);
+    const counting = countingTransport(suite.bridge.url);
     const again = await createSessionContext({
       transport: counting.transport,
       sessionId: ctx.sessionId,
       persistence: memoryPersistence,
     });
-    open.push(again);
+    suite.track(again);
     expect(again.peek("x")).toMatchObject({ possiblyStale: true, snapshot: { value: 0.5 } });
     counting.reset();
     await again.revalidated;

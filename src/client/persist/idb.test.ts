@@ -1,10 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { IDBFactory as FakeIDBFactory } from "fake-indexeddb";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type RunningBridge, startBridge } from "../../../test/support/bridge.js";
-import { countingTransport } from "../../../test/support/counting.js";
-import type { SessionContext, SessionContextOptions } from "../index.js";
-import { createSessionContext } from "../index.js";
+import { describe, expect, it } from "vitest";
+import { useSessionContexts } from "../../../test/support/contexts.js";
 import type { PersistenceAdapter } from "../persistence.js";
 import { idbPersistence } from "./idb.js";
 
@@ -160,28 +157,8 @@ describe("idbPersistence", () => {
 });
 
 describe("idbPersistence with a SessionContext on the real bridge", () => {
-  let bridge: RunningBridge;
-  const open: SessionContext[] = [];
-
-  beforeAll(async () => {
-    bridge = await startBridge();
-  });
-  afterAll(async () => {
-    await bridge.stop();
-  });
-  afterEach(async () => {
-    await Promise.all(open.splice(0).map((c) => c.close()));
-  });
-
-  async function context(
-    options: Partial<SessionContextOptions>,
-    delay?: Parameters<typeof countingTransport>[1],
-  ) {
-    const counting = countingTransport(bridge.url, delay);
-    const ctx = await createSessionContext({ transport: counting.transport, ...options });
-    open.push(ctx);
-    return { ctx, counting };
-  }
+  const suite = useSessionContexts();
+  const context = suite.context;
 
   /** A session with three persisted variables, closed (so its writes are flushed). */
   async function persistedSession(persistence: PersistenceAdapter) {
@@ -303,7 +280,7 @@ describe("idbPersistence with a SessionContext on the real bridge", () => {
     expect(degraded).toHaveLength(1);
     expect((degraded[0] as ConnectError).code).toBe(Code.Unavailable);
     expect(await ctx.get("a")).toBe(4);
-    const stored = await bridge
+    const stored = await suite.bridge
       .client()
       .getVariable({ sessionId: ctx.sessionId, variableIdentifier: "a" });
     expect(stored.variable?.version).toBe(3);
@@ -347,7 +324,7 @@ describe("idbPersistence with a SessionContext on the real bridge", () => {
     expect(degraded).toHaveLength(1);
     expect((degraded[0] as DOMException).name).toBe("QuotaExceededError");
     expect(saves).toBe(1);
-    const stored = await bridge
+    const stored = await suite.bridge
       .client()
       .getVariable({ sessionId: ctx.sessionId, variableIdentifier: "a" });
     expect(stored.variable?.version).toBe(5);
