@@ -70,7 +70,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
       bytesPerVariable: Math.round((r.rssBytes - r.baselineRssBytes) / Math.max(1, r.variables)),
       fillSeconds: round(r.fillSeconds, 3),
       filledVia:
-        "store.createSession + the server's register semantics + cached wire messages (support/populate.ts)",
+        "store.createSession + the server's register semantics + the response's wire messages (support/populate.ts)",
     },
   });
   return results;

@@ -3,9 +3,9 @@
  * sessions (an in-process RPC costs ~0.5 ms here, too slow for that many).
  * It does what InitializeSession with initial variables does: the store's
  * `createSession` with the server's own variable semantics (`register`:
- * validation, normalization, version 0, a history entry) inside the
- * creating transaction, then builds each variable's wire message, which
- * InitializeSession's response does and the server keeps cached per record.
+ * validation, normalization, version 0) inside the creating transaction,
+ * then builds each variable's wire message, as InitializeSession's
+ * response does.
  */
 import type { Any } from "@bufbuild/protobuf/wkt";
 import type { SessionStore } from "../../dist/server/index.js";

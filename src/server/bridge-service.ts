@@ -21,7 +21,7 @@ import {
   parameterTypeFromWire,
   type RegisteredTool,
 } from "./tools/tool-registry.js";
-import { timestamp, toVariableMessage } from "./variable-message.js";
+import { readVariableMessage, timestamp, toVariableMessage } from "./variable-message.js";
 import { historyOf, type PreparedWrite } from "./variable-ops.js";
 
 /** Longest sliding TTL a client may ask for: one week. */
@@ -145,7 +145,7 @@ export function createBridgeService(core: BridgeCore): {
       const record = await core.read(req.sessionId, (view) =>
         ops.find(view, req.variableIdentifier),
       );
-      return { variable: toVariableMessage(record), fromCache: false };
+      return { variable: readVariableMessage(record), fromCache: false };
     },
 
     async setVariable(req) {
@@ -173,7 +173,7 @@ export function createBridgeService(core: BridgeCore): {
         for (const identifier of req.variableIdentifiers) {
           const record = view.variable(identifier);
           if (record === undefined) missing.push(identifier);
-          else variables[identifier] = toVariableMessage(record, req.includeMetadata);
+          else variables[identifier] = readVariableMessage(record, req.includeMetadata);
         }
         return { variables, missingVariables: missing };
       });
@@ -278,7 +278,7 @@ export function createBridgeService(core: BridgeCore): {
         return out;
       });
       records.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-      return { variables: records.map((r) => toVariableMessage(r)) };
+      return { variables: records.map((r) => readVariableMessage(r)) };
     },
 
     async deleteVariable(req) {

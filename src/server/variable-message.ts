@@ -11,17 +11,18 @@ import type { VariableRecord } from "./store/session-store.js";
 
 /**
  * Records are immutable, so the message built for a record can be shared by
- * every read and every watcher until a write replaces the record. Only the
- * most recently used ones are kept: building a message costs microseconds
- * against a call's hundreds, while keeping one for every variable of every
- * session would double the memory a variable costs.
+ * every read until a write replaces the record. Only reads use this cache,
+ * and only the most recently read records stay in it: building a message
+ * costs microseconds against a call's hundreds, a message per variable of
+ * every session would double what a variable costs, and messages built for
+ * writes (sent once) would only churn it.
  */
 const CACHED_MESSAGES = 1024;
 const full = new Map<VariableRecord, Variable>();
 const withoutMetadata = new Map<VariableRecord, Variable>();
 
-/** The wire form of a stored variable. */
-export function toVariableMessage(record: VariableRecord, includeMetadata = true): Variable {
+/** The wire form of a stored variable, for a read: cached while hot. */
+export function readVariableMessage(record: VariableRecord, includeMetadata = true): Variable {
   const cache = includeMetadata ? full : withoutMetadata;
   let message = cache.get(record);
   if (message !== undefined) {
@@ -36,6 +37,11 @@ export function toVariableMessage(record: VariableRecord, includeMetadata = true
   }
   cache.set(record, message);
   return message;
+}
+
+/** The wire form of a stored variable, built fresh (write responses, updates). */
+export function toVariableMessage(record: VariableRecord, includeMetadata = true): Variable {
+  return buildVariableMessage(record, includeMetadata);
 }
 
 // Shared by every message that has no binary value or no lock; messages
