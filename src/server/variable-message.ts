@@ -6,7 +6,7 @@ import {
   type Variable,
   VariableSchema,
 } from "../gen/snakepit/bridge/bridge_pb.js";
-import { encodeValue, type VariableType, type VariableValue } from "../values/index.js";
+import { encodeValue } from "../values/index.js";
 import type { VariableRecord } from "./store/session-store.js";
 
 /**
@@ -75,11 +75,6 @@ function optimizationStatus(record: VariableRecord): OptimizationStatus {
     optimizerId: lock.optimizerId,
     startedAt: timestamp(lock.startedAt),
   });
-}
-
-/** Encodes a value the way a record of this type would carry it. */
-export function encodeRecordValue(type: VariableType, value: VariableValue, binary: boolean) {
-  return encodeValue(type, value, { binary });
 }
 
 /** Epoch milliseconds to a protobuf Timestamp. */
