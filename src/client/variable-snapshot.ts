@@ -3,9 +3,9 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Variable } from "../gen/snakepit/bridge/bridge_pb.js";
 import {
   type Constraints,
+  constraintsFromJson,
   decodeValue,
   isVariableType,
-  parseConstraints,
   type VariableType,
   type VariableValue,
   validateValue,
@@ -26,21 +26,6 @@ export interface VariableSnapshot<V extends VariableValue = VariableValue> {
   readonly updatedAt: number;
   /** The optimizer holding the variable's optimization lock, if any. */
   readonly lockedBy: string | undefined;
-}
-
-// Constraint sets repeat across variables and snapshots; parse each once.
-const parsed = new Map<string, Constraints>();
-
-/** The parsed constraints of a snapshot, for local validation. */
-export function constraintsOf(type: VariableType, json: string): Constraints {
-  const key = `${type}\u0000${json}`;
-  let constraints = parsed.get(key);
-  if (constraints === undefined) {
-    constraints = parseConstraints(type, json);
-    if (parsed.size > 1000) parsed.clear();
-    parsed.set(key, constraints);
-  }
-  return constraints;
 }
 
 /** A snapshot together with the wire message it came from. */
@@ -64,7 +49,7 @@ export function decodeVariable(message: Variable): DecodedVariable {
     message.value,
     message.binaryValue.length > 0 ? message.binaryValue : undefined,
   ).value;
-  const constraints = constraintsOf(type, message.constraintsJson);
+  const constraints = constraintsFromJson(type, message.constraintsJson);
   const status = message.optimizationStatus;
   return {
     message,

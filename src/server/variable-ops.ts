@@ -3,8 +3,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import {
   type Constraints,
   checkValue,
+  constraintsFromJson,
   decodeValue,
-  parseConstraints,
   parseVariableType,
   type VariableType,
   type VariableValue,
@@ -53,7 +53,6 @@ export interface VariableOps {
     source: string,
   ): VariableRecord;
   addDependency(tx: SessionTransaction, from: string, to: string, type: string): void;
-  constraintsFor(type: VariableType, json: string): Constraints;
 }
 
 /** A new variable. */
@@ -93,20 +92,6 @@ const NO_METADATA: Readonly<Record<string, string>> = Object.freeze({});
 
 /** Creates the variable semantics for the given limits and clock. */
 export function createVariableOps(limits: Limits, now: () => number = Date.now): VariableOps {
-  // Parsing constraints compiles RE2 patterns; most variables share a few
-  // constraint sets, so parse each distinct one once.
-  const constraintCache = new Map<string, Constraints>();
-  const constraintsFor = (type: VariableType, json: string): Constraints => {
-    const key = `${type}\u0000${json}`;
-    let parsed = constraintCache.get(key);
-    if (parsed === undefined) {
-      parsed = parseConstraints(type, json);
-      if (constraintCache.size >= 10_000) constraintCache.clear();
-      constraintCache.set(key, parsed);
-    }
-    return parsed;
-  };
-
   const find = (view: SessionView, identifier: string): VariableRecord => {
     if (identifier === "") {
       throw new ConnectError("variable identifier is required", Code.InvalidArgument);
@@ -180,7 +165,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
         Code.Aborted,
       );
     }
-    const constraints = constraintsFor(current.type, current.constraintsJson);
+    const constraints = constraintsFromJson(current.type, current.constraintsJson);
     const decoded = decodeChecked(
       current.type,
       input.value,
@@ -225,7 +210,6 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
   };
 
   return {
-    constraintsFor,
     find,
     prepareWrite,
     applyWrite,
@@ -247,7 +231,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       }
       let constraints: Constraints;
       try {
-        constraints = constraintsFor(type, input.constraintsJson);
+        constraints = constraintsFromJson(type, input.constraintsJson);
       } catch (e) {
         const err = ConnectError.from(e, Code.InvalidArgument);
         throw new ConnectError(`variable '${input.name}': ${err.rawMessage}`, err.code);

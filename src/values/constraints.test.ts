@@ -1,7 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { thrownBy } from "../../test/support/errors.js";
-import { noConstraints, parseConstraints } from "./constraints.js";
+import { constraintsFromJson, noConstraints, parseConstraints } from "./constraints.js";
 import type { VariableType } from "./variable-type.js";
 
 const errorOf = (fn: () => unknown) => thrownBy(fn, Code.InvalidArgument);
@@ -205,5 +205,19 @@ describe("parseConstraints", () => {
     const c = parseConstraints("choice", { choices: [] });
     expect(c.json).toBe('{"choices":[]}');
     expect(c.rules.allowed).toBeUndefined();
+  });
+});
+
+describe("constraintsFromJson", () => {
+  it("parses each distinct type and text once and keeps refusing bad ones", () => {
+    const a = constraintsFromJson("float", '{"min":0,"max":2}');
+    expect(constraintsFromJson("float", '{"min":0,"max":2}')).toBe(a);
+    expect(constraintsFromJson("integer", '{"min":0,"max":2}')).not.toBe(a);
+    expect(a.raw).toEqual({ min: 0, max: 2 });
+    for (let i = 0; i < 2; i++) {
+      expect(errorOf(() => constraintsFromJson("string", '{"pattern":"("}')).rawMessage).toContain(
+        "invalid pattern",
+      );
+    }
   });
 });

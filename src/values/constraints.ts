@@ -267,3 +267,25 @@ function checkOrder(
     );
   }
 }
+
+// Variables of a session, and sessions, mostly share a few constraint sets,
+// and parsing compiles RE2 patterns. Constraints are immutable, so one
+// parse per distinct (type, JSON) serves client and server alike; the map
+// is bounded and simply starts over when full.
+const MEMO_SIZE = 4096;
+const memo = new Map<string, Constraints>();
+
+/**
+ * {@link parseConstraints} of a variable's `constraints_json`, parsed once
+ * per distinct type and text. Throws like parseConstraints.
+ */
+export function constraintsFromJson(type: VariableType, json: string): Constraints {
+  const key = `${type}\u0000${json}`;
+  let constraints = memo.get(key);
+  if (constraints === undefined) {
+    constraints = parseConstraints(type, json);
+    if (memo.size >= MEMO_SIZE) memo.clear();
+    memo.set(key, constraints);
+  }
+  return constraints;
+}

@@ -24,6 +24,7 @@ export {
   type CompiledPattern,
   type ConstraintRules,
   type Constraints,
+  constraintsFromJson,
   noConstraints,
   parseConstraints,
 } from "./constraints.js";
