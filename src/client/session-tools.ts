@@ -88,7 +88,7 @@ export async function* streamTool(
     if (chunk.isFinal && chunk.metadata.error !== undefined) {
       throw new ConnectError(`tool '${name}' failed: ${chunk.metadata.error}`, Code.Unknown);
     }
-    if (chunk.data.length > 0) yield parseChunk(name, chunk);
+    if (chunk.data.length > 0) yield parseChunk(chunk);
     if (chunk.isFinal) return;
   }
 }
@@ -97,15 +97,13 @@ function encodeArgs(args: ToolArgs) {
   return Object.fromEntries(Object.entries(args).map(([k, v]) => [k, encodeJsonAny(v)]));
 }
 
-function parseChunk(name: string, chunk: ToolChunk): JsonValue {
+function parseChunk(chunk: ToolChunk): JsonValue {
   const text = decoder.decode(chunk.data);
   try {
     return JSON.parse(text) as JsonValue;
   } catch {
     // Workers may stream plain text rather than JSON; hand it over as is.
-    return text.length > 0 ? text : (null as JsonValue);
-  } finally {
-    void name;
+    return text;
   }
 }
 

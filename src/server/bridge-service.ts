@@ -286,45 +286,11 @@ export function createBridgeService(core: BridgeCore): {
       return { success: true };
     },
 
-    async executeTool(req, ctx) {
-      const result = await executor.execute(
-        {
-          sessionId: req.sessionId,
-          toolName: req.toolName,
-          parameters: req.parameters,
-          metadata: req.metadata,
-          binaryParameters: req.binaryParameters,
-        },
-        ctx.signal,
-      );
-      return result;
-    },
-
-    executeStreamingTool(req, ctx) {
-      return executor.stream(
-        {
-          sessionId: req.sessionId,
-          toolName: req.toolName,
-          parameters: req.parameters,
-          metadata: req.metadata,
-          binaryParameters: req.binaryParameters,
-        },
-        ctx.signal,
-      );
-    },
-
-    async executeElixirTool(req, ctx) {
-      return executor.execute(
-        {
-          sessionId: req.sessionId,
-          toolName: req.toolName,
-          parameters: req.parameters,
-          metadata: req.metadata,
-          binaryParameters: {},
-        },
-        ctx.signal,
-      );
-    },
+    // An ExecuteToolRequest is a ToolCall as it stands; ExecuteElixirTool's
+    // request has no binary parameters.
+    executeTool: (req, ctx) => executor.execute(req, ctx.signal),
+    executeStreamingTool: (req, ctx) => executor.stream(req, ctx.signal),
+    executeElixirTool: (req, ctx) => executor.execute({ ...req, binaryParameters: {} }, ctx.signal),
 
     async getExposedElixirTools(req) {
       const allowed = await core.read(req.sessionId, (view) => view.session.allowedTools);

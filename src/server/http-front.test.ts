@@ -20,12 +20,7 @@ import {
   PingResponseSchema,
   VariableUpdateSchema,
 } from "../gen/snakepit/bridge/bridge_pb.js";
-import {
-  createHttpFront,
-  type HttpFront,
-  type HttpFrontOptions,
-  shutdownSignalKey,
-} from "./http-front.js";
+import { createHttpFront, type HttpFront, type HttpFrontOptions } from "./http-front.js";
 import { silentLogger } from "./logger.js";
 import { createMetrics, createMetricsInterceptor } from "./metrics.js";
 
@@ -48,6 +43,8 @@ function deferred<T = void>(): Deferred<T> {
 interface Hooks {
   slowStarted: Deferred;
   releaseSlow: Deferred;
+  /** The front's shutdown signal, set once the front exists. */
+  shutdown: AbortSignal;
 }
 
 // The minimal BridgeService of these tests: Ping (with "slow" waiting for the
@@ -66,7 +63,7 @@ function testRoutes(hooks: Hooks) {
         });
       },
       async *watchVariables(_req, ctx) {
-        const signal = AbortSignal.any([ctx.signal, ctx.values.get(shutdownSignalKey)]);
+        const signal = AbortSignal.any([ctx.signal, hooks.shutdown]);
         let n = 0;
         while (!signal.aborted) {
           yield create(VariableUpdateSchema, {
@@ -105,7 +102,11 @@ afterEach(async () => {
 });
 
 async function start(options: Partial<HttpFrontOptions> = {}): Promise<Started> {
-  const hooks: Hooks = { slowStarted: deferred(), releaseSlow: deferred() };
+  const hooks: Hooks = {
+    slowStarted: deferred(),
+    releaseSlow: deferred(),
+    shutdown: new AbortController().signal,
+  };
   const metrics = createMetrics();
   const front = createHttpFront({
     host: "127.0.0.1",
@@ -119,6 +120,7 @@ async function start(options: Partial<HttpFrontOptions> = {}): Promise<Started> 
     logger: silentLogger,
     ...options,
   });
+  hooks.shutdown = front.shutdownSignal;
   running.push(front);
   const { port } = await front.listen();
   return { front, port, url: `http://127.0.0.1:${port}`, hooks, metrics };
@@ -226,17 +228,7 @@ describe("one port, every protocol", () => {
       },
     });
     try {
-      const body = await new Promise<string>((resolve, reject) => {
-        const stream = session.request({ ":path": "/healthz" });
-        let text = "";
-        stream.setEncoding("utf8");
-        stream.on("data", (chunk: string) => {
-          text += chunk;
-        });
-        stream.on("end", () => resolve(text));
-        stream.on("error", reject);
-        stream.end();
-      });
+      const body = await h2Get(session, "/healthz");
       expect(JSON.parse(body)).toMatchObject({ status: "ok" });
     } finally {
       session.close();
@@ -352,17 +344,7 @@ describe("/healthz, /metrics and other paths", () => {
     metrics.gauge("bridge_sessions", "Live sessions.", () => 7);
     const session = http2.connect(`http://127.0.0.1:${port}`);
     try {
-      const text = await new Promise<string>((resolve, reject) => {
-        const stream = session.request({ ":path": "/metrics" });
-        let body = "";
-        stream.setEncoding("utf8");
-        stream.on("data", (chunk: string) => {
-          body += chunk;
-        });
-        stream.on("end", () => resolve(body));
-        stream.on("error", reject);
-        stream.end();
-      });
+      const text = await h2Get(session, "/metrics");
       expect(text).toContain("\nbridge_sessions 7\n");
     } finally {
       session.close();
@@ -575,3 +557,18 @@ describe("listen()", () => {
     await second.close();
   });
 });
+
+/** GETs `path` over an HTTP/2 session and resolves with the body. */
+function h2Get(session: http2.ClientHttp2Session, path: string): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const stream = session.request({ ":path": path });
+    let body = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (chunk: string) => {
+      body += chunk;
+    });
+    stream.on("end", () => resolve(body));
+    stream.on("error", reject);
+    stream.end();
+  });
+}

@@ -18,8 +18,6 @@ import {
   ConnectError,
   type ConnectRouter,
   cors,
-  createContextKey,
-  createContextValues,
   type Interceptor,
 } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -59,30 +57,12 @@ export interface HttpFront {
   close(options?: { graceMs?: number }): Promise<void>;
   /**
    * Aborted (with a `ConnectError` of code UNAVAILABLE) when `close()` begins.
-   * Long-lived streams listen to it to end cleanly; it is also available to
-   * handlers as `ctx.values.get(shutdownSignalKey)`.
+   * Long-lived streams listen to it to end cleanly. (connect-node's own
+   * `shutdownSignal` option would instead abort every call's `ctx.signal`,
+   * unary calls that should be allowed to finish included.)
    */
   readonly shutdownSignal: AbortSignal;
 }
-
-/**
- * The front's shutdown signal, in every RPC's context values.
- *
- * connect-node's own `shutdownSignal` option would abort `ctx.signal` of every
- * call, including unary calls that should be allowed to finish, so the front
- * hands the signal to the handlers that want it instead:
- *
- * @example
- * ```ts
- * async *watchVariables(req, ctx) {
- *   const signal = AbortSignal.any([ctx.signal, ctx.values.get(shutdownSignalKey)]);
- *   // ...yield updates until signal aborts, then return (the stream ends OK).
- * }
- * ```
- */
-export const shutdownSignalKey = createContextKey<AbortSignal>(new AbortController().signal, {
-  description: "unified-bridge shutdown signal",
-});
 
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
@@ -136,7 +116,6 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     grpc: true,
     grpcWeb: true,
     connect: true,
-    contextValues: () => createContextValues().set(shutdownSignalKey, shutdown.signal),
     fallback: (req, res) => serveNonRpc(req, res),
   });
 

@@ -25,8 +25,6 @@ export interface Watcher extends AsyncIterable<VariableUpdate> {
   pushInitial(record: VariableRecord): void;
   /** Queues the "sync" marker (see WatchVariablesRequest.sync_marker). */
   pushSyncMarker(): void;
-  /** Ends the stream: cleanly without an error, else with it. */
-  end(error?: ConnectError): void;
 }
 
 /**
@@ -196,9 +194,6 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
             }),
           );
           state.wake?.();
-        },
-        end(error) {
-          finish(state, error);
         },
       };
     },
