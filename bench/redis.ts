@@ -8,8 +8,7 @@
  * and is why the client keeps a cache (DESIGN.md).
  */
 import { Redis } from "ioredis";
-import { encodeValue } from "../dist/values/index.js";
-import { startBridgeProcess } from "./support/bridge-process.ts";
+import { seedSettingSession, startBridgeProcess } from "./support/bridge-process.ts";
 import { type Measured, pairedRatios, sideBySide, startLoadPool } from "./support/load-pool.ts";
 import { startRedisServer } from "./support/redis-server.ts";
 import { type BenchContext, type BenchResult, formatRate } from "./support/result.ts";
@@ -33,17 +32,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
     const setup = new Redis({ host: "127.0.0.1", port: redis.port });
     await setup.set(redisKey, "0.7");
     await setup.quit();
-    await server.client.initializeSession({
-      sessionId,
-      initialVariables: [
-        {
-          name: variable,
-          type: "float",
-          initialValue: encodeValue("float", 0.7).any,
-          constraintsJson: '{"min":0,"max":2}',
-        },
-      ],
-    });
+    await seedSettingSession(server.client, sessionId, variable);
     const results: BenchResult[] = [];
     for (const concurrency of [1, 16, 64]) {
       ctx.log(`redis: c=${concurrency} (${rounds} rounds)`);

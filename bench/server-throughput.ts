@@ -8,8 +8,7 @@
  * the median of the per-round ratios is reported, with the server's CPU time
  * per call as a cross-check. Target (DESIGN.md): GetVariable ≥ 80% of echo.
  */
-import { encodeValue } from "../dist/values/index.js";
-import { startBridgeProcess } from "./support/bridge-process.ts";
+import { seedSettingSession, startBridgeProcess } from "./support/bridge-process.ts";
 import { type Measured, pairedRatios, sideBySide, startLoadPool } from "./support/load-pool.ts";
 import { type BenchContext, type BenchResult, formatRate } from "./support/result.ts";
 import { median, percentile, round } from "./support/stats.ts";
@@ -31,17 +30,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   const server = await startBridgeProcess();
   const pool = await startLoadPool(1);
   try {
-    await server.client.initializeSession({
-      sessionId,
-      initialVariables: [
-        {
-          name: variable,
-          type: "float",
-          initialValue: encodeValue("float", 0.7).any,
-          constraintsJson: '{"min":0,"max":2}',
-        },
-      ],
-    });
+    await seedSettingSession(server.client, sessionId, variable);
     const results: BenchResult[] = [];
     for (const protocol of protocols) {
       for (const concurrency of concurrencies) {

@@ -6,6 +6,7 @@
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { BridgeService } from "../../dist/gen/snakepit/bridge/bridge_pb.js";
+import { encodeValue } from "../../dist/values/index.js";
 import type { ServeAddresses } from "../workers/serve-bridge.ts";
 import { type ChildWorker, startChild } from "./child-processes.ts";
 
@@ -46,4 +47,26 @@ export async function startBridgeProcess(
     await worker.close();
     throw error;
   }
+}
+
+/**
+ * Creates the session the unary benchmarks call: one float variable in
+ * [0, 2] at 0.7, the shape of a typical model setting.
+ */
+export async function seedSettingSession(
+  client: Client<typeof BridgeService>,
+  sessionId: string,
+  variable: string,
+): Promise<void> {
+  await client.initializeSession({
+    sessionId,
+    initialVariables: [
+      {
+        name: variable,
+        type: "float",
+        initialValue: encodeValue("float", 0.7).any,
+        constraintsJson: '{"min":0,"max":2}',
+      },
+    ],
+  });
 }
