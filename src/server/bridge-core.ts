@@ -57,26 +57,24 @@ export function createBridgeCore(parts: Omit<BridgeCore, "read" | "transact">): 
     );
   };
 
+  /** Runs a store access; on an unknown session, auto-creates it or fails. */
+  const inSession = async <T>(
+    sessionId: string,
+    access: () => Promise<{ value: T } | undefined>,
+  ): Promise<T> => {
+    let result = sessionId === "" ? undefined : await access();
+    if (result === undefined) {
+      await ensure(sessionId);
+      result = await access();
+      if (result === undefined) throw sessionNotFound(sessionId);
+    }
+    return result.value;
+  };
+
   return {
     ...parts,
-    async read(sessionId, fn) {
-      let result = sessionId === "" ? undefined : await parts.store.read(sessionId, fn);
-      if (result === undefined) {
-        await ensure(sessionId);
-        result = await parts.store.read(sessionId, fn);
-        if (result === undefined) throw sessionNotFound(sessionId);
-      }
-      return result.value;
-    },
-    async transact(sessionId, fn) {
-      let result = sessionId === "" ? undefined : await parts.store.transact(sessionId, fn);
-      if (result === undefined) {
-        await ensure(sessionId);
-        result = await parts.store.transact(sessionId, fn);
-        if (result === undefined) throw sessionNotFound(sessionId);
-      }
-      return result.value;
-    },
+    read: (sessionId, fn) => inSession(sessionId, () => parts.store.read(sessionId, fn)),
+    transact: (sessionId, fn) => inSession(sessionId, () => parts.store.transact(sessionId, fn)),
   };
 }
 
