@@ -86,7 +86,11 @@ export interface SessionContextOptions {
   readonly tabSync?: boolean;
   /** Let {@link SessionContext.assign} register unknown variables (default false). */
   readonly autoRegister?: boolean;
-  /** Embeddings and tensors with more numbers than this travel in binary (default 1024). */
+  /**
+   * Embeddings and tensors with more numbers than this travel in the
+   * portable binary form (default 1024). Unmodified snakepit Python workers
+   * cannot read that form: pass `Infinity` for sessions they share.
+   */
   readonly binaryThreshold?: number;
   /** Applied to every call (timeouts, headers). */
   readonly callOptions?: CallOptions;
