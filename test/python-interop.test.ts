@@ -4,7 +4,8 @@
  * tool the bridge forwards to. The checks live in test/python/interop.py.
  *
  * Needs the Debian packages protobuf-compiler, protobuf-compiler-grpc,
- * python3-grpcio and python3-protobuf. Missing ones FAIL the test (with the
+ * libprotobuf-dev (google/protobuf/*.proto), python3-grpcio and
+ * python3-protobuf. Missing ones FAIL the test (with the
  * package to install); this test never skips.
  */
 import { execFile } from "node:child_process";
@@ -124,6 +125,10 @@ describe("Python interop (grpcio against the bridge)", () => {
 
     await requireTool("protoc", "protobuf-compiler", protoc, ["--version"]);
     await requireTool("grpc_python_plugin", "protobuf-compiler-grpc", "test", ["-x", grpcPlugin]);
+    await requireTool("protoc's well-known types", "libprotobuf-dev", "test", [
+      "-f",
+      "/usr/include/google/protobuf/any.proto",
+    ]);
     await requireTool(`${python} (Debian's python3)`, "python3", python, ["--version"]);
     await requireTool("grpc for /usr/bin/python3", "python3-grpcio", python, ["-c", "import grpc"]);
     await requireTool("protobuf for /usr/bin/python3", "python3-protobuf", python, [
