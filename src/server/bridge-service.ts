@@ -11,7 +11,7 @@ import {
 } from "../gen/snakepit/bridge/bridge_pb.js";
 import { encodeJsonAny } from "../values/index.js";
 import type { BridgeCore } from "./bridge-core.js";
-import { globToRegExp } from "./glob.js";
+import { compileGlob } from "./glob.js";
 import { mintSessionId } from "./ids.js";
 import { checkMetadata } from "./limits.js";
 import type { VariableRecord } from "./store/session-store.js";
@@ -271,10 +271,10 @@ export function createBridgeService(core: BridgeCore): {
     },
 
     async listVariables(req) {
-      const re = globToRegExp(req.pattern);
+      const matches = compileGlob(req.pattern);
       const records = await core.read(req.sessionId, (view) => {
         const out: VariableRecord[] = [];
-        for (const record of view.variables()) if (re.test(record.name)) out.push(record);
+        for (const record of view.variables()) if (matches(record.name)) out.push(record);
         return out;
       });
       records.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

@@ -1,6 +1,6 @@
 import type { JsonValue } from "../../values/index.js";
 import type { BridgeCore } from "../bridge-core.js";
-import { globToRegExp } from "../glob.js";
+import { compileGlob } from "../glob.js";
 import type { VariableRecord } from "../store/session-store.js";
 import type { ToolSession, ToolVariable } from "./tool-definition.js";
 
@@ -33,10 +33,10 @@ export function createToolSession(core: BridgeCore, sessionId: string): ToolSess
       core.read(sessionId, (view) => toToolVariable(core.ops.find(view, identifier))),
     listVariables: (pattern = "*") =>
       core.read(sessionId, (view) => {
-        const re = globToRegExp(pattern);
+        const matches = compileGlob(pattern);
         const out: ToolVariable[] = [];
         for (const record of view.variables())
-          if (re.test(record.name)) out.push(toToolVariable(record));
+          if (matches(record.name)) out.push(toToolVariable(record));
         return out.sort((a, b) => a.name.localeCompare(b.name));
       }),
     setVariable: (identifier, value, options = {}) =>
