@@ -272,6 +272,31 @@ describe("streaming tools", () => {
     ]);
   });
 
+  it("exports the variables a glob selects, in ListVariables' order", async () => {
+    const sessionId = await session();
+    const c = bridge.client();
+    for (const name of ["ab", "B", "a_b", "aB", "zz", "a.b", "a"]) {
+      await c.registerVariable({
+        sessionId,
+        name,
+        type: "integer",
+        initialValue: encodeValue("integer", 1).any,
+      });
+    }
+    const listed = await c.listVariables({ sessionId, pattern: "a*" });
+    const got = await chunks(
+      c.executeStreamingTool({
+        sessionId,
+        toolName: "export_variables",
+        parameters: params({ pattern: "a*" }),
+      }),
+    );
+    const exported = got.map((x) => text(x)?.name).filter((n) => n !== undefined);
+    // By code point, as ListVariables sorts; a locale would put 'ab' before 'aB'.
+    expect(exported).toEqual(["a", "a.b", "aB", "a_b", "ab"]);
+    expect(listed.variables.map((v) => v.name)).toEqual(exported);
+  });
+
   it("collects a streaming tool's chunks when called unary", async () => {
     const sessionId = await session();
     const res = await bridge

@@ -37,7 +37,9 @@ export function createToolSession(core: BridgeCore, sessionId: string): ToolSess
         const out: ToolVariable[] = [];
         for (const record of view.variables())
           if (matches(record.name)) out.push(toToolVariable(record));
-        return out.sort((a, b) => a.name.localeCompare(b.name));
+        // The order ListVariables uses: names are ASCII, so UTF-16 order is
+        // code point order, and unlike localeCompare it is the same everywhere.
+        return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       }),
     setVariable: (identifier, value, options = {}) =>
       write(identifier, () => value, options.expectedVersion),
