@@ -358,6 +358,31 @@ describe("list and delete", () => {
     expect(none.variables).toEqual([]);
   });
 
+  it("answers an adversarial glob promptly and keeps serving other clients meanwhile", async () => {
+    // Compiled to a RegExp with a lazy [^]*? per star, this pattern
+    // backtracked for minutes against one long name, holding the event loop.
+    const pattern = "*a*a*a*a*a*a*a*a*a*a*a*a*b";
+    const long = "a".repeat(128);
+    const matching = `${"a".repeat(127)}b`;
+    await register(long, "float", 0.1);
+    await register(matching, "float", 0.1);
+    const other = bridge.client("grpc-web");
+    await other.ping({}); // connects first: the latency below is of the call alone
+    const started = performance.now();
+    const [listed, pingMs] = await Promise.all([
+      client().listVariables({ sessionId, pattern }),
+      (async () => {
+        const sent = performance.now();
+        await other.ping({ message: "still there?" });
+        return performance.now() - sent;
+      })(),
+    ]);
+    const listMs = performance.now() - started;
+    expect(listed.variables.map((v) => v.name)).toEqual([matching]);
+    expect(pingMs).toBeLessThan(100);
+    expect(listMs).toBeLessThan(2000);
+  });
+
   it("deletes by name or id; the name can be registered again with a new id", async () => {
     const first = await register("d", "integer", 1);
     await client().deleteVariable({ sessionId, variableIdentifier: first.variableId });
