@@ -1,7 +1,8 @@
 /**
  * Python interop: an unmodified grpcio client, with code generated from our
  * proto by Debian's protoc, drives a real bridge server, and hosts a remote
- * tool the bridge forwards to. The checks live in test/python/interop.py.
+ * tool the bridge forwards to, registered on the bridge's worker listener
+ * (the public port refuses it). The checks live in test/python/interop.py.
  *
  * Needs the Debian packages protobuf-compiler, protobuf-compiler-grpc,
  * libprotobuf-dev (google/protobuf/*.proto), python3-grpcio and
@@ -46,6 +47,7 @@ const expectedChecks = [
   "watch_initial_value",
   "watch_value_changed",
   "watch_cancel",
+  "register_tools_public_refused",
   "register_tools",
   "remote_tool_forwarded",
   "remote_streaming_tool_forwarded",
@@ -151,7 +153,9 @@ describe("Python interop (grpcio against the bridge)", () => {
       await writeFile(join(outDir, dir, "__init__.py"), "");
     }
 
-    const result = await exec(python, [script, "--target", `127.0.0.1:${bridge.port}`], {
+    const workerTarget = new URL(bridge.workerUrl).host;
+    const args = [script, "--target", `127.0.0.1:${bridge.port}`, "--worker-target", workerTarget];
+    const result = await exec(python, args, {
       env: {
         ...process.env,
         PYTHONPATH: outDir,

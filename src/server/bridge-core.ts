@@ -13,6 +13,8 @@ export interface CoreSettings {
   readonly sessionTtlMs: number;
   /** Create unknown sessions on first use instead of answering NOT_FOUND. */
   readonly autoCreateSessions: boolean;
+  /** Public callers may create sessions under ids they choose. */
+  readonly clientSessionIds: boolean;
   /** How long a forwarded tool call may take. */
   readonly remoteToolTimeoutMs: number;
 }
@@ -29,8 +31,6 @@ export interface BridgeCore {
   readonly audit: AuditTrail;
   readonly settings: CoreSettings;
   readonly now: () => number;
-  /** Aborted when the server begins to shut down. */
-  readonly shutdownSignal: AbortSignal;
   /** Reads a session (refreshing its TTL), or fails with NOT_FOUND. */
   read<T>(sessionId: string, fn: (view: SessionView) => T): Promise<T>;
   /** Changes a session atomically (refreshing its TTL), or fails with NOT_FOUND. */
@@ -46,6 +46,8 @@ export function createBridgeCore(parts: Omit<BridgeCore, "read" | "transact">): 
     if (!parts.settings.autoCreateSessions) {
       throw sessionNotFound(sessionId);
     }
+    // Only ids a client could have been given by InitializeSession.
+    if (!isClientSessionId(sessionId)) throw sessionNotFound(sessionId);
     await parts.store.createSession(
       {
         id: sessionId,
@@ -76,6 +78,18 @@ export function createBridgeCore(parts: Omit<BridgeCore, "read" | "transact">): 
     read: (sessionId, fn) => inSession(sessionId, () => parts.store.read(sessionId, fn)),
     transact: (sessionId, fn) => inSession(sessionId, () => parts.store.transact(sessionId, fn)),
   };
+}
+
+const CLIENT_SESSION_ID = /^[A-Za-z0-9_-]{16,256}$/;
+
+/**
+ * Whether a client may create a session under this id: 16 to 256
+ * characters of `[A-Za-z0-9_-]` (base64url, as minted ids are). Short or
+ * guessable ids would let anyone squat or join them; 16 characters leave
+ * room for 96 bits of randomness.
+ */
+export function isClientSessionId(id: string): boolean {
+  return CLIENT_SESSION_ID.test(id);
 }
 
 /**

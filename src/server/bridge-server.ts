@@ -1,24 +1,34 @@
+import { randomBytes } from "node:crypto";
+import { networkInterfaces } from "node:os";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
 import { createBridgeService, sessionEnded } from "./bridge-service.js";
+import { callerResolver } from "./caller.js";
 import { defaultServerConfig, type ServerConfig } from "./config.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
 import { createHttpFront, type HttpFront } from "./http-front.js";
-import { defaultLimits, type Limits } from "./limits.js";
+import { type Limits, limitsFrom } from "./limits.js";
 import { createLogger, type Logger, redactSessionId } from "./logger.js";
 import { createMetrics, createMetricsInterceptor, type MetricsRegistry } from "./metrics.js";
 import { createMemoryStore } from "./store/memory-store.js";
 import type { SessionStore } from "./store/session-store.js";
-import { type AuditEntry, createAuditTrail } from "./tools/audit-trail.js";
+import { type AuditEntry, type AuditFilter, createAuditTrail } from "./tools/audit-trail.js";
 import { builtinTools } from "./tools/builtin-tools.js";
 import type { ToolDefinition } from "./tools/tool-definition.js";
+import { createToolExecutor } from "./tools/tool-executor.js";
 import { createToolRegistry } from "./tools/tool-registry.js";
+import { createWorkerAddressPolicy } from "./tools/worker-address.js";
 import { createVariableOps } from "./variable-ops.js";
 import { createWatchHub } from "./watch-hub.js";
 
-/** Options of {@link createBridgeServer}: the server config plus embedding hooks. */
+/**
+ * Options of {@link createBridgeServer}: the server config plus embedding
+ * hooks. An embedded server opens its worker and admin listeners only when
+ * `workerPort` / `adminPort` are given (0 picks free ports); the CLI opens
+ * both by default.
+ */
 export interface BridgeServerOptions extends Partial<ServerConfig> {
   /** Where structured logs go (default: JSON lines on stdout at `logLevel`). */
   readonly logger?: Logger;
@@ -37,10 +47,22 @@ export interface BridgeServerOptions extends Partial<ServerConfig> {
   readonly now?: () => number;
 }
 
+/** Where a started bridge listens. */
+export interface BridgeAddresses {
+  readonly host: string;
+  readonly port: number;
+  /** The public listener, e.g. `http://127.0.0.1:50051`. */
+  readonly url: string;
+  /** The worker listener, unless it is off. */
+  readonly workerUrl: string | undefined;
+  /** The admin listener (`/healthz`, `/metrics`), unless it is off. */
+  readonly adminUrl: string | undefined;
+}
+
 /** A running (or startable) bridge server. */
 export interface BridgeServer extends AsyncDisposable {
-  /** Listens on the configured host and port. */
-  start(): Promise<{ host: string; port: number; url: string }>;
+  /** Listens on the configured hosts and ports: public, worker and admin. */
+  start(): Promise<BridgeAddresses>;
   /**
    * Stops accepting calls, ends watch streams with UNAVAILABLE (clients
    * reconnect elsewhere), lets in-flight calls finish, then closes.
@@ -56,8 +78,8 @@ export interface BridgeServer extends AsyncDisposable {
   ): string;
   /** Removes a global tool. */
   unregisterTool(name: string): boolean;
-  /** Tool executions so far (the most recent 10,000), oldest first. */
-  auditTrail(filter?: { sessionId?: string; tool?: string }): AuditEntry[];
+  /** Tool executions, registrations and removals (the most recent 10,000), oldest first. */
+  auditTrail(filter?: AuditFilter): AuditEntry[];
   /** Calls `listener` after every tool execution; returns the unsubscribe function. */
   onAudit(listener: (entry: AuditEntry) => void): () => void;
   /** The BridgeService routes, for mounting in another Connect server. */
@@ -84,26 +106,22 @@ export interface BridgeServer extends AsyncDisposable {
  * ```
  */
 export function createBridgeServer(options: BridgeServerOptions = {}): BridgeServer {
-  const config: ServerConfig = { ...defaultServerConfig };
+  const config: ServerConfig = { ...defaultServerConfig, workerPort: null, adminPort: null };
   for (const key of Object.keys(defaultServerConfig) as (keyof ServerConfig)[]) {
     if (options[key] !== undefined) Object.assign(config, { [key]: options[key] });
   }
   const now = options.now ?? Date.now;
   const logger = options.logger ?? createLogger({ level: config.logLevel });
-  const limits: Limits = {
-    ...defaultLimits,
-    maxSessions: config.maxSessions,
-    maxVariablesPerSession: config.maxVariablesPerSession,
-    maxValueBytes: config.maxValueBytes,
-    maxMetadataEntries: config.maxMetadataEntries,
-    maxMetadataBytes: config.maxMetadataBytes,
-    historyLimit: config.historyLimit,
-  };
+  const limits: Limits = limitsFrom(config);
   const store = options.sessionStore ?? createMemoryStore({ now });
   const shutdown = new AbortController();
-  const hub = createWatchHub({ bufferSize: config.watchBufferSize });
-  const tools = createToolRegistry(now);
+  const hub = createWatchHub({
+    bufferSize: config.watchBufferSize,
+    maxPerSession: limits.maxWatchersPerSession,
+    maxTotal: limits.maxWatchers,
+  });
   const audit = createAuditTrail();
+  const tools = createToolRegistry({ now, limits, audit });
   const core = createBridgeCore({
     store,
     ops: createVariableOps(limits, now),
@@ -111,15 +129,31 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     tools,
     audit,
     now,
-    shutdownSignal: shutdown.signal,
     settings: {
       limits,
       sessionTtlMs: config.sessionTtlSeconds * 1000,
       autoCreateSessions: config.autoCreateSessions,
+      clientSessionIds: config.clientSessionIds,
       remoteToolTimeoutMs: options.remoteToolTimeoutMs ?? 30_000,
     },
   });
-  const { service, executor } = createBridgeService(core);
+  // Which addresses are this bridge: a tool's calls must never come back here.
+  const ownHosts = [config.host, config.workerHost, config.adminHost, ...localAddresses()];
+  let ownPorts: number[] = [];
+  const executor = createToolExecutor(core, {
+    instanceId: randomBytes(9).toString("base64url"),
+    maxWorkerConnections: config.maxWorkerConnections,
+    logger,
+  });
+  const service = createBridgeService(core, {
+    executor,
+    workerAddresses: createWorkerAddressPolicy({
+      allow: config.workerAllow,
+      ownHosts: () => ownHosts.map((h) => h.toLowerCase()),
+      ownPorts: () => ownPorts,
+    }),
+    logger,
+  });
 
   const metrics = createMetrics();
   const sessionsEnded = metrics.counter(
@@ -158,16 +192,40 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   metrics.gauge("bridge_variables", "Variables across live sessions.", () => stats.variables);
   metrics.gauge("bridge_watchers", "Open watch streams.", () => hub.size);
 
+  const executions = metrics.counter(
+    "bridge_tool_executions_total",
+    'Tool executions by tool and outcome; calls of unregistered names count under tool="(unregistered)".',
+    ["tool", "outcome"],
+  );
+  const registrations = metrics.counter(
+    "bridge_tool_registrations_total",
+    "Tool registrations and removals, by action and outcome.",
+    ["action", "outcome"],
+  );
   audit.subscribe((entry) => {
-    metrics
-      .counter("bridge_tool_executions_total", "Tool executions by tool and outcome.", [
-        "tool",
-        "outcome",
-      ])
-      .inc({ tool: entry.tool, outcome: entry.outcome });
+    const session = entry.sessionId === "" ? "(global)" : redactSessionId(entry.sessionId);
+    if (entry.action !== "execute") {
+      registrations.inc({ action: entry.action, outcome: entry.outcome });
+      logger.info(entry.action === "register" ? "tool registered" : "tool removed", {
+        event: `tool_${entry.action}`,
+        session,
+        tool: entry.tool,
+        outcome: entry.outcome,
+        target: entry.target,
+        ...(entry.worker === undefined ? {} : { worker: entry.worker }),
+        ...(entry.error === undefined ? {} : { error: entry.error }),
+      });
+      return;
+    }
+    // A label per name a caller makes up would let anyone grow /metrics
+    // without bound: only names that were registered get their own series.
+    executions.inc({
+      tool: entry.outcome === "not_found" ? "(unregistered)" : entry.tool,
+      outcome: entry.outcome,
+    });
     logger.info("tool executed", {
       event: "tool_execution",
-      session: redactSessionId(entry.sessionId),
+      session,
       tool: entry.tool,
       started_at: new Date(entry.startedAt).toISOString(),
       duration_ms: entry.durationMs,
@@ -194,7 +252,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
         Code.InvalidArgument,
       );
     }
-    return tools.register({
+    return tools.registerLocal({
       name: definition.name,
       description: definition.description,
       parameters: definition.parameters ?? [],
@@ -207,17 +265,18 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     });
   }
 
-  let front: HttpFront | undefined;
+  let fronts: HttpFront[] | undefined;
   let statsTimer: ReturnType<typeof setInterval> | undefined;
 
   const stop = async () => {
-    if (front === undefined) return;
-    const closing = front;
-    front = undefined;
+    if (fronts === undefined) return;
+    const closing = fronts;
+    fronts = undefined;
     if (statsTimer !== undefined) clearInterval(statsTimer);
     shutdown.abort();
     hub.endAll(new ConnectError("server is shutting down; reconnect", Code.Unavailable));
-    await closing.close({ graceMs: config.shutdownGraceMs });
+    // In-flight calls (forwarded tool calls included) get the grace period.
+    await Promise.all(closing.map((f) => f.close({ graceMs: config.shutdownGraceMs })));
     unsubscribe();
     executor.close();
     if (options.sessionStore === undefined) await store.close();
@@ -228,33 +287,103 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     routes,
     store,
     registerTool,
-    unregisterTool: (name) => tools.unregister(name),
+    unregisterTool: (name) => tools.unregisterLocal(name),
     auditTrail: (filter) => audit.entries(filter),
     onAudit: (listener) => audit.subscribe(listener),
     async start() {
-      if (front !== undefined) throw new Error("the bridge server is already started");
-      front = createHttpFront({
-        host: config.host,
-        port: config.port,
-        routes,
-        interceptors: bridgeInterceptors(metrics),
-        corsOrigins: config.corsOrigins,
-        maxRequestBytes: config.maxRequestBytes,
-        health: () => ({ ok: !shutdown.signal.aborted, sessions: stats.sessions }),
-        metrics,
-        logger,
-      });
-      const address = await front.listen();
+      if (fronts !== undefined) throw new Error("the bridge server is already started");
+      const interceptors = bridgeInterceptors(metrics);
+      const connectionLimits = {
+        maxConnections: config.maxConnections,
+        maxStreamsPerConnection: config.maxStreamsPerConnection,
+        idleTimeoutMs: config.idleTimeoutMs,
+        headersTimeoutMs: config.headersTimeoutMs,
+        requestTimeoutMs: config.requestTimeoutMs,
+        writeStallTimeoutMs: config.writeStallTimeoutMs,
+      };
+      const rpcFront = (listener: "public" | "worker", host: string, port: number) =>
+        createHttpFront({
+          host,
+          port,
+          routes,
+          interceptors,
+          contextValues: callerResolver(listener, config.workerToken),
+          corsOrigins: listener === "public" ? config.corsOrigins : [],
+          maxRequestBytes: config.maxRequestBytes,
+          maxReplyBytes: config.maxReplyBytes,
+          limits: connectionLimits,
+          logger,
+        });
+      const publicFront = rpcFront("public", config.host, config.port);
+      const workerFront =
+        config.workerPort === null
+          ? undefined
+          : rpcFront("worker", config.workerHost, config.workerPort);
+      const adminFront =
+        config.adminPort === null
+          ? undefined
+          : createHttpFront({
+              host: config.adminHost,
+              port: config.adminPort,
+              corsOrigins: [],
+              maxRequestBytes: 1024,
+              health: () => ({ ok: !shutdown.signal.aborted, sessions: stats.sessions }),
+              metrics,
+              limits: connectionLimits,
+              logger,
+            });
+      const started = [publicFront, workerFront, adminFront].filter(
+        (f): f is HttpFront => f !== undefined,
+      );
+      fronts = started;
+      let bound: ({ host: string; port: number } | undefined)[];
+      try {
+        bound = await Promise.all([
+          publicFront.listen(),
+          workerFront?.listen(),
+          adminFront?.listen(),
+        ]);
+      } catch (e) {
+        fronts = undefined;
+        await Promise.all(started.map((f) => f.close({ graceMs: 0 })));
+        throw e;
+      }
+      const [pub, wrk, adm] = bound;
+      ownPorts = bound.filter((b) => b !== undefined).map((b) => b.port);
       await refreshStats();
       statsTimer = setInterval(() => void refreshStats(), 1000);
       statsTimer.unref();
-      const url = `http://${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`;
-      logger.debug("listening", { url });
-      return { ...address, url };
+      const address = pub as { host: string; port: number };
+      const url = urlOf(address);
+      logger.debug("listening", {
+        url,
+        worker: wrk === undefined ? "off" : urlOf(wrk),
+        admin: adm === undefined ? "off" : urlOf(adm),
+      });
+      return {
+        ...address,
+        url,
+        workerUrl: wrk === undefined ? undefined : urlOf(wrk),
+        adminUrl: adm === undefined ? undefined : urlOf(adm),
+      };
     },
     stop,
     [Symbol.asyncDispose]: stop,
   };
+}
+
+function urlOf(address: { host: string; port: number }): string {
+  const host = address.host.includes(":") ? `[${address.host}]` : address.host;
+  return `http://${host}:${address.port}`;
+}
+
+/** This machine's interface addresses (a worker address naming one is this machine). */
+function localAddresses(): string[] {
+  const out: string[] = [];
+  for (const list of Object.values(networkInterfaces())) {
+    for (const info of list ?? []) out.push(info.address);
+  }
+  return out;
 }
 
 /**

@@ -11,29 +11,42 @@ import {
 } from "../gen/snakepit/bridge/bridge_pb.js";
 import { encodeJsonAny } from "../values/index.js";
 import type { BridgeCore } from "./bridge-core.js";
+import { isClientSessionId } from "./bridge-core.js";
+import { isWorker, requireWorker } from "./caller.js";
 import { compileGlob } from "./glob.js";
 import { mintSessionId } from "./ids.js";
-import { checkMetadata } from "./limits.js";
-import type { VariableRecord } from "./store/session-store.js";
-import { createToolExecutor, type ToolExecutor } from "./tools/tool-executor.js";
+import { checkMetadata, quote } from "./limits.js";
+import { type Logger, redactSessionId } from "./logger.js";
+import type { SessionTransaction, VariableRecord } from "./store/session-store.js";
+import type { ToolExecutor } from "./tools/tool-executor.js";
 import {
   checkToolName,
   parameterTypeFromWire,
   type RegisteredTool,
+  type ToolInput,
 } from "./tools/tool-registry.js";
+import type { WorkerAddressPolicy } from "./tools/worker-address.js";
 import { readVariableMessage, timestamp, toVariableMessage } from "./variable-message.js";
 import { historyOf, type PreparedWrite } from "./variable-ops.js";
 
-/** Longest sliding TTL a client may ask for: one week. */
-const MAX_TTL_SECONDS = 7 * 24 * 3600;
+/** What the service needs besides the core. */
+export interface BridgeServiceParts {
+  readonly executor: ToolExecutor;
+  /** Decides where registered tools may send calls. */
+  readonly workerAddresses: WorkerAddressPolicy;
+  readonly logger: Logger;
+}
+
+/** Tool metadata that says where a tool runs: kept by the bridge, never shown to callers. */
+const INTERNAL_TOOL_METADATA = new Set(["worker_address", "worker_id"]);
 
 /** The BridgeService handlers, over a core. */
-export function createBridgeService(core: BridgeCore): {
-  service: ServiceImpl<typeof BridgeService>;
-  executor: ToolExecutor;
-} {
+export function createBridgeService(
+  core: BridgeCore,
+  parts: BridgeServiceParts,
+): ServiceImpl<typeof BridgeService> {
   const { ops, store, hub, tools, settings } = core;
-  const executor = createToolExecutor(core);
+  const { executor, logger } = parts;
   const now = core.now;
 
   const toolsFor = (sessionId: string, allowed: readonly string[]): RegisteredTool[] =>
@@ -47,10 +60,14 @@ export function createBridgeService(core: BridgeCore): {
       return { message: req.message === "" ? "pong" : req.message, serverTime: timestamp(now()) };
     },
 
-    async initializeSession(req) {
-      const sessionId = req.sessionId === "" ? mintSessionId() : req.sessionId;
-      if (sessionId.length > 256) {
-        throw new ConnectError("session_id is longer than 256 characters", Code.InvalidArgument);
+    async initializeSession(req, ctx) {
+      const chosen = req.sessionId !== "";
+      const sessionId = chosen ? req.sessionId : mintSessionId();
+      if (chosen && !isClientSessionId(sessionId)) {
+        throw new ConnectError(
+          `session_id ${quote(sessionId, 40)} is not a valid session id: use 16 to 256 characters of A-Z, a-z, 0-9, '_' and '-' (or leave it empty and the server mints one)`,
+          Code.InvalidArgument,
+        );
       }
       const metadata: Record<string, string> = { ...req.metadata };
       if (req.config !== undefined) {
@@ -59,35 +76,48 @@ export function createBridgeService(core: BridgeCore): {
         metadata.enable_telemetry = String(req.config.enableTelemetry);
       }
       checkMetadata(metadata, settings.limits, "session");
-      if (req.ttlSeconds < 0 || req.ttlSeconds > MAX_TTL_SECONDS) {
+      const maxTtl = settings.limits.maxSessionTtlSeconds;
+      if (req.ttlSeconds < 0 || req.ttlSeconds > maxTtl) {
         throw new ConnectError(
-          `ttl_seconds must be between 0 (server default) and ${MAX_TTL_SECONDS}, got ${req.ttlSeconds}`,
+          `ttl_seconds must be between 0 (server default) and ${maxTtl} (--max-session-ttl), got ${req.ttlSeconds}`,
           Code.InvalidArgument,
         );
       }
       for (const name of req.allowedTools) checkToolName(name);
-      const { session, created } = await store.createSession(
-        {
-          id: sessionId,
-          metadata,
-          ttlMs: req.ttlSeconds > 0 ? req.ttlSeconds * 1000 : settings.sessionTtlMs,
-          allowedTools: [...req.allowedTools],
-        },
-        settings.limits.maxSessions,
-        (tx) => {
-          for (const v of req.initialVariables) {
-            ops.register(tx, {
-              name: v.name,
-              type: v.type,
-              value: v.initialValue,
-              binary: v.initialBinaryValue,
-              constraintsJson: v.constraintsJson,
-              metadata: v.metadata,
-            });
-          }
-        },
-      );
+      const ttlMs = req.ttlSeconds > 0 ? req.ttlSeconds * 1000 : settings.sessionTtlMs;
+      const init = { id: sessionId, metadata, ttlMs, allowedTools: [...req.allowedTools] };
+      const setup = (tx: SessionTransaction) => {
+        for (const v of req.initialVariables) {
+          ops.register(tx, {
+            name: v.name,
+            type: v.type,
+            value: v.initialValue,
+            binary: v.initialBinaryValue,
+            constraintsJson: v.constraintsJson,
+            metadata: v.metadata,
+          });
+        }
+      };
+      let result: Awaited<ReturnType<typeof store.createSession>>;
+      if (chosen && !settings.clientSessionIds && !isWorker(ctx)) {
+        // Public callers may reopen a session by id, never create one
+        // under an id of their choosing.
+        const existing = await store.read(sessionId, (view) => view.session);
+        if (existing === undefined) {
+          throw new ConnectError(
+            "this server mints session ids: leave session_id empty to create a session (an id you were given may have expired)",
+            Code.NotFound,
+          );
+        }
+        result = { session: existing.value, created: false };
+      } else {
+        result = await store.createSession(init, settings.limits.maxSessions, setup);
+      }
+      const { session, created } = result;
+      if (!created) checkSameSettings(session, req.ttlSeconds, ttlMs, init.allowedTools);
       const variables = await core.read(sessionId, (view) => [...view.variables()]);
+      // success stays true for an existing session: snakepit clients treat
+      // InitializeSession as idempotent; `created` says which case it was.
       return {
         success: true,
         sessionId,
@@ -288,55 +318,73 @@ export function createBridgeService(core: BridgeCore): {
 
     // An ExecuteToolRequest is a ToolCall as it stands; ExecuteElixirTool's
     // request has no binary parameters.
-    executeTool: (req, ctx) => executor.execute(req, ctx.signal),
-    executeStreamingTool: (req, ctx) => executor.stream(req, ctx.signal),
-    executeElixirTool: (req, ctx) => executor.execute({ ...req, binaryParameters: {} }, ctx.signal),
+    executeTool: (req, ctx) => executor.execute(req, ctx.signal, ctx.requestHeader),
+    executeStreamingTool: (req, ctx) => executor.stream(req, ctx.signal, ctx.requestHeader),
+    executeElixirTool: (req, ctx) =>
+      executor.execute({ ...req, binaryParameters: {} }, ctx.signal, ctx.requestHeader),
 
     async getExposedElixirTools(req) {
       const allowed = await core.read(req.sessionId, (view) => view.session.allowedTools);
       return { tools: toolsFor(req.sessionId, allowed).map(toToolSpec) };
     },
 
-    async registerTools(req) {
+    async registerTools(req, ctx) {
+      requireWorker(ctx, "RegisterTools");
       // Session-scoped tools need a live session; they go away with it.
       if (req.sessionId !== "") await core.read(req.sessionId, () => undefined);
-      const toolIds: Record<string, string> = {};
-      const problems: string[] = [];
-      const accepted: Omit<RegisteredTool, "id">[] = [];
+      const workerId = req.workerId.trim();
+      if (workerId === "") {
+        throw new ConnectError(
+          "worker_id is required: it names the worker that owns the tools (only it may replace them)",
+          Code.InvalidArgument,
+        );
+      }
+      const accepted: ToolInput[] = [];
       for (const t of req.tools) {
-        const address = t.metadata.worker_address ?? "";
-        try {
-          checkToolName(t.name);
-          if (address === "") {
-            throw new Error(
-              `tool '${t.name}': metadata.worker_address is required (the worker's gRPC host:port, where calls are forwarded)`,
-            );
-          }
-          const ttl = Number(t.metadata.expires_in_seconds ?? "0");
-          accepted.push({
-            name: t.name,
-            description: t.description,
-            parameters: t.parameters.map((p) => ({
-              name: p.name,
-              type: parameterTypeFromWire(p.type),
-              description: p.description,
-              required: p.required,
-            })),
-            metadata: { ...t.metadata, worker_id: req.workerId },
-            requiredVariables: [],
-            streaming: t.supportsStreaming,
-            sessionId: req.sessionId === "" ? undefined : req.sessionId,
-            expiresAt: ttl > 0 ? now() + ttl * 1000 : undefined,
-            target: { kind: "remote", address, workerId: req.workerId },
-          });
-        } catch (e) {
-          problems.push(e instanceof Error ? ConnectError.from(e).rawMessage : String(e));
+        checkToolName(t.name);
+        const raw = t.metadata.worker_address ?? "";
+        if (raw === "") {
+          throw new ConnectError(
+            `tool '${t.name}': metadata.worker_address is required (the worker's gRPC host:port, where calls are forwarded)`,
+            Code.InvalidArgument,
+          );
         }
+        const address = parts.workerAddresses.check(raw);
+        const ttlText = t.metadata.expires_in_seconds ?? "0";
+        const ttl = /^\d{1,9}$/.test(ttlText) ? Number(ttlText) : Number.NaN;
+        if (Number.isNaN(ttl)) {
+          throw new ConnectError(
+            `tool '${t.name}': metadata.expires_in_seconds must be a whole number of seconds, got ${quote(ttlText, 20)}`,
+            Code.InvalidArgument,
+          );
+        }
+        const metadata: Record<string, string> = {};
+        for (const [k, v] of Object.entries(t.metadata)) {
+          if (!INTERNAL_TOOL_METADATA.has(k)) metadata[k] = v;
+        }
+        accepted.push({
+          name: t.name,
+          description: t.description,
+          parameters: t.parameters.map((p) => ({
+            name: p.name,
+            type: parameterTypeFromWire(p.type),
+            description: p.description,
+            required: p.required,
+          })),
+          metadata,
+          requiredVariables: [],
+          streaming: t.supportsStreaming,
+          sessionId: req.sessionId === "" ? undefined : req.sessionId,
+          expiresAt: ttl > 0 ? now() + ttl * 1000 : undefined,
+          target: { kind: "remote", address, workerId },
+        });
       }
-      if (problems.length > 0) {
-        return { success: false, toolIds: {}, errorMessage: problems.join("; ") };
-      }
-      for (const tool of accepted) toolIds[tool.name] = tools.register(tool);
+      const toolIds = tools.registerRemote(accepted, workerId);
+      logger.debug("tools registered", {
+        session: req.sessionId === "" ? "(global)" : redactSessionId(req.sessionId),
+        worker: workerId,
+        tools: Object.keys(toolIds),
+      });
       return { success: true, toolIds, errorMessage: "" };
     },
 
@@ -413,7 +461,30 @@ export function createBridgeService(core: BridgeCore): {
     },
   };
 
-  return { service, executor };
+  return service;
+}
+
+/**
+ * InitializeSession of an existing session: refused when it asks for a
+ * lifetime or a tool allowlist other than the session has, so a caller
+ * never silently gets settings someone else chose.
+ */
+function checkSameSettings(
+  session: { ttlMs: number; allowedTools: readonly string[] },
+  ttlSeconds: number,
+  ttlMs: number,
+  allowedTools: readonly string[],
+): void {
+  const sameTools =
+    allowedTools.length === 0 ||
+    (allowedTools.length === session.allowedTools.length &&
+      allowedTools.every((t) => session.allowedTools.includes(t)));
+  if ((ttlSeconds > 0 && ttlMs !== session.ttlMs) || !sameTools) {
+    throw new ConnectError(
+      "the session exists with other settings (ttl_seconds or allowed_tools); reopen it without them, or leave session_id empty for a new session",
+      Code.AlreadyExists,
+    );
+  }
 }
 
 /** The status a watch stream ends with when its session goes away. */
@@ -435,7 +506,9 @@ function toToolSpec(tool: RegisteredTool): ToolSpec {
           ...(p.default === undefined ? {} : { defaultValue: encodeJsonAny(p.default) }),
         }),
     ),
-    metadata: { ...tool.metadata },
+    metadata: Object.fromEntries(
+      Object.entries(tool.metadata).filter(([k]) => !INTERNAL_TOOL_METADATA.has(k)),
+    ),
     supportsStreaming: tool.streaming,
     requiredVariables: [...tool.requiredVariables],
   });

@@ -67,25 +67,30 @@ async function main(argv: readonly string[]): Promise<void> {
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
 
-  let url: string;
+  let addresses: Awaited<ReturnType<typeof server.start>>;
   try {
-    ({ url } = await server.start());
+    addresses = await server.start();
   } catch (e) {
-    fail(startupMessage(e, config.host, config.port));
+    fail(startupMessage(e));
   }
-  console.log(`unified-bridge listening on ${url} (gRPC h2c, gRPC-Web, Connect)`);
+  const { url, workerUrl, adminUrl } = addresses;
+  console.log(
+    `unified-bridge listening on ${url} (gRPC h2c, gRPC-Web, Connect); workers: ${workerUrl ?? "off"}; admin: ${adminUrl ?? "off"}`,
+  );
 }
 
-function startupMessage(e: unknown, host: string, port: number): string {
-  const code = (e as { code?: unknown } | null)?.code;
+function startupMessage(e: unknown): string {
+  const err = e as { code?: unknown; address?: unknown; port?: unknown } | null;
+  const where = `${String(err?.address ?? "?")}:${String(err?.port ?? "?")}`;
+  const code = err?.code;
   if (code === "EADDRINUSE") {
-    return `cannot listen on ${host}:${port}: the port is already in use; choose another with --port or UB_PORT`;
+    return `cannot listen on ${where}: the port is already in use; choose another with --port, --worker-port or --admin-port (UB_PORT, UB_WORKER_PORT, UB_ADMIN_PORT)`;
   }
   if (code === "EADDRNOTAVAIL") {
-    return `cannot listen on ${host}:${port}: no such local address; check --host or UB_HOST`;
+    return `cannot listen on ${where}: no such local address; check --host, --worker-host or --admin-host`;
   }
   if (code === "EACCES") {
-    return `cannot listen on ${host}:${port}: permission denied; use a port above 1023`;
+    return `cannot listen on ${where}: permission denied; use a port above 1023`;
   }
   return `cannot start: ${e instanceof Error ? e.message : String(e)}`;
 }

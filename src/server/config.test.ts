@@ -56,6 +56,7 @@ describe("parseServerConfig", () => {
       UB_STORE: "memory",
     });
     expect(config).toEqual({
+      ...defaultServerConfig,
       host: "0.0.0.0",
       port: 8080,
       corsOrigins: ["http://localhost:5173", "https://app.example.com"],
@@ -72,7 +73,7 @@ describe("parseServerConfig", () => {
       shutdownGraceMs: 0,
       logLevel: "debug",
       store: "memory",
-    } satisfies ServerConfig);
+    });
   });
 
   it("lets a flag win over its environment variable", () => {
@@ -121,6 +122,23 @@ describe("parseServerConfig", () => {
     expect(parse(["--port", "0"]).port).toBe(0);
   });
 
+  it("turns the worker and admin listeners off with off", () => {
+    const config = parse(["--worker-port", "off"], { UB_ADMIN_PORT: "OFF" });
+    expect(config.workerPort).toBeNull();
+    expect(config.adminPort).toBeNull();
+  });
+
+  it("collects worker allowlist patterns and never shows the worker token", () => {
+    const token = "t".repeat(40);
+    const config = parse(["--worker-allow", "10.0.0.7:50100,*.workers.internal:*"], {
+      UB_WORKER_TOKEN: token,
+    });
+    expect(config.workerAllow).toEqual(["10.0.0.7:50100", "*.workers.internal:*"]);
+    expect(config.workerToken).toBe(token);
+    expect(() => parse(["--worker-token", `${"x".repeat(31)}`])).toThrow(/at least 32/);
+    expect(() => parse(["--worker-token", `${"x".repeat(31)}`])).not.toThrow(/x{31}/);
+  });
+
   it.each([
     [["--port", "70000"], {}, /--port: 70000 is out of range 0\.\.65535/],
     [["--port", "80a"], {}, /--port: "80a" is not a whole number/],
@@ -149,6 +167,15 @@ describe("parseServerConfig", () => {
     [["--host", ""], {}, /--host: must not be empty/],
     [["--store", "redis"], {}, /--store: "redis" is not available yet; use "memory"/],
     [[], { UB_STORE: "postgres" }, /UB_STORE: "postgres" is not a store; use "memory"/],
+    [["--worker-token", "short"], {}, /--worker-token: must be at least 32 characters/],
+    [["--worker-allow", "10.0.0.1"], {}, /--worker-allow: "10.0.0.1" is not host:port/],
+    [["--worker-allow", "*.10.0.0.1:*"], {}, /puts a wildcard before an IP/],
+    [
+      ["--worker-port", "50051"],
+      {},
+      /--port \/ UB_PORT and --worker-port \/ UB_WORKER_PORT are both 50051/,
+    ],
+    [["--admin-port", "x"], {}, /--admin-port: "x" is not a whole number/],
   ] as const)("rejects %j %j with a clear message", (argv, env, message) => {
     expect(() => parseServerConfig([...argv], env)).toThrow(message);
   });
@@ -190,6 +217,30 @@ describe("serve --help", () => {
     shutdownGraceMs: ["--shutdown-grace-ms", "UB_SHUTDOWN_GRACE_MS"],
     logLevel: ["--log-level", "UB_LOG_LEVEL"],
     store: ["--store", "UB_STORE"],
+    workerHost: ["--worker-host", "UB_WORKER_HOST"],
+    workerPort: ["--worker-port", "UB_WORKER_PORT"],
+    workerToken: ["--worker-token", "UB_WORKER_TOKEN"],
+    workerAllow: ["--worker-allow", "UB_WORKER_ALLOW"],
+    adminHost: ["--admin-host", "UB_ADMIN_HOST"],
+    adminPort: ["--admin-port", "UB_ADMIN_PORT"],
+    clientSessionIds: ["--client-session-ids", "UB_CLIENT_SESSION_IDS"],
+    maxSessionTtlSeconds: ["--max-session-ttl", "UB_MAX_SESSION_TTL"],
+    historyMaxBytes: ["--history-max-bytes", "UB_HISTORY_MAX_BYTES"],
+    maxSessionBytes: ["--max-session-bytes", "UB_MAX_SESSION_BYTES"],
+    maxWatchersPerSession: ["--max-watchers-per-session", "UB_MAX_WATCHERS_PER_SESSION"],
+    maxWatchers: ["--max-watchers", "UB_MAX_WATCHERS"],
+    maxToolsPerSession: ["--max-tools-per-session", "UB_MAX_TOOLS_PER_SESSION"],
+    maxTools: ["--max-tools", "UB_MAX_TOOLS"],
+    maxToolBytes: ["--max-tool-bytes", "UB_MAX_TOOL_BYTES"],
+    maxToolCallsPerSession: ["--max-tool-calls-per-session", "UB_MAX_TOOL_CALLS_PER_SESSION"],
+    maxWorkerConnections: ["--max-worker-connections", "UB_MAX_WORKER_CONNECTIONS"],
+    maxReplyBytes: ["--max-reply-bytes", "UB_MAX_REPLY_BYTES"],
+    maxConnections: ["--max-connections", "UB_MAX_CONNECTIONS"],
+    maxStreamsPerConnection: ["--max-streams-per-connection", "UB_MAX_STREAMS_PER_CONNECTION"],
+    idleTimeoutMs: ["--idle-timeout-ms", "UB_IDLE_TIMEOUT_MS"],
+    headersTimeoutMs: ["--headers-timeout-ms", "UB_HEADERS_TIMEOUT_MS"],
+    requestTimeoutMs: ["--request-timeout-ms", "UB_REQUEST_TIMEOUT_MS"],
+    writeStallTimeoutMs: ["--write-stall-timeout-ms", "UB_WRITE_STALL_TIMEOUT_MS"],
   };
 
   it.each(Object.entries(flags))(
@@ -203,7 +254,15 @@ describe("serve --help", () => {
       );
       expect(block).toContain(`env ${env}, default `);
       const value = defaultServerConfig[key as keyof ServerConfig];
-      const shown = Array.isArray(value) ? "none" : String(value);
+      const shown = Array.isArray(value)
+        ? value.length === 0
+          ? "none"
+          : value.join(",")
+        : value === null
+          ? "off"
+          : value === ""
+            ? "none"
+            : String(value);
       expect(block).toContain(`default ${shown}`);
     },
   );

@@ -4,18 +4,48 @@
  * stops the server at startup with a message naming the flag, the variable and
  * what is accepted.
  */
+import { defaultConnectionLimits } from "./http-front.js";
+import { defaultLimits } from "./limits.js";
 import { isLogLevel, type LogLevel, logLevels } from "./logger.js";
+import { parseAddressPattern } from "./tools/worker-address.js";
 
 /** Everything `unified-bridge serve` can be told. */
 export interface ServerConfig {
   /** Interface to bind; "0.0.0.0" in containers. */
   host: string;
-  /** TCP port for every protocol; 0 picks a free one. */
+  /** TCP port for every protocol; 0 picks a free one. Public callers: anonymous, bounded. */
   port: number;
+  /** Interface of the worker listener; keep it internal (loopback or a private network). */
+  workerHost: string;
+  /**
+   * Port of the worker listener, which serves the same RPCs to trusted
+   * callers (Python workers may RegisterTools there); 0 picks a free one,
+   * null turns the listener off.
+   */
+  workerPort: number | null;
+  /**
+   * Bearer token that makes a caller on the public port a worker
+   * (`authorization: Bearer <token>`); "" accepts none.
+   */
+  workerToken: string;
+  /** host:port patterns a registered tool's worker_address must match. */
+  workerAllow: string[];
+  /** Interface of the admin listener (GET /healthz, GET /metrics). */
+  adminHost: string;
+  /** Port of the admin listener; 0 picks a free one, null turns it off. */
+  adminPort: number | null;
+  /**
+   * Let public callers create sessions under ids they choose (at least 16
+   * characters of [A-Za-z0-9_-]). When false, only the server mints ids for
+   * public callers; existing sessions can still be reopened by id.
+   */
+  clientSessionIds: boolean;
   /** Origins browsers may call from directly (exact `scheme://host[:port]`; "*" = any). */
   corsOrigins: string[];
   /** Sliding session lifetime in seconds. */
   sessionTtlSeconds: number;
+  /** Longest sliding lifetime a client may ask for (ttl_seconds). */
+  maxSessionTtlSeconds: number;
   /** Create a session on first use of an unknown id instead of NOT_FOUND. */
   autoCreateSessions: boolean;
   maxSessions: number;
@@ -26,10 +56,41 @@ export interface ServerConfig {
   maxMetadataBytes: number;
   /** Versions kept per variable for GetVariableHistory/RollbackVariable. */
   historyLimit: number;
+  /** Bytes of past values kept per variable; the oldest go first. */
+  historyMaxBytes: number;
+  /** Bytes one session may hold: values, history and tool data together. */
+  maxSessionBytes: number;
+  maxWatchersPerSession: number;
+  /** Watch streams across all sessions. */
+  maxWatchers: number;
+  /** Session-scoped tools one session may hold. */
+  maxToolsPerSession: number;
+  /** Remote tools registered by workers, global and session-scoped together. */
+  maxTools: number;
+  /** Size of one tool registration: name, description, parameters, metadata. */
+  maxToolBytes: number;
+  /** Tool calls of one session running at once. */
+  maxToolCallsPerSession: number;
+  /** Worker connections kept open for forwarding; the least recently used is closed first. */
+  maxWorkerConnections: number;
   /** Updates buffered per watcher before it is ended with RESOURCE_EXHAUSTED. */
   watchBufferSize: number;
   /** Transport read limit per message. */
   maxRequestBytes: number;
+  /** Largest reply message. */
+  maxReplyBytes: number;
+  /** Open connections per listener. */
+  maxConnections: number;
+  /** HTTP/2 streams in flight on one connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  maxStreamsPerConnection: number;
+  /** A connection with no call in flight for this long is closed. */
+  idleTimeoutMs: number;
+  /** Time a new connection or HTTP/1 request gets to send its headers. */
+  headersTimeoutMs: number;
+  /** Time a call gets to send its whole request. */
+  requestTimeoutMs: number;
+  /** A reply the peer stops reading for this long is reset. */
+  writeStallTimeoutMs: number;
   /** How long shutdown waits for in-flight calls before closing connections. */
   shutdownGraceMs: number;
   logLevel: LogLevel;
@@ -43,17 +104,41 @@ const MiB = 1024 * 1024;
 export const defaultServerConfig: ServerConfig = Object.freeze({
   host: "127.0.0.1",
   port: 50051,
+  workerHost: "127.0.0.1",
+  workerPort: 50052,
+  workerToken: "",
+  workerAllow: Object.freeze(["127.0.0.1:*", "[::1]:*", "localhost:*"]) as unknown as string[],
+  adminHost: "127.0.0.1",
+  adminPort: 9464,
+  clientSessionIds: true,
   corsOrigins: Object.freeze([]) as unknown as string[],
   sessionTtlSeconds: 1800,
+  maxSessionTtlSeconds: defaultLimits.maxSessionTtlSeconds,
   autoCreateSessions: false,
-  maxSessions: 10_000,
-  maxVariablesPerSession: 1000,
-  maxValueBytes: MiB,
-  maxMetadataEntries: 32,
-  maxMetadataBytes: 4096,
-  historyLimit: 100,
+  maxSessions: defaultLimits.maxSessions,
+  maxVariablesPerSession: defaultLimits.maxVariablesPerSession,
+  maxValueBytes: defaultLimits.maxValueBytes,
+  maxMetadataEntries: defaultLimits.maxMetadataEntries,
+  maxMetadataBytes: defaultLimits.maxMetadataBytes,
+  historyLimit: defaultLimits.historyLimit,
+  historyMaxBytes: defaultLimits.historyMaxBytes,
+  maxSessionBytes: defaultLimits.maxSessionBytes,
+  maxWatchersPerSession: defaultLimits.maxWatchersPerSession,
+  maxWatchers: defaultLimits.maxWatchers,
+  maxToolsPerSession: defaultLimits.maxToolsPerSession,
+  maxTools: defaultLimits.maxTools,
+  maxToolBytes: defaultLimits.maxToolBytes,
+  maxToolCallsPerSession: defaultLimits.maxToolCallsPerSession,
+  maxWorkerConnections: 64,
   watchBufferSize: 1024,
   maxRequestBytes: 4 * MiB,
+  maxReplyBytes: defaultLimits.maxReplyBytes,
+  maxConnections: defaultConnectionLimits.maxConnections,
+  maxStreamsPerConnection: defaultConnectionLimits.maxStreamsPerConnection,
+  idleTimeoutMs: defaultConnectionLimits.idleTimeoutMs,
+  headersTimeoutMs: defaultConnectionLimits.headersTimeoutMs,
+  requestTimeoutMs: defaultConnectionLimits.requestTimeoutMs,
+  writeStallTimeoutMs: defaultConnectionLimits.writeStallTimeoutMs,
   shutdownGraceMs: 10_000,
   logLevel: "info",
   store: "memory",
@@ -72,6 +157,8 @@ interface OptionSpec<K extends Key> {
   /** Several occurrences of the flag accumulate (`--cors-origin a --cors-origin b`). */
   readonly repeatable?: true;
   readonly boolean?: true;
+  /** Never shown in help or messages. */
+  readonly secret?: true;
 }
 
 // connect-node rejects read limits above 2^32 - 1 bytes.
@@ -82,11 +169,8 @@ const options: readonly OptionSpec<Key>[] = [
     key: "host",
     flag: "host",
     placeholder: "<address>",
-    description: "Interface to listen on; use 0.0.0.0 in containers.",
-    parse: (raw) => {
-      if (raw.trim() === "") throw new Error("must not be empty");
-      return raw.trim();
-    },
+    description: "Interface of the public listener; use 0.0.0.0 in containers.",
+    parse: nonEmpty,
   }),
   spec({
     key: "port",
@@ -95,6 +179,69 @@ const options: readonly OptionSpec<Key>[] = [
     description:
       "TCP port serving gRPC (HTTP/2 cleartext), gRPC-Web and Connect (HTTP/1.1 and HTTP/2); 0 picks a free port.",
     parse: (raw) => integer(raw, 0, 65_535),
+  }),
+  spec({
+    key: "workerHost",
+    flag: "worker-host",
+    placeholder: "<address>",
+    description:
+      "Interface of the worker listener. Keep it internal: every caller there is trusted as a worker.",
+    parse: nonEmpty,
+  }),
+  spec({
+    key: "workerPort",
+    flag: "worker-port",
+    placeholder: "<n|off>",
+    description:
+      'Port of the worker listener (the same RPCs, for trusted workers: RegisterTools is allowed there); 0 picks a free port, "off" turns it off.',
+    parse: portOrOff,
+  }),
+  spec({
+    key: "workerToken",
+    flag: "worker-token",
+    placeholder: "<token>",
+    description:
+      "Secret that makes a caller on the public port a worker when sent as authorization: Bearer <token>; at least 32 characters. Unset: no caller on the public port is a worker.",
+    parse: (raw) => {
+      const t = raw.trim();
+      if (t.length < 32)
+        throw new Error("must be at least 32 characters (use e.g. openssl rand -hex 32)");
+      if (!/^[\x21-\x7e]+$/.test(t)) throw new Error("must be printable ASCII without spaces");
+      return t;
+    },
+    secret: true,
+  }),
+  spec({
+    key: "workerAllow",
+    flag: "worker-allow",
+    placeholder: "<host:port>",
+    description:
+      'Where registered tools may send calls: host:port patterns a worker_address must match, e.g. 10.0.0.7:50100, *.workers.internal:*, 127.0.0.1:50100-50199 ("*" for any host or port); repeat the flag or separate with commas. The bridge\'s own ports are always refused.',
+    parse: workerAllowList,
+    repeatable: true,
+  }),
+  spec({
+    key: "adminHost",
+    flag: "admin-host",
+    placeholder: "<address>",
+    description: "Interface of the admin listener (GET /healthz, GET /metrics).",
+    parse: nonEmpty,
+  }),
+  spec({
+    key: "adminPort",
+    flag: "admin-port",
+    placeholder: "<n|off>",
+    description: 'Port of the admin listener; 0 picks a free port, "off" turns it off.',
+    parse: portOrOff,
+  }),
+  spec({
+    key: "clientSessionIds",
+    flag: "client-session-ids",
+    placeholder: "[true|false]",
+    description:
+      "Let public callers create sessions under ids they choose (16 to 256 characters of A-Z a-z 0-9 _ -). false: the server mints every new id on the public port (existing sessions can still be reopened by id); use false in production.",
+    parse: boolean,
+    boolean: true,
   }),
   spec({
     key: "corsOrigins",
@@ -111,6 +258,13 @@ const options: readonly OptionSpec<Key>[] = [
     flag: "session-ttl",
     placeholder: "<seconds>",
     description: "Seconds a session lives after its last use.",
+    parse: (raw) => integer(raw, 1, 365 * 24 * 3600),
+  }),
+  spec({
+    key: "maxSessionTtlSeconds",
+    flag: "max-session-ttl",
+    placeholder: "<seconds>",
+    description: "Longest session lifetime a client may ask for with ttl_seconds.",
     parse: (raw) => integer(raw, 1, 365 * 24 * 3600),
   }),
   spec({
@@ -165,6 +319,71 @@ const options: readonly OptionSpec<Key>[] = [
     parse: (raw) => integer(raw, 1),
   }),
   spec({
+    key: "historyMaxBytes",
+    flag: "history-max-bytes",
+    placeholder: "<size>",
+    description: "Bytes of past values kept per variable; the oldest versions go first.",
+    parse: (raw) => bytes(raw, 0),
+  }),
+  spec({
+    key: "maxSessionBytes",
+    flag: "max-session-bytes",
+    placeholder: "<size>",
+    description:
+      "Bytes one session may hold (values, history and tool data); writes beyond fail with RESOURCE_EXHAUSTED, history is trimmed first.",
+    parse: (raw) => bytes(raw),
+  }),
+  spec({
+    key: "maxWatchersPerSession",
+    flag: "max-watchers-per-session",
+    placeholder: "<n>",
+    description: "Watch streams open on one session.",
+    parse: (raw) => integer(raw, 1),
+  }),
+  spec({
+    key: "maxWatchers",
+    flag: "max-watchers",
+    placeholder: "<n>",
+    description: "Watch streams open across all sessions.",
+    parse: (raw) => integer(raw, 1),
+  }),
+  spec({
+    key: "maxToolsPerSession",
+    flag: "max-tools-per-session",
+    placeholder: "<n>",
+    description: "Session-scoped tools one session may hold.",
+    parse: (raw) => integer(raw, 0),
+  }),
+  spec({
+    key: "maxTools",
+    flag: "max-tools",
+    placeholder: "<n>",
+    description: "Remote tools registered by workers, global and session-scoped together.",
+    parse: (raw) => integer(raw, 0),
+  }),
+  spec({
+    key: "maxToolBytes",
+    flag: "max-tool-bytes",
+    placeholder: "<size>",
+    description: "Size of one tool registration (name, description, parameters, metadata).",
+    parse: (raw) => bytes(raw),
+  }),
+  spec({
+    key: "maxToolCallsPerSession",
+    flag: "max-tool-calls-per-session",
+    placeholder: "<n>",
+    description: "Tool calls of one session running at once; more fail with RESOURCE_EXHAUSTED.",
+    parse: (raw) => integer(raw, 1),
+  }),
+  spec({
+    key: "maxWorkerConnections",
+    flag: "max-worker-connections",
+    placeholder: "<n>",
+    description:
+      "Worker connections kept open for forwarded calls; the least recently used one is closed beyond.",
+    parse: (raw) => integer(raw, 1),
+  }),
+  spec({
     key: "watchBufferSize",
     flag: "watch-buffer-size",
     placeholder: "<n>",
@@ -179,6 +398,57 @@ const options: readonly OptionSpec<Key>[] = [
     description:
       "Largest request message the transport reads (bytes, or with KiB/MiB/GiB); larger ones fail with RESOURCE_EXHAUSTED.",
     parse: (raw) => bytes(raw),
+  }),
+  spec({
+    key: "maxReplyBytes",
+    flag: "max-reply-bytes",
+    placeholder: "<size>",
+    description:
+      "Largest reply message (bytes, or with KiB/MiB/GiB); a larger reply fails with RESOURCE_EXHAUSTED. Python grpcio clients accept 4 MiB unless told otherwise.",
+    parse: (raw) => bytes(raw),
+  }),
+  spec({
+    key: "maxConnections",
+    flag: "max-connections",
+    placeholder: "<n>",
+    description: "Open connections per listener; more are refused.",
+    parse: (raw) => integer(raw, 1),
+  }),
+  spec({
+    key: "maxStreamsPerConnection",
+    flag: "max-streams-per-connection",
+    placeholder: "<n>",
+    description: "HTTP/2 calls in flight on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).",
+    parse: (raw) => integer(raw, 1, 0x7fff_ffff),
+  }),
+  spec({
+    key: "idleTimeoutMs",
+    flag: "idle-timeout-ms",
+    placeholder: "<ms>",
+    description: "A connection with no call in flight for this long is closed.",
+    parse: (raw) => integer(raw, 1000, 86_400_000),
+  }),
+  spec({
+    key: "headersTimeoutMs",
+    flag: "headers-timeout-ms",
+    placeholder: "<ms>",
+    description: "Time a new connection, or an HTTP/1.1 request, gets to send its headers.",
+    parse: (raw) => integer(raw, 100, 3_600_000),
+  }),
+  spec({
+    key: "requestTimeoutMs",
+    flag: "request-timeout-ms",
+    placeholder: "<ms>",
+    description:
+      "Time a call gets to send its whole request (every RPC sends one message); a call still sending is reset.",
+    parse: (raw) => integer(raw, 100, 3_600_000),
+  }),
+  spec({
+    key: "writeStallTimeoutMs",
+    flag: "write-stall-timeout-ms",
+    placeholder: "<ms>",
+    description: "A reply the peer stops reading for this long is reset and its memory released.",
+    parse: (raw) => integer(raw, 100, 3_600_000),
   }),
   spec({
     key: "shutdownGraceMs",
@@ -216,6 +486,27 @@ const options: readonly OptionSpec<Key>[] = [
 function spec<K extends Key>(s: Omit<OptionSpec<K>, "env"> & { env?: string }): OptionSpec<Key> {
   const env = s.env ?? `UB_${s.flag.toUpperCase().replace(/-/g, "_")}`;
   return { ...s, env } as unknown as OptionSpec<Key>;
+}
+
+function nonEmpty(raw: string): string {
+  if (raw.trim() === "") throw new Error("must not be empty");
+  return raw.trim();
+}
+
+function portOrOff(raw: string): number | null {
+  if (raw.trim().toLowerCase() === "off") return null;
+  return integer(raw, 0, 65_535);
+}
+
+function workerAllowList(raw: string): string[] {
+  const out: string[] = [];
+  for (const part of raw.split(",")) {
+    const p = part.trim();
+    if (p === "") continue;
+    parseAddressPattern(p);
+    out.push(p);
+  }
+  return out;
 }
 
 function integer(raw: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -360,6 +651,20 @@ export function parseServerConfig(
     }
   }
   const result = config as unknown as ServerConfig;
+  const ports = [
+    ["--port / UB_PORT", result.port],
+    ["--worker-port / UB_WORKER_PORT", result.workerPort],
+    ["--admin-port / UB_ADMIN_PORT", result.adminPort],
+  ] as const;
+  for (let i = 0; i < ports.length; i++) {
+    for (let j = i + 1; j < ports.length; j++) {
+      const [a, pa] = ports[i] as (typeof ports)[number];
+      const [b, pb] = ports[j] as (typeof ports)[number];
+      if (pa !== null && pa !== 0 && pa === pb) {
+        throw new ConfigError(`${a} and ${b} are both ${pa}; each listener needs its own port`);
+      }
+    }
+  }
   if (result.maxRequestBytes < result.maxValueBytes) {
     throw new ConfigError(
       `max request size (${result.maxRequestBytes} bytes, --max-request-bytes / UB_MAX_REQUEST_BYTES) is below the max value size (${result.maxValueBytes} bytes, --max-value-bytes / UB_MAX_VALUE_BYTES): values that large could never be sent; raise the former or lower the latter`,
@@ -383,7 +688,9 @@ export function serverHelp(): string {
     "Usage: unified-bridge serve [options]",
     "",
     "Serves sessions, variables and tools over gRPC (HTTP/2 cleartext), gRPC-Web and",
-    "Connect on one port, plus GET /healthz and GET /metrics (Prometheus).",
+    "Connect on the public port (anonymous callers, bounded), the same RPCs on the",
+    "worker listener (trusted workers: RegisterTools), and GET /healthz and",
+    "GET /metrics (Prometheus) on the admin listener.",
     "Every option can also be set by its environment variable; a flag wins.",
     "",
     "Options:",
@@ -416,6 +723,8 @@ function wrap(text: string, width: number): string[] {
 
 function formatDefault(value: unknown): string {
   if (Array.isArray(value)) return value.length === 0 ? "none" : value.join(",");
+  if (value === null) return "off";
+  if (value === "") return "none";
   if (typeof value === "string") return value;
   if (typeof value === "number" && value >= MiB && value % MiB === 0) {
     return `${value} (${value / MiB} MiB)`;

@@ -17,6 +17,7 @@ import {
   Code,
   ConnectError,
   type ConnectRouter,
+  type ContextValues,
   cors,
   type Interceptor,
 } from "@connectrpc/connect";
@@ -29,20 +30,55 @@ export interface HttpFrontOptions {
   host: string;
   /** 0 picks a free port; {@link HttpFront.listen} reports the one chosen. */
   port: number;
-  /** Registers the RPC services, e.g. `(router) => router.service(BridgeService, impl)`. */
-  routes: (router: ConnectRouter) => void;
+  /**
+   * Registers the RPC services, e.g. `(router) => router.service(BridgeService, impl)`.
+   * Without it the front serves only its HTTP endpoints (an admin listener).
+   */
+  routes?: (router: ConnectRouter) => void;
   /** Applied to every RPC in order, the first outermost. */
   interceptors?: Interceptor[];
+  /** Per-request context values for the handlers (e.g. who the caller is). */
+  contextValues?: (req: NodeRequest) => ContextValues;
   /** Exact origins browsers may call from; `"*"` in the list allows any origin. */
   corsOrigins: readonly string[];
   /** Largest request message read; larger ones fail with RESOURCE_EXHAUSTED. */
   maxRequestBytes: number;
+  /** Largest reply message written; a larger one fails with RESOURCE_EXHAUSTED. */
+  maxReplyBytes?: number;
   /** Readiness for `GET /healthz`; every field but `ok` is included in the response. */
-  health: () => { ok: boolean; [k: string]: unknown };
+  health?: () => { ok: boolean; [k: string]: unknown };
   /** Rendered by `GET /metrics`. */
-  metrics: MetricsRegistry;
+  metrics?: MetricsRegistry;
+  /** Connection limits and timeouts; see {@link ConnectionLimits}. */
+  limits?: Partial<ConnectionLimits>;
   logger: Logger;
 }
+
+/** What one peer can hold on a front, and for how long. */
+export interface ConnectionLimits {
+  /** Open connections; more are refused at accept. */
+  readonly maxConnections: number;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. */
+  readonly maxStreamsPerConnection: number;
+  /** A connection with no request in flight for this long is closed. */
+  readonly idleTimeoutMs: number;
+  /** Time to classify a new connection, and to receive an HTTP/1 request's headers. */
+  readonly headersTimeoutMs: number;
+  /** Time to receive a whole request. */
+  readonly requestTimeoutMs: number;
+  /** A response with bytes the peer has not taken for this long is reset. */
+  readonly writeStallTimeoutMs: number;
+}
+
+/** The limits a front applies unless told otherwise. */
+export const defaultConnectionLimits: ConnectionLimits = Object.freeze({
+  maxConnections: 4096,
+  maxStreamsPerConnection: 256,
+  idleTimeoutMs: 120_000,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  writeStallTimeoutMs: 30_000,
+});
 
 /** A listening (or ready to listen) front; see {@link createHttpFront}. */
 export interface HttpFront {
@@ -66,11 +102,6 @@ export interface HttpFront {
 
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
-// A connection that has not sent enough bytes to classify within this time is
-// dropped, so idle or half-open sockets cannot pile up before either server
-// (and its own timeouts) takes over.
-const sniffTimeoutMs = 30_000;
-
 // Browsers cache a preflight at most this long (Chromium caps at 2 hours).
 const preflightMaxAgeSeconds = 7200;
 
@@ -82,9 +113,11 @@ type NodeResponse = Parameters<NodeHandler>[1];
 interface Connection {
   readonly socket: net.Socket;
   kind: "sniffing" | "http1" | "http2";
-  /** HTTP/1 requests whose response has not closed yet. */
+  /** Requests (HTTP/1) or streams (HTTP/2) whose response has not closed yet. */
   active: number;
   session?: http2.ServerHttp2Session;
+  /** Closes an HTTP/2 connection that has had no stream for idleTimeoutMs. */
+  idle?: ReturnType<typeof setTimeout>;
 }
 
 /**
@@ -104,20 +137,27 @@ interface Connection {
  */
 export function createHttpFront(options: HttpFrontOptions): HttpFront {
   const { logger, metrics } = options;
+  const limits: ConnectionLimits = { ...defaultConnectionLimits, ...options.limits };
   const shutdown = new AbortController();
   const connections = new Map<net.Socket, Connection>();
   let listening: Promise<unknown> | undefined;
   let closing: Promise<void> | undefined;
 
-  const rpc = connectNodeAdapter({
-    routes: options.routes,
-    interceptors: [...(options.interceptors ?? [])],
-    readMaxBytes: options.maxRequestBytes,
-    grpc: true,
-    grpcWeb: true,
-    connect: true,
-    fallback: (req, res) => serveNonRpc(req, res),
-  });
+  const routes = options.routes;
+  const rpc =
+    routes === undefined
+      ? serveNonRpc
+      : connectNodeAdapter({
+          routes,
+          interceptors: [...(options.interceptors ?? [])],
+          ...(options.contextValues === undefined ? {} : { contextValues: options.contextValues }),
+          readMaxBytes: options.maxRequestBytes,
+          ...(options.maxReplyBytes === undefined ? {} : { writeMaxBytes: options.maxReplyBytes }),
+          grpc: true,
+          grpcWeb: true,
+          connect: true,
+          fallback: (req, res) => serveNonRpc(req, res),
+        });
 
   const corsPolicy = createCorsPolicy(options.corsOrigins);
 
@@ -125,17 +165,80 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     if (req instanceof http.IncomingMessage) {
       trackHttp1(req, res as http.ServerResponse);
       closeIfBodyUnread(req, res as http.ServerResponse);
+    } else {
+      guardHttp2Stream(req as http2.Http2ServerRequest);
     }
     if (corsPolicy(req, res)) return;
     rpc(req, res);
   };
 
   const http1Server = http.createServer(onRequest);
-  const http2Server = http2.createServer(onRequest);
+  // Slow-loris guards: headers and the whole request must arrive in time;
+  // an idle keep-alive connection is closed.
+  http1Server.headersTimeout = limits.headersTimeoutMs;
+  http1Server.requestTimeout = Math.max(limits.requestTimeoutMs, limits.headersTimeoutMs);
+  http1Server.keepAliveTimeout = limits.idleTimeoutMs;
+  // Socket inactivity: with a listener for 'timeout', Node leaves the
+  // decision to it (see onHttp1Timeout).
+  http1Server.timeout = limits.writeStallTimeoutMs;
+  http1Server.on("timeout", (socket: net.Socket) => onHttp1Timeout(socket));
+  const http2Server = http2.createServer({
+    settings: { maxConcurrentStreams: limits.maxStreamsPerConnection },
+  });
+  http2Server.on("request", onRequest);
 
   http2Server.on("sessionError", (error) => {
     logger.debug("http2 session error", { error });
   });
+
+  /**
+   * An HTTP/1 socket was quiet for a while. Idle between requests: close it.
+   * A response waiting on a peer that stopped reading: destroy it, which
+   * frees the reply. A streaming response that simply has nothing to say
+   * (a quiet watch) stays open.
+   */
+  function onHttp1Timeout(socket: net.Socket): void {
+    const conn = connections.get(socket);
+    if (conn === undefined || conn.active === 0 || socket.writableLength > 0) {
+      socket.destroy();
+    }
+  }
+
+  /**
+   * Per-stream guards on HTTP/2: every RPC sends its one request message
+   * right away, so a stream still receiving after requestTimeoutMs is
+   * reset; a response the peer stops reading is reset after
+   * writeStallTimeoutMs (quiet streams are left alone).
+   */
+  function guardHttp2Stream(req: http2.Http2ServerRequest): void {
+    const stream = req.stream;
+    const timer = setTimeout(() => {
+      if (!req.complete && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    }, limits.requestTimeoutMs).unref();
+    stream.once("close", () => clearTimeout(timer));
+    stream.setTimeout(limits.writeStallTimeoutMs, () => {
+      if (stream.writableLength > 0 && !stream.destroyed) {
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+      }
+    });
+  }
+
+  function watchHttp2Session(conn: Connection, session: http2.ServerHttp2Session): void {
+    const arm = () => {
+      clearTimeout(conn.idle);
+      conn.idle = setTimeout(() => session.close(), limits.idleTimeoutMs).unref();
+    };
+    arm();
+    session.on("stream", (stream: http2.ServerHttp2Stream) => {
+      conn.active++;
+      clearTimeout(conn.idle);
+      stream.once("close", () => {
+        conn.active--;
+        if (conn.active === 0 && !session.closed) arm();
+      });
+    });
+    session.once("close", () => clearTimeout(conn.idle));
+  }
 
   function trackHttp1(req: http.IncomingMessage, res: http.ServerResponse): void {
     const conn = connections.get(req.socket);
@@ -151,7 +254,10 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
 
   function serveNonRpc(req: NodeRequest, res: NodeResponse): void {
     const path = (req.url ?? "").split("?", 1)[0];
-    if (path !== "/healthz" && path !== "/metrics") {
+    if (
+      !(path === "/healthz" && options.health !== undefined) &&
+      !(path === "/metrics" && metrics !== undefined)
+    ) {
       send(res, 404, "text/plain; charset=utf-8", "not found\n");
       return;
     }
@@ -168,7 +274,7 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     }
     let text: string;
     try {
-      text = metrics.render();
+      text = (metrics as MetricsRegistry).render();
     } catch (error) {
       logger.error("metrics collection failed", { error });
       send(res, 500, "text/plain; charset=utf-8", "metrics collection failed\n", head);
@@ -181,7 +287,7 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     if (closing !== undefined) return [503, { status: "shutting_down" }];
     let report: { ok: boolean; [k: string]: unknown };
     try {
-      report = options.health();
+      report = (options.health as () => { ok: boolean; [k: string]: unknown })();
     } catch (error) {
       logger.warn("health check failed", { error });
       return [503, { status: "error" }];
@@ -196,12 +302,17 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     const conn: Connection = { socket, kind: "sniffing", active: 0 };
     connections.set(socket, conn);
     socket.on("close", () => connections.delete(socket));
+    // Finds peers that vanished without a FIN (their streams would stay open).
+    socket.setKeepAlive(true, 60_000);
     // Stays for the socket's lifetime: a reset during classification (or in a
     // gap between the servers' own listeners) must not become an uncaught error.
     socket.on("error", (error) => logger.debug("connection error", { error }));
 
     let received: Buffer = Buffer.alloc(0);
-    const timer = setTimeout(() => socket.destroy(), sniffTimeoutMs).unref();
+    // A connection that has not sent enough bytes to classify in time is
+    // dropped, so idle or half-open sockets cannot pile up before either
+    // server (and its own timeouts) takes over.
+    const timer = setTimeout(() => socket.destroy(), limits.headersTimeoutMs).unref();
     socket.once("close", () => clearTimeout(timer));
     const onEnd = () => socket.destroy();
     const onData = (chunk: Buffer) => {
@@ -234,6 +345,7 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       // it here ties the session to its socket (session.socket is a proxy).
       const onSession = (session: http2.ServerHttp2Session) => {
         conn.session = session;
+        watchHttp2Session(conn, session);
         // A connection classified after close() began gets GOAWAY right away.
         if (closing !== undefined) session.close();
       };
@@ -256,6 +368,17 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     { allowHalfOpen: true, noDelay: true },
     onConnection,
   );
+  // Beyond this, new connections are closed at accept.
+  netServer.maxConnections = limits.maxConnections;
+  let lastDropLog = 0;
+  netServer.on("drop", () => {
+    // A flood would otherwise write a line per refused connection.
+    if (Date.now() - lastDropLog < 10_000) return;
+    lastDropLog = Date.now();
+    logger.warn("connections refused: connection limit reached", {
+      maxConnections: limits.maxConnections,
+    });
+  });
 
   function drain(conn: Connection): void {
     switch (conn.kind) {

@@ -13,7 +13,7 @@
  * @module
  */
 
-export type { BridgeServer, BridgeServerOptions } from "./bridge-server.js";
+export type { BridgeAddresses, BridgeServer, BridgeServerOptions } from "./bridge-server.js";
 export { createBridgeServer } from "./bridge-server.js";
 export type { ServerConfig } from "./config.js";
 export { defaultServerConfig, parseServerConfig } from "./config.js";
@@ -37,7 +37,7 @@ export type {
   VariableChange,
   VariableRecord,
 } from "./store/session-store.js";
-export type { AuditEntry, ToolOutcome } from "./tools/audit-trail.js";
+export type { AuditAction, AuditEntry, AuditFilter, ToolOutcome } from "./tools/audit-trail.js";
 export {
   builtinTools,
   conversationAppendTool,

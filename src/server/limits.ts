@@ -1,6 +1,10 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 
-/** Server limits. Every one is configurable; the defaults are below. */
+/**
+ * Server limits: what any one caller can make the server hold. Every one is
+ * configurable (the server config has a flag for each but the name length);
+ * the defaults are below, and the config's defaults are these.
+ */
 export interface Limits {
   readonly maxSessions: number;
   readonly maxVariablesPerSession: number;
@@ -12,18 +16,57 @@ export interface Limits {
   readonly maxMetadataBytes: number;
   /** History entries retained per variable. */
   readonly historyLimit: number;
+  /** Bytes of past values retained per variable; the oldest go first. */
+  readonly historyMaxBytes: number;
+  /** Bytes one session holds: current values, history and tool data. */
+  readonly maxSessionBytes: number;
+  /** Longest sliding TTL a client may ask for. */
+  readonly maxSessionTtlSeconds: number;
+  readonly maxWatchersPerSession: number;
+  readonly maxWatchers: number;
+  /** Session-scoped tools per session. */
+  readonly maxToolsPerSession: number;
+  /** Remote tools in total (global and session-scoped). */
+  readonly maxTools: number;
+  /** Bytes of one tool registration: name, description, parameters, metadata. */
+  readonly maxToolBytes: number;
+  readonly maxToolCallsPerSession: number;
+  /** Largest reply message. */
+  readonly maxReplyBytes: number;
 }
 
+const MiB = 1024 * 1024;
+
 /** The default limits. */
-export const defaultLimits: Limits = {
+export const defaultLimits: Limits = Object.freeze({
   maxSessions: 10_000,
   maxVariablesPerSession: 1_000,
-  maxValueBytes: 1024 * 1024,
+  maxValueBytes: MiB,
   maxNameLength: 128,
   maxMetadataEntries: 32,
   maxMetadataBytes: 4096,
   historyLimit: 100,
-};
+  historyMaxBytes: MiB,
+  maxSessionBytes: 16 * MiB,
+  maxSessionTtlSeconds: 7200,
+  maxWatchersPerSession: 1024,
+  maxWatchers: 10_000,
+  maxToolsPerSession: 64,
+  maxTools: 1024,
+  maxToolBytes: 16 * 1024,
+  maxToolCallsPerSession: 16,
+  maxReplyBytes: 16 * MiB,
+});
+
+/** The limits among `source`'s fields (e.g. a server config), defaults for the rest. */
+export function limitsFrom(source: Partial<Record<keyof Limits, unknown>>): Limits {
+  const limits: Record<string, number> = { ...defaultLimits };
+  for (const key of Object.keys(defaultLimits) as (keyof Limits)[]) {
+    const value = source[key];
+    if (typeof value === "number") limits[key] = value;
+  }
+  return limits as unknown as Limits;
+}
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
 

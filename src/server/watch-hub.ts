@@ -11,6 +11,10 @@ export interface WatchHubOptions {
    * ended with RESOURCE_EXHAUSTED instead of slowing writers down.
    */
   readonly bufferSize: number;
+  /** Streams open on one session; more are refused with RESOURCE_EXHAUSTED. */
+  readonly maxPerSession?: number;
+  /** Streams open in total; more are refused with RESOURCE_EXHAUSTED. */
+  readonly maxTotal?: number;
 }
 
 /** What a watcher wants to see. */
@@ -34,6 +38,12 @@ export interface Watcher extends AsyncIterable<VariableUpdate> {
  * per change and shared by every watcher.
  */
 export interface WatchHub {
+  /**
+   * Opens a watcher; it is removed as soon as `signal` aborts or the
+   * stream ends, whatever its consumer is doing.
+   *
+   * @throws ConnectError RESOURCE_EXHAUSTED beyond the per-session or total limit.
+   */
   watch(sessionId: string, filter: WatchFilter, signal: AbortSignal): Watcher;
   /**
    * Ends every stream of a session (cleanup or expiry) with the error
@@ -119,6 +129,19 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
     },
 
     watch(sessionId, filter, signal) {
+      const open = bySession.get(sessionId)?.size ?? 0;
+      if (options.maxPerSession !== undefined && open >= options.maxPerSession) {
+        throw new ConnectError(
+          `the session has ${open} watch streams open; the limit is ${options.maxPerSession} (--max-watchers-per-session); close one or share a stream`,
+          Code.ResourceExhausted,
+        );
+      }
+      if (options.maxTotal !== undefined && size >= options.maxTotal) {
+        throw new ConnectError(
+          `the server has ${size} watch streams open; the limit is ${options.maxTotal} (--max-watchers); try again later`,
+          Code.ResourceExhausted,
+        );
+      }
       const state: WatcherState = {
         filter,
         queue: [],
@@ -141,8 +164,16 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
           if (current.size === 0) bySession.delete(sessionId);
         }
       };
-      const onAbort = () => finish(state);
+      // The stream's end (a reset, the client gone) removes the watcher at
+      // once: the generator below may be suspended in a write that never
+      // completes, so its finally block cannot be relied on to run.
+      const onAbort = () => {
+        finish(state);
+        state.queue.length = 0;
+        detach();
+      };
       signal.addEventListener("abort", onAbort, { once: true });
+      if (signal.aborted) onAbort();
 
       async function* stream(): AsyncGenerator<VariableUpdate> {
         try {

@@ -183,13 +183,21 @@ def start_worker():
 # The checks.
 
 
-def run(target):
+def connect(target, what):
     channel = grpc.insecure_channel(target)
     try:
         grpc.channel_ready_future(channel).result(timeout=10)
     except grpc.FutureTimeoutError:
-        raise AssertionError(f"could not connect to the bridge at {target}")
+        raise AssertionError(f"could not connect to the bridge's {what} at {target}")
+    return channel
+
+
+def run(target, worker_target):
+    channel = connect(target, "public port")
     stub = pb_grpc.BridgeServiceStub(channel)
+    # Workers register their tools on the worker listener.
+    worker_channel = connect(worker_target, "worker listener")
+    worker_stub = pb_grpc.BridgeServiceStub(worker_channel)
 
     pong = stub.Ping(pb.PingRequest(message="hello from python"), timeout=RPC_TIMEOUT)
     assert pong.message == "hello from python", f"Ping echoed {pong.message!r}"
@@ -410,7 +418,7 @@ def run(target):
     watch_temperature(stub, sid)
 
     # 9. A remote tool hosted by this Python process.
-    remote_tool(stub, sid)
+    remote_tool(stub, worker_stub, sid)
 
     # 10. Cleanup.
     cleaned = stub.CleanupSession(pb.CleanupSessionRequest(session_id=sid), timeout=RPC_TIMEOUT)
@@ -431,6 +439,7 @@ def run(target):
     ok("cleanup_session")
 
     channel.close()
+    worker_channel.close()
 
 
 def watch_temperature(stub, sid):
@@ -499,26 +508,33 @@ def watch_temperature(stub, sid):
     ok("watch_cancel")
 
 
-def remote_tool(stub, sid):
+def remote_tool(stub, worker_stub, sid):
     server, worker, port = start_worker()
     worker_id = f"py-worker-{uuid.uuid4().hex[:8]}"
+    address = f"127.0.0.1:{port}"
     try:
-        registered = stub.RegisterTools(
-            pb.RegisterToolsRequest(
-                session_id=sid,
-                worker_id=worker_id,
-                tools=[
-                    pb.ToolRegistration(
-                        name="py_word_count",
-                        description="Counts the words of a text.",
-                        metadata={"worker_address": f"127.0.0.1:{port}"},
-                        parameters=[pb.ParameterSpec(name="text", type="string", required=True)],
-                        supports_streaming=True,
-                    )
-                ],
-            ),
-            timeout=RPC_TIMEOUT,
+        request = pb.RegisterToolsRequest(
+            session_id=sid,
+            worker_id=worker_id,
+            tools=[
+                pb.ToolRegistration(
+                    name="py_word_count",
+                    description="Counts the words of a text.",
+                    metadata={"worker_address": address},
+                    parameters=[pb.ParameterSpec(name="text", type="string", required=True)],
+                    supports_streaming=True,
+                )
+            ],
         )
+        try:
+            stub.RegisterTools(request, timeout=RPC_TIMEOUT)
+            raise AssertionError("RegisterTools on the public port succeeded")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.PERMISSION_DENIED, (
+                f"RegisterTools on the public port: {e.code().name}: {e.details()}"
+            )
+        ok("register_tools_public_refused")
+        registered = worker_stub.RegisterTools(request, timeout=RPC_TIMEOUT)
         assert registered.success, f"RegisterTools: {registered.error_message}"
         assert registered.tool_ids.get("py_word_count"), dict(registered.tool_ids)
         ok("register_tools")
@@ -567,8 +583,11 @@ def remote_tool(stub, sid):
     )
     elapsed = time.monotonic() - started
     assert not gone.success, f"call to a stopped worker succeeded: {gone!r}"
-    assert worker_id in gone.error_message, (
-        f"error_message does not name the worker {worker_id!r}: {gone.error_message!r}"
+    assert "py_word_count" in gone.error_message and "unreachable" in gone.error_message, (
+        f"error_message does not say the tool's worker is unreachable: {gone.error_message!r}"
+    )
+    assert address not in gone.error_message and worker_id not in gone.error_message, (
+        f"error_message reveals the worker: {gone.error_message!r}"
     )
     assert len(worker.calls) == calls_before, "the stopped worker still received a call"
     assert elapsed < 8, f"call to a stopped worker took {elapsed:.1f} s"
@@ -578,13 +597,17 @@ def remote_tool(stub, sid):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", required=True, help="the bridge's host:port (127.0.0.1:PORT)")
+    parser.add_argument(
+        "--worker-target", required=True, help="the bridge's worker listener host:port"
+    )
     args = parser.parse_args()
-    host = args.target.rsplit(":", 1)[0]
-    if host not in ("127.0.0.1", "localhost", "[::1]"):
-        sys.exit(f"interop.py: refusing non-loopback target {args.target!r}")
+    for target in (args.target, args.worker_target):
+        host = target.rsplit(":", 1)[0]
+        if host not in ("127.0.0.1", "localhost", "[::1]"):
+            sys.exit(f"interop.py: refusing non-loopback target {target!r}")
     started = time.monotonic()
     try:
-        run(args.target)
+        run(args.target, args.worker_target)
     except AssertionError as e:
         traceback.print_exc()
         print(f"FAILED after {len(CHECKS)} checks: {e}", file=sys.stderr, flush=True)

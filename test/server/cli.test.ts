@@ -297,6 +297,39 @@ describe("unified-bridge serve --help", () => {
     shutdownGraceMs: { flag: "--shutdown-grace-ms", env: "UB_SHUTDOWN_GRACE_MS" },
     logLevel: { flag: "--log-level", env: "UB_LOG_LEVEL" },
     store: { flag: "--store", env: "UB_STORE" },
+    workerHost: { flag: "--worker-host", env: "UB_WORKER_HOST" },
+    workerPort: { flag: "--worker-port", env: "UB_WORKER_PORT" },
+    workerToken: { flag: "--worker-token", env: "UB_WORKER_TOKEN" },
+    workerAllow: { flag: "--worker-allow", env: "UB_WORKER_ALLOW" },
+    adminHost: { flag: "--admin-host", env: "UB_ADMIN_HOST" },
+    adminPort: { flag: "--admin-port", env: "UB_ADMIN_PORT" },
+    clientSessionIds: { flag: "--client-session-ids", env: "UB_CLIENT_SESSION_IDS" },
+    maxSessionTtlSeconds: { flag: "--max-session-ttl", env: "UB_MAX_SESSION_TTL" },
+    historyMaxBytes: { flag: "--history-max-bytes", env: "UB_HISTORY_MAX_BYTES" },
+    maxSessionBytes: { flag: "--max-session-bytes", env: "UB_MAX_SESSION_BYTES" },
+    maxWatchersPerSession: {
+      flag: "--max-watchers-per-session",
+      env: "UB_MAX_WATCHERS_PER_SESSION",
+    },
+    maxWatchers: { flag: "--max-watchers", env: "UB_MAX_WATCHERS" },
+    maxToolsPerSession: { flag: "--max-tools-per-session", env: "UB_MAX_TOOLS_PER_SESSION" },
+    maxTools: { flag: "--max-tools", env: "UB_MAX_TOOLS" },
+    maxToolBytes: { flag: "--max-tool-bytes", env: "UB_MAX_TOOL_BYTES" },
+    maxToolCallsPerSession: {
+      flag: "--max-tool-calls-per-session",
+      env: "UB_MAX_TOOL_CALLS_PER_SESSION",
+    },
+    maxWorkerConnections: { flag: "--max-worker-connections", env: "UB_MAX_WORKER_CONNECTIONS" },
+    maxReplyBytes: { flag: "--max-reply-bytes", env: "UB_MAX_REPLY_BYTES" },
+    maxConnections: { flag: "--max-connections", env: "UB_MAX_CONNECTIONS" },
+    maxStreamsPerConnection: {
+      flag: "--max-streams-per-connection",
+      env: "UB_MAX_STREAMS_PER_CONNECTION",
+    },
+    idleTimeoutMs: { flag: "--idle-timeout-ms", env: "UB_IDLE_TIMEOUT_MS" },
+    headersTimeoutMs: { flag: "--headers-timeout-ms", env: "UB_HEADERS_TIMEOUT_MS" },
+    requestTimeoutMs: { flag: "--request-timeout-ms", env: "UB_REQUEST_TIMEOUT_MS" },
+    writeStallTimeoutMs: { flag: "--write-stall-timeout-ms", env: "UB_WRITE_STALL_TIMEOUT_MS" },
   };
 
   it("lists every option of the server config with its variable and default", async () => {
@@ -320,7 +353,11 @@ describe("unified-bridge serve --help", () => {
         ? value.length === 0
           ? "none"
           : value.join(",")
-        : String(value);
+        : value === null
+          ? "off"
+          : value === ""
+            ? "none"
+            : String(value);
       const line = (blocks.get(flag) ?? "").split("\n").find((l) => l.includes(`env ${env},`));
       // Sizes add their unit: "default 1048576 (1 MiB)".
       expect(line?.trim().replace(/ \(\d+ MiB\)$/, "")).toBe(`env ${env}, default ${shown}`);
@@ -357,7 +394,7 @@ describe("unified-bridge serve --help", () => {
       ]);
       expect(code).toBe(1);
       expect(stderr).toBe(
-        `unified-bridge: cannot listen on 127.0.0.1:${port}: the port is already in use; choose another with --port or UB_PORT\n`,
+        `unified-bridge: cannot listen on 127.0.0.1:${port}: the port is already in use; choose another with --port, --worker-port or --admin-port (UB_PORT, UB_WORKER_PORT, UB_ADMIN_PORT)\n`,
       );
     } finally {
       blocker.close();

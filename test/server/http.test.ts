@@ -61,6 +61,24 @@ async function eventually<T>(probe: () => Promise<T>, accept: (value: T) => bool
   }
 }
 
+describe("admin endpoints", () => {
+  it("are served on the admin listener only: the public and worker ports answer 404", async () => {
+    const b = await bridge();
+    for (const path of ["/healthz", "/metrics"]) {
+      expect((await request(`${b.adminUrl}${path}`)).status).toBe(200);
+      expect((await request(`${b.url}${path}`)).status).toBe(404);
+      expect((await request(`${b.workerUrl}${path}`)).status).toBe(404);
+    }
+    // The admin listener serves no RPC.
+    const rpc = await request(`${b.adminUrl}/snakepit.bridge.BridgeService/Ping`, {
+      method: "POST",
+      headers: { "Content-Type": "application/proto", "Connect-Protocol-Version": "1" },
+      body: "",
+    });
+    expect(rpc.status).toBe(404);
+  });
+});
+
 describe("/healthz", () => {
   it("answers 200 with the live session count, and 503 once stop() has begun", async () => {
     const b = await bridge();
@@ -68,7 +86,7 @@ describe("/healthz", () => {
     await c.initializeSession({});
     await c.initializeSession({});
     const healthy = await eventually(
-      () => request(`${b.url}/healthz`),
+      () => request(`${b.adminUrl}/healthz`),
       (r) => r.body.includes('"sessions":2'),
     );
     expect(healthy.status).toBe(200);
@@ -77,7 +95,7 @@ describe("/healthz", () => {
 
     // A load balancer's probe that connected just before the shutdown began
     // and asks just after it: the server no longer accepts new connections.
-    const socket = net.connect(b.port, "127.0.0.1");
+    const socket = net.connect(Number(new URL(b.adminUrl).port), "127.0.0.1");
     await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
     const stopping = b.stop();
     let reply = "";
@@ -146,7 +164,7 @@ describe("/metrics", () => {
     expect((await iterator.next()).value?.updateType).toBe("sync");
 
     const scrape = async () => {
-      const res = await request(`${b.url}/metrics`);
+      const res = await request(`${b.adminUrl}/metrics`);
       expect(res.status).toBe(200);
       expect(res.headers["content-type"]).toBe("text/plain; version=0.0.4; charset=utf-8");
       return samples(res.body);
@@ -159,9 +177,11 @@ describe("/metrics", () => {
     expect(during.get('bridge_tool_executions_total{tool="increment_variable",outcome="ok"}')).toBe(
       1,
     );
+    // Names a caller makes up get no series of their own.
     expect(
-      during.get('bridge_tool_executions_total{tool="no_such_tool",outcome="not_found"}'),
+      during.get('bridge_tool_executions_total{tool="(unregistered)",outcome="not_found"}'),
     ).toBe(1);
+    expect([...during.keys()].some((k) => k.includes("no_such_tool"))).toBe(false);
     expect(during.get("bridge_sessions")).toBe(2);
     expect(during.get("bridge_variables")).toBe(3);
     expect(during.get("bridge_watchers")).toBe(1);

@@ -26,12 +26,14 @@ type BridgeClient = Client<typeof BridgeService>;
 type MethodKey = keyof typeof BridgeService.method;
 
 let bridge: RunningBridge;
+/** Makes a public caller a worker (RegisterTools) on any protocol. */
+const workerToken = "protocols-suite-worker-token-0123456789";
 /** A second server standing in for a Python worker that hosts a tool. */
 let worker: RunningBridge;
 
 beforeAll(async () => {
   [bridge, worker] = await Promise.all([
-    startBridge(),
+    startBridge({ workerToken }),
     // The forwarded call names the bridge's session, which the worker does
     // not know: a real worker has no session store, so let it create one.
     startBridge({
@@ -395,7 +397,7 @@ const cases: Record<MethodKey, Case> = {
 
   async registerTools(c) {
     const sessionId = await session(c, {});
-    const res = await c.registerTools({
+    const request = {
       sessionId,
       workerId: "worker-1",
       tools: [
@@ -406,7 +408,13 @@ const cases: Record<MethodKey, Case> = {
           metadata: { worker_address: `127.0.0.1:${worker.port}` },
         },
       ],
-    });
+    };
+    // Anonymous callers may not register tools; a wrong token is told so.
+    expect((await errorOf(c.registerTools(request))).code).toBe(Code.PermissionDenied);
+    const wrong = { headers: { authorization: "Bearer not-the-token" } };
+    expect((await errorOf(c.registerTools(request, wrong))).code).toBe(Code.Unauthenticated);
+    const asWorker = { headers: { authorization: `Bearer ${workerToken}` } };
+    const res = await c.registerTools(request, asWorker);
     expect(res).toMatchObject({ success: true, errorMessage: "" });
     expect(res.toolIds.upper).toBeTruthy();
     const listed = await c.getExposedElixirTools({ sessionId });
@@ -422,12 +430,14 @@ const cases: Record<MethodKey, Case> = {
     const other = await session(c, {});
     const elsewhere = await c.executeTool({ sessionId: other, toolName: "upper" });
     expect(elsewhere.metadata.error_kind).toBe("not_found");
-    const missingAddress = await c.registerTools({
-      sessionId,
-      tools: [{ name: "nowhere", description: "" }],
-    });
-    expect(missingAddress.success).toBe(false);
-    expect(missingAddress.errorMessage).toContain("worker_address");
+    const missingAddress = await errorOf(
+      c.registerTools(
+        { sessionId, workerId: "worker-1", tools: [{ name: "nowhere", description: "" }] },
+        asWorker,
+      ),
+    );
+    expect(missingAddress.code).toBe(Code.InvalidArgument);
+    expect(missingAddress.rawMessage).toContain("worker_address");
   },
 
   async getExposedElixirTools(c) {

@@ -23,17 +23,25 @@ describe("InitializeSession", () => {
 
   it("is idempotent for a given id and keeps the first call's metadata", async () => {
     const c = (await bridge()).client();
-    const first = await c.initializeSession({ sessionId: "s-1", metadata: { user: "ada" } });
-    const again = await c.initializeSession({ sessionId: "s-1", metadata: { user: "bob" } });
+    const first = await c.initializeSession({
+      sessionId: "session-one-0000001",
+      metadata: { user: "ada" },
+    });
+    const again = await c.initializeSession({
+      sessionId: "session-one-0000001",
+      metadata: { user: "bob" },
+    });
     expect(first.created).toBe(true);
     expect(again.created).toBe(false);
-    expect((await c.getSession({ sessionId: "s-1" })).metadata).toEqual({ user: "ada" });
+    expect((await c.getSession({ sessionId: "session-one-0000001" })).metadata).toEqual({
+      user: "ada",
+    });
   });
 
   it("creates initial variables with the session, all or nothing", async () => {
     const c = (await bridge()).client();
     const res = await c.initializeSession({
-      sessionId: "with-vars",
+      sessionId: "session-with-vars-01",
       initialVariables: [
         {
           name: "temperature",
@@ -53,7 +61,7 @@ describe("InitializeSession", () => {
     expect(res.availableTools.conversation_append?.name).toBe("conversation_append");
     const bad = await errorOf(
       c.initializeSession({
-        sessionId: "bad-vars",
+        sessionId: "session-bad-vars-001",
         initialVariables: [
           { name: "ok", type: "integer", initialValue: int(1) },
           {
@@ -67,16 +75,16 @@ describe("InitializeSession", () => {
     );
     expect(bad?.code).toBe(Code.InvalidArgument);
     expect(bad?.rawMessage).toContain("above maximum");
-    expect((await c.heartbeat({ sessionId: "bad-vars" })).sessionValid).toBe(false);
+    expect((await c.heartbeat({ sessionId: "session-bad-vars-001" })).sessionValid).toBe(false);
   });
 
   it("records the session config in its metadata", async () => {
     const c = (await bridge()).client();
     await c.initializeSession({
-      sessionId: "cfg",
+      sessionId: "session-config-00001",
       config: { enableCaching: true, cacheTtlSeconds: 9, enableTelemetry: false },
     });
-    expect((await c.getSession({ sessionId: "cfg" })).metadata).toMatchObject({
+    expect((await c.getSession({ sessionId: "session-config-00001" })).metadata).toMatchObject({
       enable_caching: "true",
       cache_ttl_seconds: "9",
       enable_telemetry: "false",
@@ -161,7 +169,7 @@ describe("session lifecycle", () => {
       (
         await errorOf(
           off.registerVariable({
-            sessionId: "auto",
+            sessionId: "session-auto-000001",
             name: "x",
             type: "integer",
             initialValue: int(1),
@@ -171,12 +179,14 @@ describe("session lifecycle", () => {
     ).toBe(Code.NotFound);
     const on = (await bridge({ autoCreateSessions: true })).client();
     await on.registerVariable({
-      sessionId: "auto",
+      sessionId: "session-auto-000001",
       name: "x",
       type: "integer",
       initialValue: int(1),
     });
-    expect((await on.getSession({ sessionId: "auto" })).metadata.auto_created).toBe("true");
+    expect((await on.getSession({ sessionId: "session-auto-000001" })).metadata.auto_created).toBe(
+      "true",
+    );
   });
 
   it("cleans up idempotently, refusing a locked session unless forced", async () => {

@@ -10,6 +10,7 @@ import {
   type JsonValue,
 } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
+import { rejectionOf } from "../support/errors.js";
 
 let bridge: RunningBridge;
 beforeAll(async () => {
@@ -333,7 +334,7 @@ describe("session-scoped tools", () => {
 });
 
 describe("remote worker tools", () => {
-  it("forwards calls to the worker that registered the tool", async () => {
+  it("forwards calls to the worker that registered the tool, which callers cannot see", async () => {
     // The worker is a second bridge server hosting a tool: it speaks the same
     // BridgeService.ExecuteTool a Python worker does.
     const worker = await startBridge({ builtinTools: false, autoCreateSessions: true });
@@ -345,8 +346,8 @@ describe("remote worker tools", () => {
     });
     try {
       const sessionId = await session();
-      const c = bridge.client("grpc");
-      const reg = await c.registerTools({
+      // Workers register on the worker listener; the public port serves the call.
+      const reg = await bridge.workerClient().registerTools({
         sessionId,
         workerId: "worker-1",
         tools: [
@@ -354,12 +355,13 @@ describe("remote worker tools", () => {
             name: "embed_text",
             description: "Hashes text.",
             parameters: [{ name: "text", type: "string", required: true }],
-            metadata: { worker_address: `127.0.0.1:${worker.port}` },
+            metadata: { worker_address: `127.0.0.1:${worker.port}`, category: "embedding" },
           },
         ],
       });
       expect(reg.success).toBe(true);
       expect(reg.toolIds.embed_text).toBeTruthy();
+      const c = bridge.client("grpc");
       const res = await c.executeTool({
         sessionId,
         toolName: "embed_text",
@@ -367,34 +369,67 @@ describe("remote worker tools", () => {
       });
       expect(res.errorMessage).toBe("");
       expect(decodeJsonAny(res.result)).toEqual([97 % 7, 98 % 7, 99 % 7]);
-      expect(bridge.server.auditTrail({ sessionId }).at(-1)?.target).toBe(
+      expect(bridge.server.auditTrail({ sessionId, action: "execute" }).at(-1)?.target).toBe(
         `remote:127.0.0.1:${worker.port}`,
       );
+      // Callers see the tool's name, parameters and own metadata, not its worker.
+      const listed = await c.getExposedElixirTools({ sessionId });
+      const spec = listed.tools.find((t) => t.name === "embed_text");
+      expect(spec?.metadata).toEqual({ category: "embedding" });
+      const init = await c.initializeSession({ sessionId });
+      expect(init.availableTools.embed_text?.metadata).toEqual({ category: "embedding" });
     } finally {
       await worker.stop();
     }
   });
 
-  it("reports an unreachable worker in-band, naming it", async () => {
+  it("reports an unreachable worker in-band without revealing where it is", async () => {
     const sessionId = await session();
-    const c = bridge.client();
-    await c.registerTools({
+    await bridge.workerClient().registerTools({
       sessionId,
       workerId: "gone-worker",
       tools: [{ name: "ghost", description: "", metadata: { worker_address: "127.0.0.1:1" } }],
     });
-    const res = await c.executeTool({ sessionId, toolName: "ghost", parameters: {} });
+    const res = await bridge.client().executeTool({ sessionId, toolName: "ghost", parameters: {} });
     expect(res.success).toBe(false);
-    expect(res.errorMessage).toContain("gone-worker");
-    expect(res.errorMessage).toContain("127.0.0.1:1");
+    expect(res.errorMessage).toBe(
+      "the worker hosting tool 'ghost' is unreachable (unavailable); try again later",
+    );
+    // The operator's audit trail has where the call went.
+    const entry = bridge.server.auditTrail({ sessionId, action: "execute" }).at(-1);
+    expect(entry?.target).toBe("remote:127.0.0.1:1");
   });
 
-  it("refuses a registration without a worker address", async () => {
+  it("refuses a registration without a worker address or worker id", async () => {
     const sessionId = await session();
-    const res = await bridge
-      .client()
-      .registerTools({ sessionId, tools: [{ name: "t", description: "" }] });
-    expect(res.success).toBe(false);
-    expect(res.errorMessage).toContain("worker_address");
+    const w = bridge.workerClient();
+    const noAddress = await rejectionOf(
+      w.registerTools({ sessionId, workerId: "w", tools: [{ name: "t", description: "" }] }),
+    );
+    expect(noAddress.code).toBe(Code.InvalidArgument);
+    expect(noAddress.rawMessage).toContain("worker_address");
+    const noId = await rejectionOf(
+      w.registerTools({
+        sessionId,
+        tools: [{ name: "t", description: "", metadata: { worker_address: "127.0.0.1:9" } }],
+      }),
+    );
+    expect(noId.code).toBe(Code.InvalidArgument);
+    expect(noId.rawMessage).toContain("worker_id is required");
+  });
+
+  it("records registrations and removals in the audit trail", async () => {
+    const { sessionId } = await bridge.client().initializeSession({});
+    await bridge.workerClient().registerTools({
+      sessionId,
+      workerId: "auditor",
+      tools: [{ name: "audited", description: "", metadata: { worker_address: "127.0.0.1:9" } }],
+    });
+    await bridge.client().cleanupSession({ sessionId });
+    const entries = bridge.server.auditTrail({ sessionId, tool: "audited" });
+    expect(entries.map((e) => [e.action, e.outcome, e.worker, e.target])).toEqual([
+      ["register", "ok", "auditor", "remote:127.0.0.1:9"],
+      ["remove", "ok", "auditor", "remote:127.0.0.1:9"],
+    ]);
   });
 });

@@ -17,14 +17,21 @@ import {
 export const protocols = ["connect", "grpc", "grpc-web"] as const;
 export type Protocol = (typeof protocols)[number];
 
-/** A real bridge server on a free port of 127.0.0.1. */
+/** A real bridge server on free ports of 127.0.0.1. */
 export interface RunningBridge {
   readonly server: BridgeServer;
+  /** The public listener. */
   readonly url: string;
   readonly port: number;
-  /** A BridgeService client over the given protocol (default Connect). */
+  /** The worker listener (every caller there is a worker). */
+  readonly workerUrl: string;
+  /** The admin listener (/healthz, /metrics). */
+  readonly adminUrl: string;
+  /** A BridgeService client of the public port over the given protocol (default Connect). */
   client(protocol?: Protocol): Client<typeof BridgeService>;
   transport(protocol?: Protocol): Transport;
+  /** A gRPC client of the worker listener, as a Python worker would call. */
+  workerClient(): Client<typeof BridgeService>;
   stop(): Promise<void>;
 }
 
@@ -33,11 +40,13 @@ export async function startBridge(options: BridgeServerOptions = {}): Promise<Ru
   const server = createBridgeServer({
     host: "127.0.0.1",
     port: 0,
+    workerPort: 0,
+    adminPort: 0,
     shutdownGraceMs: 2000,
     logger: createLogger({ level: process.env.UB_TEST_LOGS ? "debug" : "error" }),
     ...options,
   });
-  const { url, port } = await server.start();
+  const { url, port, workerUrl, adminUrl } = await server.start();
   const transports = new Map<Protocol, Transport>();
   const transport = (protocol: Protocol = "connect") => {
     let t = transports.get(protocol);
@@ -52,12 +61,20 @@ export async function startBridge(options: BridgeServerOptions = {}): Promise<Ru
     }
     return t;
   };
+  let worker: Client<typeof BridgeService> | undefined;
   return {
     server,
     url,
     port,
+    workerUrl: workerUrl ?? "",
+    adminUrl: adminUrl ?? "",
     transport,
     client: (protocol) => createClient(BridgeService, transport(protocol)),
+    workerClient: () => {
+      if (workerUrl === undefined) throw new Error("this bridge has no worker listener");
+      worker ??= createClient(BridgeService, createGrpcTransport({ baseUrl: workerUrl }));
+      return worker;
+    },
     stop: () => server.stop(),
   };
 }

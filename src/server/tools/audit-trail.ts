@@ -1,8 +1,20 @@
-/** How a tool execution ended. */
-export type ToolOutcome = "ok" | "error" | "denied" | "not_found" | "invalid_arguments";
+/** How a tool execution, registration or removal ended. */
+export type ToolOutcome =
+  | "ok"
+  | "error"
+  | "denied"
+  | "not_found"
+  | "invalid_arguments"
+  | "already_exists"
+  | "resource_exhausted";
 
-/** One tool execution, as recorded by the audit trail. */
+/** What an audit entry records. */
+export type AuditAction = "execute" | "register" | "remove";
+
+/** One tool execution, registration or removal, as recorded by the audit trail. */
 export interface AuditEntry {
+  readonly action: AuditAction;
+  /** The session, or "" for a global tool's registration or removal. */
   readonly sessionId: string;
   readonly tool: string;
   /** Epoch milliseconds when the execution started. */
@@ -14,13 +26,22 @@ export interface AuditEntry {
   /** "local", or "remote:<worker address>" for forwarded calls. */
   readonly target: string;
   readonly streaming: boolean;
+  /** The registering worker's id, for remote tools' registrations and removals. */
+  readonly worker?: string;
+}
+
+/** Which entries {@link AuditTrail.entries} returns. */
+export interface AuditFilter {
+  readonly sessionId?: string;
+  readonly tool?: string;
+  readonly action?: AuditAction;
 }
 
 /** A bounded, in-order record of tool executions. */
 export interface AuditTrail {
   record(entry: AuditEntry): void;
-  /** Entries, oldest first, optionally only those of one session. */
-  entries(filter?: { sessionId?: string; tool?: string }): AuditEntry[];
+  /** Entries, oldest first, optionally only those of one session, tool or action. */
+  entries(filter?: AuditFilter): AuditEntry[];
   /** Subscribes to new entries; returns the unsubscribe function. */
   subscribe(listener: (entry: AuditEntry) => void): () => void;
 }
@@ -48,6 +69,7 @@ export function createAuditTrail(capacity = 10_000): AuditTrail {
         if (entry === undefined) continue;
         if (filter.sessionId !== undefined && entry.sessionId !== filter.sessionId) continue;
         if (filter.tool !== undefined && entry.tool !== filter.tool) continue;
+        if (filter.action !== undefined && entry.action !== filter.action) continue;
         out.push(entry);
       }
       return out;

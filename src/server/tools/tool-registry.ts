@@ -1,12 +1,14 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { JsonValue } from "../../values/index.js";
-import { quote } from "../limits.js";
+import { defaultLimits, type Limits, quote, utf8Length } from "../limits.js";
+import type { AuditTrail, ToolOutcome } from "./audit-trail.js";
 import type {
   ToolArguments,
   ToolDefinition,
   ToolParameter,
   ToolParameterType,
 } from "./tool-definition.js";
+import type { WorkerAddress } from "./worker-address.js";
 
 const TOOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const PARAMETER_TYPES: readonly ToolParameterType[] = [
@@ -23,7 +25,7 @@ const PARAMETER_TYPES: readonly ToolParameterType[] = [
 /** Where a registered tool runs. */
 export type ToolTarget =
   | { readonly kind: "local"; readonly definition: ToolDefinition }
-  | { readonly kind: "remote"; readonly address: string; readonly workerId: string };
+  | { readonly kind: "remote"; readonly address: WorkerAddress; readonly workerId: string };
 
 /** A tool as the registry holds it. */
 export interface RegisteredTool {
@@ -36,83 +38,275 @@ export interface RegisteredTool {
   readonly streaming: boolean;
   /** The session it belongs to, or undefined for a global tool. */
   readonly sessionId: string | undefined;
-  /** Epoch ms after which a session-scoped tool is gone. */
+  /** Epoch ms after which the tool is gone. */
   readonly expiresAt: number | undefined;
   readonly target: ToolTarget;
+  /** "local" (built-in or embedder code) or "worker:<id>" (the registering worker). */
+  readonly owner: string;
 }
 
-/** Global and session-scoped tools. */
+/** A tool to register, without what the registry assigns. */
+export type ToolInput = Omit<RegisteredTool, "id" | "owner">;
+
+/** Global and session-scoped tools, with owners. */
 export interface ToolRegistry {
-  /** Registers (or replaces) a tool; returns its id. */
-  register(tool: Omit<RegisteredTool, "id">): string;
+  /**
+   * Registers (or replaces) a built-in or embedder tool; returns its id.
+   * Local code is the operator's: it may replace any tool of its scope.
+   */
+  registerLocal(tool: ToolInput): string;
+  /**
+   * Registers a worker's remote tools, all or none; returns their ids by
+   * name. A name held by local code, or by another worker, in the same
+   * scope (or globally, for a session-scoped registration) is refused with
+   * ALREADY_EXISTS; the worker's own tools are replaced. Sizes and counts
+   * beyond the limits are refused with INVALID_ARGUMENT or
+   * RESOURCE_EXHAUSTED.
+   */
+  registerRemote(tools: readonly ToolInput[], workerId: string): Record<string, string>;
   /** The tool a session sees under a name: its own first, then global. */
   lookup(sessionId: string, name: string): RegisteredTool | undefined;
   /** Every tool a session sees, session-scoped ones shadowing global ones. */
   list(sessionId: string): RegisteredTool[];
   /** Removes a session's tools; returns how many. */
   dropSession(sessionId: string): number;
-  /** Removes a global tool. */
-  unregister(name: string): boolean;
+  /** Removes a global local tool. */
+  unregisterLocal(name: string): boolean;
+  /** Remote tools held, global and session-scoped. */
+  readonly remoteCount: number;
+}
+
+/** Options of {@link createToolRegistry}. */
+export interface ToolRegistryOptions {
+  readonly now?: () => number;
+  readonly limits?: Pick<Limits, "maxTools" | "maxToolsPerSession" | "maxToolBytes">;
+  /** Registrations and removals are recorded here. */
+  readonly audit?: AuditTrail;
 }
 
 /** Creates an empty registry. */
-export function createToolRegistry(now: () => number = Date.now): ToolRegistry {
+export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegistry {
+  const now = options.now ?? Date.now;
+  const limits = options.limits ?? defaultLimits;
   const global = new Map<string, RegisteredTool>();
   const scoped = new Map<string, Map<string, RegisteredTool>>();
+  let remoteCount = 0;
+
+  const record = (
+    action: "register" | "remove",
+    tool: Pick<RegisteredTool, "name" | "sessionId" | "target">,
+    outcome: ToolOutcome,
+    error?: string,
+  ) => {
+    options.audit?.record({
+      action,
+      sessionId: tool.sessionId ?? "",
+      tool: tool.name,
+      startedAt: now(),
+      durationMs: 0,
+      outcome,
+      ...(error === undefined ? {} : { error }),
+      target: tool.target.kind === "local" ? "local" : `remote:${tool.target.address.display}`,
+      streaming: false,
+      ...(tool.target.kind === "remote" ? { worker: tool.target.workerId } : {}),
+    });
+  };
 
   const alive = (tool: RegisteredTool | undefined): tool is RegisteredTool =>
     tool !== undefined && (tool.expiresAt === undefined || tool.expiresAt > now());
 
+  /** Drops a tool from its map, keeping the remote count and the audit trail. */
+  const drop = (map: Map<string, RegisteredTool>, tool: RegisteredTool, why: string) => {
+    if (map.get(tool.name) !== tool) return;
+    map.delete(tool.name);
+    if (tool.target.kind === "remote") remoteCount--;
+    record("remove", tool, "ok", why);
+  };
+
+  const mapFor = (sessionId: string | undefined, create: boolean) => {
+    if (sessionId === undefined) return global;
+    let tools = scoped.get(sessionId);
+    if (tools === undefined && create) {
+      tools = new Map();
+      scoped.set(sessionId, tools);
+    }
+    return tools;
+  };
+
+  const put = (tool: ToolInput, owner: string): string => {
+    const id =
+      tool.sessionId === undefined ? `tool:global:${tool.name}` : `tool:session:${tool.name}`;
+    const map = mapFor(tool.sessionId, true) as Map<string, RegisteredTool>;
+    const previous = map.get(tool.name);
+    if (previous?.target.kind === "remote") remoteCount--;
+    const registered: RegisteredTool = { ...tool, id, owner };
+    map.set(tool.name, registered);
+    if (registered.target.kind === "remote") remoteCount++;
+    record("register", registered, "ok");
+    return id;
+  };
+
+  /** The live tool of a scope under a name, dropping an expired one. */
+  const current = (sessionId: string | undefined, name: string): RegisteredTool | undefined => {
+    const map = mapFor(sessionId, false);
+    const tool = map?.get(name);
+    if (tool === undefined || map === undefined) return undefined;
+    if (alive(tool)) return tool;
+    drop(map, tool, "expired");
+    return undefined;
+  };
+
   return {
-    register(tool) {
+    get remoteCount() {
+      return remoteCount;
+    },
+
+    registerLocal(tool) {
       checkToolName(tool.name);
       for (const p of tool.parameters) checkParameter(tool.name, p);
-      const id =
-        tool.sessionId === undefined ? `tool:global:${tool.name}` : `tool:session:${tool.name}`;
-      const registered: RegisteredTool = { ...tool, id };
-      if (tool.sessionId === undefined) {
-        global.set(tool.name, registered);
-      } else {
-        let tools = scoped.get(tool.sessionId);
-        if (tools === undefined) {
-          tools = new Map();
-          scoped.set(tool.sessionId, tools);
+      return put(tool, "local");
+    },
+
+    registerRemote(tools, workerId) {
+      const owner = `worker:${workerId}`;
+      const fail = (tool: ToolInput, error: ConnectError): never => {
+        record(
+          "register",
+          tool,
+          error.code === Code.AlreadyExists
+            ? "already_exists"
+            : error.code === Code.ResourceExhausted
+              ? "resource_exhausted"
+              : "error",
+          error.rawMessage,
+        );
+        throw error;
+      };
+      let added = 0;
+      const perSession = new Map<string, number>();
+      const names = new Set<string>();
+      for (const tool of tools) {
+        try {
+          checkToolName(tool.name);
+          for (const p of tool.parameters) checkParameter(tool.name, p);
+        } catch (e) {
+          fail(tool, ConnectError.from(e));
         }
-        tools.set(tool.name, registered);
+        const key = `${tool.sessionId ?? ""}\u0000${tool.name}`;
+        if (names.has(key)) {
+          fail(
+            tool,
+            new ConnectError(
+              `tool '${tool.name}' is registered twice in one request`,
+              Code.InvalidArgument,
+            ),
+          );
+        }
+        names.add(key);
+        const size = toolBytes(tool);
+        if (size > limits.maxToolBytes) {
+          fail(
+            tool,
+            new ConnectError(
+              `tool '${tool.name}' is ${size} bytes (name, description, parameters, metadata); the limit is ${limits.maxToolBytes} (--max-tool-bytes)`,
+              Code.InvalidArgument,
+            ),
+          );
+        }
+        const holder = [current(tool.sessionId, tool.name), current(undefined, tool.name)].find(
+          (t) => t !== undefined && t.owner !== owner,
+        );
+        if (holder !== undefined) {
+          fail(
+            tool,
+            new ConnectError(
+              holder.owner === "local"
+                ? `tool name '${tool.name}' is taken by a tool of the bridge itself; choose another name`
+                : `tool name '${tool.name}' is registered by another worker; choose another name`,
+              Code.AlreadyExists,
+            ),
+          );
+        }
+        if (current(tool.sessionId, tool.name) === undefined) {
+          added++;
+          if (tool.sessionId !== undefined) {
+            perSession.set(tool.sessionId, (perSession.get(tool.sessionId) ?? 0) + 1);
+          }
+        }
       }
-      return id;
+      if (remoteCount + added > limits.maxTools) {
+        fail(
+          tools[0] as ToolInput,
+          new ConnectError(
+            `the bridge holds ${remoteCount} remote tools; ${added} more would exceed the limit of ${limits.maxTools} (--max-tools)`,
+            Code.ResourceExhausted,
+          ),
+        );
+      }
+      for (const [sessionId, n] of perSession) {
+        const held = scoped.get(sessionId)?.size ?? 0;
+        if (held + n > limits.maxToolsPerSession) {
+          fail(
+            tools.find((t) => t.sessionId === sessionId) as ToolInput,
+            new ConnectError(
+              `the session holds ${held} tools; ${n} more would exceed the limit of ${limits.maxToolsPerSession} (--max-tools-per-session)`,
+              Code.ResourceExhausted,
+            ),
+          );
+        }
+      }
+      const ids: Record<string, string> = {};
+      for (const tool of tools) ids[tool.name] = put(tool, owner);
+      return ids;
     },
 
     lookup(sessionId, name) {
-      const tools = scoped.get(sessionId);
-      const own = tools?.get(name);
-      if (alive(own)) return own;
-      if (own !== undefined) tools?.delete(name);
-      return global.get(name);
+      return current(sessionId, name) ?? current(undefined, name);
     },
 
     list(sessionId) {
-      const seen = new Map<string, RegisteredTool>(global);
+      const seen = new Map<string, RegisteredTool>();
+      for (const tool of [...global.values()]) {
+        if (alive(tool)) seen.set(tool.name, tool);
+        else drop(global, tool, "expired");
+      }
       const tools = scoped.get(sessionId);
       if (tools !== undefined) {
-        for (const [name, tool] of tools) {
-          if (alive(tool)) seen.set(name, tool);
-          else tools.delete(name);
+        for (const tool of [...tools.values()]) {
+          if (alive(tool)) seen.set(tool.name, tool);
+          else drop(tools, tool, "expired");
         }
       }
       return [...seen.values()];
     },
 
     dropSession(sessionId) {
-      const count = scoped.get(sessionId)?.size ?? 0;
+      const tools = scoped.get(sessionId);
+      if (tools === undefined) return 0;
+      const count = tools.size;
+      for (const tool of [...tools.values()]) drop(tools, tool, "session ended");
       scoped.delete(sessionId);
       return count;
     },
 
-    unregister(name) {
-      return global.delete(name);
+    unregisterLocal(name) {
+      const tool = global.get(name);
+      if (tool === undefined) return false;
+      drop(global, tool, "unregistered");
+      return true;
     },
   };
+}
+
+/** The bytes a tool adds to every tool listing it appears in. */
+function toolBytes(tool: ToolInput): number {
+  let n = utf8Length(tool.name) + utf8Length(tool.description);
+  for (const p of tool.parameters) {
+    n += utf8Length(p.name) + utf8Length(p.type) + utf8Length(p.description ?? "");
+    if (p.default !== undefined) n += utf8Length(JSON.stringify(p.default));
+  }
+  for (const [k, v] of Object.entries(tool.metadata)) n += utf8Length(k) + utf8Length(v);
+  return n;
 }
 
 /** Tool names: `^[A-Za-z0-9][A-Za-z0-9_.-]*$`, at most 64 characters. */
