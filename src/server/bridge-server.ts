@@ -191,6 +191,11 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   metrics.gauge("bridge_sessions", "Live sessions.", () => stats.sessions);
   metrics.gauge("bridge_variables", "Variables across live sessions.", () => stats.variables);
   metrics.gauge("bridge_watchers", "Open watch streams.", () => hub.size);
+  const listeners = new Map<"public" | "worker" | "admin", HttpFront>();
+  metrics.gauge("bridge_connections", "Open connections, by listener.", ["listener"], () =>
+    [...listeners].map(([listener, f]) => ({ labels: { listener }, value: f.connectionCount })),
+  );
+  metrics.gauge("bridge_remote_tools", "Tools registered by workers.", () => tools.remoteCount);
 
   const executions = metrics.counter(
     "bridge_tool_executions_total",
@@ -335,6 +340,10 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       const started = [publicFront, workerFront, adminFront].filter(
         (f): f is HttpFront => f !== undefined,
       );
+      listeners.clear();
+      listeners.set("public", publicFront);
+      if (workerFront !== undefined) listeners.set("worker", workerFront);
+      if (adminFront !== undefined) listeners.set("admin", adminFront);
       fronts = started;
       let bound: ({ host: string; port: number } | undefined)[];
       try {

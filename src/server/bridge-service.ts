@@ -1,9 +1,10 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   type BridgeService,
   type ParameterSpec,
   ParameterSpecSchema,
+  type RegisterToolsRequest,
   type ToolSpec,
   ToolSpecSchema,
   type Variable,
@@ -15,7 +16,7 @@ import { isClientSessionId } from "./bridge-core.js";
 import { isWorker, requireWorker } from "./caller.js";
 import { compileGlob } from "./glob.js";
 import { mintSessionId } from "./ids.js";
-import { checkMetadata, quote } from "./limits.js";
+import { checkMetadata, clip, quote } from "./limits.js";
 import { type Logger, redactSessionId } from "./logger.js";
 import type { SessionTransaction, VariableRecord } from "./store/session-store.js";
 import type { ToolExecutor } from "./tools/tool-executor.js";
@@ -54,6 +55,100 @@ export function createBridgeService(
       .list(sessionId)
       .filter((t) => allowed.length === 0 || allowed.includes(t.name))
       .sort((a, b) => a.name.localeCompare(b.name));
+
+  /** RegisterTools for a worker; any failure is a ConnectError. */
+  const registerRemoteTools = async (
+    req: RegisterToolsRequest,
+    ctx: HandlerContext,
+  ): Promise<{ success: boolean; toolIds: Record<string, string>; errorMessage: string }> => {
+    requireWorker(ctx, "RegisterTools");
+    // Session-scoped tools need a live session; they go away with it.
+    if (req.sessionId !== "") await core.read(req.sessionId, () => undefined);
+    const workerId = req.workerId.trim();
+    if (workerId === "") {
+      throw new ConnectError(
+        "worker_id is required: it names the worker that owns the tools (only it may replace them)",
+        Code.InvalidArgument,
+      );
+    }
+    const accepted: ToolInput[] = [];
+    for (const t of req.tools) {
+      checkToolName(t.name);
+      const raw = t.metadata.worker_address ?? "";
+      if (raw === "") {
+        throw new ConnectError(
+          `tool '${t.name}': metadata.worker_address is required (the worker's gRPC host:port, where calls are forwarded)`,
+          Code.InvalidArgument,
+        );
+      }
+      const address = parts.workerAddresses.check(raw);
+      const ttlText = t.metadata.expires_in_seconds ?? "0";
+      const ttl = /^\d{1,9}$/.test(ttlText) ? Number(ttlText) : Number.NaN;
+      if (Number.isNaN(ttl)) {
+        throw new ConnectError(
+          `tool '${t.name}': metadata.expires_in_seconds must be a whole number of seconds, got ${quote(ttlText, 20)}`,
+          Code.InvalidArgument,
+        );
+      }
+      const metadata: Record<string, string> = {};
+      for (const [k, v] of Object.entries(t.metadata)) {
+        if (!INTERNAL_TOOL_METADATA.has(k)) metadata[k] = v;
+      }
+      accepted.push({
+        name: t.name,
+        description: t.description,
+        parameters: t.parameters.map((p) => ({
+          name: p.name,
+          type: parameterTypeFromWire(p.type),
+          description: p.description,
+          required: p.required,
+        })),
+        metadata,
+        requiredVariables: [],
+        streaming: t.supportsStreaming,
+        sessionId: req.sessionId === "" ? undefined : req.sessionId,
+        expiresAt: ttl > 0 ? now() + ttl * 1000 : undefined,
+        target: { kind: "remote", address, workerId },
+      });
+    }
+    const toolIds = tools.registerRemote(accepted, workerId);
+    return { success: true, toolIds, errorMessage: "" };
+  };
+
+  /** Logs and audits a refused registration (a few of its tool names, never its address). */
+  const refusedRegistration = (req: RegisterToolsRequest, error: ConnectError) => {
+    const outcome =
+      error.code === Code.AlreadyExists
+        ? "already_exists"
+        : error.code === Code.ResourceExhausted
+          ? "resource_exhausted"
+          : error.code === Code.PermissionDenied || error.code === Code.Unauthenticated
+            ? "denied"
+            : "error";
+    const names = req.tools.slice(0, 8).map((t) => clip(t.name, 64));
+    logger.warn("tool registration refused", {
+      event: "tool_register",
+      session: req.sessionId === "" ? "(global)" : redactSessionId(req.sessionId),
+      worker: clip(req.workerId, 64),
+      tools: names,
+      code: Code[error.code],
+      error: error.rawMessage,
+    });
+    for (const name of names) {
+      core.audit.record({
+        action: "register",
+        sessionId: req.sessionId,
+        tool: name,
+        startedAt: now(),
+        durationMs: 0,
+        outcome,
+        error: error.rawMessage,
+        target: "remote",
+        streaming: false,
+        worker: clip(req.workerId, 64),
+      });
+    }
+  };
 
   const service: ServiceImpl<typeof BridgeService> = {
     ping(req) {
@@ -329,65 +424,14 @@ export function createBridgeService(
     },
 
     async registerTools(req, ctx) {
-      requireWorker(ctx, "RegisterTools");
-      // Session-scoped tools need a live session; they go away with it.
-      if (req.sessionId !== "") await core.read(req.sessionId, () => undefined);
-      const workerId = req.workerId.trim();
-      if (workerId === "") {
-        throw new ConnectError(
-          "worker_id is required: it names the worker that owns the tools (only it may replace them)",
-          Code.InvalidArgument,
-        );
+      try {
+        return await registerRemoteTools(req, ctx);
+      } catch (e) {
+        const error = ConnectError.from(e);
+        refusedRegistration(req, error);
+        throw error;
       }
-      const accepted: ToolInput[] = [];
-      for (const t of req.tools) {
-        checkToolName(t.name);
-        const raw = t.metadata.worker_address ?? "";
-        if (raw === "") {
-          throw new ConnectError(
-            `tool '${t.name}': metadata.worker_address is required (the worker's gRPC host:port, where calls are forwarded)`,
-            Code.InvalidArgument,
-          );
-        }
-        const address = parts.workerAddresses.check(raw);
-        const ttlText = t.metadata.expires_in_seconds ?? "0";
-        const ttl = /^\d{1,9}$/.test(ttlText) ? Number(ttlText) : Number.NaN;
-        if (Number.isNaN(ttl)) {
-          throw new ConnectError(
-            `tool '${t.name}': metadata.expires_in_seconds must be a whole number of seconds, got ${quote(ttlText, 20)}`,
-            Code.InvalidArgument,
-          );
-        }
-        const metadata: Record<string, string> = {};
-        for (const [k, v] of Object.entries(t.metadata)) {
-          if (!INTERNAL_TOOL_METADATA.has(k)) metadata[k] = v;
-        }
-        accepted.push({
-          name: t.name,
-          description: t.description,
-          parameters: t.parameters.map((p) => ({
-            name: p.name,
-            type: parameterTypeFromWire(p.type),
-            description: p.description,
-            required: p.required,
-          })),
-          metadata,
-          requiredVariables: [],
-          streaming: t.supportsStreaming,
-          sessionId: req.sessionId === "" ? undefined : req.sessionId,
-          expiresAt: ttl > 0 ? now() + ttl * 1000 : undefined,
-          target: { kind: "remote", address, workerId },
-        });
-      }
-      const toolIds = tools.registerRemote(accepted, workerId);
-      logger.debug("tools registered", {
-        session: req.sessionId === "" ? "(global)" : redactSessionId(req.sessionId),
-        worker: workerId,
-        tools: Object.keys(toolIds),
-      });
-      return { success: true, toolIds, errorMessage: "" };
     },
-
     async *watchVariables(req, ctx) {
       const identifiers = new Set(req.variableIdentifiers);
       const watcher = await core.read(req.sessionId, (view) => {

@@ -98,6 +98,8 @@ export interface HttpFront {
    * unary calls that should be allowed to finish included.)
    */
   readonly shutdownSignal: AbortSignal;
+  /** Connections open now. */
+  readonly connectionCount: number;
 }
 
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
@@ -428,6 +430,9 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
 
   return {
     shutdownSignal: shutdown.signal,
+    get connectionCount() {
+      return connections.size;
+    },
 
     listen() {
       if (closing !== undefined) return Promise.reject(new Error("the front is closed"));

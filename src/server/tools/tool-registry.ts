@@ -57,7 +57,8 @@ export interface ToolRegistry {
   registerLocal(tool: ToolInput): string;
   /**
    * Registers a worker's remote tools, all or none; returns their ids by
-   * name. A name held by local code, or by another worker, in the same
+   * name. Successful registrations (and later removals) are audited;
+   * refusals are for the caller to audit. A name held by local code, or by another worker, in the same
    * scope (or globally, for a session-scoped registration) is refused with
    * ALREADY_EXISTS; the worker's own tools are replaced. Sizes and counts
    * beyond the limits are refused with INVALID_ARGUMENT or
@@ -169,17 +170,8 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
 
     registerRemote(tools, workerId) {
       const owner = `worker:${workerId}`;
-      const fail = (tool: ToolInput, error: ConnectError): never => {
-        record(
-          "register",
-          tool,
-          error.code === Code.AlreadyExists
-            ? "already_exists"
-            : error.code === Code.ResourceExhausted
-              ? "resource_exhausted"
-              : "error",
-          error.rawMessage,
-        );
+      // Refusals are audited by the caller, which sees every reason.
+      const fail = (_tool: ToolInput, error: ConnectError): never => {
         throw error;
       };
       let added = 0;

@@ -35,9 +35,11 @@ const HOST_NAME =
  * message saying what is accepted.
  */
 export function parseWorkerAddress(raw: string): WorkerAddress {
+  // Credentials in the text are never repeated (messages reach logs).
+  const shown = raw.includes("@") ? "" : ` ${quote(raw, 100)}`;
   const bad = (why: string) =>
     new ConnectError(
-      `worker_address ${quote(raw, 100)} ${why}; give the worker's gRPC host:port, e.g. 127.0.0.1:50100`,
+      `worker_address${shown} ${why}; give the worker's gRPC host:port, e.g. 127.0.0.1:50100`,
       Code.InvalidArgument,
     );
   let text = raw.trim();
