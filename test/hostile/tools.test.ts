@@ -3,9 +3,14 @@
  * real server over real sockets: each test is an attack that once worked,
  * shown closed.
  */
+
+import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
-import type { RegisterToolsRequest } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import {
+  type RegisterToolsRequest,
+  RegisterToolsRequestSchema,
+} from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { createLogger } from "../../src/server/index.js";
 import { decodeJsonAny, encodeJsonAny, type JsonValue } from "../../src/values/index.js";
 import { bridgePerTest, protocols } from "../support/bridge.js";
@@ -30,22 +35,13 @@ const params = (o: Record<string, JsonValue>) =>
 const registration = (
   name: string,
   address: string,
-  init: Partial<RegisterToolsRequest> = {},
-): Partial<RegisterToolsRequest> & { tools: NonNullable<RegisterToolsRequest["tools"]> } => ({
-  sessionId: "",
-  workerId: "evil-worker",
-  tools: [
-    {
-      $typeName: "snakepit.bridge.ToolRegistration",
-      name,
-      description: "",
-      parameters: [],
-      metadata: { worker_address: address },
-      supportsStreaming: false,
-    },
-  ],
-  ...init,
-});
+  init: { sessionId?: string; workerId?: string } = {},
+): RegisterToolsRequest =>
+  create(RegisterToolsRequestSchema, {
+    sessionId: init.sessionId ?? "",
+    workerId: init.workerId ?? "evil-worker",
+    tools: [{ name, description: "", metadata: { worker_address: address } }],
+  });
 
 /** A sink that keeps every log line. */
 function captureLogs() {
