@@ -11,7 +11,7 @@ import { type Measured, pairedRatios, sideBySide, startLoadPool } from "./suppor
 import { type BenchContext, type BenchResult, formatRate } from "./support/result.ts";
 import { median, round } from "./support/stats.ts";
 
-const sessionId = "bench-batch";
+const sessionId = "bench-batch-session";
 const batchSize = 100;
 const names = Array.from({ length: batchSize }, (_, i) => `v${String(i).padStart(3, "0")}`);
 const target = 20;

@@ -14,7 +14,7 @@ import { startRedisServer } from "./support/redis-server.ts";
 import { type BenchContext, type BenchResult, formatRate } from "./support/result.ts";
 import { median, round } from "./support/stats.ts";
 
-const sessionId = "bench-redis";
+const sessionId = "bench-redis-session";
 const variable = "temperature";
 const redisKey = `bench:${variable}`;
 

@@ -16,7 +16,7 @@ import type { RpcProtocol } from "./workers/load-calls.ts";
 
 const protocols: readonly RpcProtocol[] = ["grpc", "connect"];
 const concurrencies = [1, 16, 64] as const;
-const sessionId = "bench-throughput";
+const sessionId = "bench-throughput-session";
 const variable = "temperature";
 const getTarget = 0.8;
 

@@ -16,7 +16,7 @@ import type { ServeCpu } from "./workers/serve-bridge.ts";
 
 const processes = 4;
 const streamsPerProcess = 250;
-const sessionId = "bench-fanout";
+const sessionId = "bench-fanout-session";
 const variable = "tick";
 const p99Target = 50;
 

@@ -72,41 +72,49 @@ function text(i: number, version: number, length: number): string {
 async function perVariable(
   req: Extract<MemoryRequest, { type: "per-variable" }>,
 ): Promise<PerVariable> {
-  const server = createBridgeServer({ logger, maxSessions: req.sessions + 10 });
+  const server = createBridgeServer({
+    logger,
+    maxSessions: req.sessions + 10,
+    maxSessionsPerClient: req.sessions + 10,
+  });
   const client = createClient(BridgeService, createRouterTransport(server.routes));
   const string = (s: string) => encodeValue("string", s).any;
 
   // Warm-up: compile every path measured below, then drop it.
-  await client.initializeSession({ sessionId: "warm" });
+  await client.initializeSession({ sessionId: "memory-probe-warm-up" });
   for (let j = 0; j < 50; j++) {
     await client.registerVariable({
-      sessionId: "warm",
+      sessionId: "memory-probe-warm-up",
       name: `w${j}`,
       type: "string",
       initialValue: string("w"),
     });
-    await client.getVariable({ sessionId: "warm", variableIdentifier: `w${j}` });
+    await client.getVariable({ sessionId: "memory-probe-warm-up", variableIdentifier: `w${j}` });
     await client.setVariable({
-      sessionId: "warm",
+      sessionId: "memory-probe-warm-up",
       variableIdentifier: `w${j}`,
       value: string("ww"),
     });
   }
-  await client.cleanupSession({ sessionId: "warm" });
+  await client.cleanupSession({ sessionId: "memory-probe-warm-up" });
 
   const before = await settledHeap();
-  for (let s = 0; s < req.sessions; s++) await client.initializeSession({ sessionId: `m${s}` });
+  for (let s = 0; s < req.sessions; s++)
+    await client.initializeSession({ sessionId: `memory-probe-${s}-session` });
   const empty = await settledHeap();
   for (let s = 0; s < req.sessions; s++) {
     for (let j = 0; j < req.perSession; j++) {
       const i = s * req.perSession + j;
       await client.registerVariable({
-        sessionId: `m${s}`,
+        sessionId: `memory-probe-${s}-session`,
         name: `var_${j}`,
         type: "string",
         initialValue: string(text(i, 0, req.valueBytes)),
       });
-      await client.getVariable({ sessionId: `m${s}`, variableIdentifier: `var_${j}` });
+      await client.getVariable({
+        sessionId: `memory-probe-${s}-session`,
+        variableIdentifier: `var_${j}`,
+      });
     }
   }
   const filled = await settledHeap();
@@ -114,7 +122,7 @@ async function perVariable(
     for (let j = 0; j < req.perSession; j++) {
       const i = s * req.perSession + j;
       await client.setVariable({
-        sessionId: `m${s}`,
+        sessionId: `memory-probe-${s}-session`,
         variableIdentifier: `var_${j}`,
         value: string(text(i, 1, req.valueBytes)),
       });

@@ -12,6 +12,7 @@ import { createHttpFront, type HttpFront } from "./http-front.js";
 import { type Limits, limitsFrom } from "./limits.js";
 import { createLogger, type Logger, redactSessionId } from "./logger.js";
 import { createMetrics, createMetricsInterceptor, type MetricsRegistry } from "./metrics.js";
+import { createSessionQuota } from "./session-quota.js";
 import { createMemoryStore } from "./store/memory-store.js";
 import type { SessionStore } from "./store/session-store.js";
 import { type AuditEntry, type AuditFilter, createAuditTrail } from "./tools/audit-trail.js";
@@ -145,8 +146,10 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     maxWorkerConnections: config.maxWorkerConnections,
     logger,
   });
+  const sessionQuota = createSessionQuota(config.maxSessionsPerClient);
   const service = createBridgeService(core, {
     executor,
+    sessionQuota,
     workerAddresses: createWorkerAddressPolicy({
       allow: config.workerAllow,
       ownHosts: () => ownHosts.map((h) => h.toLowerCase()),
@@ -171,6 +174,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     // error is only built for sessions with streams, and expiries are
     // logged at debug level only (the metrics count every end).
     tools.dropSession(event.sessionId);
+    sessionQuota.release(event.sessionId);
     hub.endSession(event.sessionId, () =>
       sessionEnded(event.reason === "expired" ? "expired" : "cleaned up"),
     );
@@ -312,7 +316,11 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
           port,
           routes,
           interceptors,
-          contextValues: callerResolver(listener, config.workerToken),
+          contextValues: callerResolver({
+            listener,
+            workerToken: config.workerToken,
+            trustedProxies: config.trustedProxies,
+          }),
           corsOrigins: listener === "public" ? config.corsOrigins : [],
           maxRequestBytes: config.maxRequestBytes,
           maxReplyBytes: config.maxReplyBytes,

@@ -13,11 +13,12 @@ import {
 import { encodeJsonAny } from "../values/index.js";
 import type { BridgeCore } from "./bridge-core.js";
 import { isClientSessionId } from "./bridge-core.js";
-import { isWorker, requireWorker } from "./caller.js";
+import { clientOf, isWorker, requireWorker } from "./caller.js";
 import { compileGlob } from "./glob.js";
 import { mintSessionId } from "./ids.js";
 import { checkMetadata, clip, quote } from "./limits.js";
 import { type Logger, redactSessionId } from "./logger.js";
+import type { SessionQuota } from "./session-quota.js";
 import type { SessionTransaction, VariableRecord } from "./store/session-store.js";
 import type { ToolExecutor } from "./tools/tool-executor.js";
 import {
@@ -33,6 +34,8 @@ import { historyOf, type PreparedWrite } from "./variable-ops.js";
 /** What the service needs besides the core. */
 export interface BridgeServiceParts {
   readonly executor: ToolExecutor;
+  /** Live sessions per public client. */
+  readonly sessionQuota: SessionQuota;
   /** Decides where registered tools may send calls. */
   readonly workerAddresses: WorkerAddressPolicy;
   readonly logger: Logger;
@@ -205,8 +208,18 @@ export function createBridgeService(
           );
         }
         result = { session: existing.value, created: false };
-      } else {
+      } else if (isWorker(ctx)) {
         result = await store.createSession(init, settings.limits.maxSessions, setup);
+      } else {
+        // A public client's new sessions count against its quota until they end.
+        const settle = parts.sessionQuota.reserve(clientOf(ctx));
+        try {
+          result = await store.createSession(init, settings.limits.maxSessions, setup);
+        } catch (e) {
+          settle();
+          throw e;
+        }
+        settle(result.created ? sessionId : undefined);
       }
       const { session, created } = result;
       if (!created) checkSameSettings(session, req.ttlSeconds, ttlMs, init.allowedTools);

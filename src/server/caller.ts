@@ -21,11 +21,14 @@ export interface Caller {
   readonly kind: "public" | "worker";
   /** A public caller that sent `authorization: Bearer …` that is not the worker token. */
   readonly badToken: boolean;
+  /**
+   * The client's address: the peer's, or behind a trusted proxy the one the
+   * proxy appended to x-forwarded-for. Per-client quotas count by it.
+   */
+  readonly client: string;
 }
 
-const anonymous: Caller = Object.freeze({ kind: "public", badToken: false });
-const worker: Caller = Object.freeze({ kind: "worker", badToken: false });
-const wrongToken: Caller = Object.freeze({ kind: "public", badToken: true });
+const anonymous: Caller = Object.freeze({ kind: "public", badToken: false, client: "" });
 
 /** Where a handler finds its {@link Caller}; public unless a listener says otherwise. */
 export const callerKey = createContextKey<Caller>(anonymous, { description: "bridge caller" });
@@ -36,20 +39,53 @@ export const callerKey = createContextKey<Caller>(anonymous, { description: "bri
  * worker only with the right bearer token, compared in constant time (as
  * digests, so not even the token's length leaks).
  */
-export function callerResolver(
-  listener: "public" | "worker",
-  workerToken: string,
-): (req: { headers: Readonly<Record<string, string | string[] | undefined>> }) => ContextValues {
-  if (listener === "worker") return () => createContextValues().set(callerKey, worker);
-  const expected = workerToken === "" ? undefined : digest(workerToken);
+export function callerResolver(options: {
+  readonly listener: "public" | "worker";
+  readonly workerToken: string;
+  /** Peer addresses whose x-forwarded-for is believed (e.g. Envoy's). */
+  readonly trustedProxies: readonly string[];
+}): (req: CallerRequest) => ContextValues {
+  const proxies = new Set(options.trustedProxies.map(normalizeAddress));
+  const clientOf = (req: CallerRequest): string => {
+    const peer = normalizeAddress(req.socket.remoteAddress ?? "");
+    if (!proxies.has(peer)) return peer;
+    const header = req.headers["x-forwarded-for"];
+    const forwarded = (Array.isArray(header) ? header.join(",") : (header ?? "")).split(",");
+    // The proxy appended the address it saw last; earlier entries are the client's say.
+    const last = forwarded.at(-1)?.trim() ?? "";
+    return last === "" ? peer : normalizeAddress(last);
+  };
+  if (options.listener === "worker") {
+    return (req) =>
+      createContextValues().set(callerKey, {
+        kind: "worker",
+        badToken: false,
+        client: clientOf(req),
+      });
+  }
+  const expected = options.workerToken === "" ? undefined : digest(options.workerToken);
   return (req) => {
-    const values = createContextValues();
+    const client = clientOf(req);
     const header = req.headers.authorization;
     const auth = Array.isArray(header) ? header[0] : header;
-    if (auth === undefined || !/^bearer /i.test(auth)) return values;
-    const ok = expected !== undefined && timingSafeEqual(digest(auth.slice(7).trim()), expected);
-    return values.set(callerKey, ok ? worker : wrongToken);
+    let caller: Caller = { kind: "public", badToken: false, client };
+    if (auth !== undefined && /^bearer /i.test(auth)) {
+      const ok = expected !== undefined && timingSafeEqual(digest(auth.slice(7).trim()), expected);
+      caller = ok ? { kind: "worker", badToken: false, client } : { ...caller, badToken: true };
+    }
+    return createContextValues().set(callerKey, caller);
   };
+}
+
+/** What {@link callerResolver} reads of a request. */
+export interface CallerRequest {
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly socket: { readonly remoteAddress?: string | undefined };
+}
+
+function normalizeAddress(address: string): string {
+  const a = address.trim().toLowerCase();
+  return a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a;
 }
 
 function digest(text: string): Buffer {
@@ -78,4 +114,9 @@ export function requireWorker(ctx: HandlerContext, operation: string): void {
 /** Whether the call comes from a worker. */
 export function isWorker(ctx: HandlerContext): boolean {
   return ctx.values.get(callerKey).kind === "worker";
+}
+
+/** The calling client's address (see {@link Caller.client}). */
+export function clientOf(ctx: HandlerContext): string {
+  return ctx.values.get(callerKey).client;
 }

@@ -217,6 +217,8 @@ describe("serve --help", () => {
     shutdownGraceMs: ["--shutdown-grace-ms", "UB_SHUTDOWN_GRACE_MS"],
     logLevel: ["--log-level", "UB_LOG_LEVEL"],
     store: ["--store", "UB_STORE"],
+    maxSessionsPerClient: ["--max-sessions-per-client", "UB_MAX_SESSIONS_PER_CLIENT"],
+    trustedProxies: ["--trusted-proxy", "UB_TRUSTED_PROXIES"],
     workerHost: ["--worker-host", "UB_WORKER_HOST"],
     workerPort: ["--worker-port", "UB_WORKER_PORT"],
     workerToken: ["--worker-token", "UB_WORKER_TOKEN"],

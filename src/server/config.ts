@@ -4,6 +4,7 @@
  * stops the server at startup with a message naming the flag, the variable and
  * what is accepted.
  */
+import { isIP } from "node:net";
 import { defaultConnectionLimits } from "./http-front.js";
 import { defaultLimits } from "./limits.js";
 import { isLogLevel, type LogLevel, logLevels } from "./logger.js";
@@ -40,6 +41,10 @@ export interface ServerConfig {
    * public callers; existing sessions can still be reopened by id.
    */
   clientSessionIds: boolean;
+  /** Live sessions one public client may have created. */
+  maxSessionsPerClient: number;
+  /** Proxy addresses (e.g. Envoy's) whose x-forwarded-for names the client. */
+  trustedProxies: string[];
   /** Origins browsers may call from directly (exact `scheme://host[:port]`; "*" = any). */
   corsOrigins: string[];
   /** Sliding session lifetime in seconds. */
@@ -111,6 +116,8 @@ export const defaultServerConfig: ServerConfig = Object.freeze({
   adminHost: "127.0.0.1",
   adminPort: 9464,
   clientSessionIds: true,
+  maxSessionsPerClient: 256,
+  trustedProxies: Object.freeze([]) as unknown as string[],
   corsOrigins: Object.freeze([]) as unknown as string[],
   sessionTtlSeconds: 1800,
   maxSessionTtlSeconds: defaultLimits.maxSessionTtlSeconds,
@@ -242,6 +249,32 @@ const options: readonly OptionSpec<Key>[] = [
       "Let public callers create sessions under ids they choose (16 to 256 characters of A-Z a-z 0-9 _ -). false: the server mints every new id on the public port (existing sessions can still be reopened by id); use false in production.",
     parse: boolean,
     boolean: true,
+  }),
+  spec({
+    key: "maxSessionsPerClient",
+    flag: "max-sessions-per-client",
+    placeholder: "<n>",
+    description:
+      "Live sessions one public client (by address; see --trusted-proxy) may have created; more fail with RESOURCE_EXHAUSTED, so one client cannot fill the session table.",
+    parse: (raw) => integer(raw, 1),
+  }),
+  spec({
+    key: "trustedProxies",
+    flag: "trusted-proxy",
+    env: "UB_TRUSTED_PROXIES",
+    placeholder: "<ip>",
+    description:
+      "Address of a proxy in front of the bridge (e.g. Envoy) whose x-forwarded-for names the client; repeat the flag or separate with commas.",
+    parse: (raw) =>
+      raw
+        .split(",")
+        .map((a) => a.trim())
+        .filter((a) => a !== "")
+        .map((a) => {
+          if (isIP(a) === 0) throw new Error(`"${a}" is not an IP address`);
+          return a;
+        }),
+    repeatable: true,
   }),
   spec({
     key: "corsOrigins",

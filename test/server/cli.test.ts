@@ -297,6 +297,8 @@ describe("unified-bridge serve --help", () => {
     shutdownGraceMs: { flag: "--shutdown-grace-ms", env: "UB_SHUTDOWN_GRACE_MS" },
     logLevel: { flag: "--log-level", env: "UB_LOG_LEVEL" },
     store: { flag: "--store", env: "UB_STORE" },
+    maxSessionsPerClient: { flag: "--max-sessions-per-client", env: "UB_MAX_SESSIONS_PER_CLIENT" },
+    trustedProxies: { flag: "--trusted-proxy", env: "UB_TRUSTED_PROXIES" },
     workerHost: { flag: "--worker-host", env: "UB_WORKER_HOST" },
     workerPort: { flag: "--worker-port", env: "UB_WORKER_PORT" },
     workerToken: { flag: "--worker-token", env: "UB_WORKER_TOKEN" },
