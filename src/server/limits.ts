@@ -12,6 +12,13 @@ export interface Limits {
   readonly maxMetadataBytes: number;
   /** History entries retained per variable. */
   readonly historyLimit: number;
+  /** Bytes of past versions retained per variable (oldest dropped first). */
+  readonly historyMaxBytes: number;
+  /**
+   * Bytes one session may hold: current values, their history and tool data,
+   * each with its metadata.
+   */
+  readonly maxSessionBytes: number;
 }
 
 /** The default limits. */
@@ -23,6 +30,8 @@ export const defaultLimits: Limits = {
   maxMetadataEntries: 32,
   maxMetadataBytes: 4096,
   historyLimit: 100,
+  historyMaxBytes: 1024 * 1024,
+  maxSessionBytes: 16 * 1024 * 1024,
 };
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
@@ -56,12 +65,8 @@ export function checkMetadata(
   limits: Limits,
   subject: string,
 ): void {
-  let entries = 0;
-  let bytes = 0;
-  for (const [key, value] of Object.entries(metadata)) {
-    entries++;
-    bytes += utf8Length(key) + utf8Length(value);
-  }
+  const entries = Object.keys(metadata).length;
+  const bytes = metadataBytes(metadata);
   if (entries > limits.maxMetadataEntries) {
     throw new ConnectError(
       `${subject}: metadata has ${entries} entries; the limit is ${limits.maxMetadataEntries}`,
@@ -74,6 +79,23 @@ export function checkMetadata(
       Code.ResourceExhausted,
     );
   }
+}
+
+/** Bytes of all keys and values of a metadata map, as UTF-8. */
+export function metadataBytes(metadata: Readonly<Record<string, string>>): number {
+  let bytes = 0;
+  for (const key in metadata) bytes += utf8Length(key) + utf8Length(metadata[key] as string);
+  return bytes;
+}
+
+/** A byte count for messages: "512 bytes", "256 KiB", "17.2 MiB". */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} bytes`;
+  const [size, unit] = bytes < 1024 * 1024 ? [bytes / 1024, "KiB"] : [bytes / 1024 / 1024, "MiB"];
+  // One decimal, rounded up: a figure just over a limit must not read as
+  // the limit itself. The epsilon keeps float noise (1.1 * 10) from rounding up.
+  const rounded = Math.ceil(size * 10 - 1e-9) / 10;
+  return `${Number.isInteger(rounded) ? rounded : rounded.toFixed(1)} ${unit}`;
 }
 
 /** UTF-8 length of a string without allocating. */
