@@ -11,7 +11,7 @@ import {
   valueByteSize,
 } from "../values/index.js";
 import { variableId } from "./ids.js";
-import { checkMetadata, checkVariableName, clip, type Limits } from "./limits.js";
+import { checkMetadata, checkVariableName, clip, type Limits, metadataBytes } from "./limits.js";
 import type {
   HistoryEntry,
   SessionTransaction,
@@ -80,6 +80,8 @@ export interface WriteInput {
 export interface PreparedWrite {
   readonly current: VariableRecord;
   readonly value: VariableValue;
+  /** Encoded size of `value`. */
+  readonly valueBytes: number;
   readonly binary: boolean;
   readonly metadata: Readonly<Record<string, string>>;
   readonly source: string;
@@ -119,7 +121,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     binary: Uint8Array,
     constraints: Constraints,
     name: string,
-  ): { value: VariableValue; binary: boolean } => {
+  ): { value: VariableValue; bytes: number; binary: boolean } => {
     let raw: unknown;
     if (input !== undefined && "raw" in input) raw = input.raw;
     else {
@@ -142,7 +144,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     // The binary form is what the type URL says, not whether bytes came
     // along: decodeValue ignores a payload under a JSON type URL.
     const isBinary = input !== undefined && !("raw" in input) && input.typeUrl.endsWith(".binary");
-    return { value: checked.value, binary: isBinary };
+    return { value: checked.value, bytes: size, binary: isBinary };
   };
 
   const emit = (
@@ -181,6 +183,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     return {
       current,
       value: decoded.value,
+      valueBytes: decoded.bytes,
       binary: decoded.binary,
       metadata,
       source: writer ?? input.metadata.source ?? "client",
@@ -200,11 +203,15 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       updatedAt: t,
       changedBy: write.source,
       changeMetadata: write.changeMetadata,
+      bytes: recordBytes(write.valueBytes, write.metadata, write.changeMetadata),
     };
     tx.putVariable(next);
     // The version being replaced becomes history; the current one is the
     // record itself, so a variable that is never written keeps no history.
-    tx.appendHistory(next.id, currentEntry(write.current), limits.historyLimit - 1);
+    // It counts as one of historyLimit; the rest are past versions.
+    const maxPast = Math.max(0, limits.historyLimit - 1);
+    tx.dropHistory(next.id, Math.max(0, tx.history(next.id).length + 1 - maxPast));
+    if (maxPast > 0) tx.appendHistory(next.id, currentEntry(write.current));
     emit(tx, write.kind, next, write.source, write.changeMetadata);
     return next;
   };
@@ -253,6 +260,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
         accessControlJson: "",
         changedBy: input.metadata.source ?? "client",
         changeMetadata: NO_METADATA,
+        bytes: recordBytes(decoded.bytes, input.metadata, NO_METADATA),
       };
       tx.putVariable(record);
       emit(tx, "registered", record, record.changedBy, input.metadata);
@@ -327,6 +335,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       return applyWrite(tx, {
         current,
         value: entry.value,
+        valueBytes: entry.bytes - metadataBytes(entry.metadata),
         binary: current.binary,
         metadata: current.metadata,
         source,
@@ -372,7 +381,22 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
   };
 }
 
-/** The history entry of a record's current version. */
+/**
+ * What a version counts for in the session budget: its encoded value, the
+ * variable's metadata and the metadata of the write that made it.
+ */
+function recordBytes(
+  valueBytes: number,
+  metadata: Readonly<Record<string, string>>,
+  changeMetadata: Readonly<Record<string, string>>,
+): number {
+  return valueBytes + metadataBytes(metadata) + metadataBytes(changeMetadata);
+}
+
+/**
+ * The history entry of a record's current version. It keeps the write's
+ * metadata but not the variable's, and counts for that much less.
+ */
 export function currentEntry(record: VariableRecord): HistoryEntry {
   return {
     version: record.version,
@@ -380,6 +404,7 @@ export function currentEntry(record: VariableRecord): HistoryEntry {
     timestamp: record.updatedAt,
     changedBy: record.changedBy,
     metadata: record.changeMetadata,
+    bytes: record.bytes - metadataBytes(record.metadata),
   };
 }
 

@@ -1,6 +1,7 @@
 import type { JsonValue } from "../../values/index.js";
 import type { BridgeCore } from "../bridge-core.js";
 import { compileGlob } from "../glob.js";
+import { utf8Length } from "../limits.js";
 import type { VariableRecord } from "../store/session-store.js";
 import type { ToolSession, ToolVariable } from "./tool-definition.js";
 
@@ -48,7 +49,7 @@ export function createToolSession(core: BridgeCore, sessionId: string): ToolSess
     updateData: (key, fn) =>
       core.transact(sessionId, (tx) => {
         const next = fn(tx.data(key));
-        tx.setData(key, next);
+        tx.setData(key, next, next === undefined ? 0 : utf8Length(JSON.stringify(next)));
         return next;
       }),
   };
