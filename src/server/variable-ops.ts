@@ -11,7 +11,14 @@ import {
   valueByteSize,
 } from "../values/index.js";
 import { variableId } from "./ids.js";
-import { checkMetadata, checkVariableName, clip, type Limits, metadataBytes } from "./limits.js";
+import {
+  checkMetadata,
+  checkVariableName,
+  clip,
+  formatBytes,
+  type Limits,
+  metadataBytes,
+} from "./limits.js";
 import type {
   HistoryEntry,
   SessionTransaction,
@@ -22,15 +29,21 @@ import type {
 
 /**
  * The variable semantics, shared by every RPC that writes: validation,
- * versions, compare-and-swap, locks, history, change events. Each function
- * runs inside a store transaction and throws a ConnectError before writing
- * anything, so a failed call changes nothing.
+ * versions, compare-and-swap, locks, history, change events, and the
+ * session's byte budget. Each function runs inside a store transaction and
+ * throws a ConnectError before writing anything, so a failed call changes
+ * nothing.
  */
 export interface VariableOps {
   register(tx: SessionTransaction, input: RegisterInput): VariableRecord;
   /** Validates a write without applying it. */
   prepareWrite(view: SessionView, input: WriteInput): PreparedWrite;
-  /** Applies a prepared write: new version, history entry, change event. */
+  /**
+   * Applies a prepared write: new version, history entry, change event.
+   * Checks the session budget against `tx` as it stands (earlier writes of a
+   * batch included) and fails with RESOURCE_EXHAUSTED, changing nothing,
+   * when the value does not fit even without the variable's history.
+   */
   applyWrite(tx: SessionTransaction, write: PreparedWrite): VariableRecord;
   find(view: SessionView, identifier: string): VariableRecord;
   remove(tx: SessionTransaction, identifier: string, source: string): VariableRecord;
@@ -147,6 +160,48 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     return { value: checked.value, bytes: size, binary: isBinary };
   };
 
+  const overBudget = (total: number, subject: string) =>
+    new ConnectError(
+      `session would hold ${formatBytes(total)} with ${subject}; the limit is ${formatBytes(limits.maxSessionBytes)} (--max-session-bytes)`,
+      Code.ResourceExhausted,
+    );
+
+  /**
+   * How a write of `next` over `current` treats the history: how many of
+   * the oldest entries go, and whether the replaced version is kept. History
+   * stays a run of consecutive versions ending at the replaced one, within
+   * historyLimit entries and historyMaxBytes; when the session budget would
+   * be exceeded, more of this variable's history goes, oldest first. Throws
+   * when the value does not fit even with no history at all.
+   */
+  const planHistory = (
+    tx: SessionTransaction,
+    current: VariableRecord,
+    next: VariableRecord,
+    replaced: HistoryEntry,
+  ): { drop: number; keepReplaced: boolean } => {
+    const past = tx.history(current.id);
+    let pastBytes = 0;
+    for (const e of past) pastBytes += e.bytes;
+    // The current version counts as one of historyLimit; the rest are past.
+    const maxPast = Math.max(0, limits.historyLimit - 1);
+    let keepReplaced = maxPast > 0 && replaced.bytes <= limits.historyMaxBytes;
+    let drop = keepReplaced ? Math.max(0, past.length + 1 - maxPast) : past.length;
+    let kept = keepReplaced ? replaced.bytes : 0;
+    for (let i = drop; i < past.length; i++) kept += (past[i] as HistoryEntry).bytes;
+    const others = tx.bytes - current.bytes - pastBytes;
+    const fits = () =>
+      kept <= limits.historyMaxBytes && others + next.bytes + kept <= limits.maxSessionBytes;
+    while (drop < past.length && !fits()) kept -= (past[drop++] as HistoryEntry).bytes;
+    if (keepReplaced && !fits()) {
+      keepReplaced = false;
+      kept = 0;
+    }
+    const total = others + next.bytes + kept;
+    if (total > limits.maxSessionBytes) throw overBudget(total, `variable '${current.name}'`);
+    return { drop, keepReplaced };
+  };
+
   const emit = (
     tx: SessionTransaction,
     kind: VariableChange["kind"],
@@ -205,13 +260,13 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       changeMetadata: write.changeMetadata,
       bytes: recordBytes(write.valueBytes, write.metadata, write.changeMetadata),
     };
-    tx.putVariable(next);
     // The version being replaced becomes history; the current one is the
     // record itself, so a variable that is never written keeps no history.
-    // It counts as one of historyLimit; the rest are past versions.
-    const maxPast = Math.max(0, limits.historyLimit - 1);
-    tx.dropHistory(next.id, Math.max(0, tx.history(next.id).length + 1 - maxPast));
-    if (maxPast > 0) tx.appendHistory(next.id, currentEntry(write.current));
+    const replaced = currentEntry(write.current);
+    const { drop, keepReplaced } = planHistory(tx, write.current, next, replaced);
+    tx.putVariable(next);
+    tx.dropHistory(next.id, drop);
+    if (keepReplaced) tx.appendHistory(next.id, replaced);
     emit(tx, write.kind, next, write.source, write.changeMetadata);
     return next;
   };
@@ -245,6 +300,10 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       }
       const decoded = decodeChecked(type, input.value, input.binary, constraints, input.name);
       checkMetadata(input.metadata, limits, `variable '${input.name}'`);
+      const bytes = recordBytes(decoded.bytes, input.metadata, NO_METADATA);
+      if (tx.bytes + bytes > limits.maxSessionBytes) {
+        throw overBudget(tx.bytes + bytes, `variable '${input.name}'`);
+      }
       const t = now();
       const record: VariableRecord = {
         id: variableId(tx.nextVariableSeq(), input.name),
@@ -260,7 +319,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
         accessControlJson: "",
         changedBy: input.metadata.source ?? "client",
         changeMetadata: NO_METADATA,
-        bytes: recordBytes(decoded.bytes, input.metadata, NO_METADATA),
+        bytes,
       };
       tx.putVariable(record);
       emit(tx, "registered", record, record.changedBy, input.metadata);
