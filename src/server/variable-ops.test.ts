@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { encodeValue } from "../values/index.js";
+import { encodeValue, type JsonValue } from "../values/index.js";
 import { defaultLimits, type Limits } from "./limits.js";
 import { createMemoryStore } from "./store/memory-store.js";
 import type { SessionStore, SessionTransaction, SessionView } from "./store/session-store.js";
@@ -243,5 +243,36 @@ describe("the session budget", () => {
     expect(e.rawMessage).toContain("session would hold 1002 bytes with variable 'x'");
     expect(await state("x")).toEqual(before);
     expect(before).toMatchObject({ version: 1, history: [0], sessionBytes: 991 });
+  });
+});
+
+describe("session data", () => {
+  const set = (ops: VariableOps, key: string, value: JsonValue | undefined) =>
+    tx((t) => ops.setData(t, key, value));
+
+  it("counts data in the session budget by its JSON size", async () => {
+    const ops = opsWith({ maxSessionBytes: 1000 });
+    await set(ops, "k", ["é", 1]);
+    expect(await view((v) => [v.dataBytes("k"), v.bytes])).toEqual([8, 8]);
+    await register(ops, "x", text(900));
+    const e = await failure(set(ops, "k", text(100)));
+    expect(e.code).toBe(Code.ResourceExhausted);
+    expect(e.rawMessage).toBe(
+      "session would hold 1002 bytes with session data 'k'; the limit is 1000 bytes (--max-session-bytes)",
+    );
+    expect(await view((v) => [v.data("k"), v.bytes])).toEqual([["é", 1], 908]);
+    await set(ops, "k", undefined);
+    expect(await view((v) => [v.data("k"), v.bytes])).toEqual([undefined, 900]);
+  });
+
+  it("refuses a value whose JSON is over maxValueBytes", async () => {
+    const ops = opsWith({ maxValueBytes: 100 });
+    await set(ops, "k", "short");
+    const e = await failure(set(ops, "k", text(200)));
+    expect(e.code).toBe(Code.ResourceExhausted);
+    expect(e.rawMessage).toBe(
+      "session data 'k' would be 202 bytes as JSON; the limit is 100 bytes (--max-value-bytes)",
+    );
+    expect(await view((v) => v.data("k"))).toBe("short");
   });
 });

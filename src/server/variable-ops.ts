@@ -5,6 +5,7 @@ import {
   checkValue,
   constraintsFromJson,
   decodeValue,
+  type JsonValue,
   parseVariableType,
   type VariableType,
   type VariableValue,
@@ -18,6 +19,8 @@ import {
   formatBytes,
   type Limits,
   metadataBytes,
+  quote,
+  utf8Length,
 } from "./limits.js";
 import type {
   HistoryEntry,
@@ -30,9 +33,9 @@ import type {
 /**
  * The variable semantics, shared by every RPC that writes: validation,
  * versions, compare-and-swap, locks, history, change events, and the
- * session's byte budget. Each function runs inside a store transaction and
- * throws a ConnectError before writing anything, so a failed call changes
- * nothing.
+ * session's byte budget (which tool data shares). Each function runs inside
+ * a store transaction and throws a ConnectError before writing anything, so
+ * a failed call changes nothing.
  */
 export interface VariableOps {
   register(tx: SessionTransaction, input: RegisterInput): VariableRecord;
@@ -66,6 +69,11 @@ export interface VariableOps {
     source: string,
   ): VariableRecord;
   addDependency(tx: SessionTransaction, from: string, to: string, type: string): void;
+  /**
+   * Sets (or, with undefined, removes) session data for server-side tools:
+   * its JSON must fit in maxValueBytes and the session budget.
+   */
+  setData(tx: SessionTransaction, key: string, value: JsonValue | undefined): void;
 }
 
 /** A new variable. */
@@ -436,6 +444,23 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
         stack.push(...(next.get(id) ?? []));
       }
       tx.addDependency({ from: a.id, to: b.id, type: type || "depends_on" });
+    },
+
+    setData(tx, key, value) {
+      if (value === undefined) {
+        tx.setData(key, undefined, 0);
+        return;
+      }
+      const bytes = utf8Length(JSON.stringify(value));
+      if (bytes > limits.maxValueBytes) {
+        throw new ConnectError(
+          `session data ${quote(key)} would be ${formatBytes(bytes)} as JSON; the limit is ${formatBytes(limits.maxValueBytes)} (--max-value-bytes)`,
+          Code.ResourceExhausted,
+        );
+      }
+      const total = tx.bytes - tx.dataBytes(key) + bytes;
+      if (total > limits.maxSessionBytes) throw overBudget(total, `session data ${quote(key)}`);
+      tx.setData(key, value, bytes);
     },
   };
 }

@@ -1,7 +1,6 @@
 import type { JsonValue } from "../../values/index.js";
 import type { BridgeCore } from "../bridge-core.js";
 import { compileGlob } from "../glob.js";
-import { utf8Length } from "../limits.js";
 import type { VariableRecord } from "../store/session-store.js";
 import type { ToolSession, ToolVariable } from "./tool-definition.js";
 
@@ -9,6 +8,7 @@ import type { ToolSession, ToolVariable } from "./tool-definition.js";
  * The session as a server-side tool sees it. Every write goes through the
  * same semantics as a client's SetVariable (validation, versions, history,
  * watchers); updates run inside one store transaction, so they are atomic.
+ * Session data is held to the value limit and counts in the session budget.
  */
 export function createToolSession(core: BridgeCore, sessionId: string): ToolSession {
   const write = (
@@ -46,10 +46,11 @@ export function createToolSession(core: BridgeCore, sessionId: string): ToolSess
       write(identifier, () => value, options.expectedVersion),
     updateVariable: (identifier, fn) => write(identifier, (current) => fn(toToolVariable(current))),
     getData: (key) => core.read(sessionId, (view) => view.data(key)),
+    maxDataBytes: core.settings.limits.maxValueBytes,
     updateData: (key, fn) =>
       core.transact(sessionId, (tx) => {
         const next = fn(tx.data(key));
-        tx.setData(key, next, next === undefined ? 0 : utf8Length(JSON.stringify(next)));
+        core.ops.setData(tx, key, next);
         return next;
       }),
   };
