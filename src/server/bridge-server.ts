@@ -19,7 +19,9 @@ import { createVariableOps } from "./variable-ops.js";
 import { createWatchHub } from "./watch-hub.js";
 
 /** Options of {@link createBridgeServer}: the server config plus embedding hooks. */
-export interface BridgeServerOptions extends Partial<ServerConfig> {
+export interface BridgeServerOptions
+  extends Partial<ServerConfig>,
+    Partial<Pick<Limits, "historyMaxBytes" | "maxSessionBytes">> {
   /** Where structured logs go (default: JSON lines on stdout at `logLevel`). */
   readonly logger?: Logger;
   /**
@@ -98,6 +100,8 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     maxMetadataEntries: config.maxMetadataEntries,
     maxMetadataBytes: config.maxMetadataBytes,
     historyLimit: config.historyLimit,
+    historyMaxBytes: options.historyMaxBytes ?? defaultLimits.historyMaxBytes,
+    maxSessionBytes: options.maxSessionBytes ?? defaultLimits.maxSessionBytes,
   };
   const store = options.sessionStore ?? createMemoryStore({ now });
   const shutdown = new AbortController();
