@@ -320,7 +320,10 @@ export function createBridgeService(
     async setVariables(req) {
       checkMetadata(req.metadata, settings.limits, "batch");
       const keys = [...new Set([...Object.keys(req.updates), ...Object.keys(req.binaryUpdates)])];
-      return core.transact(req.sessionId, (tx) => {
+      let refused:
+        | { errors: Record<string, string>; errorCodes: Record<string, number> }
+        | undefined;
+      const response = core.transact(req.sessionId, (tx) => {
         const errors: Record<string, string> = {};
         const errorCodes: Record<string, number> = {};
         const prepared = new Map<string, PreparedWrite>();
@@ -355,11 +358,27 @@ export function createBridgeService(
         const newVersions: Record<string, number> = {};
         const variables: Record<string, Variable> = {};
         for (const [key, write] of prepared) {
-          const record = ops.applyWrite(tx, write);
-          newVersions[key] = record.version;
-          variables[key] = toVariableMessage(record);
+          try {
+            const record = ops.applyWrite(tx, write);
+            newVersions[key] = record.version;
+            variables[key] = toVariableMessage(record);
+          } catch (e) {
+            // Over the session budget. Atomic: throwing undoes the writes
+            // applied so far, and the batch is refused in-band below.
+            const error = ConnectError.from(e);
+            errors[key] = error.rawMessage;
+            errorCodes[key] = error.code;
+            if (req.atomic) {
+              refused = { errors, errorCodes };
+              throw error;
+            }
+          }
         }
         return { success: true, errors, errorCodes, newVersions, variables };
+      });
+      return response.catch((e: unknown) => {
+        if (refused === undefined) throw e;
+        return { success: false, ...refused, newVersions: {}, variables: {} };
       });
     },
 

@@ -16,9 +16,12 @@ export interface Limits {
   readonly maxMetadataBytes: number;
   /** History entries retained per variable. */
   readonly historyLimit: number;
-  /** Bytes of past values retained per variable; the oldest go first. */
+  /** Bytes of past versions retained per variable (oldest dropped first). */
   readonly historyMaxBytes: number;
-  /** Bytes one session holds: current values, history and tool data. */
+  /**
+   * Bytes one session may hold: current values, their history and tool data,
+   * each with its metadata.
+   */
   readonly maxSessionBytes: number;
   /** Longest sliding TTL a client may ask for. */
   readonly maxSessionTtlSeconds: number;
@@ -99,12 +102,8 @@ export function checkMetadata(
   limits: Limits,
   subject: string,
 ): void {
-  let entries = 0;
-  let bytes = 0;
-  for (const [key, value] of Object.entries(metadata)) {
-    entries++;
-    bytes += utf8Length(key) + utf8Length(value);
-  }
+  const entries = Object.keys(metadata).length;
+  const bytes = metadataBytes(metadata);
   if (entries > limits.maxMetadataEntries) {
     throw new ConnectError(
       `${subject}: metadata has ${entries} entries; the limit is ${limits.maxMetadataEntries}`,
@@ -117,6 +116,23 @@ export function checkMetadata(
       Code.ResourceExhausted,
     );
   }
+}
+
+/** Bytes of all keys and values of a metadata map, as UTF-8. */
+export function metadataBytes(metadata: Readonly<Record<string, string>>): number {
+  let bytes = 0;
+  for (const key in metadata) bytes += utf8Length(key) + utf8Length(metadata[key] as string);
+  return bytes;
+}
+
+/** A byte count for messages: "512 bytes", "256 KiB", "17.2 MiB". */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} bytes`;
+  const [size, unit] = bytes < 1024 * 1024 ? [bytes / 1024, "KiB"] : [bytes / 1024 / 1024, "MiB"];
+  // One decimal, rounded up: a figure just over a limit must not read as
+  // the limit itself. The epsilon keeps float noise (1.1 * 10) from rounding up.
+  const rounded = Math.ceil(size * 10 - 1e-9) / 10;
+  return `${Number.isInteger(rounded) ? rounded : rounded.toFixed(1)} ${unit}`;
 }
 
 /** UTF-8 length of a string without allocating. */

@@ -5,13 +5,23 @@ import {
   checkValue,
   constraintsFromJson,
   decodeValue,
+  type JsonValue,
   parseVariableType,
   type VariableType,
   type VariableValue,
   valueByteSize,
 } from "../values/index.js";
 import { variableId } from "./ids.js";
-import { checkMetadata, checkVariableName, clip, type Limits } from "./limits.js";
+import {
+  checkMetadata,
+  checkVariableName,
+  clip,
+  formatBytes,
+  type Limits,
+  metadataBytes,
+  quote,
+  utf8Length,
+} from "./limits.js";
 import type {
   HistoryEntry,
   SessionTransaction,
@@ -22,15 +32,21 @@ import type {
 
 /**
  * The variable semantics, shared by every RPC that writes: validation,
- * versions, compare-and-swap, locks, history, change events. Each function
- * runs inside a store transaction and throws a ConnectError before writing
- * anything, so a failed call changes nothing.
+ * versions, compare-and-swap, locks, history, change events, and the
+ * session's byte budget (which tool data shares). Each function runs inside
+ * a store transaction and throws a ConnectError before writing anything, so
+ * a failed call changes nothing.
  */
 export interface VariableOps {
   register(tx: SessionTransaction, input: RegisterInput): VariableRecord;
   /** Validates a write without applying it. */
   prepareWrite(view: SessionView, input: WriteInput): PreparedWrite;
-  /** Applies a prepared write: new version, history entry, change event. */
+  /**
+   * Applies a prepared write: new version, history entry, change event.
+   * Checks the session budget against `tx` as it stands (earlier writes of a
+   * batch included) and fails with RESOURCE_EXHAUSTED, changing nothing,
+   * when the value does not fit even without the variable's history.
+   */
   applyWrite(tx: SessionTransaction, write: PreparedWrite): VariableRecord;
   find(view: SessionView, identifier: string): VariableRecord;
   remove(tx: SessionTransaction, identifier: string, source: string): VariableRecord;
@@ -53,6 +69,11 @@ export interface VariableOps {
     source: string,
   ): VariableRecord;
   addDependency(tx: SessionTransaction, from: string, to: string, type: string): void;
+  /**
+   * Sets (or, with undefined, removes) session data for server-side tools:
+   * its JSON must fit in maxValueBytes and the session budget.
+   */
+  setData(tx: SessionTransaction, key: string, value: JsonValue | undefined): void;
 }
 
 /** A new variable. */
@@ -80,6 +101,8 @@ export interface WriteInput {
 export interface PreparedWrite {
   readonly current: VariableRecord;
   readonly value: VariableValue;
+  /** Encoded size of `value`. */
+  readonly valueBytes: number;
   readonly binary: boolean;
   readonly metadata: Readonly<Record<string, string>>;
   readonly source: string;
@@ -119,7 +142,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     binary: Uint8Array,
     constraints: Constraints,
     name: string,
-  ): { value: VariableValue; binary: boolean } => {
+  ): { value: VariableValue; bytes: number; binary: boolean } => {
     let raw: unknown;
     if (input !== undefined && "raw" in input) raw = input.raw;
     else {
@@ -142,7 +165,49 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     // The binary form is what the type URL says, not whether bytes came
     // along: decodeValue ignores a payload under a JSON type URL.
     const isBinary = input !== undefined && !("raw" in input) && input.typeUrl.endsWith(".binary");
-    return { value: checked.value, binary: isBinary };
+    return { value: checked.value, bytes: size, binary: isBinary };
+  };
+
+  const overBudget = (total: number, subject: string) =>
+    new ConnectError(
+      `session would hold ${formatBytes(total)} with ${subject}; the limit is ${formatBytes(limits.maxSessionBytes)} (--max-session-bytes)`,
+      Code.ResourceExhausted,
+    );
+
+  /**
+   * How a write of `next` over `current` treats the history: how many of
+   * the oldest entries go, and whether the replaced version is kept. History
+   * stays a run of consecutive versions ending at the replaced one, within
+   * historyLimit entries and historyMaxBytes; when the session budget would
+   * be exceeded, more of this variable's history goes, oldest first. Throws
+   * when the value does not fit even with no history at all.
+   */
+  const planHistory = (
+    tx: SessionTransaction,
+    current: VariableRecord,
+    next: VariableRecord,
+    replaced: HistoryEntry,
+  ): { drop: number; keepReplaced: boolean } => {
+    const past = tx.history(current.id);
+    let pastBytes = 0;
+    for (const e of past) pastBytes += e.bytes;
+    // The current version counts as one of historyLimit; the rest are past.
+    const maxPast = Math.max(0, limits.historyLimit - 1);
+    let keepReplaced = maxPast > 0 && replaced.bytes <= limits.historyMaxBytes;
+    let drop = keepReplaced ? Math.max(0, past.length + 1 - maxPast) : past.length;
+    let kept = keepReplaced ? replaced.bytes : 0;
+    for (let i = drop; i < past.length; i++) kept += (past[i] as HistoryEntry).bytes;
+    const others = tx.bytes - current.bytes - pastBytes;
+    const fits = () =>
+      kept <= limits.historyMaxBytes && others + next.bytes + kept <= limits.maxSessionBytes;
+    while (drop < past.length && !fits()) kept -= (past[drop++] as HistoryEntry).bytes;
+    if (keepReplaced && !fits()) {
+      keepReplaced = false;
+      kept = 0;
+    }
+    const total = others + next.bytes + kept;
+    if (total > limits.maxSessionBytes) throw overBudget(total, `variable '${current.name}'`);
+    return { drop, keepReplaced };
   };
 
   const emit = (
@@ -181,6 +246,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     return {
       current,
       value: decoded.value,
+      valueBytes: decoded.bytes,
       binary: decoded.binary,
       metadata,
       source: writer ?? input.metadata.source ?? "client",
@@ -200,11 +266,15 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       updatedAt: t,
       changedBy: write.source,
       changeMetadata: write.changeMetadata,
+      bytes: recordBytes(write.valueBytes, write.metadata, write.changeMetadata),
     };
-    tx.putVariable(next);
     // The version being replaced becomes history; the current one is the
     // record itself, so a variable that is never written keeps no history.
-    tx.appendHistory(next.id, currentEntry(write.current), limits.historyLimit - 1);
+    const replaced = currentEntry(write.current);
+    const { drop, keepReplaced } = planHistory(tx, write.current, next, replaced);
+    tx.putVariable(next);
+    tx.dropHistory(next.id, drop);
+    if (keepReplaced) tx.appendHistory(next.id, replaced);
     emit(tx, write.kind, next, write.source, write.changeMetadata);
     return next;
   };
@@ -238,6 +308,10 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       }
       const decoded = decodeChecked(type, input.value, input.binary, constraints, input.name);
       checkMetadata(input.metadata, limits, `variable '${input.name}'`);
+      const bytes = recordBytes(decoded.bytes, input.metadata, NO_METADATA);
+      if (tx.bytes + bytes > limits.maxSessionBytes) {
+        throw overBudget(tx.bytes + bytes, `variable '${input.name}'`);
+      }
       const t = now();
       const record: VariableRecord = {
         id: variableId(tx.nextVariableSeq(), input.name),
@@ -253,6 +327,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
         accessControlJson: "",
         changedBy: input.metadata.source ?? "client",
         changeMetadata: NO_METADATA,
+        bytes,
       };
       tx.putVariable(record);
       emit(tx, "registered", record, record.changedBy, input.metadata);
@@ -327,6 +402,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       return applyWrite(tx, {
         current,
         value: entry.value,
+        valueBytes: entry.bytes - metadataBytes(entry.metadata),
         binary: current.binary,
         metadata: current.metadata,
         source,
@@ -369,10 +445,42 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       }
       tx.addDependency({ from: a.id, to: b.id, type: type || "depends_on" });
     },
+
+    setData(tx, key, value) {
+      if (value === undefined) {
+        tx.setData(key, undefined, 0);
+        return;
+      }
+      const bytes = utf8Length(JSON.stringify(value));
+      if (bytes > limits.maxValueBytes) {
+        throw new ConnectError(
+          `session data ${quote(key)} would be ${formatBytes(bytes)} as JSON; the limit is ${formatBytes(limits.maxValueBytes)} (--max-value-bytes)`,
+          Code.ResourceExhausted,
+        );
+      }
+      const total = tx.bytes - tx.dataBytes(key) + bytes;
+      if (total > limits.maxSessionBytes) throw overBudget(total, `session data ${quote(key)}`);
+      tx.setData(key, value, bytes);
+    },
   };
 }
 
-/** The history entry of a record's current version. */
+/**
+ * What a version counts for in the session budget: its encoded value, the
+ * variable's metadata and the metadata of the write that made it.
+ */
+function recordBytes(
+  valueBytes: number,
+  metadata: Readonly<Record<string, string>>,
+  changeMetadata: Readonly<Record<string, string>>,
+): number {
+  return valueBytes + metadataBytes(metadata) + metadataBytes(changeMetadata);
+}
+
+/**
+ * The history entry of a record's current version. It keeps the write's
+ * metadata but not the variable's, and counts for that much less.
+ */
 export function currentEntry(record: VariableRecord): HistoryEntry {
   return {
     version: record.version,
@@ -380,6 +488,7 @@ export function currentEntry(record: VariableRecord): HistoryEntry {
     timestamp: record.updatedAt,
     changedBy: record.changedBy,
     metadata: record.changeMetadata,
+    bytes: record.bytes - metadataBytes(record.metadata),
   };
 }
 

@@ -35,9 +35,17 @@ interface SessionState {
   history: Map<string, HistoryEntry[]> | undefined;
   deps: readonly DependencyEdge[];
   /** Created on first use: most sessions never hold tool data. */
-  data: Map<string, JsonValue> | undefined;
+  data: Map<string, DataEntry> | undefined;
+  /** What the session holds, by the records' own count (see SessionView.bytes). */
+  bytes: number;
   /** Expiry bucket (whole second) this session is filed under. */
   bucket: number;
+}
+
+/** A session data entry with the size it was stored with. */
+interface DataEntry {
+  readonly value: JsonValue;
+  readonly bytes: number;
 }
 
 const BUCKET_MS = 1000;
@@ -181,6 +189,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
         history: undefined,
         deps: NO_DEPENDENCIES,
         data: undefined,
+        bytes: 0,
         bucket: Number.NaN,
       };
       // Run the setup before the session becomes visible, so a failing
@@ -258,10 +267,16 @@ function createView(state: SessionState): SessionView {
       return state.deps;
     },
     data(key) {
-      return state.data?.get(key);
+      return state.data?.get(key)?.value;
+    },
+    dataBytes(key) {
+      return state.data?.get(key)?.bytes ?? 0;
     },
     dataKeys() {
       return state.data?.keys() ?? [][Symbol.iterator]();
+    },
+    get bytes() {
+      return state.bytes;
     },
   };
 }
@@ -276,7 +291,9 @@ function createTransaction(state: SessionState) {
   let vars: Map<string, VariableRecord | null> | undefined;
   let names: Map<string, string | null> | undefined;
   let history: Map<string, HistoryEntry[] | null> | undefined;
-  let data: Map<string, JsonValue | undefined> | undefined;
+  let data: Map<string, DataEntry | undefined> | undefined;
+  /** Change in the session's bytes staged so far. */
+  let bytes = 0;
   const stageVar = (id: string, record: VariableRecord | null) => {
     vars ??= new Map();
     vars.set(id, record);
@@ -308,6 +325,20 @@ function createTransaction(state: SessionState) {
     if (staged !== undefined) return staged ?? [];
     return state.history?.get(id) ?? [];
   };
+  /**
+   * The variable's history as an array this transaction owns and may change
+   * in place: copied on first write, since committed arrays are shared with
+   * every view that read them.
+   */
+  const ownHistory = (id: string): HistoryEntry[] => {
+    const staged = history?.get(id);
+    if (staged !== undefined && staged !== null) return staged;
+    const own = staged === null ? [] : [...(state.history?.get(id) ?? [])];
+    stageHistory(id, own);
+    return own;
+  };
+  const getData = (key: string): DataEntry | undefined =>
+    data?.has(key) ? data.get(key) : state.data?.get(key);
 
   const api: SessionTransaction = {
     get session() {
@@ -337,39 +368,54 @@ function createTransaction(state: SessionState) {
       return deps ?? state.deps;
     },
     data(key) {
-      return data?.has(key) ? data?.get(key) : state.data?.get(key);
+      return getData(key)?.value;
+    },
+    dataBytes(key) {
+      return getData(key)?.bytes ?? 0;
     },
     *dataKeys() {
       for (const key of state.data?.keys() ?? []) if (!data?.has(key)) yield key;
-      for (const [key, value] of data ?? []) if (value !== undefined) yield key;
+      for (const [key, entry] of data ?? []) if (entry !== undefined) yield key;
+    },
+    get bytes() {
+      return state.bytes + bytes;
     },
     putVariable(record) {
       const previous = getVar(record.id);
       if (previous !== undefined && previous.name !== record.name) stageName(previous.name, null);
       stageVar(record.id, record);
       stageName(record.name, record.id);
+      bytes += record.bytes - (previous?.bytes ?? 0);
     },
     deleteVariable(id) {
       const previous = getVar(id);
       if (previous === undefined) return;
+      bytes -= previous.bytes;
+      for (const entry of getHistory(id)) bytes -= entry.bytes;
       stageVar(id, null);
       stageName(previous.name, null);
       stageHistory(id, null);
       deps = (deps ?? state.deps).filter((e) => e.from !== id && e.to !== id);
     },
-    appendHistory(variableId, entry, limit) {
-      const current = getHistory(variableId);
-      const keep = Math.max(0, limit - 1);
-      const next = current.length > keep ? current.slice(current.length - keep) : [...current];
-      if (limit > 0) next.push(entry);
-      stageHistory(variableId, next);
+    appendHistory(variableId, entry) {
+      ownHistory(variableId).push(entry);
+      bytes += entry.bytes;
+    },
+    dropHistory(variableId, count) {
+      if (count <= 0 || getHistory(variableId).length === 0) return;
+      for (const entry of ownHistory(variableId).splice(0, count)) bytes -= entry.bytes;
     },
     addDependency(edge) {
       deps = [...(deps ?? state.deps), edge];
     },
-    setData(key, value) {
+    setData(key, value, size) {
+      bytes -= getData(key)?.bytes ?? 0;
       data ??= new Map();
-      data.set(key, value);
+      if (value === undefined) data.set(key, undefined);
+      else {
+        data.set(key, { value, bytes: size });
+        bytes += size;
+      }
     },
     nextVariableSeq() {
       return seq++;
@@ -399,19 +445,20 @@ function createTransaction(state: SessionState) {
       else state.byName.set(name, id);
     }
     for (const [id, entries] of history ?? []) {
-      if (entries === null) state.history?.delete(id);
+      if (entries === null || entries.length === 0) state.history?.delete(id);
       else {
         state.history ??= new Map();
         state.history.set(id, entries);
       }
     }
-    for (const [key, value] of data ?? []) {
-      if (value === undefined) state.data?.delete(key);
+    for (const [key, entry] of data ?? []) {
+      if (entry === undefined) state.data?.delete(key);
       else {
         state.data ??= new Map();
-        state.data.set(key, value);
+        state.data.set(key, entry);
       }
     }
+    state.bytes += bytes;
     if (deps !== undefined) state.deps = deps;
     if (seq !== state.record.nextVariableSeq) {
       state.record = { ...state.record, nextVariableSeq: seq };

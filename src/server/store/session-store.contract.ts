@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { SessionStore, StoreEvent, VariableRecord } from "./session-store.js";
+import type { HistoryEntry, SessionStore, StoreEvent, VariableRecord } from "./session-store.js";
 
 /** A store under test with a clock the test controls. */
 export interface StoreFixture {
@@ -39,7 +39,13 @@ export function describeSessionStoreContract(
       ttlMs,
       allowedTools: [],
     });
-    const variable = (id: string, name: string, version = 0, value = 1): VariableRecord => ({
+    const variable = (
+      id: string,
+      name: string,
+      version = 0,
+      value = 1,
+      bytes = 8,
+    ): VariableRecord => ({
       id,
       name,
       type: "integer",
@@ -53,6 +59,15 @@ export function describeSessionStoreContract(
       binary: false,
       changedBy: "test",
       changeMetadata: {},
+      bytes,
+    });
+    const entry = (version: number, bytes = 8): HistoryEntry => ({
+      version,
+      value: version,
+      timestamp: version,
+      changedBy: "t",
+      metadata: {},
+      bytes,
     });
 
     it("creates a session once and reports whether this call created it", async () => {
@@ -122,12 +137,8 @@ export function describeSessionStoreContract(
       await expect(
         store.transact("s", (tx) => {
           tx.putVariable(variable("var:1:x", "x", 1, 2));
-          tx.appendHistory(
-            "var:1:x",
-            { version: 1, value: 2, timestamp: 0, changedBy: "t", metadata: {} },
-            10,
-          );
-          tx.setData("k", "v");
+          tx.appendHistory("var:1:x", entry(0));
+          tx.setData("k", "v", 3);
           tx.emit({
             sessionId: "s",
             kind: "value_changed",
@@ -160,22 +171,112 @@ export function describeSessionStoreContract(
       expect(seen?.value).toEqual(["var:1:x", undefined, 0]);
     });
 
-    it("keeps a bounded history and drops it with the variable", async () => {
+    it("appends history, drops the oldest entries, and drops it all with the variable", async () => {
       await store.createSession(init("s"), 10);
       await store.transact("s", (tx) => {
         tx.putVariable(variable("var:1:x", "x"));
-        for (let v = 0; v < 7; v++) {
-          tx.appendHistory(
-            "var:1:x",
-            { version: v, value: v, timestamp: v, changedBy: "t", metadata: {} },
-            5,
-          );
-        }
+        for (let v = 0; v < 5; v++) tx.appendHistory("var:1:x", entry(v));
+        tx.dropHistory("var:1:x", 2);
+      });
+      await store.transact("s", (tx) => {
+        tx.appendHistory("var:1:x", entry(5));
+        tx.dropHistory("var:1:x", 1);
       });
       const versions = await store.read("s", (v) => v.history("var:1:x").map((e) => e.version));
-      expect(versions?.value).toEqual([2, 3, 4, 5, 6]);
+      expect(versions?.value).toEqual([3, 4, 5]);
+      await store.transact("s", (tx) => tx.dropHistory("var:1:x", 10));
+      expect((await store.read("s", (v) => v.history("var:1:x")))?.value).toEqual([]);
+      await store.transact("s", (tx) => tx.appendHistory("var:1:x", entry(6)));
       await store.transact("s", (tx) => tx.deleteVariable("var:1:x"));
       expect((await store.read("s", (v) => v.history("var:1:x")))?.value).toEqual([]);
+    });
+
+    it("hands out history that later writes do not change", async () => {
+      await store.createSession(init("s"), 10);
+      await store.transact("s", (tx) => {
+        tx.putVariable(variable("var:1:x", "x"));
+        tx.appendHistory("var:1:x", entry(0));
+      });
+      const before = (await store.read("s", (v) => v.history("var:1:x")))?.value;
+      await store.transact("s", (tx) => {
+        tx.appendHistory("var:1:x", entry(1));
+        tx.dropHistory("var:1:x", 1);
+      });
+      expect(before?.map((e) => e.version)).toEqual([0]);
+    });
+
+    it("counts the bytes of variables, history and data as they change", async () => {
+      await store.createSession(init("s"), 10);
+      const bytes = async () => (await store.read("s", (v) => v.bytes))?.value;
+      expect(await bytes()).toBe(0);
+      await store.transact("s", (tx) => {
+        tx.putVariable(variable("var:1:x", "x", 0, 1, 100));
+        tx.putVariable(variable("var:2:y", "y", 0, 1, 50));
+      });
+      expect(await bytes()).toBe(150);
+      // A write: the new version replaces the record, the old one is history.
+      await store.transact("s", (tx) => {
+        tx.putVariable(variable("var:1:x", "x", 1, 2, 120));
+        tx.appendHistory("var:1:x", entry(0, 100));
+      });
+      expect(await bytes()).toBe(270);
+      await store.transact("s", (tx) => {
+        tx.putVariable(variable("var:1:x", "x", 2, 3, 10));
+        tx.appendHistory("var:1:x", entry(1, 120));
+        tx.dropHistory("var:1:x", 1);
+      });
+      expect(await bytes()).toBe(180);
+      await store.transact("s", (tx) => tx.setData("k", { a: 1 }, 30));
+      expect(await bytes()).toBe(210);
+      const data = await store.read("s", (v) => [v.dataBytes("k"), v.dataBytes("none")]);
+      expect(data?.value).toEqual([30, 0]);
+      await store.transact("s", (tx) => tx.setData("k", [], 2));
+      expect(await bytes()).toBe(182);
+      await store.transact("s", (tx) => tx.setData("k", undefined, 0));
+      expect(await bytes()).toBe(180);
+      // Deleting x gives back its record and its history.
+      await store.transact("s", (tx) => tx.deleteVariable("var:1:x"));
+      expect(await bytes()).toBe(50);
+      await store.transact("s", (tx) => tx.deleteVariable("var:2:y"));
+      expect(await bytes()).toBe(0);
+    });
+
+    it("counts staged writes inside a transaction, and none once it throws", async () => {
+      await store.createSession(init("s"), 10);
+      await store.transact("s", (tx) => {
+        tx.putVariable(variable("var:1:x", "x", 0, 1, 100));
+        tx.appendHistory("var:1:x", entry(0, 40));
+        tx.setData("k", "v", 3);
+      });
+      const seen: number[] = [];
+      await expect(
+        store.transact("s", (tx) => {
+          seen.push(tx.bytes);
+          tx.putVariable(variable("var:1:x", "x", 1, 2, 200));
+          seen.push(tx.bytes);
+          tx.appendHistory("var:1:x", entry(1, 100));
+          seen.push(tx.bytes);
+          tx.dropHistory("var:1:x", 1);
+          seen.push(tx.bytes);
+          tx.setData("k", "longer", 8);
+          seen.push(tx.bytes);
+          tx.putVariable(variable("var:2:y", "y", 0, 1, 1000));
+          seen.push(tx.bytes);
+          tx.deleteVariable("var:1:x");
+          seen.push(tx.bytes);
+          throw new Error("over budget");
+        }),
+      ).rejects.toThrow("over budget");
+      expect(seen).toEqual([143, 243, 343, 303, 308, 1308, 1008]);
+      expect((await store.read("s", (v) => v.bytes))?.value).toBe(143);
+    });
+
+    it("counts what a session's creation setup stores", async () => {
+      await store.createSession(init("s"), 10, (tx) => {
+        tx.putVariable(variable("var:1:x", "x", 0, 1, 64));
+        tx.setData("k", 1, 1);
+      });
+      expect((await store.read("s", (v) => v.bytes))?.value).toBe(65);
     });
 
     it("stores dependency edges and removes those of a deleted variable", async () => {
@@ -195,7 +296,7 @@ export function describeSessionStoreContract(
     it("keeps session data per session", async () => {
       await store.createSession(init("a"), 10);
       await store.createSession(init("b"), 10);
-      await store.transact("a", (tx) => tx.setData("history", [{ role: "user" }]));
+      await store.transact("a", (tx) => tx.setData("history", [{ role: "user" }], 17));
       expect((await store.read("a", (v) => v.data("history")))?.value).toEqual([{ role: "user" }]);
       expect((await store.read("b", (v) => v.data("history")))?.value).toBeUndefined();
       expect((await store.read("b", (v) => v.variable("x")))?.value).toBeUndefined();

@@ -27,6 +27,12 @@ export interface VariableRecord {
   readonly changedBy: string;
   /** Metadata of the write that made the current version. */
   readonly changeMetadata: Readonly<Record<string, string>>;
+  /**
+   * Bytes this version counts for in the session budget, as the variable
+   * semantics computed them (encoded value plus metadata). The store only
+   * adds these up.
+   */
+  readonly bytes: number;
 }
 
 /** An optimization lock held on one variable. */
@@ -43,6 +49,8 @@ export interface HistoryEntry {
   readonly timestamp: number;
   readonly changedBy: string;
   readonly metadata: Readonly<Record<string, string>>;
+  /** Bytes this entry counts for in the session budget (value plus metadata). */
+  readonly bytes: number;
 }
 
 /** A directed edge "from depends on to", between variable ids. */
@@ -92,7 +100,16 @@ export interface SessionView {
   dependencies(): readonly DependencyEdge[];
   /** Free-form session data for server-side tools (e.g. a conversation). */
   data(key: string): JsonValue | undefined;
+  /** The size a data entry was stored with; 0 when absent. */
+  dataBytes(key: string): number;
   dataKeys(): Iterable<string>;
+  /**
+   * Bytes the session holds: the `bytes` of every variable and history
+   * entry plus the size of every data entry. Kept as writes happen, so
+   * reading it costs nothing; inside a transaction it includes the staged
+   * writes.
+   */
+  readonly bytes: number;
 }
 
 /**
@@ -104,10 +121,16 @@ export interface SessionTransaction extends SessionView {
   putVariable(record: VariableRecord): void;
   /** Removes a variable with its history and dependency edges. */
   deleteVariable(id: string): void;
-  /** Appends a history entry, keeping at most `limit` entries. */
-  appendHistory(variableId: string, entry: HistoryEntry, limit: number): void;
+  /** Appends a history entry (the newest). */
+  appendHistory(variableId: string, entry: HistoryEntry): void;
+  /** Drops the `count` oldest history entries of a variable. */
+  dropHistory(variableId: string, count: number): void;
   addDependency(edge: DependencyEdge): void;
-  setData(key: string, value: JsonValue | undefined): void;
+  /**
+   * Sets (or, with undefined, removes) a data entry. `bytes` is what it
+   * counts for in the session budget, as the caller measured it.
+   */
+  setData(key: string, value: JsonValue | undefined, bytes: number): void;
   /** Reserves the next variable sequence number. */
   nextVariableSeq(): number;
   /** Publishes a change to watchers once the transaction commits. */
@@ -143,8 +166,9 @@ export type StoreEvent =
 
 /**
  * Backend-neutral, async session storage. The bridge service holds all
- * semantics (validation, versions, locks); a store provides atomic access to
- * one session's state, sliding expiry and a change feed. The in-memory store
+ * semantics (validation, versions, locks, history bounds, budgets); a store
+ * provides atomic access to one session's state, its byte accounting,
+ * sliding expiry and a change feed. The in-memory store
  * is the embedded default; other backends run the same contract suite.
  */
 export interface SessionStore {

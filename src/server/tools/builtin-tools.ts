@@ -1,4 +1,6 @@
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { JsonValue } from "../../values/index.js";
+import { formatBytes, utf8Length } from "../limits.js";
 import type { ToolDefinition } from "./tool-definition.js";
 
 /** A conversation message kept in session data. */
@@ -14,7 +16,9 @@ const CONVERSATION_KEY = "conversation_history";
  * Appends a message to the session's conversation history and returns the
  * history. The read-append-trim happens in one store transaction, so
  * concurrent callers (a browser tab and a Python worker, say) never lose a
- * message.
+ * message. The history is session data: its JSON is held to the value limit
+ * and counts in the session budget; a message that would break either is
+ * refused and the history stays as it was.
  */
 export const conversationAppendTool: ToolDefinition = {
   name: "conversation_append",
@@ -38,11 +42,32 @@ export const conversationAppendTool: ToolDefinition = {
     if (!Number.isInteger(max) || max < 1 || max > 10_000) {
       throw new Error("max_messages must be an integer between 1 and 10000");
     }
-    const history = await session.updateData(CONVERSATION_KEY, (current) => {
-      const messages = Array.isArray(current) ? [...current] : [];
-      messages.push({ role, content, at: Date.now() } satisfies Message as unknown as JsonValue);
-      return messages.slice(-max);
-    });
+    const message = { role, content, at: Date.now() } satisfies Message as unknown as JsonValue;
+    // Alone in the history, the message takes its JSON plus the brackets.
+    const size = utf8Length(JSON.stringify(message)) + 2;
+    if (size > session.maxDataBytes) {
+      throw new ConnectError(
+        `the message is ${formatBytes(size)} as JSON; a conversation may hold at most ${formatBytes(session.maxDataBytes)} (--max-value-bytes): send a shorter message`,
+        Code.ResourceExhausted,
+      );
+    }
+    let history: JsonValue;
+    try {
+      history = await session.updateData(CONVERSATION_KEY, (current) => {
+        const messages = Array.isArray(current) ? [...current] : [];
+        messages.push(message);
+        return messages.slice(-max);
+      });
+    } catch (e) {
+      if (!(e instanceof ConnectError) || e.code !== Code.ResourceExhausted) throw e;
+      throw new ConnectError(
+        `the conversation would exceed its limit: ${e.rawMessage}. Pass a lower max_messages (older messages are dropped) or start a new conversation in a new session`,
+        e.code,
+        undefined,
+        undefined,
+        e,
+      );
+    }
     const messages = Array.isArray(history) ? history : [];
     return { messages, count: messages.length };
   },

@@ -53,8 +53,14 @@ export interface ToolSession {
   ): Promise<ToolVariable>;
   /** Reads free-form session data (e.g. a conversation history). */
   getData(key: string): Promise<JsonValue | undefined>;
-  /** Atomically replaces session data with `fn(current)` and returns it. */
+  /**
+   * Atomically replaces session data with `fn(current)` and returns it.
+   * Fails with RESOURCE_EXHAUSTED, changing nothing, when the JSON of the
+   * new value is over {@link maxDataBytes} or the session's byte budget.
+   */
   updateData(key: string, fn: (current: JsonValue | undefined) => JsonValue): Promise<JsonValue>;
+  /** Largest JSON size, in UTF-8 bytes, of one session data value. */
+  readonly maxDataBytes: number;
 }
 
 /** What a tool handler receives besides its arguments. */

@@ -8,6 +8,7 @@ import type { ToolSession, ToolVariable } from "./tool-definition.js";
  * The session as a server-side tool sees it. Every write goes through the
  * same semantics as a client's SetVariable (validation, versions, history,
  * watchers); updates run inside one store transaction, so they are atomic.
+ * Session data is held to the value limit and counts in the session budget.
  */
 export function createToolSession(core: BridgeCore, sessionId: string): ToolSession {
   const write = (
@@ -45,10 +46,11 @@ export function createToolSession(core: BridgeCore, sessionId: string): ToolSess
       write(identifier, () => value, options.expectedVersion),
     updateVariable: (identifier, fn) => write(identifier, (current) => fn(toToolVariable(current))),
     getData: (key) => core.read(sessionId, (view) => view.data(key)),
+    maxDataBytes: core.settings.limits.maxValueBytes,
     updateData: (key, fn) =>
       core.transact(sessionId, (tx) => {
         const next = fn(tx.data(key));
-        tx.setData(key, next);
+        core.ops.setData(tx, key, next);
         return next;
       }),
   };
