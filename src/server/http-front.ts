@@ -246,6 +246,9 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     const conn = connections.get(req.socket);
     if (conn === undefined) return;
     conn.active++;
+    // Node clears the socket timeout when a kept-alive connection starts its
+    // next request; every request gets the stall guard again.
+    req.socket.setTimeout(limits.writeStallTimeoutMs);
     // After close() begins, every response ends its keep-alive connection.
     if (closing !== undefined) res.setHeader("Connection", "close");
     res.once("close", () => {
