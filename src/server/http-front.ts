@@ -23,6 +23,7 @@ import {
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "./logger.js";
 import { type MetricsRegistry, prometheusContentType } from "./metrics.js";
+import { requestErrorGate, requestErrorInterceptor } from "./request-errors.js";
 
 /** What {@link createHttpFront} serves and how; fixed at construction. */
 export interface HttpFrontOptions {
@@ -111,7 +112,8 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
 
   const rpc = connectNodeAdapter({
     routes: options.routes,
-    interceptors: [...(options.interceptors ?? [])],
+    interceptors: [requestErrorInterceptor, ...(options.interceptors ?? [])],
+    requestGate: requestErrorGate, // undecodable requests: INVALID_ARGUMENT, see request-errors.ts
     readMaxBytes: options.maxRequestBytes,
     grpc: true,
     grpcWeb: true,
