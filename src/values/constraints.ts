@@ -1,6 +1,6 @@
 import { RE2JS } from "re2js";
 import { describeValue, formatNumber, invalidArgument, truncateText } from "./describe-value.js";
-import type { VariableType } from "./variable-type.js";
+import { MAX_TENSOR_DIMENSIONS, type VariableType } from "./variable-type.js";
 
 /**
  * A compiled `pattern` constraint. Matching is RE2 (linear time, no
@@ -226,6 +226,11 @@ function shapeList(v: unknown): readonly number[] {
   const fail = (detail: string) =>
     invalidArgument(`constraint 'shape' must be an array of non-negative integers, ${detail}`);
   if (!Array.isArray(v)) throw fail(`got ${describeValue(v)}`);
+  if (v.length > MAX_TENSOR_DIMENSIONS) {
+    throw invalidArgument(
+      `constraint 'shape' must have at most ${MAX_TENSOR_DIMENSIONS} dimensions, got ${v.length}`,
+    );
+  }
   const shape: number[] = [];
   for (let i = 0; i < v.length; i++) {
     const item: unknown = v[i];

@@ -42,6 +42,7 @@ export { valueByteSize } from "./value-byte-size.js";
 export { isVariableId, variableId } from "./variable-id.js";
 export {
   isVariableType,
+  MAX_TENSOR_DIMENSIONS,
   parseVariableType,
   type Tensor,
   VARIABLE_TYPES,
