@@ -2,6 +2,7 @@ import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { thrownBy } from "../../test/support/errors.js";
 import { constraintsFromJson, noConstraints, parseConstraints } from "./constraints.js";
+import { MAX_JSON_DEPTH } from "./json-depth.js";
 import { MAX_TENSOR_DIMENSIONS, type VariableType } from "./variable-type.js";
 
 const errorOf = (fn: () => unknown) => thrownBy(fn, Code.InvalidArgument);
@@ -166,6 +167,18 @@ describe("parseConstraints", () => {
         `constraint 'shape' must have at most ${MAX_TENSOR_DIMENSIONS} dimensions, got ${n}`,
       );
     }
+  });
+
+  it("refuses constraints text nesting deeper than the JSON limit", () => {
+    const deep = (n: number) => `{"min":${"[".repeat(n)}1${"]".repeat(n)}}`;
+    for (const n of [MAX_JSON_DEPTH, 200_000]) {
+      expect(errorOf(() => parseConstraints("float", deep(n))).rawMessage).toBe(
+        `constraints nest deeper than ${MAX_JSON_DEPTH} levels`,
+      );
+    }
+    expect(errorOf(() => parseConstraints("float", deep(MAX_JSON_DEPTH - 1))).rawMessage).toBe(
+      "constraint 'min' must be a finite number, got an array of 1 item",
+    );
   });
 
   it("allows min == max and min_length == max_length", () => {

@@ -1,5 +1,6 @@
 import { RE2JS } from "re2js";
 import { describeValue, formatNumber, invalidArgument, truncateText } from "./describe-value.js";
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "./json-depth.js";
 import { MAX_TENSOR_DIMENSIONS, type VariableType } from "./variable-type.js";
 
 /**
@@ -92,7 +93,8 @@ export function noConstraints(type: VariableType): Constraints {
  * const c = parseConstraints("float", '{"min":0,"max":2}');
  * validateValue("float", 2.5, c, "temperature"); // throws "variable 'temperature': value 2.5 is above maximum 2"
  *
- * @throws ConnectError with `Code.InvalidArgument` for malformed JSON, unknown
+ * @throws ConnectError with `Code.InvalidArgument` for malformed JSON, JSON
+ *   nesting deeper than {@link MAX_JSON_DEPTH} levels, unknown
  *   keys (the message lists the allowed ones), wrongly typed values,
  *   `min > max`, `min_length > max_length`, or an invalid pattern.
  */
@@ -171,6 +173,9 @@ function toObject(
     } catch (e) {
       const reason = e instanceof Error ? e.message : String(e);
       throw invalidArgument(`constraints are not valid JSON: ${truncateText(reason)}`);
+    }
+    if (nestsDeeperThan(parsed)) {
+      throw invalidArgument(`constraints nest deeper than ${MAX_JSON_DEPTH} levels`);
     }
     if (parsed === null) return undefined;
   }
