@@ -106,9 +106,12 @@ function grpcCall(
       session.destroy();
       reject(new Error(`no answer within ${timeoutMs} ms`));
     }, timeoutMs);
+    let settled = false;
     const done = (settle: () => void) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
-      session.close();
+      session.destroy();
       settle();
     };
     session.on("error", (e) => done(() => reject(e)));
@@ -123,19 +126,26 @@ function grpcCall(
     const take = (h: http2.IncomingHttpHeaders) => {
       for (const [k, v] of Object.entries(h)) if (typeof v === "string") fields.set(k, v);
     };
-    stream.on("response", take);
-    stream.on("trailers", take);
-    stream.on("data", () => undefined);
-    stream.on("error", (e) => done(() => reject(e)));
-    stream.on("close", () =>
+    // The status is complete with the trailers (or with the end of a
+    // trailers-only response), which may come before the server has read the
+    // whole request: then the stream stays open until we stop sending.
+    const finish = () =>
       done(() => {
         try {
           resolve(grpcStatus(fields.get("grpc-status"), fields.get("grpc-message"), "stream"));
         } catch (e) {
           reject(e);
         }
-      }),
-    );
+      });
+    stream.on("response", take);
+    stream.on("trailers", (h) => {
+      take(h);
+      finish();
+    });
+    stream.on("data", () => undefined);
+    stream.on("end", finish);
+    stream.on("close", finish);
+    stream.on("error", (e) => done(() => reject(e)));
     stream.end(body);
   });
 }
