@@ -26,8 +26,12 @@
  *   never reached the interceptors is corrected in place, before it is
  *   written.
  *
- * Errors raised later, such as a response that cannot be serialized, are the
- * server's and stay INTERNAL.
+ * Errors raised later, such as a response that cannot be serialized, or the
+ * same texts thrown by an implementation (relaying a peer's garbage), are
+ * the server's and stay INTERNAL. This relies on connect-es 2.2 internals
+ * (the handlers' abort-then-write order, the texts matched below);
+ * request-errors.test.ts pins the behaviour on every protocol, so an upgrade
+ * that changes them fails there.
  */
 import {
   Code,
