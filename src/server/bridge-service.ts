@@ -16,7 +16,7 @@ import { isClientSessionId } from "./bridge-core.js";
 import { clientOf, isWorker, requireWorker } from "./caller.js";
 import { compileGlob } from "./glob.js";
 import { mintSessionId } from "./ids.js";
-import { checkMetadata, clip, quote } from "./limits.js";
+import { checkMetadata, clip, formatBytes, quote } from "./limits.js";
 import { type Logger, redactSessionId } from "./logger.js";
 import type { SessionQuota } from "./session-quota.js";
 import type { SessionTransaction, VariableRecord } from "./store/session-store.js";
@@ -52,6 +52,23 @@ export function createBridgeService(
   const { ops, store, hub, tools, settings } = core;
   const { executor, logger } = parts;
   const now = core.now;
+
+  /**
+   * Refuses a reply that would be over the reply limit before building it,
+   * from the stored sizes (connect's own check on the encoded bytes stays
+   * behind this one).
+   */
+  const checkReply = (records: Iterable<Pick<VariableRecord, "bytes" | "name">>, what: string) => {
+    let bytes = 0;
+    for (const r of records) bytes += r.bytes + 2 * r.name.length + 64;
+    const max = settings.limits.maxReplyBytes;
+    if (bytes > max) {
+      throw new ConnectError(
+        `the reply would be about ${formatBytes(bytes)} (${what}); the limit is ${formatBytes(max)} (--max-reply-bytes): ask for fewer at once`,
+        Code.ResourceExhausted,
+      );
+    }
+  };
 
   const toolsFor = (sessionId: string, allowed: readonly string[]): RegisteredTool[] =>
     tools
@@ -224,6 +241,7 @@ export function createBridgeService(
       const { session, created } = result;
       if (!created) checkSameSettings(session, req.ttlSeconds, ttlMs, init.allowedTools);
       const variables = await core.read(sessionId, (view) => [...view.variables()]);
+      checkReply(variables, `${variables.length} initial variables; read them with GetVariables`);
       // success stays true for an existing session: snakepit clients treat
       // InitializeSession as idempotent; `created` says which case it was.
       return {
@@ -306,12 +324,20 @@ export function createBridgeService(
 
     async getVariables(req) {
       return core.read(req.sessionId, (view) => {
-        const variables: Record<string, Variable> = {};
+        const found: [string, VariableRecord][] = [];
         const missing: string[] = [];
         for (const identifier of req.variableIdentifiers) {
           const record = view.variable(identifier);
           if (record === undefined) missing.push(identifier);
-          else variables[identifier] = readVariableMessage(record, req.includeMetadata);
+          else found.push([identifier, record]);
+        }
+        checkReply(
+          found.map(([, r]) => r),
+          `${found.length} variables`,
+        );
+        const variables: Record<string, Variable> = {};
+        for (const [identifier, record] of found) {
+          variables[identifier] = readVariableMessage(record, req.includeMetadata);
         }
         return { variables, missingVariables: missing };
       });
@@ -434,6 +460,7 @@ export function createBridgeService(
         for (const record of view.variables()) if (matches(record.name)) out.push(record);
         return out;
       });
+      checkReply(records, `${records.length} variables; narrow the pattern`);
       records.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       return { variables: records.map((r) => readVariableMessage(r)) };
     },
@@ -513,6 +540,10 @@ export function createBridgeService(
         const record = ops.find(view, req.variableIdentifier);
         const newestFirst = historyOf(view, record).reverse();
         const selected = req.limit > 0 ? newestFirst.slice(0, req.limit) : newestFirst;
+        checkReply(
+          selected.map((e) => ({ bytes: e.bytes, name: record.name })),
+          `${selected.length} versions; pass a limit`,
+        );
         return {
           entries: selected.map((entry) => {
             const message = toVariableMessage({ ...record, value: entry.value });

@@ -24,6 +24,7 @@ import {
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "./logger.js";
 import { type MetricsRegistry, prometheusContentType } from "./metrics.js";
+import { requestErrorGate, requestErrorInterceptor } from "./request-errors.js";
 
 /** What {@link createHttpFront} serves and how; fixed at construction. */
 export interface HttpFrontOptions {
@@ -151,7 +152,9 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       ? serveNonRpc
       : connectNodeAdapter({
           routes,
-          interceptors: [...(options.interceptors ?? [])],
+          interceptors: [requestErrorInterceptor, ...(options.interceptors ?? [])],
+          // Undecodable requests: INVALID_ARGUMENT (see request-errors.ts).
+          requestGate: requestErrorGate,
           ...(options.contextValues === undefined ? {} : { contextValues: options.contextValues }),
           readMaxBytes: options.maxRequestBytes,
           ...(options.maxReplyBytes === undefined ? {} : { writeMaxBytes: options.maxReplyBytes }),

@@ -149,8 +149,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       try {
         raw = decodeValue(input, binary.length > 0 ? binary : undefined).value;
       } catch (e) {
-        const err = ConnectError.from(e, Code.InvalidArgument);
-        throw new ConnectError(`variable '${name}': ${err.rawMessage}`, err.code);
+        throw ofVariable(name, e);
       }
     }
     const checked = checkValue(type, raw, constraints, name);
@@ -303,8 +302,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       try {
         constraints = constraintsFromJson(type, input.constraintsJson);
       } catch (e) {
-        const err = ConnectError.from(e, Code.InvalidArgument);
-        throw new ConnectError(`variable '${input.name}': ${err.rawMessage}`, err.code);
+        throw ofVariable(input.name, e);
       }
       const decoded = decodeChecked(type, input.value, input.binary, constraints, input.name);
       checkMetadata(input.metadata, limits, `variable '${input.name}'`);
@@ -495,4 +493,15 @@ export function currentEntry(record: VariableRecord): HistoryEntry {
 /** A variable's retained versions, oldest first, the current one last. */
 export function historyOf(view: SessionView, record: VariableRecord): HistoryEntry[] {
   return [...view.history(record.id), currentEntry(record)];
+}
+
+/**
+ * A decoding error, prefixed with the variable's name. The decoders throw
+ * ConnectErrors for every problem with the input; anything else is a defect
+ * of the server and passes unchanged (answered as INTERNAL, its text not
+ * shown), rather than blaming the caller with the engine's message.
+ */
+function ofVariable(name: string, e: unknown): unknown {
+  if (!(e instanceof ConnectError)) return e;
+  return new ConnectError(`variable '${name}': ${e.rawMessage}`, e.code, undefined, undefined, e);
 }

@@ -1,4 +1,5 @@
 import { describeValue, formatShape, invalidArgument, truncateText } from "./describe-value.js";
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "./json-depth.js";
 import type { BinaryVariableType } from "./type-url.js";
 import type { Tensor } from "./variable-type.js";
 
@@ -82,6 +83,9 @@ export function decodeBinaryValue(
   }
   if (typeof meta !== "object" || meta === null || Array.isArray(meta)) {
     unsupported(sniffFormat(payload));
+  }
+  if (nestsDeeperThan(meta)) {
+    throw invalidArgument(`binary metadata nests deeper than ${MAX_JSON_DEPTH} levels`);
   }
   const m = meta as Record<string, unknown>;
   // The original wrote its format under "binary_format" ("pickle", "erlang_binary").

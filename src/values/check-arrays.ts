@@ -1,6 +1,6 @@
 import { type Checker, fail, ok, toFloat } from "./checker.js";
 import { describeValue, formatShape, truncateText } from "./describe-value.js";
-import type { Tensor } from "./variable-type.js";
+import { MAX_TENSOR_DIMENSIONS, type Tensor } from "./variable-type.js";
 
 /** A readable list of numbers: an array, or a typed array of numbers (not bigints, not DataView). */
 function asNumberList(value: unknown): ArrayLike<unknown> | undefined {
@@ -58,6 +58,9 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 function checkShape(value: unknown): number[] | string {
   if (!Array.isArray(value)) {
     return `tensor shape must be an array of non-negative integers, got ${describeValue(value)}`;
+  }
+  if (value.length > MAX_TENSOR_DIMENSIONS) {
+    return `tensor shape must have at most ${MAX_TENSOR_DIMENSIONS} dimensions, got ${value.length}`;
   }
   const shape = new Array<number>(value.length);
   for (let i = 0; i < value.length; i++) {

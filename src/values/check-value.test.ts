@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { thrownBy } from "../../test/support/errors.js";
 import { checkValue, validateValue } from "./check-value.js";
 import { parseConstraints } from "./constraints.js";
-import type { VariableType } from "./variable-type.js";
+import { MAX_TENSOR_DIMENSIONS, type VariableType } from "./variable-type.js";
 
 type Case = readonly [
   type: VariableType,
@@ -269,6 +269,23 @@ describe("validateValue / checkValue", () => {
       ok: false,
       message: "constraints for type integer cannot check a value of type float",
     });
+  });
+
+  it(`accepts tensors of ${MAX_TENSOR_DIMENSIONS} dimensions, flat or nested to mirror the shape`, () => {
+    const shape = new Array<number>(MAX_TENSOR_DIMENSIONS).fill(1);
+    let nested: unknown = [7];
+    for (let i = 1; i < MAX_TENSOR_DIMENSIONS; i++) nested = [nested];
+    expect(validateValue("tensor", { shape, data: [7] })).toEqual({ shape, data: [7] });
+    expect(validateValue("tensor", { shape, data: nested })).toEqual({ shape, data: [7] });
+  });
+
+  it.each([MAX_TENSOR_DIMENSIONS + 1, 100_000])("refuses a tensor of %d dimensions", (n) => {
+    const shape = new Array<number>(n).fill(1);
+    const error = errorOf(() => validateValue("tensor", { shape, data: [1] }, undefined, "t"));
+    expect(error.code).toBe(Code.InvalidArgument);
+    expect(error.rawMessage).toBe(
+      `variable 't': tensor shape must have at most ${MAX_TENSOR_DIMENSIONS} dimensions, got ${n}`,
+    );
   });
 
   it("never modifies its input and returns fresh arrays", () => {

@@ -2,7 +2,8 @@ import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { thrownBy } from "../../test/support/errors.js";
 import { constraintsFromJson, noConstraints, parseConstraints } from "./constraints.js";
-import type { VariableType } from "./variable-type.js";
+import { MAX_JSON_DEPTH } from "./json-depth.js";
+import { MAX_TENSOR_DIMENSIONS, type VariableType } from "./variable-type.js";
 
 const errorOf = (fn: () => unknown) => thrownBy(fn, Code.InvalidArgument);
 
@@ -155,6 +156,29 @@ describe("parseConstraints", () => {
     ],
   ] as const)("rejects wrongly typed values: %s %j", (type, raw, message) => {
     expect(errorOf(() => parseConstraints(type, raw)).rawMessage).toContain(message);
+  });
+
+  it(`accepts a shape of ${MAX_TENSOR_DIMENSIONS} dimensions and refuses more`, () => {
+    const shape = (n: number) => new Array<number>(n).fill(2);
+    const most = shape(MAX_TENSOR_DIMENSIONS);
+    expect(parseConstraints("tensor", { shape: most }).rules.shape).toEqual(most);
+    for (const n of [MAX_TENSOR_DIMENSIONS + 1, 100_000]) {
+      expect(errorOf(() => parseConstraints("tensor", { shape: shape(n) })).rawMessage).toBe(
+        `constraint 'shape' must have at most ${MAX_TENSOR_DIMENSIONS} dimensions, got ${n}`,
+      );
+    }
+  });
+
+  it("refuses constraints text nesting deeper than the JSON limit", () => {
+    const deep = (n: number) => `{"min":${"[".repeat(n)}1${"]".repeat(n)}}`;
+    for (const n of [MAX_JSON_DEPTH, 200_000]) {
+      expect(errorOf(() => parseConstraints("float", deep(n))).rawMessage).toBe(
+        `constraints nest deeper than ${MAX_JSON_DEPTH} levels`,
+      );
+    }
+    expect(errorOf(() => parseConstraints("float", deep(MAX_JSON_DEPTH - 1))).rawMessage).toBe(
+      "constraint 'min' must be a finite number, got an array of 1 item",
+    );
   });
 
   it("allows min == max and min_length == max_length", () => {

@@ -1,6 +1,7 @@
 import { RE2JS } from "re2js";
 import { describeValue, formatNumber, invalidArgument, truncateText } from "./describe-value.js";
-import type { VariableType } from "./variable-type.js";
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "./json-depth.js";
+import { MAX_TENSOR_DIMENSIONS, type VariableType } from "./variable-type.js";
 
 /**
  * A compiled `pattern` constraint. Matching is RE2 (linear time, no
@@ -92,7 +93,8 @@ export function noConstraints(type: VariableType): Constraints {
  * const c = parseConstraints("float", '{"min":0,"max":2}');
  * validateValue("float", 2.5, c, "temperature"); // throws "variable 'temperature': value 2.5 is above maximum 2"
  *
- * @throws ConnectError with `Code.InvalidArgument` for malformed JSON, unknown
+ * @throws ConnectError with `Code.InvalidArgument` for malformed JSON, JSON
+ *   nesting deeper than {@link MAX_JSON_DEPTH} levels, unknown
  *   keys (the message lists the allowed ones), wrongly typed values,
  *   `min > max`, `min_length > max_length`, or an invalid pattern.
  */
@@ -172,6 +174,9 @@ function toObject(
       const reason = e instanceof Error ? e.message : String(e);
       throw invalidArgument(`constraints are not valid JSON: ${truncateText(reason)}`);
     }
+    if (nestsDeeperThan(parsed)) {
+      throw invalidArgument(`constraints nest deeper than ${MAX_JSON_DEPTH} levels`);
+    }
     if (parsed === null) return undefined;
   }
   if (!isPlainObject(parsed)) {
@@ -226,6 +231,11 @@ function shapeList(v: unknown): readonly number[] {
   const fail = (detail: string) =>
     invalidArgument(`constraint 'shape' must be an array of non-negative integers, ${detail}`);
   if (!Array.isArray(v)) throw fail(`got ${describeValue(v)}`);
+  if (v.length > MAX_TENSOR_DIMENSIONS) {
+    throw invalidArgument(
+      `constraint 'shape' must have at most ${MAX_TENSOR_DIMENSIONS} dimensions, got ${v.length}`,
+    );
+  }
   const shape: number[] = [];
   for (let i = 0; i < v.length; i++) {
     const item: unknown = v[i];

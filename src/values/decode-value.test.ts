@@ -3,7 +3,10 @@ import { type Any, AnySchema } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { thrownBy } from "../../test/support/errors.js";
+import { validateValue } from "./check-value.js";
 import { decodeValue } from "./decode-value.js";
+import { MAX_JSON_DEPTH } from "./json-depth.js";
+import { MAX_TENSOR_DIMENSIONS } from "./variable-type.js";
 
 const utf8 = new TextEncoder();
 
@@ -222,5 +225,37 @@ describe("decodeValue: binary form", () => {
         `binary payload format ${format} is not supported: expected 'f32le' ${refused}`,
       );
     });
+  });
+});
+
+describe("decodeValue: nesting", () => {
+  const nested = (levels: number, inner = "1") =>
+    `${"[".repeat(levels)}${inner}${"]".repeat(levels)}`;
+
+  it.each([
+    ["embedding", nested(MAX_JSON_DEPTH + 1)],
+    ["embedding", nested(200_000)],
+    ["float", nested(200_000)],
+    ["tensor", `{"shape":[1],"data":${nested(200_000)}}`],
+    ["string", `{"a":${nested(MAX_JSON_DEPTH)}}`],
+  ])("refuses %s JSON nesting deeper than the limit", (type, text) => {
+    expect(errorOf(() => decodeValue(anyOf(url(type), text))).rawMessage).toBe(
+      `${type} value nests deeper than ${MAX_JSON_DEPTH} levels`,
+    );
+  });
+
+  it("takes a tensor nested to mirror a shape of the most dimensions allowed", () => {
+    const shape = new Array<number>(MAX_TENSOR_DIMENSIONS).fill(1);
+    const text = `{"shape":[${shape.join(",")}],"data":${nested(MAX_TENSOR_DIMENSIONS, '"NaN"')}}`;
+    const { value } = decodeValue(anyOf(url("tensor"), text));
+    expect(validateValue("tensor", value)).toEqual({ shape, data: [Number.NaN] });
+  });
+
+  it("refuses binary metadata nesting deeper than the limit", () => {
+    const meta = `{"format":"f32le","shape":[1],"x":${nested(MAX_JSON_DEPTH)}}`;
+    const any = anyOf(url("embedding.binary"), meta);
+    expect(errorOf(() => decodeValue(any, new Uint8Array(4))).rawMessage).toBe(
+      `binary metadata nests deeper than ${MAX_JSON_DEPTH} levels`,
+    );
   });
 });

@@ -37,11 +37,13 @@ export {
   type JsonValue,
   STRING_VALUE_TYPE_URL,
 } from "./json-any.js";
+export { MAX_JSON_DEPTH, nestsDeeperThan } from "./json-depth.js";
 export { type ParsedTypeUrl, parseTypeUrl, TYPE_URL_PREFIX, typeUrlFor } from "./type-url.js";
 export { valueByteSize } from "./value-byte-size.js";
 export { isVariableId, variableId } from "./variable-id.js";
 export {
   isVariableType,
+  MAX_TENSOR_DIMENSIONS,
   parseVariableType,
   type Tensor,
   VARIABLE_TYPES,

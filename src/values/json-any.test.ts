@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { thrownBy } from "../../test/support/errors.js";
 import { encodeValue } from "./encode-value.js";
 import { decodeJsonAny, encodeJsonAny, type JsonValue } from "./json-any.js";
+import { MAX_JSON_DEPTH } from "./json-depth.js";
 
 const STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue";
 const utf8 = new TextEncoder();
@@ -112,6 +113,36 @@ describe("decodeJsonAny", () => {
         const asPacked = anyOf(STRING_VALUE, packed(JSON.stringify(value)));
         expect(decodeJsonAny(asPacked)).toEqual(json);
       }),
+    );
+  });
+});
+
+describe("nesting", () => {
+  const nestedText = (levels: number) => `${"[".repeat(levels)}1${"]".repeat(levels)}`;
+  const nested = (levels: number) => JSON.parse(nestedText(levels)) as JsonValue;
+  const tooDeep = `tool value nests deeper than ${MAX_JSON_DEPTH} levels`;
+
+  it(`round-trips values nesting ${MAX_JSON_DEPTH} levels`, () => {
+    const value = { a: nested(MAX_JSON_DEPTH - 1) };
+    expect(decodeJsonAny(encodeJsonAny(value))).toEqual(value);
+  });
+
+  it.each([MAX_JSON_DEPTH + 1, 300_000])("refuses to encode %d levels", (levels) => {
+    expect(errorOf(() => encodeJsonAny(nested(levels))).rawMessage).toBe(tooDeep);
+  });
+
+  it.each([MAX_JSON_DEPTH + 1, 300_000])("refuses to decode %d levels", (levels) => {
+    expect(errorOf(() => decodeJsonAny(anyOf(STRING_VALUE, nestedText(levels)))).rawMessage).toBe(
+      tooDeep,
+    );
+    const asPacked = anyOf(STRING_VALUE, packed(nestedText(levels)));
+    expect(errorOf(() => decodeJsonAny(asPacked)).rawMessage).toBe(tooDeep);
+  });
+
+  it("refuses a packed StringValue that is not UTF-8", () => {
+    const bytes = new Uint8Array([0x0a, 2, 0xff, 0xfe]);
+    expect(errorOf(() => decodeJsonAny(anyOf(STRING_VALUE, bytes))).rawMessage).toBe(
+      "tool value is not valid UTF-8",
     );
   });
 });

@@ -1,8 +1,10 @@
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { type Any, AnySchema, StringValueSchema } from "@bufbuild/protobuf/wkt";
+import { ConnectError } from "@connectrpc/connect";
 import { validateValue } from "./check-value.js";
 import { decodeValue } from "./decode-value.js";
 import { invalidArgument, truncateText } from "./describe-value.js";
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "./json-depth.js";
 import { specialFloatToString } from "./special-floats.js";
 import { TYPE_URL_PREFIX } from "./type-url.js";
 import { isVariableType } from "./variable-type.js";
@@ -18,8 +20,25 @@ const FIELD_1_LEN_TAG = 0x0a;
 const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 
-function replaceSpecialFloats(_key: string, v: unknown): unknown {
-  return typeof v === "number" && !Number.isFinite(v) ? specialFloatToString(v) : v;
+const tooDeep = () => invalidArgument(`tool value nests deeper than ${MAX_JSON_DEPTH} levels`);
+
+/**
+ * A JSON.stringify replacer that writes special floats as strings and
+ * refuses values nesting deeper than the decoder accepts, before the
+ * stringifier's own recursion could exhaust the stack. JSON.stringify calls
+ * it for each value before descending into it, with the holder as `this`.
+ */
+function toolJsonReplacer(): (this: unknown, key: string, v: unknown) => unknown {
+  const depths = new Map<unknown, number>();
+  return function (this: unknown, _key: string, v: unknown): unknown {
+    if (typeof v === "number" && !Number.isFinite(v)) return specialFloatToString(v);
+    if (typeof v === "object" && v !== null) {
+      const depth = (depths.get(this) ?? 0) + 1;
+      if (depth > MAX_JSON_DEPTH) throw tooDeep();
+      depths.set(v, depth);
+    }
+    return v;
+  };
 }
 
 /**
@@ -32,13 +51,15 @@ function replaceSpecialFloats(_key: string, v: unknown): unknown {
  * encodeJsonAny({ a: 1 }).value; // the bytes of `{"a":1}`
  *
  * @throws ConnectError with `Code.InvalidArgument` when the value cannot be
- *   written as JSON (a cycle, a bigint).
+ *   written as JSON (a cycle, a bigint) or nests deeper than
+ *   {@link MAX_JSON_DEPTH} levels, which no peer would decode.
  */
 export function encodeJsonAny(value: JsonValue): Any {
   let text: string | undefined;
   try {
-    text = JSON.stringify(value, replaceSpecialFloats);
+    text = JSON.stringify(value, toolJsonReplacer());
   } catch (e) {
+    if (e instanceof ConnectError) throw e;
     const reason = e instanceof Error ? e.message : String(e);
     throw invalidArgument(`tool value cannot be encoded as JSON: ${truncateText(reason)}`);
   }
@@ -68,13 +89,25 @@ function isPackedStringValue(bytes: Uint8Array): boolean {
   return false;
 }
 
-function parseJsonOrText(text: string): JsonValue {
+function unpackString(bytes: Uint8Array): string {
   try {
-    return JSON.parse(text) as JsonValue;
+    return fromBinary(StringValueSchema, bytes).value;
+  } catch {
+    // The framing was checked by isPackedStringValue: only the UTF-8 can be wrong.
+    throw invalidArgument("tool value is not valid UTF-8");
+  }
+}
+
+function parseJsonOrText(text: string): JsonValue {
+  let value: JsonValue;
+  try {
+    value = JSON.parse(text) as JsonValue;
   } catch {
     // Deliberate: a sender that put plain text where JSON was expected meant a string.
     return text;
   }
+  if (nestsDeeperThan(value)) throw tooDeep();
+  return value;
 }
 
 function decodeUtf8(bytes: Uint8Array): string {
@@ -96,17 +129,16 @@ function decodeUtf8(bytes: Uint8Array): string {
  *
  * A missing Any, or one with neither type URL nor value, is `null`.
  *
- * @throws ConnectError with `Code.InvalidArgument` for other type URLs and
- *   for bytes that are not UTF-8.
+ * @throws ConnectError with `Code.InvalidArgument` for other type URLs, for
+ *   bytes that are not UTF-8 and for JSON nesting deeper than
+ *   {@link MAX_JSON_DEPTH} levels.
  */
 export function decodeJsonAny(any: Any | undefined): JsonValue {
   if (any === undefined || (any.typeUrl === "" && any.value.length === 0)) return null;
   const bytes = any.value;
   if (any.typeUrl.slice(any.typeUrl.lastIndexOf("/") + 1) === STRING_VALUE_NAME) {
     if (bytes.length === 0) return "";
-    if (isPackedStringValue(bytes)) {
-      return parseJsonOrText(fromBinary(StringValueSchema, bytes).value);
-    }
+    if (isPackedStringValue(bytes)) return parseJsonOrText(unpackString(bytes));
     return parseJsonOrText(decodeUtf8(bytes));
   }
   const base = any.typeUrl.replace(/\.binary$/, "");

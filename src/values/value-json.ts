@@ -1,4 +1,5 @@
 import { invalidArgument, truncateText } from "./describe-value.js";
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "./json-depth.js";
 import { numberToJson, quoteBareSpecialFloats, specialFloatFromString } from "./special-floats.js";
 import type { Tensor, VariableType, VariableValue } from "./variable-type.js";
 
@@ -61,7 +62,8 @@ function reviveArray(v: unknown): void {
  * `-Infinity` that Python's `json.dumps` writes are accepted too. The result
  * is not validated yet.
  *
- * @throws ConnectError with `Code.InvalidArgument` when the text is not JSON.
+ * @throws ConnectError with `Code.InvalidArgument` when the text is not JSON,
+ *   or nests deeper than {@link MAX_JSON_DEPTH} levels.
  */
 export function parseValueJson(type: VariableType, text: string): unknown {
   let value: unknown;
@@ -76,6 +78,9 @@ export function parseValueJson(type: VariableType, text: string): unknown {
       // Report the error of the text as sent, not of our rewrite.
       throw notJson(type, e);
     }
+  }
+  if (nestsDeeperThan(value)) {
+    throw invalidArgument(`${type} value nests deeper than ${MAX_JSON_DEPTH} levels`);
   }
   switch (type) {
     case "float":

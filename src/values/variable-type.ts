@@ -56,12 +56,21 @@ export function parseVariableType(s: string): VariableType {
 
 /**
  * A dense tensor: `data` is the row-major flattening of an array of the given
- * `shape`, so `data.length` equals the product of `shape` (1 for `[]`).
+ * `shape`, so `data.length` equals the product of `shape` (1 for `[]`), with
+ * at most {@link MAX_TENSOR_DIMENSIONS} dimensions.
  */
 export interface Tensor {
   shape: number[];
   data: number[];
 }
+
+/**
+ * The most dimensions a tensor (and a `shape` constraint) may have. NumPy,
+ * what Python peers build tensors with, allowed no more than 32 before 2.0,
+ * and a tensor sent as data nested to mirror its shape (numpy's `tolist()`)
+ * then nests at most 33 levels, within the JSON nesting limit of 64.
+ */
+export const MAX_TENSOR_DIMENSIONS = 32;
 
 /** The shape of a value of type `T` after normalization. */
 export type ValueOf<T extends VariableType> = T extends "float" | "integer"

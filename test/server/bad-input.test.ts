@@ -1,15 +1,25 @@
 /**
  * Property tests: arbitrary requests to the session, variable and tool RPCs
  * never crash the server and always end in success or a ConnectError with one
- * of the codes the protocol documents (never INTERNAL or UNKNOWN), and a call
- * that fails leaves the session exactly as it was (variables, versions,
- * history, metadata).
+ * of the codes the protocol documents (never INTERNAL or UNKNOWN) and a
+ * message without internal text (engine errors, connect's own wording, stack
+ * frames), and a call that fails leaves the session exactly as it was
+ * (variables, versions, history, metadata). Raw request bytes (garbage,
+ * truncated or malformed messages, broken envelopes and compression) get the
+ * same guarantees on every protocol.
  *
  * Every run starts from the same fixture session state (see fixtureFor), so
  * a run does not depend on the ones before it and fast-check can shrink a
  * failure to a small request.
  */
-import { create } from "@bufbuild/protobuf";
+import { gzipSync } from "node:zlib";
+import {
+  create,
+  type DescMessage,
+  type DescMethod,
+  ScalarType,
+  toBinary,
+} from "@bufbuild/protobuf";
 import { type Any, AnySchema } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import {
@@ -31,6 +41,7 @@ import {
   type VariableType,
 } from "../../src/values/index.js";
 import { type Protocol, protocols, type RunningBridge, startBridge } from "../support/bridge.js";
+import { envelope, type RawOutcome, rawCall } from "../support/raw-rpc.js";
 
 type BridgeClient = Client<typeof BridgeService>;
 
@@ -105,9 +116,24 @@ const admin = () => {
   return adminClient;
 };
 
+/**
+ * Text that only a defect of the server puts into a message a client sees:
+ * engine errors, connect's own wording for decoding failures, stack frames.
+ */
+const internalText =
+  /Maximum call stack|parse binary|serialize binary|\b(?:Type|Range|Reference|Syntax)Error\b|Cannot read properties|undefined is not| {4}at |\(\S+:\d+:\d+\)/;
+
+/** Fails when `message`, which a client receives, contains {@link internalText}. */
+function expectNoInternalText(message: string | undefined): void {
+  expect(message ?? "").not.toMatch(internalText);
+}
+
 type Settled<T> = { ok: true; value: T } | { ok: false; error: ConnectError };
 
-/** Awaits a call; fails the property on any outcome but success or a documented code. */
+/**
+ * Awaits a call; fails the property on any outcome but success or a
+ * documented code, and on a message with internal text.
+ */
 async function settle<T>(call: Promise<T>): Promise<Settled<T>> {
   try {
     return { ok: true, value: await call };
@@ -116,6 +142,7 @@ async function settle<T>(call: Promise<T>): Promise<Settled<T>> {
     if (!documentedCodes.has(e.code)) {
       throw new Error(`the call failed with ${Code[e.code]}: ${e.rawMessage}`, { cause: e });
     }
+    expectNoInternalText(e.rawMessage);
     return { ok: false, error: e };
   }
 }
@@ -347,6 +374,37 @@ const typeUrlArb = fc.oneof(
 );
 
 const jsonText = (v: unknown) => utf8.encode(JSON.stringify(v) ?? "null");
+
+/**
+ * JSON text nesting arrays or objects around the limit (64 levels) or far
+ * beyond what a recursive walk survives, what a hostile peer sends to
+ * exhaust the server's stack, with the depth it nests to.
+ */
+const nestedJsonArb: fc.Arbitrary<{ text: string; depth: number }> = fc
+  .tuple(
+    fc.oneof(fc.integer({ min: 30, max: 70 }), fc.integer({ min: 2_000, max: 100_000 })),
+    fc.constantFrom(
+      { open: "[", close: "]", levels: 1 },
+      { open: '{"a":', close: "}", levels: 1 },
+      { open: '{"shape":[1],"data":[', close: "]}", levels: 2 },
+    ),
+    fc.constantFrom(
+      { inner: "1", levels: 0 },
+      { inner: '"NaN"', levels: 0 },
+      { inner: "[]", levels: 1 },
+    ),
+  )
+  .map(([n, { open, close, levels }, { inner, levels: innerLevels }]) => ({
+    text: `${open.repeat(n)}${inner}${close.repeat(n)}`,
+    depth: n * levels + innerLevels,
+  }));
+const deepJsonArb: fc.Arbitrary<string> = nestedJsonArb.map(({ text }) => text);
+
+/** A tensor shape around the dimension limit (32) or far beyond it. */
+const manyDimensionsArb: fc.Arbitrary<number[]> = fc
+  .oneof(fc.integer({ min: 30, max: 34 }), fc.integer({ min: 1_000, max: 100_000 }))
+  .map((n) => new Array<number>(n).fill(1));
+
 const valueBytesArb: fc.Arbitrary<Uint8Array> = fc.oneof(
   { weight: 3, arbitrary: fc.jsonValue({ maxDepth: 3 }).map(jsonText) },
   { weight: 2, arbitrary: fc.uint8Array({ maxLength: 64 }) },
@@ -377,6 +435,11 @@ const valueBytesArb: fc.Arbitrary<Uint8Array> = fc.oneof(
         "\uFEFF1",
       )
       .map((s) => utf8.encode(s)),
+  },
+  { weight: 1, arbitrary: deepJsonArb.map((s) => utf8.encode(s)) },
+  {
+    weight: 1,
+    arbitrary: manyDimensionsArb.map((shape) => jsonText({ shape, data: [1] })),
   },
   // Pickle and Erlang external term format: rejected, never decoded.
   { weight: 1, arbitrary: fc.constant(new Uint8Array([0x80, 0x04, 0x95, 0x00, 0x2e])) },
@@ -468,6 +531,8 @@ const constraintsArb: fc.Arbitrary<string> = fc.oneof(
   { weight: 2, arbitrary: fc.constantFrom("", "{}", "null", "[]", "0", '"x"', "{", '{"min":') },
   { weight: 1, arbitrary: weirdString },
   { weight: 1, arbitrary: fc.json({ maxDepth: 2 }) },
+  { weight: 1, arbitrary: deepJsonArb.map((deep) => `{"min":${deep}}`) },
+  { weight: 1, arbitrary: manyDimensionsArb.map((shape) => JSON.stringify({ shape })) },
   {
     weight: 4,
     arbitrary: fc
@@ -686,6 +751,7 @@ describe("arbitrary writes: documented codes only, and a failed write changes no
                 atomic,
               }),
             );
+            if (result.ok) Object.values(result.value.errors).forEach(expectNoInternalText);
             if (!result.ok || !result.value.success) return expectUnchanged();
             if (Object.keys(result.value.variables).length === 0) return expectUnchanged();
             const after = await snapshot(fixture.sessionId);
@@ -1044,6 +1110,12 @@ describe("arbitrary tool calls", () => {
         .record({ typeUrl: typeUrlArb, value: valueBytesArb })
         .map((a) => create(AnySchema, a)),
     },
+    {
+      weight: 1,
+      arbitrary: deepJsonArb.map((deep) =>
+        create(AnySchema, { typeUrl: STRING_VALUE_TYPE_URL, value: utf8.encode(deep) }),
+      ),
+    },
   );
   const toolCallArb = fc.record({
     protocol: protocolArb,
@@ -1097,6 +1169,7 @@ describe("arbitrary tool calls", () => {
                   true,
                 ]);
               }
+              expectNoInternalText(chunks.at(-1)?.metadata.error);
               failed = !result.ok || chunks.at(-1)?.metadata.error !== undefined;
             } else {
               const result = await settle<{
@@ -1110,6 +1183,7 @@ describe("arbitrary tool calls", () => {
               );
               if (result.ok && !result.value.success) {
                 expect(result.value.errorMessage).not.toBe("");
+                expectNoInternalText(result.value.errorMessage);
                 expect(["not_found", "invalid_arguments", "error"]).toContain(
                   result.value.metadata.error_kind,
                 );
@@ -1179,7 +1253,10 @@ describe("arbitrary tool calls", () => {
           const after = await listed();
           if (!result.ok || !result.value.success) {
             expect(after).toEqual(before);
-            if (result.ok) expect(result.value.errorMessage).not.toBe("");
+            if (result.ok) {
+              expect(result.value.errorMessage).not.toBe("");
+              expectNoInternalText(result.value.errorMessage);
+            }
           } else {
             const visible = after[sessionId === "" ? 0 : 1]?.map((t) => t.name) ?? [];
             expect(visible).toEqual(expect.arrayContaining(Object.keys(result.value.toolIds)));
@@ -1368,6 +1445,525 @@ describe("a ListVariables pattern longer than any name", () => {
       }
     },
   );
+});
+
+describe("raw request bytes: never INTERNAL or UNKNOWN, never an internal message", () => {
+  // Requests built byte by byte, as a broken or hostile peer sends them,
+  // against a server of their own: a request that happens to decode may
+  // create sessions or register tools.
+  let raw: RunningBridge;
+  beforeAll(async () => {
+    raw = await startBridge(limits);
+  });
+  afterAll(() => raw?.stop());
+
+  const methods = BridgeService.methods;
+  const rawCodes = new Set([...documentedCodes, Code.Unimplemented]);
+
+  /** Fails unless `outcome` is success or an acceptable code, with a clean message. */
+  function expectAcceptable(outcome: RawOutcome): void {
+    if (outcome.code !== undefined && !rawCodes.has(outcome.code)) {
+      throw new Error(`the call failed with ${Code[outcome.code]}: ${outcome.message}`);
+    }
+    expectNoInternalText(outcome.message);
+  }
+
+  const varint = (n: number): number[] => {
+    const out: number[] = [];
+    let rest = n;
+    while (rest > 0x7f) {
+      out.push((rest % 128) | 0x80);
+      rest = Math.floor(rest / 128);
+    }
+    out.push(rest);
+    return out;
+  };
+  const concat = (...parts: (Uint8Array | readonly number[])[]) =>
+    new Uint8Array(parts.flatMap((p) => Array.from(p)));
+  /** A length-delimited field (wire type 2). */
+  const delimited = (field: number, payload: Uint8Array) =>
+    concat(varint(field * 8 + 2), varint(payload.length), payload);
+
+  /** The message bytes as the body of `method` over `protocol`: enveloped unless Connect unary. */
+  const bodyOf = (protocol: Protocol, method: DescMethod, message: Uint8Array) =>
+    protocol === "connect" && method.methodKind === "unary" ? message : envelope(message);
+
+  /**
+   * A request of `message` type with every field set, so that cutting it
+   * anywhere cuts some field. Session ids stay empty: a stream for an
+   * existing session would stay open.
+   */
+  function sampleOf(message: DescMessage, depth = 0): Record<string, unknown> {
+    const scalar = (t: ScalarType, name = ""): unknown => {
+      if (t === ScalarType.STRING) return name === "session_id" ? "" : "x😀";
+      if (t === ScalarType.BYTES) return new Uint8Array([1, 2, 3]);
+      if (t === ScalarType.BOOL) return true;
+      if (t === ScalarType.DOUBLE || t === ScalarType.FLOAT) return 1.5;
+      if ([ScalarType.INT64, ScalarType.UINT64, ScalarType.FIXED64].includes(t)) return 7n;
+      if ([ScalarType.SINT64, ScalarType.SFIXED64].includes(t)) return -7n;
+      return 3;
+    };
+    const init: Record<string, unknown> = {};
+    for (const f of message.fields) {
+      switch (f.fieldKind) {
+        case "scalar":
+          init[f.localName] = scalar(f.scalar, f.name);
+          break;
+        case "enum":
+          init[f.localName] = 1;
+          break;
+        case "message":
+          if (depth < 2) init[f.localName] = sampleOf(f.message, depth + 1);
+          break;
+        case "list":
+          if (f.listKind === "scalar") init[f.localName] = [scalar(f.scalar), scalar(f.scalar)];
+          else if (f.listKind === "message" && depth < 2) {
+            init[f.localName] = [sampleOf(f.message, depth + 1)];
+          }
+          break;
+        case "map": {
+          const value =
+            f.mapKind === "scalar"
+              ? scalar(f.scalar)
+              : f.mapKind === "message" && depth < 2
+                ? sampleOf(f.message, depth + 1)
+                : undefined;
+          if (value !== undefined) init[f.localName] = { [String(scalar(f.mapKey))]: value };
+          break;
+        }
+      }
+    }
+    return init;
+  }
+  const sampleBytes = new Map(
+    methods.map((m) => [m, toBinary(m.input, create(m.input, sampleOf(m.input)))]),
+  );
+
+  /** Field-number paths to every string field, through nested messages and map entries. */
+  function stringPaths(message: DescMessage, depth = 0): number[][] {
+    const paths: number[][] = [];
+    const into = (prefix: number[], m: DescMessage) => {
+      if (depth < 2) for (const p of stringPaths(m, depth + 1)) paths.push([...prefix, ...p]);
+    };
+    for (const f of message.fields) {
+      switch (f.fieldKind) {
+        case "scalar":
+          if (f.scalar === ScalarType.STRING) paths.push([f.number]);
+          break;
+        case "message":
+          into([f.number], f.message);
+          break;
+        case "list":
+          if (f.listKind === "scalar" && f.scalar === ScalarType.STRING) paths.push([f.number]);
+          if (f.listKind === "message") into([f.number], f.message);
+          break;
+        case "map":
+          // A map entry is a message: key = 1, value = 2.
+          if (f.mapKey === ScalarType.STRING) paths.push([f.number, 1]);
+          if (f.mapKind === "scalar" && f.scalar === ScalarType.STRING) paths.push([f.number, 2]);
+          if (f.mapKind === "message") into([f.number, 2], f.message);
+          break;
+        case "enum":
+          break;
+      }
+    }
+    return paths;
+  }
+  const nestAt = (path: number[], payload: Uint8Array): Uint8Array => {
+    const [field, ...rest] = path;
+    if (field === undefined) return payload;
+    return delimited(field, rest.length === 0 ? payload : nestAt(rest, payload));
+  };
+
+  /** Bytes that are not UTF-8, between well-formed text. */
+  const invalidUtf8Arb = fc
+    .tuple(
+      fc.string({ maxLength: 4 }),
+      fc.constantFrom(
+        [0xff, 0xfe],
+        [0xc0, 0x80], // overlong NUL
+        [0xed, 0xa0, 0x80], // a UTF-16 surrogate
+        [0x80], // a lone continuation byte
+        [0xe2, 0x82], // a sequence cut short
+        [0xf4, 0x90, 0x80, 0x80], // above U+10FFFF
+      ),
+      fc.string({ maxLength: 4 }),
+    )
+    .map(([before, bad, after]) => concat(utf8.encode(before), bad, utf8.encode(after)));
+
+  const stringFieldArb = fc
+    .constantFrom(...methods)
+    .chain((method) =>
+      fc.tuple(fc.constant(method), fc.constantFrom(...stringPaths(method.input))),
+    );
+
+  it("invalid UTF-8 in any string field of any request is INVALID_ARGUMENT, naming the message", {
+    timeout,
+  }, async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        protocolArb,
+        stringFieldArb,
+        invalidUtf8Arb,
+        fc.boolean(),
+        async (protocol, [method, path], bad, afterValidFields) => {
+          const field = nestAt(path, bad);
+          const message = afterValidFields ? concat(sampleBytes.get(method) ?? [], field) : field;
+          const outcome = await rawCall(
+            raw.url,
+            protocol,
+            method,
+            bodyOf(protocol, method, message),
+          );
+          expect(outcome.code === undefined ? "OK" : Code[outcome.code]).toBe("InvalidArgument");
+          expect(outcome.message).toMatch(
+            new RegExp(`^request is not a valid ${method.input.typeName} message: `),
+          );
+          expectNoInternalText(outcome.message);
+        },
+      ),
+      { ...props, numRuns: 100 },
+    );
+  });
+
+  /** A message that is not quite one: garbage, cut short, wrong wire types, deep groups. */
+  const malformedArb = (method: DescMethod): fc.Arbitrary<Uint8Array> => {
+    const valid = sampleBytes.get(method) ?? new Uint8Array(0);
+    const fieldNumbers = method.input.fields.map((f) => f.number);
+    return fc.oneof(
+      fc.uint8Array({ maxLength: 96 }),
+      fc.nat({ max: Math.max(0, valid.length - 1) }).map((n) => valid.subarray(0, n)),
+      // A known field under any wire type (6 and 7 do not exist), then anything.
+      fc
+        .tuple(
+          fc.constantFrom(...fieldNumbers, 0, 99, 2 ** 29 - 1, 2 ** 29),
+          fc.integer({ min: 0, max: 7 }),
+          fc.uint8Array({ maxLength: 12 }),
+        )
+        .map(([field, wireType, rest]) => concat(valid, varint(field * 8 + wireType), rest)),
+      // Unknown field 100 as groups nested around protobuf-es's limit or far
+      // beyond, closed or left open.
+      fc
+        .tuple(fc.constantFrom(50, 99, 100, 101, 5_000, 100_000), fc.boolean())
+        .map(([levels, closed]) => {
+          const open = [0xa3, 0x06]; // field 100, wire type 3 (start group)
+          const close = [0xa4, 0x06]; // field 100, wire type 4 (end group)
+          const body = new Array<number[]>(levels).fill(open).flat();
+          return concat(valid, body, closed ? new Array<number[]>(levels).fill(close).flat() : []);
+        }),
+      // Field 1 (length-delimited) promising more bytes than follow.
+      fc.integer({ min: 1, max: 2 ** 31 }).map((n) => concat(valid, varint(1 * 8 + 2), varint(n))),
+    );
+  };
+
+  /**
+   * How a request may be framed wrongly: envelope flags and lengths, splits,
+   * trailing bytes, compression. Mostly framed right, so that most runs
+   * reach the message itself.
+   */
+  const framingArb = fc.record({
+    compress: fc.oneof(
+      { weight: 6, arbitrary: fc.constant("no" as const) },
+      { weight: 1, arbitrary: fc.constantFrom("gzip" as const, "gzip cut short" as const) },
+    ),
+    // The encoding header sent; "natural" names gzip for a compressed body.
+    encoding: fc.oneof(
+      { weight: 6, arbitrary: fc.constant("natural") },
+      { weight: 1, arbitrary: fc.constantFrom("gzip", "br", "identity", "zstd", "x-none") },
+    ),
+    // The first envelope's flags; "natural" sets the compressed flag for a compressed body.
+    flags: fc.oneof(
+      { weight: 6, arbitrary: fc.constant("natural" as const) },
+      { weight: 1, arbitrary: fc.constantFrom(0, 1, 2, 0x80, 0x81, 0xff) },
+      { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }) },
+    ),
+    // Added to the first envelope's length field.
+    lengthDelta: fc.oneof(
+      { weight: 6, arbitrary: fc.constant(0) },
+      { weight: 1, arbitrary: fc.integer({ min: -5, max: 5 }) },
+      { weight: 1, arbitrary: fc.constant(2 ** 31) },
+    ),
+    // The message split into envelopes at these points.
+    splits: fc.oneof(
+      { weight: 6, arbitrary: fc.constant<number[]>([]) },
+      { weight: 1, arbitrary: fc.array(fc.nat({ max: 64 }), { minLength: 1, maxLength: 2 }) },
+    ),
+    trailing: fc.oneof(
+      { weight: 6, arbitrary: fc.constant(new Uint8Array(0)) },
+      { weight: 1, arbitrary: fc.uint8Array({ minLength: 1, maxLength: 6 }) },
+    ),
+  });
+
+  function framed(
+    protocol: Protocol,
+    method: DescMethod,
+    message: Uint8Array,
+    f: typeof framingArb extends fc.Arbitrary<infer F> ? F : never,
+  ): { body: Uint8Array; headers: Record<string, string> } {
+    const compressed = f.compress !== "no";
+    let payload = message;
+    if (compressed) {
+      payload = gzipSync(message);
+      if (f.compress === "gzip cut short") payload = payload.subarray(0, payload.length - 3);
+    }
+    const headers: Record<string, string> = {};
+    const unaryConnect = protocol === "connect" && method.methodKind === "unary";
+    const encoding = f.encoding === "natural" ? (compressed ? "gzip" : undefined) : f.encoding;
+    if (encoding !== undefined) {
+      const name = unaryConnect
+        ? "content-encoding"
+        : protocol === "connect"
+          ? "connect-content-encoding"
+          : "grpc-encoding";
+      headers[name] = encoding;
+    }
+    const flags = f.flags === "natural" ? (compressed ? 1 : 0) : f.flags;
+    if (unaryConnect) return { body: concat(payload, f.trailing), headers };
+    const cuts = [...new Set(f.splits.map((n) => Math.min(n, payload.length)))].sort(
+      (a, b) => a - b,
+    );
+    const pieces = [0, ...cuts, payload.length]
+      .slice(0, -1)
+      .map((from, i, all) => payload.subarray(from, all[i + 1] ?? payload.length));
+    const envelopes = pieces.map((piece, i) => {
+      const e = envelope(piece, i === 0 ? flags : 0);
+      const declared = (piece.length + (i === 0 ? f.lengthDelta : 0)) >>> 0;
+      new DataView(e.buffer).setUint32(1, declared);
+      return e;
+    });
+    return { body: concat(...envelopes, f.trailing), headers };
+  }
+
+  it("malformed messages in well- or ill-framed requests, to every RPC", { timeout }, async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        protocolArb,
+        fc.constantFrom(...methods).chain((m) => fc.tuple(fc.constant(m), malformedArb(m))),
+        framingArb,
+        async (protocol, [method, message], framing) => {
+          const { body, headers } = framed(protocol, method, message, framing);
+          expectAcceptable(await rawCall(raw.url, protocol, method, body, { headers }));
+        },
+      ),
+      { ...props, numRuns: 150 },
+    );
+  });
+
+  it.each(protocols)(
+    "over %s, unary and streaming RPCs name the message they could not read",
+    async (protocol) => {
+      for (const method of [
+        BridgeService.method.setVariable,
+        BridgeService.method.watchVariables,
+        BridgeService.method.executeStreamingTool,
+      ]) {
+        const cut = (sampleBytes.get(method) ?? new Uint8Array()).subarray(0, 3);
+        const outcome = await rawCall(raw.url, protocol, method, bodyOf(protocol, method, cut));
+        expect(
+          `${outcome.code === undefined ? "OK" : Code[outcome.code]}: ${outcome.message}`,
+        ).toBe(
+          `InvalidArgument: request is not a valid ${method.input.typeName} message: premature EOF`,
+        );
+      }
+    },
+  );
+
+  it("the server still answers", async () => {
+    for (const protocol of protocols) {
+      expect((await raw.client(protocol).ping({ message: "still here" })).message).toBe(
+        "still here",
+      );
+    }
+  });
+});
+
+describe("values nested deeper, or with more dimensions, than any peer accepts", () => {
+  // Variable values, constraints and tool parameters are the JSON a client
+  // sends; past 64 levels (or 32 tensor dimensions) it is refused as
+  // INVALID_ARGUMENT, never left to exhaust the server's stack.
+  let deep: RunningBridge;
+  beforeAll(async () => {
+    deep = await startBridge({
+      ...limits,
+      maxValueBytes: 1 << 20,
+      tools: [
+        {
+          name: "echo",
+          description: "Returns its argument.",
+          parameters: [{ name: "x", type: "any", required: true }],
+          handler: (args) => args.x ?? null,
+        },
+      ],
+    });
+  });
+  afterAll(() => deep?.stop());
+
+  const depthLimit = 64;
+  const dimensionLimit = 32;
+  const anyOf = (type: string, text: string) =>
+    create(AnySchema, { typeUrl: TYPE_URL_PREFIX + type, value: utf8.encode(text) });
+  const toolValue = (text: string) =>
+    create(AnySchema, { typeUrl: STRING_VALUE_TYPE_URL, value: utf8.encode(text) });
+
+  /** JSON nesting around the limit or far past it, or a tensor of around 32 dimensions or far more. */
+  const hostileArb: fc.Arbitrary<{ text: string; depth?: number; dims?: number }> = fc.oneof(
+    nestedJsonArb,
+    manyDimensionsArb.map((shape) => ({
+      text: JSON.stringify({ shape, data: [1] }),
+      dims: shape.length,
+    })),
+  );
+  const writeArb = fc.constantFrom(
+    "SetVariable",
+    "SetVariables",
+    "RegisterVariable",
+    "InitializeSession",
+    "constraints",
+  );
+  type Write = typeof writeArb extends fc.Arbitrary<infer W> ? W : never;
+  const typeArb = fc.constantFrom<VariableType>("float", "string", "embedding", "tensor");
+
+  /**
+   * What the refusal of `hostile`, written by `write` to a variable of
+   * `type`, must say; undefined when the write is valid (a tensor within 32
+   * dimensions). "constraints" writes a `shape` constraint of that many
+   * dimensions, or `{"shape": <the JSON>}`.
+   */
+  const refusal = (
+    write: Write,
+    type: VariableType,
+    { depth = 0, dims }: { depth?: number; dims?: number },
+  ): string | undefined => {
+    const tooDeep = `deeper than ${depthLimit} levels`;
+    const tooManyDimensions = `at most ${dimensionLimit} dimensions`;
+    if (write === "constraints") {
+      if (dims === undefined) return depth + 1 > depthLimit ? tooDeep : "";
+      return dims > dimensionLimit ? tooManyDimensions : "does not match required shape";
+    }
+    if (dims === undefined) return depth > depthLimit ? tooDeep : "";
+    if (type !== "tensor") return "";
+    return dims > dimensionLimit ? tooManyDimensions : undefined;
+  };
+
+  /** The outcome of `write` as "<code>: <message>", "OK: " for success. */
+  async function attempt(
+    c: BridgeClient,
+    sessionId: string,
+    write: Write,
+    type: VariableType,
+    name: string,
+    hostile: { text: string; dims?: number },
+  ): Promise<{ code: string; message: string }> {
+    const value = anyOf(type, hostile.text);
+    if (write === "SetVariables") {
+      const res = await c.setVariables({ sessionId, updates: { [name]: value }, atomic: true });
+      const code = res.errorCodes[name];
+      return {
+        code: res.success ? "OK" : code === undefined ? "no code" : (Code[code] ?? String(code)),
+        message: res.errors[name] ?? "",
+      };
+    }
+    const tensor = encodeValue("tensor", { shape: [1], data: [1] }).any;
+    const call =
+      write === "SetVariable"
+        ? c.setVariable({ sessionId, variableIdentifier: name, value })
+        : write === "RegisterVariable"
+          ? c.registerVariable({ sessionId, name: "v", type, initialValue: value })
+          : write === "InitializeSession"
+            ? c.initializeSession({ initialVariables: [{ name: "v", type, initialValue: value }] })
+            : c.registerVariable({
+                sessionId,
+                name: "v",
+                type: "tensor",
+                initialValue: tensor,
+                constraintsJson:
+                  hostile.dims === undefined
+                    ? `{"shape":${hostile.text}}`
+                    : JSON.stringify({ shape: new Array<number>(hostile.dims).fill(1) }),
+              });
+    const result = await settle<unknown>(call);
+    return result.ok
+      ? { code: "OK", message: "" }
+      : { code: Code[result.error.code], message: result.error.rawMessage };
+  }
+
+  it("in variable values and constraints: INVALID_ARGUMENT, saying why", { timeout }, async () => {
+    const initial: Partial<Record<VariableType, unknown>> = {
+      float: 1,
+      string: "a",
+      embedding: [1],
+      tensor: { shape: [1], data: [1] },
+    };
+    await fc.assert(
+      fc.asyncProperty(
+        protocolArb,
+        writeArb,
+        typeArb,
+        hostileArb,
+        async (protocol, write, type, hostile) => {
+          const c = cachedClient(deep, protocol);
+          const name = `${type}-variable`;
+          const { sessionId } = await c.initializeSession({
+            initialVariables: [
+              { name, type, initialValue: encodeValue(type, initial[type] as never).any },
+            ],
+          });
+          const { code, message } = await attempt(c, sessionId, write, type, name, hostile);
+          const expected = refusal(write, type, hostile);
+          if (expected === undefined) {
+            expect(code).toBe("OK");
+          } else {
+            expect(code).toBe("InvalidArgument");
+            expect(message).toContain(expected);
+          }
+          expectNoInternalText(message);
+          await c.cleanupSession({ sessionId, force: true });
+        },
+      ),
+      { ...props, numRuns: 80 },
+    );
+  });
+
+  it("in tool parameters: refused in-band as invalid arguments past the limit, echoed within it", {
+    timeout,
+  }, async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        protocolArb,
+        fc.boolean(),
+        nestedJsonArb,
+        async (protocol, streaming, { text, depth }) => {
+          const c = cachedClient(deep, protocol);
+          const { sessionId } = await c.initializeSession({});
+          const request = { sessionId, toolName: "echo", parameters: { x: toolValue(text) } };
+          let error: string | undefined;
+          let result: unknown;
+          if (streaming) {
+            const chunks: ToolChunk[] = [];
+            for await (const chunk of c.executeStreamingTool(request)) chunks.push(chunk);
+            const last = chunks.at(-1);
+            error = last?.metadata.error;
+            if (error === undefined) result = JSON.parse(new TextDecoder().decode(last?.data));
+          } else {
+            const res = await c.executeTool(request);
+            if (res.success) result = decodeJsonAny(res.result);
+            else {
+              error = res.errorMessage;
+              expect(res.metadata.error_kind).toBe("invalid_arguments");
+            }
+          }
+          if (depth > depthLimit) {
+            expect(error).toBe(`parameter 'x': tool value nests deeper than ${depthLimit} levels`);
+          } else {
+            expect(error).toBeUndefined();
+            expect(result).toEqual(JSON.parse(text));
+          }
+          await c.cleanupSession({ sessionId, force: true });
+        },
+      ),
+      { ...props, numRuns: 40 },
+    );
+  });
 });
 
 describe("after all of it", () => {

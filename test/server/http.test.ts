@@ -281,7 +281,12 @@ describe("request size limit", () => {
       const outcome = (p: Promise<{ message: string }>) =>
         p.then(
           (res) => `ok ${res.message.length}`,
-          (e: unknown) => Code[ConnectError.from(e).code],
+          (e: unknown) => {
+            const error = ConnectError.from(e);
+            // The refusal names the setting to change.
+            if (!error.rawMessage.includes("--max-request-bytes")) return error.rawMessage;
+            return Code[error.code];
+          },
         );
       expect(await outcome(c.ping({ message: "x".repeat(limit - 1000) }))).toBe(
         `ok ${limit - 1000}`,
@@ -295,6 +300,42 @@ describe("request size limit", () => {
           `after ${size}: ok 4`,
         );
       }
+    },
+  );
+});
+
+describe("reply size limit", () => {
+  it.each(protocols)(
+    "refuses a larger reply with RESOURCE_EXHAUSTED naming --max-reply-bytes over %s",
+    async (protocol) => {
+      const limit = 64 * 1024;
+      const b = await bridge({ maxReplyBytes: limit });
+      const c = b.client(protocol);
+      const { sessionId } = await c.initializeSession({});
+      const text = encodeValue("string", "x".repeat(20 * 1024)).any;
+      for (const name of ["a", "b", "c", "d"]) {
+        await c.registerVariable({ sessionId, name, type: "string", initialValue: text });
+      }
+      const fits = await c.getVariables({ sessionId, variableIdentifiers: ["a", "b"] });
+      expect(Object.keys(fits.variables)).toEqual(["a", "b"]);
+      for (const call of [
+        c.getVariables({ sessionId, variableIdentifiers: ["a", "b", "c", "d"] }),
+        // The same variable asked for many times counts each time.
+        c.getVariables({ sessionId, variableIdentifiers: Array(10).fill("a") }),
+        c.listVariables({ sessionId, pattern: "*" }),
+      ]) {
+        const e = ConnectError.from(await call.catch((err: unknown) => err));
+        expect(e.code).toBe(Code.ResourceExhausted);
+        expect(e.rawMessage).toMatch(
+          /^the reply would be about .*the limit is 64 KiB \(--max-reply-bytes\)/,
+        );
+      }
+      // Behind the service's checks, connect's own bound on the encoded reply.
+      const echo = ConnectError.from(
+        await c.ping({ message: "x".repeat(limit + 1000) }).catch((err: unknown) => err),
+      );
+      expect(echo.code).toBe(Code.ResourceExhausted);
+      expect((await c.ping({ message: "next" })).message).toBe("next");
     },
   );
 });
