@@ -229,20 +229,20 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
   }
 
   function watchHttp2Session(conn: Connection, session: http2.ServerHttp2Session): void {
-    const arm = () => {
-      clearTimeout(conn.idle);
-      conn.idle = setTimeout(() => session.close(), limits.idleTimeoutMs).unref();
-    };
-    arm();
+    // One timer per connection, restarted (not re-created) whenever the last
+    // stream closes; it closes the connection only if it is still idle.
+    const idle = setTimeout(() => {
+      if (conn.active === 0) session.close();
+    }, limits.idleTimeoutMs).unref();
+    conn.idle = idle;
     session.on("stream", (stream: http2.ServerHttp2Stream) => {
       conn.active++;
-      clearTimeout(conn.idle);
       stream.once("close", () => {
         conn.active--;
-        if (conn.active === 0 && !session.closed) arm();
+        if (conn.active === 0 && !session.closed) idle.refresh();
       });
     });
-    session.once("close", () => clearTimeout(conn.idle));
+    session.once("close", () => clearTimeout(idle));
   }
 
   function trackHttp1(req: http.IncomingMessage, res: http.ServerResponse): void {
