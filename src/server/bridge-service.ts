@@ -41,6 +41,9 @@ export interface BridgeServiceParts {
   readonly logger: Logger;
 }
 
+/** Longest tool allowlist a session may have. */
+const MAX_ALLOWED_TOOLS = 1024;
+
 /** Tool metadata that says where a tool runs: kept by the bridge, never shown to callers. */
 const INTERNAL_TOOL_METADATA = new Set(["worker_address", "worker_id"]);
 
@@ -66,6 +69,21 @@ export function createBridgeService(
       throw new ConnectError(
         `the reply would be about ${formatBytes(bytes)} (${what}); the limit is ${formatBytes(max)} (--max-reply-bytes): ask for fewer at once`,
         Code.ResourceExhausted,
+      );
+    }
+  };
+
+  /**
+   * A request naming more variables than a session can hold cannot be
+   * valid; refusing it up front keeps one call from costing the server
+   * work (an error per name) in proportion to the request's size.
+   */
+  const checkBatch = (count: number, what: string) => {
+    const max = settings.limits.maxVariablesPerSession;
+    if (count > max) {
+      throw new ConnectError(
+        `${what} names ${count} variables; a session holds at most ${max} (--max-variables-per-session)`,
+        Code.InvalidArgument,
       );
     }
   };
@@ -198,7 +216,14 @@ export function createBridgeService(
           Code.InvalidArgument,
         );
       }
+      if (req.allowedTools.length > MAX_ALLOWED_TOOLS) {
+        throw new ConnectError(
+          `allowed_tools names ${req.allowedTools.length} tools; the limit is ${MAX_ALLOWED_TOOLS}`,
+          Code.InvalidArgument,
+        );
+      }
       for (const name of req.allowedTools) checkToolName(name);
+      checkBatch(req.initialVariables.length, "initial_variables");
       const ttlMs = req.ttlSeconds > 0 ? req.ttlSeconds * 1000 : settings.sessionTtlMs;
       const init = { id: sessionId, metadata, ttlMs, allowedTools: [...req.allowedTools] };
       const setup = (tx: SessionTransaction) => {
@@ -323,6 +348,7 @@ export function createBridgeService(
     },
 
     async getVariables(req) {
+      checkBatch(req.variableIdentifiers.length, "GetVariables");
       return core.read(req.sessionId, (view) => {
         const found: [string, VariableRecord][] = [];
         const missing: string[] = [];
@@ -346,6 +372,7 @@ export function createBridgeService(
     async setVariables(req) {
       checkMetadata(req.metadata, settings.limits, "batch");
       const keys = [...new Set([...Object.keys(req.updates), ...Object.keys(req.binaryUpdates)])];
+      checkBatch(keys.length, "SetVariables");
       let refused:
         | { errors: Record<string, string>; errorCodes: Record<string, number> }
         | undefined;
@@ -423,6 +450,7 @@ export function createBridgeService(
     },
 
     async registerVariables(req) {
+      checkBatch(req.variables.length, "RegisterVariables");
       return core.transact(req.sessionId, (tx) => {
         const variables: Variable[] = [];
         const created: string[] = [];
@@ -492,6 +520,7 @@ export function createBridgeService(
       }
     },
     async *watchVariables(req, ctx) {
+      checkBatch(req.variableIdentifiers.length, "WatchVariables");
       const identifiers = new Set(req.variableIdentifiers);
       const watcher = await core.read(req.sessionId, (view) => {
         const records: VariableRecord[] = [];

@@ -110,6 +110,9 @@ export interface PreparedWrite {
   readonly changeMetadata: Readonly<Record<string, string>>;
 }
 
+/** Dependency edges a session may hold, per variable it may hold. */
+const DEPENDENCIES_PER_VARIABLE = 4;
+
 /** One frozen empty map for every variable without metadata. */
 const NO_METADATA: Readonly<Record<string, string>> = Object.freeze({});
 
@@ -420,6 +423,14 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       }
       const edges = tx.dependencies();
       if (edges.some((e) => e.from === a.id && e.to === b.id)) return;
+      // Each new edge costs a walk of all edges (the cycle check): bounded.
+      const maxEdges = DEPENDENCIES_PER_VARIABLE * limits.maxVariablesPerSession;
+      if (edges.length >= maxEdges) {
+        throw new ConnectError(
+          `session has ${edges.length} dependencies; the limit is ${maxEdges} (${DEPENDENCIES_PER_VARIABLE} per variable of --max-variables-per-session)`,
+          Code.ResourceExhausted,
+        );
+      }
       // Adding a→b closes a cycle exactly when a is reachable from b.
       const next = new Map<string, string[]>();
       for (const e of edges) {

@@ -379,3 +379,61 @@ describe("glob patterns", () => {
     expect(pingMs).toBeLessThan(100);
   });
 });
+
+describe("work per request", () => {
+  it("a request naming more variables than a session can hold is refused up front", async () => {
+    const b = await bridge({ maxVariablesPerSession: 100 });
+    const c = b.client("grpc");
+    const { sessionId } = await c.initializeSession({});
+    const names = Array.from({ length: 5000 }, (_, i) => `k${i}`);
+    const updates = Object.fromEntries(names.map((n) => [n, str("v")]));
+    for (const call of [
+      c.setVariables({ sessionId, updates }),
+      c.getVariables({ sessionId, variableIdentifiers: names }),
+      c.registerVariables({
+        sessionId,
+        variables: names.map((name) => ({ name, type: "string", initialValue: str("v") })),
+      }),
+    ]) {
+      const e = await rejectionOf(call, Code.InvalidArgument);
+      expect(e.rawMessage).toContain("--max-variables-per-session");
+    }
+    const watch = c.watchVariables({ sessionId, variableIdentifiers: names });
+    await rejectionOf(
+      (async () => {
+        for await (const _ of watch) break;
+      })(),
+      Code.InvalidArgument,
+    );
+    await rejectionOf(
+      c.initializeSession({ allowedTools: Array.from({ length: 2000 }, (_, i) => `t${i}`) }),
+      Code.InvalidArgument,
+    );
+  });
+
+  it("dependency edges are bounded, so the cycle check stays cheap", async () => {
+    const b = await bridge({ maxVariablesPerSession: 10 });
+    const c = b.client("grpc");
+    const { sessionId } = await c.initializeSession({});
+    for (let i = 0; i < 10; i++) {
+      await c.registerVariable({ sessionId, name: `v${i}`, type: "string", initialValue: str("") });
+    }
+    let added = 0;
+    let refused: unknown;
+    // Edges from lower to higher index never close a cycle: 45 candidates.
+    for (let i = 0; i < 10 && refused === undefined; i++) {
+      for (let j = i + 1; j < 10 && refused === undefined; j++) {
+        refused = await c
+          .addDependency({ sessionId, fromVariable: `v${i}`, toVariable: `v${j}` })
+          .then(
+            () => {
+              added++;
+            },
+            (e: unknown) => e,
+          );
+      }
+    }
+    expect(added).toBe(40);
+    expect(String(refused)).toContain("the limit is 40");
+  });
+});
