@@ -172,7 +172,18 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     rpc(req, res);
   };
 
-  const http1Server = http.createServer(onRequest);
+  const http1Server = http.createServer(
+    {
+      // Node checks the headers and request timeouts only this often (30 s
+      // by default), so a slow request would otherwise hold its connection
+      // up to that much longer than the timeouts say.
+      connectionsCheckingInterval: Math.max(
+        25,
+        Math.min(1000, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 4)),
+      ),
+    },
+    onRequest,
+  );
   // Slow-loris guards: headers and the whole request must arrive in time;
   // an idle keep-alive connection is closed.
   http1Server.headersTimeout = limits.headersTimeoutMs;
