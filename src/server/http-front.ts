@@ -505,6 +505,11 @@ function resetOnWriteStall(stream: http2.ServerHttp2Stream, ms: number): void {
         done(error);
         return;
       }
+      // Http2Stream drops a write to a destroyed stream without calling back.
+      if (stream.destroyed) {
+        done(new Error("the stream was closed before its reply was written"));
+        return;
+      }
       stall?.refresh();
       const end = Math.min(offset + writePieceBytes, chunk.length);
       const piece = chunk.subarray(offset, end);
