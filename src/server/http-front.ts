@@ -177,7 +177,18 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     rpc(req, res);
   };
 
-  const http1Server = http.createServer(onRequest);
+  const http1Server = http.createServer(
+    {
+      // Node checks the headers and request timeouts only this often (30 s
+      // by default), so a slow request would otherwise hold its connection
+      // up to that much longer than the timeouts say.
+      connectionsCheckingInterval: Math.max(
+        25,
+        Math.min(1000, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 4)),
+      ),
+    },
+    onRequest,
+  );
   // Slow-loris guards: headers and the whole request must arrive in time;
   // an idle keep-alive connection is closed.
   http1Server.headersTimeout = limits.headersTimeoutMs;
@@ -221,11 +232,7 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       if (!req.complete && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
     }, limits.requestTimeoutMs).unref();
     stream.once("close", () => clearTimeout(timer));
-    stream.setTimeout(limits.writeStallTimeoutMs, () => {
-      if (stream.writableLength > 0 && !stream.destroyed) {
-        stream.close(http2.constants.NGHTTP2_CANCEL);
-      }
-    });
+    resetOnWriteStall(stream, limits.writeStallTimeoutMs);
   }
 
   function watchHttp2Session(conn: Connection, session: http2.ServerHttp2Session): void {
@@ -465,6 +472,97 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       return closing;
     },
   };
+}
+
+/** Bytes of a reply handed to HTTP/2 at a time, so that its progress shows. */
+const writePieceBytes = 64 * 1024;
+
+type WriteCallback = (error?: Error | null) => void;
+
+/**
+ * Resets `stream` when a write of its response makes no progress for `ms`.
+ *
+ * Node's own `stream.setTimeout` cannot tell: its timeout is put off
+ * whenever the session sends anything at all (another stream's bytes, a
+ * PING acknowledgement, the reset of another stalled stream), so a peer
+ * that never read but sent a PING now and then kept its replies, and their
+ * memory, for as long as it liked. Here a large write goes out in pieces,
+ * the next once the last was taken, and each piece taken re-arms the
+ * timer; a stream with nothing to write (a quiet watch) has no timer.
+ */
+function resetOnWriteStall(stream: http2.ServerHttp2Stream, ms: number): void {
+  const write = stream._write.bind(stream);
+  const writev = stream._writev?.bind(stream);
+  let stall: ReturnType<typeof setTimeout> | undefined;
+  const stop = () => {
+    clearTimeout(stall);
+    stall = undefined;
+  };
+  /** Arms the timer for one write; the returned callback ends it. */
+  const start = (callback: WriteCallback): WriteCallback => {
+    stop();
+    stall = setTimeout(() => {
+      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    }, ms).unref();
+    return (error) => {
+      stop();
+      callback(error);
+    };
+  };
+  const writeInPieces = (chunk: Buffer, encoding: BufferEncoding, done: WriteCallback) => {
+    let offset = 0;
+    const next = (error?: Error | null) => {
+      if (error != null || offset === chunk.length) {
+        done(error);
+        return;
+      }
+      // Http2Stream drops a write to a destroyed stream without calling back.
+      if (stream.destroyed) {
+        done(new Error("the stream was closed before its reply was written"));
+        return;
+      }
+      stall?.refresh();
+      const end = Math.min(offset + writePieceBytes, chunk.length);
+      const piece = chunk.subarray(offset, end);
+      offset = end;
+      write(piece, encoding, next);
+    };
+    next();
+  };
+  // Writable's hooks for stream implementations, which is what
+  // Http2Stream is; both are guarded so that no write escapes the timer.
+  stream._write = (chunk: unknown, encoding, callback) => {
+    const done = start(callback);
+    if (Buffer.isBuffer(chunk) && chunk.length > writePieceBytes) {
+      writeInPieces(chunk, encoding, done);
+    } else {
+      write(chunk, encoding, done);
+    }
+  };
+  if (writev !== undefined) {
+    stream._writev = (chunks, callback) => {
+      const done = start(callback);
+      let bytes = 0;
+      for (const { chunk } of chunks) bytes += Buffer.isBuffer(chunk) ? chunk.length : 0;
+      if (bytes <= writePieceBytes) {
+        writev(chunks, done);
+        return;
+      }
+      // Large: one after the other, in pieces.
+      let index = 0;
+      const next = (error?: Error | null) => {
+        const entry = chunks[index++];
+        if (error != null || entry === undefined) {
+          done(error);
+          return;
+        }
+        if (Buffer.isBuffer(entry.chunk)) writeInPieces(entry.chunk, entry.encoding, next);
+        else write(entry.chunk, entry.encoding, next);
+      };
+      next();
+    };
+  }
+  stream.once("close", stop);
 }
 
 function send(

@@ -1,21 +1,13 @@
 /**
  * The `unified-bridge` command as users run it: compiled, in a process of
  * its own, under Node 24, talked to over the network and stopped by signal.
- *
- * The build goes to a directory of this test file's own (under
- * node_modules/.cache, so that imports still resolve from the project's
- * node_modules), never to dist/, which other runs may be reading or writing.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import http2 from "node:http2";
 import net from "node:net";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   BridgeService,
   PingRequestSchema,
@@ -24,109 +16,10 @@ import {
 } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { defaultServerConfig, type ServerConfig } from "../../src/server/index.js";
 import { encodeValue } from "../../src/values/index.js";
+import { cleanEnv, cliSuite } from "../support/cli.js";
 
-const root = fileURLToPath(new URL("../..", import.meta.url));
-const node = path.join(root, "node_modules/.bin/node");
-const tsc = path.join(root, "node_modules/typescript/bin/tsc");
-const buildRoot = path.join(root, "node_modules/.cache", `ub-cli-test-${process.pid}`);
-const cli = path.join(buildRoot, "build/server/cli.js");
-
-function run(
-  file: string,
-  args: readonly string[],
-  env: NodeJS.ProcessEnv = cleanEnv(),
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(file, args, { cwd: root, env, timeout: 60_000 }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === "number" ? error.code : -1;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** The environment without any UB_* variable of the machine running the tests. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("UB_")) env[k] = v;
-  return { ...env, ...extra };
-}
-
-beforeAll(async () => {
-  await rm(buildRoot, { recursive: true, force: true });
-  await mkdir(buildRoot, { recursive: true });
-  // The compiled files are ES modules ("type": "module"), and the CLI reads
-  // its version from the package.json two levels above it, as from dist/.
-  const pkg = JSON.parse(await readFile(path.join(root, "package.json"), "utf8")) as {
-    version: string;
-  };
-  await writeFile(
-    path.join(buildRoot, "package.json"),
-    JSON.stringify({ type: "module", version: pkg.version }),
-  );
-  const build = await run(node, [
-    tsc,
-    "-p",
-    "tsconfig.build.json",
-    "--outDir",
-    path.join(buildRoot, "build"),
-  ]);
-  if (build.code !== 0) {
-    throw new Error(`the build failed (exit ${build.code}):\n${build.stdout}${build.stderr}`);
-  }
-}, 120_000);
-
-afterAll(async () => {
-  await rm(buildRoot, { recursive: true, force: true });
-});
-
-interface Server {
-  readonly child: ChildProcess;
-  readonly url: string;
-  readonly stdout: () => string;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-const children: ChildProcess[] = [];
-afterEach(() => {
-  for (const child of children.splice(0)) {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  }
-});
-
-/** Starts `unified-bridge serve` and waits for its ready line. */
-async function serve(args: readonly string[], env = cleanEnv()): Promise<Server> {
-  const child = spawn(node, [cli, "serve", ...args], { cwd: root, env });
-  children.push(child);
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8");
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (chunk: string) => {
-    stderr += chunk;
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once("exit", (code, signal) => resolve({ code, signal })),
-  );
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`no ready line within 10 s:\n${stdout}${stderr}`)),
-      10_000,
-    );
-    child.stdout.on("data", (chunk: string) => {
-      stdout += chunk;
-      const ready = /^unified-bridge listening on (http:\/\/\S+) /m.exec(stdout);
-      if (ready?.[1] !== undefined) {
-        clearTimeout(timer);
-        resolve(ready[1]);
-      }
-    });
-    void exited.then(({ code }) => {
-      clearTimeout(timer);
-      reject(new Error(`exited with ${code} before its ready line:\n${stdout}${stderr}`));
-    });
-  });
-  return { child, url, stdout: () => stdout, exited };
-}
+const cli = cliSuite();
+const serve = cli.serve;
 
 const grpcClient = (url: string) =>
   createClient(BridgeService, createGrpcTransport({ baseUrl: url, defaultTimeoutMs: 5000 }));
@@ -336,7 +229,7 @@ describe("unified-bridge serve --help", () => {
 
   it("lists every option of the server config with its variable and default", async () => {
     expect(Object.keys(options).sort()).toEqual(Object.keys(defaultServerConfig).sort());
-    const { code, stdout, stderr } = await run(node, [cli, "serve", "--help"]);
+    const { code, stdout, stderr } = await cli.run(["serve", "--help"]);
     expect([code, stderr]).toEqual([0, ""]);
     // One block per option: "  --flag <placeholder>", its description, then
     // "env UB_X, default D".
@@ -374,7 +267,7 @@ describe("unified-bridge serve --help", () => {
     [["serve"], { UB_PORT: "abc" }, "UB_PORT"],
     [["serve"], { UB_LOG_LEVEL: "loud" }, "UB_LOG_LEVEL"],
   ] as const)("%j %j exits 1 with a message naming %s", async (args, env, fragment) => {
-    const { code, stdout, stderr } = await run(node, [cli, ...args], cleanEnv(env));
+    const { code, stdout, stderr } = await cli.run(args, cleanEnv(env));
     expect(code).toBe(1);
     expect(stdout).toBe("");
     expect(stderr).toMatch(/^unified-bridge: [^\n]+\n$/);
@@ -386,8 +279,7 @@ describe("unified-bridge serve --help", () => {
     await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
     const port = (blocker.address() as net.AddressInfo).port;
     try {
-      const { code, stderr } = await run(node, [
-        cli,
+      const { code, stderr } = await cli.run([
         "serve",
         "--host",
         "127.0.0.1",
