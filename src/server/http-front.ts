@@ -21,10 +21,11 @@ import {
   cors,
   type Interceptor,
 } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "./logger.js";
 import { type MetricsRegistry, prometheusContentType } from "./metrics.js";
 import { requestErrorGate, requestErrorInterceptor } from "./request-errors.js";
+import { createRpcHandler } from "./rpc-handler.js";
 
 /** What {@link createHttpFront} serves and how; fixed at construction. */
 export interface HttpFrontOptions {
@@ -150,8 +151,9 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
   const rpc =
     routes === undefined
       ? serveNonRpc
-      : connectNodeAdapter({
+      : createRpcHandler({
           routes,
+          logger,
           interceptors: [requestErrorInterceptor, ...(options.interceptors ?? [])],
           // Undecodable requests: INVALID_ARGUMENT (see request-errors.ts).
           requestGate: requestErrorGate,
@@ -161,7 +163,7 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
           grpc: true,
           grpcWeb: true,
           connect: true,
-          fallback: (req, res) => serveNonRpc(req, res),
+          fallback: (req: NodeRequest, res: NodeResponse) => serveNonRpc(req, res),
         });
 
   const corsPolicy = createCorsPolicy(options.corsOrigins);
