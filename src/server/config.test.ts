@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { serverFlags, shownDefault } from "../../test/support/server-flags.js";
 import { defaultServerConfig, parseServerConfig, type ServerConfig } from "./config.js";
 
 function parse(argv: string[], env: Record<string, string | undefined> = {}): ServerConfig {
@@ -200,54 +201,9 @@ describe("parseServerConfig", () => {
 });
 
 describe("serve --help", () => {
-  const flags: Record<keyof ServerConfig, [flag: string, env: string]> = {
-    host: ["--host", "UB_HOST"],
-    port: ["--port", "UB_PORT"],
-    corsOrigins: ["--cors-origin", "UB_CORS_ORIGINS"],
-    sessionTtlSeconds: ["--session-ttl", "UB_SESSION_TTL"],
-    autoCreateSessions: ["--auto-create-sessions", "UB_AUTO_CREATE_SESSIONS"],
-    maxSessions: ["--max-sessions", "UB_MAX_SESSIONS"],
-    maxVariablesPerSession: ["--max-variables-per-session", "UB_MAX_VARIABLES_PER_SESSION"],
-    maxValueBytes: ["--max-value-bytes", "UB_MAX_VALUE_BYTES"],
-    maxMetadataEntries: ["--max-metadata-entries", "UB_MAX_METADATA_ENTRIES"],
-    maxMetadataBytes: ["--max-metadata-bytes", "UB_MAX_METADATA_BYTES"],
-    historyLimit: ["--history-limit", "UB_HISTORY_LIMIT"],
-    watchBufferSize: ["--watch-buffer-size", "UB_WATCH_BUFFER_SIZE"],
-    maxRequestBytes: ["--max-request-bytes", "UB_MAX_REQUEST_BYTES"],
-    shutdownGraceMs: ["--shutdown-grace-ms", "UB_SHUTDOWN_GRACE_MS"],
-    logLevel: ["--log-level", "UB_LOG_LEVEL"],
-    store: ["--store", "UB_STORE"],
-    maxSessionsPerClient: ["--max-sessions-per-client", "UB_MAX_SESSIONS_PER_CLIENT"],
-    trustedProxies: ["--trusted-proxy", "UB_TRUSTED_PROXIES"],
-    workerHost: ["--worker-host", "UB_WORKER_HOST"],
-    workerPort: ["--worker-port", "UB_WORKER_PORT"],
-    workerToken: ["--worker-token", "UB_WORKER_TOKEN"],
-    workerAllow: ["--worker-allow", "UB_WORKER_ALLOW"],
-    adminHost: ["--admin-host", "UB_ADMIN_HOST"],
-    adminPort: ["--admin-port", "UB_ADMIN_PORT"],
-    clientSessionIds: ["--client-session-ids", "UB_CLIENT_SESSION_IDS"],
-    maxSessionTtlSeconds: ["--max-session-ttl", "UB_MAX_SESSION_TTL"],
-    historyMaxBytes: ["--history-max-bytes", "UB_HISTORY_MAX_BYTES"],
-    maxSessionBytes: ["--max-session-bytes", "UB_MAX_SESSION_BYTES"],
-    maxWatchersPerSession: ["--max-watchers-per-session", "UB_MAX_WATCHERS_PER_SESSION"],
-    maxWatchers: ["--max-watchers", "UB_MAX_WATCHERS"],
-    maxToolsPerSession: ["--max-tools-per-session", "UB_MAX_TOOLS_PER_SESSION"],
-    maxTools: ["--max-tools", "UB_MAX_TOOLS"],
-    maxToolBytes: ["--max-tool-bytes", "UB_MAX_TOOL_BYTES"],
-    maxToolCallsPerSession: ["--max-tool-calls-per-session", "UB_MAX_TOOL_CALLS_PER_SESSION"],
-    maxWorkerConnections: ["--max-worker-connections", "UB_MAX_WORKER_CONNECTIONS"],
-    maxReplyBytes: ["--max-reply-bytes", "UB_MAX_REPLY_BYTES"],
-    maxConnections: ["--max-connections", "UB_MAX_CONNECTIONS"],
-    maxStreamsPerConnection: ["--max-streams-per-connection", "UB_MAX_STREAMS_PER_CONNECTION"],
-    idleTimeoutMs: ["--idle-timeout-ms", "UB_IDLE_TIMEOUT_MS"],
-    headersTimeoutMs: ["--headers-timeout-ms", "UB_HEADERS_TIMEOUT_MS"],
-    requestTimeoutMs: ["--request-timeout-ms", "UB_REQUEST_TIMEOUT_MS"],
-    writeStallTimeoutMs: ["--write-stall-timeout-ms", "UB_WRITE_STALL_TIMEOUT_MS"],
-  };
-
-  it.each(Object.entries(flags))(
+  it.each(Object.entries(serverFlags))(
     "documents %s with its flag, variable and default",
-    (key, [flag, env]) => {
+    (key, { flag, env }) => {
       const text = help();
       const entry = text.slice(text.indexOf(`  ${flag} `));
       const block = entry.slice(
@@ -256,23 +212,15 @@ describe("serve --help", () => {
       );
       expect(block).toContain(`env ${env}, default `);
       const value = defaultServerConfig[key as keyof ServerConfig];
-      const shown = Array.isArray(value)
-        ? value.length === 0
-          ? "none"
-          : value.join(",")
-        : value === null
-          ? "off"
-          : value === ""
-            ? "none"
-            : String(value);
+      const shown = shownDefault(value);
       expect(block).toContain(`default ${shown}`);
     },
   );
 
   it("every flag it documents is accepted", () => {
-    for (const [flag] of Object.values(flags)) {
+    for (const { flag } of Object.values(serverFlags)) {
       expect(() => parseServerConfig([`${flag}=x`, "--help"], {})).not.toThrow();
     }
-    expect(Object.keys(flags).sort()).toEqual(Object.keys(defaultServerConfig).sort());
+    expect(Object.keys(serverFlags).sort()).toEqual(Object.keys(defaultServerConfig).sort());
   });
 });
