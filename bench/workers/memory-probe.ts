@@ -72,11 +72,7 @@ function text(i: number, version: number, length: number): string {
 async function perVariable(
   req: Extract<MemoryRequest, { type: "per-variable" }>,
 ): Promise<PerVariable> {
-  const server = createBridgeServer({
-    logger,
-    maxSessions: req.sessions + 10,
-    maxSessionsPerClient: req.sessions + 10,
-  });
+  const server = createBridgeServer({ logger, maxSessions: req.sessions + 10 });
   const client = createClient(BridgeService, createRouterTransport(server.routes));
   const string = (s: string) => encodeValue("string", s).any;
 

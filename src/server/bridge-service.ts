@@ -250,7 +250,9 @@ export function createBridgeService(
           );
         }
         result = { session: existing.value, created: false };
-      } else if (isWorker(ctx)) {
+      } else if (isWorker(ctx) || clientOf(ctx) === "") {
+        // Workers are not public clients; a call with no peer address (the
+        // routes mounted in another server) has no client to count.
         result = await store.createSession(init, settings.limits.maxSessions, setup);
       } else {
         // A public client's new sessions count against its quota until they end.
