@@ -636,6 +636,12 @@ function createCorsPolicy(
  * (`Connection: close`, decided when its headers go out).
  */
 function closeIfBodyUnread(req: http.IncomingMessage, res: http.ServerResponse): void {
+  // A request without a body (a GET probe) has nothing left to read, though
+  // Node marks it complete only once its end has been consumed.
+  const length = req.headers["content-length"];
+  const hasBody =
+    req.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0");
+  if (!hasBody) return;
   const writeHead = res.writeHead;
   res.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
     if (!req.complete) this.shouldKeepAlive = false;

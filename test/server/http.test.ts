@@ -79,6 +79,28 @@ describe("admin endpoints", () => {
   });
 });
 
+describe("keep-alive", () => {
+  it("a bodyless GET keeps its HTTP/1.1 connection open for the next request", async () => {
+    const b = await bridge();
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const ports: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      await new Promise<void>((resolve, reject) => {
+        http
+          .get(`${b.adminUrl}/healthz`, { agent }, (res) => {
+            ports.push(res.socket.localPort ?? -1);
+            expect(res.headers.connection).toBe("keep-alive");
+            res.resume();
+            res.on("end", () => resolve());
+          })
+          .on("error", reject);
+      });
+    }
+    agent.destroy();
+    expect(new Set(ports).size).toBe(1);
+  });
+});
+
 describe("/healthz", () => {
   it("answers 200 with the live session count, and 503 once stop() has begun", async () => {
     const b = await bridge();
