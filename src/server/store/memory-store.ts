@@ -1,17 +1,15 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { JsonValue } from "../../values/index.js";
-import { isVariableId } from "../ids.js";
+import {
+  createTransaction,
+  createView,
+  emptySessionState,
+  type SessionState,
+} from "./session-state.js";
 import type {
-  DependencyEdge,
-  HistoryEntry,
   SessionEndReason,
-  SessionRecord,
   SessionStore,
   SessionTransaction,
-  SessionView,
   StoreEvent,
-  VariableChange,
-  VariableRecord,
 } from "./session-store.js";
 
 /** Options of {@link createMemoryStore}. */
@@ -27,29 +25,13 @@ export interface MemoryStoreOptions {
   readonly sweepSliceMs?: number;
 }
 
-interface SessionState {
-  record: SessionRecord;
-  readonly vars: Map<string, VariableRecord>;
-  readonly byName: Map<string, string>;
-  /** Past versions by variable id; created by the first write. */
-  history: Map<string, HistoryEntry[]> | undefined;
-  deps: readonly DependencyEdge[];
-  /** Created on first use: most sessions never hold tool data. */
-  data: Map<string, DataEntry> | undefined;
-  /** What the session holds, by the records' own count (see SessionView.bytes). */
-  bytes: number;
+/** A session as the memory store keeps it: its state and its expiry bucket. */
+interface MemorySessionState extends SessionState {
   /** Expiry bucket (whole second) this session is filed under. */
   bucket: number;
 }
 
-/** A session data entry with the size it was stored with. */
-interface DataEntry {
-  readonly value: JsonValue;
-  readonly bytes: number;
-}
-
 const BUCKET_MS = 1000;
-const NO_DEPENDENCIES: readonly DependencyEdge[] = Object.freeze([]);
 
 /**
  * The embedded in-memory {@link SessionStore}. Everything a transaction does
@@ -62,7 +44,7 @@ const NO_DEPENDENCIES: readonly DependencyEdge[] = Object.freeze([]);
 export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStore {
   const now = options.now ?? Date.now;
   const sweepSliceMs = options.sweepSliceMs ?? 8;
-  const sessions = new Map<string, SessionState>();
+  const sessions = new Map<string, MemorySessionState>();
   const buckets = new Map<number, Set<string>>();
   const listeners = new Set<(event: StoreEvent) => void>();
   let variableTotal = 0;
@@ -73,7 +55,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
     for (const listener of listeners) listener(event);
   };
 
-  const file = (state: SessionState): void => {
+  const file = (state: MemorySessionState): void => {
     const bucket = Math.ceil(state.record.expiresAt / BUCKET_MS);
     if (bucket === state.bucket) return;
     buckets.get(state.bucket)?.delete(state.record.id);
@@ -86,7 +68,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
     state.bucket = bucket;
   };
 
-  const remove = (state: SessionState, reason: SessionEndReason): number => {
+  const remove = (state: MemorySessionState, reason: SessionEndReason): number => {
     sessions.delete(state.record.id);
     const set = buckets.get(state.bucket);
     set?.delete(state.record.id);
@@ -98,7 +80,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
   };
 
   /** The live session, refreshed; removes it if it has expired. */
-  const live = (sessionId: string): SessionState | undefined => {
+  const live = (sessionId: string): MemorySessionState | undefined => {
     const state = sessions.get(sessionId);
     if (state === undefined) return undefined;
     const t = now();
@@ -117,7 +99,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
     return state;
   };
 
-  const runTransaction = <T>(state: SessionState, fn: (tx: SessionTransaction) => T): T => {
+  const runTransaction = <T>(state: MemorySessionState, fn: (tx: SessionTransaction) => T): T => {
     const tx = createTransaction(state);
     const value = fn(tx.api);
     const delta = tx.commit();
@@ -174,8 +156,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
         );
       }
       const t = now();
-      const state: SessionState = {
-        record: {
+      const state: MemorySessionState = {
+        ...emptySessionState({
           id: init.id,
           metadata: init.metadata,
           createdAt: t,
@@ -183,13 +165,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
           expiresAt: t + init.ttlMs,
           allowedTools: init.allowedTools,
           nextVariableSeq: 1,
-        },
-        vars: new Map(),
-        byName: new Map(),
-        history: undefined,
-        deps: NO_DEPENDENCIES,
-        data: undefined,
-        bytes: 0,
+        }),
         bucket: Number.NaN,
       };
       // Run the setup before the session becomes visible, so a failing
@@ -243,228 +219,4 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
 
 function yieldToLoop(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
-}
-
-function createView(state: SessionState): SessionView {
-  return {
-    get session() {
-      return state.record;
-    },
-    variable(identifier) {
-      const id = isVariableId(identifier) ? identifier : state.byName.get(identifier);
-      return id === undefined ? undefined : state.vars.get(id);
-    },
-    variables() {
-      return state.vars.values();
-    },
-    get variableCount() {
-      return state.vars.size;
-    },
-    history(variableId) {
-      return state.history?.get(variableId) ?? [];
-    },
-    dependencies() {
-      return state.deps;
-    },
-    data(key) {
-      return state.data?.get(key)?.value;
-    },
-    dataBytes(key) {
-      return state.data?.get(key)?.bytes ?? 0;
-    },
-    dataKeys() {
-      return state.data?.keys() ?? [][Symbol.iterator]();
-    },
-    get bytes() {
-      return state.bytes;
-    },
-  };
-}
-
-/**
- * A transaction stages its writes in overlays and applies them in commit(),
- * so a callback that throws half-way leaves the session untouched.
- */
-function createTransaction(state: SessionState) {
-  // Overlays are created by the first write that needs them: most
-  // transactions touch one or two of them, and reads none.
-  let vars: Map<string, VariableRecord | null> | undefined;
-  let names: Map<string, string | null> | undefined;
-  let history: Map<string, HistoryEntry[] | null> | undefined;
-  let data: Map<string, DataEntry | undefined> | undefined;
-  /** Change in the session's bytes staged so far. */
-  let bytes = 0;
-  const stageVar = (id: string, record: VariableRecord | null) => {
-    vars ??= new Map();
-    vars.set(id, record);
-  };
-  const stageName = (name: string, id: string | null) => {
-    names ??= new Map();
-    names.set(name, id);
-  };
-  const stageHistory = (id: string, entries: HistoryEntry[] | null) => {
-    history ??= new Map();
-    history.set(id, entries);
-  };
-  let deps: DependencyEdge[] | undefined;
-  let seq = state.record.nextVariableSeq;
-  const changes: VariableChange[] = [];
-
-  const getVar = (id: string): VariableRecord | undefined => {
-    const staged = vars?.get(id);
-    if (staged !== undefined) return staged ?? undefined;
-    return state.vars.get(id);
-  };
-  const idForName = (name: string): string | undefined => {
-    const staged = names?.get(name);
-    if (staged !== undefined) return staged ?? undefined;
-    return state.byName.get(name);
-  };
-  const getHistory = (id: string): readonly HistoryEntry[] => {
-    const staged = history?.get(id);
-    if (staged !== undefined) return staged ?? [];
-    return state.history?.get(id) ?? [];
-  };
-  /**
-   * The variable's history as an array this transaction owns and may change
-   * in place: copied on first write, since committed arrays are shared with
-   * every view that read them.
-   */
-  const ownHistory = (id: string): HistoryEntry[] => {
-    const staged = history?.get(id);
-    if (staged !== undefined && staged !== null) return staged;
-    const own = staged === null ? [] : [...(state.history?.get(id) ?? [])];
-    stageHistory(id, own);
-    return own;
-  };
-  const getData = (key: string): DataEntry | undefined =>
-    data?.has(key) ? data.get(key) : state.data?.get(key);
-
-  const api: SessionTransaction = {
-    get session() {
-      return state.record;
-    },
-    variable(identifier) {
-      const id = isVariableId(identifier) ? identifier : idForName(identifier);
-      return id === undefined ? undefined : getVar(id);
-    },
-    *variables() {
-      for (const [id, record] of state.vars) {
-        if (!vars?.has(id)) yield record;
-      }
-      for (const record of vars?.values() ?? []) if (record !== null) yield record;
-    },
-    get variableCount() {
-      let count = state.vars.size;
-      for (const [id, record] of vars ?? []) {
-        const before = state.vars.has(id);
-        if (record === null && before) count--;
-        if (record !== null && !before) count++;
-      }
-      return count;
-    },
-    history: getHistory,
-    dependencies() {
-      return deps ?? state.deps;
-    },
-    data(key) {
-      return getData(key)?.value;
-    },
-    dataBytes(key) {
-      return getData(key)?.bytes ?? 0;
-    },
-    *dataKeys() {
-      for (const key of state.data?.keys() ?? []) if (!data?.has(key)) yield key;
-      for (const [key, entry] of data ?? []) if (entry !== undefined) yield key;
-    },
-    get bytes() {
-      return state.bytes + bytes;
-    },
-    putVariable(record) {
-      const previous = getVar(record.id);
-      if (previous !== undefined && previous.name !== record.name) stageName(previous.name, null);
-      stageVar(record.id, record);
-      stageName(record.name, record.id);
-      bytes += record.bytes - (previous?.bytes ?? 0);
-    },
-    deleteVariable(id) {
-      const previous = getVar(id);
-      if (previous === undefined) return;
-      bytes -= previous.bytes;
-      for (const entry of getHistory(id)) bytes -= entry.bytes;
-      stageVar(id, null);
-      stageName(previous.name, null);
-      stageHistory(id, null);
-      deps = (deps ?? state.deps).filter((e) => e.from !== id && e.to !== id);
-    },
-    appendHistory(variableId, entry) {
-      ownHistory(variableId).push(entry);
-      bytes += entry.bytes;
-    },
-    dropHistory(variableId, count) {
-      if (count <= 0 || getHistory(variableId).length === 0) return;
-      for (const entry of ownHistory(variableId).splice(0, count)) bytes -= entry.bytes;
-    },
-    addDependency(edge) {
-      deps = [...(deps ?? state.deps), edge];
-    },
-    setData(key, value, size) {
-      bytes -= getData(key)?.bytes ?? 0;
-      data ??= new Map();
-      if (value === undefined) data.set(key, undefined);
-      else {
-        data.set(key, { value, bytes: size });
-        bytes += size;
-      }
-    },
-    nextVariableSeq() {
-      return seq++;
-    },
-    emit(change) {
-      changes.push(change);
-    },
-  };
-
-  /** Applies the staged writes; returns the change in variable count. */
-  const commit = (): number => {
-    let delta = 0;
-    for (const [id, record] of vars ?? []) {
-      const before = state.vars.get(id);
-      if (record === null) {
-        if (before !== undefined) {
-          state.vars.delete(id);
-          delta--;
-        }
-      } else {
-        if (before === undefined) delta++;
-        state.vars.set(id, record);
-      }
-    }
-    for (const [name, id] of names ?? []) {
-      if (id === null) state.byName.delete(name);
-      else state.byName.set(name, id);
-    }
-    for (const [id, entries] of history ?? []) {
-      if (entries === null || entries.length === 0) state.history?.delete(id);
-      else {
-        state.history ??= new Map();
-        state.history.set(id, entries);
-      }
-    }
-    for (const [key, entry] of data ?? []) {
-      if (entry === undefined) state.data?.delete(key);
-      else {
-        state.data ??= new Map();
-        state.data.set(key, entry);
-      }
-    }
-    state.bytes += bytes;
-    if (deps !== undefined) state.deps = deps;
-    if (seq !== state.record.nextVariableSeq) {
-      state.record = { ...state.record, nextVariableSeq: seq };
-    }
-    return delta;
-  };
-
-  return { api, commit, changes };
 }
