@@ -169,6 +169,12 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       hub.onStoreEvent(event);
       return;
     }
+    if (event.type === "resync") {
+      // Never a silent gap: clients reconnect and resynchronize.
+      logger.warn("watch streams ended to resynchronize", { reason: event.reason });
+      hub.endAll(new ConnectError(`${event.reason}; resynchronize`, Code.Unavailable));
+      return;
+    }
     // Expiry (or a cleanup on another node): end streams, drop its tools.
     // This runs for every one of a mass expiry, so it stays cheap: the
     // error is only built for sessions with streams, and expiries are

@@ -10,6 +10,7 @@ describeSessionStoreContract("memory", async () => {
     advance(ms) {
       t += ms;
     },
+    settle: async () => undefined,
   };
 });
 

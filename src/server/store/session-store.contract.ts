@@ -5,8 +5,19 @@ import type { HistoryEntry, SessionStore, StoreEvent, VariableRecord } from "./s
 /** A store under test with a clock the test controls. */
 export interface StoreFixture {
   readonly store: SessionStore;
-  /** Moves the store's clock forward. */
+  /** Moves the clock of the store (and of its siblings) forward. */
   advance(ms: number): void;
+  /**
+   * Resolves once every event of what was committed so far has reached the
+   * subscribers of this store and its siblings (a multi-node store delivers
+   * them from its change feed).
+   */
+  settle(): Promise<void>;
+  /**
+   * For multi-node backends: another store instance on the same backend and
+   * clock, as another replica would have (closed by the suite).
+   */
+  sibling?: () => Promise<SessionStore>;
 }
 
 /**
@@ -17,6 +28,7 @@ export interface StoreFixture {
 export function describeSessionStoreContract(
   name: string,
   factory: () => Promise<StoreFixture>,
+  options: { readonly multiNode?: boolean } = {},
 ): void {
   describe(`SessionStore contract: ${name}`, () => {
     let fixture: StoreFixture;
@@ -157,6 +169,7 @@ export function describeSessionStoreContract(
         data: v.data("k"),
       }));
       expect(state?.value).toEqual({ version: 0, value: 1, history: 0, data: undefined });
+      await fixture.settle();
       expect(events).toEqual([]);
     });
 
@@ -316,6 +329,7 @@ export function describeSessionStoreContract(
           });
         }
       });
+      await fixture.settle();
       const versions = events.flatMap((e) =>
         e.type === "change" ? [e.change.variable.version] : [],
       );
@@ -348,6 +362,7 @@ export function describeSessionStoreContract(
       await vi.waitFor(async () => expect((await store.stats()).sessions).toBe(1), {
         timeout: 3000,
       });
+      await fixture.settle();
       const ended = events.flatMap((e) => (e.type === "session_ended" ? [e.sessionId] : []));
       expect(ended.sort()).toEqual(["a", "b"]);
     });
@@ -357,8 +372,103 @@ export function describeSessionStoreContract(
       await store.transact("s", (tx) => tx.putVariable(variable("var:1:x", "x")));
       expect(await store.deleteSession("s", "cleanup")).toEqual({ variables: 1 });
       expect(await store.read("s", () => true)).toBeUndefined();
+      await fixture.settle();
       expect(events).toContainEqual({ type: "session_ended", sessionId: "s", reason: "cleanup" });
       expect(await store.stats()).toEqual({ sessions: 0, variables: 0 });
+    });
+
+    // Multi-node backends only (their fixtures have siblings).
+    if (!options.multiNode) return;
+    describe("several instances on one backend", () => {
+      let other: SessionStore;
+      let otherEvents: StoreEvent[];
+      beforeEach(async () => {
+        if (fixture.sibling === undefined) throw new Error("a multi-node fixture needs sibling()");
+        other = await fixture.sibling();
+        otherEvents = [];
+        other.subscribe((e) => otherEvents.push(e));
+      });
+      afterEach(async () => {
+        await other?.close();
+      });
+
+      const changeVersions = (list: StoreEvent[]) =>
+        list.flatMap((e) => (e.type === "change" ? [e.change.variable.version] : []));
+
+      it("reads on one instance what another wrote, and both see every change in order", async () => {
+        await store.createSession(init("s"), 10);
+        for (let v = 0; v < 5; v++) {
+          const writer = v % 2 === 0 ? store : other;
+          await writer.transact("s", (tx) => {
+            const record = variable("var:1:x", "x", v, v * 10);
+            tx.putVariable(record);
+            tx.emit({
+              sessionId: "s",
+              kind: "value_changed",
+              variable: record,
+              source: "t",
+              metadata: {},
+              timestamp: v,
+            });
+          });
+          const seen = await (v % 2 === 0 ? other : store).read("s", (view) => view.variable("x"));
+          expect(seen?.value?.version).toBe(v);
+        }
+        await fixture.settle();
+        expect(changeVersions(events)).toEqual([0, 1, 2, 3, 4]);
+        expect(changeVersions(otherEvents)).toEqual([0, 1, 2, 3, 4]);
+      });
+
+      it("loses no update when instances race on the same session", async () => {
+        await store.createSession(init("s"), 10);
+        await store.transact("s", (tx) => tx.putVariable(variable("var:1:n", "n", 0, 0)));
+        const bump = (s: SessionStore) =>
+          s.transact("s", (tx) => {
+            const current = tx.variable("n") as VariableRecord;
+            tx.putVariable({
+              ...current,
+              version: current.version + 1,
+              value: Number(current.value) + 1,
+            });
+          });
+        await Promise.all(Array.from({ length: 40 }, (_, i) => bump(i % 2 === 0 ? store : other)));
+        const n = await other.read("s", (view) => view.variable("n"));
+        expect(n?.value).toMatchObject({ value: 40, version: 40 });
+      });
+
+      it("ends a session for every instance, by cleanup or by expiry", async () => {
+        await store.createSession(init("gone"), 10);
+        await store.createSession(init("idle", 1000), 10);
+        expect(await other.read("gone", () => true)).toBeDefined();
+        await other.deleteSession("gone", "cleanup");
+        expect(await store.read("gone", () => true)).toBeUndefined();
+        fixture.advance(1500);
+        await vi.waitFor(async () => expect((await other.stats()).sessions).toBe(0), {
+          timeout: 3000,
+        });
+        await fixture.settle();
+        for (const list of [events, otherEvents]) {
+          expect(list).toContainEqual({
+            type: "session_ended",
+            sessionId: "gone",
+            reason: "cleanup",
+          });
+          expect(list).toContainEqual({
+            type: "session_ended",
+            sessionId: "idle",
+            reason: "expired",
+          });
+        }
+        expect(await store.read("idle", () => true)).toBeUndefined();
+      });
+
+      it("counts a session created on one instance against the limit on another", async () => {
+        await store.createSession(init("a"), 2);
+        await other.createSession(init("b"), 2);
+        const error = await other.createSession(init("c"), 2).catch((e: unknown) => e);
+        expect((error as ConnectError).code).toBe(Code.ResourceExhausted);
+        expect((await other.createSession(init("a"), 2)).created).toBe(false);
+      });
     });
   });
 }

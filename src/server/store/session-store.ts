@@ -162,7 +162,12 @@ export type StoreEvent =
       readonly type: "session_ended";
       readonly sessionId: string;
       readonly reason: SessionEndReason;
-    };
+    }
+  /**
+   * Changes may have been missed (a multi-node store's feed lost entries
+   * while the node was away): every watcher must resynchronize.
+   */
+  | { readonly type: "resync"; readonly reason: string };
 
 /**
  * Backend-neutral, async session storage. The bridge service holds all

@@ -1,0 +1,148 @@
+/**
+ * The Redis store's scripts. Each runs atomically in Redis; none of them
+ * knows what a variable means: validation, versions, CAS, locks and history
+ * are decided in TypeScript (variable-ops) against a copy of the session,
+ * and a script only checks that the copy was current (the session's
+ * revision), writes what the transaction staged, appends the change to the
+ * feed and refreshes the sliding TTL, in one step.
+ *
+ * Keys, in this order for every script: the session hash (`rev`, `exp`,
+ * `ttl`, `rec`, `bytes`), its variables, history and data hashes, its
+ * dependency list, then the deployment's expiry index (a sorted set of
+ * session ids by expiry), its change feed (a stream) and its variable count.
+ * The session's keys share the `{id}` hash tag.
+ */
+
+/** The script definitions, for ioredis `defineCommand`. */
+export const scripts = {
+  /**
+   * Loads a session if it changed since `cachedRev` and refreshes its TTL.
+   * ARGV: cachedRev, now, graceMs, sessionId.
+   * Returns nil (absent), {"expired"}, {"same", rev, exp} or
+   * {"full", rev, exp, rec, vars, history, data, deps, bytes}.
+   */
+  ubLoad: {
+    numberOfKeys: 8,
+    lua: `
+local s = KEYS[1]
+local f = redis.call('HMGET', s, 'rev', 'exp', 'ttl')
+if not f[1] then return false end
+local rev, exp, ttl = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+local now = tonumber(ARGV[2])
+if exp <= now then return {'expired'} end
+local step = math.min(1000, ttl / 16)
+if now + ttl - exp >= step then
+  exp = now + ttl
+  redis.call('HSET', s, 'exp', string.format('%.0f', exp))
+  redis.call('ZADD', KEYS[6], string.format('%.0f', exp), ARGV[4])
+  for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], string.format('%.0f', ttl + tonumber(ARGV[3]))) end
+end
+if f[1] == ARGV[1] then return {'same', f[1], string.format('%.0f', exp)} end
+return {'full', f[1], string.format('%.0f', exp), redis.call('HGET', s, 'rec'),
+  redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4]),
+  redis.call('GET', KEYS[5]) or '', redis.call('HGET', s, 'bytes') or '0'}
+`,
+  },
+
+  /**
+   * Creates a session unless a live one has the id.
+   * ARGV: now, graceMs, sessionId, replica, maxSessions, payload, changes, feedMaxLen.
+   * Returns {"exists"}, {"full"} or {"ok", rev, exp}.
+   */
+  ubCreate: {
+    numberOfKeys: 8,
+    lua: `
+local s = KEYS[1]
+local now = tonumber(ARGV[1])
+local f = redis.call('HMGET', s, 'exp')
+if f[1] then
+  if tonumber(f[1]) > now then return {'exists'} end
+  local n = redis.call('HLEN', KEYS[2])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+  redis.call('ZREM', KEYS[6], ARGV[3])
+  if n > 0 then redis.call('INCRBY', KEYS[8], -n) end
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[8], '*', 't', 'e', 'sid', ARGV[3], 'why', 'expired')
+end
+if redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[5]) then return {'full'} end
+local p = cjson.decode(ARGV[6])
+local ttl = tonumber(p.ttl)
+local exp = now + ttl
+redis.call('HSET', s, 'rev', '1', 'exp', string.format('%.0f', exp), 'ttl', p.ttl, 'rec', p.rec, 'bytes', p.bytes)
+for id, v in pairs(p.vset) do redis.call('HSET', KEYS[2], id, v) end
+for id, v in pairs(p.hset) do redis.call('HSET', KEYS[3], id, v) end
+for k, v in pairs(p.dset) do redis.call('HSET', KEYS[4], k, v) end
+if type(p.deps) == 'string' then redis.call('SET', KEYS[5], p.deps) end
+for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], string.format('%.0f', ttl + tonumber(ARGV[2]))) end
+redis.call('ZADD', KEYS[6], string.format('%.0f', exp), ARGV[3])
+if tonumber(p.nvar) ~= 0 then redis.call('INCRBY', KEYS[8], p.nvar) end
+if ARGV[7] ~= '[]' then
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[8], '*', 't', 'c', 'sid', ARGV[3], 'rev', '1', 'r', ARGV[4], 'ev', ARGV[7])
+end
+return {'ok', '1', string.format('%.0f', exp)}
+`,
+  },
+
+  /**
+   * Commits a transaction made against revision `expectedRev`.
+   * ARGV: expectedRev, now, graceMs, sessionId, replica, payload, changes, feedMaxLen.
+   * Returns nil (absent), {"expired"}, {"conflict", rev} or {"ok", rev, exp}.
+   */
+  ubCommit: {
+    numberOfKeys: 8,
+    lua: `
+local s = KEYS[1]
+local f = redis.call('HMGET', s, 'rev', 'exp', 'ttl')
+if not f[1] then return false end
+local now = tonumber(ARGV[2])
+if tonumber(f[2]) <= now then return {'expired'} end
+if f[1] ~= ARGV[1] then return {'conflict', f[1]} end
+local ttl = tonumber(f[3])
+local p = cjson.decode(ARGV[6])
+for id, v in pairs(p.vset) do redis.call('HSET', KEYS[2], id, v) end
+for _, id in ipairs(p.vdel) do redis.call('HDEL', KEYS[2], id) end
+for id, v in pairs(p.hset) do redis.call('HSET', KEYS[3], id, v) end
+for _, id in ipairs(p.hdel) do redis.call('HDEL', KEYS[3], id) end
+for k, v in pairs(p.dset) do redis.call('HSET', KEYS[4], k, v) end
+for _, k in ipairs(p.ddel) do redis.call('HDEL', KEYS[4], k) end
+if type(p.deps) == 'string' then
+  if p.deps == '[]' then redis.call('DEL', KEYS[5]) else redis.call('SET', KEYS[5], p.deps) end
+end
+local rev = tonumber(f[1]) + 1
+local exp = now + ttl
+local fields = {'rev', string.format('%.0f', rev), 'exp', string.format('%.0f', exp), 'bytes', p.bytes}
+if type(p.rec) == 'string' then table.insert(fields, 'rec'); table.insert(fields, p.rec) end
+redis.call('HSET', s, unpack(fields))
+for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], string.format('%.0f', ttl + tonumber(ARGV[3]))) end
+redis.call('ZADD', KEYS[6], string.format('%.0f', exp), ARGV[4])
+if tonumber(p.nvar) ~= 0 then redis.call('INCRBY', KEYS[8], p.nvar) end
+if ARGV[7] ~= '[]' then
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[8], '*', 't', 'c', 'sid', ARGV[4], 'rev', string.format('%.0f', rev), 'r', ARGV[5], 'ev', ARGV[7])
+end
+return {'ok', string.format('%.0f', rev), string.format('%.0f', exp)}
+`,
+  },
+
+  /**
+   * Ends a session: for a cleanup always, for expiry only if it is due.
+   * ARGV: sessionId, reason, feedMaxLen, dueBy ("" for a cleanup).
+   * Returns nil (absent or not due) or the number of variables it held.
+   */
+  ubEnd: {
+    numberOfKeys: 8,
+    lua: `
+local s = KEYS[1]
+local f = redis.call('HMGET', s, 'exp')
+if not f[1] then
+  redis.call('ZREM', KEYS[6], ARGV[1])
+  return false
+end
+if ARGV[4] ~= '' and tonumber(f[1]) > tonumber(ARGV[4]) then return false end
+local n = redis.call('HLEN', KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('ZREM', KEYS[6], ARGV[1])
+if n > 0 then redis.call('INCRBY', KEYS[8], -n) end
+redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[3], '*', 't', 'e', 'sid', ARGV[1], 'why', ARGV[2])
+return n
+`,
+  },
+} as const;

@@ -1,0 +1,646 @@
+/**
+ * A {@link SessionStore} on Redis, for several bridge replicas serving the
+ * same sessions: what one replica writes, every replica reads, watches and
+ * expires, and nothing acknowledged is lost when a replica dies.
+ *
+ * Each replica keeps a copy of the sessions it serves, tagged with the
+ * session's revision in Redis. A read runs one script that refreshes the
+ * sliding TTL and returns the session only if its revision moved (1 round
+ * trip). A transaction runs its callback against an up-to-date copy and
+ * commits what it staged with one script that checks the revision, writes,
+ * appends the change to the feed and refreshes the TTL; on a conflict it
+ * reloads and runs the callback again (so callbacks must be pure over their
+ * view). Changes reach every replica's subscribers, its own included, from
+ * the change feed (a Redis Stream read by one loop per replica), so every
+ * replica sees them in commit order. Expiry is an index of sessions by
+ * expiry time that every replica sweeps; the script that ends a session
+ * runs once, whoever wins.
+ *
+ * The session's own keys share its `{id}` hash tag; the expiry index, the
+ * feed and the variable count are per deployment, so this store needs a
+ * single Redis primary (not Redis Cluster).
+ */
+import { randomBytes } from "node:crypto";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { Redis } from "ioredis";
+import type { Logger } from "../logger.js";
+import {
+  decodeChanges,
+  decodeData,
+  decodeDependencies,
+  decodeHistory,
+  decodeRecord,
+  decodeSession,
+  encodeChanges,
+  encodeData,
+  encodeDependencies,
+  encodeHistory,
+  encodeRecord,
+  encodeSession,
+} from "./redis-codec.js";
+import { scripts } from "./redis-scripts.js";
+import {
+  createTransaction,
+  createView,
+  emptySessionState,
+  type SessionState,
+  type StagingTransaction,
+} from "./session-state.js";
+import type {
+  SessionRecord,
+  SessionStore,
+  SessionTransaction,
+  StoreEvent,
+  VariableChange,
+} from "./session-store.js";
+
+/** Options of {@link createRedisStore}. */
+export interface RedisStoreOptions {
+  /** `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS). */
+  readonly url: string;
+  /** Prepended to every key, so several deployments can share one Redis (default "ub:"). */
+  readonly keyPrefix?: string;
+  /** Clock in epoch milliseconds; expiry follows it (tests replace it). */
+  readonly now?: () => number;
+  /** How often this replica sweeps expired sessions (default 1000 ms; 0 disables it). */
+  readonly sweepIntervalMs?: number;
+  /** How long connecting may take before createRedisStore rejects (default 5000 ms). */
+  readonly connectTimeoutMs?: number;
+  /** Entries the change feed keeps (approximately; default 100,000). */
+  readonly feedLength?: number;
+  /** Sessions whose copy a replica keeps (least recently used dropped; default 10,000). */
+  readonly cacheSize?: number;
+  readonly logger?: Logger;
+}
+
+/** The Redis store, with its connection state. */
+export interface RedisStore extends SessionStore {
+  /** False while Redis cannot be reached. */
+  readonly healthy: boolean;
+  /**
+   * Resolves once this replica has delivered every change committed before
+   * the call (tests use it to wait for the feed).
+   */
+  caughtUp(): Promise<void>;
+}
+
+interface Cached {
+  state: SessionState;
+  rev: string;
+}
+
+type Reply = (string | Reply[] | null)[] | null;
+
+interface Scripted {
+  ubLoad(...args: string[]): Promise<Reply>;
+  ubCreate(...args: string[]): Promise<Reply>;
+  ubCommit(...args: string[]): Promise<Reply>;
+  ubEnd(...args: string[]): Promise<number | null>;
+}
+
+/** Extra real time a session's keys outlive its expiry, so a replica always ends it first. */
+const GRACE_MS = 10 * 60_000;
+const MAX_ATTEMPTS = 16;
+
+/**
+ * Connects and returns the store.
+ *
+ * @throws Error naming the URL (its password hidden) when Redis cannot be
+ *   reached within `connectTimeoutMs`.
+ */
+export async function createRedisStore(options: RedisStoreOptions): Promise<RedisStore> {
+  const now = options.now ?? Date.now;
+  const prefix = options.keyPrefix ?? "ub:";
+  const feedLength = String(options.feedLength ?? 100_000);
+  const cacheSize = options.cacheSize ?? 10_000;
+  const shownUrl = redactUrl(options.url);
+  const replica = randomBytes(6).toString("base64url");
+  const connection = {
+    lazyConnect: true,
+    connectTimeout: options.connectTimeoutMs ?? 5000,
+    // Calls fail at once while Redis is away (UNAVAILABLE), never queue.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    retryStrategy: (times: number) => Math.min(50 * 2 ** times, 2000),
+  };
+  const redis = new Redis(options.url, { ...connection, commandTimeout: 5000 });
+  const reader = new Redis(options.url, connection);
+  for (const [name, definition] of Object.entries(scripts)) redis.defineCommand(name, definition);
+  const run = redis as unknown as Scripted;
+  const onError = (error: Error) =>
+    options.logger?.debug("redis connection error", { error: error.message });
+  redis.on("error", onError);
+  reader.on("error", onError);
+  try {
+    await Promise.all([redis.connect(), reader.connect()]);
+  } catch (e) {
+    redis.disconnect();
+    reader.disconnect();
+    throw new Error(
+      `cannot connect to the session store at ${shownUrl}: ${e instanceof Error ? e.message : String(e)}`,
+      { cause: e },
+    );
+  }
+
+  const keys = (sessionId: string): string[] => {
+    const tag = `${prefix}{${sessionId}}`;
+    return [
+      `${tag}:s`,
+      `${tag}:v`,
+      `${tag}:h`,
+      `${tag}:d`,
+      `${tag}:g`,
+      `${prefix}sessions`,
+      `${prefix}feed`,
+      `${prefix}variables`,
+    ];
+  };
+
+  const unavailable = (e: unknown): ConnectError => {
+    if (e instanceof ConnectError) return e;
+    const message = e instanceof Error ? e.message : String(e);
+    return new ConnectError(
+      `the session store (Redis at ${shownUrl}) is unavailable: ${message}; retry shortly`,
+      Code.Unavailable,
+      undefined,
+      undefined,
+      e,
+    );
+  };
+  const call = async <T>(p: () => Promise<T>): Promise<T> => {
+    try {
+      return await p();
+    } catch (e) {
+      throw unavailable(e);
+    }
+  };
+
+  const cache = new Map<string, Cached>();
+  const remember = (sessionId: string, cached: Cached) => {
+    cache.delete(sessionId);
+    cache.set(sessionId, cached);
+    if (cache.size > cacheSize) {
+      const oldest = cache.keys().next().value;
+      if (oldest !== undefined) cache.delete(oldest);
+    }
+  };
+
+  /** The session's current state, refreshed (1 round trip), or undefined when it is gone. */
+  const load = async (sessionId: string): Promise<Cached | undefined> => {
+    const cached = cache.get(sessionId);
+    const reply = await call(() =>
+      run.ubLoad(...keys(sessionId), cached?.rev ?? "", String(now()), String(GRACE_MS), sessionId),
+    );
+    if (reply === null || reply[0] === "expired") {
+      cache.delete(sessionId);
+      // Due but not swept yet: end it now (the sweeper would, soon).
+      if (reply !== null) {
+        endSession(sessionId, "expired", now()).catch((error: unknown) => {
+          options.logger?.debug("ending an expired session failed", { error: String(error) });
+        });
+      }
+      return undefined;
+    }
+    const expiresAt = Number(reply[2]);
+    if (reply[0] === "same" && cached !== undefined) {
+      if (cached.state.record.expiresAt !== expiresAt) {
+        cached.state.record = { ...cached.state.record, expiresAt };
+      }
+      remember(sessionId, cached);
+      return cached;
+    }
+    const fresh: Cached = { state: stateFromReply(reply, expiresAt), rev: String(reply[1]) };
+    remember(sessionId, fresh);
+    return fresh;
+  };
+
+  /** Serializes what a transaction staged for the commit script. */
+  const payloadOf = (tx: StagingTransaction, state: SessionState, withRecord: boolean) => {
+    const staged = tx.staged();
+    const vset: Record<string, string> = {};
+    const vdel: string[] = [];
+    let nvar = 0;
+    for (const [id, record] of staged.vars ?? []) {
+      const before = state.vars.has(id);
+      if (record === null) {
+        if (before) {
+          vdel.push(id);
+          nvar--;
+        }
+      } else {
+        vset[id] = encodeRecord(record);
+        if (!before) nvar++;
+      }
+    }
+    const hset: Record<string, string> = {};
+    const hdel: string[] = [];
+    for (const [id, entries] of staged.history ?? []) {
+      if (entries === null || entries.length === 0) hdel.push(id);
+      else hset[id] = encodeHistory(entries);
+    }
+    const dset: Record<string, string> = {};
+    const ddel: string[] = [];
+    for (const [key, entry] of staged.data ?? []) {
+      if (entry === undefined) ddel.push(key);
+      else dset[key] = encodeData(entry.value, entry.bytes);
+    }
+    const seqChanged = staged.seq !== state.record.nextVariableSeq;
+    const payload: Record<string, unknown> = {
+      vset,
+      vdel,
+      hset,
+      hdel,
+      dset,
+      ddel,
+      nvar,
+      bytes: String(state.bytes + staged.bytes),
+    };
+    if (staged.deps !== undefined) payload.deps = encodeDependencies(staged.deps);
+    if (withRecord || seqChanged) {
+      payload.rec = encodeSession({ ...state.record, nextVariableSeq: staged.seq });
+    }
+    const empty =
+      Object.keys(vset).length +
+        vdel.length +
+        Object.keys(hset).length +
+        hdel.length +
+        Object.keys(dset).length +
+        ddel.length ===
+        0 &&
+      staged.deps === undefined &&
+      !seqChanged;
+    // Empty objects must reach Lua as objects: cjson reads [] and {} alike.
+    return { json: JSON.stringify(payload), empty };
+  };
+
+  const listeners = new Set<(event: StoreEvent) => void>();
+  const publish = (event: StoreEvent) => {
+    for (const listener of listeners) listener(event);
+  };
+
+  const endSession = async (sessionId: string, reason: "cleanup" | "expired", dueBy?: number) => {
+    const n = await call(() =>
+      run.ubEnd(
+        ...keys(sessionId),
+        sessionId,
+        reason,
+        feedLength,
+        dueBy === undefined ? "" : String(dueBy),
+      ),
+    );
+    cache.delete(sessionId);
+    return n;
+  };
+
+  // The change feed: one reader loop per replica.
+  let lastId = "0-0";
+  let delivered = "0-0";
+  let closed = false;
+  const waiters: { id: string; resolve: () => void }[] = [];
+  const settleWaiters = () => {
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      const w = waiters[i] as (typeof waiters)[number];
+      if (compareIds(delivered, w.id) >= 0) {
+        waiters.splice(i, 1);
+        w.resolve();
+      }
+    }
+  };
+  const deliver = (id: string, fields: string[]) => {
+    const f: Record<string, string> = {};
+    for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i] as string] = fields[i + 1] as string;
+    const sessionId = f.sid ?? "";
+    if (f.t === "e") {
+      cache.delete(sessionId);
+      publish({
+        type: "session_ended",
+        sessionId,
+        reason: f.why === "cleanup" ? "cleanup" : "expired",
+      });
+    } else if (f.t === "c") {
+      // Another replica's commit makes this copy stale; this replica's own
+      // commits were applied to it already.
+      const cached = cache.get(sessionId);
+      if (cached !== undefined && Number(cached.rev) < Number(f.rev)) cache.delete(sessionId);
+      let changes: VariableChange[] = [];
+      try {
+        changes = decodeChanges(f.ev ?? "[]");
+      } catch (error) {
+        options.logger?.error("unreadable change feed entry", { id, error });
+      }
+      for (const change of changes) publish({ type: "change", change });
+    }
+    delivered = id;
+  };
+
+  const tail = await call(() => redis.xrevrange(`${prefix}feed`, "+", "-", "COUNT", 1));
+  lastId = tail[0]?.[0] ?? "0-0";
+  delivered = lastId;
+  let readerHealthy = true;
+
+  const readLoop = async () => {
+    let failed = false;
+    while (!closed) {
+      try {
+        if (failed) {
+          // Back after a disconnect: resume from the last id, unless the
+          // feed dropped entries after it (then subscribers must resync).
+          const info = (await reader.call("XINFO", "STREAM", `${prefix}feed`).catch(() => null)) as
+            | (string | unknown)[]
+            | null;
+          const maxDeleted =
+            info === null ? "0-0" : String(field(info, "max-deleted-entry-id") ?? "0-0");
+          if (compareIds(maxDeleted, lastId) > 0) {
+            cache.clear();
+            publish({
+              type: "resync",
+              reason: "the change feed lost entries while this replica was away from Redis",
+            });
+          }
+          failed = false;
+          readerHealthy = true;
+        }
+        const reply = await reader.xread(
+          "COUNT",
+          512,
+          "BLOCK",
+          5000,
+          "STREAMS",
+          `${prefix}feed`,
+          lastId,
+        );
+        for (const [, entries] of reply ?? []) {
+          for (const [id, fields] of entries) {
+            lastId = id;
+            deliver(id, fields);
+          }
+        }
+        settleWaiters();
+      } catch (error) {
+        if (closed) break;
+        if (!failed) {
+          options.logger?.warn("change feed interrupted; reconnecting", {
+            store: shownUrl,
+            error: error instanceof Error ? error.message : String(error),
+          });
+        }
+        failed = true;
+        readerHealthy = false;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  };
+  const reading = readLoop();
+
+  // Expiry: every replica sweeps the index; each session ends once.
+  let sweeping = false;
+  const sweep = async () => {
+    if (sweeping || closed) return;
+    sweeping = true;
+    try {
+      const t = now();
+      const due = await redis.zrangebyscore(
+        `${prefix}sessions`,
+        "-inf",
+        String(t),
+        "LIMIT",
+        0,
+        256,
+      );
+      for (const sessionId of due) await endSession(sessionId, "expired", t);
+    } catch (error) {
+      options.logger?.debug("expiry sweep failed", {
+        error: error instanceof Error ? error.message : String(error),
+      });
+    } finally {
+      sweeping = false;
+    }
+  };
+  const interval = options.sweepIntervalMs ?? 1000;
+  const sweeper = interval > 0 ? setInterval(() => void sweep(), interval) : undefined;
+  sweeper?.unref();
+
+  // Transactions of one session run one at a time in this replica, so they
+  // conflict only with other replicas' (a queue per session with work).
+  const queues = new Map<string, Promise<unknown>>();
+  const serialized = <T>(sessionId: string, work: () => Promise<T>): Promise<T> => {
+    const before = queues.get(sessionId) ?? Promise.resolve();
+    const result = before.then(work, work);
+    const settled = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    queues.set(sessionId, settled);
+    void settled.then(() => {
+      if (queues.get(sessionId) === settled) queues.delete(sessionId);
+    });
+    return result;
+  };
+
+  const commit = <T>(
+    sessionId: string,
+    fn: (tx: SessionTransaction) => T,
+  ): Promise<{ value: T } | undefined> => serialized(sessionId, () => attempt(sessionId, fn));
+
+  const attempt = async <T>(
+    sessionId: string,
+    fn: (tx: SessionTransaction) => T,
+  ): Promise<{ value: T } | undefined> => {
+    for (let attempt = 1; ; attempt++) {
+      const current = await load(sessionId);
+      if (current === undefined) return undefined;
+      const tx = createTransaction(current.state);
+      const value = fn(tx.api);
+      const { json, empty } = payloadOf(tx, current.state, false);
+      if (empty && tx.changes.length === 0) return { value };
+      const reply = await call(() =>
+        run.ubCommit(
+          ...keys(sessionId),
+          current.rev,
+          String(now()),
+          String(GRACE_MS),
+          sessionId,
+          replica,
+          json,
+          encodeChanges(tx.changes),
+          feedLength,
+        ),
+      );
+      if (reply === null || reply[0] === "expired") {
+        cache.delete(sessionId);
+        return undefined;
+      }
+      if (reply[0] === "ok") {
+        tx.commit();
+        current.rev = String(reply[1]);
+        current.state.record = { ...current.state.record, expiresAt: Number(reply[2]) };
+        return { value };
+      }
+      // Another replica committed first: run again on its result, after a
+      // short random pause so that racing replicas spread out.
+      cache.delete(sessionId);
+      if (attempt >= MAX_ATTEMPTS) {
+        throw new ConnectError(
+          `the session changed ${attempt} times while this change was being made; retry`,
+          Code.Aborted,
+        );
+      }
+      await new Promise((r) => setTimeout(r, Math.random() * 2 * attempt));
+    }
+  };
+
+  const store: RedisStore = {
+    get healthy() {
+      return redis.status === "ready" && reader.status === "ready" && readerHealthy;
+    },
+
+    async caughtUp() {
+      const tailNow = await call(() => redis.xrevrange(`${prefix}feed`, "+", "-", "COUNT", 1));
+      const target = tailNow[0]?.[0];
+      if (target === undefined || compareIds(delivered, target) >= 0) return;
+      await new Promise<void>((resolve) => waiters.push({ id: target, resolve }));
+    },
+
+    async createSession(init, maxSessions, setup) {
+      const t = now();
+      const record: SessionRecord = {
+        id: init.id,
+        metadata: init.metadata,
+        createdAt: t,
+        ttlMs: init.ttlMs,
+        expiresAt: t + init.ttlMs,
+        allowedTools: init.allowedTools,
+        nextVariableSeq: 1,
+      };
+      const state = emptySessionState(record);
+      const tx = createTransaction(state);
+      setup?.(tx.api);
+      const payload = JSON.parse(payloadOf(tx, state, true).json) as Record<string, unknown>;
+      payload.ttl = String(init.ttlMs);
+      payload.nvar = String(payload.nvar);
+      const reply = await call(() =>
+        run.ubCreate(
+          ...keys(init.id),
+          String(t),
+          String(GRACE_MS),
+          init.id,
+          replica,
+          String(maxSessions),
+          JSON.stringify(payload),
+          encodeChanges(tx.changes),
+          feedLength,
+        ),
+      );
+      if (reply?.[0] === "exists") {
+        const existing = await load(init.id);
+        if (existing !== undefined) return { session: existing.state.record, created: false };
+        // It ended between the two calls: create it after all.
+        return store.createSession(init, maxSessions, setup);
+      }
+      if (reply?.[0] === "full") {
+        throw new ConnectError(
+          `session limit reached: ${maxSessions} sessions are live; clean up unused sessions or raise maxSessions`,
+          Code.ResourceExhausted,
+        );
+      }
+      tx.commit();
+      state.record = {
+        ...state.record,
+        nextVariableSeq: state.record.nextVariableSeq,
+        expiresAt: Number(reply?.[2] ?? record.expiresAt),
+      };
+      remember(init.id, { state, rev: String(reply?.[1] ?? "1") });
+      return { session: state.record, created: true };
+    },
+
+    async read(sessionId, fn) {
+      const current = await load(sessionId);
+      if (current === undefined) return undefined;
+      return { value: fn(createView(current.state)) };
+    },
+
+    transact: commit,
+
+    async deleteSession(sessionId, reason) {
+      const n = await endSession(sessionId, reason);
+      return n === null ? undefined : { variables: n };
+    },
+
+    async stats() {
+      const [sessions, variables] = await call(() =>
+        Promise.all([redis.zcard(`${prefix}sessions`), redis.get(`${prefix}variables`)]),
+      );
+      return { sessions, variables: Number(variables ?? 0) };
+    },
+
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => {
+        listeners.delete(listener);
+      };
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (sweeper !== undefined) clearInterval(sweeper);
+      listeners.clear();
+      reader.disconnect();
+      await reading;
+      await redis.quit().catch(() => redis.disconnect());
+      for (const w of waiters.splice(0)) w.resolve();
+    },
+  };
+  return store;
+
+  function stateFromReply(reply: NonNullable<Reply>, expiresAt: number): SessionState {
+    const record = { ...decodeSession(String(reply[3])), expiresAt };
+    const state = emptySessionState(record);
+    const pairs = (r: unknown): [string, string][] => {
+      const flat = (r ?? []) as string[];
+      const out: [string, string][] = [];
+      for (let i = 0; i + 1 < flat.length; i += 2)
+        out.push([flat[i] as string, flat[i + 1] as string]);
+      return out;
+    };
+    for (const [id, text] of pairs(reply[4])) {
+      const v = decodeRecord(text);
+      state.vars.set(id, v);
+      state.byName.set(v.name, id);
+    }
+    for (const [id, text] of pairs(reply[5])) {
+      state.history ??= new Map();
+      state.history.set(id, decodeHistory(text));
+    }
+    for (const [key, text] of pairs(reply[6])) {
+      state.data ??= new Map();
+      state.data.set(key, decodeData(text));
+    }
+    state.deps = decodeDependencies(String(reply[7] ?? ""));
+    state.bytes = Number(reply[8] ?? 0);
+    return state;
+  }
+}
+
+/** Stream ids compared as (ms, seq). */
+function compareIds(a: string, b: string): number {
+  const [am = 0, as = 0] = a.split("-").map(Number);
+  const [bm = 0, bs = 0] = b.split("-").map(Number);
+  return am !== bm ? am - bm : as - bs;
+}
+
+function field(reply: unknown[], name: string): unknown {
+  for (let i = 0; i + 1 < reply.length; i += 2) if (reply[i] === name) return reply[i + 1];
+  return undefined;
+}
+
+/** The URL with its password hidden. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== "") u.password = "***";
+    return u.toString().replace(/\/$/, "");
+  } catch {
+    return "(an invalid URL)";
+  }
+}
