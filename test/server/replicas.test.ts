@@ -1,0 +1,224 @@
+/**
+ * Two bridge replicas on one real Redis behave as one server: every RPC of
+ * the wire contract that touches shared state, called on one replica, is
+ * seen on the other.
+ */
+import { Code } from "@connectrpc/connect";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type RedisServer, startRedisServer } from "../../bench/support/redis-server.ts";
+import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { createRedisStore, type RedisStore } from "../../src/server/store/redis-store.js";
+import { decodeValue, encodeValue } from "../../src/values/index.js";
+import { type RunningBridge, startBridge } from "../support/bridge.js";
+import { rejectionOf } from "../support/errors.js";
+
+let redis: RedisServer;
+let deployment = 0;
+beforeAll(async () => {
+  redis = await startRedisServer();
+});
+afterAll(async () => {
+  await redis?.stop();
+});
+
+const running: { bridge: RunningBridge; store: RedisStore }[] = [];
+afterEach(async () => {
+  for (const { bridge, store } of running.splice(0)) {
+    await bridge.stop();
+    await store.close();
+  }
+});
+
+/** Two replicas of one deployment (a key prefix of their own). */
+async function replicas(options: { sessionTtlSeconds?: number } = {}) {
+  const keyPrefix = `replicas${deployment++}:`;
+  const start = async () => {
+    const store = await createRedisStore({
+      url: `redis://127.0.0.1:${redis.port}`,
+      keyPrefix,
+      sweepIntervalMs: 100,
+    });
+    const bridge = await startBridge({ sessionStore: store, ...options });
+    running.push({ bridge, store });
+    return bridge;
+  };
+  return Promise.all([start(), start()]);
+}
+
+const float = (n: number) => encodeValue("float", n).any;
+const int = (n: number) => encodeValue("integer", n).any;
+
+describe("two replicas on one Redis", () => {
+  it("a write on one replica is read on the other", async () => {
+    const [a, b] = await replicas();
+    const { sessionId } = await a.client().initializeSession({});
+    await a
+      .client()
+      .registerVariable({ sessionId, name: "t", type: "float", initialValue: float(0.5) });
+    await a.client().setVariable({ sessionId, variableIdentifier: "t", value: float(0.9) });
+    const seen = await b.client("grpc").getVariable({ sessionId, variableIdentifier: "t" });
+    expect(seen.variable?.version).toBe(1);
+    expect(decodeValue(seen.variable?.value).value).toBe(0.9);
+    const listed = await b.client().listVariables({ sessionId });
+    expect(listed.variables.map((v) => v.name)).toEqual(["t"]);
+  });
+
+  it("a watch on one replica receives the other's writes in version order", async () => {
+    const [a, b] = await replicas();
+    const { sessionId } = await a.client().initializeSession({});
+    await a
+      .client()
+      .registerVariable({ sessionId, name: "n", type: "integer", initialValue: int(0) });
+    const abort = new AbortController();
+    const it = b
+      .client("grpc")
+      .watchVariables(
+        { sessionId, variableIdentifiers: ["n"], syncMarker: true },
+        { signal: abort.signal },
+      )
+      [Symbol.asyncIterator]();
+    expect((await it.next()).value?.updateType).toBe("sync");
+    try {
+      for (let i = 1; i <= 20; i++) {
+        await a.client("grpc").setVariable({ sessionId, variableIdentifier: "n", value: int(i) });
+      }
+      const versions: number[] = [];
+      while (versions.length < 20) {
+        const update = (await it.next()).value as VariableUpdate;
+        if (update.updateType === "value_changed") versions.push(update.variable?.version ?? -1);
+      }
+      expect(versions).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    } finally {
+      abort.abort();
+    }
+  });
+
+  it("compare-and-swap races across replicas lose no update", async () => {
+    const [a, b] = await replicas();
+    const { sessionId } = await a.client().initializeSession({});
+    await a
+      .client()
+      .registerVariable({ sessionId, name: "c", type: "integer", initialValue: int(0) });
+    const worker = async (bridge: RunningBridge, times: number) => {
+      const c = bridge.client("grpc");
+      for (let done = 0; done < times; ) {
+        const current = (await c.getVariable({ sessionId, variableIdentifier: "c" })).variable;
+        const value = Number(decodeValue(current?.value).value);
+        const ok = await c
+          .setVariable({
+            sessionId,
+            variableIdentifier: "c",
+            value: int(value + 1),
+            expectedVersion: current?.version ?? 0,
+            expectVersionZero: (current?.version ?? 0) === 0,
+          })
+          .then(
+            () => true,
+            () => false,
+          );
+        if (ok) done++;
+      }
+    };
+    await Promise.all([worker(a, 15), worker(b, 15), worker(a, 15), worker(b, 15)]);
+    const final = (await b.client().getVariable({ sessionId, variableIdentifier: "c" })).variable;
+    expect([Number(decodeValue(final?.value).value), final?.version]).toEqual([60, 60]);
+  });
+
+  it("an atomic batch is all or nothing, whichever replica looks", async () => {
+    const [a, b] = await replicas();
+    const { sessionId } = await a.client().initializeSession({});
+    for (const name of ["x", "y"]) {
+      await a.client().registerVariable({
+        sessionId,
+        name,
+        type: "float",
+        initialValue: float(0),
+        constraintsJson: '{"min":0,"max":1}',
+      });
+    }
+    const refused = await b.client().setVariables({
+      sessionId,
+      atomic: true,
+      updates: { x: float(0.5), y: float(7) },
+    });
+    expect(refused.success).toBe(false);
+    const after = await a.client().getVariables({ sessionId, variableIdentifiers: ["x", "y"] });
+    expect(Object.values(after.variables).map((v) => v.version)).toEqual([0, 0]);
+    const applied = await b.client().setVariables({
+      sessionId,
+      atomic: true,
+      updates: { x: float(0.5), y: float(0.25) },
+    });
+    expect(applied.success).toBe(true);
+    const both = await a.client().getVariables({ sessionId, variableIdentifiers: ["x", "y"] });
+    expect(Object.values(both.variables).map((v) => v.version)).toEqual([1, 1]);
+  });
+
+  it("an optimization lock taken on one replica holds on the other, and so do dependency cycles", async () => {
+    const [a, b] = await replicas();
+    const { sessionId } = await a.client().initializeSession({});
+    for (const name of ["p", "q"]) {
+      await a.client().registerVariable({ sessionId, name, type: "float", initialValue: float(0) });
+    }
+    await a
+      .client()
+      .startOptimization({ sessionId, variableIdentifier: "p", optimizerId: "opt-a" });
+    await rejectionOf(
+      b.client().setVariable({ sessionId, variableIdentifier: "p", value: float(1) }),
+      Code.FailedPrecondition,
+    );
+    await b.client().setVariable({
+      sessionId,
+      variableIdentifier: "p",
+      value: float(1),
+      metadata: { optimizer_id: "opt-a" },
+    });
+    await a.client().addDependency({ sessionId, fromVariable: "p", toVariable: "q" });
+    await rejectionOf(
+      b.client().addDependency({ sessionId, fromVariable: "q", toVariable: "p" }),
+      Code.InvalidArgument,
+    );
+  });
+
+  it("CleanupSession on one replica ends the session and its watch streams on both", async () => {
+    const [a, b] = await replicas();
+    const { sessionId } = await a.client().initializeSession({});
+    const watch = b
+      .client("grpc")
+      .watchVariables({ sessionId, syncMarker: true })
+      [Symbol.asyncIterator]();
+    expect((await watch.next()).value?.updateType).toBe("sync");
+    await a.client().cleanupSession({ sessionId });
+    const ended = await watch.next().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(String(ended)).toContain("session ended: cleaned up");
+    expect((await b.client().heartbeat({ sessionId })).sessionValid).toBe(false);
+  });
+
+  it("a session kept alive through one replica stays alive on the other; an idle one expires everywhere", async () => {
+    const [a, b] = await replicas({ sessionTtlSeconds: 1 });
+    const busy = (await a.client().initializeSession({})).sessionId;
+    const idle = (await a.client().initializeSession({})).sessionId;
+    const watch = b
+      .client("grpc")
+      .watchVariables({ sessionId: idle, syncMarker: true })
+      [Symbol.asyncIterator]();
+    expect((await watch.next()).value?.updateType).toBe("sync");
+    for (let i = 0; i < 6; i++) {
+      await new Promise((r) => setTimeout(r, 300));
+      expect(
+        (await (i % 2 === 0 ? a : b).client().heartbeat({ sessionId: busy })).sessionValid,
+      ).toBe(true);
+    }
+    const ended = await watch.next().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(String(ended)).toContain("session ended: expired");
+    for (const r of [a, b]) {
+      expect((await r.client().heartbeat({ sessionId: idle })).sessionValid).toBe(false);
+    }
+  });
+});
