@@ -82,7 +82,12 @@ export async function openRedisStore(
     let late = false;
     const timer = setTimeout(() => {
       late = true;
-      reject(fail(`no connection within ${timeoutMs} ms`, undefined));
+      reject(
+        fail(
+          `not connected ${timeoutMs} ms after a connect timeout of ${options.connectTimeoutMs} ms`,
+          undefined,
+        ),
+      );
     }, timeoutMs);
     opening.then(
       (store) => {
