@@ -34,8 +34,10 @@ export interface BridgeServerOptions extends Partial<ServerConfig> {
   /** Where structured logs go (default: JSON lines on stdout at `logLevel`). */
   readonly logger?: Logger;
   /**
-   * A session store to use instead of the one `store` names (default: a new
-   * in-memory store). The server does not close a store it was given.
+   * A session store to use instead of a new in-memory one; required when
+   * `store` names Redis. The server does not close a store it was given.
+   * A store with a `healthy` field (the Redis store) fails `/healthz` while
+   * it is false.
    */
   readonly sessionStore?: SessionStore;
   /** Register the built-in tools (default true). */
@@ -114,6 +116,11 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   const now = options.now ?? Date.now;
   const logger = options.logger ?? createLogger({ level: config.logLevel });
   const limits: Limits = limitsFrom(config);
+  if (options.sessionStore === undefined && config.store !== "memory") {
+    throw new Error(
+      "store names Redis: open the Redis store first and pass it as sessionStore (createBridgeServer does not connect anywhere itself)",
+    );
+  }
   const store = options.sessionStore ?? createMemoryStore({ now });
   const shutdown = new AbortController();
   const hub = createWatchHub({
@@ -195,9 +202,22 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   });
 
   let stats = { sessions: 0, variables: 0 };
+  let statsFailing = false;
   const refreshStats = async () => {
-    stats = await store.stats();
+    // A remote store's stats fail while it is unreachable: the last counts
+    // stay, /healthz says why, and the log says so once per outage.
+    try {
+      stats = await store.stats();
+      statsFailing = false;
+    } catch (error) {
+      if (!statsFailing) logger.warn("store stats failed", { error });
+      statsFailing = true;
+    }
   };
+  // A store may say whether its backend is reachable (Redis does); the
+  // SessionStore contract does not require it.
+  const storeHealth = (): { store?: "ok" | "unavailable" } =>
+    "healthy" in store ? { store: store.healthy === false ? "unavailable" : "ok" } : {};
   metrics.gauge("bridge_sessions", "Live sessions.", () => stats.sessions);
   metrics.gauge("bridge_variables", "Variables across live sessions.", () => stats.variables);
   metrics.gauge("bridge_watchers", "Open watch streams.", () => hub.size);
@@ -346,7 +366,11 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
               port: config.adminPort,
               corsOrigins: [],
               maxRequestBytes: 1024,
-              health: () => ({ ok: !shutdown.signal.aborted, sessions: stats.sessions }),
+              health: () => {
+                const reported = storeHealth();
+                const ok = !shutdown.signal.aborted && reported.store !== "unavailable";
+                return { ok, sessions: stats.sessions, ...reported };
+              },
               metrics,
               limits: connectionLimits,
               logger,

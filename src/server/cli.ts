@@ -4,12 +4,15 @@
  *
  * Prints one line to stdout once the port is bound (scripts and humans wait
  * for it), stops gracefully on SIGTERM/SIGINT and exits 1 with a one-line
- * reason on stderr when it cannot start.
+ * reason on stderr when it cannot start: a port taken, or a Redis store
+ * unreachable within --store-connect-timeout-ms.
  */
 import { readFileSync } from "node:fs";
 import { createBridgeServer } from "./bridge-server.js";
 import { parseServerConfig } from "./config.js";
 import { createLogger } from "./logger.js";
+import { parseRedisUrl } from "./redis-url.js";
+import { type HealthReportingStore, openRedisStore } from "./store-loader.js";
 
 const usage = `Usage: unified-bridge <command> [options]
 
@@ -46,7 +49,31 @@ async function main(argv: readonly string[]): Promise<void> {
   }
 
   const logger = createLogger({ level: config.logLevel });
-  const server = createBridgeServer({ ...config, logger });
+  // The Redis store is opened before the server exists, so that an
+  // unreachable Redis stops startup with one line instead of a server that
+  // fails every call.
+  let redisStore: HealthReportingStore | undefined;
+  if (config.store !== "memory") {
+    try {
+      redisStore = await openRedisStore({
+        url: config.store.url,
+        keyPrefix: config.storeKeyPrefix,
+        connectTimeoutMs: config.storeConnectTimeoutMs,
+        logger: logger.child({ component: "store" }),
+      });
+    } catch (e) {
+      fail(e instanceof Error ? e.message : String(e));
+    }
+  }
+  const storeLabel =
+    config.store === "memory"
+      ? "memory"
+      : `${parseRedisUrl(config.store.url).redacted} (key prefix ${config.storeKeyPrefix})`;
+  const server = createBridgeServer({
+    ...config,
+    logger,
+    ...(redisStore === undefined ? {} : { sessionStore: redisStore }),
+  });
 
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -56,13 +83,18 @@ async function main(argv: readonly string[]): Promise<void> {
       process.exit(1);
     }
     logger.info("stopping", { signal, graceMs: config.shutdownGraceMs });
-    server.stop().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        logger.error("stop failed", { error });
-        process.exit(1);
-      },
-    );
+    // The server does not close a store it was given: the store goes last,
+    // once no call can use it any more.
+    server
+      .stop()
+      .then(() => redisStore?.close())
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error("stop failed", { error });
+          process.exit(1);
+        },
+      );
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
@@ -71,11 +103,12 @@ async function main(argv: readonly string[]): Promise<void> {
   try {
     addresses = await server.start();
   } catch (e) {
+    // Exiting drops the store's connection too; nothing was written yet.
     fail(startupMessage(e));
   }
   const { url, workerUrl, adminUrl } = addresses;
   console.log(
-    `unified-bridge listening on ${url} (gRPC h2c, gRPC-Web, Connect); workers: ${workerUrl ?? "off"}; admin: ${adminUrl ?? "off"}`,
+    `unified-bridge listening on ${url} (gRPC h2c, gRPC-Web, Connect); store: ${storeLabel}; workers: ${workerUrl ?? "off"}; admin: ${adminUrl ?? "off"}`,
   );
 }
 

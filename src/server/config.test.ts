@@ -166,8 +166,16 @@ describe("parseServerConfig", () => {
     ],
     [["--cors-origin", "ftp://files.example"], {}, /is not an origin/],
     [["--host", ""], {}, /--host: must not be empty/],
-    [["--store", "redis"], {}, /--store: "redis" is not available yet; use "memory"/],
-    [[], { UB_STORE: "postgres" }, /UB_STORE: "postgres" is not a store; use "memory"/],
+    [
+      ["--store", "redis"],
+      {},
+      /--store: "redis" is not a URL; write redis:\/\/\[user:password@\]host/,
+    ],
+    [[], { UB_STORE: "postgres" }, /UB_STORE: "postgres" is not a URL; write redis:\/\//],
+    [["--store-key-prefix", "a b"], {}, /--store-key-prefix: must be 1 to 64 printable ASCII/],
+    [[], { UB_STORE_KEY_PREFIX: "p".repeat(65) }, /UB_STORE_KEY_PREFIX: must be 1 to 64/],
+    [["--store-key-prefix", "ключ:"], {}, /--store-key-prefix: must be 1 to 64 printable ASCII/],
+    [["--store-connect-timeout-ms", "50"], {}, /--store-connect-timeout-ms: 50 is out of range/],
     [["--worker-token", "short"], {}, /--worker-token: must be at least 32 characters/],
     [["--worker-allow", "10.0.0.1"], {}, /--worker-allow: "10.0.0.1" is not host:port/],
     [["--worker-allow", "*.10.0.0.1:*"], {}, /puts a wildcard before an IP/],
@@ -179,6 +187,95 @@ describe("parseServerConfig", () => {
     [["--admin-port", "x"], {}, /--admin-port: "x" is not a whole number/],
   ] as const)("rejects %j %j with a clear message", (argv, env, message) => {
     expect(() => parseServerConfig([...argv], env)).toThrow(message);
+  });
+
+  it("takes a Redis store as a URL, in canonical form, with a key prefix", () => {
+    expect(parse([]).store).toBe("memory");
+    expect(parse(["--store", "MEMORY"]).store).toBe("memory");
+    expect(parse(["--store", "redis://127.0.0.1"]).store).toEqual({
+      kind: "redis",
+      url: "redis://127.0.0.1:6379",
+    });
+    const config = parse([], {
+      UB_STORE: "REDISS://app:s3cr%40t@redis.internal:6380/2",
+      UB_STORE_KEY_PREFIX: "staging:bridge:",
+      UB_STORE_CONNECT_TIMEOUT_MS: "1500",
+    });
+    // ioredis turns TLS on only for a lower-case rediss://.
+    expect(config.store).toEqual({
+      kind: "redis",
+      url: "rediss://app:s3cr%40t@redis.internal:6380/2",
+    });
+    expect(config.storeKeyPrefix).toBe("staging:bridge:");
+    expect(config.storeConnectTimeoutMs).toBe(1500);
+    expect(parse(["--store=redis://:pw@[::1]:7000/0"]).store).toEqual({
+      kind: "redis",
+      url: "redis://:pw@[::1]:7000/0",
+    });
+    expect(parse(["--store", "redis://redis_1/"]).store).toEqual({
+      kind: "redis",
+      url: "redis://redis_1:6379",
+    });
+    expect(parse(["--store", "redis://h:1/2147483647"]).store).toEqual({
+      kind: "redis",
+      url: "redis://h:1/2147483647",
+    });
+    expect(parse(["--store", "memory"], { UB_STORE: "redis://h" }).store).toBe("memory");
+  });
+
+  it.each([
+    ["http://127.0.0.1:6379", /scheme "http:" is not redis: or rediss:/],
+    ["127.0.0.1:6379", /write redis:\/\/\[user:password@\]host\[:port\]\[\/db\]/],
+    ["redis://", /has no host/],
+    ["redis://:6379", /has no host/],
+    ["redis://127.0.0.1:0", /port "0" is not a number in 1\.\.65535/],
+    ["redis://127.0.0.1:65536", /port "65536" is not a number in 1\.\.65535/],
+    ["redis://127.0.0.1:", /port "" is not a number/],
+    ["redis://127.0.0.1:63x9", /port "63x9"/],
+    ["redis://127.0.0.1/16x", /path "\/16x" is not a database number/],
+    ["redis://127.0.0.1/0/keys", /path "\/0\/keys" is not a database number/],
+    ["redis://127.0.0.1/-1", /path "\/-1"/],
+    ["redis://127.0.0.1/2147483648", /is not a database number/],
+    ["redis://127.0.0.1?db=1", /"\?db=1": query and fragment are not accepted/],
+    ["redis://127.0.0.1/0#x", /"#x": query and fragment are not accepted/],
+    ["redis://::1:6379", /IPv6 address in brackets/],
+    ["redis://[::1", /is not a bracketed IPv6 address/],
+    ["redis://[10.0.0.1]:6379", /is not a bracketed IPv6 address/],
+    ["redis://[::1]x", /is not :port/],
+    ["redis://bad host", /host "bad host" is not a host name/],
+    ["redis://-bad.example", /is not a host name/],
+  ])("refuses --store %s, saying what is wrong", (url, message) => {
+    expect(() => parse(["--store", url])).toThrow(message);
+    expect(() => parse([], { UB_STORE: url })).toThrow(/^UB_STORE: /);
+  });
+
+  it.each([
+    ["redis://alice@host", /has no password/],
+    ["redis://alice:@host", /password before @ is empty/],
+    ["redis://alice:hunter2/x@host", /percent-encoded/],
+    ["redis://alice:hunter2?x@host", /percent-encoded/],
+    ["redis://al:ice:hunter2 x@host", /percent-encoded/],
+    ["redis://alice:hunter2%zz@host", /percent-encoded/],
+    ["redis://alice:hunter2%ff@host", /percent-encoded UTF-8/],
+    ["redis://alice:hunter2@host:99999", /port "99999"/],
+    ["redis://alice:hunter2@host/db", /path "\/db"/],
+    ["redis://alice:hunter2@host?password=x", /query and fragment/],
+    ["hunter2", /is not a URL/],
+    ["alice:hunter2@host", /write redis:\/\//],
+  ])("refuses %s without repeating the password", (url, message) => {
+    let error: unknown;
+    try {
+      parse(["--store", url]);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(Error);
+    const text = (error as Error).message;
+    expect(text).toMatch(message);
+    expect(text).toMatch(/^--store: /);
+    // "hunter2" alone is a bare word, the one input shown back in full.
+    if (url !== "hunter2") expect(text).not.toContain("hunter2");
+    expect(text).not.toContain("alice");
   });
 
   it("rejects unknown options, stray arguments, missing values and repeats", () => {

@@ -8,6 +8,7 @@ import { isIP } from "node:net";
 import { defaultConnectionLimits } from "./http-front.js";
 import { defaultLimits } from "./limits.js";
 import { isLogLevel, type LogLevel, logLevels } from "./logger.js";
+import { parseRedisUrl } from "./redis-url.js";
 import { parseAddressPattern } from "./tools/worker-address.js";
 
 /** Everything `unified-bridge serve` can be told. */
@@ -99,8 +100,25 @@ export interface ServerConfig {
   /** How long shutdown waits for in-flight calls before closing connections. */
   shutdownGraceMs: number;
   logLevel: LogLevel;
-  /** Only "memory" for now; "redis" will come. */
-  store: "memory";
+  /**
+   * Where sessions live: "memory" (this process only) or a Redis server.
+   * An embedder opening a Redis store passes it as `sessionStore`.
+   */
+  store: "memory" | RedisStoreConfig;
+  /** Prefix of every key a Redis store writes, so deployments can share one Redis. */
+  storeKeyPrefix: string;
+  /** How long startup waits for the store to connect before it gives up. */
+  storeConnectTimeoutMs: number;
+}
+
+/** `store` when sessions live in Redis. */
+export interface RedisStoreConfig {
+  readonly kind: "redis";
+  /**
+   * Canonical `redis://` or `rediss://` URL, password included: hand it to
+   * the store only, and show `parseRedisUrl(url).redacted` instead.
+   */
+  readonly url: string;
 }
 
 const MiB = 1024 * 1024;
@@ -149,6 +167,8 @@ export const defaultServerConfig: ServerConfig = Object.freeze({
   shutdownGraceMs: 10_000,
   logLevel: "info",
   store: "memory",
+  storeKeyPrefix: "ub:",
+  storeConnectTimeoutMs: 5000,
 }) as ServerConfig;
 
 type Key = keyof ServerConfig;
@@ -505,14 +525,35 @@ const options: readonly OptionSpec<Key>[] = [
   spec({
     key: "store",
     flag: "store",
-    placeholder: "<kind>",
-    description: 'Where sessions live: "memory" (single process). "redis" is planned.',
+    placeholder: "<memory|url>",
+    description:
+      'Where sessions live: "memory" (this process only, gone when it exits) or a Redis server as redis://[user:password@]host[:port][/db], rediss:// for TLS, port 6379 and database 0 unless given; bridges on one Redis with one key prefix share their sessions. The Redis client (ioredis) is loaded only then.',
     parse: (raw) => {
-      const kind = raw.trim().toLowerCase();
-      if (kind === "memory") return kind;
-      if (kind === "redis") throw new Error('"redis" is not available yet; use "memory"');
-      throw new Error(`"${raw}" is not a store; use "memory"`);
+      if (raw.trim().toLowerCase() === "memory") return "memory";
+      return { kind: "redis", url: parseRedisUrl(raw).url };
     },
+  }),
+  spec({
+    key: "storeKeyPrefix",
+    flag: "store-key-prefix",
+    placeholder: "<prefix>",
+    description:
+      "With a Redis store: prefix of every key this bridge writes, so several deployments can share one Redis; 1 to 64 printable ASCII characters without spaces.",
+    parse: (raw) => {
+      const t = raw.trim();
+      if (!/^[\x21-\x7e]{1,64}$/.test(t)) {
+        throw new Error("must be 1 to 64 printable ASCII characters without spaces");
+      }
+      return t;
+    },
+  }),
+  spec({
+    key: "storeConnectTimeoutMs",
+    flag: "store-connect-timeout-ms",
+    placeholder: "<ms>",
+    description:
+      "With a Redis store: how long startup waits for Redis to answer before it exits 1.",
+    parse: (raw) => integer(raw, 100, 600_000),
   }),
 ];
 

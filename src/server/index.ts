@@ -15,7 +15,7 @@
 
 export type { BridgeAddresses, BridgeServer, BridgeServerOptions } from "./bridge-server.js";
 export { createBridgeServer } from "./bridge-server.js";
-export type { ServerConfig } from "./config.js";
+export type { RedisStoreConfig, ServerConfig } from "./config.js";
 export { defaultServerConfig, parseServerConfig } from "./config.js";
 export type { Limits } from "./limits.js";
 export { defaultLimits } from "./limits.js";

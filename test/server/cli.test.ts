@@ -2,6 +2,7 @@
  * The `unified-bridge` command as users run it: compiled, in a process of
  * its own, under Node 24, talked to over the network and stopped by signal.
  */
+import { existsSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -17,7 +18,9 @@ import {
 import { defaultServerConfig, type ServerConfig } from "../../src/server/index.js";
 import { encodeValue } from "../../src/values/index.js";
 import { cleanEnv, cliSuite } from "../support/cli.js";
+import { startRedis } from "../support/redis-server.js";
 import { serverFlags, shownDefault } from "../support/server-flags.js";
+import { startTcpProbe } from "../support/tcp-probe.js";
 
 const cli = cliSuite();
 const serve = cli.serve;
@@ -81,6 +84,7 @@ describe("unified-bridge serve", () => {
     ]);
     expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(server.url).not.toBe("http://127.0.0.1:0");
+    expect(server.stdout()).toMatch(/^unified-bridge listening on .*; store: memory; workers: /m);
     const c = grpcClient(server.url);
     expect((await c.ping({ message: "hello" })).message).toBe("hello");
 
@@ -203,6 +207,9 @@ describe("unified-bridge serve --help", () => {
     [["serve", "stray"], {}, 'unexpected argument "stray"'],
     [["serve"], { UB_PORT: "abc" }, "UB_PORT"],
     [["serve"], { UB_LOG_LEVEL: "loud" }, "UB_LOG_LEVEL"],
+    [["serve", "--store", "redis"], {}, '--store: "redis" is not a URL'],
+    [["serve"], { UB_STORE: "redis://127.0.0.1:0" }, 'UB_STORE: port "0"'],
+    [["serve", "--store-key-prefix", "has space"], {}, "--store-key-prefix"],
   ] as const)("%j %j exits 1 with a message naming %s", async (args, env, fragment) => {
     const { code, stdout, stderr } = await cli.run(args, cleanEnv(env));
     expect(code).toBe(1);
@@ -232,6 +239,130 @@ describe("unified-bridge serve --help", () => {
     }
   });
 });
+
+// Tests that need the Redis store itself run once it is part of the build;
+// the others hold with or without it (without, the store cannot be loaded).
+const hasRedisStore = existsSync(new URL("../../src/server/store/redis-store.ts", import.meta.url));
+
+describe("unified-bridge serve --store <redis-url>", () => {
+  it("exits 1 within seconds with the URL, password hidden, when Redis cannot be reached", async () => {
+    const port = await freePort();
+    const t0 = performance.now();
+    const { code, stdout, stderr } = await cli.run([
+      "serve",
+      "--port",
+      "0",
+      "--store",
+      `redis://alice:s3cret-pw@127.0.0.1:${port}/0`,
+    ]);
+    // The default connect timeout is 5 s; the loader gives up 2 s after it at the latest.
+    expect(performance.now() - t0).toBeLessThan(9000);
+    expect(code).toBe(1);
+    expect(stdout).toBe("");
+    expect(stderr).toMatch(/^unified-bridge: [^\n]+\n$/);
+    expect(stderr).toContain(
+      `unified-bridge: cannot open the Redis store at redis://alice:***@127.0.0.1:${port}/0: `,
+    );
+    expect(`${stdout}${stderr}`).not.toContain("s3cret");
+  });
+
+  it.skipIf(!hasRedisStore)(
+    "gives up after --store-connect-timeout-ms on a Redis that accepts but never answers",
+    async () => {
+      const silent = await startTcpProbe();
+      try {
+        const t0 = performance.now();
+        const { code, stderr } = await cli.run([
+          "serve",
+          "--port",
+          "0",
+          "--store",
+          `redis://:s3cret-pw@${silent.address}`,
+          "--store-connect-timeout-ms",
+          "500",
+        ]);
+        expect(performance.now() - t0).toBeLessThan(6000);
+        expect(code).toBe(1);
+        expect(stderr).toContain(`cannot open the Redis store at redis://:***@${silent.address}: `);
+        expect(stderr).not.toContain("s3cret");
+        expect(silent.connections).toBeGreaterThanOrEqual(1);
+      } finally {
+        await silent.close();
+      }
+    },
+  );
+
+  it("refuses a malformed URL at startup, before connecting anywhere, without echoing its password", async () => {
+    const probe = await startTcpProbe();
+    try {
+      for (const [args, env, fragment] of [
+        [["--store", `redis://alice:s3cret-pw@${probe.address}/db`], {}, '--store: path "/db"'],
+        [[], { UB_STORE: `redis://alice:s3cret-pw@${probe.address}?tls=1` }, "UB_STORE: "],
+        [["--store", `http://alice:s3cret-pw@${probe.address}`], {}, '--store: scheme "http:"'],
+        [["--store", `redis://alice:s3cr/et@${probe.address}`], {}, "percent-encoded"],
+      ] as const) {
+        const { code, stdout, stderr } = await cli.run(["serve", ...args], cleanEnv(env));
+        expect([code, stdout]).toEqual([1, ""]);
+        expect(stderr).toMatch(/^unified-bridge: [^\n]+\n$/);
+        expect(stderr).toContain(fragment);
+        expect(stderr).not.toMatch(/s3cr/);
+      }
+      expect(probe.connections).toBe(0);
+    } finally {
+      await probe.close();
+    }
+  });
+
+  it.skipIf(!hasRedisStore)(
+    "serves from Redis: two bridges share sessions, /healthz follows Redis, SIGTERM exits 0",
+    async () => {
+      const redis = await startRedis();
+      try {
+        const store = `${redis.url}/0`;
+        const args = ["--port", "0", "--worker-port", "0", "--admin-port", "0"];
+        const prefix = ["--store", store, "--store-key-prefix", "cli-test:"];
+        const a = await serve([...args, ...prefix]);
+        const b = await serve([...args, ...prefix]);
+        expect(a.stdout()).toContain(`; store: ${redis.url}/0 (key prefix cli-test:); workers: `);
+
+        const { sessionId } = await grpcClient(a.url).initializeSession({
+          initialVariables: [
+            { name: "x", type: "string", initialValue: encodeValue("string", "from a").any },
+          ],
+        });
+        const seen = await grpcClient(b.url).getVariable({ sessionId, variableIdentifier: "x" });
+        expect(seen.variable?.name).toBe("x");
+
+        const health = async () => {
+          const res = await fetch(`${a.adminUrl}/healthz`);
+          return [res.status, ((await res.json()) as { store?: string }).store];
+        };
+        expect(await health()).toEqual([200, "ok"]);
+        await redis.kill();
+        expect(await until(health, [503, "unavailable"])).toEqual([503, "unavailable"]);
+        await redis.restart();
+        expect(await until(health, [200, "ok"])).toEqual([200, "ok"]);
+
+        for (const served of [a, b]) served.child.kill("SIGTERM");
+        expect(await a.exited).toEqual({ code: 0, signal: null });
+        expect(await b.exited).toEqual({ code: 0, signal: null });
+      } finally {
+        await redis.stop();
+      }
+    },
+    30_000,
+  );
+});
+
+/** Polls `probe` (every 100 ms, at most 10 s) until it returns `expected`; returns the last value. */
+async function until<T>(probe: () => Promise<T>, expected: T): Promise<T> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const value = await probe();
+    if (JSON.stringify(value) === JSON.stringify(expected) || Date.now() > deadline) return value;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 async function freePort(): Promise<number> {
   const s = net.createServer();

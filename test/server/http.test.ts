@@ -13,7 +13,7 @@ import {
 } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
-import { createLogger, redactSessionId } from "../../src/server/index.js";
+import { createLogger, createMemoryStore, redactSessionId } from "../../src/server/index.js";
 import { encodeJsonAny, encodeValue } from "../../src/values/index.js";
 import { bridgePerTest, type Protocol, protocols } from "../support/bridge.js";
 
@@ -134,6 +134,56 @@ describe("/healthz", () => {
     expect(JSON.parse(reply.slice(reply.indexOf("\r\n\r\n") + 4))).toEqual({
       status: "shutting_down",
     });
+  });
+});
+
+describe("/healthz with a store that reports its backend", () => {
+  it("answers 503 with the store unavailable while it is down, and 200 again once it is back", async () => {
+    // The in-memory store with the Redis store's `healthy` flag, and its
+    // stats failing while "down" as a remote store's do.
+    const inner = createMemoryStore();
+    let down = false;
+    const store = {
+      ...inner,
+      get healthy() {
+        return !down;
+      },
+      stats: () => (down ? Promise.reject(new Error("connection is closed")) : inner.stats()),
+    };
+    try {
+      const b = await bridge({ sessionStore: store });
+      await b.client().initializeSession({});
+      const up = await eventually(
+        () => request(`${b.adminUrl}/healthz`),
+        (r) => r.body.includes('"sessions":1'),
+      );
+      expect([up.status, JSON.parse(up.body)]).toEqual([
+        200,
+        { status: "ok", sessions: 1, store: "ok" },
+      ]);
+
+      down = true;
+      // Long enough for the once-a-second stats refresh to fail at least
+      // once: a rejection it left unhandled would fail this run.
+      await new Promise((r) => setTimeout(r, 1500));
+      const failing = await request(`${b.adminUrl}/healthz`);
+      expect([failing.status, JSON.parse(failing.body)]).toEqual([
+        503,
+        { status: "unavailable", sessions: 1, store: "unavailable" },
+      ]);
+      // Calls still reach the store: the health report only tells the balancer.
+      expect((await b.client().ping({ message: "still here" })).message).toBe("still here");
+
+      down = false;
+      const back = await request(`${b.adminUrl}/healthz`);
+      expect([back.status, JSON.parse(back.body)]).toEqual([
+        200,
+        { status: "ok", sessions: 1, store: "ok" },
+      ]);
+    } finally {
+      // A store given to the server is the caller's to close.
+      await inner.close();
+    }
   });
 });
 

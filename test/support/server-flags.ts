@@ -25,6 +25,8 @@ export const serverFlags: Record<keyof ServerConfig, { flag: string; env: string
   shutdownGraceMs: { flag: "--shutdown-grace-ms", env: "UB_SHUTDOWN_GRACE_MS" },
   logLevel: { flag: "--log-level", env: "UB_LOG_LEVEL" },
   store: { flag: "--store", env: "UB_STORE" },
+  storeKeyPrefix: { flag: "--store-key-prefix", env: "UB_STORE_KEY_PREFIX" },
+  storeConnectTimeoutMs: { flag: "--store-connect-timeout-ms", env: "UB_STORE_CONNECT_TIMEOUT_MS" },
   maxSessionsPerClient: { flag: "--max-sessions-per-client", env: "UB_MAX_SESSIONS_PER_CLIENT" },
   trustedProxies: { flag: "--trusted-proxy", env: "UB_TRUSTED_PROXIES" },
   workerHost: { flag: "--worker-host", env: "UB_WORKER_HOST" },
