@@ -3,41 +3,14 @@
  * is imported here and only when a Redis store is configured, so a server on
  * the in-memory store, and anything bundled from the client, never loads it.
  */
-import type { Logger } from "./logger.js";
 import { parseRedisUrl } from "./redis-url.js";
-import type { SessionStore } from "./store/session-store.js";
-
-/**
- * Options of `createRedisStore` in `./store/redis-store.ts`, as this loader
- * calls it. A copy rather than an import, so this file compiles whether or
- * not that module is part of the build; keep the two in step.
- */
-export interface RedisStoreOptions {
-  /** redis://[user:password@]host:port[/db] or rediss://… (TLS). */
-  readonly url: string;
-  /** Prepended to every key, so several deployments can share one Redis (default "ub:"). */
-  readonly keyPrefix?: string;
-  readonly now?: () => number;
-  readonly sweepIntervalMs?: number;
-  readonly logger?: Logger;
-}
+import type { RedisStore, RedisStoreOptions } from "./store/redis-store.js";
 
 /** A session store that knows whether its backend is reachable. */
-export type HealthReportingStore = SessionStore & {
-  /** False while the connection to Redis is down. */
-  readonly healthy: boolean;
-};
+export type HealthReportingStore = RedisStore;
 
-/** What this loader expects `./store/redis-store.js` to export. */
-export interface RedisStoreModule {
-  /**
-   * Resolves once connected; rejects, with a message naming the URL without
-   * its password, if Redis cannot be reached within `connectTimeoutMs`.
-   */
-  createRedisStore(
-    options: RedisStoreOptions & { connectTimeoutMs?: number },
-  ): Promise<HealthReportingStore>;
-}
+/** What `./store/redis-store.js` exports (a type only: nothing is imported here). */
+type RedisStoreModule = typeof import("./store/redis-store.js");
 
 /** Options of {@link openRedisStore}. */
 export interface OpenRedisStoreOptions extends RedisStoreOptions {

@@ -5,17 +5,17 @@
  */
 import { Code } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type RedisServer, startRedisServer } from "../../bench/support/redis-server.ts";
 import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { createRedisStore, type RedisStore } from "../../src/server/store/redis-store.js";
 import { decodeValue, encodeValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 import { rejectionOf } from "../support/errors.js";
+import { startRedis, type TestRedis } from "../support/redis-server.js";
 
-let redis: RedisServer;
+let redis: TestRedis;
 let deployment = 0;
 beforeAll(async () => {
-  redis = await startRedisServer();
+  redis = await startRedis();
 });
 afterAll(async () => {
   await redis?.stop();

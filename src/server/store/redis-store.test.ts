@@ -1,12 +1,12 @@
 import { afterAll, beforeAll } from "vitest";
-import { type RedisServer, startRedisServer } from "../../../bench/support/redis-server.ts";
+import { startRedis, type TestRedis } from "../../../test/support/redis-server.js";
 import { createRedisStore, type RedisStore } from "./redis-store.js";
 import { describeSessionStoreContract } from "./session-store.contract.js";
 
-let redis: RedisServer;
+let redis: TestRedis;
 let n = 0;
 beforeAll(async () => {
-  redis = await startRedisServer();
+  redis = await startRedis();
 });
 afterAll(async () => {
   await redis?.stop();

@@ -66,6 +66,8 @@ export interface RedisStoreOptions {
   readonly sweepIntervalMs?: number;
   /** How long connecting may take before createRedisStore rejects (default 5000 ms). */
   readonly connectTimeoutMs?: number;
+  /** How long one command may take before the call fails with UNAVAILABLE (default 2000 ms). */
+  readonly commandTimeoutMs?: number;
   /** Entries the change feed keeps (approximately; default 100,000). */
   readonly feedLength?: number;
   /** Sessions whose copy a replica keeps (least recently used dropped; default 10,000). */
@@ -123,7 +125,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     maxRetriesPerRequest: 1,
     retryStrategy: (times: number) => Math.min(50 * 2 ** times, 2000),
   };
-  const redis = new Redis(options.url, { ...connection, commandTimeout: 5000 });
+  const redis = new Redis(options.url, {
+    ...connection,
+    commandTimeout: options.commandTimeoutMs ?? 2000,
+  });
   const reader = new Redis(options.url, connection);
   for (const [name, definition] of Object.entries(scripts)) redis.defineCommand(name, definition);
   const run = redis as unknown as Scripted;
@@ -131,8 +136,20 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     options.logger?.debug("redis connection error", { error: error.message });
   redis.on("error", onError);
   reader.on("error", onError);
+  const connectTimeoutMs = options.connectTimeoutMs ?? 5000;
+  let connectTimer: ReturnType<typeof setTimeout> | undefined;
   try {
-    await Promise.all([redis.connect(), reader.connect()]);
+    // ioredis' connectTimeout covers the TCP connection only; a Redis that
+    // accepts but never answers must not hold the start either.
+    await Promise.race([
+      Promise.all([redis.connect(), reader.connect()]),
+      new Promise((_, reject) => {
+        connectTimer = setTimeout(
+          () => reject(new Error(`no answer within ${connectTimeoutMs} ms`)),
+          connectTimeoutMs,
+        );
+      }),
+    ]);
   } catch (e) {
     redis.disconnect();
     reader.disconnect();
@@ -140,6 +157,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       `cannot connect to the session store at ${shownUrl}: ${e instanceof Error ? e.message : String(e)}`,
       { cause: e },
     );
+  } finally {
+    clearTimeout(connectTimer);
   }
 
   const keys = (sessionId: string): string[] => {

@@ -1,0 +1,114 @@
+/**
+ * Faults injected into a bridge on the Redis store, with a real
+ * redis-server the test stops, freezes and restarts: calls fail fast with
+ * UNAVAILABLE while Redis is away, health says so, and the replica recovers
+ * by itself when Redis returns, its watch streams included.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { afterEach, describe, expect, it } from "vitest";
+import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { createRedisStore, type RedisStore } from "../../src/server/store/redis-store.js";
+import { decodeValue, encodeValue } from "../../src/values/index.js";
+import { type RunningBridge, startBridge } from "../support/bridge.js";
+import { startRedis, type TestRedis } from "../support/redis-server.js";
+
+const int = (n: number) => encodeValue("integer", n).any;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+async function bridgeOn(redis: TestRedis): Promise<{ bridge: RunningBridge; store: RedisStore }> {
+  const store = await createRedisStore({ url: redis.url, commandTimeoutMs: 1000 });
+  const bridge = await startBridge({ sessionStore: store });
+  cleanup.push(async () => {
+    await bridge.stop();
+    await store.close();
+  });
+  return { bridge, store };
+}
+
+async function health(bridge: RunningBridge): Promise<number> {
+  return (await fetch(`${bridge.adminUrl}/healthz`)).status;
+}
+
+/** Retries `probe` until it resolves, for at most `ms`. */
+async function eventually<T>(probe: () => Promise<T>, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await probe();
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await sleep(100);
+    }
+  }
+}
+
+describe("a bridge on the Redis store, when Redis fails", () => {
+  it("fails calls with UNAVAILABLE while Redis is down, reports not ready, and recovers by itself with its data and watches", async () => {
+    const redis = await startRedis({ appendonly: true });
+    cleanup.push(() => redis.stop());
+    const { bridge } = await bridgeOn(redis);
+    const c = bridge.client("grpc");
+    const { sessionId } = await c.initializeSession({});
+    await c.registerVariable({ sessionId, name: "n", type: "integer", initialValue: int(1) });
+    const abort = new AbortController();
+    cleanup.push(async () => abort.abort());
+    const watch = c
+      .watchVariables(
+        { sessionId, variableIdentifiers: ["n"], syncMarker: true },
+        { signal: abort.signal },
+      )
+      [Symbol.asyncIterator]();
+    expect((await watch.next()).value?.updateType).toBe("sync");
+    expect(await health(bridge)).toBe(200);
+
+    await redis.kill();
+    const started = performance.now();
+    const failed = await c
+      .getVariable({ sessionId, variableIdentifier: "n" })
+      .catch((e: unknown) => ConnectError.from(e));
+    expect(failed).toBeInstanceOf(ConnectError);
+    expect((failed as ConnectError).code).toBe(Code.Unavailable);
+    expect((failed as ConnectError).rawMessage).toContain("session store");
+    expect(performance.now() - started).toBeLessThan(2000);
+    await eventually(async () => expect(await health(bridge)).toBe(503));
+
+    await redis.restart();
+    // Back without a restart of the bridge: the value persisted, writes work.
+    const value = await eventually(() => c.getVariable({ sessionId, variableIdentifier: "n" }));
+    expect(decodeValue(value.variable?.value).value).toBe(1);
+    await eventually(async () => expect(await health(bridge)).toBe(200));
+    await c.setVariable({ sessionId, variableIdentifier: "n", value: int(2) });
+    // The watch opened before the outage goes on, from where it was.
+    const update = (await watch.next()).value as VariableUpdate;
+    expect([update.updateType, update.variable?.version]).toEqual(["value_changed", 1]);
+  }, 30_000);
+
+  it("answers a frozen Redis with UNAVAILABLE within the command timeout, then serves again when it thaws", async () => {
+    const redis = await startRedis();
+    cleanup.push(async () => {
+      redis.resume();
+      await redis.stop();
+    });
+    const { bridge } = await bridgeOn(redis);
+    const c = bridge.client();
+    const { sessionId } = await c.initializeSession({});
+    redis.pause();
+    const started = performance.now();
+    const e = await c.heartbeat({ sessionId }).then(
+      () => undefined,
+      (err: unknown) => ConnectError.from(err),
+    );
+    const elapsed = performance.now() - started;
+    // Heartbeat reports a store it cannot reach as an error, not as "session invalid".
+    expect(e?.code).toBe(Code.Unavailable);
+    expect(elapsed).toBeLessThan(3000);
+    redis.resume();
+    const back = await eventually(() => c.heartbeat({ sessionId }));
+    expect(back.sessionValid).toBe(true);
+  }, 30_000);
+});
