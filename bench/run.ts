@@ -30,6 +30,7 @@ const benchmarks: Readonly<Record<string, () => Promise<Benchmark>>> = {
   memory: () => import("./memory.ts"),
   expiry: () => import("./expiry.ts"),
   redis: () => import("./redis.ts"),
+  "redis-store": () => import("./redis-store.ts"),
   "cache-hit": () => import("./cache-hit.ts"),
   "rpc-counts": () => import("./rpc-counts.ts"),
   workload: () => import("./workload.ts"),

@@ -22,7 +22,7 @@ export interface BridgeProcess {
 
 /** Starts the server process and waits until both ports listen. */
 export async function startBridgeProcess(
-  options: { maxSessions?: number } = {},
+  options: { maxSessions?: number; redisUrl?: string } = {},
 ): Promise<BridgeProcess> {
   const worker = await startChild(new URL("../workers/serve-bridge.ts", import.meta.url));
   try {

@@ -10,11 +10,17 @@ import { defaultServerConfig } from "../../dist/server/config.js";
 import { createHttpFront, type HttpFront } from "../../dist/server/http-front.js";
 import { type BridgeServer, createBridgeServer, createLogger } from "../../dist/server/index.js";
 import { createMetrics, createMetricsInterceptor } from "../../dist/server/metrics.js";
+import { createRedisStore, type RedisStore } from "../../dist/server/store/redis-store.js";
 import { serveRequests } from "../support/child-processes.ts";
 
 /** Requests this worker answers. */
 export type ServeRequest =
-  | { readonly type: "start"; readonly maxSessions?: number }
+  | {
+      readonly type: "start";
+      readonly maxSessions?: number;
+      /** Serve from a Redis store at this URL instead of the memory store. */
+      readonly redisUrl?: string;
+    }
   | { readonly type: "cpu" }
   | { readonly type: "stop" };
 
@@ -37,8 +43,20 @@ const logger = createLogger({ level: "warn" });
 let bridge: BridgeServer | undefined;
 let echo: HttpFront | undefined;
 
-async function start(maxSessions: number): Promise<ServeAddresses> {
-  bridge = createBridgeServer({ host: "127.0.0.1", port: 0, logger, maxSessions });
+let store: RedisStore | undefined;
+
+async function start(maxSessions: number, redisUrl?: string): Promise<ServeAddresses> {
+  store =
+    redisUrl === undefined
+      ? undefined
+      : await createRedisStore({ url: redisUrl, keyPrefix: "bench:" });
+  bridge = createBridgeServer({
+    host: "127.0.0.1",
+    port: 0,
+    logger,
+    maxSessions,
+    ...(store === undefined ? {} : { sessionStore: store }),
+  });
   const { url: bridgeUrl } = await bridge.start();
   const metrics = createMetrics();
   echo = createHttpFront({
@@ -66,13 +84,15 @@ async function stop(): Promise<void> {
   bridge = undefined;
   echo = undefined;
   await Promise.all([b?.stop(), e?.close({ graceMs: 1000 })]);
+  await store?.close();
+  store = undefined;
 }
 
 serveRequests(async (raw) => {
   const req = raw as ServeRequest;
   switch (req.type) {
     case "start":
-      return start(req.maxSessions ?? defaultServerConfig.maxSessions);
+      return start(req.maxSessions ?? defaultServerConfig.maxSessions, req.redisUrl);
     case "cpu": {
       const cpu = process.cpuUsage();
       return {

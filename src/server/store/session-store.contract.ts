@@ -261,9 +261,12 @@ export function describeSessionStoreContract(
         tx.appendHistory("var:1:x", entry(0, 40));
         tx.setData("k", "v", 3);
       });
-      const seen: number[] = [];
+      // A multi-node store may run a callback more than once: look at the last run.
+      const runs: number[][] = [];
       await expect(
         store.transact("s", (tx) => {
+          const seen: number[] = [];
+          runs.push(seen);
           seen.push(tx.bytes);
           tx.putVariable(variable("var:1:x", "x", 1, 2, 200));
           seen.push(tx.bytes);
@@ -280,7 +283,7 @@ export function describeSessionStoreContract(
           throw new Error("over budget");
         }),
       ).rejects.toThrow("over budget");
-      expect(seen).toEqual([143, 243, 343, 303, 308, 1308, 1008]);
+      expect(runs.at(-1)).toEqual([143, 243, 343, 303, 308, 1308, 1008]);
       expect((await store.read("s", (v) => v.bytes))?.value).toBe(143);
     });
 
