@@ -17,10 +17,11 @@ import { createMemoryStore } from "./store/memory-store.js";
 import type { SessionStore } from "./store/session-store.js";
 import { type AuditEntry, type AuditFilter, createAuditTrail } from "./tools/audit-trail.js";
 import { builtinTools } from "./tools/builtin-tools.js";
+import type { SharedTool } from "./tools/shared-tools.js";
 import type { ToolDefinition } from "./tools/tool-definition.js";
 import { createToolExecutor } from "./tools/tool-executor.js";
-import { createToolRegistry } from "./tools/tool-registry.js";
-import { createWorkerAddressPolicy } from "./tools/worker-address.js";
+import { createToolRegistry, type ToolInput } from "./tools/tool-registry.js";
+import { createWorkerAddressPolicy, type WorkerAddress } from "./tools/worker-address.js";
 import { createVariableOps } from "./variable-ops.js";
 import { createWatchHub } from "./watch-hub.js";
 
@@ -153,15 +154,16 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     maxWorkerConnections: config.maxWorkerConnections,
     logger,
   });
+  const workerAddresses = createWorkerAddressPolicy({
+    allow: config.workerAllow,
+    ownHosts: () => ownHosts.map((h) => h.toLowerCase()),
+    ownPorts: () => ownPorts,
+  });
   const sessionQuota = createSessionQuota(config.maxSessionsPerClient);
   const service = createBridgeService(core, {
     executor,
     sessionQuota,
-    workerAddresses: createWorkerAddressPolicy({
-      allow: config.workerAllow,
-      ownHosts: () => ownHosts.map((h) => h.toLowerCase()),
-      ownPorts: () => ownPorts,
-    }),
+    workerAddresses,
     logger,
   });
 
@@ -300,6 +302,49 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     });
   }
 
+  /**
+   * With a multi-node store: the remote tools other replicas registered, now
+   * and from here on, each checked against this replica's own allowlist.
+   */
+  let unsubscribeTools: (() => void) | undefined;
+  const applyShared = (list: readonly SharedTool[]) => {
+    const byWorker = new Map<string, ToolInput[]>();
+    for (const t of list) {
+      let address: WorkerAddress;
+      try {
+        address = workerAddresses.check(t.address);
+      } catch (error) {
+        logger.warn("a tool registered on another replica is not allowed here; skipped", {
+          tool: t.name,
+          worker: t.workerId,
+          error: ConnectError.from(error).rawMessage,
+        });
+        continue;
+      }
+      const input: ToolInput = {
+        name: t.name,
+        description: t.description,
+        parameters: t.parameters,
+        metadata: t.metadata,
+        requiredVariables: [],
+        streaming: t.streaming,
+        sessionId: t.sessionId,
+        expiresAt: t.expiresAt,
+        target: { kind: "remote", address, workerId: t.workerId },
+      };
+      const group = byWorker.get(t.workerId) ?? [];
+      group.push(input);
+      byWorker.set(t.workerId, group);
+    }
+    for (const [workerId, group] of byWorker) tools.applyRemote(group, workerId);
+  };
+  const loadSharedTools = async () => {
+    const shared = store.sharedTools;
+    if (shared === undefined || unsubscribeTools !== undefined) return;
+    unsubscribeTools = shared.subscribe(applyShared);
+    applyShared(await shared.list());
+  };
+
   let fronts: HttpFront[] | undefined;
   let statsTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -313,6 +358,8 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     // In-flight calls (forwarded tool calls included) get the grace period.
     await Promise.all(closing.map((f) => f.close({ graceMs: config.shutdownGraceMs })));
     unsubscribe();
+    unsubscribeTools?.();
+    unsubscribeTools = undefined;
     executor.close();
     if (options.sessionStore === undefined) await store.close();
     logger.info("stopped");
@@ -375,6 +422,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
               limits: connectionLimits,
               logger,
             });
+      await loadSharedTools();
       const started = [publicFront, workerFront, adminFront].filter(
         (f): f is HttpFront => f !== undefined,
       );

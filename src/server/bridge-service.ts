@@ -20,6 +20,7 @@ import { checkMetadata, clip, formatBytes, quote } from "./limits.js";
 import { type Logger, redactSessionId } from "./logger.js";
 import type { SessionQuota } from "./session-quota.js";
 import type { SessionTransaction, VariableRecord } from "./store/session-store.js";
+import type { SharedTool } from "./tools/shared-tools.js";
 import type { ToolExecutor } from "./tools/tool-executor.js";
 import {
   checkToolName,
@@ -149,8 +150,21 @@ export function createBridgeService(
         target: { kind: "remote", address, workerId },
       });
     }
-    const toolIds = tools.registerRemote(accepted, workerId);
-    return { success: true, toolIds, errorMessage: "" };
+    const shared = store.sharedTools;
+    if (shared === undefined) {
+      return { success: true, toolIds: tools.registerRemote(accepted, workerId), errorMessage: "" };
+    }
+    // Several replicas: checked here against what this replica knows, then
+    // once for all replicas (atomically, in the store), then applied here;
+    // the others apply it from the store's feed.
+    tools.checkRemote(accepted, workerId);
+    await shared.register(
+      req.sessionId === "" ? undefined : req.sessionId,
+      accepted.map(toSharedTool),
+      workerId,
+      settings.limits,
+    );
+    return { success: true, toolIds: tools.applyRemote(accepted, workerId), errorMessage: "" };
   };
 
   /** Logs and audits a refused registration (a few of its tool names, never its address). */
@@ -623,6 +637,22 @@ function checkSameSettings(
       Code.AlreadyExists,
     );
   }
+}
+
+/** A remote tool as replicas exchange it. */
+function toSharedTool(tool: ToolInput): SharedTool {
+  const target = tool.target as Extract<ToolInput["target"], { kind: "remote" }>;
+  return {
+    name: tool.name,
+    description: tool.description,
+    parameters: tool.parameters,
+    metadata: tool.metadata,
+    streaming: tool.streaming,
+    ...(tool.sessionId === undefined ? {} : { sessionId: tool.sessionId }),
+    ...(tool.expiresAt === undefined ? {} : { expiresAt: tool.expiresAt }),
+    address: target.address.display,
+    workerId: target.workerId,
+  };
 }
 
 /** The status a watch stream ends with when its session goes away. */

@@ -7,7 +7,7 @@ import { Code } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { createRedisStore, type RedisStore } from "../../src/server/store/redis-store.js";
-import { decodeValue, encodeValue } from "../../src/values/index.js";
+import { decodeJsonAny, decodeValue, encodeJsonAny, encodeValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 import { rejectionOf } from "../support/errors.js";
 import { startRedis, type TestRedis } from "../support/redis-server.js";
@@ -29,7 +29,7 @@ afterEach(async () => {
   }
 });
 
-/** Two replicas of one deployment (a key prefix of their own). */
+/** Two replicas of one deployment (a key prefix of their own), and a way to start more. */
 async function replicas(options: { sessionTtlSeconds?: number } = {}) {
   const keyPrefix = `replicas${deployment++}:`;
   const start = async () => {
@@ -42,10 +42,12 @@ async function replicas(options: { sessionTtlSeconds?: number } = {}) {
     running.push({ bridge, store });
     return bridge;
   };
-  return Promise.all([start(), start()]);
+  const [a, b] = await Promise.all([start(), start()]);
+  return [a, b, start] as const;
 }
 
 const float = (n: number) => encodeValue("float", n).any;
+const text = (s: string) => encodeJsonAny(s);
 const int = (n: number) => encodeValue("integer", n).any;
 
 describe("two replicas on one Redis", () => {
@@ -220,5 +222,74 @@ describe("two replicas on one Redis", () => {
     for (const r of [a, b]) {
       expect((await r.client().heartbeat({ sessionId: idle })).sessionValid).toBe(false);
     }
+  });
+
+  it("tools a worker registers on one replica are listed and forwarded on every replica, and owned across them", async () => {
+    const [a, b, start] = await replicas();
+    const worker = await startBridge({ autoCreateSessions: true, builtinTools: false });
+    running.push({
+      bridge: worker,
+      store: { close: async () => undefined } as unknown as RedisStore,
+    });
+    for (const name of ["shout", "shout_here"]) {
+      worker.server.registerTool({
+        name,
+        description: "Upper-cases a text.",
+        parameters: [{ name: "text", type: "string", required: true }],
+        handler: ({ text: t }) => String(t).toUpperCase(),
+      });
+    }
+    const { sessionId } = await a.client().initializeSession({});
+    const registration = (scope: string, workerId: string, name = "shout") => ({
+      sessionId: scope,
+      workerId,
+      tools: [
+        {
+          name,
+          description: "Upper-cases a text.",
+          parameters: [{ name: "text", type: "string", required: true }],
+          metadata: { worker_address: `127.0.0.1:${worker.port}` },
+        },
+      ],
+    });
+    await a.workerClient().registerTools(registration("", "py-1"));
+    await a.workerClient().registerTools(registration(sessionId, "py-1", "shout_here"));
+    // Another worker cannot take the name, through either replica.
+    for (const r of [a, b]) {
+      await rejectionOf(
+        r.workerClient().registerTools(registration("", "py-2")),
+        Code.AlreadyExists,
+      );
+    }
+    const call = async (r: RunningBridge, toolName: string) => {
+      const res = await r
+        .client("grpc")
+        .executeTool({ sessionId, toolName, parameters: { text: text("hi") } });
+      return res.success ? decodeJsonAny(res.result) : res.errorMessage;
+    };
+    const seenOnB = async () =>
+      (await b.client().getExposedElixirTools({ sessionId })).tools
+        .map((t) => t.name)
+        .filter((name) => name.startsWith("shout"))
+        .sort();
+    const deadline = Date.now() + 5000;
+    while ((await seenOnB()).length < 2 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(await seenOnB()).toEqual(["shout", "shout_here"]);
+    expect(await call(b, "shout")).toBe("HI");
+    expect(await call(b, "shout_here")).toBe("HI");
+    // A replica that starts later knows them too.
+    const c = await start();
+    expect(await call(c, "shout")).toBe("HI");
+    expect(await call(c, "shout_here")).toBe("HI");
+    // The session's tools end with it, on every replica.
+    await a.client().cleanupSession({ sessionId });
+    const other = (await b.client().initializeSession({})).sessionId;
+    const gone = await b.client().executeTool({ sessionId: other, toolName: "shout_here" });
+    expect(gone.metadata.error_kind).toBe("not_found");
+    const global = await b
+      .client()
+      .executeTool({ sessionId: other, toolName: "shout", parameters: { text: text("x") } });
+    expect(decodeJsonAny(global.result)).toBe("X");
   });
 });

@@ -9,8 +9,9 @@
  * Keys, in this order for every script: the session hash (`rev`, `exp`,
  * `ttl`, `rec`, `bytes`), its variables, history and data hashes, its
  * dependency list, then the deployment's expiry index (a sorted set of
- * session ids by expiry), its change feed (a stream) and its variable count.
- * The session's keys share the `{id}` hash tag.
+ * session ids by expiry), its change feed (a stream), its variable count,
+ * its remote tools (a hash of `sessionId|name` to the tool) and the count
+ * of remote tools per session. The session's keys share the `{id}` hash tag.
  */
 
 /** The script definitions, for ioredis `defineCommand`. */
@@ -22,7 +23,7 @@ export const scripts = {
    * {"full", rev, exp, rec, vars, history, data, deps, bytes}.
    */
   ubLoad: {
-    numberOfKeys: 8,
+    numberOfKeys: 10,
     lua: `
 local s = KEYS[1]
 local f = redis.call('HMGET', s, 'rev', 'exp', 'ttl')
@@ -50,7 +51,7 @@ return {'full', f[1], string.format('%.0f', exp), redis.call('HGET', s, 'rec'),
    * Returns {"exists"}, {"full"} or {"ok", rev, exp}.
    */
   ubCreate: {
-    numberOfKeys: 8,
+    numberOfKeys: 10,
     lua: `
 local s = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -58,6 +59,11 @@ local f = redis.call('HMGET', s, 'exp')
 if f[1] then
   if tonumber(f[1]) > now then return {'exists'} end
   local n = redis.call('HLEN', KEYS[2])
+  local tools = redis.call('HGET', s, 'tools')
+  if tools then
+    for _, name in ipairs(cjson.decode(tools)) do redis.call('HDEL', KEYS[9], ARGV[3] .. '|' .. name) end
+    redis.call('HDEL', KEYS[10], ARGV[3])
+  end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
   redis.call('ZREM', KEYS[6], ARGV[3])
   if n > 0 then redis.call('INCRBY', KEYS[8], -n) end
@@ -88,7 +94,7 @@ return {'ok', '1', string.format('%.0f', exp)}
    * Returns nil (absent), {"expired"}, {"conflict", rev} or {"ok", rev, exp}.
    */
   ubCommit: {
-    numberOfKeys: 8,
+    numberOfKeys: 10,
     lua: `
 local s = KEYS[1]
 local f = redis.call('HMGET', s, 'rev', 'exp', 'ttl')
@@ -128,7 +134,7 @@ return {'ok', string.format('%.0f', rev), string.format('%.0f', exp)}
    * Returns nil (absent or not due) or the number of variables it held.
    */
   ubEnd: {
-    numberOfKeys: 8,
+    numberOfKeys: 10,
     lua: `
 local s = KEYS[1]
 local f = redis.call('HMGET', s, 'exp')
@@ -138,11 +144,64 @@ if not f[1] then
 end
 if ARGV[4] ~= '' and tonumber(f[1]) > tonumber(ARGV[4]) then return false end
 local n = redis.call('HLEN', KEYS[2])
+local tools = redis.call('HGET', s, 'tools')
+if tools then
+  for _, name in ipairs(cjson.decode(tools)) do redis.call('HDEL', KEYS[9], ARGV[1] .. '|' .. name) end
+  redis.call('HDEL', KEYS[10], ARGV[1])
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[6], ARGV[1])
 if n > 0 then redis.call('INCRBY', KEYS[8], -n) end
 redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[3], '*', 't', 'e', 'sid', ARGV[1], 'why', ARGV[2])
 return n
+`,
+  },
+
+  /**
+   * Records one worker's remote tools, all in one scope (a session or
+   * global), all or none: a name another worker holds in that scope or
+   * globally is refused, and so are counts beyond the limits.
+   * KEYS: the session hash (or any key for a global registration), the
+   * tools hash, the per-session counts, the feed.
+   * ARGV: sessionId ("" = global), owner, maxTools, maxPerSession,
+   * feedMaxLen, replica, tools (a JSON array of {name, doc}).
+   * Returns {"ok"}, {"nosession"}, {"taken", name}, {"full", held} or
+   * {"sessionfull", held}.
+   */
+  ubTools: {
+    numberOfKeys: 4,
+    lua: `
+local sid = ARGV[1]
+if sid ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then return {'nosession'} end
+local list = cjson.decode(ARGV[7])
+local added = 0
+local fresh = {}
+for _, t in ipairs(list) do
+  local own = redis.call('HGET', KEYS[2], sid .. '|' .. t.name)
+  local global = redis.call('HGET', KEYS[2], '|' .. t.name)
+  for _, e in ipairs({own or false, global or false}) do
+    if e and cjson.decode(e).workerId ~= ARGV[2] then return {'taken', t.name} end
+  end
+  if not own then
+    added = added + 1
+    table.insert(fresh, t.name)
+  end
+end
+local held = redis.call('HLEN', KEYS[2])
+if held + added > tonumber(ARGV[3]) then return {'full', tostring(held)} end
+if sid ~= '' then
+  local n = tonumber(redis.call('HGET', KEYS[3], sid) or '0')
+  if n + added > tonumber(ARGV[4]) then return {'sessionfull', tostring(n)} end
+  if added > 0 then
+    redis.call('HINCRBY', KEYS[3], sid, added)
+    local names = cjson.decode(redis.call('HGET', KEYS[1], 'tools') or '[]')
+    for _, name in ipairs(fresh) do table.insert(names, name) end
+    redis.call('HSET', KEYS[1], 'tools', cjson.encode(names))
+  end
+end
+for _, t in ipairs(list) do redis.call('HSET', KEYS[2], sid .. '|' .. t.name, t.doc) end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 't', 'tools', 'sid', sid, 'r', ARGV[6], 'ev', ARGV[7])
+return {'ok'}
 `,
   },
 } as const;

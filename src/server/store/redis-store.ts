@@ -24,6 +24,7 @@ import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import type { Logger } from "../logger.js";
+import type { SharedTool, SharedToolDirectory } from "../tools/shared-tools.js";
 import {
   decodeChanges,
   decodeData,
@@ -98,6 +99,7 @@ interface Scripted {
   ubCreate(...args: string[]): Promise<Reply>;
   ubCommit(...args: string[]): Promise<Reply>;
   ubEnd(...args: string[]): Promise<number | null>;
+  ubTools(...args: string[]): Promise<string[]>;
 }
 
 /** Extra real time a session's keys outlive its expiry, so a replica always ends it first. */
@@ -172,6 +174,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       `${prefix}sessions`,
       `${prefix}feed`,
       `${prefix}variables`,
+      `${prefix}tools`,
+      `${prefix}toolsper`,
     ];
   };
 
@@ -293,6 +297,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   };
 
   const listeners = new Set<(event: StoreEvent) => void>();
+  const toolListeners = new Set<(tools: readonly SharedTool[]) => void>();
   const publish = (event: StoreEvent) => {
     for (const listener of listeners) listener(event);
   };
@@ -336,6 +341,18 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         sessionId,
         reason: f.why === "cleanup" ? "cleanup" : "expired",
       });
+    } else if (f.t === "tools") {
+      // This replica applied its own registrations when it made them.
+      if (f.r !== replica) {
+        try {
+          const tools = (JSON.parse(f.ev ?? "[]") as { doc: string }[]).map(
+            (t) => JSON.parse(t.doc) as SharedTool,
+          );
+          for (const listener of toolListeners) listener(tools);
+        } catch (error) {
+          options.logger?.error("unreadable tool registration in the feed", { id, error });
+        }
+      }
     } else if (f.t === "c") {
       // Another replica's commit makes this copy stale; this replica's own
       // commits were applied to it already.
@@ -531,7 +548,66 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     }
   };
 
+  const sharedTools: SharedToolDirectory = {
+    async register(sessionId, tools, workerId, limits) {
+      const sid = sessionId ?? "";
+      const sessionKey = sid === "" ? `${prefix}tools` : (keys(sid)[0] as string);
+      const list = JSON.stringify(tools.map((t) => ({ name: t.name, doc: JSON.stringify(t) })));
+      const reply = await call(() =>
+        run.ubTools(
+          sessionKey,
+          `${prefix}tools`,
+          `${prefix}toolsper`,
+          `${prefix}feed`,
+          sid,
+          workerId,
+          String(limits.maxTools),
+          String(limits.maxToolsPerSession),
+          feedLength,
+          replica,
+          list,
+        ),
+      );
+      switch (reply[0]) {
+        case "ok":
+          return;
+        case "nosession":
+          throw new ConnectError(
+            "the session ended before its tools were registered",
+            Code.NotFound,
+          );
+        case "taken":
+          throw new ConnectError(
+            `tool name '${reply[1]}' is registered by another worker; choose another name`,
+            Code.AlreadyExists,
+          );
+        case "full":
+          throw new ConnectError(
+            `the bridge holds ${reply[1]} remote tools; these would exceed the limit of ${limits.maxTools} (--max-tools)`,
+            Code.ResourceExhausted,
+          );
+        default:
+          throw new ConnectError(
+            `the session holds ${reply[1]} tools; more would exceed the limit of ${limits.maxToolsPerSession} (--max-tools-per-session)`,
+            Code.ResourceExhausted,
+          );
+      }
+    },
+    async list() {
+      const all = await call(() => redis.hgetall(`${prefix}tools`));
+      return Object.values(all).map((doc) => JSON.parse(doc) as SharedTool);
+    },
+    subscribe(listener) {
+      toolListeners.add(listener);
+      return () => {
+        toolListeners.delete(listener);
+      };
+    },
+  };
+
   const store: RedisStore = {
+    sharedTools,
+
     get healthy() {
       return redis.status === "ready" && reader.status === "ready" && readerHealthy;
     },
@@ -627,6 +703,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       closed = true;
       if (sweeper !== undefined) clearInterval(sweeper);
       listeners.clear();
+      toolListeners.clear();
       reader.disconnect();
       await reading;
       await redis.quit().catch(() => redis.disconnect());

@@ -1,4 +1,5 @@
 import type { JsonValue, VariableType, VariableValue } from "../../values/index.js";
+import type { SharedToolDirectory } from "../tools/shared-tools.js";
 
 /**
  * A variable as the store keeps it. Records are immutable: a write replaces
@@ -213,4 +214,9 @@ export interface SessionStore {
   subscribe(listener: (event: StoreEvent) => void): () => void;
   /** Stops timers and releases connections. */
   close(): Promise<void>;
+  /**
+   * For multi-node stores: the remote tools of every node (single-node
+   * stores leave it out, and the process's registry is the only one).
+   */
+  readonly sharedTools?: SharedToolDirectory;
 }

@@ -65,6 +65,13 @@ export interface ToolRegistry {
    * RESOURCE_EXHAUSTED.
    */
   registerRemote(tools: readonly ToolInput[], workerId: string): Record<string, string>;
+  /** The checks of {@link registerRemote}, without registering anything. */
+  checkRemote(tools: readonly ToolInput[], workerId: string): void;
+  /**
+   * Registers a worker's remote tools without checks: for registrations
+   * another node has checked already (through a shared directory).
+   */
+  applyRemote(tools: readonly ToolInput[], workerId: string): Record<string, string>;
   /** The tool a session sees under a name: its own first, then global. */
   lookup(sessionId: string, name: string): RegisteredTool | undefined;
   /** Every tool a session sees, session-scoped ones shadowing global ones. */
@@ -157,7 +164,7 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
     return undefined;
   };
 
-  return {
+  const registry: ToolRegistry = {
     get remoteCount() {
       return remoteCount;
     },
@@ -169,6 +176,17 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
     },
 
     registerRemote(tools, workerId) {
+      registry.checkRemote(tools, workerId);
+      return registry.applyRemote(tools, workerId);
+    },
+
+    applyRemote(tools, workerId) {
+      const ids: Record<string, string> = {};
+      for (const tool of tools) ids[tool.name] = put(tool, `worker:${workerId}`);
+      return ids;
+    },
+
+    checkRemote(tools, workerId) {
       const owner = `worker:${workerId}`;
       // Refusals are audited by the caller, which sees every reason.
       const fail = (_tool: ToolInput, error: ConnectError): never => {
@@ -247,9 +265,6 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
           );
         }
       }
-      const ids: Record<string, string> = {};
-      for (const tool of tools) ids[tool.name] = put(tool, owner);
-      return ids;
     },
 
     lookup(sessionId, name) {
@@ -288,6 +303,7 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
       return true;
     },
   };
+  return registry;
 }
 
 /** The bytes a tool adds to every tool listing it appears in. */
