@@ -84,6 +84,11 @@ export interface BridgeServer extends AsyncDisposable {
   unregisterTool(name: string): boolean;
   /** Tool executions, registrations and removals (the most recent 10,000), oldest first. */
   auditTrail(filter?: AuditFilter): AuditEntry[];
+  /**
+   * The audit trail of every replica when the store is shared (the Redis
+   * store keeps the most recent 10,000 entries), else this process's.
+   */
+  readAuditTrail(filter?: AuditFilter): Promise<AuditEntry[]>;
   /** Calls `listener` after every tool execution; returns the unsubscribe function. */
   onAudit(listener: (entry: AuditEntry) => void): () => void;
   /** The BridgeService routes, for mounting in another Connect server. */
@@ -239,6 +244,14 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     "Tool registrations and removals, by action and outcome.",
     ["action", "outcome"],
   );
+  // With a shared store, every entry also goes to the trail all replicas read.
+  if (store.sharedAudit !== undefined) {
+    const shared = store.sharedAudit;
+    // (Not each replica's start-up registrations of its local tools.)
+    audit.subscribe((entry) => {
+      if (entry.action === "execute" || entry.target !== "local") shared.append(entry);
+    });
+  }
   audit.subscribe((entry) => {
     const session = entry.sessionId === "" ? "(global)" : redactSessionId(entry.sessionId);
     if (entry.action !== "execute") {
@@ -336,7 +349,8 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       group.push(input);
       byWorker.set(t.workerId, group);
     }
-    for (const [workerId, group] of byWorker) tools.applyRemote(group, workerId);
+    // The replica that took the registration audited it.
+    for (const [workerId, group] of byWorker) tools.applyRemote(group, workerId, { audit: false });
   };
   const loadSharedTools = async () => {
     const shared = store.sharedTools;
@@ -371,6 +385,8 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     registerTool,
     unregisterTool: (name) => tools.unregisterLocal(name),
     auditTrail: (filter) => audit.entries(filter),
+    readAuditTrail: async (filter) =>
+      store.sharedAudit === undefined ? audit.entries(filter) : store.sharedAudit.read(filter),
     onAudit: (listener) => audit.subscribe(listener),
     async start() {
       if (fronts !== undefined) throw new Error("the bridge server is already started");

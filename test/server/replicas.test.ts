@@ -278,6 +278,21 @@ describe("two replicas on one Redis", () => {
     expect(await seenOnB()).toEqual(["shout", "shout_here"]);
     expect(await call(b, "shout")).toBe("HI");
     expect(await call(b, "shout_here")).toBe("HI");
+    // The audit trail of both replicas is readable from either.
+    const trail = async () =>
+      (await a.server.readAuditTrail({ sessionId })).map((e) => [e.action, e.tool, e.outcome]);
+    const until = Date.now() + 5000;
+    while (
+      (await trail()).filter(([action]) => action === "execute").length < 2 &&
+      Date.now() < until
+    ) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(await trail()).toEqual([
+      ["register", "shout_here", "ok"],
+      ["execute", "shout", "ok"],
+      ["execute", "shout_here", "ok"],
+    ]);
     // A replica that starts later knows them too.
     const c = await start();
     expect(await call(c, "shout")).toBe("HI");

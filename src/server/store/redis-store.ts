@@ -24,7 +24,8 @@ import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import type { Logger } from "../logger.js";
-import type { SharedTool, SharedToolDirectory } from "../tools/shared-tools.js";
+import type { AuditEntry } from "../tools/audit-trail.js";
+import type { SharedAuditTrail, SharedTool, SharedToolDirectory } from "../tools/shared-tools.js";
 import {
   decodeChanges,
   decodeData,
@@ -71,6 +72,8 @@ export interface RedisStoreOptions {
   readonly commandTimeoutMs?: number;
   /** Entries the change feed keeps (approximately; default 100,000). */
   readonly feedLength?: number;
+  /** Entries the shared audit trail keeps (approximately; default 10,000). */
+  readonly auditLength?: number;
   /** Sessions whose copy a replica keeps (least recently used dropped; default 10,000). */
   readonly cacheSize?: number;
   readonly logger?: Logger;
@@ -605,8 +608,37 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     },
   };
 
+  const auditKey = `${prefix}audit`;
+  const auditLength = String(options.auditLength ?? 10_000);
+  const sharedAudit: SharedAuditTrail = {
+    append(entry) {
+      redis
+        .xadd(auditKey, "MAXLEN", "~", auditLength, "*", "e", JSON.stringify(entry))
+        .catch((error: unknown) => {
+          options.logger?.warn("audit entry not stored", {
+            tool: entry.tool,
+            error: error instanceof Error ? error.message : String(error),
+          });
+        });
+    },
+    async read(filter = {}) {
+      const rows = await call(() => redis.xrange(auditKey, "-", "+"));
+      const out: AuditEntry[] = [];
+      for (const [, fields] of rows) {
+        const entry = JSON.parse(fields[1] ?? "null") as AuditEntry | null;
+        if (entry === null) continue;
+        if (filter.sessionId !== undefined && entry.sessionId !== filter.sessionId) continue;
+        if (filter.tool !== undefined && entry.tool !== filter.tool) continue;
+        if (filter.action !== undefined && entry.action !== filter.action) continue;
+        out.push(entry);
+      }
+      return out;
+    },
+  };
+
   const store: RedisStore = {
     sharedTools,
+    sharedAudit,
 
     get healthy() {
       return redis.status === "ready" && reader.status === "ready" && readerHealthy;

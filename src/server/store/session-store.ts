@@ -1,5 +1,5 @@
 import type { JsonValue, VariableType, VariableValue } from "../../values/index.js";
-import type { SharedToolDirectory } from "../tools/shared-tools.js";
+import type { SharedAuditTrail, SharedToolDirectory } from "../tools/shared-tools.js";
 
 /**
  * A variable as the store keeps it. Records are immutable: a write replaces
@@ -219,4 +219,6 @@ export interface SessionStore {
    * stores leave it out, and the process's registry is the only one).
    */
   readonly sharedTools?: SharedToolDirectory;
+  /** For multi-node stores: the audit trail of every node. */
+  readonly sharedAudit?: SharedAuditTrail;
 }

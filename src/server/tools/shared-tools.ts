@@ -3,6 +3,7 @@
  * registration on one bridge replica is checked once for all of them
  * (ownership and counts, atomically) and reaches every replica's registry.
  */
+import type { AuditEntry, AuditFilter } from "./audit-trail.js";
 import type { ToolParameter } from "./tool-definition.js";
 
 /** A remote tool as nodes exchange it. */
@@ -40,4 +41,12 @@ export interface SharedToolDirectory {
   list(): Promise<SharedTool[]>;
   /** Calls `listener` with the tools other nodes register; returns the unsubscribe function. */
   subscribe(listener: (tools: readonly SharedTool[]) => void): () => void;
+}
+
+/** Where a multi-node store keeps the audit trail of all its nodes (bounded). */
+export interface SharedAuditTrail {
+  /** Appends an entry (in the background; a failure is logged, never thrown). */
+  append(entry: AuditEntry): void;
+  /** The most recent entries of every node matching `filter`, oldest first. */
+  read(filter?: AuditFilter): Promise<AuditEntry[]>;
 }

@@ -71,7 +71,11 @@ export interface ToolRegistry {
    * Registers a worker's remote tools without checks: for registrations
    * another node has checked already (through a shared directory).
    */
-  applyRemote(tools: readonly ToolInput[], workerId: string): Record<string, string>;
+  applyRemote(
+    tools: readonly ToolInput[],
+    workerId: string,
+    options?: { readonly audit?: boolean },
+  ): Record<string, string>;
   /** The tool a session sees under a name: its own first, then global. */
   lookup(sessionId: string, name: string): RegisteredTool | undefined;
   /** Every tool a session sees, session-scoped ones shadowing global ones. */
@@ -141,7 +145,7 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
     return tools;
   };
 
-  const put = (tool: ToolInput, owner: string): string => {
+  const put = (tool: ToolInput, owner: string, audited = true): string => {
     const id =
       tool.sessionId === undefined ? `tool:global:${tool.name}` : `tool:session:${tool.name}`;
     const map = mapFor(tool.sessionId, true) as Map<string, RegisteredTool>;
@@ -150,7 +154,7 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
     const registered: RegisteredTool = { ...tool, id, owner };
     map.set(tool.name, registered);
     if (registered.target.kind === "remote") remoteCount++;
-    record("register", registered, "ok");
+    if (audited) record("register", registered, "ok");
     return id;
   };
 
@@ -180,9 +184,11 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
       return registry.applyRemote(tools, workerId);
     },
 
-    applyRemote(tools, workerId) {
+    applyRemote(tools, workerId, applyOptions = {}) {
       const ids: Record<string, string> = {};
-      for (const tool of tools) ids[tool.name] = put(tool, `worker:${workerId}`);
+      for (const tool of tools) {
+        ids[tool.name] = put(tool, `worker:${workerId}`, applyOptions.audit ?? true);
+      }
       return ids;
     },
 
