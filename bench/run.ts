@@ -31,6 +31,7 @@ const benchmarks: Readonly<Record<string, () => Promise<Benchmark>>> = {
   expiry: () => import("./expiry.ts"),
   redis: () => import("./redis.ts"),
   "redis-store": () => import("./redis-store.ts"),
+  "redis-replicas": () => import("./redis-replicas.ts"),
   "cache-hit": () => import("./cache-hit.ts"),
   "rpc-counts": () => import("./rpc-counts.ts"),
   workload: () => import("./workload.ts"),
