@@ -240,63 +240,97 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     return fresh;
   };
 
-  /** Serializes what a transaction staged for the commit script. */
-  const payloadOf = (tx: StagingTransaction, state: SessionState, withRecord: boolean) => {
+  /** What one or more transactions staged, as the commit script takes it. */
+  interface Writes {
+    readonly vset: Map<string, string>;
+    readonly vdel: Set<string>;
+    readonly hset: Map<string, string>;
+    readonly hdel: Set<string>;
+    readonly dset: Map<string, string>;
+    readonly ddel: Set<string>;
+    nvar: number;
+    deps: string | undefined;
+    rec: string | undefined;
+    bytes: number;
+  }
+  const noWrites = (state: SessionState): Writes => ({
+    vset: new Map(),
+    vdel: new Set(),
+    hset: new Map(),
+    hdel: new Set(),
+    dset: new Map(),
+    ddel: new Set(),
+    nvar: 0,
+    deps: undefined,
+    rec: undefined,
+    bytes: state.bytes,
+  });
+  /**
+   * Adds what `tx` staged against `state` (before it is committed there) to
+   * `w`; a later transaction's writes replace an earlier one's.
+   */
+  const stage = (w: Writes, tx: StagingTransaction, state: SessionState, withRecord: boolean) => {
     const staged = tx.staged();
-    const vset: Record<string, string> = {};
-    const vdel: string[] = [];
-    let nvar = 0;
     for (const [id, record] of staged.vars ?? []) {
       const before = state.vars.has(id);
       if (record === null) {
-        if (before) {
-          vdel.push(id);
-          nvar--;
-        }
+        w.vset.delete(id);
+        w.vdel.add(id);
+        if (before) w.nvar--;
       } else {
-        vset[id] = encodeRecord(record);
-        if (!before) nvar++;
+        w.vdel.delete(id);
+        w.vset.set(id, encodeRecord(record));
+        if (!before) w.nvar++;
       }
     }
-    const hset: Record<string, string> = {};
-    const hdel: string[] = [];
     for (const [id, entries] of staged.history ?? []) {
-      if (entries === null || entries.length === 0) hdel.push(id);
-      else hset[id] = encodeHistory(entries);
+      if (entries === null || entries.length === 0) {
+        w.hset.delete(id);
+        w.hdel.add(id);
+      } else {
+        w.hdel.delete(id);
+        w.hset.set(id, encodeHistory(entries));
+      }
     }
-    const dset: Record<string, string> = {};
-    const ddel: string[] = [];
     for (const [key, entry] of staged.data ?? []) {
-      if (entry === undefined) ddel.push(key);
-      else dset[key] = encodeData(entry.value, entry.bytes);
+      if (entry === undefined) {
+        w.dset.delete(key);
+        w.ddel.add(key);
+      } else {
+        w.ddel.delete(key);
+        w.dset.set(key, encodeData(entry.value, entry.bytes));
+      }
     }
-    const seqChanged = staged.seq !== state.record.nextVariableSeq;
-    const payload: Record<string, unknown> = {
-      vset,
-      vdel,
-      hset,
-      hdel,
-      dset,
-      ddel,
-      nvar,
-      bytes: String(state.bytes + staged.bytes),
-    };
-    if (staged.deps !== undefined) payload.deps = encodeDependencies(staged.deps);
-    if (withRecord || seqChanged) {
-      payload.rec = encodeSession({ ...state.record, nextVariableSeq: staged.seq });
+    if (staged.deps !== undefined) w.deps = encodeDependencies(staged.deps);
+    if (withRecord || staged.seq !== state.record.nextVariableSeq) {
+      w.rec = encodeSession({ ...state.record, nextVariableSeq: staged.seq });
     }
-    const empty =
-      Object.keys(vset).length +
-        vdel.length +
-        Object.keys(hset).length +
-        hdel.length +
-        Object.keys(dset).length +
-        ddel.length ===
-        0 &&
-      staged.deps === undefined &&
-      !seqChanged;
-    // Empty objects must reach Lua as objects: cjson reads [] and {} alike.
-    return { json: JSON.stringify(payload), empty };
+    w.bytes = state.bytes + staged.bytes;
+  };
+  const isEmpty = (w: Writes) =>
+    w.vset.size + w.vdel.size + w.hset.size + w.hdel.size + w.dset.size + w.ddel.size === 0 &&
+    w.deps === undefined &&
+    w.rec === undefined;
+  // Empty objects must reach Lua as objects: cjson reads [] and {} alike.
+  const writesJson = (w: Writes) =>
+    JSON.stringify({
+      vset: Object.fromEntries(w.vset),
+      vdel: [...w.vdel],
+      hset: Object.fromEntries(w.hset),
+      hdel: [...w.hdel],
+      dset: Object.fromEntries(w.dset),
+      ddel: [...w.ddel],
+      nvar: w.nvar,
+      bytes: String(w.bytes),
+      ...(w.deps === undefined ? {} : { deps: w.deps }),
+      ...(w.rec === undefined ? {} : { rec: w.rec }),
+    });
+
+  /** Serializes what a transaction staged for the commit script. */
+  const payloadOf = (tx: StagingTransaction, state: SessionState, withRecord: boolean) => {
+    const w = noWrites(state);
+    stage(w, tx, state, withRecord);
+    return { json: writesJson(w), empty: isEmpty(w) };
   };
 
   const listeners = new Set<(event: StoreEvent) => void>();
@@ -463,26 +497,138 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   sweeper?.unref();
 
   // Transactions of one session run one at a time in this replica, so they
-  // conflict only with other replicas' (a queue per session with work).
-  const queues = new Map<string, Promise<unknown>>();
-  const serialized = <T>(sessionId: string, work: () => Promise<T>): Promise<T> => {
-    const before = queues.get(sessionId) ?? Promise.resolve();
-    const result = before.then(work, work);
-    const settled = result.then(
-      () => undefined,
-      () => undefined,
-    );
-    queues.set(sessionId, settled);
-    void settled.then(() => {
-      if (queues.get(sessionId) === settled) queues.delete(sessionId);
-    });
-    return result;
-  };
+  // conflict only with other replicas'. Those that queue up while one
+  // commits are committed together (group commit): each runs on the state
+  // the ones before it left, and one script writes them all.
+  interface Job {
+    readonly fn: (tx: SessionTransaction) => unknown;
+    readonly resolve: (result: { value: unknown } | undefined) => void;
+    readonly reject: (error: unknown) => void;
+  }
+  const pending = new Map<string, Job[]>();
 
   const commit = <T>(
     sessionId: string,
     fn: (tx: SessionTransaction) => T,
-  ): Promise<{ value: T } | undefined> => serialized(sessionId, () => attempt(sessionId, fn));
+  ): Promise<{ value: T } | undefined> =>
+    new Promise((resolve, reject) => {
+      const job: Job = { fn, resolve: resolve as Job["resolve"], reject };
+      const queue = pending.get(sessionId);
+      if (queue !== undefined) {
+        queue.push(job);
+        return;
+      }
+      pending.set(sessionId, [job]);
+      void drain(sessionId);
+    });
+
+  const drain = async (sessionId: string) => {
+    for (;;) {
+      const jobs = pending.get(sessionId) ?? [];
+      if (jobs.length === 0) {
+        pending.delete(sessionId);
+        return;
+      }
+      // Later arrivals queue behind this batch.
+      pending.set(sessionId, []);
+      if (jobs.length === 1) {
+        const [job] = jobs as [Job];
+        await attempt(sessionId, job.fn).then(job.resolve, job.reject);
+      } else {
+        await batch(sessionId, jobs);
+      }
+    }
+  };
+
+  /** Commits several queued transactions of one session in one script. */
+  const batch = async (sessionId: string, jobs: readonly Job[]) => {
+    for (let round = 1; ; round++) {
+      let current: Cached | undefined;
+      try {
+        current = await load(sessionId);
+      } catch (e) {
+        for (const job of jobs) job.reject(e);
+        return;
+      }
+      if (current === undefined) {
+        for (const job of jobs) job.resolve(undefined);
+        return;
+      }
+      const outcomes: ({ value: unknown } | { error: unknown })[] = [];
+      // The batch runs on a copy of its own: until the script has committed
+      // it, readers on this replica must not see any of it.
+      const working = cloneState(current.state);
+      const writes = noWrites(working);
+      const changes: VariableChange[] = [];
+      for (const job of jobs) {
+        const tx = createTransaction(working);
+        try {
+          const value = job.fn(tx.api);
+          stage(writes, tx, working, false);
+          changes.push(...tx.changes);
+          // The next transaction sees this one's writes.
+          tx.commit();
+          outcomes.push({ value });
+        } catch (error) {
+          outcomes.push({ error });
+        }
+      }
+      const settle = () => {
+        jobs.forEach((job, k) => {
+          const outcome = outcomes[k] as (typeof outcomes)[number];
+          if ("error" in outcome) job.reject(outcome.error);
+          else job.resolve({ value: outcome.value });
+        });
+      };
+      if (isEmpty(writes) && changes.length === 0) {
+        settle();
+        return;
+      }
+      let reply: Reply;
+      try {
+        reply = await call(() =>
+          run.ubCommit(
+            ...keys(sessionId),
+            (current as Cached).rev,
+            String(now()),
+            String(GRACE_MS),
+            sessionId,
+            replica,
+            writesJson(writes),
+            encodeChanges(changes),
+            feedLength,
+          ),
+        );
+      } catch (e) {
+        cache.delete(sessionId);
+        for (const job of jobs) job.reject(e);
+        return;
+      }
+      if (reply === null || reply[0] === "expired") {
+        cache.delete(sessionId);
+        for (const job of jobs) job.resolve(undefined);
+        return;
+      }
+      if (reply[0] === "ok") {
+        working.record = { ...working.record, expiresAt: Number(reply[2]) };
+        current.state = working;
+        current.rev = String(reply[1]);
+        settle();
+        return;
+      }
+      // Another replica wrote first: run them all again on the current state.
+      cache.delete(sessionId);
+      if (round >= MAX_ATTEMPTS) {
+        const error = new ConnectError(
+          `the session changed ${round} times while these changes were being made; retry`,
+          Code.Aborted,
+        );
+        for (const job of jobs) job.reject(error);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, Math.random() * 2 * round));
+    }
+  };
 
   const attempt = async <T>(
     sessionId: string,
@@ -771,6 +917,19 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     state.bytes = Number(reply[8] ?? 0);
     return state;
   }
+}
+
+/** A copy of a state that a transaction can be committed to without touching the original. */
+function cloneState(state: SessionState): SessionState {
+  return {
+    record: state.record,
+    vars: new Map(state.vars),
+    byName: new Map(state.byName),
+    history: state.history === undefined ? undefined : new Map(state.history),
+    deps: state.deps,
+    data: state.data === undefined ? undefined : new Map(state.data),
+    bytes: state.bytes,
+  };
 }
 
 /** Stream ids compared as (ms, seq). */
