@@ -4,7 +4,6 @@
  * real Redis, a TCP proxy in front that switches from the dead replica to
  * the live one, and a SessionContext with its watch on.
  */
-import net from "node:net";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { createSessionContext } from "../../src/client/index.js";
@@ -12,46 +11,12 @@ import { createRedisStore } from "../../src/server/store/redis-store.js";
 import { encodeValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 import { startRedis } from "../support/redis-server.js";
+import { startTcpProxy } from "../support/tcp-proxy.js";
 
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
 });
-
-/** Forwards connections to `target`; `failOver` drops them all and sends new ones to `next`. */
-async function startProxy(target: number) {
-  let port = target;
-  const open = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(port, "127.0.0.1");
-    open.add(client);
-    open.add(upstream);
-    client.pipe(upstream).pipe(client);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      open.delete(client);
-      open.delete(upstream);
-    };
-    client.on("error", drop);
-    upstream.on("error", drop);
-    client.on("close", drop);
-    upstream.on("close", drop);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    failOver(next: number) {
-      port = next;
-      for (const s of open) s.destroy();
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of open) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 describe("failover between replicas", () => {
   it("a client whose replica dies reconnects to another and resynchronizes, losing nothing", async () => {
@@ -68,7 +33,7 @@ describe("failover between replicas", () => {
     };
     const a = await replica();
     const b = await replica();
-    const proxy = await startProxy(a.port);
+    const proxy = await startTcpProxy(a.port);
     cleanup.push(() => proxy.close());
 
     const ctx = await createSessionContext({

@@ -5,12 +5,14 @@
  * by itself when Redis returns, its watch streams included.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { createRedisStore, type RedisStore } from "../../src/server/store/redis-store.js";
 import { decodeValue, encodeValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 import { startRedis, type TestRedis } from "../support/redis-server.js";
+import { startTcpProxy } from "../support/tcp-proxy.js";
 
 const int = (n: number) => encodeValue("integer", n).any;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -110,5 +112,61 @@ describe("a bridge on the Redis store, when Redis fails", () => {
     redis.resume();
     const back = await eventually(() => c.heartbeat({ sessionId }));
     expect(back.sessionValid).toBe(true);
+  }, 30_000);
+
+  it("ends the watch streams of a replica that was away while the feed dropped entries it had not read, so clients resynchronize", async () => {
+    const redis = await startRedis();
+    cleanup.push(() => redis.stop());
+    // Replica B reaches Redis through a proxy the test can cut.
+    const link = await startTcpProxy(redis.port);
+    cleanup.push(() => link.close());
+    const { bridge: a } = await bridgeOn(redis);
+    const store = await createRedisStore({
+      url: `redis://127.0.0.1:${link.port}`,
+      commandTimeoutMs: 1000,
+    });
+    const b = await startBridge({ sessionStore: store });
+    cleanup.push(async () => {
+      await b.stop();
+      await store.close();
+    });
+    const { sessionId } = await a.client().initializeSession({});
+    await a
+      .client()
+      .registerVariable({ sessionId, name: "n", type: "integer", initialValue: int(0) });
+    const watch = b
+      .client("grpc")
+      .watchVariables({ sessionId, syncMarker: true })
+      [Symbol.asyncIterator]();
+    expect((await watch.next()).value?.updateType).toBe("sync");
+
+    link.cut();
+    await sleep(300);
+    for (let i = 1; i <= 5; i++) {
+      await a.client().setVariable({ sessionId, variableIdentifier: "n", value: int(i) });
+    }
+    // Entries B has not read are gone (as a trim would drop them).
+    const admin = new Redis(redis.url);
+    const entries = await admin.xrange("ub:feed", "-", "+");
+    await admin.xdel("ub:feed", ...entries.slice(-3).map(([id]) => id));
+    await admin.quit();
+    link.restore();
+
+    let ended: unknown;
+    for (;;) {
+      const next = await watch.next().catch((e: unknown) => {
+        ended = e;
+        return { done: true } as const;
+      });
+      if (next.done) break;
+    }
+    const error = ConnectError.from(ended);
+    expect(error.code).toBe(Code.Unavailable);
+    expect(error.rawMessage).toContain("resynchronize");
+    // The replica serves again, current.
+    const now = await eventually(() =>
+      b.client().getVariable({ sessionId, variableIdentifier: "n" }),
+    );
+    expect(decodeValue(now.variable?.value).value).toBe(5);
   }, 30_000);
 });

@@ -134,7 +134,9 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     ...connection,
     commandTimeout: options.commandTimeoutMs ?? 2000,
   });
-  const reader = new Redis(options.url, connection);
+  // The feed reader blocks up to 5 s per read; a read unanswered well past
+  // that (a frozen Redis) fails, so the loop notices.
+  const reader = new Redis(options.url, { ...connection, commandTimeout: 10_000 });
   for (const [name, definition] of Object.entries(scripts)) redis.defineCommand(name, definition);
   const run = redis as unknown as Scripted;
   const onError = (error: Error) =>
@@ -416,17 +418,28 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
 
   const readLoop = async () => {
     let failed = false;
+    // Every disconnect is checked for a gap once the reader is back, even
+    // when ioredis answered the blocking read by sending it again.
+    reader.on("close", () => {
+      failed = true;
+    });
     while (!closed) {
       try {
         if (failed) {
           // Back after a disconnect: resume from the last id, unless the
           // feed dropped entries after it (then subscribers must resync).
-          const info = (await reader.call("XINFO", "STREAM", `${prefix}feed`).catch(() => null)) as
-            | (string | unknown)[]
-            | null;
-          const maxDeleted =
-            info === null ? "0-0" : String(field(info, "max-deleted-entry-id") ?? "0-0");
-          if (compareIds(maxDeleted, lastId) > 0) {
+          // (Until this answers, the replica stays "away": a read that
+          // succeeded first would skip a gap silently.)
+          let maxDeleted: string;
+          try {
+            const info = (await reader.call("XINFO", "STREAM", `${prefix}feed`)) as unknown[];
+            maxDeleted = String(field(info, "max-deleted-entry-id") ?? "0-0");
+          } catch (error) {
+            // No feed at all: a Redis that lost it lost what came after lastId.
+            if (!String(error).includes("no such key")) throw error;
+            maxDeleted = lastId === "0-0" ? "0-0" : "+";
+          }
+          if (maxDeleted === "+" || compareIds(maxDeleted, lastId) > 0) {
             cache.clear();
             publish({
               type: "resync",
