@@ -18,7 +18,9 @@
  *   by one instance reaches the other's cache by the watch stream, so the
  *   staleness measured here is the watch delivery delay under load.
  * Both with connect-node's gRPC transport (the verdicts); `1x16-connect`
- * repeats the first with the Connect protocol (information).
+ * repeats the first with the Connect protocol, and `2x8-replicas` the
+ * second with each instance on its own bridge replica on the Redis store
+ * (information).
  *
  * Staleness of a read, in ms: each write stores a unique write id and logs
  * when it was issued and acknowledged; each measured read logs when it
@@ -61,9 +63,12 @@ type Variant = "context" | "redis";
  * since the transport is the application's choice and costs differ.
  */
 const shapes = [
-  { processes: 1, protocol: "grpc", target: true },
-  { processes: 2, protocol: "grpc", target: true },
-  { processes: 1, protocol: "connect", target: false },
+  { processes: 1, protocol: "grpc", target: true, replicas: false },
+  { processes: 2, protocol: "grpc", target: true, replicas: false },
+  { processes: 1, protocol: "connect", target: false, replicas: false },
+  // Two instances on two bridge replicas sharing one session on the Redis
+  // store (its own database of the same redis-server): information.
+  { processes: 2, protocol: "grpc", target: false, replicas: true },
 ] as const;
 
 /** One variant's figures for one round, summed over its processes. */
@@ -95,16 +100,24 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   let server: BridgeProcess | undefined;
   let admin: Redis | undefined;
   const workers: ChildWorker[] = [];
+  const extra: BridgeProcess[] = [];
   try {
     server = await startBridgeProcess();
     admin = new Redis({ host: "127.0.0.1", port: redis.port });
     const results: BenchResult[] = [];
     let runId = 0;
-    for (const { processes, protocol, target } of shapes) {
+    for (const { processes, protocol, target, replicas } of shapes) {
       const tasks = totalTasks / processes;
-      const shape = `${processes}x${tasks}${protocol === "grpc" ? "" : `-${protocol}`}`;
+      const shape = `${processes}x${tasks}${protocol === "grpc" ? "" : `-${protocol}`}${replicas ? "-replicas" : ""}`;
       const sessionId = `bench-workload-${shape}`;
-      await server.client.initializeSession({
+      // The bridges the instances use: the memory-store one, or two replicas.
+      const bridges = replicas
+        ? await Promise.all(
+            [0, 1].map(() => startBridgeProcess({ redisUrl: `redis://127.0.0.1:${redis.port}/1` })),
+          )
+        : [server];
+      extra.push(...(replicas ? bridges : []));
+      await (bridges[0] as BridgeProcess).client.initializeSession({
         sessionId,
         initialVariables: names.map((name) => ({
           name,
@@ -124,14 +137,13 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
         context: started.slice(0, processes),
         redis: started.slice(processes),
       };
-      const bridgeUrl = server.bridgeUrl;
       for (const [variant, pool] of Object.entries(pools) as [Variant, ChildWorker[]][]) {
         await Promise.all(
           pool.map((w, slot) =>
             w.request({
               type: "setup",
               mode: variant,
-              url: bridgeUrl,
+              url: (bridges[slot % bridges.length] as BridgeProcess).bridgeUrl,
               protocol,
               sessionId,
               redisPort: redis.port,
@@ -146,10 +158,15 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
         redis: await Promise.all(pools.redis.map(clockOffset)),
       };
 
-      const bridge = server;
       const redisAdmin = admin;
       const serverCpu: Record<Variant, () => Promise<number>> = {
-        context: async () => (await bridge.worker.request<ServeCpu>({ type: "cpu" })).cpuMicros,
+        // Every bridge of the shape (and, on replicas, the Redis they share).
+        context: async () => {
+          let micros = 0;
+          for (const b of bridges)
+            micros += (await b.worker.request<ServeCpu>({ type: "cpu" })).cpuMicros;
+          return replicas ? micros + (await redisCpuMicros(redisAdmin)) : micros;
+        },
         redis: async () => redisCpuMicros(redisAdmin),
       };
       const measure = async (variant: Variant, seed: number, t: typeof timing): Promise<Sample> => {
@@ -216,15 +233,21 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
       await Promise.all(started.map((w) => w.close()));
 
       const all = rows(shape, samples, { processes, tasks, protocol, rounds, ...timing, offsets });
-      // Informational shapes: the ops row only, without a verdict.
+      // Informational shapes: without a verdict (the ops row only, but for
+      // replicas, whose staleness is the point).
       results.push(
-        ...(target ? all : all.slice(0, 1).map((r) => ({ ...r, target: "info", pass: null }))),
+        ...(target
+          ? all
+          : all
+              .slice(0, replicas ? all.length : 1)
+              .map((r) => ({ ...r, target: "info", pass: null }))),
       );
     }
     return results;
   } finally {
     await Promise.all(workers.map((w) => w.close()));
     await admin?.quit().catch(() => admin?.disconnect());
+    await Promise.all(extra.map((b) => b.close()));
     await server?.close();
     await redis.stop();
   }
