@@ -11,6 +11,7 @@
 import { encodeValue } from "../dist/values/index.js";
 import { type BridgeProcess, startBridgeProcess } from "./support/bridge-process.ts";
 import { type ChildWorker, startChild } from "./support/child-processes.ts";
+import { clockOffset, wallClock } from "./support/clock.ts";
 import { startRedisServer } from "./support/redis-server.ts";
 import type { BenchContext, BenchResult } from "./support/result.ts";
 import { median, percentile, round } from "./support/stats.ts";
@@ -18,7 +19,6 @@ import type { WatchDeliveries } from "./workers/load-watch.ts";
 
 const sessionId = "bench-replicas-session";
 const variable = "tick";
-const wallClock = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Runs the benchmark; see the module comment. */
@@ -144,15 +144,4 @@ async function write(server: BridgeProcess): Promise<void> {
     variableIdentifier: variable,
     value: encodeValue("float", wallClock()).any,
   });
-}
-
-async function clockOffset(worker: ChildWorker): Promise<number> {
-  const offsets: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    const sent = wallClock();
-    const theirs = await worker.request<number>({ type: "clock" });
-    const back = wallClock();
-    offsets.push(theirs - (sent + back) / 2);
-  }
-  return median(offsets);
 }

@@ -9,6 +9,7 @@
 import { encodeValue } from "../dist/values/index.js";
 import { type BridgeProcess, startBridgeProcess } from "./support/bridge-process.ts";
 import { type ChildWorker, startChild } from "./support/child-processes.ts";
+import { clockOffset, wallClock } from "./support/clock.ts";
 import type { BenchContext, BenchResult } from "./support/result.ts";
 import { median, percentile, round } from "./support/stats.ts";
 import type { WatchDeliveries } from "./workers/load-watch.ts";
@@ -20,7 +21,6 @@ const sessionId = "bench-fanout-session";
 const variable = "tick";
 const p99Target = 50;
 
-const wallClock = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Runs the benchmark; see the module comment. */
@@ -150,16 +150,4 @@ async function write(client: BridgeProcess["client"]): Promise<void> {
     variableIdentifier: variable,
     value: encodeValue("float", stamp).any,
   });
-}
-
-/** Median over a few round trips of (child clock − midpoint of our send and receive). */
-async function clockOffset(worker: ChildWorker): Promise<number> {
-  const offsets: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    const sent = wallClock();
-    const theirs = await worker.request<number>({ type: "clock" });
-    const back = wallClock();
-    offsets.push(theirs - (sent + back) / 2);
-  }
-  return median(offsets);
 }

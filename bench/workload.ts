@@ -37,6 +37,7 @@ import { Redis } from "ioredis";
 import { encodeValue } from "../dist/values/index.js";
 import { type BridgeProcess, startBridgeProcess } from "./support/bridge-process.ts";
 import { type ChildWorker, startChild } from "./support/child-processes.ts";
+import { clockOffset } from "./support/clock.ts";
 import { startRedisServer } from "./support/redis-server.ts";
 import { type BenchContext, type BenchResult, formatRate } from "./support/result.ts";
 import { median, round } from "./support/stats.ts";
@@ -89,8 +90,6 @@ interface Sample {
   readonly stale: number[];
   readonly unknownIds: number;
 }
-
-const wallClock = () => performance.timeOrigin + performance.now();
 
 /** Runs the benchmark; see the module comment. */
 export async function run(ctx: BenchContext): Promise<BenchResult[]> {
@@ -391,19 +390,4 @@ async function redisCpuMicros(client: Redis): Promise<number> {
   const info = await client.info("cpu");
   const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, "m").exec(info)?.[1]);
   return (field("used_cpu_sys") + field("used_cpu_user")) * 1e6;
-}
-
-/**
- * Child clock − ours, from the IPC round trip with the smallest delay among
- * a few (its midpoint is the best estimate of when the child read its clock).
- */
-async function clockOffset(worker: ChildWorker): Promise<number> {
-  let best = { rtt: Number.POSITIVE_INFINITY, offset: 0 };
-  for (let i = 0; i < 10; i++) {
-    const sent = wallClock();
-    const theirs = await worker.request<number>({ type: "clock" } satisfies WorkloadRequest);
-    const back = wallClock();
-    if (back - sent < best.rtt) best = { rtt: back - sent, offset: theirs - (sent + back) / 2 };
-  }
-  return best.offset;
 }
