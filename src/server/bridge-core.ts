@@ -64,7 +64,10 @@ export function createBridgeCore(parts: Omit<BridgeCore, "read" | "transact">): 
     sessionId: string,
     access: () => Promise<{ value: T } | undefined>,
   ): Promise<T> => {
-    let result = sessionId === "" ? undefined : await access();
+    // An id no session can have (empty, or longer than any id) never
+    // reaches the store.
+    let result =
+      sessionId === "" || sessionId.length > MAX_SESSION_ID ? undefined : await access();
     if (result === undefined) {
       await ensure(sessionId);
       result = await access();
@@ -80,6 +83,7 @@ export function createBridgeCore(parts: Omit<BridgeCore, "read" | "transact">): 
   };
 }
 
+const MAX_SESSION_ID = 256;
 const CLIENT_SESSION_ID = /^[A-Za-z0-9_-]{16,256}$/;
 
 /**
