@@ -66,8 +66,7 @@ export function createBridgeCore(parts: Omit<BridgeCore, "read" | "transact">): 
   ): Promise<T> => {
     // An id no session can have (empty, or longer than any id) never
     // reaches the store.
-    let result =
-      sessionId === "" || sessionId.length > MAX_SESSION_ID ? undefined : await access();
+    let result = sessionId === "" || sessionId.length > MAX_SESSION_ID ? undefined : await access();
     if (result === undefined) {
       await ensure(sessionId);
       result = await access();

@@ -75,7 +75,12 @@ export async function openRedisStore(
       },
       (e: unknown) => {
         clearTimeout(timer);
-        if (!late) reject(fail(messageOf(e), e));
+        // The store's own message names the URL already: keep its reason only.
+        const reason =
+          e instanceof Error && e.name === "RedisConnectError" && "reason" in e
+            ? String(e.reason)
+            : messageOf(e);
+        if (!late) reject(fail(reason, e));
       },
     );
   });

@@ -160,10 +160,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   } catch (e) {
     redis.disconnect();
     reader.disconnect();
-    throw new Error(
-      `cannot connect to the session store at ${shownUrl}: ${e instanceof Error ? e.message : String(e)}`,
-      { cause: e },
-    );
+    throw new RedisConnectError(shownUrl, e instanceof Error ? e.message : String(e), e);
   } finally {
     clearTimeout(connectTimer);
   }
@@ -943,6 +940,18 @@ function cloneState(state: SessionState): SessionState {
     data: state.data === undefined ? undefined : new Map(state.data),
     bytes: state.bytes,
   };
+}
+
+/** Why {@link createRedisStore} could not connect; `reason` is the message without the URL. */
+export class RedisConnectError extends Error {
+  override name = "RedisConnectError";
+  constructor(
+    url: string,
+    readonly reason: string,
+    cause: unknown,
+  ) {
+    super(`cannot connect to the session store at ${url}: ${reason}`, { cause });
+  }
 }
 
 /** Stream ids compared as (ms, seq). */
