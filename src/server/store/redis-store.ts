@@ -139,8 +139,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const reader = new Redis(options.url, { ...connection, commandTimeout: 10_000 });
   for (const [name, definition] of Object.entries(scripts)) redis.defineCommand(name, definition);
   const run = redis as unknown as Scripted;
-  const onError = (error: Error) =>
+  // The connection's own error says more than connect()'s rejection
+  // ("Connection is closed"): e.g. "connect ECONNREFUSED 127.0.0.1:6379".
+  let lastError: Error | undefined;
+  const onError = (error: Error) => {
+    lastError = error;
     options.logger?.debug("redis connection error", { error: error.message });
+  };
   redis.on("error", onError);
   reader.on("error", onError);
   const connectTimeoutMs = options.connectTimeoutMs ?? 5000;
@@ -160,7 +165,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   } catch (e) {
     redis.disconnect();
     reader.disconnect();
-    throw new RedisConnectError(shownUrl, e instanceof Error ? e.message : String(e), e);
+    const reason = lastError?.message ?? (e instanceof Error ? e.message : String(e));
+    throw new RedisConnectError(shownUrl, reason, e);
   } finally {
     clearTimeout(connectTimer);
   }
