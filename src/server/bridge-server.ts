@@ -12,7 +12,6 @@ import { createHttpFront, type HttpFront } from "./http-front.js";
 import { type Limits, limitsFrom } from "./limits.js";
 import { createLogger, type Logger, redactSessionId } from "./logger.js";
 import { createMetrics, createMetricsInterceptor, type MetricsRegistry } from "./metrics.js";
-import { createSessionQuota } from "./session-quota.js";
 import { createMemoryStore } from "./store/memory-store.js";
 import type { SessionStore } from "./store/session-store.js";
 import { type AuditEntry, type AuditFilter, createAuditTrail } from "./tools/audit-trail.js";
@@ -164,10 +163,8 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     ownHosts: () => ownHosts.map((h) => h.toLowerCase()),
     ownPorts: () => ownPorts,
   });
-  const sessionQuota = createSessionQuota(config.maxSessionsPerClient);
   const service = createBridgeService(core, {
     executor,
-    sessionQuota,
     workerAddresses,
     logger,
   });
@@ -194,7 +191,6 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     // error is only built for sessions with streams, and expiries are
     // logged at debug level only (the metrics count every end).
     tools.dropSession(event.sessionId);
-    sessionQuota.release(event.sessionId);
     hub.endSession(event.sessionId, () =>
       sessionEnded(event.reason === "expired" ? "expired" : "cleaned up"),
     );

@@ -18,7 +18,6 @@ import { compileGlob } from "./glob.js";
 import { mintSessionId } from "./ids.js";
 import { checkMetadata, clip, formatBytes, quote } from "./limits.js";
 import { type Logger, redactSessionId } from "./logger.js";
-import type { SessionQuota } from "./session-quota.js";
 import type { SessionTransaction, VariableRecord } from "./store/session-store.js";
 import type { SharedTool } from "./tools/shared-tools.js";
 import type { ToolExecutor } from "./tools/tool-executor.js";
@@ -35,8 +34,6 @@ import { historyOf, type PreparedWrite } from "./variable-ops.js";
 /** What the service needs besides the core. */
 export interface BridgeServiceParts {
   readonly executor: ToolExecutor;
-  /** Live sessions per public client. */
-  readonly sessionQuota: SessionQuota;
   /** Decides where registered tools may send calls. */
   readonly workerAddresses: WorkerAddressPolicy;
   readonly logger: Logger;
@@ -264,20 +261,18 @@ export function createBridgeService(
           );
         }
         result = { session: existing.value, created: false };
-      } else if (isWorker(ctx) || clientOf(ctx) === "") {
-        // Workers are not public clients; a call with no peer address (the
-        // routes mounted in another server) has no client to count.
-        result = await store.createSession(init, settings.limits.maxSessions, setup);
       } else {
-        // A public client's new sessions count against its quota until they end.
-        const settle = parts.sessionQuota.reserve(clientOf(ctx));
-        try {
-          result = await store.createSession(init, settings.limits.maxSessions, setup);
-        } catch (e) {
-          settle();
-          throw e;
-        }
-        settle(result.created ? sessionId : undefined);
+        // A public client's new sessions count against its quota until they
+        // end (workers are not public clients; a call without a peer
+        // address, the routes mounted in another server, has none to count).
+        const client = isWorker(ctx) ? "" : clientOf(ctx);
+        const quota =
+          client === "" ? undefined : { client, max: settings.limits.maxSessionsPerClient };
+        result = await store.createSession(
+          quota === undefined ? init : { ...init, quota },
+          settings.limits.maxSessions,
+          setup,
+        );
       }
       const { session, created } = result;
       if (!created) checkSameSettings(session, req.ttlSeconds, ttlMs, init.allowedTools);

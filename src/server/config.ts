@@ -134,7 +134,7 @@ export const defaultServerConfig: ServerConfig = Object.freeze({
   adminHost: "127.0.0.1",
   adminPort: 9464,
   clientSessionIds: true,
-  maxSessionsPerClient: 256,
+  maxSessionsPerClient: defaultLimits.maxSessionsPerClient,
   trustedProxies: Object.freeze([]) as unknown as string[],
   corsOrigins: Object.freeze([]) as unknown as string[],
   sessionTtlSeconds: 1800,

@@ -25,6 +25,8 @@ export interface Limits {
   readonly maxSessionBytes: number;
   /** Longest sliding TTL a client may ask for. */
   readonly maxSessionTtlSeconds: number;
+  /** Live sessions one public client may have created. */
+  readonly maxSessionsPerClient: number;
   readonly maxWatchersPerSession: number;
   readonly maxWatchers: number;
   /** Session-scoped tools per session. */
@@ -52,6 +54,7 @@ export const defaultLimits: Limits = Object.freeze({
   historyMaxBytes: MiB,
   maxSessionBytes: 16 * MiB,
   maxSessionTtlSeconds: 7200,
+  maxSessionsPerClient: 256,
   maxWatchersPerSession: 1024,
   maxWatchers: 10_000,
   maxToolsPerSession: 64,

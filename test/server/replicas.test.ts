@@ -307,4 +307,29 @@ describe("two replicas on one Redis", () => {
       .executeTool({ sessionId: other, toolName: "shout", parameters: { text: text("x") } });
     expect(decodeJsonAny(global.result)).toBe("X");
   });
+
+  it("a client's session quota holds across replicas", async () => {
+    const keyPrefix = `replicas${deployment++}:`;
+    const start = async () => {
+      const store = await createRedisStore({ url: `redis://127.0.0.1:${redis.port}`, keyPrefix });
+      const bridge = await startBridge({
+        sessionStore: store,
+        maxSessionsPerClient: 3,
+        trustedProxies: ["127.0.0.1"],
+      });
+      running.push({ bridge, store });
+      return bridge;
+    };
+    const [a, b] = await Promise.all([start(), start()]);
+    const as = { headers: { "x-forwarded-for": "203.0.113.50" } };
+    await a.client().initializeSession({}, as);
+    const second = await b.client().initializeSession({}, as);
+    await a.client().initializeSession({}, as);
+    for (const r of [a, b]) {
+      const e = await rejectionOf(r.client().initializeSession({}, as), Code.ResourceExhausted);
+      expect(e.rawMessage).toContain("--max-sessions-per-client");
+    }
+    await a.client().cleanupSession({ sessionId: second.sessionId });
+    expect((await b.client().initializeSession({}, as)).created).toBe(true);
+  });
 });

@@ -1,4 +1,4 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { clientQuotaReached, sessionLimitReached } from "./session-errors.js";
 import {
   createTransaction,
   createView,
@@ -29,6 +29,8 @@ export interface MemoryStoreOptions {
 interface MemorySessionState extends SessionState {
   /** Expiry bucket (whole second) this session is filed under. */
   bucket: number;
+  /** The client it counts against (SessionInit.quota). */
+  client: string | undefined;
 }
 
 const BUCKET_MS = 1000;
@@ -46,6 +48,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
   const sweepSliceMs = options.sweepSliceMs ?? 8;
   const sessions = new Map<string, MemorySessionState>();
   const buckets = new Map<number, Set<string>>();
+  /** Live sessions per client (SessionInit.quota). */
+  const perClient = new Map<string, number>();
   const listeners = new Set<(event: StoreEvent) => void>();
   let variableTotal = 0;
   let sweeping = false;
@@ -75,6 +79,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
     if (set?.size === 0) buckets.delete(state.bucket);
     const count = state.vars.size;
     variableTotal -= count;
+    if (state.client !== undefined) {
+      const left = (perClient.get(state.client) ?? 1) - 1;
+      if (left === 0) perClient.delete(state.client);
+      else perClient.set(state.client, left);
+    }
     publish({ type: "session_ended", sessionId: state.record.id, reason });
     return count;
   };
@@ -149,12 +158,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
     async createSession(init, maxSessions, setup) {
       const existing = live(init.id);
       if (existing !== undefined) return { session: existing.record, created: false };
-      if (sessions.size >= maxSessions) {
-        throw new ConnectError(
-          `session limit reached: ${maxSessions} sessions are live; clean up unused sessions or raise maxSessions`,
-          Code.ResourceExhausted,
-        );
-      }
+      if (sessions.size >= maxSessions) throw sessionLimitReached(maxSessions);
+      const held = init.quota === undefined ? 0 : (perClient.get(init.quota.client) ?? 0);
+      if (init.quota !== undefined && held >= init.quota.max)
+        throw clientQuotaReached(held, init.quota.max);
       const t = now();
       const state: MemorySessionState = {
         ...emptySessionState({
@@ -167,6 +174,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
           nextVariableSeq: 1,
         }),
         bucket: Number.NaN,
+        client: init.quota?.client,
       };
       // Run the setup before the session becomes visible, so a failing
       // setup leaves no half-created session behind.
@@ -174,6 +182,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
       setup?.(tx.api);
       variableTotal += tx.commit();
       sessions.set(init.id, state);
+      if (init.quota !== undefined) perClient.set(init.quota.client, held + 1);
       file(state);
       for (const change of tx.changes) publish({ type: "change", change });
       return { session: state.record, created: true };

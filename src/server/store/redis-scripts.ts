@@ -10,8 +10,8 @@
  * `ttl`, `rec`, `bytes`), its variables, history and data hashes, its
  * dependency list, then the deployment's expiry index (a sorted set of
  * session ids by expiry), its change feed (a stream), its variable count,
- * its remote tools (a hash of `sessionId|name` to the tool) and the count
- * of remote tools per session. The session's keys share the `{id}` hash tag.
+ * its remote tools (a hash of `sessionId|name` to the tool), the count
+ * of remote tools per session and the count of live sessions per client. The session's keys share the `{id}` hash tag.
  */
 
 /** The script definitions, for ioredis `defineCommand`. */
@@ -23,7 +23,7 @@ export const scripts = {
    * {"full", rev, exp, rec, vars, history, data, deps, bytes}.
    */
   ubLoad: {
-    numberOfKeys: 10,
+    numberOfKeys: 11,
     lua: `
 local s = KEYS[1]
 local f = redis.call('HMGET', s, 'rev', 'exp', 'ttl')
@@ -47,17 +47,22 @@ return {'full', f[1], string.format('%.0f', exp), redis.call('HGET', s, 'rec'),
 
   /**
    * Creates a session unless a live one has the id.
-   * ARGV: now, graceMs, sessionId, replica, maxSessions, payload, changes, feedMaxLen.
-   * Returns {"exists"}, {"full"} or {"ok", rev, exp}.
+   * ARGV: now, graceMs, sessionId, replica, maxSessions, payload, changes,
+   * feedMaxLen, client ("" for none), maxPerClient.
+   * Returns {"exists"}, {"full"}, {"quota", held} or {"ok", rev, exp}.
    */
   ubCreate: {
-    numberOfKeys: 10,
+    numberOfKeys: 11,
     lua: `
 local s = KEYS[1]
 local now = tonumber(ARGV[1])
 local f = redis.call('HMGET', s, 'exp')
 if f[1] then
   if tonumber(f[1]) > now then return {'exists'} end
+  local client = redis.call('HGET', s, 'client')
+  if client then
+    if redis.call('HINCRBY', KEYS[11], client, -1) <= 0 then redis.call('HDEL', KEYS[11], client) end
+  end
   local n = redis.call('HLEN', KEYS[2])
   local tools = redis.call('HGET', s, 'tools')
   if tools then
@@ -70,6 +75,12 @@ if f[1] then
   redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[8], '*', 't', 'e', 'sid', ARGV[3], 'why', 'expired')
 end
 if redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[5]) then return {'full'} end
+if ARGV[9] ~= '' then
+  local held = tonumber(redis.call('HGET', KEYS[11], ARGV[9]) or '0')
+  if held >= tonumber(ARGV[10]) then return {'quota', tostring(held)} end
+  redis.call('HINCRBY', KEYS[11], ARGV[9], 1)
+  redis.call('HSET', s, 'client', ARGV[9])
+end
 local p = cjson.decode(ARGV[6])
 local ttl = tonumber(p.ttl)
 local exp = now + ttl
@@ -94,7 +105,7 @@ return {'ok', '1', string.format('%.0f', exp)}
    * Returns nil (absent), {"expired"}, {"conflict", rev} or {"ok", rev, exp}.
    */
   ubCommit: {
-    numberOfKeys: 10,
+    numberOfKeys: 11,
     lua: `
 local s = KEYS[1]
 local f = redis.call('HMGET', s, 'rev', 'exp', 'ttl')
@@ -134,7 +145,7 @@ return {'ok', string.format('%.0f', rev), string.format('%.0f', exp)}
    * Returns nil (absent or not due) or the number of variables it held.
    */
   ubEnd: {
-    numberOfKeys: 10,
+    numberOfKeys: 11,
     lua: `
 local s = KEYS[1]
 local f = redis.call('HMGET', s, 'exp')
@@ -148,6 +159,10 @@ local tools = redis.call('HGET', s, 'tools')
 if tools then
   for _, name in ipairs(cjson.decode(tools)) do redis.call('HDEL', KEYS[9], ARGV[1] .. '|' .. name) end
   redis.call('HDEL', KEYS[10], ARGV[1])
+end
+local client = redis.call('HGET', s, 'client')
+if client then
+  if redis.call('HINCRBY', KEYS[11], client, -1) <= 0 then redis.call('HDEL', KEYS[11], client) end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[6], ARGV[1])

@@ -41,6 +41,7 @@ import {
   encodeSession,
 } from "./redis-codec.js";
 import { scripts } from "./redis-scripts.js";
+import { clientQuotaReached, sessionLimitReached } from "./session-errors.js";
 import {
   createTransaction,
   createView,
@@ -184,6 +185,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       `${prefix}variables`,
       `${prefix}tools`,
       `${prefix}toolsper`,
+      `${prefix}clients`,
     ];
   };
 
@@ -841,20 +843,20 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           JSON.stringify(payload),
           encodeChanges(tx.changes),
           feedLength,
+          init.quota?.client ?? "",
+          String(init.quota?.max ?? 0),
         ),
       );
+      if (reply?.[0] === "quota") {
+        throw clientQuotaReached(Number(reply[1]), init.quota?.max ?? 0);
+      }
       if (reply?.[0] === "exists") {
         const existing = await load(init.id);
         if (existing !== undefined) return { session: existing.state.record, created: false };
         // It ended between the two calls: create it after all.
         return store.createSession(init, maxSessions, setup);
       }
-      if (reply?.[0] === "full") {
-        throw new ConnectError(
-          `session limit reached: ${maxSessions} sessions are live; clean up unused sessions or raise maxSessions`,
-          Code.ResourceExhausted,
-        );
-      }
+      if (reply?.[0] === "full") throw sessionLimitReached(maxSessions);
       tx.commit();
       state.record = {
         ...state.record,

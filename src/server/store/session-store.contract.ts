@@ -101,6 +101,29 @@ export function describeSessionStoreContract(
       expect((await store.createSession(init("a"), 2)).created).toBe(false);
     });
 
+    it("counts a client's live sessions against its quota until they end", async () => {
+      const quota = { client: "198.51.100.7", max: 2 };
+      await store.createSession({ ...init("q1"), quota }, 10);
+      await store.createSession({ ...init("q2"), quota }, 10);
+      const error = await store
+        .createSession({ ...init("q3"), quota }, 10)
+        .catch((e: unknown) => e);
+      expect((error as ConnectError).code).toBe(Code.ResourceExhausted);
+      expect((error as ConnectError).rawMessage).toContain("--max-sessions-per-client");
+      // Another client, or none, is not held back; reopening is not creating.
+      await store.createSession({ ...init("q4"), quota: { ...quota, client: "203.0.113.9" } }, 10);
+      await store.createSession(init("q5"), 10);
+      expect((await store.createSession({ ...init("q1"), quota }, 10)).created).toBe(false);
+      // An ended session gives its place back, by cleanup or by expiry.
+      await store.deleteSession("q1", "cleanup");
+      await store.createSession({ ...init("q6", 500), quota }, 10);
+      fixture.advance(1000);
+      await vi.waitFor(async () => expect(await store.read("q6", () => true)).toBeUndefined());
+      await vi.waitFor(async () =>
+        expect((await store.createSession({ ...init("q7"), quota }, 10)).created).toBe(true),
+      );
+    });
+
     it("runs the creation setup atomically: a failing setup leaves no session", async () => {
       await expect(
         store.createSession(init("s"), 10, (tx) => {

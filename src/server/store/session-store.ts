@@ -81,6 +81,11 @@ export interface SessionInit {
   readonly metadata: Readonly<Record<string, string>>;
   readonly ttlMs: number;
   readonly allowedTools: readonly string[];
+  /**
+   * The client creating it, counted until the session ends: creation is
+   * refused with RESOURCE_EXHAUSTED when the client holds `max` sessions.
+   */
+  readonly quota?: { readonly client: string; readonly max: number };
 }
 
 /**
