@@ -24,6 +24,7 @@ import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import type { Logger } from "../logger.js";
+import { parseRedisUrl } from "../redis-url.js";
 import type { AuditEntry } from "../tools/audit-trail.js";
 import type { SharedAuditTrail, SharedTool, SharedToolDirectory } from "../tools/shared-tools.js";
 import {
@@ -121,7 +122,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const prefix = options.keyPrefix ?? "ub:";
   const feedLength = String(options.feedLength ?? 100_000);
   const cacheSize = options.cacheSize ?? 10_000;
-  const shownUrl = redactUrl(options.url);
+  // The one URL check of the project (the CLI's too): a malformed URL fails here.
+  const shownUrl = parseRedisUrl(options.url).redacted;
   const replica = randomBytes(6).toString("base64url");
   const connection = {
     lazyConnect: true,
@@ -972,15 +974,4 @@ function compareIds(a: string, b: string): number {
 function field(reply: unknown[], name: string): unknown {
   for (let i = 0; i + 1 < reply.length; i += 2) if (reply[i] === name) return reply[i + 1];
   return undefined;
-}
-
-/** The URL with its password hidden. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password !== "") u.password = "***";
-    return u.toString().replace(/\/$/, "");
-  } catch {
-    return "(an invalid URL)";
-  }
 }

@@ -194,53 +194,37 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
 
     checkRemote(tools, workerId) {
       const owner = `worker:${workerId}`;
-      // Refusals are audited by the caller, which sees every reason.
-      const fail = (_tool: ToolInput, error: ConnectError): never => {
-        throw error;
-      };
+      // Refusals (thrown) are audited by the caller, which sees every reason.
       let added = 0;
       const perSession = new Map<string, number>();
       const names = new Set<string>();
       for (const tool of tools) {
-        try {
-          checkToolName(tool.name);
-          for (const p of tool.parameters) checkParameter(tool.name, p);
-        } catch (e) {
-          fail(tool, ConnectError.from(e));
-        }
+        checkToolName(tool.name);
+        for (const p of tool.parameters) checkParameter(tool.name, p);
         const key = `${tool.sessionId ?? ""}\u0000${tool.name}`;
         if (names.has(key)) {
-          fail(
-            tool,
-            new ConnectError(
-              `tool '${tool.name}' is registered twice in one request`,
-              Code.InvalidArgument,
-            ),
+          throw new ConnectError(
+            `tool '${tool.name}' is registered twice in one request`,
+            Code.InvalidArgument,
           );
         }
         names.add(key);
         const size = toolBytes(tool);
         if (size > limits.maxToolBytes) {
-          fail(
-            tool,
-            new ConnectError(
-              `tool '${tool.name}' is ${size} bytes (name, description, parameters, metadata); the limit is ${limits.maxToolBytes} (--max-tool-bytes)`,
-              Code.InvalidArgument,
-            ),
+          throw new ConnectError(
+            `tool '${tool.name}' is ${size} bytes (name, description, parameters, metadata); the limit is ${limits.maxToolBytes} (--max-tool-bytes)`,
+            Code.InvalidArgument,
           );
         }
         const holder = [current(tool.sessionId, tool.name), current(undefined, tool.name)].find(
           (t) => t !== undefined && t.owner !== owner,
         );
         if (holder !== undefined) {
-          fail(
-            tool,
-            new ConnectError(
-              holder.owner === "local"
-                ? `tool name '${tool.name}' is taken by a tool of the bridge itself; choose another name`
-                : `tool name '${tool.name}' is registered by another worker; choose another name`,
-              Code.AlreadyExists,
-            ),
+          throw new ConnectError(
+            holder.owner === "local"
+              ? `tool name '${tool.name}' is taken by a tool of the bridge itself; choose another name`
+              : `tool name '${tool.name}' is registered by another worker; choose another name`,
+            Code.AlreadyExists,
           );
         }
         if (current(tool.sessionId, tool.name) === undefined) {
@@ -251,23 +235,17 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
         }
       }
       if (remoteCount + added > limits.maxTools) {
-        fail(
-          tools[0] as ToolInput,
-          new ConnectError(
-            `the bridge holds ${remoteCount} remote tools; ${added} more would exceed the limit of ${limits.maxTools} (--max-tools)`,
-            Code.ResourceExhausted,
-          ),
+        throw new ConnectError(
+          `the bridge holds ${remoteCount} remote tools; ${added} more would exceed the limit of ${limits.maxTools} (--max-tools)`,
+          Code.ResourceExhausted,
         );
       }
       for (const [sessionId, n] of perSession) {
         const held = scoped.get(sessionId)?.size ?? 0;
         if (held + n > limits.maxToolsPerSession) {
-          fail(
-            tools.find((t) => t.sessionId === sessionId) as ToolInput,
-            new ConnectError(
-              `the session holds ${held} tools; ${n} more would exceed the limit of ${limits.maxToolsPerSession} (--max-tools-per-session)`,
-              Code.ResourceExhausted,
-            ),
+          throw new ConnectError(
+            `the session holds ${held} tools; ${n} more would exceed the limit of ${limits.maxToolsPerSession} (--max-tools-per-session)`,
+            Code.ResourceExhausted,
           );
         }
       }
