@@ -47,7 +47,8 @@ describe("history bounded in bytes", () => {
 describe("the session byte budget", () => {
   const limits = { maxSessionBytes: 64 * KiB, maxValueBytes: 48 * KiB };
 
-  it("refuses a write over the budget, leaving value and version, while other sessions write on", async () => {
+  /** A session on a bridge with those limits, holding "a" and "b" of 30 KiB each. */
+  const twoOf30KiB = async () => {
     const bridge = await startBridge(limits);
     const c = bridge.client("grpc");
     const { sessionId } = await c.initializeSession({});
@@ -59,6 +60,11 @@ describe("the session byte budget", () => {
         initialValue: any(text(30 * KiB)),
       });
     }
+    return { c, sessionId };
+  };
+
+  it("refuses a write over the budget, leaving value and version, while other sessions write on", async () => {
+    const { c, sessionId } = await twoOf30KiB();
     const refused = await rejectionOf(
       c.setVariable({ sessionId, variableIdentifier: "a", value: any(text(40 * KiB, "y")) }),
       Code.ResourceExhausted,
@@ -92,17 +98,7 @@ describe("the session byte budget", () => {
   });
 
   it("fails an atomic batch over the budget as a whole", async () => {
-    const bridge = await startBridge(limits);
-    const c = bridge.client("grpc");
-    const { sessionId } = await c.initializeSession({});
-    for (const name of ["a", "b"]) {
-      await c.registerVariable({
-        sessionId,
-        name,
-        type: "string",
-        initialValue: any(text(30 * KiB)),
-      });
-    }
+    const { c, sessionId } = await twoOf30KiB();
     // "a" alone fits; "b" then does not, so neither applies.
     const res = await c.setVariables({
       sessionId,
@@ -118,17 +114,7 @@ describe("the session byte budget", () => {
   });
 
   it("reports the key over the budget in a non-atomic batch and applies the others", async () => {
-    const bridge = await startBridge(limits);
-    const c = bridge.client("grpc");
-    const { sessionId } = await c.initializeSession({});
-    for (const name of ["a", "b"]) {
-      await c.registerVariable({
-        sessionId,
-        name,
-        type: "string",
-        initialValue: any(text(30 * KiB)),
-      });
-    }
+    const { c, sessionId } = await twoOf30KiB();
     const res = await c.setVariables({
       sessionId,
       atomic: false,
