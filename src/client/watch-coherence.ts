@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { VariableUpdate } from "../gen/snakepit/bridge/bridge_pb.js";
+import type { ConnectionAction } from "./connection-state.js";
 import { sleep, type TimerProvider } from "./timers.js";
 
 /** Reconnection backoff of the watch stream. */
@@ -13,13 +14,11 @@ export interface WatchOptions {
 /** What the watch loop needs from its SessionContext. */
 export interface WatchDeps {
   readonly open: (signal: AbortSignal) => AsyncIterable<VariableUpdate>;
-  /** Reads the current values of everything cached, in one call. */
-  readonly resync: () => Promise<void>;
+  /** Reads the current values of everything cached, in one call; returns how many. */
+  readonly resync: () => Promise<number>;
   readonly onUpdate: (update: VariableUpdate) => void;
-  /** The stream is healthy and caught up (true) or lost (false). */
-  readonly setLive: (live: boolean) => void;
-  readonly onReconnecting: (attempt: number, delayMs: number, error: ConnectError) => void;
-  readonly onSessionEnded: (error: ConnectError) => void;
+  /** Reports where the stream stands (see connection-state.ts). */
+  readonly dispatch: (action: ConnectionAction) => void;
   readonly timers: TimerProvider;
   readonly random?: () => number;
 }
@@ -45,11 +44,12 @@ export function runWatch(
     let attempt = 0;
     while (!signal.aborted) {
       let error: ConnectError;
+      deps.dispatch({ type: "open" });
       try {
         for await (const update of deps.open(signal)) {
           if (update.updateType === "sync") {
-            await deps.resync();
-            deps.setLive(true);
+            const variables = await deps.resync();
+            deps.dispatch({ type: "synced", variables, live: true });
             attempt = 0;
           } else {
             deps.onUpdate(update);
@@ -61,16 +61,15 @@ export function runWatch(
         if (signal.aborted) break;
         error = ConnectError.from(e);
       }
-      deps.setLive(false);
       if (error.code === Code.NotFound) {
-        deps.onSessionEnded(error);
+        deps.dispatch({ type: "ended", error });
         return;
       }
       const cap = Math.min(max, initial * 2 ** attempt);
       const delayMs =
         error.code === Code.ResourceExhausted && attempt === 0 ? 0 : Math.round(random() * cap);
       attempt++;
-      deps.onReconnecting(attempt, delayMs, error);
+      deps.dispatch({ type: "reconnect", attempt, delayMs, error });
       try {
         await sleep(deps.timers, delayMs, signal);
       } catch {
