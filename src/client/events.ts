@@ -11,7 +11,7 @@ export interface Emitter<Events extends Record<string, unknown>> {
 
 /** Creates an emitter. A throwing listener does not stop the others. */
 export function createEmitter<Events extends Record<string, unknown>>(
-  onListenerError: (error: unknown) => void = reportLater,
+  onListenerError: (error: unknown) => void = report,
 ): Emitter<Events> {
   const listeners = new Map<keyof Events, Set<(event: never) => void>>();
   return {
@@ -44,11 +44,16 @@ export function createEmitter<Events extends Record<string, unknown>>(
 }
 
 /**
- * A listener's bug must surface, but not inside the library's own control
- * flow (a watch loop, a write): rethrow it on a fresh task.
+ * A listener's bug must surface, but neither inside the library's own
+ * control flow (a watch loop, a write) nor as an uncaught exception: in
+ * Node that ends the process, and rethrowing it on any later task (a
+ * microtask or a timer) would do the same. `reportError` hands it to the
+ * runtime's error reporting (browsers and workerd: the console and the
+ * global "error" event) and returns; where the runtime has none (Node), the
+ * console is the one place left.
  */
-function reportLater(error: unknown): void {
-  queueMicrotask(() => {
-    throw error;
-  });
+function report(error: unknown): void {
+  const runtime = globalThis as { reportError?: (error: unknown) => void };
+  if (typeof runtime.reportError === "function") runtime.reportError(error);
+  else console.error("unified-bridge: an event listener threw", error);
 }

@@ -1,4 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { utf8Length } from "../values/utf8-length.js";
+
+/** The one UTF-8 byte count, shared with the client's checks. */
+export { utf8Length };
 
 /**
  * Server limits: what any one caller can make the server hold. Every one is
@@ -136,21 +140,6 @@ export function formatBytes(bytes: number): string {
   // the limit itself. The epsilon keeps float noise (1.1 * 10) from rounding up.
   const rounded = Math.ceil(size * 10 - 1e-9) / 10;
   return `${Number.isInteger(rounded) ? rounded : rounded.toFixed(1)} ${unit}`;
-}
-
-/** UTF-8 length of a string without allocating. */
-export function utf8Length(s: string): number {
-  let bytes = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) bytes += 1;
-    else if (c < 0x800) bytes += 2;
-    else if (c >= 0xd800 && c <= 0xdbff) {
-      bytes += 4;
-      i++;
-    } else bytes += 3;
-  }
-  return bytes;
 }
 
 /**

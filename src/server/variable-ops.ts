@@ -392,7 +392,9 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
 
     rollback(tx, identifier, targetVersion, source) {
       const current = find(tx, identifier);
-      checkUnlocked(current, source, "roll back");
+      // A rollback names no optimizer (`source` is only the history label):
+      // no lock holder may be taken for its writer.
+      checkUnlocked(current, undefined, "roll back");
       const entry = historyOf(tx, current).find((e) => e.version === targetVersion);
       if (entry === undefined) {
         throw new ConnectError(

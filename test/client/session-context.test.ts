@@ -11,14 +11,14 @@ import { startBridge } from "../support/bridge.js";
 import { useSessionContexts } from "../support/contexts.js";
 import { countingTransport } from "../support/counting.js";
 import { rejectionOf } from "../support/errors.js";
+import { until } from "../support/wait.js";
 
 const suite = useSessionContexts();
 const context = suite.context;
 
 /** Waits until the context's cache is kept live by its watch stream. */
 async function live(ctx: SessionContext) {
-  for (let i = 0; i < 400 && !ctx.cache.live; i++) await new Promise((r) => setTimeout(r, 5));
-  expect(ctx.cache.live).toBe(true);
+  await until(() => ctx.cache.live, "the watch stream to catch up");
 }
 
 const errorOf = (p: Promise<unknown>) => rejectionOf(p);
@@ -175,7 +175,24 @@ describe("local validation", () => {
     const partial = await ctx.setMany({ a: 5, b: 50 });
     expect(partial.success).toBe(true);
     expect(partial.errors.b).toContain("above maximum");
+    expect(partial.errorCodes).toEqual({ b: Code.InvalidArgument });
     expect(partial.variables.a?.value).toBe(5);
+  });
+
+  it("reports the server's error code per key of a batch", async () => {
+    const { ctx } = await context({ watch: false });
+    await ctx.register("a", "integer", 1, { constraints: { max: 10 } });
+    await ctx.register("locked", "integer", 1);
+    await ctx.startOptimization("locked", "other");
+    // A context that knows none of the variables leaves every check to the server.
+    const blind = await context({ sessionId: ctx.sessionId, watch: false });
+    const res = await blind.ctx.setMany({ a: 50, locked: 2, missing: 3 });
+    expect(Object.keys(res.errors).sort()).toEqual(["a", "locked", "missing"]);
+    expect(res.errorCodes).toEqual({
+      a: Code.InvalidArgument,
+      locked: Code.FailedPrecondition,
+      missing: Code.NotFound,
+    });
   });
 });
 
@@ -205,11 +222,26 @@ describe("cache", () => {
     expect(counting.total()).toBe(2);
   });
 
-  it("keeps at most maxEntries variables", async () => {
-    const { ctx } = await context({ watch: false, cache: { maxEntries: 3 } });
-    for (let i = 0; i < 6; i++) await ctx.register(`v${i}`, "integer", i);
-    expect(ctx.cache.size).toBe(3);
+  it("keeps at most maxEntries variables, evicting the least recently used", async () => {
+    const { ctx, counting } = await context({ watch: false, cache: { maxEntries: 3 } });
+    for (let i = 0; i < 3; i++) await ctx.register(`v${i}`, "integer", i);
+    // A hit gives v0 a second chance: the ones to go are v1, v2 and v3.
+    counting.reset();
     expect(await ctx.get("v0")).toBe(0);
+    expect(counting.total()).toBe(0);
+    for (let i = 3; i < 6; i++) await ctx.register(`v${i}`, "integer", i);
+    expect(ctx.cache.size).toBe(3);
+    const cachedNames = ctx
+      .cached()
+      .map((p) => p.snapshot.name)
+      .sort();
+    expect(cachedNames).toEqual(["v0", "v4", "v5"]);
+    counting.reset();
+    expect(await ctx.get("v5")).toBe(5);
+    expect(counting.total()).toBe(0);
+    // An evicted variable costs a call again.
+    expect(await ctx.get("v1")).toBe(1);
+    expect(counting.calls.get("GetVariable")).toBe(1);
   });
 
   it("never lets a late response replace a newer version", async () => {
@@ -225,7 +257,7 @@ describe("cache", () => {
     await ctx.register("x", "integer", 0);
     ctx.cache.clear();
     const late = ctx.getVariable("x"); // answered at version 0, delivered late
-    await new Promise((r) => setTimeout(r, 30));
+    await until(() => counting.calls.get("GetVariable") === 1, "the read to be answered");
     const writer = await context({ sessionId: ctx.sessionId, watch: false });
     await writer.ctx.set("x", 5);
     await ctx.set("x", 6); // write-through: version 2
@@ -267,7 +299,7 @@ describe("watch coherence", () => {
       expect(refused.code).toBe(Code.FailedPrecondition);
     });
     await a.ctx.delete("x");
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => events.length === 4, "the delete to be pushed");
     expect(events).toEqual(["locked:tuner", "locked:tuner", "locked:undefined", "deleted"]);
     expect(b.ctx.peek("x")).toBeUndefined();
   });
@@ -331,6 +363,21 @@ describe("variables API", () => {
     expect(await ctx.exists("prompt")).toBe(false);
     expect((await errorOf(ctx.get("prompt"))).code).toBe(Code.NotFound);
     expect((await errorOf(ctx.getMany(["model.top_p", "nope"]))).rawMessage).toContain("nope");
+  });
+
+  it("refuses a rollback of a locked variable, whatever the lock holder is called", async () => {
+    const { ctx } = await context({ watch: false });
+    await ctx.register("x", "integer", 0);
+    await ctx.set("x", 1);
+    // "rollback" is how a rollback labels its history entry, not a writer.
+    for (const holder of ["tuner", "rollback"]) {
+      await ctx.withOptimizationLock(["x"], holder, async () => {
+        const refused = await errorOf(ctx.rollback("x", 0));
+        expect(refused.code).toBe(Code.FailedPrecondition);
+        expect(refused.rawMessage).toContain(`locked by optimizer '${holder}'`);
+      });
+    }
+    expect((await ctx.rollback("x", 0)).value).toBe(0);
   });
 
   it("compare-and-swap through expectedVersion", async () => {
@@ -407,7 +454,7 @@ describe("stream loss", () => {
     );
 
     await first.stop();
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => seen.includes("stale"), "the stream loss to be noticed");
     expect(ctx.cache.live).toBe(false);
     // Changes made while the client is away, through another server on
     // another port, so the client cannot reconnect before they are made.
