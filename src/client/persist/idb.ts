@@ -1,6 +1,10 @@
 /**
  * IndexedDB persistence for a SessionContext, on `idb-keyval`: cached
  * variables survive page reloads and are shared by the tabs of an origin.
+ * A session id is a bearer secret, so databases are named by its SHA-256
+ * (anything that can list an origin's databases must not learn it), and
+ * databases nobody has touched for `sweepAfterMs` are deleted: sessions
+ * that expired on the server leave nothing behind for long.
  *
  * @example
  * ```ts
@@ -20,8 +24,21 @@
  */
 
 import { Code, ConnectError } from "@connectrpc/connect";
-import { clear, delMany, entries, promisifyRequest, setMany, type UseStore } from "idb-keyval";
+import { clear, delMany, entries, promisifyRequest, type UseStore } from "idb-keyval";
 import type { PersistenceAdapter } from "../persistence.js";
+import {
+  deleteDatabase,
+  FORMAT,
+  idbDatabaseName,
+  META_KEY,
+  type Meta,
+  openDatabase,
+  STORE_NAME,
+  storageError,
+  sweepDatabases,
+} from "./idb-database.js";
+
+export { idbDatabaseName } from "./idb-database.js";
 
 /** Options of {@link idbPersistence}. */
 export interface IdbPersistenceOptions {
@@ -31,8 +48,19 @@ export interface IdbPersistenceOptions {
    * version, or a hash of its variable schema).
    */
   readonly buster?: string;
-  /** Database names are `<prefix>:<sessionId>` (default "unified-bridge"). */
+  /**
+   * Database names are `<prefix>:<SHA-256 of the session id, hex>`
+   * (default "unified-bridge").
+   */
   readonly prefix?: string;
+  /**
+   * A database untouched (no open, no save) for this long (ms, default 7
+   * days) is deleted by the sweep that runs on this adapter's first use
+   * (and by {@link IdbPersistence.sweep}). A session idle that long has
+   * expired on any bridge with a shorter TTL (the default is 30 minutes);
+   * a swept store of a live session only costs it one revalidation.
+   */
+  readonly sweepAfterMs?: number;
   /**
    * The IndexedDB to use (default: the runtime's `indexedDB`, looked up on
    * first use). Tests pass fake-indexeddb's factory instead of patching globals.
@@ -40,23 +68,24 @@ export interface IdbPersistenceOptions {
   readonly indexedDB?: IDBFactory;
 }
 
-/**
- * Bumped whenever the stored layout changes: a store written in another
- * format is discarded rather than misread.
- */
-const FORMAT = 1;
-const STORE_NAME = "variables";
-const META_KEY = "meta";
+const DEFAULT_SWEEP_AFTER_MS = 7 * 24 * 60 * 60 * 1000;
 /** Variables are keyed `v:<id>`, so no variable id can collide with the meta key. */
 const VARIABLE_PREFIX = "v:";
 
-interface Meta {
-  readonly format: number;
-  readonly buster: string;
+/** IndexedDB persistence, with its sweep of stores of expired sessions. */
+export interface IdbPersistence extends PersistenceAdapter {
+  /**
+   * Deletes this origin's databases (of this prefix) untouched for
+   * `sweepAfterMs`, except those this adapter has open; resolves with how
+   * many. Runs by itself once, on the adapter's first use. Where the
+   * runtime cannot list databases (`indexedDB.databases`), it does nothing.
+   */
+  sweep(): Promise<number>;
 }
 
 /** One session's database, opened on first use. */
 interface SessionStore {
+  readonly name: Promise<string>;
   readonly use: UseStore;
   /** Resolves once the format and buster were checked (and the store discarded if stale). */
   readonly ready: Promise<void>;
@@ -66,16 +95,18 @@ interface SessionStore {
 
 /**
  * A {@link PersistenceAdapter} on IndexedDB: one database per session
- * (`unified-bridge:<sessionId>`), opened on first use, never at import or
+ * (see {@link idbDatabaseName}), opened on first use, never at import or
  * creation. Failures (no IndexedDB in this runtime, private mode, quota)
  * reject with a `ConnectError` naming the database and what to do; a
  * SessionContext reports them as "persistence-degraded" and carries on in
  * memory.
  */
-export function idbPersistence(options: IdbPersistenceOptions = {}): PersistenceAdapter {
+export function idbPersistence(options: IdbPersistenceOptions = {}): IdbPersistence {
   const buster = options.buster ?? "";
   const prefix = options.prefix ?? "unified-bridge";
+  const sweepAfterMs = options.sweepAfterMs ?? DEFAULT_SWEEP_AFTER_MS;
   const stores = new Map<string, SessionStore>();
+  let swept = false;
 
   const factory = (): IDBFactory => {
     const found = options.indexedDB ?? globalThis.indexedDB;
@@ -92,7 +123,7 @@ export function idbPersistence(options: IdbPersistenceOptions = {}): Persistence
   const storeOf = (sessionId: string): SessionStore => {
     let store = stores.get(sessionId);
     if (store === undefined) {
-      store = openSessionStore(factory, `${prefix}:${sessionId}`, buster);
+      store = openSessionStore(factory, idbDatabaseName(sessionId, prefix), buster);
       const opened = store;
       // A failed open or check must not stick: the next call tries again.
       opened.ready.catch(() => {
@@ -104,18 +135,32 @@ export function idbPersistence(options: IdbPersistenceOptions = {}): Persistence
     return store;
   };
 
+  const sweep = async (): Promise<number> => {
+    const inUse = new Set(
+      await Promise.all([...stores.values()].map((s) => s.name.catch(() => ""))),
+    );
+    return sweepDatabases(factory(), prefix, inUse, Date.now() - sweepAfterMs);
+  };
+
   /** Runs one operation on a session's store, turning any failure into a ConnectError. */
   const run = async <T>(
     sessionId: string,
     action: string,
     op: (use: UseStore) => Promise<T>,
   ): Promise<T> => {
+    const store = storeOf(sessionId);
     try {
-      const store = storeOf(sessionId);
       await store.ready;
       return await op(store.use);
     } catch (error) {
-      throw storageError(`${prefix}:${sessionId}`, action, error);
+      throw storageError(await store.name.catch(() => `${prefix}:…`), action, error);
+    } finally {
+      if (!swept) {
+        swept = true;
+        // Off the caller's path. A failed sweep costs only space, and the
+        // next adapter (the next page load) sweeps again.
+        sweep().catch(() => undefined);
+      }
     }
   };
 
@@ -130,12 +175,15 @@ export function idbPersistence(options: IdbPersistenceOptions = {}): Persistence
         return out;
       }),
 
+    // The entries and a fresh `touchedAt` in one transaction: a store in
+    // use is never the sweep's.
     save: (sessionId, saved) =>
       run(sessionId, `saving ${saved.length} variable(s)`, (use) =>
-        setMany(
-          saved.map((e): [IDBValidKey, Uint8Array] => [VARIABLE_PREFIX + e.id, compact(e.bytes)]),
-          use,
-        ),
+        use("readwrite", (store) => {
+          for (const e of saved) store.put(compact(e.bytes), VARIABLE_PREFIX + e.id);
+          store.put({ format: FORMAT, buster, touchedAt: Date.now() } satisfies Meta, META_KEY);
+          return promisifyRequest(store.transaction);
+        }),
       ),
 
     remove: (sessionId, ids) =>
@@ -147,7 +195,7 @@ export function idbPersistence(options: IdbPersistenceOptions = {}): Persistence
       ),
 
     async clear(sessionId) {
-      const name = `${prefix}:${sessionId}`;
+      const name = await storeOf(sessionId).name;
       await run(sessionId, "clearing the store", (use) => clear(use));
       // The store is empty now; also drop the database so ended sessions do
       // not leave one empty database each behind.
@@ -159,17 +207,21 @@ export function idbPersistence(options: IdbPersistenceOptions = {}): Persistence
         throw storageError(name, "deleting the database", error);
       }
     },
+
+    sweep,
   };
 }
 
-function openSessionStore(factory: () => IDBFactory, dbName: string, buster: string): SessionStore {
+function openSessionStore(
+  factory: () => IDBFactory,
+  dbName: Promise<string>,
+  buster: string,
+): SessionStore {
   let db: Promise<IDBDatabase> | undefined;
   const getDb = (): Promise<IDBDatabase> => {
     if (db !== undefined) return db;
-    const request = factory().open(dbName);
-    request.onupgradeneeded = () => request.result.createObjectStore(STORE_NAME);
-    const opened = promisifyRequest(request);
-    db = opened;
+    db = dbName.then((name) => openDatabase(factory(), name));
+    const opened = db;
     opened.then(
       (database) => {
         // The browser may close the connection (e.g. Safari on memory
@@ -177,8 +229,8 @@ function openSessionStore(factory: () => IDBFactory, dbName: string, buster: str
         database.onclose = () => {
           if (db === opened) db = undefined;
         };
-        // Another tab deleting the database (close({ cleanup: true })) must
-        // not stay blocked by this connection.
+        // Another tab deleting the database (close({ cleanup: true }), a
+        // sweep) must not stay blocked by this connection.
         database.onversionchange = () => {
           database.close();
           if (db === opened) db = undefined;
@@ -199,8 +251,9 @@ function openSessionStore(factory: () => IDBFactory, dbName: string, buster: str
   };
 
   return {
+    name: dbName,
     use,
-    ready: checkFormat(use, { format: FORMAT, buster }),
+    ready: checkFormat(use, { format: FORMAT, buster, touchedAt: Date.now() }),
     close() {
       const current = db;
       db = undefined;
@@ -222,22 +275,11 @@ function checkFormat(use: UseStore, meta: Meta): Promise<void> {
     const stored = store.get(META_KEY);
     stored.onsuccess = () => {
       const found = stored.result as Partial<Meta> | undefined;
-      if (found?.format === meta.format && found.buster === meta.buster) return;
-      store.clear();
+      if (found?.format !== meta.format || found.buster !== meta.buster) store.clear();
+      // Opening touches the store: the sweep leaves it alone.
       store.put(meta, META_KEY);
     };
     return promisifyRequest(store.transaction);
-  });
-}
-
-function deleteDatabase(factory: IDBFactory, name: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const request = factory.deleteDatabase(name);
-    request.onsuccess = () => resolve();
-    // Another connection that ignores "versionchange" holds it open; the
-    // deletion completes when it closes, and the store is already empty.
-    request.onblocked = () => resolve();
-    request.onerror = () => reject(request.error);
   });
 }
 
@@ -253,27 +295,4 @@ function compact(bytes: Uint8Array): Uint8Array {
   return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength
     ? bytes
     : bytes.slice();
-}
-
-/** A storage failure as a ConnectError with a code and a message a person can act on. */
-function storageError(dbName: string, action: string, error: unknown): ConnectError {
-  if (error instanceof ConnectError) return error;
-  const name = typeof error === "object" && error !== null && "name" in error ? error.name : "";
-  const detail = error instanceof Error ? error.message : String(error);
-  if (name === "QuotaExceededError") {
-    return new ConnectError(
-      `IndexedDB '${dbName}': ${action} failed: the storage quota is exhausted (${detail}); free space or clear this site's data`,
-      Code.ResourceExhausted,
-      undefined,
-      undefined,
-      error,
-    );
-  }
-  return new ConnectError(
-    `IndexedDB '${dbName}': ${action} failed: ${detail || String(name)} (private browsing and disabled site storage refuse IndexedDB)`,
-    Code.Unavailable,
-    undefined,
-    undefined,
-    error,
-  );
 }
