@@ -5,17 +5,11 @@
  * coalescer (variable-writes.ts), the optimization lock
  * (optimization-lock.ts), typed handles (variable-handles.ts), the cache
  * with persistence and tabs (local-copy.ts), revalidation, watch and
- * heartbeat (session-sync.ts) and the connection state machine
- * (connection-state.ts).
+ * heartbeat (session-sync.ts), the connection state machine
+ * (connection-state.ts) and closing (session-close.ts).
  * @module
  */
-import {
-  type CallOptions,
-  Code,
-  ConnectError,
-  createClient,
-  type Transport,
-} from "@connectrpc/connect";
+import { type CallOptions, createClient, type Transport } from "@connectrpc/connect";
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import type { JsonValue, ValueOf, VariableType, VariableValue } from "../values/index.js";
 import { createConnection } from "./connection-state.js";
@@ -30,6 +24,7 @@ import type {
   VariableSchema,
   WriteOptions,
 } from "./schema.js";
+import { createClose } from "./session-close.js";
 import type { SessionContextEvents } from "./session-events.js";
 import type { SessionRpc } from "./session-rpc.js";
 import { createResync, hydrate, startCoherence, startHeartbeat } from "./session-sync.js";
@@ -48,9 +43,6 @@ import {
   type RegisterOptions,
 } from "./variable-writes.js";
 import type { WatchOptions } from "./watch-coherence.js";
-
-export type { HistoryEntry } from "./variable-reads.js";
-export type { BatchBuilder, BatchResult } from "./variable-writes.js";
 
 /** Options of {@link createSessionContext}. Fixed for the context's life. */
 export interface SessionContextOptions {
@@ -321,23 +313,17 @@ export async function createSessionContext(
   const lock = createOptimizationLock(rpc, local);
   const handles = createVariableHandles(rpc, local, { reads, writes, events, binaryThreshold });
 
-  /** Stops everything local, once: watch, heartbeat, tabs, persistence. */
-  let stopped: Promise<void> | undefined;
-  const stop = async (cleanup: boolean) => {
-    connection.dispatch({ type: "close" });
-    closing.abort();
-    stopHeartbeat();
-    local.close();
-    try {
-      await coherence;
-      if (!cleanup) await persistence?.flush();
-    } finally {
-      persistence?.stop();
-    }
-  };
-  // What of a cleanup has been done, so a failed one can be retried.
-  let serverCleaned = false;
-  let storeCleared = adapter === undefined;
+  const close = createClose({
+    rpc,
+    local,
+    connection,
+    events,
+    adapter,
+    persistence,
+    abort: () => closing.abort(),
+    stopHeartbeat,
+    coherence,
+  });
 
   const ctx: SessionContext = {
     sessionId,
@@ -397,34 +383,7 @@ export async function createSessionContext(
       },
     },
 
-    async close({ cleanup = false } = {}) {
-      try {
-        stopped ??= stop(cleanup);
-        await stopped;
-        if (!cleanup) return;
-        // Both are attempted whatever the other does; each is done once.
-        const results = await Promise.allSettled([
-          serverCleaned
-            ? undefined
-            : client.cleanupSession({ sessionId, force: true }, call).then(() => {
-                serverCleaned = true;
-              }),
-          storeCleared
-            ? undefined
-            : adapter?.clear(sessionId).then(() => {
-                storeCleared = true;
-              }),
-        ]);
-        const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-        if (failed !== undefined) {
-          throw ConnectError.from(failed.reason, Code.Unavailable);
-        }
-      } finally {
-        cache.clear();
-        events.clear();
-      }
-    },
-
+    close,
     [Symbol.asyncDispose]: () => ctx.close(),
   };
   return ctx;

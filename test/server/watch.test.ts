@@ -8,6 +8,7 @@ import {
 } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { decodeValue, encodeValue } from "../../src/values/index.js";
 import { protocols, type RunningBridge, startBridge } from "../support/bridge.js";
+import { until } from "../support/wait.js";
 
 let bridge: RunningBridge;
 beforeAll(async () => {
@@ -27,31 +28,40 @@ async function newSession(vars: string[] = ["x"]) {
   return sessionId;
 }
 
-/** Collects updates from a watch stream in the background. */
+/**
+ * Collects updates from a watch stream in the background. `synced` resolves
+ * on the sync marker (a stream opened with `syncMarker: true`): from then on
+ * the stream is subscribed and sees every change. `updates` leaves the
+ * marker out; `all` is everything, in order.
+ */
 function collect(stream: AsyncIterable<VariableUpdate>) {
   const updates: VariableUpdate[] = [];
+  const all: VariableUpdate[] = [];
+  let markSynced: () => void = () => {};
+  const synced = new Promise<void>((resolve) => {
+    markSynced = resolve;
+  });
   let error: unknown;
   const done = (async () => {
     try {
-      for await (const u of stream) updates.push(u);
+      for await (const u of stream) {
+        all.push(u);
+        if (u.updateType === "sync") markSynced();
+        else updates.push(u);
+      }
     } catch (e) {
       error = e;
     }
   })();
   return {
     updates,
+    all,
     done,
+    synced,
     get error() {
       return error;
     },
-    async until(n: number, timeoutMs = 5000) {
-      const start = Date.now();
-      while (updates.length < n) {
-        if (Date.now() - start > timeoutMs)
-          throw new Error(`only ${updates.length} of ${n} updates arrived`);
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    },
+    until: (n: number) => until(() => updates.length >= n, `${n} updates`),
   };
 }
 
@@ -75,8 +85,9 @@ describe.each(protocols)("watch over %s", (protocol) => {
     await w.until(8);
     abort.abort();
     await w.done;
-    expect(w.updates[0]?.updateType).toBe("initial_value");
-    expect(w.updates.map((u) => u.variable?.version)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    // No marker unless asked: `all` holds exactly the changes.
+    expect(w.all[0]?.updateType).toBe("initial_value");
+    expect(w.all.map((u) => u.variable?.version)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
     expect(w.updates.map((u) => decodeValue(u.variable?.value).value)).toEqual([
       0, 1, 2, 3, 4, 5, 6, 1,
     ]);
@@ -90,9 +101,12 @@ describe("watch", () => {
     const c = bridge.client();
     const abort = new AbortController();
     const w = collect(
-      c.watchVariables({ sessionId, variableIdentifiers: ["x"] }, { signal: abort.signal }),
+      c.watchVariables(
+        { sessionId, variableIdentifiers: ["x"], syncMarker: true },
+        { signal: abort.signal },
+      ),
     );
-    await new Promise((r) => setTimeout(r, 50));
+    await w.synced;
     await c.startOptimization({ sessionId, variableIdentifier: "x", optimizerId: "o" });
     await c.stopOptimization({ sessionId, variableIdentifier: "x", optimizerId: "o" });
     await c.deleteVariable({ sessionId, variableIdentifier: "x" });
@@ -110,8 +124,8 @@ describe("watch", () => {
     const sessionId = await newSession([]);
     const c = bridge.client();
     const abort = new AbortController();
-    const w = collect(c.watchVariables({ sessionId }, { signal: abort.signal }));
-    await new Promise((r) => setTimeout(r, 50));
+    const w = collect(c.watchVariables({ sessionId, syncMarker: true }, { signal: abort.signal }));
+    await w.synced;
     await c.registerVariable({ sessionId, name: "late", type: "integer", initialValue: int(1) });
     await c.setVariable({ sessionId, variableIdentifier: "late", value: int(2) });
     await w.until(2);
@@ -138,8 +152,10 @@ describe("watch", () => {
     // so HTTP/2 flow control pushes back on the server. (connect-node's
     // client would buffer everything on its side instead.)
     const slow = rawWatch(bridge.url, sessionId, "s");
-    const fast = collect(c.watchVariables({ sessionId, variableIdentifiers: ["s"] }));
-    await new Promise((r) => setTimeout(r, 100));
+    const fast = collect(
+      c.watchVariables({ sessionId, variableIdentifiers: ["s"], syncMarker: true }),
+    );
+    await Promise.all([slow.subscribed, fast.synced]);
     // 300 updates of 4 KB: far beyond the watcher buffer (8) and the HTTP/2
     // windows. Every write must still succeed, and the fast watcher sees all.
     const writes = 300;
@@ -158,8 +174,8 @@ describe("watch", () => {
 
   it("ends the session's streams when the session is cleaned up", async () => {
     const sessionId = await newSession(["x"]);
-    const w = collect(bridge.client("grpc").watchVariables({ sessionId }));
-    await new Promise((r) => setTimeout(r, 50));
+    const w = collect(bridge.client("grpc").watchVariables({ sessionId, syncMarker: true }));
+    await w.synced;
     const cleanup = await bridge.client().cleanupSession({ sessionId });
     expect(cleanup.resourcesCleaned).toBe(2); // one variable, one watch stream
     await w.done;
@@ -173,7 +189,11 @@ function rawWatch(url: string, sessionId: string, name: string) {
   const session = connect(url);
   const body = toBinary(
     WatchVariablesRequestSchema,
-    create(WatchVariablesRequestSchema, { sessionId, variableIdentifiers: [name] }),
+    create(WatchVariablesRequestSchema, {
+      sessionId,
+      variableIdentifiers: [name],
+      syncMarker: true,
+    }),
   );
   const frame = new Uint8Array(5 + body.length);
   new DataView(frame.buffer).setUint32(1, body.length);
@@ -185,12 +205,21 @@ function rawWatch(url: string, sessionId: string, name: string) {
     te: "trailers",
   });
   stream.end(frame);
-  stream.pause();
+  // Read the first frame (the sync marker: the watcher is subscribed), then
+  // stop reading for good until drain().
+  const subscribed = new Promise<void>((resolve, reject) => {
+    stream.once("data", () => {
+      stream.pause();
+      resolve();
+    });
+    stream.once("error", reject);
+  });
   let trailers: Record<string, unknown> = {};
   stream.on("trailers", (t) => {
     trailers = t;
   });
   return {
+    subscribed,
     /** Reads everything that is left; resolves with the gRPC status. */
     drain: () =>
       new Promise<{ status: string; message: string; bytes: number }>((resolve, reject) => {
@@ -223,16 +252,16 @@ describe("watch sync marker (extension)", () => {
         { signal: abort.signal },
       ),
     );
-    await w.until(3);
+    await w.synced;
     await c.setVariable({ sessionId, variableIdentifier: "x", value: int(1) });
-    await w.until(4);
+    await w.until(3);
     abort.abort();
-    expect(w.updates.map((u) => u.updateType)).toEqual([
+    expect(w.all.map((u) => u.updateType)).toEqual([
       "initial_value",
       "initial_value",
       "sync",
       "value_changed",
     ]);
-    expect(w.updates[2]?.variable).toBeUndefined();
+    expect(w.all[2]?.variable).toBeUndefined();
   });
 });
