@@ -1,23 +1,12 @@
 import type { LocalCopy } from "./local-copy.js";
+import type { SessionContext } from "./session-context.js";
 import type { SessionRpc } from "./session-rpc.js";
 
 /** The optimization lock: one optimizer at a time may write a locked variable. */
-export interface OptimizationLock {
-  startOptimization(
-    identifier: string,
-    optimizerId: string,
-    config?: Readonly<Record<string, string>>,
-  ): Promise<string>;
-  stopOptimization(
-    identifier: string,
-    options?: { optimizerId?: string; force?: boolean },
-  ): Promise<void>;
-  withOptimizationLock<T>(
-    identifiers: readonly string[],
-    optimizerId: string,
-    fn: () => Promise<T>,
-  ): Promise<T>;
-}
+export type OptimizationLock = Pick<
+  SessionContext,
+  "startOptimization" | "stopOptimization" | "withOptimizationLock"
+>;
 
 /** Creates the lock calls of a context. */
 export function createOptimizationLock(rpc: SessionRpc, local: LocalCopy): OptimizationLock {

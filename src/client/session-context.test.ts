@@ -6,7 +6,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
-import { describe, expect, it, vi } from "vitest";
+import { describe, expect, it, onTestFinished, vi } from "vitest";
 import { BridgeService, type Variable, VariableSchema } from "../gen/snakepit/bridge/bridge_pb.js";
 import { encodeValue, variableId } from "../values/index.js";
 import type { PersistenceAdapter } from "./persistence.js";
@@ -72,16 +72,22 @@ function memoryPersistence() {
   return { saved, counts, adapter };
 }
 
+/** A context with one variable, persisted in memory, on a router bridge. */
+async function persistedContext(answers: Parameters<typeof routerBridge>[0] = {}) {
+  const bridge = routerBridge(answers);
+  const store = memoryPersistence();
+  const ctx = await createSessionContext({
+    transport: bridge.transport,
+    watch: false,
+    persistence: store.adapter,
+  });
+  await ctx.register("x", "integer", 1);
+  return { bridge, store, ctx };
+}
+
 describe("close", () => {
   it("empties the cache and the store even when the server cleanup fails, and retries it when called again", async () => {
-    const bridge = routerBridge({ cleanupFailures: 1 });
-    const store = memoryPersistence();
-    const ctx = await createSessionContext({
-      transport: bridge.transport,
-      watch: false,
-      persistence: store.adapter,
-    });
-    await ctx.register("x", "integer", 1);
+    const { bridge, store, ctx } = await persistedContext({ cleanupFailures: 1 });
     expect(ctx.cache.size).toBe(1);
 
     const failed = await ctx.close({ cleanup: true }).then(
@@ -102,14 +108,7 @@ describe("close", () => {
   });
 
   it("still ends the session when close() came first without cleanup", async () => {
-    const bridge = routerBridge();
-    const store = memoryPersistence();
-    const ctx = await createSessionContext({
-      transport: bridge.transport,
-      watch: false,
-      persistence: store.adapter,
-    });
-    await ctx.register("x", "integer", 1);
+    const { bridge, store, ctx } = await persistedContext();
     await ctx.close();
     expect(store.saved.size).toBe(1); // flushed, not cleared
     await ctx.close({ cleanup: true });
@@ -118,44 +117,40 @@ describe("close", () => {
   });
 
   it("stops the heartbeat: no call and no event after close", async () => {
-    vi.useFakeTimers();
-    try {
-      const bridge = routerBridge({ sessionValid: false });
-      const ctx = await createSessionContext({
-        transport: bridge.transport,
-        watch: false,
-        heartbeatMs: 1000,
-      });
-      const ended: unknown[] = [];
-      ctx.on("session-ended", (e) => ended.push(e.error));
-      await ctx.close();
-      await vi.advanceTimersByTimeAsync(5000);
-      expect(bridge.counts.heartbeats).toBe(0);
-      expect(ended).toEqual([]);
-    } finally {
-      vi.useRealTimers();
-    }
+    const { bridge, ctx, ended } = await beatingContext();
+    await ctx.close();
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(bridge.counts.heartbeats).toBe(0);
+    expect(ended).toEqual([]);
   });
 });
 
 describe("heartbeat", () => {
   it("reports an ended session once and stops beating", async () => {
-    vi.useFakeTimers();
-    try {
-      const bridge = routerBridge({ sessionValid: false });
-      const ctx = await createSessionContext({
-        transport: bridge.transport,
-        watch: false,
-        heartbeatMs: 1000,
-      });
-      const ended: ConnectError[] = [];
-      ctx.on("session-ended", (e) => ended.push(e.error));
-      await vi.advanceTimersByTimeAsync(5000);
-      expect(bridge.counts.heartbeats).toBe(1);
-      expect(ended.map((e) => e.code)).toEqual([Code.NotFound]);
-      await ctx.close();
-    } finally {
-      vi.useRealTimers();
-    }
+    const { bridge, ctx, ended } = await beatingContext();
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(bridge.counts.heartbeats).toBe(1);
+    expect(ended.map((e) => e.code)).toEqual([Code.NotFound]);
+    await ctx.close();
   });
 });
+
+/**
+ * A context beating every second, on fake timers, against a bridge that
+ * says the session is gone; records "session-ended" events.
+ */
+async function beatingContext() {
+  vi.useFakeTimers();
+  onTestFinished(() => {
+    vi.useRealTimers();
+  });
+  const bridge = routerBridge({ sessionValid: false });
+  const ctx = await createSessionContext({
+    transport: bridge.transport,
+    watch: false,
+    heartbeatMs: 1000,
+  });
+  const ended: ConnectError[] = [];
+  ctx.on("session-ended", (e) => ended.push(e.error));
+  return { bridge, ctx, ended };
+}

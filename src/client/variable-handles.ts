@@ -2,6 +2,7 @@ import type { VariableValue } from "../values/index.js";
 import type { Emitter } from "./events.js";
 import type { LocalCopy } from "./local-copy.js";
 import type { BoundVariables, VariableHandle, VariableSchema } from "./schema.js";
+import type { SessionContext } from "./session-context.js";
 import type { SessionContextEvents } from "./session-events.js";
 import type { SessionRpc } from "./session-rpc.js";
 import type { VariableReads } from "./variable-reads.js";
@@ -14,7 +15,7 @@ export interface VariableHandles {
     name: string,
     ttlMs?: number,
   ): VariableHandle<V>;
-  bind<S extends VariableSchema>(schema: S): Promise<BoundVariables<S>>;
+  bind: SessionContext["bind"];
 }
 
 /** What handles read and write through. */

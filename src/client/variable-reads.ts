@@ -3,6 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { decodeValue, type VariableValue, validateValue } from "../values/index.js";
 import type { LocalCopy } from "./local-copy.js";
 import type { ReadOptions } from "./schema.js";
+import type { SessionContext } from "./session-context.js";
 import type { SessionRpc } from "./session-rpc.js";
 import type { VariableSnapshot } from "./variable-snapshot.js";
 
@@ -16,18 +17,12 @@ export interface HistoryEntry {
 }
 
 /** The reads of a SessionContext: cache first, one shared request per miss. */
-export interface VariableReads {
+export interface VariableReads
+  extends Pick<SessionContext, "getVariable" | "getMany" | "exists" | "list" | "history"> {
   /** Asks the server; concurrent calls for the same identifier share one request. */
   fetchOne(identifier: string, bypassCache: boolean): Promise<VariableSnapshot>;
-  getVariable(identifier: string, options?: ReadOptions): Promise<VariableSnapshot>;
-  getValue(identifier: string, options?: ReadOptions): Promise<VariableValue>;
-  getMany(
-    identifiers: readonly string[],
-    options?: ReadOptions,
-  ): Promise<Record<string, VariableSnapshot>>;
-  exists(identifier: string): Promise<boolean>;
-  list(pattern?: string): Promise<VariableSnapshot[]>;
-  history(identifier: string, options?: { limit?: number }): Promise<HistoryEntry[]>;
+  /** SessionContext.get: its hot path. */
+  getValue: SessionContext["get"];
 }
 
 /**

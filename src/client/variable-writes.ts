@@ -13,6 +13,7 @@ import {
 import type { Emitter } from "./events.js";
 import type { LocalCopy } from "./local-copy.js";
 import type { WriteOptions } from "./schema.js";
+import type { SessionContext } from "./session-context.js";
 import type { SessionContextEvents } from "./session-events.js";
 import type { SessionRpc } from "./session-rpc.js";
 import type { VariableReads } from "./variable-reads.js";
@@ -87,23 +88,10 @@ export function declare(
 }
 
 /** The writes of a SessionContext: write-through, validated locally first. */
-export interface VariableWrites {
-  register<T extends VariableType>(
-    name: string,
-    type: T,
-    initialValue: ValueOf<T>,
-    options?: RegisterOptions,
-  ): Promise<VariableSnapshot<ValueOf<T>>>;
-  set(identifier: string, value: VariableValue, options?: WriteOptions): Promise<VariableSnapshot>;
-  assign(name: string, value: VariableValue): Promise<VariableSnapshot>;
-  setMany(
-    updates: Readonly<Record<string, VariableValue>>,
-    options?: BatchOptions,
-  ): Promise<BatchResult>;
-  batch(): BatchBuilder;
-  delete(identifier: string): Promise<void>;
-  rollback(identifier: string, version: number): Promise<VariableSnapshot>;
-}
+export type VariableWrites = Pick<
+  SessionContext,
+  "register" | "set" | "assign" | "setMany" | "batch" | "delete" | "rollback"
+>;
 
 /** What the writes need besides the session and the local copy. */
 export interface WriteParts {
