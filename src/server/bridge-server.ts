@@ -407,6 +407,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
             trustedProxies: config.trustedProxies,
           }),
           corsOrigins: listener === "public" ? config.corsOrigins : [],
+          corsAllowHeaders: config.corsAllowHeaders,
           maxRequestBytes: config.maxRequestBytes,
           maxReplyBytes: config.maxReplyBytes,
           limits: connectionLimits,
