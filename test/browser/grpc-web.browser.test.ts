@@ -67,10 +67,18 @@ afterAll(async () => {
 });
 
 describe.each(["text", "binary"] as const)("grpc-web (Google) in Chromium, %s format", (format) => {
-  it("makes unary calls across origins", async () => {
+  it("makes unary calls across origins, with authorization and x-request-id headers", async () => {
     expect(await page.evaluate((f) => window.grpcWeb.ping(f, `hi ${f}`), format)).toBe(
       `hi ${format}`,
     );
+    // Chromium preflights these; a preflight that does not admit them fails the call.
+    const headers = { authorization: "Bearer not-a-worker", "x-request-id": `req-${format}` };
+    expect(
+      await page.evaluate(([f, h]) => window.grpcWeb.ping(f, "with headers", h), [
+        format,
+        headers,
+      ] as const),
+    ).toBe("with headers");
     const result = await page.evaluate((f) => window.grpcWeb.append(f, "from grpc-web"), format);
     expect(result).toMatchObject({
       count: 1,
@@ -120,5 +128,21 @@ describe("grpc-web (Google) WatchVariables in Chromium", () => {
     }
     expect(await page.evaluate(() => window.grpcWeb.updates())).toHaveLength(4);
     await page.evaluate(() => window.grpcWeb.stopWatch());
+  });
+
+  it("binary format: XMLHttpRequest hands over the updates only when the stream ends", async () => {
+    // The client reads a binary reply as one ArrayBuffer, which
+    // XMLHttpRequest provides once the response is complete: live updates
+    // need the text format. Ending the session ends the stream.
+    const sessionId = await page.evaluate(() => window.grpcWeb.startWatch("binary"));
+    expect(await page.evaluate((id) => window.grpcWeb.setX("binary", id, 1), sessionId)).toBe(1);
+    await page.evaluate((id) => window.grpcWeb.cleanup("binary", id), sessionId);
+    await vi.waitFor(async () => {
+      const updates = await page.evaluate(() => window.grpcWeb.updates());
+      expect(updates.slice(0, 2)).toEqual([
+        { type: "initial_value", value: 0 },
+        { type: "value_changed", value: 1 },
+      ]);
+    });
   });
 });
