@@ -366,7 +366,13 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     shutdown.abort();
     hub.endAll(new ConnectError("server is shutting down; reconnect", Code.Unavailable));
     // In-flight calls (forwarded tool calls included) get the grace period.
-    await Promise.all(closing.map((f) => f.close({ graceMs: config.shutdownGraceMs })));
+    // The admin listener closes last: while the others drain, /healthz
+    // answers 503, so a proxy's health check stops routing here.
+    const admin = listeners.get("admin");
+    await Promise.all(
+      closing.filter((f) => f !== admin).map((f) => f.close({ graceMs: config.shutdownGraceMs })),
+    );
+    await admin?.close({ graceMs: config.shutdownGraceMs });
     unsubscribe();
     unsubscribeTools?.();
     unsubscribeTools = undefined;
@@ -427,8 +433,14 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
               maxRequestBytes: 1024,
               health: () => {
                 const reported = storeHealth();
-                const ok = !shutdown.signal.aborted && reported.store !== "unavailable";
-                return { ok, sessions: stats.sessions, ...reported };
+                const draining = shutdown.signal.aborted;
+                const ok = !draining && reported.store !== "unavailable";
+                return {
+                  ok,
+                  sessions: stats.sessions,
+                  ...reported,
+                  ...(draining ? { draining: true } : {}),
+                };
               },
               metrics,
               limits: connectionLimits,
