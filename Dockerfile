@@ -35,12 +35,12 @@ RUN apt-get update \
   && rm -rf /var/lib/apt/lists/*
 WORKDIR /worker
 COPY proto/ proto/
-COPY demo/ demo/
+COPY demo/python/ demo/python/
 RUN mkdir gen && protoc -I proto --python_out=gen --grpc_python_out=gen \
   --plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin proto/snakepit/bridge/bridge.proto
 ENV PYTHONPATH=/worker/gen
 USER nobody
-ENTRYPOINT ["python3", "demo/worker/worker.py"]
+ENTRYPOINT ["python3", "demo/python/spam_worker.py"]
 
 # The bridge. Node is PID 1 and handles SIGTERM itself (the CLI drains:
 # /healthz 503, watch streams ended with UNAVAILABLE, in-flight calls
