@@ -9,6 +9,7 @@ import { readFile } from "node:fs/promises";
 import { cors } from "@connectrpc/connect";
 import { beforeAll, describe, expect, it } from "vitest";
 import { defaultAffinityHeader } from "../../src/client/affinity-header.js";
+import { Health } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { composeFile, replicaConfig } from "./compose.js";
 import { at, type EnvoyApi, list, loadEnvoyApi, seconds } from "./envoy-api.js";
@@ -17,10 +18,18 @@ import { selectRoute } from "./envoy-routes.js";
 const configPath = new URL("../../envoy/envoy.yaml", import.meta.url);
 
 /**
- * The bridge's keepalive period on quiet watch streams (WatchVariables):
- * every idle timeout on a watch's way must be longer.
+ * The bridge's default keepalive period on quiet watch streams
+ * (WatchVariables): every idle timeout on a watch's way must be longer.
  */
-const watchKeepaliveSeconds = 30;
+const defaultWatchKeepaliveSeconds = 30;
+
+/** The replicas' keepalive period: their `watchKeepaliveMs` where the config has one. */
+async function watchKeepaliveSeconds(): Promise<number> {
+  const replica = await replicaConfig();
+  return "watchKeepaliveMs" in replica
+    ? Number(replica.watchKeepaliveMs) / 1000
+    : defaultWatchKeepaliveSeconds;
+}
 
 /** RPCs only workers may call (the service refuses them to public callers with requireWorker). */
 const workerOnly = new Set(["RegisterTools"]);
@@ -113,6 +122,12 @@ describe("the public listener", () => {
         }
       }
     }
+    // grpc.health.v1 is for probes on the bridges' own network, not the edge.
+    for (const method of Health.methods) {
+      const path = `/${Health.typeName}/${method.name}`;
+      const route = selectRoute(virtualHost(), { path, headers: protocolRequests.grpc });
+      expect(at(route, "route", "cluster"), path).not.toBe("bridge");
+    }
     // Anything else is the demo's static files.
     expect(at(selectRoute(virtualHost(), { path: "/", headers: {} }), "route", "cluster")).toBe(
       "web",
@@ -126,7 +141,9 @@ describe("the public listener", () => {
     expect(at(hcm(), "useRemoteAddress")).toBe(true);
   });
 
-  it("keeps streams open: no route timeout, idle timeouts longer than the watch keepalive", () => {
+  it("keeps streams open: no route timeout, idle timeouts longer than the watch keepalive", async () => {
+    const keepalive = await watchKeepaliveSeconds();
+    expect(keepalive).toBeGreaterThan(0);
     const rpc = at(
       selectRoute(virtualHost(), {
         path: "/snakepit.bridge.BridgeService/WatchVariables",
@@ -135,10 +152,10 @@ describe("the public listener", () => {
       "route",
     );
     expect(at(rpc, "timeout")).toBe("0s");
-    expect(seconds(at(rpc, "idleTimeout"))).toBeGreaterThan(2 * watchKeepaliveSeconds);
-    expect(seconds(at(hcm(), "streamIdleTimeout"))).toBeGreaterThan(2 * watchKeepaliveSeconds);
+    expect(seconds(at(rpc, "idleTimeout"))).toBeGreaterThan(2 * keepalive);
+    expect(seconds(at(hcm(), "streamIdleTimeout"))).toBeGreaterThan(2 * keepalive);
     const maxStream = seconds(at(rpc, "maxStreamDuration", "maxStreamDuration"));
-    expect(maxStream).toBeGreaterThan(10 * watchKeepaliveSeconds);
+    expect(maxStream).toBeGreaterThan(10 * keepalive);
     expect(seconds(at(hcm(), "requestHeadersTimeout"))).toBeGreaterThan(0);
   });
 
