@@ -12,6 +12,7 @@
 import { type CallOptions, createClient, type Transport } from "@connectrpc/connect";
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import type { JsonValue, ValueOf, VariableType, VariableValue } from "../values/index.js";
+import { defaultAffinityHeader, withAffinityHeader } from "./affinity-header.js";
 import { createConnection } from "./connection-state.js";
 import { createEmitter } from "./events.js";
 import { createLocalCopy } from "./local-copy.js";
@@ -91,6 +92,12 @@ export interface SessionContextOptions {
   readonly binaryThreshold?: number;
   /** Applied to every call (timeouts, headers). */
   readonly callOptions?: CallOptions;
+  /**
+   * Send the session id in a header on every call, for a load balancer's
+   * session affinity: `true` sends `x-session-id` (what envoy/envoy.yaml
+   * hashes on), a string names another header. Default: no header.
+   */
+  readonly affinityHeader?: boolean | string;
   readonly timers?: TimerProvider;
 }
 
@@ -233,7 +240,14 @@ export async function createSessionContext(
   options: SessionContextOptions,
 ): Promise<SessionContext> {
   const timers = options.timers ?? systemTimers;
-  const client = createClient(BridgeService, options.transport);
+  // The id is known up front when attaching, and once the server minted it otherwise.
+  let affinityKey = options.sessionId ?? "";
+  const header = options.affinityHeader === true ? defaultAffinityHeader : options.affinityHeader;
+  const transport =
+    typeof header === "string" && header !== ""
+      ? withAffinityHeader(options.transport, header, () => affinityKey)
+      : options.transport;
+  const client = createClient(BridgeService, transport);
   const call = options.callOptions ?? {};
   const init = await client.initializeSession(
     {
@@ -245,6 +259,7 @@ export async function createSessionContext(
     call,
   );
   const sessionId = init.sessionId || (options.sessionId ?? "");
+  affinityKey = sessionId;
   const rpc: SessionRpc = { client, sessionId, call };
   const events = createEmitter<SessionContextEvents>();
   const cache = createVariableCache({
@@ -334,20 +349,8 @@ export async function createSessionContext(
     get: reads.getValue,
     getVariable: reads.getVariable,
 
-    peek(identifier) {
-      const entry = cache.peek(identifier);
-      return entry === undefined
-        ? undefined
-        : { snapshot: entry.variable.snapshot, possiblyStale: entry.possiblyStale };
-    },
-
-    cached() {
-      return [...cache.entries()].map((e) => ({
-        snapshot: e.variable.snapshot,
-        possiblyStale: e.possiblyStale,
-      }));
-    },
-
+    peek: reads.peek,
+    cached: reads.cached,
     set: writes.set,
     assign: writes.assign,
     exists: reads.exists,

@@ -18,7 +18,10 @@ export interface HistoryEntry {
 
 /** The reads of a SessionContext: cache first, one shared request per miss. */
 export interface VariableReads
-  extends Pick<SessionContext, "getVariable" | "getMany" | "exists" | "list" | "history"> {
+  extends Pick<
+    SessionContext,
+    "getVariable" | "getMany" | "exists" | "list" | "history" | "peek" | "cached"
+  > {
   /** Asks the server; concurrent calls for the same identifier share one request. */
   fetchOne(identifier: string, bypassCache: boolean): Promise<VariableSnapshot>;
   /** SessionContext.get: its hot path. */
@@ -94,6 +97,20 @@ export function createVariableReads(
     fetchOne,
     getVariable,
     getValue,
+
+    peek(identifier) {
+      const entry = cache.peek(identifier);
+      return entry === undefined
+        ? undefined
+        : { snapshot: entry.variable.snapshot, possiblyStale: entry.possiblyStale };
+    },
+
+    cached() {
+      return [...cache.entries()].map((e) => ({
+        snapshot: e.variable.snapshot,
+        possiblyStale: e.possiblyStale,
+      }));
+    },
 
     async getMany(identifiers, read = {}) {
       const out: Record<string, VariableSnapshot> = {};
