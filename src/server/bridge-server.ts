@@ -93,6 +93,8 @@ export interface BridgeServer extends AsyncDisposable {
   /** The BridgeService routes, for mounting in another Connect server. */
   readonly routes: (router: ConnectRouter) => void;
   readonly store: SessionStore;
+  /** This bridge's metrics (its own prom-client registry), as the admin listener serves them. */
+  readonly metrics: MetricsRegistry;
 }
 
 /**
@@ -378,6 +380,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   return {
     routes,
     store,
+    metrics,
     registerTool,
     unregisterTool: (name) => tools.unregisterLocal(name),
     auditTrail: (filter) => audit.entries(filter),

@@ -23,7 +23,7 @@ import {
 } from "@connectrpc/connect";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "./logger.js";
-import { type MetricsRegistry, prometheusContentType } from "./metrics.js";
+import type { MetricsRegistry } from "./metrics.js";
 import { requestErrorGate, requestErrorInterceptor } from "./request-errors.js";
 import { createRpcHandler } from "./rpc-handler.js";
 
@@ -289,15 +289,14 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       send(res, status, "application/json", `${JSON.stringify(body)}\n`, head);
       return;
     }
-    let text: string;
-    try {
-      text = (metrics as MetricsRegistry).render();
-    } catch (error) {
-      logger.error("metrics collection failed", { error });
-      send(res, 500, "text/plain; charset=utf-8", "metrics collection failed\n", head);
-      return;
-    }
-    send(res, 200, prometheusContentType, text, head);
+    const registry = metrics as MetricsRegistry;
+    registry.render().then(
+      (text) => send(res, 200, registry.contentType, text, head),
+      (error: unknown) => {
+        logger.error("metrics collection failed", { error });
+        send(res, 500, "text/plain; charset=utf-8", "metrics collection failed\n", head);
+      },
+    );
   }
 
   function healthReport(): [number, Record<string, unknown>] {
