@@ -6,7 +6,7 @@ import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
 import { createBridgeService, sessionEnded } from "./bridge-service.js";
 import { callerResolver } from "./caller.js";
-import { defaultServerConfig, type ServerConfig } from "./config.js";
+import { defaultServerConfig, pickGroup, type ServerConfig } from "./config-options.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
 import { createHttpFront, type HttpFront } from "./http-front.js";
 import { type Limits, limitsFrom } from "./limits.js";
@@ -390,14 +390,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     async start() {
       if (fronts !== undefined) throw new Error("the bridge server is already started");
       const interceptors = bridgeInterceptors(metrics);
-      const connectionLimits = {
-        maxConnections: config.maxConnections,
-        maxStreamsPerConnection: config.maxStreamsPerConnection,
-        idleTimeoutMs: config.idleTimeoutMs,
-        headersTimeoutMs: config.headersTimeoutMs,
-        requestTimeoutMs: config.requestTimeoutMs,
-        writeStallTimeoutMs: config.writeStallTimeoutMs,
-      };
+      const connectionLimits = pickGroup(config, "connection");
       const rpcFront = (listener: "public" | "worker", host: string, port: number) =>
         createHttpFront({
           host,

@@ -22,6 +22,7 @@ import {
   type Interceptor,
 } from "@connectrpc/connect";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
+import { defaultServerConfig, pickGroup } from "./config-options.js";
 import type { Logger } from "./logger.js";
 import type { MetricsRegistry } from "./metrics.js";
 import { requestErrorGate, requestErrorInterceptor } from "./request-errors.js";
@@ -72,15 +73,10 @@ export interface ConnectionLimits {
   readonly writeStallTimeoutMs: number;
 }
 
-/** The limits a front applies unless told otherwise. */
-export const defaultConnectionLimits: ConnectionLimits = Object.freeze({
-  maxConnections: 4096,
-  maxStreamsPerConnection: 256,
-  idleTimeoutMs: 120_000,
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 30_000,
-  writeStallTimeoutMs: 30_000,
-});
+/** The limits a front applies unless told otherwise: the server config's defaults. */
+export const defaultConnectionLimits: ConnectionLimits = Object.freeze(
+  pickGroup(defaultServerConfig, "connection"),
+);
 
 /** A listening (or ready to listen) front; see {@link createHttpFront}. */
 export interface HttpFront {
