@@ -13,6 +13,7 @@
 import {
   boolean,
   bytes,
+  headerNames,
   integer,
   ipList,
   keyPrefix,
@@ -165,6 +166,33 @@ export const serverOptions = {
     default: [],
     help: 'Origin allowed to call from a browser, e.g. http://localhost:5173; repeat the flag or separate with commas. "*" allows any origin.',
     parse: origins,
+    repeatable: true,
+  }),
+  corsAllowHeaders: option({
+    flag: "cors-allow-headers",
+    placeholder: "<header,...>",
+    // Those Connect and gRPC-Web clients send (connect-es's
+    // cors.allowedHeaders), the worker token (authorization), a request id
+    // for tracing, and the session id header a client sends for
+    // session-affine routing.
+    default: [
+      "authorization",
+      "content-type",
+      "connect-protocol-version",
+      "connect-timeout-ms",
+      "connect-content-encoding",
+      "connect-accept-encoding",
+      "content-encoding",
+      "accept-encoding",
+      "grpc-timeout",
+      "grpc-message-type",
+      "x-grpc-web",
+      "x-user-agent",
+      "x-request-id",
+      "x-session-id",
+    ],
+    help: "Request headers browsers may send cross-origin (the preflight's Access-Control-Allow-Headers); the list replaces the default, so include the protocol headers; repeat the flag or separate with commas.",
+    parse: headerNames,
     repeatable: true,
   }),
   sessionTtlSeconds: option({

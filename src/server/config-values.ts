@@ -121,3 +121,12 @@ export function token(raw: string): string {
   if (!/^[\x21-\x7e]+$/.test(t)) throw new Error("must be printable ASCII without spaces");
   return t;
 }
+
+/** A list of request header names (RFC 9110 tokens), lower-cased; at least one. */
+export function headerNames(raw: string): string[] {
+  const out = list(raw.toLowerCase(), (h) => {
+    if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(h)) throw new Error(`"${h}" is not a header name`);
+  });
+  if (out.length === 0) throw new Error("names no header");
+  return out;
+}

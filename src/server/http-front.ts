@@ -44,6 +44,8 @@ export interface HttpFrontOptions {
   contextValues?: (req: NodeRequest) => ContextValues;
   /** Exact origins browsers may call from; `"*"` in the list allows any origin. */
   corsOrigins: readonly string[];
+  /** Request headers cross-origin calls may send (default {@link defaultCorsAllowHeaders}). */
+  corsAllowHeaders?: readonly string[];
   /** Largest request message read; larger ones fail with RESOURCE_EXHAUSTED. */
   maxRequestBytes: number;
   /** Largest reply message written; a larger one fails with RESOURCE_EXHAUSTED. */
@@ -99,6 +101,12 @@ export interface HttpFront {
   /** Connections open now. */
   readonly connectionCount: number;
 }
+
+/**
+ * The request headers a cross-origin caller may send unless told otherwise:
+ * the server config's default (`--cors-allow-headers`).
+ */
+export const defaultCorsAllowHeaders: readonly string[] = defaultServerConfig.corsAllowHeaders;
 
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
@@ -162,7 +170,10 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
           fallback: (req: NodeRequest, res: NodeResponse) => serveNonRpc(req, res),
         });
 
-  const corsPolicy = createCorsPolicy(options.corsOrigins);
+  const corsPolicy = createCorsPolicy(
+    options.corsOrigins,
+    options.corsAllowHeaders ?? defaultCorsAllowHeaders,
+  );
 
   const onRequest = (req: NodeRequest, res: NodeResponse) => {
     if (req instanceof http.IncomingMessage) {
@@ -587,11 +598,12 @@ function send(
  */
 function createCorsPolicy(
   corsOrigins: readonly string[],
+  corsAllowHeaders: readonly string[],
 ): (req: NodeRequest, res: NodeResponse) => boolean {
   const any = corsOrigins.includes("*");
   const allowed = new Set(corsOrigins);
   const allowMethods = cors.allowedMethods.join(", ");
-  const allowHeaders = cors.allowedHeaders.join(", ");
+  const allowHeaders = corsAllowHeaders.join(", ");
   const exposeHeaders = cors.exposedHeaders.join(", ");
   return (req, res) => {
     // The answer depends on Origin whenever the list is exact, so caches must
