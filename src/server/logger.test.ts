@@ -110,8 +110,17 @@ describe("createLogger", () => {
 
   it("writes bigints as strings", () => {
     const { logger, parsed } = capture();
-    logger.info("n", { version: 9007199254740993n });
-    expect(parsed()[0]?.version).toBe("9007199254740993");
+    logger.info("n", { version: 9007199254740993n, versions: [1n, 2n] });
+    expect(parsed()[0]).toMatchObject({ version: "9007199254740993", versions: ["1", "2"] });
+  });
+
+  it("serializes a list of errors", () => {
+    const { logger, parsed } = capture();
+    logger.error("several failed", { errors: [new Error("a"), new TypeError("b")] });
+    expect(parsed()[0]?.errors).toMatchObject([
+      { name: "Error", message: "a" },
+      { name: "TypeError", message: "b" },
+    ]);
   });
 });
 

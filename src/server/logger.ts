@@ -122,14 +122,14 @@ function wrap(p: PinoLogger, level: LogLevel): Logger {
 /**
  * The fields of one line as they are written: envelope keys renamed,
  * errors with name, message, code, cause and stack (JSON would print `{}`),
- * bigints as strings (JSON has no such numbers).
+ * bigints as strings (JSON has no such numbers), also inside a list.
  */
 function loggable(fields: LogFields): Record<string, unknown> {
   let out: Record<string, unknown> | undefined;
   for (const key in fields) {
     const value = fields[key];
     const renamed = reservedKeys.has(key);
-    if (!renamed && !(value instanceof Error) && typeof value !== "bigint") continue;
+    if (!renamed && !needsPlain(value)) continue;
     out ??= { ...fields };
     if (renamed) delete out[key];
     out[renamed ? `field.${key}` : key] = plain(value);
@@ -137,8 +137,17 @@ function loggable(fields: LogFields): Record<string, unknown> {
   return out ?? (fields as Record<string, unknown>);
 }
 
+function needsPlain(value: unknown): boolean {
+  return (
+    value instanceof Error ||
+    typeof value === "bigint" ||
+    (Array.isArray(value) && value.some((v) => v instanceof Error || typeof v === "bigint"))
+  );
+}
+
 function plain(value: unknown): unknown {
   if (typeof value === "bigint") return value.toString();
+  if (Array.isArray(value)) return needsPlain(value) ? value.map(plain) : value;
   if (!(value instanceof Error)) return value;
   const out: Record<string, unknown> = { name: value.name, message: value.message };
   const code = (value as { code?: unknown }).code;
