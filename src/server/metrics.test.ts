@@ -7,6 +7,7 @@ import {
   createRouterTransport,
 } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
+import { startBridge } from "../../test/support/bridge.js";
 import {
   BridgeService,
   PingResponseSchema,
@@ -274,5 +275,33 @@ describe("createMetricsInterceptor", () => {
     expect(text.match(/^bridge_rpc_calls_total\{/gm)).toHaveLength(1);
     expect(text).toContain('\nbridge_rpc_calls_total{rpc="Ping",code="ok"} 3\n');
     expect(text).toContain('\nbridge_rpc_duration_seconds_count{rpc="Ping"} 3\n');
+  });
+});
+
+describe("bridge servers in one process", () => {
+  it("each serve their own series on their admin listener, with the process metrics", async () => {
+    const [a, b] = await Promise.all([startBridge(), startBridge()]);
+    try {
+      await a.client().ping({ message: "1" });
+      await a.client().ping({ message: "2" });
+      await b.client().ping({ message: "3" });
+      const scrape = async (url: string) => {
+        const res = await fetch(`${url}/metrics`);
+        expect(res.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
+        return res.text();
+      };
+      const [textA, textB] = await Promise.all([scrape(a.adminUrl), scrape(b.adminUrl)]);
+      expect(textA).toContain('\nbridge_rpc_calls_total{rpc="Ping",code="ok"} 2\n');
+      expect(textB).toContain('\nbridge_rpc_calls_total{rpc="Ping",code="ok"} 1\n');
+      for (const text of [textA, textB]) {
+        expect(text).toMatch(/^nodejs_eventloop_lag_seconds \d/m);
+        expect(text).toMatch(/^nodejs_heap_size_used_bytes \d/m);
+      }
+      expect(await a.server.metrics.render()).toContain(
+        'bridge_rpc_calls_total{rpc="Ping",code="ok"} 2',
+      );
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
   });
 });
