@@ -374,7 +374,13 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     shutdown.abort();
     hub.endAll(new ConnectError("server is shutting down; reconnect", Code.Unavailable));
     // In-flight calls (forwarded tool calls included) get the grace period.
-    await Promise.all(closing.map((f) => f.close({ graceMs: config.shutdownGraceMs })));
+    // The admin listener closes last: while the others drain, /healthz
+    // answers 503, so a proxy's health check stops routing here.
+    const admin = listeners.get("admin");
+    await Promise.all(
+      closing.filter((f) => f !== admin).map((f) => f.close({ graceMs: config.shutdownGraceMs })),
+    );
+    await admin?.close({ graceMs: config.shutdownGraceMs });
     unsubscribe();
     unsubscribeTools?.();
     unsubscribeTools = undefined;
@@ -430,7 +436,12 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
               routes: (router) => router.service(Health, health),
               corsOrigins: [],
               maxRequestBytes: 1024,
-              health: () => ({ ok: ready(), sessions: stats.sessions, ...storeHealth() }),
+              health: () => ({
+                ok: ready(),
+                sessions: stats.sessions,
+                ...storeHealth(),
+                ...(shutdown.signal.aborted ? { draining: true } : {}),
+              }),
               metrics,
               limits: connectionLimits,
               logger,
