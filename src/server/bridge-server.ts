@@ -7,7 +7,7 @@ import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
 import { createBridgeService, sessionEnded } from "./bridge-service.js";
 import { callerResolver } from "./caller.js";
-import { defaultServerConfig, type ServerConfig } from "./config.js";
+import { defaultServerConfig, pickGroup, type ServerConfig } from "./config-options.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
 import { createHealthService } from "./health-service.js";
 import { createHttpFront, type HttpFront } from "./http-front.js";
@@ -95,6 +95,8 @@ export interface BridgeServer extends AsyncDisposable {
   /** The BridgeService and grpc.health.v1.Health routes, for mounting in another Connect server. */
   readonly routes: (router: ConnectRouter) => void;
   readonly store: SessionStore;
+  /** This bridge's metrics (its own prom-client registry), as the admin listener serves them. */
+  readonly metrics: MetricsRegistry;
 }
 
 /**
@@ -390,6 +392,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   return {
     routes,
     store,
+    metrics,
     registerTool,
     unregisterTool: (name) => tools.unregisterLocal(name),
     auditTrail: (filter) => audit.entries(filter),
@@ -399,14 +402,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     async start() {
       if (fronts !== undefined) throw new Error("the bridge server is already started");
       const interceptors = bridgeInterceptors(metrics);
-      const connectionLimits = {
-        maxConnections: config.maxConnections,
-        maxStreamsPerConnection: config.maxStreamsPerConnection,
-        idleTimeoutMs: config.idleTimeoutMs,
-        headersTimeoutMs: config.headersTimeoutMs,
-        requestTimeoutMs: config.requestTimeoutMs,
-        writeStallTimeoutMs: config.writeStallTimeoutMs,
-      };
+      const connectionLimits = pickGroup(config, "connection");
       const rpcFront = (listener: "public" | "worker", host: string, port: number) =>
         createHttpFront({
           host,
