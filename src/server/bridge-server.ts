@@ -4,10 +4,11 @@ import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@conne
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
-import { createBridgeService, sessionEnded } from "./bridge-service.js";
+import { createBridgeService } from "./bridge-service.js";
 import { callerResolver } from "./caller.js";
 import { defaultServerConfig, type ServerConfig } from "./config.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
+import { sessionEnded } from "./errors.js";
 import { createHttpFront, type HttpFront } from "./http-front.js";
 import { type Limits, limitsFrom } from "./limits.js";
 import { createLogger, type Logger, redactSessionId } from "./logger.js";
@@ -16,11 +17,11 @@ import { createMemoryStore } from "./store/memory-store.js";
 import type { SessionStore } from "./store/session-store.js";
 import { type AuditEntry, type AuditFilter, createAuditTrail } from "./tools/audit-trail.js";
 import { builtinTools } from "./tools/builtin-tools.js";
-import type { SharedTool } from "./tools/shared-tools.js";
 import type { ToolDefinition } from "./tools/tool-definition.js";
 import { createToolExecutor } from "./tools/tool-executor.js";
-import { createToolRegistry, type ToolInput } from "./tools/tool-registry.js";
-import { createWorkerAddressPolicy, type WorkerAddress } from "./tools/worker-address.js";
+import { createToolRegistry } from "./tools/tool-registry.js";
+import { createWorkerAddressPolicy } from "./tools/worker-address.js";
+import { createWorkerTools } from "./tools/worker-tools.js";
 import { createVariableOps } from "./variable-ops.js";
 import { createWatchHub } from "./watch-hub.js";
 
@@ -132,6 +133,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     bufferSize: config.watchBufferSize,
     maxPerSession: limits.maxWatchersPerSession,
     maxTotal: limits.maxWatchers,
+    now,
   });
   const audit = createAuditTrail();
   const tools = createToolRegistry({ now, limits, audit });
@@ -163,11 +165,8 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     ownHosts: () => ownHosts.map((h) => h.toLowerCase()),
     ownPorts: () => ownPorts,
   });
-  const service = createBridgeService(core, {
-    executor,
-    workerAddresses,
-    logger,
-  });
+  const workerTools = createWorkerTools(core, { workerAddresses, logger });
+  const service = createBridgeService(core, { executor, workerTools });
 
   const metrics = createMetrics();
   const sessionsEnded = metrics.counter(
@@ -311,50 +310,6 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     });
   }
 
-  /**
-   * With a multi-node store: the remote tools other replicas registered, now
-   * and from here on, each checked against this replica's own allowlist.
-   */
-  let unsubscribeTools: (() => void) | undefined;
-  const applyShared = (list: readonly SharedTool[]) => {
-    const byWorker = new Map<string, ToolInput[]>();
-    for (const t of list) {
-      let address: WorkerAddress;
-      try {
-        address = workerAddresses.check(t.address);
-      } catch (error) {
-        logger.warn("a tool registered on another replica is not allowed here; skipped", {
-          tool: t.name,
-          worker: t.workerId,
-          error: ConnectError.from(error).rawMessage,
-        });
-        continue;
-      }
-      const input: ToolInput = {
-        name: t.name,
-        description: t.description,
-        parameters: t.parameters,
-        metadata: t.metadata,
-        requiredVariables: [],
-        streaming: t.streaming,
-        sessionId: t.sessionId,
-        expiresAt: t.expiresAt,
-        target: { kind: "remote", address, workerId: t.workerId },
-      };
-      const group = byWorker.get(t.workerId) ?? [];
-      group.push(input);
-      byWorker.set(t.workerId, group);
-    }
-    // The replica that took the registration audited it.
-    for (const [workerId, group] of byWorker) tools.applyRemote(group, workerId, { audit: false });
-  };
-  const loadSharedTools = async () => {
-    const shared = store.sharedTools;
-    if (shared === undefined || unsubscribeTools !== undefined) return;
-    unsubscribeTools = shared.subscribe(applyShared);
-    applyShared(await shared.list());
-  };
-
   let fronts: HttpFront[] | undefined;
   let statsTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -368,8 +323,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     // In-flight calls (forwarded tool calls included) get the grace period.
     await Promise.all(closing.map((f) => f.close({ graceMs: config.shutdownGraceMs })));
     unsubscribe();
-    unsubscribeTools?.();
-    unsubscribeTools = undefined;
+    workerTools.close();
     executor.close();
     if (options.sessionStore === undefined) await store.close();
     logger.info("stopped");
@@ -434,7 +388,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
               limits: connectionLimits,
               logger,
             });
-      await loadSharedTools();
+      await workerTools.follow();
       const started = [publicFront, workerFront, adminFront].filter(
         (f): f is HttpFront => f !== undefined,
       );

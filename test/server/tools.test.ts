@@ -91,7 +91,6 @@ describe("server-side tools", () => {
     };
     expect(result.count).toBe(1);
     expect(result.messages[0]).toMatchObject({ role: "assistant", content: "hello" });
-    expect(res.executionTimeMs).toBeGreaterThanOrEqual(0n);
     expect(toBinary(StringValueSchema, create(StringValueSchema, { value: "x" }))[0]).toBe(0x0a);
   });
 
@@ -213,9 +212,61 @@ describe("server-side tools", () => {
       error: "the model is offline",
       target: "local",
     });
-    expect(entries[1]?.durationMs).toBeGreaterThanOrEqual(0);
-    expect(entries[1]?.startedAt).toBeLessThanOrEqual(Date.now());
     expect(seen).toEqual(["error", "ok"]);
+  });
+});
+
+describe("tool timings", () => {
+  // The bridge's clock is the test's: a tool "takes" exactly what it advances.
+  let t = 1_000_000;
+  let timed: RunningBridge;
+  beforeAll(async () => {
+    timed = await startBridge({ now: () => t });
+    timed.server.registerTool({
+      name: "take_250ms",
+      description: "Advances the clock by 250 ms.",
+      handler: () => {
+        t += 250;
+        return "done";
+      },
+    });
+    timed.server.registerTool({
+      name: "stream_250ms",
+      description: "Streams one chunk, advancing the clock by 250 ms.",
+      async *stream() {
+        t += 250;
+        yield 1;
+        return "done";
+      },
+    });
+  });
+  afterAll(async () => {
+    await timed.stop();
+  });
+
+  it("reports the execution time and audits the start and duration by the server's clock", async () => {
+    const c = timed.client();
+    const { sessionId } = await c.initializeSession({});
+    const startedAt = t;
+    const res = await c.executeTool({ sessionId, toolName: "take_250ms", parameters: {} });
+    expect(res.success).toBe(true);
+    expect(res.executionTimeMs).toBe(250n);
+    expect(timed.server.auditTrail({ sessionId })).toMatchObject([
+      { tool: "take_250ms", outcome: "ok", startedAt, durationMs: 250 },
+    ]);
+  });
+
+  it("reports a stream's execution time in its final chunk", async () => {
+    const c = timed.client();
+    const { sessionId } = await c.initializeSession({});
+    const startedAt = t;
+    const got = await chunks(
+      c.executeStreamingTool({ sessionId, toolName: "stream_250ms", parameters: {} }),
+    );
+    expect(got.at(-1)?.metadata).toMatchObject({ chunks: "1", execution_time_ms: "250" });
+    expect(timed.server.auditTrail({ sessionId })).toMatchObject([
+      { tool: "stream_250ms", outcome: "ok", startedAt, durationMs: 250, streaming: true },
+    ]);
   });
 });
 

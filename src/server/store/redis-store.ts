@@ -23,6 +23,7 @@
 import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
+import { clientQuotaReached, sessionLimitReached } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { parseRedisUrl } from "../redis-url.js";
 import type { AuditEntry } from "../tools/audit-trail.js";
@@ -42,7 +43,6 @@ import {
   encodeSession,
 } from "./redis-codec.js";
 import { scripts } from "./redis-scripts.js";
-import { clientQuotaReached, sessionLimitReached } from "./session-errors.js";
 import {
   createTransaction,
   createView,
