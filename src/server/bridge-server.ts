@@ -8,11 +8,11 @@ import { createBridgeService } from "./bridge-service.js";
 import { callerResolver } from "./caller.js";
 import { defaultServerConfig, type ServerConfig } from "./config.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
-import { sessionEnded } from "./errors.js";
 import { createHttpFront, type HttpFront } from "./http-front.js";
 import { type Limits, limitsFrom } from "./limits.js";
-import { createLogger, type Logger, redactSessionId } from "./logger.js";
+import { createLogger, type Logger } from "./logger.js";
 import { createMetrics, createMetricsInterceptor, type MetricsRegistry } from "./metrics.js";
+import { followStore, reportAudit } from "./server-events.js";
 import { createMemoryStore } from "./store/memory-store.js";
 import type { SessionStore } from "./store/session-store.js";
 import { type AuditEntry, type AuditFilter, createAuditTrail } from "./tools/audit-trail.js";
@@ -169,39 +169,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   const service = createBridgeService(core, { executor, workerTools });
 
   const metrics = createMetrics();
-  const sessionsEnded = metrics.counter(
-    "bridge_sessions_ended_total",
-    "Sessions ended, by reason (cleanup or expired).",
-    ["reason"],
-  );
-  const unsubscribe = store.subscribe((event) => {
-    if (event.type === "change") {
-      hub.onStoreEvent(event);
-      return;
-    }
-    if (event.type === "resync") {
-      // Never a silent gap: clients reconnect and resynchronize.
-      logger.warn("watch streams ended to resynchronize", { reason: event.reason });
-      hub.endAll(new ConnectError(`${event.reason}; resynchronize`, Code.Unavailable));
-      return;
-    }
-    // Expiry (or a cleanup on another node): end streams, drop its tools.
-    // This runs for every one of a mass expiry, so it stays cheap: the
-    // error is only built for sessions with streams, and expiries are
-    // logged at debug level only (the metrics count every end).
-    tools.dropSession(event.sessionId);
-    hub.endSession(event.sessionId, () =>
-      sessionEnded(event.reason === "expired" ? "expired" : "cleaned up"),
-    );
-    sessionsEnded.inc({ reason: event.reason });
-    const level = event.reason === "cleanup" ? "info" : "debug";
-    if (logger.isLevelEnabled(level)) {
-      logger[level]("session ended", {
-        session: redactSessionId(event.sessionId),
-        reason: event.reason,
-      });
-    }
-  });
+  const unsubscribe = followStore(store, { hub, tools, metrics, logger });
 
   let stats = { sessions: 0, variables: 0 };
   let statsFailing = false;
@@ -229,56 +197,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   );
   metrics.gauge("bridge_remote_tools", "Tools registered by workers.", () => tools.remoteCount);
 
-  const executions = metrics.counter(
-    "bridge_tool_executions_total",
-    'Tool executions by tool and outcome; calls of unregistered names count under tool="(unregistered)".',
-    ["tool", "outcome"],
-  );
-  const registrations = metrics.counter(
-    "bridge_tool_registrations_total",
-    "Tool registrations and removals, by action and outcome.",
-    ["action", "outcome"],
-  );
-  // With a shared store, every entry also goes to the trail all replicas read.
-  if (store.sharedAudit !== undefined) {
-    const shared = store.sharedAudit;
-    // (Not each replica's start-up registrations of its local tools.)
-    audit.subscribe((entry) => {
-      if (entry.action === "execute" || entry.target !== "local") shared.append(entry);
-    });
-  }
-  audit.subscribe((entry) => {
-    const session = entry.sessionId === "" ? "(global)" : redactSessionId(entry.sessionId);
-    if (entry.action !== "execute") {
-      registrations.inc({ action: entry.action, outcome: entry.outcome });
-      logger.info(entry.action === "register" ? "tool registered" : "tool removed", {
-        event: `tool_${entry.action}`,
-        session,
-        tool: entry.tool,
-        outcome: entry.outcome,
-        target: entry.target,
-        ...(entry.worker === undefined ? {} : { worker: entry.worker }),
-        ...(entry.error === undefined ? {} : { error: entry.error }),
-      });
-      return;
-    }
-    // A label per name a caller makes up would let anyone grow /metrics
-    // without bound: only names that were registered get their own series.
-    executions.inc({
-      tool: entry.outcome === "not_found" ? "(unregistered)" : entry.tool,
-      outcome: entry.outcome,
-    });
-    logger.info("tool executed", {
-      event: "tool_execution",
-      session,
-      tool: entry.tool,
-      started_at: new Date(entry.startedAt).toISOString(),
-      duration_ms: entry.durationMs,
-      outcome: entry.outcome,
-      target: entry.target,
-      ...(entry.error === undefined ? {} : { error: entry.error }),
-    });
-  });
+  reportAudit(audit, { metrics, logger, shared: store.sharedAudit });
 
   const routes = (router: ConnectRouter) => {
     router.service(BridgeService, service);

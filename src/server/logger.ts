@@ -3,7 +3,8 @@
  *
  * One line per event, `{"time","level","msg",...fields}`, so that log shippers
  * (Docker, journald, Loki) can index fields without parsing prose. The server
- * logs in one place; the client library never logs (see STYLE.md).
+ * logs in one place; the client library never logs (it runs inside other
+ * people's applications, and emits events they can subscribe to instead).
  */
 
 /** Severity, lowest first. */
