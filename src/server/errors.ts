@@ -22,6 +22,11 @@ export function sessionEnded(how: "expired" | "cleaned up"): ConnectError {
   return new ConnectError(`session ended: ${how}`, Code.NotFound);
 }
 
+/** NOT_FOUND for session-scoped tools whose session ended while they were being registered. */
+export function sessionEndedBeforeTools(): ConnectError {
+  return new ConnectError("the session ended before its tools were registered", Code.NotFound);
+}
+
 /** INVALID_ARGUMENT for a call that names no session. */
 export function sessionIdRequired(): ConnectError {
   return new ConnectError("session_id is required", Code.InvalidArgument);
