@@ -32,7 +32,7 @@ import { addDependencyEdge } from "./variable-dependencies.js";
 import {
   currentEntry,
   historyOf,
-  overBudget as overBudgetOf,
+  overBudget,
   planHistory,
   recordBytes,
 } from "./variable-history.js";
@@ -42,7 +42,10 @@ import {
  * versions, compare-and-swap, locks, history, change events, and the
  * session's byte budget (which tool data shares). Each function runs inside
  * a store transaction and throws a ConnectError before writing anything, so
- * a failed call changes nothing.
+ * a failed call changes nothing. What a version costs and how much history
+ * a write keeps is variable-history.ts'; the dependency graph is
+ * variable-dependencies.ts'; calls on many variables at once (batches,
+ * listings) build on these in variable-batch.ts.
  */
 export interface VariableOps {
   register(tx: SessionTransaction, input: RegisterInput): VariableRecord;
@@ -174,8 +177,6 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     return { value: checked.value, bytes: size, binary: isBinary };
   };
 
-  const overBudget = (total: number, subject: string) => overBudgetOf(limits, total, subject);
-
   const emit = (
     tx: SessionTransaction,
     kind: VariableChange["kind"],
@@ -275,7 +276,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       checkMetadata(input.metadata, limits, `variable '${input.name}'`);
       const bytes = recordBytes(decoded.bytes, input.metadata, NO_METADATA);
       if (tx.bytes + bytes > limits.maxSessionBytes) {
-        throw overBudget(tx.bytes + bytes, `variable '${input.name}'`);
+        throw overBudget(limits, tx.bytes + bytes, `variable '${input.name}'`);
       }
       const t = now();
       const record: VariableRecord = {
@@ -393,7 +394,8 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
         );
       }
       const total = tx.bytes - tx.dataBytes(key) + bytes;
-      if (total > limits.maxSessionBytes) throw overBudget(total, `session data ${quote(key)}`);
+      if (total > limits.maxSessionBytes)
+        throw overBudget(limits, total, `session data ${quote(key)}`);
       tx.setData(key, value, bytes);
     },
   };
