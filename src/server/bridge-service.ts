@@ -11,6 +11,7 @@ import { checkMetadata } from "./limits.js";
 import { cleanupSession, openSession } from "./session-ops.js";
 import type { VariableRecord } from "./store/session-store.js";
 import type { ToolExecutor } from "./tools/tool-executor.js";
+import { resultForCaller } from "./tools/tool-value-form.js";
 import { toToolSpec } from "./tools/tool-wire.js";
 import type { WorkerTools } from "./tools/worker-tools.js";
 import {
@@ -204,10 +205,15 @@ export function createBridgeService(
 
     // An ExecuteToolRequest is a ToolCall as it stands; ExecuteElixirTool's
     // request has no binary parameters.
-    executeTool: (req, ctx) => executor.execute(req, ctx.signal, ctx.requestHeader),
+    // Results in the form the caller reads (tool-value-form.ts).
+    executeTool: async (req, ctx) =>
+      resultForCaller(await executor.execute(req, ctx.signal, ctx.requestHeader), ctx),
     executeStreamingTool: (req, ctx) => executor.stream(req, ctx.signal, ctx.requestHeader),
-    executeElixirTool: (req, ctx) =>
-      executor.execute({ ...req, binaryParameters: {} }, ctx.signal, ctx.requestHeader),
+    executeElixirTool: async (req, ctx) =>
+      resultForCaller(
+        await executor.execute({ ...req, binaryParameters: {} }, ctx.signal, ctx.requestHeader),
+        ctx,
+      ),
 
     async getExposedElixirTools(req) {
       const allowed = await core.read(req.sessionId, (view) => view.session.allowedTools);

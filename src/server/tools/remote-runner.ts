@@ -1,6 +1,8 @@
+import type { Any } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { BridgeService, type ToolChunk } from "../../gen/snakepit/bridge/bridge_pb.js";
+import { convertJsonAny } from "../../values/index.js";
 import { type Logger, redactSessionId } from "../logger.js";
 import type { RegisteredTool } from "./tool-registry.js";
 import { finalChunk, type RunOutcome, type ToolCall, type ToolFinish } from "./tool-run.js";
@@ -151,7 +153,8 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
           {
             sessionId: call.sessionId,
             toolName: call.toolName,
-            parameters: call.parameters,
+            // snakepit workers read the raw JSON form (tool-value-form.ts).
+            parameters: rawParameters(call.parameters),
             metadata: call.metadata,
             binaryParameters: call.binaryParameters,
           },
@@ -175,7 +178,8 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
           {
             sessionId: call.sessionId,
             toolName: call.toolName,
-            parameters: call.parameters,
+            // snakepit workers read the raw JSON form (tool-value-form.ts).
+            parameters: rawParameters(call.parameters),
             metadata: call.metadata,
             stream: true,
             binaryParameters: call.binaryParameters,
@@ -197,4 +201,10 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
       workers.clear();
     },
   };
+}
+
+function rawParameters(parameters: Readonly<Record<string, Any>>): Record<string, Any> {
+  const out: Record<string, Any> = {};
+  for (const [k, v] of Object.entries(parameters)) out[k] = convertJsonAny(v, "raw-json");
+  return out;
 }
