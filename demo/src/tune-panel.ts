@@ -11,7 +11,7 @@ import { emptyLog, RUNS_TOOL, type RunLog, type RunRecord } from "../shared/tuni
 import { h, replaceChildren, score } from "./dom.ts";
 import { type Explained, explain } from "./errors.ts";
 import { createRunView, describeConfig } from "./run-view.ts";
-import { evaluate, runTuning } from "./tuner.ts";
+import { describeEnd, evaluate, runTuning } from "./tuner.ts";
 
 /**
  * The Tune card: trial count and seed, Tune / Stop, the current
@@ -127,6 +127,8 @@ export function createTunePanel(
   let foreignTrial: string | undefined;
   /** Local state of this tab's run: its status line and the stage within the trial. */
   let localStatus: { state: string; text: string } | undefined;
+  /** How this tab's last run ended, shown until the run log says so too. */
+  let ended: { runId: string; state: string; text: string } | undefined;
   let stage: { runId: string; unit: number; share: number; message: string } | undefined;
   /** Progress shown per run: it never goes back. */
   let shown = { runId: "", fraction: 0 };
@@ -205,7 +207,9 @@ export function createTunePanel(
     progress.dataset.progressValue = String(pct);
     const spent = (run.finishedAt ?? Date.now()) - run.startedAt;
     if (run.status === "running") {
-      const perUnit = done === 0 ? undefined : (run.updatedAt - run.startedAt) / done;
+      const lastAt = run.results[run.results.length - 1]?.at ?? run.initial?.at;
+      const perUnit =
+        done === 0 || lastAt === undefined ? undefined : (lastAt - run.startedAt) / done;
       const left =
         perUnit === undefined ? "estimating…" : `about ${elapsed(perUnit * (units - done))} left`;
       progressText.textContent = `${run.results.length} of ${run.planned} trials done · ${elapsed(spent)} elapsed · ${left}`;
@@ -221,6 +225,14 @@ export function createTunePanel(
   const drawStatus = () => {
     if (localStatus !== undefined) return setStatus(localStatus.state, localStatus.text);
     const run = latest();
+    if (ended !== undefined) {
+      const recorded = log.runs.find((r) => r.id === ended?.runId);
+      const newer = run !== undefined && run.id !== ended.runId && run.status === "running";
+      if (newer) ended = undefined;
+      else if (recorded === undefined || recorded.status === "running") {
+        return setStatus(ended.state, ended.text);
+      }
+    }
     if (run === undefined) return setStatus("idle", "");
     if (run.status === "running") {
       return setStatus(
@@ -239,7 +251,21 @@ export function createTunePanel(
     return sign !== undefined && Date.now() - sign.seenAt > GONE_AFTER_MS;
   };
 
+  /** What the notice last showed: redrawn only when that changes (buttons stay clickable). */
+  let foreignKey = "";
   const drawForeign = () => {
+    const holderRun = log.runs.find((r) => r.optimizerId === foreignLock && r.status === "running");
+    const key = JSON.stringify([
+      foreignLock,
+      foreignTrial,
+      released,
+      releasing,
+      holderRun?.id,
+      holderRun?.stopRequested,
+      foreignLock === undefined ? false : holderGone(foreignLock),
+    ]);
+    if (key === foreignKey) return;
+    foreignKey = key;
     foreign.hidden = foreignLock === undefined && released === undefined;
     if (foreignLock === undefined) {
       if (released !== undefined)
@@ -418,32 +444,32 @@ export function createTunePanel(
               : `Writing the best configuration (trial ${best.trial})…`,
           ),
       });
-      localStatus = undefined;
-      running = undefined;
-      const run = log.runs.find((r) => r.id === runId);
-      setStatus(outcome.stopped ? "stopped" : "done", run?.message ?? "");
+      ended = {
+        runId,
+        state: outcome.stopped ? "stopped" : "done",
+        text:
+          log.runs.find((r) => r.id === runId && r.status !== "running")?.message ??
+          describeEnd(outcome),
+      };
     } catch (e) {
       const explained = explain(e, "tuning");
       if (controller.signal.aborted) {
-        localStatus = {
+        ended = {
+          runId,
           state: "stopped",
           text: "Stopped before the first score: nothing was changed and the lock is released.",
         };
       } else {
-        localStatus = { state: "failed", text: `Tuning failed: ${explained.detail}` };
+        ended = { runId, state: "failed", text: `Tuning failed: ${explained.detail}` };
         options.onError(explained);
       }
     } finally {
       running = undefined;
       stage = undefined;
+      localStatus = undefined;
       options.onRunning(false);
     }
-    const keep = localStatus;
     redraw();
-    if (keep !== undefined) {
-      setStatus(keep.state, keep.text);
-      localStatus = undefined;
-    }
   });
 
   stop.addEventListener("click", () => {

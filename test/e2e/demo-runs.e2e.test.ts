@@ -119,7 +119,9 @@ const seenIn = (p: Page) =>
 
 /** The trial log's rows as text. */
 const trialRows = (p: Page) =>
-  p.$$eval("[data-trials] tbody tr", (rows) => rows.map((r) => (r as HTMLElement).innerText));
+  p.$$eval("[data-trials] tbody tr", (rows) =>
+    rows.map((r) => [...r.querySelectorAll("td")].map((td) => td.textContent).join(" | ")),
+  ));
 
 describe("tuning runs live in the session", () => {
   it("scores the configuration on load, and a hand edit by Evaluate as a point of its own", async () => {
@@ -237,7 +239,9 @@ describe("tuning runs live in the session", () => {
     await watcher.click(`svg.chart [data-trial="${worst?.trial}"]`);
     await watcher.waitForSelector("[data-point-detail]:not([hidden])");
     expect(await watcher.textContent("[data-point-detail]")).toContain(`Trial ${worst?.trial}`);
-    await watcher.screenshot({ path: `${SHOTS}/runs-point.png`, animations: "disabled" });
+    await watcher
+      .locator("section.tune")
+      .screenshot({ path: `${SHOTS}/runs-point.png`, animations: "disabled" });
     await watcher.click('[data-action="apply"]');
     await page.waitForFunction(
       (classifier) =>
