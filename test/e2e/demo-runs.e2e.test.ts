@@ -121,7 +121,7 @@ const seenIn = (p: Page) =>
 const trialRows = (p: Page) =>
   p.$$eval("[data-trials] tbody tr", (rows) =>
     rows.map((r) => [...r.querySelectorAll("td")].map((td) => td.textContent).join(" | ")),
-  ));
+  );
 
 describe("tuning runs live in the session", () => {
   it("scores the configuration on load, and a hand edit by Evaluate as a point of its own", async () => {
