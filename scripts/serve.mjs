@@ -28,6 +28,10 @@ if (args.includes("--help") || args.includes("-h")) {
     ]),
   );
 }
-const built = run(node, [join(root, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"]);
+const built = run(node, [
+  join(root, "node_modules/typescript/bin/tsc"),
+  "-p",
+  "tsconfig.build.json",
+]);
 if (built !== 0) process.exit(built);
 process.exit(run(node, ["dist/server/cli.js", "serve", ...args]));
