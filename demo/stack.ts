@@ -38,6 +38,11 @@ export interface StackOptions {
    * when python3, grpcio, scikit-learn and protoc are installed, false never.
    */
   readonly python?: "auto" | false;
+  /**
+   * Watch the page's files and reload it when they change (default true);
+   * tests turn it off, so an edit during a run cannot reload their pages.
+   */
+  readonly watch?: boolean;
 }
 
 /** A running stack. */
@@ -75,6 +80,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       host,
       port: vitePort,
       strictPort: true,
+      ...(options.watch === false ? { hmr: false, watch: null } : {}),
       proxy: {
         // Unary and streaming calls alike: the proxy streams responses, so
         // watch streams and tool progress arrive as they are produced.

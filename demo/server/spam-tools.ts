@@ -285,9 +285,11 @@ function runChangeOf(args: Readonly<Record<string, JsonValue>>): RunChange {
     }
     case "stop":
       return { kind: "stop", id, owner: text("owner") };
+    case "abandon":
+      return { kind: "abandon", id };
     default:
       throw new Error(
-        `action must be start, alive, finish or stop, got ${JSON.stringify(args.action)}`,
+        `action must be start, alive, finish, stop or abandon, got ${JSON.stringify(args.action)}`,
       );
   }
 }

@@ -19,6 +19,8 @@ export const MAX_RUNS = 5;
 export const MAX_TRIALS = 100;
 /** Hand evaluations kept (oldest dropped first). */
 export const MAX_EVALUATIONS = 40;
+/** A running run whose optimizer showed no sign of life for this long has lost its tab. */
+export const RUN_GONE_AFTER_MS = 12_000;
 /** Largest JSON of the log, in characters (the variable's max_length). */
 export const MAX_LOG_CHARS = 400_000;
 
@@ -118,6 +120,8 @@ export type RunChange =
       readonly message: string;
     }
   | { readonly kind: "stop"; readonly id: string; readonly owner: string }
+  /** Anyone may mark a run whose optimizer went silent as abandoned. */
+  | { readonly kind: "abandon"; readonly id: string }
   | { readonly kind: "evaluation"; readonly record: EvaluationRecord };
 
 /** Reads the variable's value; anything unreadable is an empty log. */
@@ -220,6 +224,22 @@ export function applyRunChange(log: RunLog, change: RunChange, now: number): Run
       }
       if (run.status !== "running") return log;
       return replace({ ...run, stopRequested: true });
+    }
+    case "abandon": {
+      const run = find(change.id);
+      if (run.status !== "running") return log;
+      const silent = now - run.updatedAt;
+      if (silent < RUN_GONE_AFTER_MS) {
+        throw new Error(
+          `tuning run '${run.id}' showed signs of life ${Math.round(silent / 1000)} s ago; it can be marked abandoned after ${RUN_GONE_AFTER_MS / 1000} s of silence`,
+        );
+      }
+      return replace({
+        ...run,
+        status: "abandoned",
+        message: `Abandoned after ${run.results.length} of ${run.planned} trials: its tab went away, and another tab released the lock.`,
+        finishedAt: now,
+      });
     }
     case "evaluation": {
       const last = log.evaluations[log.evaluations.length - 1];

@@ -202,6 +202,9 @@ export function createRunView(
         trials: run?.planned ?? 20,
         you,
         ...(selected === undefined ? {} : { selected }),
+        ...(run?.status === "running"
+          ? { empty: `Run by ${run.optimizerId}: waiting for its first trial…` }
+          : {}),
         onSelect: (key) => {
           selected = key;
           draw();

@@ -37,6 +37,8 @@ export function renderTrialChart(
     you?: readonly ChartPoint[];
     selected?: string;
     onSelect?: (key: string) => void;
+    /** What an empty chart says. */
+    empty?: string;
   },
 ): HTMLElement {
   const you = options.you ?? [];
@@ -241,7 +243,7 @@ export function renderTrialChart(
           class: "empty",
           "text-anchor": "middle",
         },
-        "Press Tune: each trial's dev F1 appears here.",
+        options.empty ?? "Press Tune: each trial's dev F1 appears here.",
       ),
     );
   }

@@ -7,7 +7,13 @@ import {
   type ProgramConfig,
   PYTHON_CLASSIFIER,
 } from "../shared/program.ts";
-import { emptyLog, RUNS_TOOL, type RunLog, type RunRecord } from "../shared/tuning-runs.ts";
+import {
+  emptyLog,
+  RUN_GONE_AFTER_MS,
+  RUNS_TOOL,
+  type RunLog,
+  type RunRecord,
+} from "../shared/tuning-runs.ts";
 import { h, replaceChildren, score } from "./dom.ts";
 import { type Explained, explain } from "./errors.ts";
 import { createRunView, describeConfig } from "./run-view.ts";
@@ -35,8 +41,6 @@ export interface TunePanel {
   scoreOnLoad(): Promise<void>;
 }
 
-/** A run whose optimizer showed no sign of life for this long has lost its tab. */
-const GONE_AFTER_MS = 12_000;
 /** Share of one trial's progress each stage of an evaluation ends at. */
 const STAGE_END = { load: 0.3, features: 0.6, train: 0.9, score: 0.99 } as const;
 
@@ -248,7 +252,7 @@ export function createTunePanel(
     const run = log.runs.find((r) => r.optimizerId === holder && r.status === "running");
     if (run === undefined) return true;
     const sign = lastSign.get(run.id);
-    return sign !== undefined && Date.now() - sign.seenAt > GONE_AFTER_MS;
+    return sign !== undefined && Date.now() - sign.seenAt > RUN_GONE_AFTER_MS;
   };
 
   /** What the notice last showed: redrawn only when that changes (buttons stay clickable). */
@@ -343,6 +347,11 @@ export function createTunePanel(
         for (const name of PROGRAM_VARIABLES) {
           await ctx.stopOptimization(name, { force: true });
           count++;
+        }
+        const silent = log.runs.find((r) => r.optimizerId === holder && r.status === "running");
+        if (silent !== undefined) {
+          // Its record says "abandoned" from now on, in every tab.
+          await ctx.callTool(RUNS_TOOL, { action: "abandon", run_id: silent.id });
         }
         released = `Released the lock of ${holder} on ${count} variables. Their values stay as its last write left them${foreignTrial === undefined ? "" : ` (trial ${foreignTrial})`}; you can edit them or start a run.`;
       } catch (e) {

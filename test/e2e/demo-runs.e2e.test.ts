@@ -50,6 +50,7 @@ beforeAll(async () => {
     bridgePort: 0,
     vitePort: 0,
     workerPort: 0,
+    watch: false,
     logLevel: "error",
     viteLogLevel: "error",
   });
@@ -162,7 +163,7 @@ describe("tuning runs live in the session", () => {
 
     await page.click('[data-action="tune"]');
     await page.waitForSelector('[data-tune-status="done"], [data-tune-status="failed"]', {
-      timeout: 150_000,
+      timeout: 240_000,
     });
     expect(await page.getAttribute("[data-tune-status]", "data-tune-status")).toBe("done");
     await watcher.waitForSelector(`svg.chart[data-points="${TRIALS}"]`);
@@ -203,7 +204,7 @@ describe("tuning runs live in the session", () => {
       fullPage: true,
       animations: "disabled",
     });
-  }, 180_000);
+  }, 300_000);
 
   it("restores chart, trial log and comparison after a reload", async () => {
     const before = {
@@ -260,7 +261,7 @@ describe("tuning runs live in the session", () => {
     await second.waitForSelector('.pill[data-freshness="live"]', { timeout: 30_000 });
     await page.fill('[data-control="trials"]', "20");
     await page.click('[data-action="tune"]');
-    await second.waitForSelector('[data-action="remote-stop"]', { timeout: 30_000 });
+    await second.waitForSelector('[data-action="remote-stop"]', { timeout: 60_000 });
     await watcher.waitForSelector("[data-foreign-lock]:not([hidden])");
     expect(await watcher.$$eval('[data-action="remote-stop"]', (b) => b.length)).toBe(0);
     // The holder is alive: nobody is offered to release its lock.
@@ -270,7 +271,7 @@ describe("tuning runs live in the session", () => {
     expect(await page.textContent("[data-tune-status]")).toMatch(/Stopped after \d+ of 20 trials/);
     await second.waitForSelector('[data-tune-status="stopped"]');
     await second.close();
-  }, 120_000);
+  }, 180_000);
 
   it("fits a phone's width", async () => {
     const phone = await bob.context.newPage();
@@ -289,4 +290,31 @@ describe("tuning runs live in the session", () => {
     });
     await phone.close();
   }, 60_000);
+
+  it("offers to release the lock only once the tuning tab is gone, asks first and says what it did", async () => {
+    await page.fill('[data-control="trials"]', "20");
+    await page.click('[data-action="tune"]');
+    await page.waitForSelector('[data-progress]:has-text("1 of 20 trials done")', {
+      timeout: 60_000,
+    });
+    await watcher.waitForSelector("[data-foreign-lock]:not([hidden])");
+    expect(await watcher.$$eval('[data-action="force-release"]', (b) => b.length)).toBe(0);
+    await page.close(); // the tuning tab goes away mid-run, holding the lock
+
+    await watcher.click('[data-action="force-release"]', { timeout: 40_000 });
+    expect(await watcher.textContent("[data-release-confirm]")).toContain("Release the lock");
+    await watcher.click('[data-action="confirm-release"]');
+    await watcher.waitForSelector("[data-release-result]");
+    expect(await watcher.textContent("[data-release-result]")).toMatch(
+      /Released the lock of tuner-\w+ on 7 variables/,
+    );
+    const { variables } = await bridge.listVariables({ sessionId });
+    expect(variables.filter((v) => v.optimizationStatus?.optimizing)).toEqual([]);
+    await watcher.waitForSelector('[data-tune-status="abandoned"]');
+    expect((await runLog()).runs.at(-1)?.status).toBe("abandoned");
+    expect(await watcher.isDisabled('[data-action="tune"]')).toBe(false);
+    await watcher
+      .locator("section.tune")
+      .screenshot({ path: `${SHOTS}/runs-released.png`, animations: "disabled" });
+  }, 120_000);
 });

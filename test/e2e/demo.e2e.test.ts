@@ -29,6 +29,7 @@ beforeAll(async () => {
     bridgePort: 0,
     vitePort: 0,
     workerPort: 0,
+    watch: false,
     python: false, // test/e2e/demo-runs.e2e.test.ts runs the Python worker
     logLevel: "error",
     viteLogLevel: "error",
@@ -329,7 +330,7 @@ describe("the demo page", () => {
     await page.click('[data-action="tune"]');
     // The previous run stays on the page until this one has recorded a trial.
     await page.waitForSelector('[data-progress]:has-text("1 of 20 trials done")', {
-      timeout: 30_000,
+      timeout: 90_000,
     });
     await page.click('[data-action="stop"]');
     await page.waitForSelector('[data-tune-status="stopped"]', { timeout: 30_000 });
@@ -354,7 +355,7 @@ describe("the demo page", () => {
     for (const [name, v] of Object.entries(after)) expect(bestColumn[name]).toBe(asShown(v.value));
     await other.waitForSelector("[data-foreign-lock][hidden]", { state: "attached" });
     expect(await other.isDisabled('[data-action="tune"]')).toBe(false);
-  }, 60_000);
+  }, 150_000);
 
   it("says so in words when the bridge cannot be reached", async () => {
     const down = await alice.context.newPage();
@@ -366,7 +367,7 @@ describe("the demo page", () => {
     expect(await down.textContent(".notice.error")).toContain("The bridge server is not reachable");
     expect(await down.getAttribute("[data-conn]", "data-conn")).toBe("down");
     await down.close();
-  });
+  }, 40_000);
 
   it("explains a session the server does not know any more", async () => {
     await bridge.cleanupSession({ sessionId, force: true });
