@@ -14,6 +14,7 @@ import {
 import {
   applyRunChange,
   type EvaluationRecord,
+  MAX_LOG_CHARS,
   parseRunLog,
   RUNS_TOOL,
   RUNS_VARIABLE,
@@ -235,9 +236,16 @@ async function recordResult(
 
 /** Applies one change to the session's run log in one atomic update. */
 async function updateRunLog(session: ToolSession, change: RunChange): Promise<void> {
-  await session.updateVariable(RUNS_VARIABLE, (current) =>
-    JSON.stringify(applyRunChange(parseRunLog(current.value), change, Date.now())),
-  );
+  await session.updateVariable(RUNS_VARIABLE, (current) => {
+    let log = applyRunChange(parseRunLog(current.value), change, Date.now());
+    let text = JSON.stringify(log);
+    // Bounded history: the oldest runs go first when the log outgrows its variable.
+    while (text.length > MAX_LOG_CHARS && log.runs.length > 1) {
+      log = { ...log, runs: log.runs.slice(1) };
+      text = JSON.stringify(log);
+    }
+    return text;
+  });
 }
 
 const ENDINGS: readonly RunStatus[] = ["done", "stopped", "failed"];

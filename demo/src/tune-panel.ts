@@ -3,19 +3,13 @@ import {
   BRIDGE_CLASSIFIERS,
   type Classifier,
   type EvaluationProgress,
-  PROGRAM_VARIABLES,
   type ProgramConfig,
   PYTHON_CLASSIFIER,
 } from "../shared/program.ts";
-import {
-  emptyLog,
-  RUN_GONE_AFTER_MS,
-  RUNS_TOOL,
-  type RunLog,
-  type RunRecord,
-} from "../shared/tuning-runs.ts";
-import { h, replaceChildren, score } from "./dom.ts";
+import { emptyLog, type RunLog, type RunRecord } from "../shared/tuning-runs.ts";
+import { h, score } from "./dom.ts";
 import { type Explained, explain } from "./errors.ts";
+import { createLockNotice } from "./lock-notice.ts";
 import { createRunView, describeConfig } from "./run-view.ts";
 import { describeEnd, evaluate, runTuning } from "./tuner.ts";
 
@@ -23,7 +17,10 @@ import { describeEnd, evaluate, runTuning } from "./tuner.ts";
  * The Tune card: trial count and seed, Tune / Stop, the current
  * configuration's score with "Evaluate", run-level progress, and the run
  * itself (chart, log, comparison) as the session's run log holds it, so
- * every tab shows the same run live and a reload restores it.
+ * every tab shows the same run live and a reload restores it. (A little
+ * over 400 lines: the controls, the run they start and the progress of
+ * that run share their state; the lock notice and the run's drawing live in
+ * lock-notice.ts and run-view.ts.)
  */
 export interface TunePanel {
   readonly element: HTMLElement;
@@ -93,7 +90,7 @@ export function createTunePanel(
   const progressText = h("span", { class: "progress-text", "data-progress": "" }, "Idle");
   const stageText = h("span", { class: "stage-text small muted", "data-stage": "" }, "");
   const status = h("p", { class: "tune-status", "data-tune-status": "idle" });
-  const foreign = h("div", { class: "notice info", hidden: true, "data-foreign-lock": "" });
+  const notice = createLockNotice(ctx, { owner: options.owner, onError: options.onError });
   const view = createRunView(ctx, { editorId: options.editorId, onError: options.onError });
 
   const element = h(
@@ -115,7 +112,7 @@ export function createTunePanel(
       tune,
       stop,
     ),
-    foreign,
+    notice.element,
     progress,
     h("div", { class: "progress-line" }, progressText, stageText),
     status,
@@ -136,10 +133,6 @@ export function createTunePanel(
   let stage: { runId: string; unit: number; share: number; message: string } | undefined;
   /** Progress shown per run: it never goes back. */
   let shown = { runId: "", fraction: 0 };
-  /** When this tab last saw each running run change (its own clock). */
-  const lastSign = new Map<string, { updatedAt: number; seenAt: number }>();
-  let releasing: "ask" | "busy" | undefined;
-  let released: string | undefined;
 
   const latest = (): RunRecord | undefined => log.runs[log.runs.length - 1];
   const locked = () => foreignLock !== undefined || running !== undefined;
@@ -247,136 +240,12 @@ export function createTunePanel(
     setStatus(run.status, run.message ?? "");
   };
 
-  /** The holder of the lock has gone: no running run of it, or no sign of life for a while. */
-  const holderGone = (holder: string): boolean => {
-    const run = log.runs.find((r) => r.optimizerId === holder && r.status === "running");
-    if (run === undefined) return true;
-    const sign = lastSign.get(run.id);
-    return sign !== undefined && Date.now() - sign.seenAt > RUN_GONE_AFTER_MS;
-  };
-
-  /** What the notice last showed: redrawn only when that changes (buttons stay clickable). */
-  let foreignKey = "";
-  const drawForeign = () => {
-    const holderRun = log.runs.find((r) => r.optimizerId === foreignLock && r.status === "running");
-    const key = JSON.stringify([
-      foreignLock,
-      foreignTrial,
-      released,
-      releasing,
-      holderRun?.id,
-      holderRun?.stopRequested,
-      foreignLock === undefined ? false : holderGone(foreignLock),
-    ]);
-    if (key === foreignKey) return;
-    foreignKey = key;
-    foreign.hidden = foreignLock === undefined && released === undefined;
-    if (foreignLock === undefined) {
-      if (released !== undefined)
-        replaceChildren(foreign, h("div", { "data-release-result": "" }, released));
-      return;
-    }
-    const holder = foreignLock;
-    const run = log.runs.find((r) => r.optimizerId === holder && r.status === "running");
-    const parts: (Node | string)[] = [
-      h("strong", {}, "Tuning in progress elsewhere. "),
-      `Optimizer ${holder} holds the lock on the program's variables; this tab draws its run live`,
-      foreignTrial !== undefined && /^\d+$/.test(foreignTrial)
-        ? ` (now: trial ${foreignTrial}).`
-        : ".",
-    ];
-    if (run !== undefined && run.owner === options.owner && !run.stopRequested) {
-      const stopThere = h(
-        "button",
-        { type: "button", class: "small danger", "data-action": "remote-stop" },
-        "Stop that run",
-      );
-      stopThere.addEventListener("click", async () => {
-        stopThere.disabled = true;
-        try {
-          await ctx.callTool(RUNS_TOOL, { action: "stop", run_id: run.id, owner: options.owner });
-        } catch (e) {
-          options.onError(explain(e, "asking the run to stop"));
-          stopThere.disabled = false;
-        }
-      });
-      parts.push(
-        h("div", { class: "small" }, "You started it in another tab of this browser: ", stopThere),
-      );
-    } else if (run?.stopRequested === true) {
-      parts.push(h("div", { class: "small muted" }, "Stop requested: it finishes cleanly."));
-    }
-    if (holderGone(holder)) parts.push(releaseOffer(holder));
-    replaceChildren(foreign, h("div", {}, ...parts));
-  };
-
-  const releaseOffer = (holder: string): HTMLElement => {
-    if (releasing === undefined) {
-      const offer = h(
-        "button",
-        { type: "button", class: "ghost small", "data-action": "force-release" },
-        "Release the lock…",
-      );
-      offer.addEventListener("click", () => {
-        releasing = "ask";
-        drawForeign();
-      });
-      return h(
-        "div",
-        { class: "small muted" },
-        `${holder} has shown no sign of life: its tab was probably closed. `,
-        offer,
-      );
-    }
-    const yes = h(
-      "button",
-      { type: "button", class: "small danger", "data-action": "confirm-release" },
-      "Yes, release it",
-    );
-    const no = h("button", { type: "button", class: "ghost small" }, "Cancel");
-    yes.disabled = releasing === "busy";
-    no.addEventListener("click", () => {
-      releasing = undefined;
-      drawForeign();
-    });
-    yes.addEventListener("click", async () => {
-      releasing = "busy";
-      drawForeign();
-      let count = 0;
-      try {
-        for (const name of PROGRAM_VARIABLES) {
-          await ctx.stopOptimization(name, { force: true });
-          count++;
-        }
-        const silent = log.runs.find((r) => r.optimizerId === holder && r.status === "running");
-        if (silent !== undefined) {
-          // Its record says "abandoned" from now on, in every tab.
-          await ctx.callTool(RUNS_TOOL, { action: "abandon", run_id: silent.id });
-        }
-        released = `Released the lock of ${holder} on ${count} variables. Their values stay as its last write left them${foreignTrial === undefined ? "" : ` (trial ${foreignTrial})`}; you can edit them or start a run.`;
-      } catch (e) {
-        options.onError(explain(e, "releasing the lock"));
-      } finally {
-        releasing = undefined;
-        drawForeign();
-      }
-    });
-    return h(
-      "div",
-      { class: "small", "data-release-confirm": "" },
-      `Release the lock ${holder} holds on all ${PROGRAM_VARIABLES.length} variables? If it is still running somewhere, its next write will fail. `,
-      yes,
-      " ",
-      no,
-    );
-  };
-
   const redraw = () => {
     const run = latest();
     view.show(run, log.evaluations);
     drawProgress();
     drawStatus();
-    drawForeign();
+    notice.show(foreignLock, foreignTrial, log);
     drawCurrent();
     refreshButtons();
   };
@@ -384,7 +253,7 @@ export function createTunePanel(
   setInterval(() => {
     if (latest()?.status === "running" || foreignLock !== undefined) {
       drawProgress();
-      drawForeign();
+      notice.show(foreignLock, foreignTrial, log);
     }
   }, 1000);
 
@@ -398,7 +267,7 @@ export function createTunePanel(
     const controller = new AbortController();
     running = { controller, runId };
     stage = undefined;
-    released = undefined;
+    notice.clearReleased();
     options.onRunning(true);
     const drafts = options.pendingDrafts();
     const keptNote =
@@ -506,13 +375,9 @@ export function createTunePanel(
   return {
     element,
     setForeignLock(optimizerId, trial) {
-      if (optimizerId !== foreignLock) {
-        releasing = undefined;
-        if (optimizerId !== undefined) released = undefined;
-      }
       foreignLock = optimizerId;
       foreignTrial = trial;
-      drawForeign();
+      notice.show(foreignLock, foreignTrial, log);
       refreshButtons();
     },
     setEnabled(value) {
@@ -521,16 +386,7 @@ export function createTunePanel(
     },
     setLog(next) {
       log = next;
-      for (const run of log.runs) {
-        if (run.status !== "running") {
-          lastSign.delete(run.id);
-          continue;
-        }
-        const sign = lastSign.get(run.id);
-        if (sign === undefined || sign.updatedAt !== run.updatedAt) {
-          lastSign.set(run.id, { updatedAt: run.updatedAt, seenAt: Date.now() });
-        }
-      }
+      notice.observe(log);
       const mine =
         running === undefined ? undefined : log.runs.find((r) => r.id === running?.runId);
       if (
