@@ -31,12 +31,18 @@ export function createLockNotice(
   /** When this tab last saw each running run change (its own clock). */
   const lastSign = new Map<string, { updatedAt: number; seenAt: number }>();
   let releasing: "ask" | "busy" | undefined;
+  /** When this tab first saw the current holder's lock. */
+  let lockSeenAt = 0;
+  /** Updated in place: a new trial must not rebuild the notice (and its buttons). */
+  const trialLabel = h("span", { "data-foreign-trial": "" }, ".");
   let released: string | undefined;
 
   /** The holder of the lock has gone: no running run of it, or no sign of life for a while. */
   const holderGone = (holder: string): boolean => {
     const run = log.runs.find((r) => r.optimizerId === holder && r.status === "running");
-    if (run === undefined) return true;
+    // A lock with no run of its holder: a run that recorded nothing yet, or
+    // a lock taken some other way; gone once that lasts.
+    if (run === undefined) return Date.now() - lockSeenAt > RUN_GONE_AFTER_MS;
     const sign = lastSign.get(run.id);
     return sign !== undefined && Date.now() - sign.seenAt > RUN_GONE_AFTER_MS;
   };
@@ -47,13 +53,16 @@ export function createLockNotice(
     const holderRun = log.runs.find((r) => r.optimizerId === foreignLock && r.status === "running");
     const key = JSON.stringify([
       foreignLock,
-      foreignTrial,
       released,
       releasing,
       holderRun?.id,
       holderRun?.stopRequested,
       foreignLock === undefined ? false : holderGone(foreignLock),
     ]);
+    trialLabel.textContent =
+      foreignTrial !== undefined && /^\d+$/.test(foreignTrial)
+        ? ` (now: trial ${foreignTrial}).`
+        : ".";
     if (key === foreignKey) return;
     foreignKey = key;
     element.hidden = foreignLock === undefined && released === undefined;
@@ -67,9 +76,7 @@ export function createLockNotice(
     const parts: (Node | string)[] = [
       h("strong", {}, "Tuning in progress elsewhere. "),
       `Optimizer ${holder} holds the lock on the program's variables; this tab draws its run live`,
-      foreignTrial !== undefined && /^\d+$/.test(foreignTrial)
-        ? ` (now: trial ${foreignTrial}).`
-        : ".",
+      trialLabel,
     ];
     if (run !== undefined && run.owner === options.owner && !run.stopRequested) {
       const stopThere = h(
@@ -162,6 +169,7 @@ export function createLockNotice(
     show(holder, trial, next) {
       if (holder !== foreignLock) {
         releasing = undefined;
+        lockSeenAt = Date.now();
         if (holder !== undefined) released = undefined;
       }
       foreignLock = holder;
