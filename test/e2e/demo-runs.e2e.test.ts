@@ -278,8 +278,21 @@ describe("tuning runs live in the session", () => {
     await phone.setViewportSize({ width: 390, height: 844 });
     await phone.goto(`${stack.url}?session=${sessionId}`);
     await phone.waitForSelector('.pill[data-freshness="live"]', { timeout: 30_000 });
+    await phone.screenshot({
+      path: `${SHOTS}/runs-phone.png`,
+      fullPage: true,
+      animations: "disabled",
+    });
+    const wide = await phone.evaluate(() =>
+      [...document.querySelectorAll("body *")]
+        .filter((el) => el.getBoundingClientRect().right > 391)
+        .slice(0, 5)
+        .map(
+          (el) => `${el.tagName}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`,
+        ),
+    );
     const overflow = await phone.evaluate(() => document.documentElement.scrollWidth);
-    expect(overflow).toBeLessThanOrEqual(390);
+    expect(overflow, wide.join(", ")).toBeLessThanOrEqual(390);
     const select = await phone.$('[data-input="classifier"]');
     const box = await select?.boundingBox();
     expect((box?.x ?? 0) + (box?.width ?? 0)).toBeLessThanOrEqual(390);
