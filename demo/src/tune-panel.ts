@@ -351,7 +351,7 @@ export function createTunePanel(
   });
 
   stop.addEventListener("click", () => {
-    localStatus = { state: "stopping", text: "Stopping: finishing cleanly…" };
+    localStatus = { state: "stopping", text: "Stopping after the current evaluation…" };
     drawStatus();
     running?.controller.abort();
   });
@@ -396,7 +396,7 @@ export function createTunePanel(
       ) {
         localStatus = {
           state: "stopping",
-          text: "Stopping (asked from another tab): finishing cleanly…",
+          text: "Stopping after the current evaluation (asked from another tab)…",
         };
         running.controller.abort();
       }

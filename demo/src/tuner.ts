@@ -113,7 +113,10 @@ export async function runTuning(ctx: SessionContext, options: TuneOptions): Prom
       const initialConfig = toProgramConfig(
         Object.fromEntries(PROGRAM_VARIABLES.map((n) => [n, current[n]?.value])),
       );
-      const baseline = await evaluate(ctx, { record: recordAs(0) }, signal, (p) =>
+      // An evaluation in flight is not cancelled by Stop: the bridge records
+      // its score in the run log, so the run ends after it, and the log,
+      // the chart and the configuration left in the session agree.
+      const baseline = await evaluate(ctx, { record: recordAs(0) }, undefined, (p) =>
         options.onProgress?.(p, 0),
       );
       options.onBaseline?.(baseline);
@@ -130,7 +133,7 @@ export async function runTuning(ctx: SessionContext, options: TuneOptions): Prom
           const candidate = space.propose(t, options.trials, best.config);
           options.onTrialStart?.(t, candidate);
           const batch = await writeAsOptimizer(candidate, String(t));
-          const result = await evaluate(ctx, { record: recordAs(t) }, signal, (p) =>
+          const result = await evaluate(ctx, { record: recordAs(t) }, undefined, (p) =>
             options.onProgress?.(p, t),
           );
           for (const name of PROGRAM_VARIABLES) {

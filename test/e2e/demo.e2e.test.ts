@@ -270,7 +270,7 @@ describe("the demo page", () => {
 
     mkdirSync("test-results", { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true, animations: "disabled" });
-  }, 60_000);
+  }, 150_000);
 
   it("browses a variable's history and rolls it back as a new version, seen by the other person", async () => {
     const before = await serverState();
