@@ -1,13 +1,15 @@
 import { randomBytes } from "node:crypto";
 import { networkInterfaces } from "node:os";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
 import { createBridgeService, sessionEnded } from "./bridge-service.js";
 import { callerResolver } from "./caller.js";
-import { defaultServerConfig, type ServerConfig } from "./config.js";
+import { defaultServerConfig, pickGroup, type ServerConfig } from "./config-options.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
+import { createHealthService } from "./health-service.js";
 import { createHttpFront, type HttpFront } from "./http-front.js";
 import { type Limits, limitsFrom } from "./limits.js";
 import { createLogger, type Logger, redactSessionId } from "./logger.js";
@@ -90,9 +92,11 @@ export interface BridgeServer extends AsyncDisposable {
   readAuditTrail(filter?: AuditFilter): Promise<AuditEntry[]>;
   /** Calls `listener` after every tool execution; returns the unsubscribe function. */
   onAudit(listener: (entry: AuditEntry) => void): () => void;
-  /** The BridgeService routes, for mounting in another Connect server. */
+  /** The BridgeService and grpc.health.v1.Health routes, for mounting in another Connect server. */
   readonly routes: (router: ConnectRouter) => void;
   readonly store: SessionStore;
+  /** This bridge's metrics (its own prom-client registry), as the admin listener serves them. */
+  readonly metrics: MetricsRegistry;
 }
 
 /**
@@ -281,8 +285,12 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     });
   });
 
+  /** Readiness, for GET /healthz and grpc.health.v1.Health alike. */
+  const ready = () => !shutdown.signal.aborted && storeHealth().store !== "unavailable";
+  const health = createHealthService({ ready, shutdownSignal: shutdown.signal });
   const routes = (router: ConnectRouter) => {
     router.service(BridgeService, service);
+    router.service(Health, health);
   };
 
   if (options.builtinTools !== false) for (const tool of builtinTools) registerTool(tool);
@@ -366,7 +374,13 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     shutdown.abort();
     hub.endAll(new ConnectError("server is shutting down; reconnect", Code.Unavailable));
     // In-flight calls (forwarded tool calls included) get the grace period.
-    await Promise.all(closing.map((f) => f.close({ graceMs: config.shutdownGraceMs })));
+    // The admin listener closes last: while the others drain, /healthz
+    // answers 503, so a proxy's health check stops routing here.
+    const admin = listeners.get("admin");
+    await Promise.all(
+      closing.filter((f) => f !== admin).map((f) => f.close({ graceMs: config.shutdownGraceMs })),
+    );
+    await admin?.close({ graceMs: config.shutdownGraceMs });
     unsubscribe();
     unsubscribeTools?.();
     unsubscribeTools = undefined;
@@ -378,6 +392,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   return {
     routes,
     store,
+    metrics,
     registerTool,
     unregisterTool: (name) => tools.unregisterLocal(name),
     auditTrail: (filter) => audit.entries(filter),
@@ -387,14 +402,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     async start() {
       if (fronts !== undefined) throw new Error("the bridge server is already started");
       const interceptors = bridgeInterceptors(metrics);
-      const connectionLimits = {
-        maxConnections: config.maxConnections,
-        maxStreamsPerConnection: config.maxStreamsPerConnection,
-        idleTimeoutMs: config.idleTimeoutMs,
-        headersTimeoutMs: config.headersTimeoutMs,
-        requestTimeoutMs: config.requestTimeoutMs,
-        writeStallTimeoutMs: config.writeStallTimeoutMs,
-      };
+      const connectionLimits = pickGroup(config, "connection");
       const rpcFront = (listener: "public" | "worker", host: string, port: number) =>
         createHttpFront({
           host,
@@ -407,6 +415,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
             trustedProxies: config.trustedProxies,
           }),
           corsOrigins: listener === "public" ? config.corsOrigins : [],
+          corsAllowHeaders: config.corsAllowHeaders,
           maxRequestBytes: config.maxRequestBytes,
           maxReplyBytes: config.maxReplyBytes,
           limits: connectionLimits,
@@ -423,13 +432,16 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
           : createHttpFront({
               host: config.adminHost,
               port: config.adminPort,
+              // gRPC health checkers (Kubernetes probes) may ask here too.
+              routes: (router) => router.service(Health, health),
               corsOrigins: [],
               maxRequestBytes: 1024,
-              health: () => {
-                const reported = storeHealth();
-                const ok = !shutdown.signal.aborted && reported.store !== "unavailable";
-                return { ok, sessions: stats.sessions, ...reported };
-              },
+              health: () => ({
+                ok: ready(),
+                sessions: stats.sessions,
+                ...storeHealth(),
+                ...(shutdown.signal.aborted ? { draining: true } : {}),
+              }),
               metrics,
               limits: connectionLimits,
               logger,

@@ -22,8 +22,9 @@ import {
   type Interceptor,
 } from "@connectrpc/connect";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
+import { defaultServerConfig, pickGroup } from "./config-options.js";
 import type { Logger } from "./logger.js";
-import { type MetricsRegistry, prometheusContentType } from "./metrics.js";
+import type { MetricsRegistry } from "./metrics.js";
 import { requestErrorGate, requestErrorInterceptor } from "./request-errors.js";
 import { createRpcHandler } from "./rpc-handler.js";
 
@@ -43,6 +44,8 @@ export interface HttpFrontOptions {
   contextValues?: (req: NodeRequest) => ContextValues;
   /** Exact origins browsers may call from; `"*"` in the list allows any origin. */
   corsOrigins: readonly string[];
+  /** Request headers cross-origin calls may send (default {@link defaultCorsAllowHeaders}). */
+  corsAllowHeaders?: readonly string[];
   /** Largest request message read; larger ones fail with RESOURCE_EXHAUSTED. */
   maxRequestBytes: number;
   /** Largest reply message written; a larger one fails with RESOURCE_EXHAUSTED. */
@@ -72,15 +75,10 @@ export interface ConnectionLimits {
   readonly writeStallTimeoutMs: number;
 }
 
-/** The limits a front applies unless told otherwise. */
-export const defaultConnectionLimits: ConnectionLimits = Object.freeze({
-  maxConnections: 4096,
-  maxStreamsPerConnection: 256,
-  idleTimeoutMs: 120_000,
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 30_000,
-  writeStallTimeoutMs: 30_000,
-});
+/** The limits a front applies unless told otherwise: the server config's defaults. */
+export const defaultConnectionLimits: ConnectionLimits = Object.freeze(
+  pickGroup(defaultServerConfig, "connection"),
+);
 
 /** A listening (or ready to listen) front; see {@link createHttpFront}. */
 export interface HttpFront {
@@ -103,6 +101,12 @@ export interface HttpFront {
   /** Connections open now. */
   readonly connectionCount: number;
 }
+
+/**
+ * The request headers a cross-origin caller may send unless told otherwise:
+ * the server config's default (`--cors-allow-headers`).
+ */
+export const defaultCorsAllowHeaders: readonly string[] = defaultServerConfig.corsAllowHeaders;
 
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
@@ -166,7 +170,10 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
           fallback: (req: NodeRequest, res: NodeResponse) => serveNonRpc(req, res),
         });
 
-  const corsPolicy = createCorsPolicy(options.corsOrigins);
+  const corsPolicy = createCorsPolicy(
+    options.corsOrigins,
+    options.corsAllowHeaders ?? defaultCorsAllowHeaders,
+  );
 
   const onRequest = (req: NodeRequest, res: NodeResponse) => {
     if (req instanceof http.IncomingMessage) {
@@ -289,15 +296,14 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       send(res, status, "application/json", `${JSON.stringify(body)}\n`, head);
       return;
     }
-    let text: string;
-    try {
-      text = (metrics as MetricsRegistry).render();
-    } catch (error) {
-      logger.error("metrics collection failed", { error });
-      send(res, 500, "text/plain; charset=utf-8", "metrics collection failed\n", head);
-      return;
-    }
-    send(res, 200, prometheusContentType, text, head);
+    const registry = metrics as MetricsRegistry;
+    registry.render().then(
+      (text) => send(res, 200, registry.contentType, text, head),
+      (error: unknown) => {
+        logger.error("metrics collection failed", { error });
+        send(res, 500, "text/plain; charset=utf-8", "metrics collection failed\n", head);
+      },
+    );
   }
 
   function healthReport(): [number, Record<string, unknown>] {
@@ -592,11 +598,12 @@ function send(
  */
 function createCorsPolicy(
   corsOrigins: readonly string[],
+  corsAllowHeaders: readonly string[],
 ): (req: NodeRequest, res: NodeResponse) => boolean {
   const any = corsOrigins.includes("*");
   const allowed = new Set(corsOrigins);
   const allowMethods = cors.allowedMethods.join(", ");
-  const allowHeaders = cors.allowedHeaders.join(", ");
+  const allowHeaders = corsAllowHeaders.join(", ");
   const exposeHeaders = cors.exposedHeaders.join(", ");
   return (req, res) => {
     // The answer depends on Origin whenever the list is exact, so caches must
