@@ -132,7 +132,33 @@ export function parseRunLog(value: unknown): RunLog {
     if (parsed === null || !Array.isArray(parsed.runs) || !Array.isArray(parsed.evaluations)) {
       return emptyLog;
     }
-    return { runs: parsed.runs, evaluations: parsed.evaluations };
+    // Written by the tools, but any session member can write the variable:
+    // keep only records with the fields the page draws from.
+    const scored = (r: unknown): boolean => {
+      const x = r as Partial<ScoredConfig> | null;
+      return (
+        typeof x === "object" &&
+        x !== null &&
+        typeof x.config === "object" &&
+        x.config !== null &&
+        typeof x.metrics?.f1 === "number"
+      );
+    };
+    const runs = parsed.runs.filter((r: Partial<RunRecord> | null) => {
+      return (
+        typeof r === "object" &&
+        r !== null &&
+        typeof r.id === "string" &&
+        typeof r.optimizerId === "string" &&
+        typeof r.planned === "number" &&
+        typeof r.startedAt === "number" &&
+        typeof r.status === "string" &&
+        Array.isArray(r.results) &&
+        r.results.every(scored) &&
+        (r.initial === undefined || r.initial === null || scored(r.initial))
+      );
+    });
+    return { runs, evaluations: parsed.evaluations.filter(scored) };
   } catch {
     // A value written by someone else than the tools: show nothing rather than fail.
     return emptyLog;
