@@ -3,10 +3,10 @@
  * processes × 250 streams, each process on one HTTP/2 connection, gRPC).
  * The writer (this process) puts its clock reading in the written value;
  * every watcher records arrival − write time. Several writes, spaced so
- * that each fan-out is measured on its own. Target (DESIGN.md): p99 ≤ 50 ms
- * on loopback.
+ * that each fan-out is measured on its own. Target: p99 ≤ 50 ms on
+ * loopback, the bound on how stale a watching client's cache may be.
  */
-import { encodeValue } from "../dist/values/index.js";
+import { encodeValue } from "unified-bridge/values";
 import { type BridgeProcess, startBridgeProcess } from "./support/bridge-process.ts";
 import { type ChildWorker, startChild } from "./support/child-processes.ts";
 import { clockOffset, wallClock } from "./support/clock.ts";

@@ -7,9 +7,9 @@
  */
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { BridgeService } from "../../dist/gen/snakepit/bridge/bridge_pb.js";
-import { decodeValue } from "../../dist/values/index.js";
+import { decodeValue } from "unified-bridge/values";
 import { serveRequests } from "../support/child-processes.ts";
+import { BridgeService } from "../support/internals.ts";
 
 /** Requests this worker answers. */
 export type WatchRequest =

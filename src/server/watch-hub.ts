@@ -15,6 +15,8 @@ export interface WatchHubOptions {
   readonly maxPerSession?: number;
   /** Streams open in total; more are refused with RESOURCE_EXHAUSTED. */
   readonly maxTotal?: number;
+  /** Clock in epoch milliseconds, for the timestamps of initial values and sync markers. */
+  readonly now?: () => number;
 }
 
 /** What a watcher wants to see. */
@@ -69,6 +71,7 @@ interface WatcherState {
 
 /** Creates a watch hub. */
 export function createWatchHub(options: WatchHubOptions): WatchHub {
+  const now = options.now ?? Date.now;
   const bySession = new Map<string, Set<WatcherState>>();
   let size = 0;
 
@@ -206,7 +209,7 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
               variableId: record.id,
               variable: toVariableMessage(record),
               updateSource: "server",
-              timestamp: timestamp(Date.now()),
+              timestamp: timestamp(now()),
               updateType: "initial_value",
             }),
             record,
@@ -220,7 +223,7 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
           state.queue.push(
             create(VariableUpdateSchema, {
               updateSource: "server",
-              timestamp: timestamp(Date.now()),
+              timestamp: timestamp(now()),
               updateType: "sync",
             }),
           );

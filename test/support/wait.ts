@@ -1,19 +1,28 @@
 import { vi } from "vitest";
 
 /**
- * Waits until `condition` holds (polled by vi.waitFor), so a test waits on
- * the event it needs instead of sleeping a fixed time; fails after
- * `timeoutMs` naming `what` it waited for.
+ * Waits for an event a test can observe: retries `check` until it returns
+ * without throwing (or its promise resolves), and resolves to its result.
+ * Bounded: after `timeoutMs` it fails with the last error of `check`. Tests
+ * wait with this instead of sleeping a fixed time, which races on a loaded
+ * machine.
  */
+export function waitFor<T>(
+  check: () => T | Promise<T>,
+  options: { readonly timeoutMs?: number; readonly intervalMs?: number } = {},
+): Promise<T> {
+  return vi.waitFor(check, {
+    timeout: options.timeoutMs ?? 10_000,
+    interval: options.intervalMs ?? 10,
+  });
+}
+
+/** {@link waitFor} a condition to hold; on timeout the failure names `what` was awaited. */
 export async function until(
   condition: () => boolean | Promise<boolean>,
   what = "the condition",
-  timeoutMs = 5000,
 ): Promise<void> {
-  await vi.waitFor(
-    async () => {
-      if (!(await condition())) throw new Error(`timed out waiting for ${what}`);
-    },
-    { timeout: timeoutMs, interval: 5 },
-  );
+  await waitFor(async () => {
+    if (!(await condition())) throw new Error(`timed out waiting for ${what}`);
+  });
 }
