@@ -112,17 +112,40 @@ class SpamWorker(pb_grpc.BridgeServiceServicer):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bridge", required=True, help="the bridge's worker listener host:port")
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        help="where this worker serves its tool (host:port; port 0 picks one; default 127.0.0.1:0)",
+    )
+    parser.add_argument(
+        "--advertise",
+        help="the host:port the bridge calls this worker at (default: the --listen host and the port bound)",
+    )
+    parser.add_argument(
+        "--private-network",
+        action="store_true",
+        help="allow a bridge and a listen address off loopback (plaintext gRPC: only on a private network)",
+    )
     args = parser.parse_args()
-    host = args.bridge.rsplit(":", 1)[0]
-    if host not in ("127.0.0.1", "localhost", "[::1]"):
-        sys.exit(f"spam_worker.py: refusing non-loopback bridge {args.bridge!r}")
+    loopback = ("127.0.0.1", "localhost", "[::1]")
+    listen_host = args.listen.rsplit(":", 1)[0]
+    if not args.private_network:
+        for what, address in (("bridge", args.bridge), ("listen address", args.listen)):
+            if address.rsplit(":", 1)[0] not in loopback:
+                sys.exit(
+                    f"spam_worker.py: refusing non-loopback {what} {address!r} "
+                    "(plaintext gRPC; pass --private-network on a private network)"
+                )
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=2),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE)],
     )
     pb_grpc.add_BridgeServiceServicer_to_server(SpamWorker(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(args.listen)
+    if port == 0:
+        sys.exit(f"spam_worker.py: cannot listen on {args.listen!r}")
+    advertise = args.advertise or f"{listen_host}:{port}"
     server.start()
 
     channel = grpc.insecure_channel(args.bridge)
@@ -144,7 +167,7 @@ def main():
                         pb.ParameterSpec(name="smoothing", type="float", required=True),
                     ],
                     metadata={
-                        "worker_address": f"127.0.0.1:{port}",
+                        "worker_address": advertise,
                         "runtime": f"Python {sys.version.split()[0]}, scikit-learn {sklearn.__version__}",
                     },
                 )
