@@ -11,7 +11,13 @@ import { errorHygieneInterceptor } from "./error-hygiene.js";
 import { createHttpFront, type HttpFront } from "./http-front.js";
 import { type Limits, limitsFrom } from "./limits.js";
 import { createLogger, type Logger, redactSessionId } from "./logger.js";
-import { createMetrics, createMetricsInterceptor, type MetricsRegistry } from "./metrics.js";
+import {
+  codeLabel,
+  createMetrics,
+  createMetricsInterceptor,
+  createRpcRecorder,
+  type MetricsRegistry,
+} from "./metrics.js";
 import { createMemoryStore } from "./store/memory-store.js";
 import type { SessionStore } from "./store/session-store.js";
 import { type AuditEntry, type AuditFilter, createAuditTrail } from "./tools/audit-trail.js";
@@ -22,6 +28,7 @@ import { createToolExecutor } from "./tools/tool-executor.js";
 import { createToolRegistry, type ToolInput } from "./tools/tool-registry.js";
 import { createWorkerAddressPolicy, type WorkerAddress } from "./tools/worker-address.js";
 import { createVariableOps } from "./variable-ops.js";
+import { createWatchEndpoint } from "./watch-endpoint.js";
 import { createWatchHub } from "./watch-hub.js";
 
 /**
@@ -132,6 +139,8 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     bufferSize: config.watchBufferSize,
     maxPerSession: limits.maxWatchersPerSession,
     maxTotal: limits.maxWatchers,
+    keepaliveMs: config.watchKeepaliveMs,
+    now,
   });
   const audit = createAuditTrail();
   const tools = createToolRegistry({ now, limits, audit });
@@ -387,6 +396,13 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     async start() {
       if (fronts !== undefined) throw new Error("the bridge server is already started");
       const interceptors = bridgeInterceptors(metrics);
+      const recordCall = createRpcRecorder(metrics);
+      const watchEndpoint = createWatchEndpoint({
+        core,
+        maxRequestBytes: config.maxRequestBytes,
+        logger,
+        onEnd: (code, seconds) => recordCall("WatchVariables", codeLabel(code), seconds),
+      });
       const connectionLimits = {
         maxConnections: config.maxConnections,
         maxStreamsPerConnection: config.maxStreamsPerConnection,
@@ -400,6 +416,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
           host,
           port,
           routes,
+          directRoutes: watchEndpoint,
           interceptors,
           contextValues: callerResolver({
             listener,

@@ -30,6 +30,7 @@ import {
 import type { WorkerAddressPolicy } from "./tools/worker-address.js";
 import { readVariableMessage, timestamp, toVariableMessage } from "./variable-message.js";
 import { historyOf, type PreparedWrite } from "./variable-ops.js";
+import { openWatch } from "./watch-endpoint.js";
 
 /** What the service needs besides the core. */
 export interface BridgeServiceParts {
@@ -531,21 +532,9 @@ export function createBridgeService(
       }
     },
     async *watchVariables(req, ctx) {
-      checkBatch(req.variableIdentifiers.length, "WatchVariables");
-      const identifiers = new Set(req.variableIdentifiers);
-      const watcher = await core.read(req.sessionId, (view) => {
-        const records: VariableRecord[] = [];
-        for (const identifier of identifiers) records.push(ops.find(view, identifier));
-        const w = hub.watch(req.sessionId, { identifiers }, ctx.signal);
-        if (req.includeInitialValues) {
-          for (const record of identifiers.size === 0 ? view.variables() : records) {
-            w.pushInitial(record);
-          }
-        }
-        if (req.syncMarker) w.pushSyncMarker();
-        return w;
-      });
-      yield* watcher;
+      // gRPC and gRPC-Web binary calls are served by watch-endpoint.ts;
+      // this path serves the rest (Connect), with the same checks.
+      yield* await openWatch(core, req, ctx.signal);
     },
 
     async addDependency(req) {

@@ -81,6 +81,8 @@ export interface ServerConfig {
   maxWorkerConnections: number;
   /** Updates buffered per watcher before it is ended with RESOURCE_EXHAUSTED. */
   watchBufferSize: number;
+  /** An idle watch stream carries a keepalive update at least this often (0: never). */
+  watchKeepaliveMs: number;
   /** Transport read limit per message. */
   maxRequestBytes: number;
   /** Largest reply message. */
@@ -156,6 +158,7 @@ export const defaultServerConfig: ServerConfig = Object.freeze({
   maxToolCallsPerSession: defaultLimits.maxToolCallsPerSession,
   maxWorkerConnections: 64,
   watchBufferSize: 1024,
+  watchKeepaliveMs: 30_000,
   maxRequestBytes: 4 * MiB,
   maxReplyBytes: defaultLimits.maxReplyBytes,
   maxConnections: defaultConnectionLimits.maxConnections,
@@ -441,8 +444,16 @@ const options: readonly OptionSpec<Key>[] = [
     flag: "watch-buffer-size",
     placeholder: "<n>",
     description:
-      "Updates buffered per watcher; a watcher that falls further behind is ended with RESOURCE_EXHAUSTED.",
+      "Updates waiting per watcher that does not keep up (only the latest per variable is kept); beyond, it is ended with RESOURCE_EXHAUSTED.",
     parse: (raw) => integer(raw, 1),
+  }),
+  spec({
+    key: "watchKeepaliveMs",
+    flag: "watch-keepalive-ms",
+    placeholder: "<ms>",
+    description:
+      'An idle watch stream carries a keepalive update (update_type "keepalive") at least this often, so proxies\' idle timeouts keep it; 0 turns them off.',
+    parse: (raw) => integer(raw, 0, 3_600_000),
   }),
   spec({
     key: "maxRequestBytes",

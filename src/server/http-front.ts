@@ -37,6 +37,11 @@ export interface HttpFrontOptions {
    * Without it the front serves only its HTTP endpoints (an admin listener).
    */
   routes?: (router: ConnectRouter) => void;
+  /**
+   * Serves some RPC requests itself before connect-node sees them (the
+   * WatchVariables fan-out path); returns false for the rest.
+   */
+  directRoutes?: (req: NodeRequest, res: NodeResponse) => boolean;
   /** Applied to every RPC in order, the first outermost. */
   interceptors?: Interceptor[];
   /** Per-request context values for the handlers (e.g. who the caller is). */
@@ -176,6 +181,7 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       guardHttp2Stream(req as http2.Http2ServerRequest);
     }
     if (corsPolicy(req, res)) return;
+    if (options.directRoutes?.(req, res)) return;
     rpc(req, res);
   };
 

@@ -430,24 +430,11 @@ export function createMetricsInterceptor(
   registry: MetricsRegistry,
   options: { buckets?: readonly number[] } = {},
 ): Interceptor {
-  const calls = registry.counter(
-    "bridge_rpc_calls_total",
-    "RPCs handled, by method and status code.",
-    ["rpc", "code"],
-  );
-  const duration = registry.histogram(
-    "bridge_rpc_duration_seconds",
-    "RPC handling time in seconds, by method; streams are measured until they end.",
-    ["rpc"],
-    options.buckets,
-  );
+  const recordCall = createRpcRecorder(registry, options);
   return (next) => async (req) => {
     const rpc = req.method.name;
     const start = performance.now();
-    const record = (code: string) => {
-      calls.inc({ rpc, code });
-      duration.observe({ rpc }, (performance.now() - start) / 1000);
-    };
+    const record = (code: string) => recordCall(rpc, code, (performance.now() - start) / 1000);
     let res: Awaited<ReturnType<typeof next>>;
     try {
       res = await next(req);
@@ -460,6 +447,31 @@ export function createMetricsInterceptor(
       return res;
     }
     return { ...res, message: recordStream(res.message, req.signal, record) };
+  };
+}
+
+/**
+ * Records one ended call in the series of {@link createMetricsInterceptor},
+ * for RPCs served outside connect-node (the WatchVariables fan-out path).
+ */
+export function createRpcRecorder(
+  registry: MetricsRegistry,
+  options: { buckets?: readonly number[] } = {},
+): (rpc: string, code: string, seconds: number) => void {
+  const calls = registry.counter(
+    "bridge_rpc_calls_total",
+    "RPCs handled, by method and status code.",
+    ["rpc", "code"],
+  );
+  const duration = registry.histogram(
+    "bridge_rpc_duration_seconds",
+    "RPC handling time in seconds, by method; streams are measured until they end.",
+    ["rpc"],
+    options.buckets,
+  );
+  return (rpc, code, seconds) => {
+    calls.inc({ rpc, code });
+    duration.observe({ rpc }, seconds);
   };
 }
 

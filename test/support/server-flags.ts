@@ -21,6 +21,7 @@ export const serverFlags: Record<keyof ServerConfig, { flag: string; env: string
   maxMetadataBytes: { flag: "--max-metadata-bytes", env: "UB_MAX_METADATA_BYTES" },
   historyLimit: { flag: "--history-limit", env: "UB_HISTORY_LIMIT" },
   watchBufferSize: { flag: "--watch-buffer-size", env: "UB_WATCH_BUFFER_SIZE" },
+  watchKeepaliveMs: { flag: "--watch-keepalive-ms", env: "UB_WATCH_KEEPALIVE_MS" },
   maxRequestBytes: { flag: "--max-request-bytes", env: "UB_MAX_REQUEST_BYTES" },
   shutdownGraceMs: { flag: "--shutdown-grace-ms", env: "UB_SHUTDOWN_GRACE_MS" },
   logLevel: { flag: "--log-level", env: "UB_LOG_LEVEL" },
