@@ -22,7 +22,11 @@ export interface BridgeProcess {
 
 /** Starts the server process and waits until both ports listen. */
 export async function startBridgeProcess(
-  options: { maxSessions?: number; redisUrl?: string } = {},
+  options: {
+    maxSessions?: number;
+    redisUrl?: string;
+    bridgeOptions?: Readonly<Record<string, number>>;
+  } = {},
 ): Promise<BridgeProcess> {
   const worker = await startChild(new URL("../workers/serve-bridge.ts", import.meta.url));
   try {

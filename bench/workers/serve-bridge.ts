@@ -20,6 +20,8 @@ export type ServeRequest =
       readonly maxSessions?: number;
       /** Serve from a Redis store at this URL instead of the memory store. */
       readonly redisUrl?: string;
+      /** More bridge options, e.g. `{ maxWatchersPerSession: 5000 }`. */
+      readonly bridgeOptions?: Readonly<Record<string, number>>;
     }
   | { readonly type: "cpu" }
   | { readonly type: "stop" };
@@ -45,7 +47,11 @@ let echo: HttpFront | undefined;
 
 let store: RedisStore | undefined;
 
-async function start(maxSessions: number, redisUrl?: string): Promise<ServeAddresses> {
+async function start(
+  maxSessions: number,
+  redisUrl?: string,
+  bridgeOptions: Readonly<Record<string, number>> = {},
+): Promise<ServeAddresses> {
   store =
     redisUrl === undefined
       ? undefined
@@ -55,6 +61,7 @@ async function start(maxSessions: number, redisUrl?: string): Promise<ServeAddre
     port: 0,
     logger,
     maxSessions,
+    ...bridgeOptions,
     ...(store === undefined ? {} : { sessionStore: store }),
   });
   const { url: bridgeUrl } = await bridge.start();
@@ -92,7 +99,11 @@ serveRequests(async (raw) => {
   const req = raw as ServeRequest;
   switch (req.type) {
     case "start":
-      return start(req.maxSessions ?? defaultServerConfig.maxSessions, req.redisUrl);
+      return start(
+        req.maxSessions ?? defaultServerConfig.maxSessions,
+        req.redisUrl,
+        req.bridgeOptions,
+      );
     case "cpu": {
       const cpu = process.cpuUsage();
       return {
