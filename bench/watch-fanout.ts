@@ -19,7 +19,8 @@
  *   not by an RPC.
  *
  * Figures: p50/p99/max delivery latency, deliveries lost (must be 0),
- * server CPU per delivery, server RSS per open stream.
+ * server CPU per delivery, server RSS and JS heap per open stream (after a
+ * full collection in the server).
  */
 import { encodeValue } from "../dist/values/index.js";
 import { type BridgeProcess, startBridgeProcess } from "./support/bridge-process.ts";
@@ -53,6 +54,20 @@ const cases: readonly Case[] = [
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * Waits until the watchers have recorded `expected` deliveries, or `ms`
+ * passed: on a loaded machine late deliveries are late, not lost, and
+ * must not count in the next window.
+ */
+async function settle(watchers: readonly ChildWorker[], expected: number, ms: number) {
+  const until = performance.now() + ms;
+  for (;;) {
+    const counts = await Promise.all(watchers.map((w) => w.request<number>({ type: "count" })));
+    if (counts.reduce((a, b) => a + b, 0) >= expected || performance.now() > until) return;
+    await sleep(100);
+  }
+}
+
 /** The server under test, bridge or raw, as the case needs it. */
 interface Target {
   readonly url: string;
@@ -63,7 +78,9 @@ interface Target {
 
 async function startTarget(c: Case, sessionIds: readonly string[]): Promise<Target> {
   if (c.server === "raw") {
-    const worker = await startChild(new URL("./workers/raw-fanout.ts", import.meta.url));
+    const worker = await startChild(new URL("./workers/raw-fanout.ts", import.meta.url), {
+      execArgv: ["--expose-gc"],
+    });
     const url = await worker.request<string>({ type: "start" } satisfies RawFanoutRequest);
     return {
       url,
@@ -81,6 +98,7 @@ async function startTarget(c: Case, sessionIds: readonly string[]): Promise<Targ
   const total = c.sessions.reduce((a, b) => a + b, 0);
   const server: BridgeProcess = await startBridgeProcess({
     bridgeOptions: { maxWatchersPerSession: Math.max(...c.sessions), maxWatchers: total },
+    execArgv: ["--expose-gc"],
   });
   for (const sessionId of sessionIds) {
     await server.client.initializeSession({
@@ -117,7 +135,7 @@ async function runCase(ctx: BenchContext, c: Case): Promise<BenchResult> {
       ...(await Promise.all(Array.from({ length: processes }, () => startChild(file)))),
     );
     const clockOffsets = await Promise.all(watchers.map(clockOffset));
-    const rssBefore = (await target.worker.request<ServeCpu>({ type: "cpu" })).rssBytes;
+    const memoryBefore = await target.worker.request<NodeJS.MemoryUsage>({ type: "memory" });
     const opened = performance.now();
     await Promise.all(
       watchers.map(async (w) => {
@@ -136,7 +154,7 @@ async function runCase(ctx: BenchContext, c: Case): Promise<BenchResult> {
     const total = c.sessions.reduce((a, b) => a + b, 0);
     const openMs = Math.round(performance.now() - opened);
     await sleep(500);
-    const rssAfter = (await target.worker.request<ServeCpu>({ type: "cpu" })).rssBytes;
+    const memoryAfter = await target.worker.request<NodeJS.MemoryUsage>({ type: "memory" });
     ctx.log(`watch-fanout/${c.name}: ${total} streams open in ${openMs} ms; ${writes} rounds`);
 
     // Versions: the bridge counts them; the raw server is told.
@@ -147,7 +165,7 @@ async function runCase(ctx: BenchContext, c: Case): Promise<BenchResult> {
     };
     // A discarded round first: the first delivery compiles the code paths.
     await writeOne(0);
-    await sleep(1000);
+    await settle(watchers, c.sessions[0] as number, 15_000);
     await Promise.all(watchers.map((w) => w.request({ type: "collect" })));
 
     let expected = 0;
@@ -162,7 +180,7 @@ async function runCase(ctx: BenchContext, c: Case): Promise<BenchResult> {
       }
       await sleep(spacingMs);
     }
-    await sleep(1500);
+    await settle(watchers, expected, 15_000);
     const collected = await Promise.all(
       watchers.map((w) => w.request<WatchDeliveries>({ type: "collect" })),
     );
@@ -178,7 +196,9 @@ async function runCase(ctx: BenchContext, c: Case): Promise<BenchResult> {
     const max = all.length === 0 ? Number.NaN : Math.max(...all);
     const serverCpuUs = cpuAfter.cpuMicros - cpuBefore.cpuMicros;
     const perDeliveryUs = serverCpuUs / Math.max(1, all.length);
-    const rssPerStream = (rssAfter - rssBefore) / total;
+    // After a full collection in the server, so garbage is not counted.
+    const rssPerStream = (memoryAfter.rss - memoryBefore.rss) / total;
+    const heapPerStream = (memoryAfter.heapUsed - memoryBefore.heapUsed) / total;
     // A lost delivery is worse than a late one: it fails the target outright.
     const complete = lost === 0 && ended === 0;
     const gated = c.name === "1k" || c.name === "1k-lean";
@@ -189,7 +209,7 @@ async function runCase(ctx: BenchContext, c: Case): Promise<BenchResult> {
       target: gated ? `≤ ${p99Target} ms` : "info",
       pass: gated ? complete && p99 <= p99Target : null,
       ratio: gated ? round(p99 / p99Target, 3) : null,
-      display: `p99 ${p99.toFixed(1)} ms, p50 ${p50.toFixed(1)}, max ${max.toFixed(1)}; ${lost} lost of ${expected}; server ${perDeliveryUs.toFixed(1)} µs CPU/delivery, ${(rssPerStream / 1024).toFixed(1)} KiB RSS/stream`,
+      display: `p99 ${p99.toFixed(1)} ms, p50 ${p50.toFixed(1)}, max ${max.toFixed(1)}; ${lost} lost of ${expected}; server ${perDeliveryUs.toFixed(1)} µs CPU/delivery, ${(rssPerStream / 1024).toFixed(1)} KiB RSS/stream (heap ${(heapPerStream / 1024).toFixed(1)} KiB)`,
       details: {
         server: c.server,
         client: c.client,
@@ -212,6 +232,8 @@ async function runCase(ctx: BenchContext, c: Case): Promise<BenchResult> {
         serverCpuMsPerRound: round(serverCpuUs / 1000 / writes, 3),
         watchersCpuMsPerRound: round(collected.reduce((s, got) => s + got.cpuMs, 0) / writes, 3),
         serverRssBytesPerStream: Math.round(rssPerStream),
+        serverHeapBytesPerStream: Math.round(heapPerStream),
+        serverRssBytesAfterOpen: memoryAfter.rss,
         // Watcher clock minus writer clock, estimated by round trip: the
         // latencies are only as good as this is small.
         clockOffsetMs: clockOffsets.map((o) => round(o, 2)),

@@ -39,6 +39,8 @@ export type WatchRequest =
     }
   | { readonly type: "clock" }
   | { readonly type: "collect" }
+  /** Deliveries recorded since the last collect (nothing is reset). */
+  | { readonly type: "count" }
   | { readonly type: "close" };
 
 /** Reply to `collect`: every delivery since the last collect. */
@@ -184,6 +186,11 @@ serveRequests(
         return open(req);
       case "clock":
         return wallClock();
+      case "count": {
+        let n = 0;
+        for (const l of Object.values(byVersion)) n += l.length;
+        return n;
+      }
       case "collect": {
         const cpu = process.cpuUsage(cpuMark);
         cpuMark = process.cpuUsage();

@@ -27,6 +27,8 @@ export type RawFanoutRequest =
       readonly stamp: number;
     }
   | { readonly type: "cpu" }
+  /** Collects garbage first when the process runs with --expose-gc. */
+  | { readonly type: "memory" }
   | { readonly type: "stop" };
 
 const bySession = new Map<string, Set<http2.ServerHttp2Stream>>();
@@ -97,6 +99,10 @@ serveRequests(
           cpuMicros: cpu.user + cpu.system,
           rssBytes: process.memoryUsage.rss(),
         } satisfies ServeCpu;
+      }
+      case "memory": {
+        (globalThis as { gc?: () => void }).gc?.();
+        return process.memoryUsage();
       }
       case "stop":
         server?.close();

@@ -24,6 +24,8 @@ export type ServeRequest =
       readonly bridgeOptions?: Readonly<Record<string, number>>;
     }
   | { readonly type: "cpu" }
+  /** Collects garbage first when the process runs with --expose-gc. */
+  | { readonly type: "memory" }
   | { readonly type: "stop" };
 
 /** Reply to `start`. */
@@ -110,6 +112,10 @@ serveRequests(async (raw) => {
         cpuMicros: cpu.user + cpu.system,
         rssBytes: process.memoryUsage.rss(),
       } satisfies ServeCpu;
+    }
+    case "memory": {
+      (globalThis as { gc?: () => void }).gc?.();
+      return process.memoryUsage();
     }
     case "stop":
       await stop();

@@ -91,7 +91,14 @@ export function createWatchEndpoint(
   options: WatchEndpointOptions,
 ): (req: NodeRequest, res: NodeResponse) => boolean {
   return (req, res) => {
-    if (req.method !== "POST" || (req.url ?? "").split("?", 1)[0] !== watchVariablesPath) {
+    // Every RPC passes here first: the cheapest test goes first.
+    const url = req.url;
+    if (
+      url === undefined ||
+      !url.startsWith(watchVariablesPath) ||
+      (url.length > watchVariablesPath.length && url[watchVariablesPath.length] !== "?") ||
+      req.method !== "POST"
+    ) {
       return false;
     }
     const protocol = protocolOf(req);
