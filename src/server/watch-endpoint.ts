@@ -1,23 +1,30 @@
 /**
- * WatchVariables over gRPC and gRPC-Web (binary), served straight on the
- * HTTP front instead of through connect-node.
+ * WatchVariables over gRPC, gRPC-Web and Connect (binary), served straight
+ * on the HTTP front instead of through connect-node.
  *
  * connect-node gives every stream its own pipeline: the messages pass
  * several async-iterable stages, are serialized once per stream and written
  * with a promise each, which cost about 60 µs per stream and update. Here a
  * stream is a {@link FrameSink} over the Node response: the watch hub
  * writes each update's frame, encoded once for every stream, with one
- * `write` and nothing in between. The protocols are the same bytes but for
- * the status: HTTP/2 trailers for gRPC, a trailer frame for gRPC-Web.
+ * `write` and nothing in between. The three protocols frame messages the
+ * same way and differ only in how the status travels: HTTP/2 trailers for
+ * gRPC, a trailer frame for gRPC-Web, an end-stream frame with JSON for
+ * Connect.
  *
- * Everything else (Connect, JSON formats, grpc-web-text, other methods)
- * passes on to connect-node; the request checks, limits and messages are
+ * Everything else (JSON formats, grpc-web-text, other methods) passes on
+ * to connect-node; the request checks, limits and messages are
  * those of the connect-node path, which shares {@link openWatch} with this one.
  */
 import http from "node:http";
 import { gunzip } from "node:zlib";
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  endStreamFlag,
+  endStreamToJson,
+  parseTimeout as parseConnectTimeout,
+} from "@connectrpc/connect/protocol-connect";
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { trailerFlag, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -84,8 +91,8 @@ export interface WatchEndpointOptions {
 }
 
 /**
- * Returns a request handler that serves WatchVariables over gRPC and
- * gRPC-Web and returns false, touching nothing, for any other request.
+ * Returns a request handler that serves WatchVariables over gRPC, gRPC-Web
+ * and Connect and returns false, touching nothing, for any other request.
  */
 export function createWatchEndpoint(
   options: WatchEndpointOptions,
@@ -109,20 +116,25 @@ export function createWatchEndpoint(
 }
 
 interface Protocol {
-  readonly web: boolean;
+  readonly kind: "grpc" | "grpc-web" | "connect";
   readonly contentType: string;
 }
 
-/** gRPC (HTTP/2 only) or gRPC-Web, in the binary format; anything else is connect-node's. */
+/**
+ * gRPC (HTTP/2 only), gRPC-Web or Connect streaming, in the binary format;
+ * anything else is connect-node's.
+ */
 function protocolOf(req: NodeRequest): Protocol | undefined {
   const type = (req.headers["content-type"] ?? "").split(";", 1)[0]?.trim().toLowerCase();
   switch (type) {
     case "application/grpc":
     case "application/grpc+proto":
-      return req.httpVersionMajor === 2 ? { web: false, contentType: type } : undefined;
+      return req.httpVersionMajor === 2 ? { kind: "grpc", contentType: type } : undefined;
     case "application/grpc-web":
     case "application/grpc-web+proto":
-      return { web: true, contentType: type };
+      return { kind: "grpc-web", contentType: type };
+    case "application/connect+proto":
+      return { kind: "connect", contentType: type };
     default:
       return undefined;
   }
@@ -147,26 +159,44 @@ function serve(
     clearTimeout(deadline);
     options.onEnd?.(error?.code, (performance.now() - started) / 1000);
     if (res.destroyed || res.writableEnded) return;
-    const status = statusOf(error);
+    const safe =
+      error === undefined
+        ? undefined
+        : new ConnectError(safeMessage(error.rawMessage), error.code, error.metadata);
+    if (protocol.kind === "connect") {
+      // Connect ends every stream, a refused one too, with an end-stream frame.
+      const json = JSON.stringify(endStreamToJson(new Headers(), safe, undefined));
+      res.end(frameWith(endStreamFlag, Buffer.from(json)));
+      return;
+    }
+    const status = setTrailerStatus(new Headers(), safe);
     if (!res.headersSent) {
       // Trailers-only: the status travels in the headers.
       for (const [k, v] of status) res.setHeader(k, v);
       res.end();
-    } else if (protocol.web) {
-      const trailer = trailerSerialize(status);
-      const frame = Buffer.allocUnsafe(5 + trailer.length);
-      frame[0] = trailerFlag;
-      frame.writeUInt32BE(trailer.length, 1);
-      frame.set(trailer, 5);
-      res.end(frame);
+    } else if (protocol.kind === "grpc-web") {
+      res.end(frameWith(trailerFlag, trailerSerialize(status)));
     } else {
       res.addTrailers(Object.fromEntries(status));
       res.end();
     }
   };
 
+  // On HTTP/2 the frames go to the stream itself, past the compatibility
+  // response (the headers and the end still go through it).
+  const out: FrameWriter & NodeJS.EventEmitter =
+    "stream" in req ? req.stream : (res as http.ServerResponse);
+  const sendHeaders = () => {
+    if (res.headersSent) return;
+    if (res instanceof http.ServerResponse) res.flushHeaders();
+    else res.writeHead(200);
+  };
   const sink: FrameSink = {
-    write: (frames) => !res.destroyed && (res as FrameWriter).write(frames),
+    write: (frames) => {
+      if (res.destroyed) return false;
+      sendHeaders();
+      return out.write(frames);
+    },
     end: finish,
   };
 
@@ -180,12 +210,15 @@ function serve(
     }
     abort.abort();
   });
-  res.on("drain", () => watcher?.resume());
+  out.on("drain", () => watcher?.resume());
 
   res.statusCode = 200;
   res.setHeader("content-type", protocol.contentType);
 
-  const timeout = parseTimeout(headerOf(req, "grpc-timeout"), Number.MAX_SAFE_INTEGER);
+  const timeout =
+    protocol.kind === "connect"
+      ? parseConnectTimeout(headerOf(req, "connect-timeout-ms"), Number.MAX_SAFE_INTEGER)
+      : parseTimeout(headerOf(req, "grpc-timeout"), Number.MAX_SAFE_INTEGER);
   if (timeout.error !== undefined) {
     finish(timeout.error);
     req.resume();
@@ -201,7 +234,8 @@ function serve(
     deadline.unref();
   }
 
-  readRequest(req, options.maxRequestBytes)
+  const encodingHeader = protocol.kind === "connect" ? "connect-content-encoding" : "grpc-encoding";
+  readRequest(req, headerOf(req, encodingHeader) ?? "identity", options.maxRequestBytes)
     .then(async (message) => {
       if (ended) return;
       const opened = await openWatch(options.core, message, abort.signal, sink);
@@ -212,9 +246,7 @@ function serve(
       }
       watcher = opened;
       // The headers go out now, also when there was nothing to send yet.
-      if (res.headersSent) return;
-      if (res instanceof http.ServerResponse) res.flushHeaders();
-      else res.writeHead(200);
+      sendHeaders();
     })
     .catch((reason: unknown) => {
       const error = ConnectError.from(reason);
@@ -225,13 +257,13 @@ function serve(
     });
 }
 
-/** A status as gRPC puts it on the wire, its message made safe to send. */
-function statusOf(error: ConnectError | undefined): Headers {
-  const safe =
-    error === undefined
-      ? undefined
-      : new ConnectError(safeMessage(error.rawMessage), error.code, error.metadata);
-  return setTrailerStatus(new Headers(), safe);
+/** A frame with `flags` around `data`. */
+function frameWith(flags: number, data: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(5 + data.length);
+  frame[0] = flags;
+  frame.writeUInt32BE(data.length, 1);
+  frame.set(data, 5);
+  return frame;
 }
 
 function headerOf(req: NodeRequest, name: string): string | null {
@@ -240,12 +272,18 @@ function headerOf(req: NodeRequest, name: string): string | null {
 }
 
 /** Reads the request's one message, within `maxBytes`. */
-function readRequest(req: NodeRequest, maxBytes: number): Promise<WatchVariablesRequest> {
-  const encoding = headerOf(req, "grpc-encoding") ?? "identity";
+function readRequest(
+  req: NodeRequest,
+  encoding: string,
+  maxBytes: number,
+): Promise<WatchVariablesRequest> {
   if (encoding !== "identity" && encoding !== "gzip") {
     req.resume();
     return Promise.reject(
-      new ConnectError(`unsupported grpc-encoding '${encoding}'`, Code.Unimplemented),
+      new ConnectError(
+        `unsupported request compression '${encoding}' (identity and gzip are)`,
+        Code.Unimplemented,
+      ),
     );
   }
   return new Promise<Buffer>((resolve, reject) => {
@@ -285,7 +323,7 @@ function readRequest(req: NodeRequest, maxBytes: number): Promise<WatchVariables
     if ((flags & 1) === 1) {
       if (encoding === "identity") {
         throw new ConnectError(
-          "protocol error: received compressed message without grpc-encoding",
+          "protocol error: received a compressed message without a request compression header",
           Code.InvalidArgument,
         );
       }

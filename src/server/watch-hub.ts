@@ -110,7 +110,7 @@ interface WatcherState {
 }
 
 /** Streams one slice of a fan-out reaches before yielding to other work. */
-const SLICE = 256;
+const SLICE = 1024;
 /** Keepalive buckets: each sweep tick looks at one, spreading the writes. */
 const BUCKETS = 8;
 
