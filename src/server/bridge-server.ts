@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { networkInterfaces } from "node:os";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
@@ -8,6 +9,7 @@ import { createBridgeService, sessionEnded } from "./bridge-service.js";
 import { callerResolver } from "./caller.js";
 import { defaultServerConfig, type ServerConfig } from "./config.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
+import { createHealthService } from "./health-service.js";
 import { createHttpFront, type HttpFront } from "./http-front.js";
 import { type Limits, limitsFrom } from "./limits.js";
 import { createLogger, type Logger, redactSessionId } from "./logger.js";
@@ -97,7 +99,7 @@ export interface BridgeServer extends AsyncDisposable {
   readAuditTrail(filter?: AuditFilter): Promise<AuditEntry[]>;
   /** Calls `listener` after every tool execution; returns the unsubscribe function. */
   onAudit(listener: (entry: AuditEntry) => void): () => void;
-  /** The BridgeService routes, for mounting in another Connect server. */
+  /** The BridgeService and grpc.health.v1.Health routes, for mounting in another Connect server. */
   readonly routes: (router: ConnectRouter) => void;
   readonly store: SessionStore;
 }
@@ -290,8 +292,12 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     });
   });
 
+  /** Readiness, for GET /healthz and grpc.health.v1.Health alike. */
+  const ready = () => !shutdown.signal.aborted && storeHealth().store !== "unavailable";
+  const health = createHealthService({ ready, shutdownSignal: shutdown.signal });
   const routes = (router: ConnectRouter) => {
     router.service(BridgeService, service);
+    router.service(Health, health);
   };
 
   if (options.builtinTools !== false) for (const tool of builtinTools) registerTool(tool);
@@ -424,6 +430,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
             trustedProxies: config.trustedProxies,
           }),
           corsOrigins: listener === "public" ? config.corsOrigins : [],
+          corsAllowHeaders: config.corsAllowHeaders,
           maxRequestBytes: config.maxRequestBytes,
           maxReplyBytes: config.maxReplyBytes,
           limits: connectionLimits,
@@ -440,13 +447,11 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
           : createHttpFront({
               host: config.adminHost,
               port: config.adminPort,
+              // gRPC health checkers (Kubernetes probes) may ask here too.
+              routes: (router) => router.service(Health, health),
               corsOrigins: [],
               maxRequestBytes: 1024,
-              health: () => {
-                const reported = storeHealth();
-                const ok = !shutdown.signal.aborted && reported.store !== "unavailable";
-                return { ok, sessions: stats.sessions, ...reported };
-              },
+              health: () => ({ ok: ready(), sessions: stats.sessions, ...storeHealth() }),
               metrics,
               limits: connectionLimits,
               logger,

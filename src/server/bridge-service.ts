@@ -27,6 +27,7 @@ import {
   type RegisteredTool,
   type ToolInput,
 } from "./tools/tool-registry.js";
+import { resultForCaller } from "./tools/tool-value-form.js";
 import type { WorkerAddressPolicy } from "./tools/worker-address.js";
 import { readVariableMessage, timestamp, toVariableMessage } from "./variable-message.js";
 import { historyOf, type PreparedWrite } from "./variable-ops.js";
@@ -512,10 +513,15 @@ export function createBridgeService(
 
     // An ExecuteToolRequest is a ToolCall as it stands; ExecuteElixirTool's
     // request has no binary parameters.
-    executeTool: (req, ctx) => executor.execute(req, ctx.signal, ctx.requestHeader),
+    // Results in the form the caller reads (tool-value-form.ts).
+    executeTool: async (req, ctx) =>
+      resultForCaller(await executor.execute(req, ctx.signal, ctx.requestHeader), ctx),
     executeStreamingTool: (req, ctx) => executor.stream(req, ctx.signal, ctx.requestHeader),
-    executeElixirTool: (req, ctx) =>
-      executor.execute({ ...req, binaryParameters: {} }, ctx.signal, ctx.requestHeader),
+    executeElixirTool: async (req, ctx) =>
+      resultForCaller(
+        await executor.execute({ ...req, binaryParameters: {} }, ctx.signal, ctx.requestHeader),
+        ctx,
+      ),
 
     async getExposedElixirTools(req) {
       const allowed = await core.read(req.sessionId, (view) => view.session.allowedTools);

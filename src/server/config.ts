@@ -5,7 +5,7 @@
  * what is accepted.
  */
 import { isIP } from "node:net";
-import { defaultConnectionLimits } from "./http-front.js";
+import { defaultConnectionLimits, defaultCorsAllowHeaders } from "./http-front.js";
 import { defaultLimits } from "./limits.js";
 import { isLogLevel, type LogLevel, logLevels } from "./logger.js";
 import { parseRedisUrl } from "./redis-url.js";
@@ -48,6 +48,8 @@ export interface ServerConfig {
   trustedProxies: string[];
   /** Origins browsers may call from directly (exact `scheme://host[:port]`; "*" = any). */
   corsOrigins: string[];
+  /** Request headers a cross-origin call may send (CORS preflight answer), lower case. */
+  corsAllowHeaders: string[];
   /** Sliding session lifetime in seconds. */
   sessionTtlSeconds: number;
   /** Longest sliding lifetime a client may ask for (ttl_seconds). */
@@ -139,6 +141,7 @@ export const defaultServerConfig: ServerConfig = Object.freeze({
   maxSessionsPerClient: defaultLimits.maxSessionsPerClient,
   trustedProxies: Object.freeze([]) as unknown as string[],
   corsOrigins: Object.freeze([]) as unknown as string[],
+  corsAllowHeaders: defaultCorsAllowHeaders as string[],
   sessionTtlSeconds: 1800,
   maxSessionTtlSeconds: defaultLimits.maxSessionTtlSeconds,
   autoCreateSessions: false,
@@ -307,6 +310,15 @@ const options: readonly OptionSpec<Key>[] = [
     description:
       'Origin allowed to call from a browser, e.g. http://localhost:5173; repeat the flag or separate with commas. "*" allows any origin.',
     parse: origins,
+    repeatable: true,
+  }),
+  spec({
+    key: "corsAllowHeaders",
+    flag: "cors-allow-headers",
+    placeholder: "<header,...>",
+    description:
+      "Request headers browsers may send cross-origin (the preflight's Access-Control-Allow-Headers); the list replaces the default, so include the protocol headers; repeat the flag or separate with commas.",
+    parse: headerNames,
     repeatable: true,
   }),
   spec({
@@ -650,6 +662,19 @@ function origins(raw: string): string[] {
     }
     out.push(o);
   }
+  return out;
+}
+
+function headerNames(raw: string): string[] {
+  const out: string[] = [];
+  for (const part of raw.split(",")) {
+    const h = part.trim().toLowerCase();
+    if (h === "") continue;
+    // RFC 9110 token characters.
+    if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(h)) throw new Error(`"${h}" is not a header name`);
+    out.push(h);
+  }
+  if (out.length === 0) throw new Error("names no header");
   return out;
 }
 

@@ -48,6 +48,8 @@ export interface HttpFrontOptions {
   contextValues?: (req: NodeRequest) => ContextValues;
   /** Exact origins browsers may call from; `"*"` in the list allows any origin. */
   corsOrigins: readonly string[];
+  /** Request headers cross-origin calls may send (default {@link defaultCorsAllowHeaders}). */
+  corsAllowHeaders?: readonly string[];
   /** Largest request message read; larger ones fail with RESOURCE_EXHAUSTED. */
   maxRequestBytes: number;
   /** Largest reply message written; a larger one fails with RESOURCE_EXHAUSTED. */
@@ -108,6 +110,29 @@ export interface HttpFront {
   /** Connections open now. */
   readonly connectionCount: number;
 }
+
+/**
+ * The request headers a cross-origin caller may send unless told otherwise:
+ * those Connect and gRPC-Web clients send (connect-es's `cors.allowedHeaders`),
+ * the worker token (authorization), a request id for tracing, and the
+ * session id header a client sends for session-affine routing.
+ */
+export const defaultCorsAllowHeaders: readonly string[] = Object.freeze([
+  "authorization",
+  "content-type",
+  "connect-protocol-version",
+  "connect-timeout-ms",
+  "connect-content-encoding",
+  "connect-accept-encoding",
+  "content-encoding",
+  "accept-encoding",
+  "grpc-timeout",
+  "grpc-message-type",
+  "x-grpc-web",
+  "x-user-agent",
+  "x-request-id",
+  "x-session-id",
+]);
 
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
@@ -171,7 +196,10 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
           fallback: (req: NodeRequest, res: NodeResponse) => serveNonRpc(req, res),
         });
 
-  const corsPolicy = createCorsPolicy(options.corsOrigins);
+  const corsPolicy = createCorsPolicy(
+    options.corsOrigins,
+    options.corsAllowHeaders ?? defaultCorsAllowHeaders,
+  );
 
   const onRequest = (req: NodeRequest, res: NodeResponse) => {
     if (req instanceof http.IncomingMessage) {
@@ -606,11 +634,12 @@ function send(
  */
 function createCorsPolicy(
   corsOrigins: readonly string[],
+  corsAllowHeaders: readonly string[],
 ): (req: NodeRequest, res: NodeResponse) => boolean {
   const any = corsOrigins.includes("*");
   const allowed = new Set(corsOrigins);
   const allowMethods = cors.allowedMethods.join(", ");
-  const allowHeaders = cors.allowedHeaders.join(", ");
+  const allowHeaders = corsAllowHeaders.join(", ");
   const exposeHeaders = cors.exposedHeaders.join(", ");
   return (req, res) => {
     // The answer depends on Origin whenever the list is exact, so caches must

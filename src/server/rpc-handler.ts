@@ -3,7 +3,8 @@
  * written out so that a call that fails after its handler ran (the peer
  * reset the stream, the server cut a reply nobody read) is logged through
  * the server's logger. connect-node's own adapter prints each one to stderr
- * with a stack trace, which any client could trigger at will.
+ * with a stack trace, which any client could trigger at will. It also
+ * serves gRPC-Web's text mode, which connect-node refuses (grpc-web-text.ts).
  */
 
 import type { ConnectRouter, ContextValues } from "@connectrpc/connect";
@@ -20,6 +21,7 @@ import {
   universalRequestFromNodeRequest,
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
+import { fromGrpcWebText, toGrpcWebText } from "./grpc-web-text.js";
 import type { Logger } from "./logger.js";
 
 type NodeHandler = ReturnType<typeof connectNodeAdapter>;
@@ -50,8 +52,11 @@ export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
       return;
     }
     const uReq = universalRequestFromNodeRequest(req, res, undefined, options.contextValues?.(req));
-    handler(uReq)
-      .then((uRes) => universalResponseToNodeResponse(uRes, res))
+    // gRPC-Web's text mode is the binary mode in base64: decoded here, so
+    // that every handler serves it.
+    const binary = fromGrpcWebText(uReq);
+    handler(binary ?? uReq)
+      .then((uRes) => universalResponseToNodeResponse(binary ? toGrpcWebText(uRes) : uRes, res))
       .catch((reason: unknown) => {
         const error = ConnectError.from(reason);
         if (error.code === Code.Aborted) return;

@@ -32,8 +32,10 @@ export { decodeValue } from "./decode-value.js";
 export { type EncodedValue, type EncodeOptions, encodeValue } from "./encode-value.js";
 export { inferType } from "./infer-type.js";
 export {
+  convertJsonAny,
   decodeJsonAny,
   encodeJsonAny,
+  type JsonAnyForm,
   type JsonValue,
   STRING_VALUE_TYPE_URL,
 } from "./json-any.js";

@@ -1,11 +1,11 @@
 import { create, toBinary } from "@bufbuild/protobuf";
-import { type Any, AnySchema, anyPack, StringValueSchema } from "@bufbuild/protobuf/wkt";
+import { type Any, AnySchema, anyPack, anyUnpack, StringValueSchema } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { thrownBy } from "../../test/support/errors.js";
 import { encodeValue } from "./encode-value.js";
-import { decodeJsonAny, encodeJsonAny, type JsonValue } from "./json-any.js";
+import { convertJsonAny, decodeJsonAny, encodeJsonAny, type JsonValue } from "./json-any.js";
 import { MAX_JSON_DEPTH } from "./json-depth.js";
 
 const STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue";
@@ -26,18 +26,36 @@ function packed(s: string): Uint8Array {
 const errorOf = (fn: () => unknown) => thrownBy(fn, Code.InvalidArgument);
 
 describe("encodeJsonAny", () => {
-  it("writes raw JSON bytes under the StringValue type URL", () => {
+  it("writes a well-formed StringValue holding the JSON text by default", () => {
     const any = encodeJsonAny({ a: 1 });
     expect(any.typeUrl).toBe(STRING_VALUE);
+    expect(any.value).toEqual(packed('{"a":1}'));
+    expect(anyUnpack(any, StringValueSchema)?.value).toBe('{"a":1}');
+    expect(encodeJsonAny([1, "é", true]).value).toEqual(packed('[1,"é",true]'));
+  });
+
+  it("writes raw JSON bytes under the StringValue type URL in the raw-json form", () => {
+    const any = encodeJsonAny({ a: 1 }, "raw-json");
+    expect(any.typeUrl).toBe(STRING_VALUE);
     expect(text(any.value)).toBe('{"a":1}');
-    expect(text(encodeJsonAny("hi").value)).toBe('"hi"');
-    expect(text(encodeJsonAny(null).value)).toBe("null");
-    expect(text(encodeJsonAny([1, "é", true]).value)).toBe('[1,"é",true]');
+    expect(text(encodeJsonAny("hi", "raw-json").value)).toBe('"hi"');
+    expect(text(encodeJsonAny(null, "raw-json").value)).toBe("null");
+    expect(text(encodeJsonAny([1, "é", true], "raw-json").value)).toBe('[1,"é",true]');
   });
 
   it("writes special floats as strings instead of null", () => {
-    expect(text(encodeJsonAny([Number.NaN, Number.NEGATIVE_INFINITY, 1]).value)).toBe(
+    expect(text(encodeJsonAny([Number.NaN, Number.NEGATIVE_INFINITY, 1], "raw-json").value)).toBe(
       '["NaN","-Infinity",1]',
+    );
+  });
+
+  it("round-trips every JSON value through both forms", () => {
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 5 }), (v) => {
+        const value = JSON.parse(JSON.stringify(v)) as JsonValue;
+        expect(decodeJsonAny(encodeJsonAny(value))).toEqual(value);
+        expect(decodeJsonAny(encodeJsonAny(value, "raw-json"))).toEqual(value);
+      }),
     );
   });
 
@@ -144,5 +162,24 @@ describe("nesting", () => {
     expect(errorOf(() => decodeJsonAny(anyOf(STRING_VALUE, bytes))).rawMessage).toBe(
       "tool value is not valid UTF-8",
     );
+  });
+});
+
+describe("convertJsonAny", () => {
+  it("re-encodes StringValue tool values in either direction", () => {
+    const raw = encodeJsonAny({ n: [1, 2] }, "raw-json");
+    const wellFormed = encodeJsonAny({ n: [1, 2] });
+    expect(convertJsonAny(raw, "string-value").value).toEqual(wellFormed.value);
+    expect(convertJsonAny(wellFormed, "raw-json").value).toEqual(raw.value);
+    // Already in the form asked for: the same object.
+    expect(convertJsonAny(raw, "raw-json")).toBe(raw);
+    expect(convertJsonAny(wellFormed, "string-value")).toBe(wellFormed);
+  });
+
+  it("leaves other Anys and undecodable values as they are", () => {
+    const variable = encodeValue("float", 0.5).any;
+    expect(convertJsonAny(variable, "raw-json")).toBe(variable);
+    const notUtf8 = anyOf(STRING_VALUE, new Uint8Array([0xff, 0xfe]));
+    expect(convertJsonAny(notUtf8, "string-value")).toBe(notUtf8);
   });
 });

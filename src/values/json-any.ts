@@ -1,4 +1,4 @@
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type Any, AnySchema, StringValueSchema } from "@bufbuild/protobuf/wkt";
 import { ConnectError } from "@connectrpc/connect";
 import { validateValue } from "./check-value.js";
@@ -42,19 +42,31 @@ function toolJsonReplacer(): (this: unknown, key: string, v: unknown) => unknown
 }
 
 /**
- * Encode a tool parameter or result the way both original sides did: an Any
- * with type URL `type.googleapis.com/google.protobuf.StringValue` whose value
- * is the RAW UTF-8 JSON text (not a packed StringValue message). NaN and
- * ±Infinity become the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
+ * How a tool value is written under the StringValue type URL:
+ * - `"string-value"`: a well-formed `google.protobuf.StringValue` whose
+ *   string is the JSON text, which generic tools (buf curl, grpcurl,
+ *   protobuf JSON converters) decode;
+ * - `"raw-json"`: the RAW UTF-8 JSON text, not a packed message: the de
+ *   facto convention of both original sides, and what snakepit's Python
+ *   workers read (`json.loads(any.value)`).
+ */
+export type JsonAnyForm = "string-value" | "raw-json";
+
+/**
+ * Encode a tool parameter or result as an Any with type URL
+ * `type.googleapis.com/google.protobuf.StringValue` holding its JSON text,
+ * in the given {@link JsonAnyForm} (default a well-formed StringValue). NaN
+ * and ±Infinity become the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
+ * {@link decodeJsonAny} reads both forms.
  *
  * @example
- * encodeJsonAny({ a: 1 }).value; // the bytes of `{"a":1}`
+ * encodeJsonAny({ a: 1 }, "raw-json").value; // the bytes of `{"a":1}`
  *
  * @throws ConnectError with `Code.InvalidArgument` when the value cannot be
  *   written as JSON (a cycle, a bigint) or nests deeper than
  *   {@link MAX_JSON_DEPTH} levels, which no peer would decode.
  */
-export function encodeJsonAny(value: JsonValue): Any {
+export function encodeJsonAny(value: JsonValue, form: JsonAnyForm = "string-value"): Any {
   let text: string | undefined;
   try {
     text = JSON.stringify(value, toolJsonReplacer());
@@ -63,10 +75,33 @@ export function encodeJsonAny(value: JsonValue): Any {
     const reason = e instanceof Error ? e.message : String(e);
     throw invalidArgument(`tool value cannot be encoded as JSON: ${truncateText(reason)}`);
   }
+  const json = text ?? "null";
   return create(AnySchema, {
     typeUrl: STRING_VALUE_TYPE_URL,
-    value: utf8Encoder.encode(text ?? "null"),
+    value:
+      form === "raw-json"
+        ? utf8Encoder.encode(json)
+        : toBinary(StringValueSchema, create(StringValueSchema, { value: json })),
   });
+}
+
+/**
+ * `any` re-encoded in `form` when it is a StringValue tool value (in either
+ * form); any other Any, and one that cannot be decoded, is returned as is,
+ * for the peer to judge. Used where a value passes between peers that read
+ * different forms (a public client and a snakepit worker).
+ */
+export function convertJsonAny(any: Any, form: JsonAnyForm): Any {
+  if (any.typeUrl.slice(any.typeUrl.lastIndexOf("/") + 1) !== STRING_VALUE_NAME) return any;
+  if (any.value.length > 0 && isPackedStringValue(any.value) === (form === "string-value")) {
+    return any;
+  }
+  try {
+    return encodeJsonAny(decodeJsonAny(any), form);
+  } catch {
+    // Deliberate: undecodable bytes are relayed unchanged; the receiver reports them.
+    return any;
+  }
 }
 
 /**

@@ -9,6 +9,7 @@ export const serverFlags: Record<keyof ServerConfig, { flag: string; env: string
   host: { flag: "--host", env: "UB_HOST" },
   port: { flag: "--port", env: "UB_PORT" },
   corsOrigins: { flag: "--cors-origin", env: "UB_CORS_ORIGINS" },
+  corsAllowHeaders: { flag: "--cors-allow-headers", env: "UB_CORS_ALLOW_HEADERS" },
   sessionTtlSeconds: { flag: "--session-ttl", env: "UB_SESSION_TTL" },
   autoCreateSessions: { flag: "--auto-create-sessions", env: "UB_AUTO_CREATE_SESSIONS" },
   maxSessions: { flag: "--max-sessions", env: "UB_MAX_SESSIONS" },

@@ -7,7 +7,12 @@ import {
   type ToolChunk,
   ToolChunkSchema,
 } from "../../gen/snakepit/bridge/bridge_pb.js";
-import { decodeJsonAny, encodeJsonAny, type JsonValue } from "../../values/index.js";
+import {
+  convertJsonAny,
+  decodeJsonAny,
+  encodeJsonAny,
+  type JsonValue,
+} from "../../values/index.js";
 import type { BridgeCore } from "../bridge-core.js";
 import { quote } from "../limits.js";
 import { type Logger, redactSessionId } from "../logger.js";
@@ -305,7 +310,8 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
           {
             sessionId: call.sessionId,
             toolName: call.toolName,
-            parameters: call.parameters,
+            // snakepit workers read the raw JSON form (tool-value-form.ts).
+            parameters: rawParameters(call.parameters),
             metadata: call.metadata,
             binaryParameters: call.binaryParameters,
           },
@@ -371,7 +377,8 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
           {
             sessionId: call.sessionId,
             toolName: call.toolName,
-            parameters: call.parameters,
+            // snakepit workers read the raw JSON form (tool-value-form.ts).
+            parameters: rawParameters(call.parameters),
             metadata: call.metadata,
             stream: true,
             binaryParameters: call.binaryParameters,
@@ -465,6 +472,12 @@ function finalChunk(
     isFinal: true,
     metadata,
   });
+}
+
+function rawParameters(parameters: Readonly<Record<string, Any>>): Record<string, Any> {
+  const out: Record<string, Any> = {};
+  for (const [k, v] of Object.entries(parameters)) out[k] = convertJsonAny(v, "raw-json");
+  return out;
 }
 
 function messageOf(e: unknown): string {

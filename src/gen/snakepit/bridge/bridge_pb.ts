@@ -2003,7 +2003,10 @@ export const BridgeService: GenService<{
    * Executes a tool the session may call: a server-side tool, a
    * session-scoped tool, or a tool hosted by a remote worker (the call is
    * forwarded to the worker's address). Parameters are JSON values in Any
-   * (raw JSON under the StringValue type URL, or a packed StringValue).
+   * (raw JSON under the StringValue type URL, or a packed StringValue), and
+   * so is the result: a packed StringValue for Connect and gRPC-Web callers,
+   * raw JSON for gRPC callers, which is what snakepit's Python client reads.
+   * Parameters forwarded to a worker are raw JSON, as snakepit workers read.
    * Tool failures come back as success = false with error_message, and
    * metadata["error_kind"] (extension) set to "not_found", "invalid_arguments"
    * or "error"; PERMISSION_DENIED when the session's tool allowlist excludes
