@@ -12,8 +12,9 @@
  * gRPC, a trailer frame for gRPC-Web, an end-stream frame with JSON for
  * Connect.
  *
- * Everything else (JSON formats, grpc-web-text, other methods) passes on
- * to connect-node; the request checks, limits and messages are
+ * gRPC-Web's text mode takes the same path, each frame (shared as well)
+ * in its own padded base64 (see grpc-web-text.ts). Everything else (JSON
+ * formats, other methods) passes on to connect-node; the request checks, limits and messages are
  * those of the connect-node path, which shares {@link openWatch} with this one.
  */
 import http from "node:http";
@@ -34,6 +35,12 @@ import {
 } from "../gen/snakepit/bridge/bridge_pb.js";
 import type { BridgeCore } from "./bridge-core.js";
 import { safeMessage } from "./error-hygiene.js";
+import {
+  createBase64Decoder,
+  encodeGrpcWebTextChunk,
+  grpcWebTextContentType,
+  isGrpcWebText,
+} from "./grpc-web-text.js";
 import type { Logger } from "./logger.js";
 import type { FrameSink, Watcher } from "./watch-hub.js";
 
@@ -118,6 +125,8 @@ export function createWatchEndpoint(
 interface Protocol {
   readonly kind: "grpc" | "grpc-web" | "connect";
   readonly contentType: string;
+  /** gRPC-Web's text mode: base64 both ways. */
+  readonly text?: boolean;
 }
 
 /**
@@ -136,7 +145,9 @@ function protocolOf(req: NodeRequest): Protocol | undefined {
     case "application/connect+proto":
       return { kind: "connect", contentType: type };
     default:
-      return undefined;
+      return isGrpcWebText(type)
+        ? { kind: "grpc-web", contentType: grpcWebTextContentType, text: true }
+        : undefined;
   }
 }
 
@@ -175,7 +186,8 @@ function serve(
       for (const [k, v] of status) res.setHeader(k, v);
       res.end();
     } else if (protocol.kind === "grpc-web") {
-      res.end(frameWith(trailerFlag, trailerSerialize(status)));
+      const trailer = frameWith(trailerFlag, trailerSerialize(status));
+      res.end(protocol.text === true ? encodeGrpcWebTextChunk(trailer) : trailer);
     } else {
       res.addTrailers(Object.fromEntries(status));
       res.end();
@@ -192,6 +204,7 @@ function serve(
     else res.writeHead(200);
   };
   const sink: FrameSink = {
+    text: protocol.text === true,
     write: (frames) => {
       if (res.destroyed) return false;
       sendHeaders();
@@ -235,7 +248,12 @@ function serve(
   }
 
   const encodingHeader = protocol.kind === "connect" ? "connect-content-encoding" : "grpc-encoding";
-  readRequest(req, headerOf(req, encodingHeader) ?? "identity", options.maxRequestBytes)
+  readRequest(
+    req,
+    headerOf(req, encodingHeader) ?? "identity",
+    options.maxRequestBytes,
+    protocol.text === true,
+  )
     .then(async (message) => {
       if (ended) return;
       const opened = await openWatch(options.core, message, abort.signal, sink);
@@ -276,6 +294,7 @@ function readRequest(
   req: NodeRequest,
   encoding: string,
   maxBytes: number,
+  base64: boolean,
 ): Promise<WatchVariablesRequest> {
   if (encoding !== "identity" && encoding !== "gzip") {
     req.resume();
@@ -287,14 +306,19 @@ function readRequest(
     );
   }
   return new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = [];
+    const chunks: Uint8Array[] = [];
     let length = 0;
-    const onData = (chunk: Buffer) => {
-      length += chunk.length;
+    // Text mode: the limit holds for the decoded bytes.
+    const decoder = base64 ? createBase64Decoder() : undefined;
+    const fail = (error: unknown) => {
+      req.off("data", onData);
+      req.resume();
+      reject(error);
+    };
+    const take = (bytes: Uint8Array) => {
+      length += bytes.length;
       if (length > maxBytes + 5) {
-        req.off("data", onData);
-        req.resume();
-        reject(
+        fail(
           new ConnectError(
             `message size is larger than configured readMaxBytes ${maxBytes}`,
             Code.ResourceExhausted,
@@ -302,10 +326,24 @@ function readRequest(
         );
         return;
       }
-      chunks.push(chunk);
+      chunks.push(bytes);
+    };
+    const onData = (chunk: Buffer) => {
+      try {
+        take(decoder === undefined ? chunk : decoder.push(chunk));
+      } catch (e) {
+        fail(e);
+      }
     };
     req.on("data", onData);
-    req.once("end", () => resolve(Buffer.concat(chunks, length)));
+    req.once("end", () => {
+      try {
+        if (decoder !== undefined) take(decoder.end());
+        resolve(Buffer.concat(chunks, length));
+      } catch (e) {
+        reject(e);
+      }
+    });
     req.once("error", reject);
   }).then(async (body) => {
     if (body.length < 5) {

@@ -42,6 +42,8 @@ export interface WatchFilter {
  * resumes when the stream calls {@link Watcher.resume}.
  */
 export interface FrameSink {
+  /** Wants gRPC-Web's text-mode frames ({@link EncodedUpdate.textFrame}). */
+  readonly text?: boolean;
   /** Writes encoded frames; false once the transport holds more than it should. */
   write(frames: Uint8Array): boolean;
   /** Ends the stream with OK (`undefined`) or the error. */
@@ -133,7 +135,9 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
     const sink = state.sink;
     if (sink === undefined || state.pending.size === 0) return;
     const frames: Uint8Array[] = [];
-    for (const update of state.pending.values()) frames.push(update.frame);
+    for (const update of state.pending.values()) {
+      frames.push(sink.text === true ? update.textFrame : update.frame);
+    }
     state.pending.clear();
     state.active = true;
     state.blocked = !sink.write(frames.length === 1 ? (frames[0] as Uint8Array) : concat(frames));
@@ -161,7 +165,7 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
     }
     if (state.sink !== undefined && !state.blocked && state.pending.size === 0) {
       state.active = true;
-      state.blocked = !state.sink.write(update.frame);
+      state.blocked = !state.sink.write(state.sink.text === true ? update.textFrame : update.frame);
       return;
     }
     // Conflation: a newer update of the same variable replaces the waiting

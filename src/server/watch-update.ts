@@ -1,5 +1,6 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { type VariableUpdate, VariableUpdateSchema } from "../gen/snakepit/bridge/bridge_pb.js";
+import { encodeGrpcWebTextChunk } from "./grpc-web-text.js";
 import type { VariableChange, VariableRecord } from "./store/session-store.js";
 import { timestamp, toVariableMessage } from "./variable-message.js";
 
@@ -22,6 +23,8 @@ export interface EncodedUpdate {
    * streaming frame (flags 0, big-endian length): the three share it.
    */
   readonly frame: Uint8Array;
+  /** The frame as gRPC-Web's text mode sends it (padded base64 of its own). */
+  readonly textFrame: Uint8Array;
 }
 
 /** Update types that carry a value version watchers must never see twice. */
@@ -30,6 +33,7 @@ const VERSIONED = new Set(["value_changed", "initial_value"]);
 /** Wraps a message; `key` names what a newer update of the same key replaces. */
 export function encodedUpdate(message: VariableUpdate, key: string): EncodedUpdate {
   let frame: Uint8Array | undefined;
+  let textFrame: Uint8Array | undefined;
   return {
     key,
     version: VERSIONED.has(message.updateType) ? message.variable?.version : undefined,
@@ -37,6 +41,10 @@ export function encodedUpdate(message: VariableUpdate, key: string): EncodedUpda
     get frame() {
       frame ??= frameOf(toBinary(VariableUpdateSchema, message));
       return frame;
+    },
+    get textFrame() {
+      textFrame ??= encodeGrpcWebTextChunk(this.frame);
+      return textFrame;
     },
   };
 }
