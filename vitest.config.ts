@@ -1,18 +1,11 @@
-import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
-
-const src = (path: string) => fileURLToPath(new URL(`./src/${path}`, import.meta.url));
 
 export default defineConfig({
   resolve: {
     // The package's own name, as examples and users import it, resolves to
-    // the sources (the published package maps it to dist/).
-    alias: [
-      { find: /^unified-bridge\/server$/, replacement: src("server/index.ts") },
-      { find: /^unified-bridge\/persist\/idb$/, replacement: src("client/persist/idb.ts") },
-      { find: /^unified-bridge\/values$/, replacement: src("values/index.ts") },
-      { find: /^unified-bridge$/, replacement: src("client/index.ts") },
-    ],
+    // the sources through tsconfig.json's "paths", the one alias map (the
+    // published package maps it to dist/ through "exports").
+    tsconfigPaths: true,
   },
   test: {
     include: ["src/**/*.test.ts", "test/**/*.test.ts"],

@@ -30,7 +30,7 @@ function region(file: string): string {
   return lines.map((l) => l.slice(indent)).join("\n");
 }
 
-/** Bundles an entry for a browser or Worker, resolving the package name to the sources. */
+/** Bundles an entry for a browser or Worker, the package name resolved to the sources. */
 async function bundle(entry: string, conditions: string[]): Promise<string> {
   const result = await build({
     entryPoints: [root(entry)],
@@ -41,10 +41,8 @@ async function bundle(entry: string, conditions: string[]): Promise<string> {
     conditions,
     target: "es2022",
     logLevel: "silent",
-    alias: {
-      "unified-bridge/persist/idb": root("src/client/persist/idb.ts"),
-      "unified-bridge": root("src/client/index.ts"),
-    },
+    // The package name resolves through tsconfig.json's "paths", the one alias map.
+    tsconfig: root("tsconfig.json"),
   });
   const text = result.outputFiles[0]?.text;
   if (text === undefined) throw new Error(`esbuild produced nothing for ${entry}`);

@@ -27,6 +27,7 @@ export type {
   VariableType,
   VariableValue,
 } from "../values/index.js";
+export { defaultAffinityHeader } from "./affinity-header.js";
 export type { PersistenceAdapter } from "./persistence.js";
 export type {
   BoundVariables,

@@ -22,6 +22,7 @@ import {
   type VariableValue,
   validateValue,
 } from "../values/index.js";
+import { defaultAffinityHeader, withAffinityHeader } from "./affinity-header.js";
 import { createEmitter } from "./events.js";
 import {
   createPersistenceWriter,
@@ -94,6 +95,12 @@ export interface SessionContextOptions {
   readonly binaryThreshold?: number;
   /** Applied to every call (timeouts, headers). */
   readonly callOptions?: CallOptions;
+  /**
+   * Send the session id in a header on every call, for a load balancer's
+   * session affinity: `true` sends `x-session-id` (what envoy/envoy.yaml
+   * hashes on), a string names another header. Default: no header.
+   */
+  readonly affinityHeader?: boolean | string;
   readonly timers?: TimerProvider;
 }
 
@@ -265,7 +272,14 @@ export async function createSessionContext(
   options: SessionContextOptions,
 ): Promise<SessionContext> {
   const timers = options.timers ?? systemTimers;
-  const client = createClient(BridgeService, options.transport);
+  // The id is known up front when attaching, and once the server minted it otherwise.
+  let affinityKey = options.sessionId ?? "";
+  const header = options.affinityHeader === true ? defaultAffinityHeader : options.affinityHeader;
+  const transport =
+    typeof header === "string" && header !== ""
+      ? withAffinityHeader(options.transport, header, () => affinityKey)
+      : options.transport;
+  const client = createClient(BridgeService, transport);
   const call = options.callOptions ?? {};
   const init = await client.initializeSession(
     {
@@ -277,6 +291,7 @@ export async function createSessionContext(
     call,
   );
   const sessionId = init.sessionId || (options.sessionId ?? "");
+  affinityKey = sessionId;
   const events = createEmitter<SessionContextEvents>();
   const cache = createVariableCache({
     ttlMs: options.cache?.ttlMs ?? 5000,

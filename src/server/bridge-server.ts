@@ -7,7 +7,7 @@ import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
 import { createBridgeService, sessionEnded } from "./bridge-service.js";
 import { callerResolver } from "./caller.js";
-import { defaultServerConfig, type ServerConfig } from "./config.js";
+import { defaultServerConfig, pickGroup, type ServerConfig } from "./config-options.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
 import { createHealthService } from "./health-service.js";
 import { createHttpFront, type HttpFront } from "./http-front.js";
@@ -102,6 +102,8 @@ export interface BridgeServer extends AsyncDisposable {
   /** The BridgeService and grpc.health.v1.Health routes, for mounting in another Connect server. */
   readonly routes: (router: ConnectRouter) => void;
   readonly store: SessionStore;
+  /** This bridge's metrics (its own prom-client registry), as the admin listener serves them. */
+  readonly metrics: MetricsRegistry;
 }
 
 /**
@@ -381,7 +383,13 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     shutdown.abort();
     hub.endAll(new ConnectError("server is shutting down; reconnect", Code.Unavailable));
     // In-flight calls (forwarded tool calls included) get the grace period.
-    await Promise.all(closing.map((f) => f.close({ graceMs: config.shutdownGraceMs })));
+    // The admin listener closes last: while the others drain, /healthz
+    // answers 503, so a proxy's health check stops routing here.
+    const admin = listeners.get("admin");
+    await Promise.all(
+      closing.filter((f) => f !== admin).map((f) => f.close({ graceMs: config.shutdownGraceMs })),
+    );
+    await admin?.close({ graceMs: config.shutdownGraceMs });
     unsubscribe();
     unsubscribeTools?.();
     unsubscribeTools = undefined;
@@ -393,6 +401,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   return {
     routes,
     store,
+    metrics,
     registerTool,
     unregisterTool: (name) => tools.unregisterLocal(name),
     auditTrail: (filter) => audit.entries(filter),
@@ -409,14 +418,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
         logger,
         onEnd: (code, seconds) => recordCall("WatchVariables", codeLabel(code), seconds),
       });
-      const connectionLimits = {
-        maxConnections: config.maxConnections,
-        maxStreamsPerConnection: config.maxStreamsPerConnection,
-        idleTimeoutMs: config.idleTimeoutMs,
-        headersTimeoutMs: config.headersTimeoutMs,
-        requestTimeoutMs: config.requestTimeoutMs,
-        writeStallTimeoutMs: config.writeStallTimeoutMs,
-      };
+      const connectionLimits = pickGroup(config, "connection");
       const rpcFront = (listener: "public" | "worker", host: string, port: number) =>
         createHttpFront({
           host,
@@ -451,7 +453,12 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
               routes: (router) => router.service(Health, health),
               corsOrigins: [],
               maxRequestBytes: 1024,
-              health: () => ({ ok: ready(), sessions: stats.sessions, ...storeHealth() }),
+              health: () => ({
+                ok: ready(),
+                sessions: stats.sessions,
+                ...storeHealth(),
+                ...(shutdown.signal.aborted ? { draining: true } : {}),
+              }),
               metrics,
               limits: connectionLimits,
               logger,

@@ -8,6 +8,7 @@
  * unreachable within --store-connect-timeout-ms.
  */
 import { readFileSync } from "node:fs";
+import { pino } from "pino";
 import { createBridgeServer } from "./bridge-server.js";
 import { parseServerConfig } from "./config.js";
 import { createLogger } from "./logger.js";
@@ -22,6 +23,15 @@ Commands:
 Options:
   -h, --help        Show this help
   -v, --version     Print the version`;
+
+// Log lines and the ready line share one buffered writer to stdout, so they
+// keep their order and the event loop never waits for a slow log reader;
+// every exit below writes out what is buffered first.
+const stdout = pino.destination({ dest: 1, sync: false });
+stdout.on("error", (error: NodeJS.ErrnoException) => {
+  // Whoever read stdout went away: the bridge keeps serving without logs.
+  if (error.code !== "EPIPE") throw error;
+});
 
 async function main(argv: readonly string[]): Promise<void> {
   const [command, ...rest] = argv;
@@ -48,7 +58,7 @@ async function main(argv: readonly string[]): Promise<void> {
     return;
   }
 
-  const logger = createLogger({ level: config.logLevel });
+  const logger = createLogger({ level: config.logLevel, sink: stdout });
   // The Redis store is opened before the server exists, so that an
   // unreachable Redis stops startup with one line instead of a server that
   // fails every call.
@@ -80,7 +90,7 @@ async function main(argv: readonly string[]): Promise<void> {
     signals++;
     if (signals > 1) {
       // A second Ctrl-C means "now": skip the grace period.
-      process.exit(1);
+      exit(1);
     }
     logger.info("stopping", { signal, graceMs: config.shutdownGraceMs });
     // The server does not close a store it was given: the store goes last,
@@ -89,10 +99,10 @@ async function main(argv: readonly string[]): Promise<void> {
       .stop()
       .then(() => redisStore?.close())
       .then(
-        () => process.exit(0),
+        () => exitAfterLogs(0),
         (error: unknown) => {
           logger.error("stop failed", { error });
-          process.exit(1);
+          exitAfterLogs(1);
         },
       );
   };
@@ -107,9 +117,27 @@ async function main(argv: readonly string[]): Promise<void> {
     fail(startupMessage(e));
   }
   const { url, workerUrl, adminUrl } = addresses;
-  console.log(
-    `unified-bridge listening on ${url} (gRPC h2c, gRPC-Web, Connect); store: ${storeLabel}; workers: ${workerUrl ?? "off"}; admin: ${adminUrl ?? "off"}`,
+  stdout.write(
+    `unified-bridge listening on ${url} (gRPC h2c, gRPC-Web, Connect); store: ${storeLabel}; workers: ${workerUrl ?? "off"}; admin: ${adminUrl ?? "off"}\n`,
   );
+}
+
+/** Exits once every buffered line is written (the orderly way out). */
+function exitAfterLogs(code: number): void {
+  stdout.once("close", () => process.exit(code));
+  // A reader that stopped reading must not keep the process alive.
+  setTimeout(() => exit(code), 2000);
+  stdout.end();
+}
+
+/** Exits now, writing what is buffered synchronously first. */
+function exit(code: number): never {
+  try {
+    stdout.flushSync();
+  } catch {
+    // Nothing buffered can be written (stdout closed): exit all the same.
+  }
+  process.exit(code);
 }
 
 function startupMessage(e: unknown): string {
@@ -138,7 +166,7 @@ function version(): string {
 
 function fail(message: string): never {
   console.error(`unified-bridge: ${message}`);
-  process.exit(1);
+  exit(1);
 }
 
 await main(process.argv.slice(2));

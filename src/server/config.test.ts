@@ -1,6 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { serverFlags, shownDefault } from "../../test/support/server-flags.js";
-import { defaultServerConfig, parseServerConfig, type ServerConfig } from "./config.js";
+import {
+  defaultServerConfig,
+  formatDefault,
+  parseServerConfig,
+  type ServerConfig,
+} from "./config.js";
+import { optionEntries } from "./config-options.js";
 
 function parse(argv: string[], env: Record<string, string | undefined> = {}): ServerConfig {
   const result = parseServerConfig(argv, env);
@@ -17,24 +22,8 @@ function help(): string {
 describe("parseServerConfig", () => {
   it("returns the defaults when nothing is given", () => {
     expect(parse([])).toEqual(defaultServerConfig);
-    expect(defaultServerConfig).toMatchObject({
-      host: "127.0.0.1",
-      port: 50051,
-      corsOrigins: [],
-      sessionTtlSeconds: 1800,
-      autoCreateSessions: false,
-      maxSessions: 10_000,
-      maxVariablesPerSession: 1000,
-      maxValueBytes: 1024 * 1024,
-      maxMetadataEntries: 32,
-      maxMetadataBytes: 4096,
-      historyLimit: 100,
-      watchBufferSize: 1024,
-      maxRequestBytes: 4 * 1024 * 1024,
-      shutdownGraceMs: 10_000,
-      logLevel: "info",
-      store: "memory",
-    });
+    expect(Object.isFrozen(defaultServerConfig)).toBe(true);
+    expect(Object.isFrozen(defaultServerConfig.workerAllow)).toBe(true);
   });
 
   it("reads UB_* environment variables", () => {
@@ -284,6 +273,17 @@ describe("parseServerConfig", () => {
     expect(() => parse(["--port"])).toThrow("--port needs a value <n>");
     expect(() => parse(["--port", "--host", "x"])).toThrow("--port needs a value");
     expect(() => parse(["--port", "1", "--port", "2"])).toThrow("--port is given more than once");
+    expect(() => parse(["--prot=1"])).toThrow("unknown option --prot (see --help)");
+    expect(() => parse(["--no-port"])).toThrow("unknown option --no-port");
+    expect(() => parse(["--no-auto-create-sessions=true"])).toThrow(
+      "unknown option --no-auto-create-sessions",
+    );
+    expect(() => parse(["-p", "1"])).toThrow('unexpected argument "-p"; options start with --');
+    expect(() => parse(["-vh"])).toThrow('unexpected argument "-vh"');
+    expect(() => parse(["--", "--port"])).toThrow('unexpected argument "--"');
+    expect(() => parse(["--auto-create-sessions", "maybe"])).toThrow('unexpected argument "maybe"');
+    // A value may start with a single dash: it is then checked as a value.
+    expect(() => parse(["--port", "-5"])).toThrow('--port: "-5" is not a whole number');
   });
 
   it("rejects a request limit below the value limit, naming both settings", () => {
@@ -298,26 +298,29 @@ describe("parseServerConfig", () => {
 });
 
 describe("serve --help", () => {
-  it.each(Object.entries(serverFlags))(
-    "documents %s with its flag, variable and default",
-    (key, { flag, env }) => {
-      const text = help();
-      const entry = text.slice(text.indexOf(`  ${flag} `));
-      const block = entry.slice(
-        0,
-        entry.indexOf("\n  --") === -1 ? undefined : entry.indexOf("\n  --"),
-      );
-      expect(block).toContain(`env ${env}, default `);
-      const value = defaultServerConfig[key as keyof ServerConfig];
-      const shown = shownDefault(value);
-      expect(block).toContain(`default ${shown}`);
-    },
-  );
+  it.each(optionEntries)("documents %s with its flag, variable and default", (key, option) => {
+    const text = help();
+    const entry = text.slice(text.indexOf(`  --${option.flag} ${option.placeholder}\n`));
+    const block = entry.slice(0, entry.indexOf("\n  -", 3));
+    expect(block).toContain(`\n      env ${option.env}, default ${formatDefault(option.default)}`);
+    expect(option.default).toEqual(defaultServerConfig[key]);
+    // Every word of the help text is there, wrapped.
+    expect(block.replace(/\s+/g, " ")).toContain(option.help);
+  });
 
-  it("every flag it documents is accepted", () => {
-    for (const { flag } of Object.values(serverFlags)) {
-      expect(() => parseServerConfig([`${flag}=x`, "--help"], {})).not.toThrow();
+  it("every flag it documents is accepted, and nothing else", () => {
+    const flags = [...help().matchAll(/^ {2}--([a-z-]+) /gm)].map((m) => m[1]);
+    expect(flags).toEqual(optionEntries.map(([, o]) => o.flag));
+    for (const flag of flags) {
+      expect(() => parseServerConfig([`--${flag}=x`, "--help"], {})).not.toThrow();
     }
-    expect(Object.keys(serverFlags).sort()).toEqual(Object.keys(defaultServerConfig).sort());
+    expect(optionEntries.map(([key]) => key).sort()).toEqual(
+      Object.keys(defaultServerConfig).sort(),
+    );
+  });
+
+  it("shows a size default with its unit and never shows a secret", () => {
+    expect(help()).toContain("env UB_MAX_VALUE_BYTES, default 1048576 (1 MiB)");
+    expect(help()).toContain("env UB_WORKER_TOKEN, default none");
   });
 });

@@ -22,8 +22,9 @@ import {
   type Interceptor,
 } from "@connectrpc/connect";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
+import { defaultServerConfig, pickGroup } from "./config-options.js";
 import type { Logger } from "./logger.js";
-import { type MetricsRegistry, prometheusContentType } from "./metrics.js";
+import type { MetricsRegistry } from "./metrics.js";
 import { requestErrorGate, requestErrorInterceptor } from "./request-errors.js";
 import { createRpcHandler } from "./rpc-handler.js";
 
@@ -79,15 +80,10 @@ export interface ConnectionLimits {
   readonly writeStallTimeoutMs: number;
 }
 
-/** The limits a front applies unless told otherwise. */
-export const defaultConnectionLimits: ConnectionLimits = Object.freeze({
-  maxConnections: 4096,
-  maxStreamsPerConnection: 256,
-  idleTimeoutMs: 120_000,
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 30_000,
-  writeStallTimeoutMs: 30_000,
-});
+/** The limits a front applies unless told otherwise: the server config's defaults. */
+export const defaultConnectionLimits: ConnectionLimits = Object.freeze(
+  pickGroup(defaultServerConfig, "connection"),
+);
 
 /** A listening (or ready to listen) front; see {@link createHttpFront}. */
 export interface HttpFront {
@@ -113,26 +109,9 @@ export interface HttpFront {
 
 /**
  * The request headers a cross-origin caller may send unless told otherwise:
- * those Connect and gRPC-Web clients send (connect-es's `cors.allowedHeaders`),
- * the worker token (authorization), a request id for tracing, and the
- * session id header a client sends for session-affine routing.
+ * the server config's default (`--cors-allow-headers`).
  */
-export const defaultCorsAllowHeaders: readonly string[] = Object.freeze([
-  "authorization",
-  "content-type",
-  "connect-protocol-version",
-  "connect-timeout-ms",
-  "connect-content-encoding",
-  "connect-accept-encoding",
-  "content-encoding",
-  "accept-encoding",
-  "grpc-timeout",
-  "grpc-message-type",
-  "x-grpc-web",
-  "x-user-agent",
-  "x-request-id",
-  "x-session-id",
-]);
+export const defaultCorsAllowHeaders: readonly string[] = defaultServerConfig.corsAllowHeaders;
 
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
@@ -323,15 +302,14 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       send(res, status, "application/json", `${JSON.stringify(body)}\n`, head);
       return;
     }
-    let text: string;
-    try {
-      text = (metrics as MetricsRegistry).render();
-    } catch (error) {
-      logger.error("metrics collection failed", { error });
-      send(res, 500, "text/plain; charset=utf-8", "metrics collection failed\n", head);
-      return;
-    }
-    send(res, 200, prometheusContentType, text, head);
+    const registry = metrics as MetricsRegistry;
+    registry.render().then(
+      (text) => send(res, 200, registry.contentType, text, head),
+      (error: unknown) => {
+        logger.error("metrics collection failed", { error });
+        send(res, 500, "text/plain; charset=utf-8", "metrics collection failed\n", head);
+      },
+    );
   }
 
   function healthReport(): [number, Record<string, unknown>] {

@@ -21,6 +21,7 @@ export type { Limits } from "./limits.js";
 export { defaultLimits } from "./limits.js";
 export type { Logger } from "./logger.js";
 export { createLogger, redactSessionId } from "./logger.js";
+export type { MetricsRegistry } from "./metrics.js";
 export type { MemoryStoreOptions } from "./store/memory-store.js";
 export { createMemoryStore } from "./store/memory-store.js";
 export type {

@@ -1,68 +1,20 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { defaultLimits, type OptionKeys, type ServerConfig } from "./config-options.js";
 
 /**
- * Server limits: what any one caller can make the server hold. Every one is
- * configurable (the server config has a flag for each but the name length);
- * the defaults are below, and the config's defaults are these.
+ * Server limits: what any one caller can make the server hold. Each is an
+ * option of the server config (the options of group "limits" in
+ * `config-options.ts`, where each one's meaning and default are), except
+ * the name length, which is fixed.
  */
-export interface Limits {
-  readonly maxSessions: number;
-  readonly maxVariablesPerSession: number;
-  /** Bytes of one value, as encoded on the wire. */
-  readonly maxValueBytes: number;
+export interface Limits extends Readonly<Pick<ServerConfig, OptionKeys<"limits">>> {
+  /** Longest variable name. */
   readonly maxNameLength: number;
-  readonly maxMetadataEntries: number;
-  /** Bytes of all metadata keys and values of one variable or session. */
-  readonly maxMetadataBytes: number;
-  /** History entries retained per variable. */
-  readonly historyLimit: number;
-  /** Bytes of past versions retained per variable (oldest dropped first). */
-  readonly historyMaxBytes: number;
-  /**
-   * Bytes one session may hold: current values, their history and tool data,
-   * each with its metadata.
-   */
-  readonly maxSessionBytes: number;
-  /** Longest sliding TTL a client may ask for. */
-  readonly maxSessionTtlSeconds: number;
-  /** Live sessions one public client may have created. */
-  readonly maxSessionsPerClient: number;
-  readonly maxWatchersPerSession: number;
-  readonly maxWatchers: number;
-  /** Session-scoped tools per session. */
-  readonly maxToolsPerSession: number;
-  /** Remote tools in total (global and session-scoped). */
-  readonly maxTools: number;
-  /** Bytes of one tool registration: name, description, parameters, metadata. */
-  readonly maxToolBytes: number;
-  readonly maxToolCallsPerSession: number;
-  /** Largest reply message. */
-  readonly maxReplyBytes: number;
 }
 
-const MiB = 1024 * 1024;
-
-/** The default limits. */
-export const defaultLimits: Limits = Object.freeze({
-  maxSessions: 10_000,
-  maxVariablesPerSession: 1_000,
-  maxValueBytes: MiB,
-  maxNameLength: 128,
-  maxMetadataEntries: 32,
-  maxMetadataBytes: 4096,
-  historyLimit: 100,
-  historyMaxBytes: MiB,
-  maxSessionBytes: 16 * MiB,
-  maxSessionTtlSeconds: 7200,
-  maxSessionsPerClient: 256,
-  maxWatchersPerSession: 1024,
-  maxWatchers: 10_000,
-  maxToolsPerSession: 64,
-  maxTools: 1024,
-  maxToolBytes: 16 * 1024,
-  maxToolCallsPerSession: 16,
-  maxReplyBytes: 16 * MiB,
-});
+// Defined with the options it comes from and only re-exported here: this
+// module (which the option parsers import) needs nothing at load time.
+export { defaultLimits };
 
 /** The limits among `source`'s fields (e.g. a server config), defaults for the rest. */
 export function limitsFrom(source: Partial<Record<keyof Limits, unknown>>): Limits {

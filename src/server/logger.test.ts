@@ -13,12 +13,20 @@ function capture(options: Omit<LoggerOptions, "sink" | "now"> = {}) {
 }
 
 describe("createLogger", () => {
-  it("writes one JSON object per line with time, level and msg first", () => {
+  it("writes one JSON object per line with level, time, the fields and msg", () => {
     const { logger, lines } = capture();
     logger.info("listening", { url: "http://127.0.0.1:50051", port: 50051 });
+    logger.warn("no fields");
     expect(lines).toEqual([
-      '{"time":"2025-01-02T03:04:05.678Z","level":"info","msg":"listening","url":"http://127.0.0.1:50051","port":50051}\n',
+      '{"level":"info","time":"2025-01-02T03:04:05.678Z","url":"http://127.0.0.1:50051","port":50051,"msg":"listening"}\n',
+      '{"level":"warn","time":"2025-01-02T03:04:05.678Z","msg":"no fields"}\n',
     ]);
+  });
+
+  it("writes a message as given, with no format directives applied", () => {
+    const { logger, parsed } = capture();
+    logger.info("100% %s %d done", { n: 1 });
+    expect(parsed()[0]?.msg).toBe("100% %s %d done");
   });
 
   it("drops lines below the configured level", () => {
@@ -62,30 +70,57 @@ describe("createLogger", () => {
   });
 
   it("never lets fields overwrite the envelope", () => {
-    const { logger, parsed } = capture();
-    logger.info("real", { msg: "fake", level: "error" });
-    expect(parsed()[0]).toMatchObject({
+    const { logger, lines, parsed } = capture();
+    logger.info("real", { msg: "fake", level: "error", time: "then" });
+    logger.child({ msg: "bound" }).info("real too");
+    expect(parsed()[0]).toEqual({
       level: "info",
+      time: "2025-01-02T03:04:05.678Z",
       msg: "real",
       "field.msg": "fake",
       "field.level": "error",
+      "field.time": "then",
+    });
+    expect(parsed()[1]).toMatchObject({ msg: "real too", "field.msg": "bound" });
+    // Each key once: a log shipper reading the first of two keys sees the right one too.
+    for (const line of lines) expect(line.match(/"msg":/g)).toHaveLength(1);
+  });
+
+  it("keeps the event when fields cannot be serialized as JSON", () => {
+    const { logger, parsed } = capture();
+    const cyclic: Record<string, unknown> = { name: "loop" };
+    cyclic.self = cyclic;
+    logger.warn("odd", { cyclic, big: 1n });
+    expect(parsed()[0]).toMatchObject({
+      level: "warn",
+      msg: "odd",
+      cyclic: { name: "loop", self: "[Circular]" },
+      big: "1",
     });
   });
 
-  it("keeps the event when fields cannot be serialized", () => {
-    const { logger, parsed } = capture();
-    const cyclic: Record<string, unknown> = {};
-    cyclic.self = cyclic;
-    logger.warn("odd", { cyclic, big: 1n });
-    const line = parsed()[0];
-    expect(line).toMatchObject({ level: "warn", msg: "odd" });
-    expect(String(line?.logError)).toContain("not serializable");
+  it("writes each line whole and synchronously to the sink", () => {
+    const { logger, lines } = capture();
+    logger.info("one");
+    expect(lines).toHaveLength(1);
+    logger.error("two", { error: new Error("x") });
+    expect(lines).toHaveLength(2);
+    expect(lines.every((l) => l.endsWith("}\n") && l.indexOf("\n") === l.length - 1)).toBe(true);
   });
 
   it("writes bigints as strings", () => {
     const { logger, parsed } = capture();
-    logger.info("n", { version: 9007199254740993n });
-    expect(parsed()[0]?.version).toBe("9007199254740993");
+    logger.info("n", { version: 9007199254740993n, versions: [1n, 2n] });
+    expect(parsed()[0]).toMatchObject({ version: "9007199254740993", versions: ["1", "2"] });
+  });
+
+  it("serializes a list of errors", () => {
+    const { logger, parsed } = capture();
+    logger.error("several failed", { errors: [new Error("a"), new TypeError("b")] });
+    expect(parsed()[0]?.errors).toMatchObject([
+      { name: "Error", message: "a" },
+      { name: "TypeError", message: "b" },
+    ]);
   });
 });
 
@@ -115,6 +150,29 @@ describe("redactSessionId", () => {
     ids.forEach((id, i) => {
       expect(lines[i]).not.toContain(`"${id}"`);
     });
+  });
+
+  it("is applied by the logger to session fields a call site passed whole", () => {
+    const { logger, lines, parsed } = capture({ level: "debug" });
+    const id = crypto.randomUUID();
+    logger.info("a", { session: id });
+    logger.warn("b", { sessionId: id, tool: "echo" });
+    logger.error("c", { session_id: id });
+    logger.child({ sessionId: id }).debug("d");
+    expect(lines).toHaveLength(4);
+    for (const line of lines) expect(line).not.toContain(id.slice(0, 7));
+    expect(parsed().map((l) => l.session ?? l.sessionId ?? l.session_id)).toEqual(
+      Array(4).fill(redactSessionId(id)),
+    );
+    // Not shortened twice, and markers stay readable.
+    logger.info("e", { session: redactSessionId(id) });
+    logger.info("f", { session: "(global)" });
+    logger.info("g", { sessionId: 42 });
+    expect(
+      parsed()
+        .slice(4)
+        .map((l) => l.session ?? l.sessionId),
+    ).toEqual([redactSessionId(id), "(global)", "[Redacted]"]);
   });
 
   it("does not split a surrogate pair", () => {

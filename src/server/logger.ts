@@ -1,10 +1,13 @@
 /**
- * Structured JSON-lines logging for the bridge server.
+ * Structured JSON-lines logging for the bridge server, on pino.
  *
- * One line per event, `{"time","level","msg",...fields}`, so that log shippers
- * (Docker, journald, Loki) can index fields without parsing prose. The server
- * logs in one place; the client library never logs (see STYLE.md).
+ * One line per event, `{"level","time",...fields,"msg"}`, so that log
+ * shippers (Docker, journald, Loki) can index fields without parsing prose.
+ * The server logs in one place; the client library never logs. The
+ * {@link Logger} interface is what the server's code calls (message first,
+ * then fields), so an embedder can hand in any logger of that shape.
  */
+import { type DestinationStream, type Logger as PinoLogger, pino } from "pino";
 
 /** Severity, lowest first. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -34,7 +37,11 @@ export interface Logger {
   child(fields: LogFields): Logger;
 }
 
-/** Where lines go: anything with a string `write`, e.g. `process.stdout` or a test sink. */
+/**
+ * Where lines go: anything with a string `write`, e.g. `process.stdout`, a
+ * test sink, or `pino.destination()` (buffered, flushed with `flushSync()`).
+ * Each line is written whole, with its newline, in one `write` call.
+ */
 export interface LogSink {
   write(chunk: string): unknown;
 }
@@ -43,7 +50,10 @@ export interface LogSink {
 export interface LoggerOptions {
   /** Default `"info"`. */
   level?: LogLevel;
-  /** Default `process.stdout`: containers collect stdout, and stderr stays free for crashes. */
+  /**
+   * Default `process.stdout`, written synchronously: containers collect
+   * stdout, and stderr stays free for crashes.
+   */
   sink?: LogSink;
   /** Clock for the `time` field; replaceable so tests get stable output. */
   now?: () => Date;
@@ -56,78 +66,102 @@ export interface LoggerOptions {
 const reservedKeys = new Set(["time", "level", "msg"]);
 
 /**
+ * Fields that hold a session id. Session ids are bearer secrets, so these are
+ * redacted by the logger itself, whatever the call site passed: the last
+ * line of defence behind {@link redactSessionId} at the call sites.
+ */
+const sessionKeys = ["session", "sessionId", "session_id"];
+
+/**
  * Create a JSON-lines logger.
  *
  * @example
  * ```ts
  * const logger = createLogger({ level: "debug" });
  * logger.child({ rpc: "Ping" }).info("call finished", { ms: 3 });
- * // {"time":"2025-01-01T00:00:00.000Z","level":"info","msg":"call finished","rpc":"Ping","ms":3}
+ * // {"level":"info","time":"2025-01-01T00:00:00.000Z","rpc":"Ping","ms":3,"msg":"call finished"}
  * ```
  */
 export function createLogger(options: LoggerOptions = {}): Logger {
-  const sink = options.sink ?? process.stdout;
   const now = options.now ?? (() => new Date());
-  return makeLogger(options.level ?? "info", sink, now, options.fields ?? {});
+  const level = options.level ?? "info";
+  const base = pino(
+    {
+      level,
+      base: null,
+      messageKey: "msg",
+      timestamp: () => `,"time":"${now().toISOString()}"`,
+      formatters: {
+        level: (label) => ({ level: label }),
+        log: loggable,
+      },
+      redact: { paths: sessionKeys, censor: censorSessionId },
+    },
+    (options.sink ?? process.stdout) as DestinationStream,
+  );
+  const fields = options.fields ?? {};
+  return wrap(Object.keys(fields).length === 0 ? base : base.child(loggable(fields)), level);
 }
 
-function makeLogger(level: LogLevel, sink: LogSink, now: () => Date, bound: LogFields): Logger {
+function wrap(p: PinoLogger, level: LogLevel): Logger {
   const threshold = logLevels.indexOf(level);
-  const enabled = (l: LogLevel) => logLevels.indexOf(l) >= threshold;
-  const write = (l: LogLevel, msg: string, fields: LogFields | undefined) => {
-    if (!enabled(l)) return;
-    sink.write(`${formatLine(now(), l, msg, bound, fields)}\n`);
-  };
   return {
     level,
-    isLevelEnabled: enabled,
-    debug: (msg, fields) => write("debug", msg, fields),
-    info: (msg, fields) => write("info", msg, fields),
-    warn: (msg, fields) => write("warn", msg, fields),
-    error: (msg, fields) => write("error", msg, fields),
-    child: (fields) => makeLogger(level, sink, now, { ...bound, ...fields }),
+    isLevelEnabled: (l) => logLevels.indexOf(l) >= threshold,
+    // pino's argument order is (fields, message); an absent fields object
+    // costs nothing, so it is passed as is.
+    debug: (msg, fields) => p.debug(fields, msg),
+    info: (msg, fields) => p.info(fields, msg),
+    warn: (msg, fields) => p.warn(fields, msg),
+    error: (msg, fields) => p.error(fields, msg),
+    // (pino applies its bindings formatter to the root logger's only.)
+    child: (fields) => wrap(p.child(loggable(fields)), level),
   };
 }
 
-function formatLine(
-  time: Date,
-  level: LogLevel,
-  msg: string,
-  bound: LogFields,
-  fields: LogFields | undefined,
-): string {
-  const line: Record<string, unknown> = { time: time.toISOString(), level, msg };
-  for (const source of [bound, fields ?? {}]) {
-    for (const [key, value] of Object.entries(source)) {
-      line[reservedKeys.has(key) ? `field.${key}` : key] = value;
-    }
+/**
+ * The fields of one line as they are written: envelope keys renamed,
+ * errors with name, message, code, cause and stack (JSON would print `{}`),
+ * bigints as strings (JSON has no such numbers), also inside a list.
+ */
+function loggable(fields: LogFields): Record<string, unknown> {
+  let out: Record<string, unknown> | undefined;
+  for (const key in fields) {
+    const value = fields[key];
+    const renamed = reservedKeys.has(key);
+    if (!renamed && !needsPlain(value)) continue;
+    out ??= { ...fields };
+    if (renamed) delete out[key];
+    out[renamed ? `field.${key}` : key] = plain(value);
   }
-  try {
-    return JSON.stringify(line, replacer);
-  } catch (e) {
-    // A field that cannot be serialized (a cycle, a throwing toJSON) must not
-    // lose the event itself: keep the envelope and say why the fields are gone.
-    return JSON.stringify({
-      time: line.time,
-      level,
-      msg,
-      logError: `fields not serializable: ${e instanceof Error ? e.message : String(e)}`,
-    });
-  }
+  return out ?? (fields as Record<string, unknown>);
 }
 
-// Errors have no enumerable own properties, so JSON.stringify would print `{}`.
-function replacer(_key: string, value: unknown): unknown {
+function needsPlain(value: unknown): boolean {
+  return (
+    value instanceof Error ||
+    typeof value === "bigint" ||
+    (Array.isArray(value) && value.some((v) => v instanceof Error || typeof v === "bigint"))
+  );
+}
+
+function plain(value: unknown): unknown {
   if (typeof value === "bigint") return value.toString();
-  if (value instanceof Error) {
-    const out: Record<string, unknown> = { name: value.name, message: value.message };
-    const code = (value as { code?: unknown }).code;
-    if (code !== undefined) out.code = code;
-    if (value.cause !== undefined) out.cause = value.cause;
-    if (value.stack !== undefined) out.stack = value.stack;
-    return out;
-  }
-  return value;
+  if (Array.isArray(value)) return needsPlain(value) ? value.map(plain) : value;
+  if (!(value instanceof Error)) return value;
+  const out: Record<string, unknown> = { name: value.name, message: value.message };
+  const code = (value as { code?: unknown }).code;
+  if (code !== undefined) out.code = code;
+  if (value.cause !== undefined) out.cause = plain(value.cause);
+  if (value.stack !== undefined) out.stack = value.stack;
+  return out;
+}
+
+function censorSessionId(value: unknown): unknown {
+  if (typeof value !== "string") return "[Redacted]";
+  // Already shortened at the call site, or a marker such as "(global)".
+  if (value.endsWith("…") || (value.startsWith("(") && value.endsWith(")"))) return value;
+  return redactSessionId(value);
 }
 
 /** A logger that discards everything; for tests and embedding. */

@@ -7,6 +7,7 @@ import {
   createRouterTransport,
 } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
+import { startBridge } from "../../test/support/bridge.js";
 import {
   BridgeService,
   PingResponseSchema,
@@ -14,9 +15,12 @@ import {
 } from "../gen/snakepit/bridge/bridge_pb.js";
 import { codeLabel, createMetrics, createMetricsInterceptor } from "./metrics.js";
 
+/** This registry's own metrics only: the shared process metrics vary from scrape to scrape. */
+const own = () => createMetrics({ processMetrics: false });
+
 describe("createMetrics", () => {
-  it("renders counters in text format 0.0.4", () => {
-    const metrics = createMetrics();
+  it("renders counters in the Prometheus text format", async () => {
+    const metrics = own();
     const runs = metrics.counter("bridge_tool_executions_total", "Tool executions.", [
       "tool",
       "outcome",
@@ -24,7 +28,7 @@ describe("createMetrics", () => {
     runs.inc({ tool: "echo", outcome: "ok" });
     runs.inc({ tool: "echo", outcome: "ok" }, 2);
     runs.inc({ tool: "fail", outcome: "error" });
-    expect(metrics.render()).toBe(
+    expect(await metrics.render()).toBe(
       [
         "# HELP bridge_tool_executions_total Tool executions.",
         "# TYPE bridge_tool_executions_total counter",
@@ -33,24 +37,23 @@ describe("createMetrics", () => {
         "",
       ].join("\n"),
     );
+    expect(metrics.contentType).toBe("text/plain; version=0.0.4; charset=utf-8");
   });
 
-  it("exposes an unlabelled counter as 0 before its first increment", () => {
-    const metrics = createMetrics();
+  it("exposes an unlabelled counter as 0 before its first increment", async () => {
+    const metrics = own();
     metrics.counter("restarts_total", "Restarts.");
-    expect(metrics.render()).toContain("\nrestarts_total 0\n");
+    expect(await metrics.render()).toContain("\nrestarts_total 0\n");
     metrics.counter("restarts_total", "Restarts.").inc();
-    expect(metrics.render()).toContain("\nrestarts_total 1\n");
+    expect(await metrics.render()).toContain("\nrestarts_total 1\n");
   });
 
-  it("escapes help text and label values", () => {
-    const metrics = createMetrics();
-    metrics.counter("x_total", 'Back\\slash and\nnewline "quoted".', ["v"]).inc({
-      v: 'a\\b"c\nd',
-    });
-    expect(metrics.render()).toBe(
+  it("escapes help text and label values", async () => {
+    const metrics = own();
+    metrics.counter("x_total", "Back\\slash and\nnewline.", ["v"]).inc({ v: 'a\\b"c\nd' });
+    expect(await metrics.render()).toBe(
       [
-        '# HELP x_total Back\\\\slash and\\nnewline "quoted".',
+        "# HELP x_total Back\\\\slash and\\nnewline.",
         "# TYPE x_total counter",
         'x_total{v="a\\\\b\\"c\\nd"} 1',
         "",
@@ -58,54 +61,45 @@ describe("createMetrics", () => {
     );
   });
 
-  it("renders gauges that are set, and gauges read at scrape time", () => {
-    const metrics = createMetrics();
+  it("renders gauges that are set, and gauges read at scrape time", async () => {
+    const metrics = own();
     let sessions = 3;
     metrics.gauge("bridge_sessions", "Live sessions.", () => sessions);
     const queue = metrics.gauge("queue_depth", "Queued items.", ["queue"]);
     queue.set({ queue: "a" }, 5);
     queue.inc({ queue: "a" });
     queue.dec({ queue: "b" }, 2);
-    metrics.gauge("by_kind", "Per kind.", ["kind"], () => [
+    let kinds = [
       { labels: { kind: "x" }, value: 1.5 },
       { labels: { kind: "y" }, value: Number.POSITIVE_INFINITY },
-    ]);
+    ];
+    metrics.gauge("by_kind", "Per kind.", ["kind"], () => kinds);
     sessions = 4;
-    expect(metrics.render()).toBe(
-      [
-        "# HELP bridge_sessions Live sessions.",
-        "# TYPE bridge_sessions gauge",
-        "bridge_sessions 4",
-        "# HELP queue_depth Queued items.",
-        "# TYPE queue_depth gauge",
-        'queue_depth{queue="a"} 6',
-        'queue_depth{queue="b"} -2',
-        "# HELP by_kind Per kind.",
-        "# TYPE by_kind gauge",
-        'by_kind{kind="x"} 1.5',
-        'by_kind{kind="y"} +Inf',
-        "",
-      ].join("\n"),
-    );
-    expect(() => metrics.gauge("bridge_sessions", "Live sessions.", () => 0).set(1)).toThrow(
-      "cannot be set",
-    );
+    const text = await metrics.render();
+    expect(text).toContain("# TYPE bridge_sessions gauge\nbridge_sessions 4\n");
+    expect(text).toContain('queue_depth{queue="a"} 6\nqueue_depth{queue="b"} -2\n');
+    expect(text).toContain('by_kind{kind="x"} 1.5\nby_kind{kind="y"} +Inf\n');
+    // Samples read at scrape time replace the previous ones: a label gone is gone.
+    kinds = [{ labels: { kind: "x" }, value: 2 }];
+    const next = await metrics.render();
+    expect(next).toContain('by_kind{kind="x"} 2\n');
+    expect(next).not.toContain('kind="y"');
   });
 
-  it("renders histograms with cumulative buckets, sum and count", () => {
-    const metrics = createMetrics();
+  it("renders histograms with cumulative buckets, sum and count", async () => {
+    const metrics = own();
     const h = metrics.histogram("lat_seconds", "Latency.", ["rpc"], [0.1, 1]);
     h.observe({ rpc: "Ping" }, 0.05);
     h.observe({ rpc: "Ping" }, 0.1); // on a bound: counts in that bucket (le = less or equal)
     h.observe({ rpc: "Ping" }, 0.5);
     h.observe({ rpc: "Ping" }, 7);
-    expect(metrics.render()).toBe(
+    expect(await metrics.render()).toBe(
       [
         "# HELP lat_seconds Latency.",
         "# TYPE lat_seconds histogram",
-        'lat_seconds_bucket{rpc="Ping",le="0.1"} 2',
-        'lat_seconds_bucket{rpc="Ping",le="1"} 3',
-        'lat_seconds_bucket{rpc="Ping",le="+Inf"} 4',
+        'lat_seconds_bucket{le="0.1",rpc="Ping"} 2',
+        'lat_seconds_bucket{le="1",rpc="Ping"} 3',
+        'lat_seconds_bucket{le="+Inf",rpc="Ping"} 4',
         'lat_seconds_sum{rpc="Ping"} 7.65',
         'lat_seconds_count{rpc="Ping"} 4',
         "",
@@ -113,42 +107,61 @@ describe("createMetrics", () => {
     );
   });
 
-  it("renders an unlabelled histogram", () => {
-    const metrics = createMetrics();
-    metrics.histogram("size_bytes", "Sizes.", [], [10]).observe(3);
-    expect(metrics.render()).toContain(
-      'size_bytes_bucket{le="10"} 1\nsize_bytes_bucket{le="+Inf"} 1\nsize_bytes_sum 3\nsize_bytes_count 1\n',
-    );
-  });
-
-  it("returns the same metric when it is declared again identically", () => {
-    const metrics = createMetrics();
+  it("returns the same metric when it is declared again identically", async () => {
+    const metrics = own();
     metrics.counter("a_total", "A.", ["k"]).inc({ k: "x" });
     metrics.counter("a_total", "A.", ["k"]).inc({ k: "x" });
-    expect(metrics.render()).toContain('a_total{k="x"} 2');
+    expect(await metrics.render()).toContain('a_total{k="x"} 2');
   });
 
   it("rejects conflicting and invalid declarations", () => {
-    const metrics = createMetrics();
+    const metrics = own();
     metrics.counter("a_total", "A.", ["k"]);
     expect(() => metrics.counter("a_total", "A.", ["other"])).toThrow("already declared");
     expect(() => metrics.gauge("a_total", "A.", ["k"])).toThrow("already declared");
-    expect(() => metrics.counter("bad-name", "B.")).toThrow('metric name "bad-name" is invalid');
-    expect(() => metrics.counter("b_total", "B.", ["__x"])).toThrow("invalid or reserved");
-    expect(() => metrics.histogram("h", "H.", ["le"])).toThrow("invalid or reserved");
-    expect(() => metrics.histogram("h2", "H.", [], [1, 1])).toThrow("strictly increasing");
-    expect(() => metrics.counter("c_total", "C.", ["k", "k"])).toThrow("label names repeat");
+    expect(() => metrics.histogram("h", "H.", [], [1, 2])).not.toThrow();
+    expect(() => metrics.histogram("h", "H.", [], [1, 3])).toThrow("already declared");
+    expect(() => metrics.counter("bad-name", "B.")).toThrow("Invalid metric name");
+    expect(() => metrics.counter("b_total", "B.", ["bad-label"])).toThrow("Invalid label name");
+    expect(() => metrics.histogram("h2", "H.", ["le"])).toThrow("le is a reserved label");
   });
 
   it("rejects wrong labels and values at the call", () => {
-    const metrics = createMetrics();
+    const metrics = own();
     const c = metrics.counter("a_total", "A.", ["k"]);
     const untyped = c as unknown as { inc(...args: unknown[]): void };
-    expect(() => untyped.inc({ k: "x", extra: "y" })).toThrow('has no label "extra"');
-    expect(() => untyped.inc({})).toThrow('label "k" must be a string');
-    expect(() => untyped.inc()).toThrow("needs labels {k}");
-    expect(() => c.inc({ k: "x" }, -1)).toThrow("cannot decrease");
-    expect(() => metrics.histogram("h", "H.").observe(Number.NaN)).toThrow("must be a number");
+    expect(() => untyped.inc({ k: "x", extra: "y" })).toThrow('label "extra"');
+    expect(() => c.inc({ k: "x" }, -1)).toThrow("not possible to decrease");
+    expect(() => c.inc({ k: "x" }, Number.POSITIVE_INFINITY)).toThrow("not a valid number");
+  });
+
+  it("keeps each registry's series apart, as several bridges in one process need", async () => {
+    const a = own();
+    const b = own();
+    a.counter("runs_total", "Runs.").inc(2);
+    b.counter("runs_total", "Runs.").inc(5);
+    expect(await a.render()).toContain("\nruns_total 2\n");
+    expect(await b.render()).toContain("\nruns_total 5\n");
+    expect(a.registry).not.toBe(b.registry);
+  });
+
+  it("adds the process metrics: event-loop lag, heap and GC", async () => {
+    const metrics = createMetrics();
+    metrics.counter("runs_total", "Runs.").inc();
+    const text = await metrics.render();
+    expect(text.indexOf("\nruns_total 1\n")).toBeLessThan(text.indexOf("# TYPE process_"));
+    for (const name of [
+      "nodejs_eventloop_lag_seconds",
+      "nodejs_heap_size_used_bytes",
+      "nodejs_gc_duration_seconds",
+      "process_cpu_seconds_total",
+      "process_resident_memory_bytes",
+    ]) {
+      expect(text).toMatch(new RegExp(`^# TYPE ${name} `, "m"));
+    }
+    // Shared by every registry of the process, collected once.
+    expect(await createMetrics().render()).toMatch(/^# TYPE nodejs_eventloop_lag_seconds /m);
+    expect(await own().render()).not.toContain("nodejs_");
   });
 });
 
@@ -164,7 +177,7 @@ describe("codeLabel", () => {
 
 describe("createMetricsInterceptor", () => {
   function setup() {
-    const metrics = createMetrics();
+    const metrics = own();
     const gate = Promise.withResolvers<void>();
     const routes = (router: ConnectRouter) =>
       router.service(BridgeService, {
@@ -184,15 +197,15 @@ describe("createMetricsInterceptor", () => {
       router: { interceptors: [createMetricsInterceptor(metrics)] },
     });
     const client = createClient(BridgeService, transport);
-    const count = (rpc: string, code: string) => {
+    const count = async (rpc: string, code: string) => {
       const m = new RegExp(`bridge_rpc_calls_total\\{rpc="${rpc}",code="${code}"\\} (\\d+)`).exec(
-        metrics.render(),
+        await metrics.render(),
       );
       return m === null ? 0 : Number(m[1]);
     };
-    const durations = (rpc: string) => {
+    const durations = async (rpc: string) => {
       const m = new RegExp(`bridge_rpc_duration_seconds_count\\{rpc="${rpc}"\\} (\\d+)`).exec(
-        metrics.render(),
+        await metrics.render(),
       );
       return m === null ? 0 : Number(m[1]);
     };
@@ -205,10 +218,10 @@ describe("createMetricsInterceptor", () => {
     await client.ping({ message: "b" });
     await expect(client.ping({ message: "missing" })).rejects.toThrow("no such thing");
     await expect(client.ping({ message: "bug" })).rejects.toThrow();
-    expect(count("Ping", "ok")).toBe(2);
-    expect(count("Ping", "not_found")).toBe(1);
-    expect(count("Ping", "internal")).toBe(1);
-    expect(durations("Ping")).toBe(4);
+    expect(await count("Ping", "ok")).toBe(2);
+    expect(await count("Ping", "not_found")).toBe(1);
+    expect(await count("Ping", "internal")).toBe(1);
+    expect(await durations("Ping")).toBe(4);
   });
 
   it("records a server stream when it ends, not when it starts", async () => {
@@ -218,15 +231,15 @@ describe("createMetricsInterceptor", () => {
       for await (const update of client.watchVariables({ sessionId: "s" })) {
         received.push(update.variableId);
         if (received.length === 1) {
-          expect(count("WatchVariables", "ok")).toBe(0);
+          expect(await count("WatchVariables", "ok")).toBe(0);
           release();
         }
       }
     })();
     await done;
     expect(received).toEqual(["a", "b"]);
-    expect(count("WatchVariables", "ok")).toBe(1);
-    expect(durations("WatchVariables")).toBe(1);
+    expect(await count("WatchVariables", "ok")).toBe(1);
+    expect(await durations("WatchVariables")).toBe(1);
   });
 
   it("records the code a stream fails with", async () => {
@@ -237,12 +250,58 @@ describe("createMetricsInterceptor", () => {
       }
     };
     await expect(consume()).rejects.toThrow("gone");
-    expect(count("WatchVariables", "failed_precondition")).toBe(1);
+    expect(await count("WatchVariables", "failed_precondition")).toBe(1);
   });
 
   it("shares series when two interceptors use one registry", async () => {
-    const metrics = createMetrics();
-    createMetricsInterceptor(metrics);
-    expect(() => createMetricsInterceptor(metrics)).not.toThrow();
+    const metrics = own();
+    const routes = (router: ConnectRouter) =>
+      router.service(BridgeService, {
+        ping: (req) => create(PingResponseSchema, { message: req.message }),
+      });
+    const clientThrough = () =>
+      createClient(
+        BridgeService,
+        createRouterTransport(routes, {
+          router: { interceptors: [createMetricsInterceptor(metrics)] },
+        }),
+      );
+    const [first, second] = [clientThrough(), clientThrough()];
+    await first.ping({ message: "a" });
+    await second.ping({ message: "b" });
+    await second.ping({ message: "c" });
+    const text = await metrics.render();
+    // One series each, holding the calls of both: 1 + 2.
+    expect(text.match(/^bridge_rpc_calls_total\{/gm)).toHaveLength(1);
+    expect(text).toContain('\nbridge_rpc_calls_total{rpc="Ping",code="ok"} 3\n');
+    expect(text).toContain('\nbridge_rpc_duration_seconds_count{rpc="Ping"} 3\n');
+  });
+});
+
+describe("bridge servers in one process", () => {
+  it("each serve their own series on their admin listener, with the process metrics", async () => {
+    const [a, b] = await Promise.all([startBridge(), startBridge()]);
+    try {
+      await a.client().ping({ message: "1" });
+      await a.client().ping({ message: "2" });
+      await b.client().ping({ message: "3" });
+      const scrape = async (url: string) => {
+        const res = await fetch(`${url}/metrics`);
+        expect(res.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
+        return res.text();
+      };
+      const [textA, textB] = await Promise.all([scrape(a.adminUrl), scrape(b.adminUrl)]);
+      expect(textA).toContain('\nbridge_rpc_calls_total{rpc="Ping",code="ok"} 2\n');
+      expect(textB).toContain('\nbridge_rpc_calls_total{rpc="Ping",code="ok"} 1\n');
+      for (const text of [textA, textB]) {
+        expect(text).toMatch(/^nodejs_eventloop_lag_seconds \d/m);
+        expect(text).toMatch(/^nodejs_heap_size_used_bytes \d/m);
+      }
+      expect(await a.server.metrics.render()).toContain(
+        'bridge_rpc_calls_total{rpc="Ping",code="ok"} 2',
+      );
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
   });
 });

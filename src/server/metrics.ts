@@ -1,46 +1,16 @@
 /**
- * A tiny Prometheus registry (text exposition format 0.0.4) and the RPC
- * metrics interceptor.
+ * The bridge's metrics on prom-client, and the RPC metrics interceptor.
  *
- * Self-contained rather than prom-client: the server needs counters, gauges
- * and fixed-bucket histograms with labels, nothing more, and a dependency for
- * that would be most of the server's install size.
+ * Each bridge server has a registry of its own (never prom-client's global
+ * one), so several bridges embedded in one process keep separate series;
+ * its `/metrics` also carries prom-client's default process metrics
+ * (event-loop lag, heap, GC, CPU, file descriptors).
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-
-/** Content-Type of {@link MetricsRegistry.render}'s output. */
-export const prometheusContentType = "text/plain; version=0.0.4; charset=utf-8";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 /** Label values keyed by the metric's declared label names. */
 export type Labels<L extends string> = Readonly<Record<L, string>>;
-
-/** Arguments of `inc`/`dec`: an unlabelled metric takes no labels, a labelled one requires them. */
-export type IncArgs<L extends string> = [L] extends [never]
-  ? [value?: number]
-  : [labels: Labels<L>, value?: number];
-
-/** Arguments of `set`/`observe`: the value, preceded by labels for a labelled metric. */
-export type ValueArgs<L extends string> = [L] extends [never]
-  ? [value: number]
-  : [labels: Labels<L>, value: number];
-
-/** A monotonically increasing count, e.g. `bridge_rpc_calls_total`. */
-export interface Counter<L extends string = never> {
-  /** Add `value` (default 1, never negative). */
-  inc(...args: IncArgs<L>): void;
-}
-
-/** A value that goes up and down, e.g. the number of open sessions. */
-export interface Gauge<L extends string = never> {
-  set(...args: ValueArgs<L>): void;
-  inc(...args: IncArgs<L>): void;
-  dec(...args: IncArgs<L>): void;
-}
-
-/** A distribution over fixed buckets, e.g. RPC latency in seconds. */
-export interface Histogram<L extends string = never> {
-  observe(...args: ValueArgs<L>): void;
-}
 
 /** One sample a labelled gauge's `collect` callback reports. */
 export interface GaugeSample<L extends string> {
@@ -57,15 +27,19 @@ export const defaultBuckets: readonly number[] = [
 ];
 
 /**
- * Holds metrics and renders them for `GET /metrics`.
+ * A bridge's metrics: a prom-client {@link Registry} and the declarations
+ * the server makes on it.
  *
- * Declaring a metric again with the same name, type, help and labels returns
- * the existing one, so code may declare where it records; any difference
- * throws, because two definitions under one name would expose nonsense.
- * Names match `[a-zA-Z_:][a-zA-Z0-9_:]*`, label names `[a-zA-Z_][a-zA-Z0-9_]*`
- * (no leading `__`; `le` is reserved for histograms).
+ * Declaring a metric again with the same name, type, help, labels and
+ * buckets returns the existing one, so code may declare where it records;
+ * any difference throws, because two definitions under one name would
+ * expose nonsense. Names and label names are checked by prom-client.
  */
 export interface MetricsRegistry {
+  /** This bridge's prom-client registry, e.g. to merge into an embedder's with `Registry.merge`. */
+  readonly registry: Registry;
+  /** Content-Type of {@link MetricsRegistry.render}'s output, from the registry. */
+  readonly contentType: string;
   /** A counter, e.g. `counter("bridge_tool_executions_total", "…", ["tool", "outcome"])`. */
   counter<L extends string = never>(
     name: string,
@@ -74,12 +48,12 @@ export interface MetricsRegistry {
   ): Counter<L>;
   /**
    * A gauge read at scrape time: right for sizes something else already keeps
-   * (sessions, variables, watchers). It cannot also be `set`.
+   * (sessions, variables, watchers).
    */
   gauge(name: string, help: string, collect: () => number): Gauge;
   /**
    * A gauge kept up to date with `set`/`inc`/`dec`, or, with `collect`, one
-   * whose labelled samples are read at scrape time.
+   * whose labelled samples are read at scrape time (replacing the last ones).
    */
   gauge<L extends string = never>(
     name: string,
@@ -87,29 +61,42 @@ export interface MetricsRegistry {
     labelNames?: readonly L[],
     collect?: () => Iterable<GaugeSample<L>>,
   ): Gauge<L>;
-  /** A histogram; `buckets` are finite, strictly increasing upper bounds (default {@link defaultBuckets}). */
+  /** A histogram; `buckets` are upper bounds (default {@link defaultBuckets}). */
   histogram<L extends string = never>(
     name: string,
     help: string,
     labelNames?: readonly L[],
     buckets?: readonly number[],
   ): Histogram<L>;
-  /** Every metric in declaration order, in text exposition format 0.0.4. */
-  render(): string;
+  /**
+   * Every metric in the text exposition format: this registry's in
+   * declaration order, then the process metrics.
+   */
+  render(): Promise<string>;
 }
 
-interface Family {
-  /** Identity of the declaration, compared when the name is declared again. */
-  readonly signature: string;
-  readonly metric: unknown;
-  render(out: string[]): void;
+/** Options of {@link createMetrics}. */
+export interface MetricsOptions {
+  /** Append prom-client's default process metrics to {@link MetricsRegistry.render} (default true). */
+  readonly processMetrics?: boolean;
 }
 
-const metricNamePattern = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
-const labelNamePattern = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+// The default process metrics describe the process, not a bridge, and each
+// collection starts an event-loop delay monitor and a GC observer that
+// prom-client never stops: one collection per process, made on first use
+// and shared by every bridge in it, instead of one per bridge.
+let processRegistry: Registry | undefined;
+
+function processMetrics(): Registry {
+  if (processRegistry === undefined) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
 
 /**
- * Create an empty registry.
+ * Create an empty registry of its own (plus the shared process metrics).
  *
  * @example
  * ```ts
@@ -120,71 +107,25 @@ const labelNamePattern = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
  *   .inc({ tool: "echo", outcome: "ok" });
  * ```
  */
-export function createMetrics(): MetricsRegistry {
-  const families = new Map<string, Family>();
+export function createMetrics(options: MetricsOptions = {}): MetricsRegistry {
+  const registry = new Registry();
+  const process = options.processMetrics === false ? undefined : processMetrics();
+  const declared = new Map<string, { signature: string; metric: unknown }>();
 
-  function declare<M>(
-    type: string,
-    name: string,
-    help: string,
-    labelNames: readonly string[],
-    extra: string,
-    build: (series: SeriesIndex, header: string) => { metric: M; render(out: string[]): void },
-  ): M {
-    const signature = JSON.stringify([type, help, labelNames, extra]);
-    const existing = families.get(name);
+  function declare<M>(name: string, signature: unknown[], build: () => M): M {
+    const key = JSON.stringify(signature);
+    const existing = declared.get(name);
     if (existing !== undefined) {
-      if (existing.signature !== signature) {
+      if (existing.signature !== key) {
         throw new Error(
           `metric "${name}" is already declared with a different type, help, labels or buckets`,
         );
       }
       return existing.metric as M;
     }
-    if (!metricNamePattern.test(name)) {
-      throw new Error(`metric name "${name}" is invalid: use [a-zA-Z_:][a-zA-Z0-9_:]*`);
-    }
-    for (const label of labelNames) {
-      if (
-        !labelNamePattern.test(label) ||
-        label.startsWith("__") ||
-        (type === "histogram" && label === "le")
-      ) {
-        throw new Error(
-          `metric "${name}": label name "${label}" is invalid or reserved: use [a-zA-Z_][a-zA-Z0-9_]* without a leading "__"`,
-        );
-      }
-    }
-    if (new Set(labelNames).size !== labelNames.length) {
-      throw new Error(`metric "${name}": label names repeat`);
-    }
-    const header = `# HELP ${name} ${escapeHelp(help)}\n# TYPE ${name} ${type}`;
-    const { metric, render } = build(createSeriesIndex(name, labelNames), header);
-    families.set(name, { signature, metric, render });
+    const metric = build();
+    declared.set(name, { signature: key, metric });
     return metric;
-  }
-
-  function counter<L extends string = never>(
-    name: string,
-    help: string,
-    labelNames: readonly L[] = [],
-  ): Counter<L> {
-    return declare("counter", name, help, labelNames, "", (series, header) => {
-      const values = new Map<string, number>();
-      return {
-        render(out) {
-          out.push(header);
-          renderSimple(out, name, series, values);
-        },
-        metric: {
-          inc(...args: IncArgs<L>) {
-            const [key, value] = series.incArgs(args as unknown[]);
-            if (value < 0) throw new Error(`counter "${name}" cannot decrease (inc by ${value})`);
-            values.set(key, (values.get(key) ?? 0) + value);
-          },
-        },
-      };
-    });
   }
 
   function gauge<L extends string = never>(
@@ -193,212 +134,54 @@ export function createMetrics(): MetricsRegistry {
     labelNamesOrCollect?: readonly L[] | (() => number),
     collectSamples?: () => Iterable<GaugeSample<L>>,
   ): Gauge<L> {
-    const collect = typeof labelNamesOrCollect === "function" ? labelNamesOrCollect : undefined;
+    const collectOne = typeof labelNamesOrCollect === "function" ? labelNamesOrCollect : undefined;
     const labelNames = typeof labelNamesOrCollect === "function" ? [] : (labelNamesOrCollect ?? []);
-    const collected = collect !== undefined || collectSamples !== undefined;
-    return declare(
-      "gauge",
-      name,
-      help,
-      labelNames,
-      collected ? "collected" : "",
-      (series, header) => {
-        const values = new Map<string, number>();
-        const assertSettable = () => {
-          if (collected) {
-            throw new Error(`gauge "${name}" is read by its collect callback; it cannot be set`);
-          }
-        };
-        const add = (args: unknown[], sign: 1 | -1) => {
-          assertSettable();
-          const [key, value] = series.incArgs(args);
-          values.set(key, (values.get(key) ?? 0) + sign * value);
-        };
-        return {
-          render(out) {
-            out.push(header);
-            if (collect !== undefined) {
-              out.push(`${name} ${formatValue(collect())}`);
-            } else if (collectSamples !== undefined) {
-              for (const sample of collectSamples()) {
-                const key = series.key(sample.labels);
-                out.push(`${name}${series.labelText(key)} ${formatValue(sample.value)}`);
+    const collected = collectOne !== undefined || collectSamples !== undefined;
+    return declare(name, ["gauge", help, labelNames, collected], () => {
+      const g: Gauge<L> = new Gauge<L>({
+        name,
+        help,
+        labelNames,
+        registers: [registry],
+        ...(collectOne !== undefined
+          ? { collect: () => g.set(collectOne()) }
+          : collectSamples !== undefined
+            ? {
+                collect: () => {
+                  g.reset();
+                  for (const s of collectSamples()) g.set(s.labels, s.value);
+                },
               }
-            } else {
-              renderSimple(out, name, series, values);
-            }
-          },
-          metric: {
-            set(...args: ValueArgs<L>) {
-              assertSettable();
-              const [key, value] = series.valueArgs(args as unknown[]);
-              values.set(key, value);
-            },
-            inc: (...args: IncArgs<L>) => add(args as unknown[], 1),
-            dec: (...args: IncArgs<L>) => add(args as unknown[], -1),
-          },
-        };
-      },
-    );
-  }
-
-  function histogram<L extends string = never>(
-    name: string,
-    help: string,
-    labelNames: readonly L[] = [],
-    buckets: readonly number[] = defaultBuckets,
-  ): Histogram<L> {
-    if (
-      buckets.length === 0 ||
-      buckets.some((b, i) => !Number.isFinite(b) || (i > 0 && b <= (buckets[i - 1] as number)))
-    ) {
-      throw new Error(
-        `histogram "${name}": buckets must be finite and strictly increasing, got [${buckets.join(", ")}]`,
-      );
-    }
-    return declare("histogram", name, help, labelNames, buckets.join(","), (series, header) => {
-      const bounds = buckets.map(formatValue);
-      // Per series: non-cumulative count per bucket (last slot is +Inf), sum, count.
-      const data = new Map<string, { counts: number[]; sum: number; count: number }>();
-      return {
-        render(out) {
-          out.push(header);
-          for (const [key, d] of data) {
-            let cumulative = 0;
-            for (let i = 0; i <= buckets.length; i++) {
-              cumulative += d.counts[i] ?? 0;
-              const le = `le="${i < buckets.length ? bounds[i] : "+Inf"}"`;
-              out.push(`${name}_bucket${series.labelText(key, le)} ${cumulative}`);
-            }
-            out.push(`${name}_sum${series.labelText(key)} ${formatValue(d.sum)}`);
-            out.push(`${name}_count${series.labelText(key)} ${d.count}`);
-          }
-        },
-        metric: {
-          observe(...args: ValueArgs<L>) {
-            const [key, value] = series.valueArgs(args as unknown[]);
-            let d = data.get(key);
-            if (d === undefined) {
-              d = { counts: new Array<number>(buckets.length + 1).fill(0), sum: 0, count: 0 };
-              data.set(key, d);
-            }
-            let i = 0;
-            while (i < buckets.length && value > (buckets[i] as number)) i++;
-            d.counts[i] = (d.counts[i] ?? 0) + 1;
-            d.sum += value;
-            d.count++;
-          },
-        },
-      };
+            : {}),
+      });
+      return g;
     });
   }
 
   return {
-    counter,
+    registry,
+    get contentType() {
+      return registry.contentType;
+    },
+    counter: (name, help, labelNames = []) =>
+      declare(
+        name,
+        ["counter", help, labelNames],
+        () => new Counter({ name, help, labelNames, registers: [registry] }),
+      ),
     gauge: gauge as MetricsRegistry["gauge"],
-    histogram,
-    render() {
-      const out: string[] = [];
-      for (const family of families.values()) family.render(out);
-      return out.length === 0 ? "" : `${out.join("\n")}\n`;
+    histogram: (name, help, labelNames = [], buckets = defaultBuckets) =>
+      declare(
+        name,
+        ["histogram", help, labelNames, buckets],
+        () =>
+          new Histogram({ name, help, labelNames, buckets: [...buckets], registers: [registry] }),
+      ),
+    async render() {
+      const own = await registry.metrics();
+      return process === undefined ? own : `${own}\n${await process.metrics()}`;
     },
   };
-}
-
-interface SeriesIndex {
-  readonly labelled: boolean;
-  /** Canonical key of a label set; throws on missing or unknown labels. */
-  key(labels: unknown): string;
-  /** `{a="x",b="y"}` for a key, with extra pairs appended (histogram `le`). */
-  labelText(key: string, extra?: string): string;
-  incArgs(args: unknown[]): [key: string, value: number];
-  valueArgs(args: unknown[]): [key: string, value: number];
-}
-
-// A series is identified by its label values in declaration order; the JSON
-// array of them is the key, which cannot collide the way joined strings can.
-function createSeriesIndex(name: string, labelNames: readonly string[]): SeriesIndex {
-  const texts = new Map<string, string[]>();
-  const key = (labels: unknown): string => {
-    if (labelNames.length === 0) {
-      if (labels !== undefined) throw new Error(`metric "${name}" has no labels`);
-      return "[]";
-    }
-    if (typeof labels !== "object" || labels === null) {
-      throw new Error(`metric "${name}" needs labels {${labelNames.join(", ")}}`);
-    }
-    const record = labels as Record<string, unknown>;
-    for (const k of Object.keys(record)) {
-      if (!labelNames.includes(k)) throw new Error(`metric "${name}" has no label "${k}"`);
-    }
-    const values = labelNames.map((l) => {
-      const v = record[l];
-      if (typeof v !== "string") throw new Error(`metric "${name}": label "${l}" must be a string`);
-      return v;
-    });
-    const k = JSON.stringify(values);
-    if (!texts.has(k)) {
-      texts.set(
-        k,
-        values.map((v, i) => `${labelNames[i]}="${escapeLabelValue(v)}"`),
-      );
-    }
-    return k;
-  };
-  const number = (v: unknown, what: string): number => {
-    if (typeof v !== "number" || Number.isNaN(v)) {
-      throw new Error(`metric "${name}": ${what} must be a number, got ${String(v)}`);
-    }
-    return v;
-  };
-  return {
-    labelled: labelNames.length > 0,
-    key,
-    labelText(k, extra) {
-      const pairs = [...(texts.get(k) ?? []), ...(extra === undefined ? [] : [extra])];
-      return pairs.length === 0 ? "" : `{${pairs.join(",")}}`;
-    },
-    incArgs(args) {
-      if (labelNames.length === 0) return [key(undefined), number(args[0] ?? 1, "value")];
-      return [key(args[0]), number(args[1] ?? 1, "value")];
-    },
-    valueArgs(args) {
-      if (labelNames.length === 0) return [key(undefined), number(args[0], "value")];
-      return [key(args[0]), number(args[1], "value")];
-    },
-  };
-}
-
-function renderSimple(
-  out: string[],
-  name: string,
-  series: SeriesIndex,
-  values: Map<string, number>,
-): void {
-  // An unlabelled metric is always exposed (as 0 before its first update), so
-  // dashboards and alerts see the series from the first scrape.
-  if (values.size === 0 && !series.labelled) {
-    out.push(`${name} 0`);
-    return;
-  }
-  for (const [key, value] of values) {
-    out.push(`${name}${series.labelText(key)} ${formatValue(value)}`);
-  }
-}
-
-function formatValue(v: number): string {
-  if (v === Number.POSITIVE_INFINITY) return "+Inf";
-  if (v === Number.NEGATIVE_INFINITY) return "-Inf";
-  if (Number.isNaN(v)) return "NaN";
-  return String(v);
-}
-
-function escapeHelp(s: string): string {
-  return s.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
-}
-
-function escapeLabelValue(s: string): string {
-  return s.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 }
 
 /**

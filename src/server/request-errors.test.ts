@@ -144,16 +144,15 @@ describe.each(protocols)("over %s", (protocol) => {
 
 it("metrics count an undecodable streaming request with the code the client got", async () => {
   const label = (code: string) => `bridge_rpc_calls_total{rpc="WatchVariables",code="${code}"}`;
-  const count = (code: string) =>
+  const count = async (code: string) =>
     Number(
-      metrics
-        .render()
+      (await metrics.render())
         .split("\n")
         .find((line) => line.startsWith(label(code)))
         ?.split(" ")[1] ?? 0,
     );
-  const before = count("invalid_argument");
+  const before = await count("invalid_argument");
   const truncated = envelope(requestOf(watchVariables, "session").subarray(0, 4));
   expect((await rawCall(url, "grpc", watchVariables, truncated)).code).toBe(Code.InvalidArgument);
-  expect(count("invalid_argument")).toBe(before + 1);
+  expect(await count("invalid_argument")).toBe(before + 1);
 });

@@ -6,6 +6,8 @@ export interface TcpProxy {
   readonly url: string;
   /** Drops every connection; new ones go to `port` from now on. */
   failOver(port: number): void;
+  /** New connections go to `port` from now on; open ones stay (as a proxy draining a host). */
+  redirect(port: number): void;
   /** Drops every connection and refuses new ones until {@link restore}. */
   cut(): void;
   restore(): void;
@@ -49,6 +51,9 @@ export async function startTcpProxy(target: number): Promise<TcpProxy> {
     failOver(next) {
       port = next;
       dropAll();
+    },
+    redirect(next) {
+      port = next;
     },
     cut() {
       refusing = true;

@@ -1,0 +1,102 @@
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { defaultServerConfig, optionEntries, pickGroup, serverOptions } from "./config-options.js";
+import { defaultConnectionLimits } from "./http-front.js";
+import { defaultLimits, limitsFrom } from "./limits.js";
+
+const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
+
+/** README's way of writing a default: "10,000", "1 MiB", "1,800 s", "120,000 ms". */
+function readmeNumber(text: string): number {
+  const m = /^([\d,]+)\s*(KiB|MiB|s|ms)?$/.exec(text.trim());
+  if (m === null) throw new Error(`"${text}" is not a README default`);
+  const unit = m[2] === "KiB" ? 1024 : m[2] === "MiB" ? 1024 * 1024 : 1;
+  return Number((m[1] as string).replace(/,/g, "")) * unit;
+}
+
+describe("the option table", () => {
+  it("gives each option its own flag and environment variable", () => {
+    const flags = optionEntries.map(([, o]) => o.flag);
+    const envs = optionEntries.map(([, o]) => o.env);
+    expect(new Set(flags).size).toBe(flags.length);
+    expect(new Set(envs).size).toBe(envs.length);
+    for (const [, o] of optionEntries) {
+      expect(o.flag).toMatch(/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/);
+      expect(o.env).toMatch(/^UB_[A-Z0-9_]+$/);
+    }
+    // The two list options whose variables are plural.
+    expect(serverOptions.corsOrigins.env).toBe("UB_CORS_ORIGINS");
+    expect(serverOptions.trustedProxies.env).toBe("UB_TRUSTED_PROXIES");
+  });
+
+  it("accepts its own defaults, as shown in --help", () => {
+    for (const [key, o] of optionEntries) {
+      if (o.secret || o.default === "" || o.default === null) continue;
+      const shown = Array.isArray(o.default) ? o.default.join(",") : String(o.default);
+      if (shown === "") continue;
+      const parsed = o.parse(shown);
+      expect(parsed, key).toEqual(o.default);
+    }
+  });
+
+  it("is where the server limits and the connection limits get their defaults", () => {
+    expect(defaultLimits).toEqual({
+      ...pickGroup(defaultServerConfig, "limits"),
+      maxNameLength: 128,
+    });
+    expect(defaultConnectionLimits).toEqual(pickGroup(defaultServerConfig, "connection"));
+    expect(Object.keys(defaultConnectionLimits).sort()).toEqual(
+      [
+        "headersTimeoutMs",
+        "idleTimeoutMs",
+        "maxConnections",
+        "maxStreamsPerConnection",
+        "requestTimeoutMs",
+        "writeStallTimeoutMs",
+      ].sort(),
+    );
+    const config = { ...defaultServerConfig, maxSessions: 3, maxWatchers: 9 };
+    expect(limitsFrom(config)).toEqual({ ...defaultLimits, maxSessions: 3, maxWatchers: 9 });
+  });
+});
+
+describe("README", () => {
+  const byFlag = new Map(optionEntries.map(([key, o]) => [o.flag, { key, ...o }]));
+
+  it("names only flags and variables that exist", () => {
+    const prose = readme.replace(/```[\s\S]*?```/g, "");
+    const others = new Set(["help", "quick", "list", "strict"]);
+    for (const [, flag] of prose.matchAll(/`--([a-z][a-z-]*)/g)) {
+      if (!others.has(flag as string)) expect(byFlag.has(flag as string), `--${flag}`).toBe(true);
+    }
+    for (const [, flag, env] of prose.matchAll(/`--([a-z-]+)` \(`(UB_[A-Z_]+)`/g)) {
+      expect(byFlag.get(flag as string)?.env).toBe(env);
+    }
+  });
+
+  it("states the defaults of the limits table and the listeners as they are", () => {
+    const table = readme.slice(readme.indexOf("| limit | flag | default |"));
+    const rows = table.slice(0, table.indexOf("\n\n")).split("\n").slice(2);
+    let checked = 0;
+    for (const row of rows) {
+      const [, flagCell, defaultCell] = row.split(" | ");
+      const flags = [...(flagCell ?? "").matchAll(/`--([a-z-]+)`/g)].map((m) => m[1] as string);
+      if (flags.length === 0) continue; // a fixed limit
+      const defaults = (defaultCell ?? "").replace(/ \|$/, "").split(" / ");
+      expect(defaults, row).toHaveLength(flags.length);
+      flags.forEach((flag, i) => {
+        const option = byFlag.get(flag);
+        expect(option, flag).toBeDefined();
+        expect(readmeNumber(defaults[i] as string), `--${flag}`).toBe(option?.default);
+        checked++;
+      });
+    }
+    expect(checked).toBeGreaterThanOrEqual(20);
+    for (const [, host, port, address, number] of readme.matchAll(
+      /\(`--([a-z-]+)`, `--([a-z-]+)`\) \| ([\d.]+):(\d+) \|/g,
+    )) {
+      expect(byFlag.get(host as string)?.default).toBe(address);
+      expect(byFlag.get(port as string)?.default).toBe(Number(number));
+    }
+  });
+});

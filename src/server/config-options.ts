@@ -1,0 +1,503 @@
+/**
+ * Every option of `unified-bridge serve`, in one table: flag, environment
+ * variable, default, help, how a value is parsed and checked, and which
+ * group of settings it belongs to. The server config type, its defaults,
+ * the default limits, the connection limits of the HTTP fronts, the CLI
+ * parser and `serve --help` are all derived from it, so adding an option is
+ * one entry here.
+ *
+ * (Over 400 lines because it is that one table: about 50 entries of a few
+ * lines each, kept together on purpose.)
+ */
+
+import {
+  boolean,
+  bytes,
+  headerNames,
+  integer,
+  ipList,
+  keyPrefix,
+  nonEmpty,
+  origins,
+  portOrOff,
+  token,
+  workerAllowList,
+} from "./config-values.js";
+import type { Limits } from "./limits.js";
+import { isLogLevel, type LogLevel, logLevels } from "./logger.js";
+import { parseRedisUrl } from "./redis-url.js";
+
+/** The settings an option feeds besides the config itself. */
+export type OptionGroup =
+  /** A field of the server's {@link Limits} (`limits.ts`) of the same name. */
+  | "limits"
+  /** A field of the HTTP fronts' connection limits (`http-front.ts`) of the same name. */
+  | "connection";
+
+/** One option: how users set it and what it means. */
+export interface ServerOption<T> {
+  /** The flag without its dashes, e.g. `"max-sessions"`. */
+  readonly flag: string;
+  /** Its environment variable: `UB_` and the flag in upper snake case unless given. */
+  readonly env: string;
+  /** How `--help` shows the value, e.g. `"<n>"`. */
+  readonly placeholder: string;
+  readonly default: T;
+  /** One paragraph for `--help`. */
+  readonly help: string;
+  /** Turns one raw string into the value; throws a message without the flag or variable. */
+  readonly parse: (raw: string) => T;
+  /** Several occurrences of the flag accumulate (`--cors-origin a --cors-origin b`). */
+  readonly repeatable?: true;
+  /** Given alone, the flag means true; `--no-<flag>` means false. */
+  readonly boolean?: true;
+  /** The value is never shown in help or messages. */
+  readonly secret?: true;
+}
+
+function option<T, const G extends OptionGroup | undefined = undefined>(
+  spec: Omit<ServerOption<T>, "env"> & { readonly env?: string; readonly group?: G },
+): ServerOption<T> & { readonly group: G } {
+  const env = spec.env ?? `UB_${spec.flag.toUpperCase().replace(/-/g, "_")}`;
+  return { ...spec, env, group: spec.group as G };
+}
+
+/** `store` when sessions live in Redis. */
+export interface RedisStoreConfig {
+  readonly kind: "redis";
+  /**
+   * Canonical `redis://` or `rediss://` URL, password included: hand it to
+   * the store only, and show `parseRedisUrl(url).redacted` instead.
+   */
+  readonly url: string;
+}
+
+const MiB = 1024 * 1024;
+
+/** Every option, keyed by its {@link ServerConfig} field, in `--help` order. */
+export const serverOptions = {
+  host: option({
+    flag: "host",
+    placeholder: "<address>",
+    default: "127.0.0.1",
+    help: "Interface of the public listener; use 0.0.0.0 in containers.",
+    parse: nonEmpty,
+  }),
+  port: option({
+    flag: "port",
+    placeholder: "<n>",
+    default: 50051,
+    help: "TCP port serving gRPC (HTTP/2 cleartext), gRPC-Web and Connect (HTTP/1.1 and HTTP/2); 0 picks a free port.",
+    parse: (raw) => integer(raw, 0, 65_535),
+  }),
+  workerHost: option({
+    flag: "worker-host",
+    placeholder: "<address>",
+    default: "127.0.0.1",
+    help: "Interface of the worker listener. Keep it internal: every caller there is trusted as a worker.",
+    parse: nonEmpty,
+  }),
+  workerPort: option({
+    flag: "worker-port",
+    placeholder: "<n|off>",
+    default: 50052,
+    help: 'Port of the worker listener (the same RPCs, for trusted workers: RegisterTools is allowed there); 0 picks a free port, "off" turns it off.',
+    parse: portOrOff,
+  }),
+  workerToken: option({
+    flag: "worker-token",
+    placeholder: "<token>",
+    default: "",
+    help: "Secret that makes a caller on the public port a worker when sent as authorization: Bearer <token>; at least 32 characters. Unset: no caller on the public port is a worker.",
+    parse: token,
+    secret: true,
+  }),
+  workerAllow: option({
+    flag: "worker-allow",
+    placeholder: "<host:port>",
+    default: ["127.0.0.1:*", "[::1]:*", "localhost:*"],
+    help: 'Where registered tools may send calls: host:port patterns a worker_address must match, e.g. 10.0.0.7:50100, *.workers.internal:*, 127.0.0.1:50100-50199 ("*" for any host or port); repeat the flag or separate with commas. The bridge\'s own ports are always refused.',
+    parse: workerAllowList,
+    repeatable: true,
+  }),
+  adminHost: option({
+    flag: "admin-host",
+    placeholder: "<address>",
+    default: "127.0.0.1",
+    help: "Interface of the admin listener (GET /healthz, GET /metrics).",
+    parse: nonEmpty,
+  }),
+  adminPort: option({
+    flag: "admin-port",
+    placeholder: "<n|off>",
+    default: 9464,
+    help: 'Port of the admin listener; 0 picks a free port, "off" turns it off.',
+    parse: portOrOff,
+  }),
+  clientSessionIds: option({
+    flag: "client-session-ids",
+    placeholder: "[true|false]",
+    default: true,
+    help: "Let public callers create sessions under ids they choose (16 to 256 characters of A-Z a-z 0-9 _ -). false: the server mints every new id on the public port (existing sessions can still be reopened by id); use false in production.",
+    parse: boolean,
+    boolean: true,
+  }),
+  maxSessionsPerClient: option({
+    flag: "max-sessions-per-client",
+    placeholder: "<n>",
+    default: 256,
+    help: "Live sessions one public client (by address; see --trusted-proxy) may have created; more fail with RESOURCE_EXHAUSTED, so one client cannot fill the session table.",
+    parse: (raw) => integer(raw, 1),
+    group: "limits",
+  }),
+  trustedProxies: option({
+    flag: "trusted-proxy",
+    env: "UB_TRUSTED_PROXIES",
+    placeholder: "<ip>",
+    default: [],
+    help: "Address of a proxy in front of the bridge (e.g. Envoy) whose x-forwarded-for names the client; repeat the flag or separate with commas.",
+    parse: ipList,
+    repeatable: true,
+  }),
+  corsOrigins: option({
+    flag: "cors-origin",
+    env: "UB_CORS_ORIGINS",
+    placeholder: "<origin>",
+    default: [],
+    help: 'Origin allowed to call from a browser, e.g. http://localhost:5173; repeat the flag or separate with commas. "*" allows any origin.',
+    parse: origins,
+    repeatable: true,
+  }),
+  corsAllowHeaders: option({
+    flag: "cors-allow-headers",
+    placeholder: "<header,...>",
+    // Those Connect and gRPC-Web clients send (connect-es's
+    // cors.allowedHeaders), the worker token (authorization), a request id
+    // for tracing, and the session id header a client sends for
+    // session-affine routing.
+    default: [
+      "authorization",
+      "content-type",
+      "connect-protocol-version",
+      "connect-timeout-ms",
+      "connect-content-encoding",
+      "connect-accept-encoding",
+      "content-encoding",
+      "accept-encoding",
+      "grpc-timeout",
+      "grpc-message-type",
+      "x-grpc-web",
+      "x-user-agent",
+      "x-request-id",
+      "x-session-id",
+    ],
+    help: "Request headers browsers may send cross-origin (the preflight's Access-Control-Allow-Headers); the list replaces the default, so include the protocol headers; repeat the flag or separate with commas.",
+    parse: headerNames,
+    repeatable: true,
+  }),
+  sessionTtlSeconds: option({
+    flag: "session-ttl",
+    placeholder: "<seconds>",
+    default: 1800,
+    help: "Seconds a session lives after its last use.",
+    parse: (raw) => integer(raw, 1, 365 * 24 * 3600),
+  }),
+  maxSessionTtlSeconds: option({
+    flag: "max-session-ttl",
+    placeholder: "<seconds>",
+    default: 7200,
+    help: "Longest session lifetime a client may ask for with ttl_seconds.",
+    parse: (raw) => integer(raw, 1, 365 * 24 * 3600),
+    group: "limits",
+  }),
+  autoCreateSessions: option({
+    flag: "auto-create-sessions",
+    placeholder: "[true|false]",
+    default: false,
+    help: "Create a session on first use of an unknown id instead of failing with NOT_FOUND.",
+    parse: boolean,
+    boolean: true,
+  }),
+  maxSessions: option({
+    flag: "max-sessions",
+    placeholder: "<n>",
+    default: 10_000,
+    help: "Sessions held at once; InitializeSession fails with RESOURCE_EXHAUSTED beyond.",
+    parse: (raw) => integer(raw, 1),
+    group: "limits",
+  }),
+  maxVariablesPerSession: option({
+    flag: "max-variables-per-session",
+    placeholder: "<n>",
+    default: 1000,
+    help: "Variables per session.",
+    parse: (raw) => integer(raw, 1),
+    group: "limits",
+  }),
+  maxValueBytes: option({
+    flag: "max-value-bytes",
+    placeholder: "<size>",
+    default: MiB,
+    help: "Largest encoded variable value (bytes, or with KiB/MiB/GiB).",
+    parse: (raw) => bytes(raw),
+    group: "limits",
+  }),
+  maxMetadataEntries: option({
+    flag: "max-metadata-entries",
+    placeholder: "<n>",
+    default: 32,
+    help: "Metadata entries per session or variable.",
+    parse: (raw) => integer(raw, 0),
+    group: "limits",
+  }),
+  maxMetadataBytes: option({
+    flag: "max-metadata-bytes",
+    placeholder: "<size>",
+    default: 4096,
+    help: "Total metadata size per session or variable (bytes, or with KiB/MiB).",
+    parse: (raw) => bytes(raw, 0),
+    group: "limits",
+  }),
+  historyLimit: option({
+    flag: "history-limit",
+    placeholder: "<n>",
+    default: 100,
+    help: "Versions kept per variable for history and rollback.",
+    parse: (raw) => integer(raw, 1),
+    group: "limits",
+  }),
+  historyMaxBytes: option({
+    flag: "history-max-bytes",
+    placeholder: "<size>",
+    default: MiB,
+    help: "Bytes of past values kept per variable; the oldest versions go first.",
+    parse: (raw) => bytes(raw, 0),
+    group: "limits",
+  }),
+  maxSessionBytes: option({
+    flag: "max-session-bytes",
+    placeholder: "<size>",
+    default: 16 * MiB,
+    help: "Bytes one session may hold (values, history and tool data); writes beyond fail with RESOURCE_EXHAUSTED, history is trimmed first.",
+    parse: (raw) => bytes(raw),
+    group: "limits",
+  }),
+  maxWatchersPerSession: option({
+    flag: "max-watchers-per-session",
+    placeholder: "<n>",
+    default: 1024,
+    help: "Watch streams open on one session.",
+    parse: (raw) => integer(raw, 1),
+    group: "limits",
+  }),
+  maxWatchers: option({
+    flag: "max-watchers",
+    placeholder: "<n>",
+    default: 10_000,
+    help: "Watch streams open across all sessions.",
+    parse: (raw) => integer(raw, 1),
+    group: "limits",
+  }),
+  maxToolsPerSession: option({
+    flag: "max-tools-per-session",
+    placeholder: "<n>",
+    default: 64,
+    help: "Session-scoped tools one session may hold.",
+    parse: (raw) => integer(raw, 0),
+    group: "limits",
+  }),
+  maxTools: option({
+    flag: "max-tools",
+    placeholder: "<n>",
+    default: 1024,
+    help: "Remote tools registered by workers, global and session-scoped together.",
+    parse: (raw) => integer(raw, 0),
+    group: "limits",
+  }),
+  maxToolBytes: option({
+    flag: "max-tool-bytes",
+    placeholder: "<size>",
+    default: 16 * 1024,
+    help: "Size of one tool registration (name, description, parameters, metadata).",
+    parse: (raw) => bytes(raw),
+    group: "limits",
+  }),
+  maxToolCallsPerSession: option({
+    flag: "max-tool-calls-per-session",
+    placeholder: "<n>",
+    default: 16,
+    help: "Tool calls of one session running at once; more fail with RESOURCE_EXHAUSTED.",
+    parse: (raw) => integer(raw, 1),
+    group: "limits",
+  }),
+  maxWorkerConnections: option({
+    flag: "max-worker-connections",
+    placeholder: "<n>",
+    default: 64,
+    help: "Worker connections kept open for forwarded calls; the least recently used one is closed beyond.",
+    parse: (raw) => integer(raw, 1),
+  }),
+  watchBufferSize: option({
+    flag: "watch-buffer-size",
+    placeholder: "<n>",
+    default: 1024,
+    help: "Updates waiting per watcher that does not keep up (only the latest per variable is kept); beyond, it is ended with RESOURCE_EXHAUSTED.",
+    parse: (raw) => integer(raw, 1),
+  }),
+  watchKeepaliveMs: option({
+    flag: "watch-keepalive-ms",
+    placeholder: "<ms>",
+    default: 30_000,
+    help: 'An idle watch stream carries a keepalive update (update_type "keepalive") at least this often, so proxies\' idle timeouts keep it; 0 turns them off.',
+    parse: (raw) => integer(raw, 0, 3_600_000),
+  }),
+  maxRequestBytes: option({
+    flag: "max-request-bytes",
+    placeholder: "<size>",
+    default: 4 * MiB,
+    help: "Largest request message the transport reads (bytes, or with KiB/MiB/GiB); larger ones fail with RESOURCE_EXHAUSTED.",
+    parse: (raw) => bytes(raw),
+  }),
+  maxReplyBytes: option({
+    flag: "max-reply-bytes",
+    placeholder: "<size>",
+    default: 16 * MiB,
+    help: "Largest reply message (bytes, or with KiB/MiB/GiB); a larger reply fails with RESOURCE_EXHAUSTED. Python grpcio clients accept 4 MiB unless told otherwise.",
+    parse: (raw) => bytes(raw),
+    group: "limits",
+  }),
+  maxConnections: option({
+    flag: "max-connections",
+    placeholder: "<n>",
+    default: 4096,
+    help: "Open connections per listener; more are refused.",
+    parse: (raw) => integer(raw, 1),
+    group: "connection",
+  }),
+  maxStreamsPerConnection: option({
+    flag: "max-streams-per-connection",
+    placeholder: "<n>",
+    default: 256,
+    help: "HTTP/2 calls in flight on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).",
+    parse: (raw) => integer(raw, 1, 0x7fff_ffff),
+    group: "connection",
+  }),
+  idleTimeoutMs: option({
+    flag: "idle-timeout-ms",
+    placeholder: "<ms>",
+    default: 120_000,
+    help: "A connection with no call in flight for this long is closed.",
+    parse: (raw) => integer(raw, 1000, 86_400_000),
+    group: "connection",
+  }),
+  headersTimeoutMs: option({
+    flag: "headers-timeout-ms",
+    placeholder: "<ms>",
+    default: 10_000,
+    help: "Time a new connection, or an HTTP/1.1 request, gets to send its headers.",
+    parse: (raw) => integer(raw, 100, 3_600_000),
+    group: "connection",
+  }),
+  requestTimeoutMs: option({
+    flag: "request-timeout-ms",
+    placeholder: "<ms>",
+    default: 30_000,
+    help: "Time a call gets to send its whole request (every RPC sends one message); a call still sending is reset.",
+    parse: (raw) => integer(raw, 100, 3_600_000),
+    group: "connection",
+  }),
+  writeStallTimeoutMs: option({
+    flag: "write-stall-timeout-ms",
+    placeholder: "<ms>",
+    default: 30_000,
+    help: "A reply the peer stops reading for this long is reset and its memory released.",
+    parse: (raw) => integer(raw, 100, 3_600_000),
+    group: "connection",
+  }),
+  shutdownGraceMs: option({
+    flag: "shutdown-grace-ms",
+    placeholder: "<ms>",
+    default: 10_000,
+    help: "On SIGTERM, milliseconds in-flight calls get to finish before connections are closed.",
+    parse: (raw) => integer(raw, 0, 3_600_000),
+  }),
+  logLevel: option<LogLevel>({
+    flag: "log-level",
+    placeholder: "<level>",
+    default: "info",
+    help: `Lowest level logged: ${logLevels.join(", ")}.`,
+    parse: (raw) => {
+      const level = raw.trim().toLowerCase();
+      if (!isLogLevel(level)) throw new Error(`must be one of ${logLevels.join(", ")}`);
+      return level;
+    },
+  }),
+  store: option<"memory" | RedisStoreConfig>({
+    flag: "store",
+    placeholder: "<memory|url>",
+    default: "memory",
+    help: 'Where sessions live: "memory" (this process only, gone when it exits) or a Redis server as redis://[user:password@]host[:port][/db], rediss:// for TLS, port 6379 and database 0 unless given; bridges on one Redis with one key prefix share their sessions. The Redis client (ioredis) is loaded only then.',
+    parse: (raw) => {
+      if (raw.trim().toLowerCase() === "memory") return "memory";
+      return { kind: "redis", url: parseRedisUrl(raw).url };
+    },
+  }),
+  storeKeyPrefix: option({
+    flag: "store-key-prefix",
+    placeholder: "<prefix>",
+    default: "ub:",
+    help: "With a Redis store: prefix of every key this bridge writes, so several deployments can share one Redis; 1 to 64 printable ASCII characters without spaces.",
+    parse: keyPrefix,
+  }),
+  storeConnectTimeoutMs: option({
+    flag: "store-connect-timeout-ms",
+    placeholder: "<ms>",
+    default: 5000,
+    help: "With a Redis store: how long startup waits for Redis to answer before it exits 1.",
+    parse: (raw) => integer(raw, 100, 600_000),
+  }),
+};
+
+type Options = typeof serverOptions;
+
+/** Everything `unified-bridge serve` can be told; see {@link serverOptions} for each field. */
+export type ServerConfig = { -readonly [K in keyof Options]: Options[K]["default"] };
+
+/** The config fields of an {@link OptionGroup}. */
+export type OptionKeys<G extends OptionGroup> = {
+  [K in keyof Options]: Options[K]["group"] extends G ? K : never;
+}[keyof Options];
+
+/** Each option with its config field, in table order. */
+export const optionEntries = Object.entries(serverOptions) as [
+  keyof ServerConfig,
+  ServerOption<unknown> & { readonly group: OptionGroup | undefined },
+][];
+
+/** The configuration used for anything not given by a flag or variable. */
+export const defaultServerConfig: ServerConfig = Object.freeze(
+  Object.fromEntries(
+    optionEntries.map(([key, o]) => [
+      key,
+      Array.isArray(o.default) ? Object.freeze([...o.default]) : o.default,
+    ]),
+  ),
+) as ServerConfig;
+
+/** The fields of `group` from `config`, e.g. the limits of a server config. */
+export function pickGroup<G extends OptionGroup>(
+  config: Readonly<Pick<ServerConfig, OptionKeys<G>>>,
+  group: G,
+): Pick<ServerConfig, OptionKeys<G>> {
+  const out: Record<string, unknown> = {};
+  for (const [key, o] of optionEntries) {
+    if (o.group === group) out[key] = config[key as OptionKeys<G>];
+  }
+  return out as Pick<ServerConfig, OptionKeys<G>>;
+}
+
+/** The default {@link Limits}: the config's defaults, and the fixed name length. */
+export const defaultLimits: Limits = Object.freeze({
+  ...pickGroup(defaultServerConfig, "limits"),
+  maxNameLength: 128,
+});

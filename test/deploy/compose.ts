@@ -1,0 +1,69 @@
+/**
+ * docker-compose.yml as Compose itself resolves it (`docker-compose config`:
+ * validated, variables substituted), and the bridge replicas' command read
+ * by the bridge's own option parser.
+ */
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { parse } from "yaml";
+import { parseServerConfig, type ServerConfig } from "../../src/server/config.js";
+import { cleanEnv } from "../support/cli.js";
+
+const root = fileURLToPath(new URL("../..", import.meta.url));
+
+/** Debian's docker-compose (1.29); `.ci/run` installs it. */
+export const dockerCompose = "/usr/bin/docker-compose";
+
+/** What `config` printed and how it exited. */
+export function composeConfig(
+  args: readonly string[] = [],
+  file = "docker-compose.yml",
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      dockerCompose,
+      ["-f", file, "config", ...args],
+      // No UB_* of the machine running the tests leaks into the substitution.
+      { cwd: root, env: cleanEnv(), timeout: 60_000 },
+      (error, stdout, stderr) => {
+        const code = error === null ? 0 : typeof error.code === "number" ? error.code : -1;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** A service as `docker-compose config` prints it (the parts the tests read). */
+export interface ComposeService {
+  readonly image?: string;
+  readonly build?: { readonly context: string; readonly target?: string };
+  readonly command?: readonly string[];
+  readonly environment?: Readonly<Record<string, string>>;
+  readonly deploy?: { readonly replicas?: number };
+  readonly profiles?: readonly string[];
+  readonly volumes?: readonly (string | { readonly source?: string; readonly target?: string })[];
+  readonly networks?: Readonly<Record<string, { readonly ipv4_address?: string } | null>>;
+  readonly ports?: readonly unknown[];
+  readonly init?: boolean;
+  readonly stop_grace_period?: string;
+}
+
+let resolved: Promise<{ services: Record<string, ComposeService> }> | undefined;
+
+/** The resolved compose file (computed once per test file). */
+export function composeFile(): Promise<{ services: Record<string, ComposeService> }> {
+  resolved ??= composeConfig().then(({ code, stdout, stderr }) => {
+    if (code !== 0) throw new Error(`docker-compose config failed (${code}):\n${stderr}`);
+    return parse(stdout) as { services: Record<string, ComposeService> };
+  });
+  return resolved;
+}
+
+/** The bridge replicas' configuration, parsed from their command and environment as the CLI does. */
+export async function replicaConfig(): Promise<ServerConfig> {
+  const bridge = (await composeFile()).services.bridge;
+  if (bridge?.command?.[0] !== "serve") throw new Error("the bridge service does not run serve");
+  const config = parseServerConfig(bridge.command.slice(1), bridge.environment ?? {});
+  if ("help" in config) throw new Error("the bridge service asks for help");
+  return config;
+}

@@ -1,0 +1,209 @@
+/**
+ * The Dockerfile, without a Docker engine: its stages and instructions are
+ * checked as written, and the bridge image's recipe is run on the same
+ * files: `npm ci --omit=dev` from the lock file (offline, from the npm
+ * cache), the compiled dist/, package.json, and nothing else; then the
+ * image's command starts, its HEALTHCHECK command passes, and SIGTERM ends
+ * it with exit code 0.
+ */
+import { execFile, spawn } from "node:child_process";
+import { copyFile, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { cleanEnv, node } from "../support/cli.js";
+
+const root = fileURLToPath(new URL("../..", import.meta.url));
+
+interface Instruction {
+  readonly op: string;
+  readonly args: string;
+}
+interface Stage {
+  readonly image: string;
+  readonly name: string;
+  readonly instructions: Instruction[];
+}
+
+/** The Dockerfile's global ARG defaults and its stages, continuation lines joined. */
+function parseDockerfile(text: string): { args: Map<string, string>; stages: Stage[] } {
+  const args = new Map<string, string>();
+  const stages: Stage[] = [];
+  const lines = text
+    .replace(/\\\n/g, " ")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !l.startsWith("#"));
+  for (const line of lines) {
+    const [op = "", ...rest] = line.split(/\s+/);
+    const argsText = rest.join(" ");
+    if (op.toUpperCase() === "FROM") {
+      const m = /^(\S+)(?:\s+AS\s+(\S+))?$/i.exec(argsText);
+      if (m === null) throw new Error(`cannot read ${line}`);
+      const image = (m[1] as string).replace(/\$\{(\w+)\}/g, (_, n: string) => args.get(n) ?? "");
+      stages.push({ image, name: m[2] ?? String(stages.length), instructions: [] });
+    } else if (stages.length === 0 && op.toUpperCase() === "ARG") {
+      const [name, value = ""] = argsText.split("=");
+      args.set(name as string, value);
+    } else {
+      stages.at(-1)?.instructions.push({ op: op.toUpperCase(), args: argsText });
+    }
+  }
+  return { args, stages };
+}
+
+const text = await readFile(path.join(root, "Dockerfile"), "utf8");
+const { stages } = parseDockerfile(text);
+const bridge = stages.at(-1) as Stage;
+const ops = (stage: Stage, op: string) => stage.instructions.filter((i) => i.op === op);
+/** An exec-form instruction's argument list. */
+const execForm = (i: Instruction | undefined): string[] =>
+  JSON.parse(i?.args ?? "null") as string[];
+
+describe("the Dockerfile", () => {
+  it("is multi-stage, every base image pinned, the bridge on Node 24 as the default target", () => {
+    expect(stages.length).toBeGreaterThanOrEqual(3);
+    for (const stage of stages) {
+      // A release number (node:24.21.0-…) or a dated snapshot (debian:bookworm-20250520-slim).
+      expect(stage.image, stage.name).toMatch(
+        /^[a-z0-9./-]+:(?:[\w.-]*\d+\.\d+[\w.-]*|[\w-]*\d{8}[\w-]*)$/,
+      );
+      expect(stage.image, stage.name).not.toMatch(/:latest$/);
+    }
+    expect(bridge.name).toBe("bridge");
+    expect(bridge.image).toMatch(/^node:24\.\d+\.\d+-/);
+  });
+
+  it("ships only dist/, package.json and runtime dependencies installed with npm ci --omit=dev", () => {
+    const copies = ops(bridge, "COPY").map((c) => c.args);
+    expect(copies.sort()).toEqual([
+      "--from=build /app/dist ./dist",
+      "--from=runtime-deps /app/node_modules ./node_modules",
+      "package.json ./",
+    ]);
+    const deps = stages.find((s) => s.name === "runtime-deps") as Stage;
+    expect(
+      ops(deps, "RUN")
+        .map((r) => r.args)
+        .join(" "),
+    ).toMatch(/npm ci --omit=dev/);
+    expect(ops(bridge, "RUN")).toEqual([]);
+  });
+
+  it("runs as a non-root user with a HEALTHCHECK and the CLI as its command", () => {
+    const user = ops(bridge, "USER").at(-1)?.args;
+    expect(user).toBeDefined();
+    expect(["root", "0"]).not.toContain(user);
+    const check = ops(bridge, "HEALTHCHECK")[0]?.args ?? "";
+    expect(check).toMatch(/CMD \["node", "-e", .*\/healthz/);
+    expect(execForm(ops(bridge, "ENTRYPOINT")[0])).toEqual(["node", "dist/server/cli.js"]);
+    expect(ops(bridge, "STOPSIGNAL")[0]?.args).toBe("SIGTERM");
+  });
+
+  it("keeps installed and built trees out of the build context", async () => {
+    const ignore = (await readFile(path.join(root, ".dockerignore"), "utf8")).split("\n");
+    for (const entry of ["**/node_modules", "dist/", "demo/dist/", ".git/"]) {
+      expect(ignore).toContain(entry);
+    }
+  });
+});
+
+describe("the bridge image's recipe, run on its files", () => {
+  let app: string;
+
+  beforeAll(async () => {
+    app = await mkdtemp(path.join(tmpdir(), "ub-image-"));
+    await copyFile(path.join(root, "package.json"), path.join(app, "package.json"));
+    await copyFile(path.join(root, "package-lock.json"), path.join(app, "package-lock.json"));
+    const run = promisify(execFile);
+    // Node 24 first on PATH: npm and its scripts run on the image's Node.
+    const env = cleanEnv({ PATH: `${path.dirname(node)}:${process.env.PATH ?? ""}` });
+    const install = ops(stages.find((s) => s.name === "runtime-deps") as Stage, "RUN")[0]?.args;
+    const npmCi =
+      /npm ci [^&]*/
+        .exec(install ?? "")?.[0]
+        ?.trim()
+        .split(/\s+/) ?? [];
+    expect(npmCi.slice(0, 3)).toEqual(["npm", "ci", "--omit=dev"]);
+    await run("npm", [...npmCi.slice(1), "--offline"], { cwd: app, env, timeout: 120_000 });
+    const tsc = path.join(root, "node_modules/typescript/bin/tsc");
+    await run(node, [tsc, "-p", "tsconfig.build.json", "--outDir", path.join(app, "dist")], {
+      cwd: root,
+      env,
+      timeout: 120_000,
+    });
+  }, 240_000);
+
+  afterAll(async () => {
+    if (app !== undefined) await rm(app, { recursive: true, force: true });
+  });
+
+  it("installs no development dependency", async () => {
+    const installed = await readdir(path.join(app, "node_modules"));
+    const pkg = JSON.parse(await readFile(path.join(root, "package.json"), "utf8")) as {
+      devDependencies: Record<string, string>;
+    };
+    for (const dev of Object.keys(pkg.devDependencies)) {
+      const [scope, name] = dev.split("/");
+      const present =
+        name === undefined
+          ? installed.includes(dev)
+          : installed.includes(scope as string) &&
+            (await readdir(path.join(app, "node_modules", scope as string))).includes(name);
+      expect(present, dev).toBe(false);
+    }
+  });
+
+  it("serves with only those files, passes its HEALTHCHECK and exits 0 on SIGTERM", async () => {
+    const [entry, ...command] = [
+      ...execForm(ops(bridge, "ENTRYPOINT")[0]),
+      ...execForm(ops(bridge, "CMD")[0]),
+    ];
+    expect(entry).toBe("node");
+    const child = spawn(node, [...command, "--port", "0", "--worker-port", "0"], {
+      cwd: app,
+      // As the image sets it; the admin port the HEALTHCHECK reads.
+      env: cleanEnv({ NODE_ENV: "production", UB_ADMIN_PORT: "0" }),
+    });
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    try {
+      let out = "";
+      child.stdout.setEncoding("utf8");
+      const ready = await new Promise<RegExpExecArray>((resolve, reject) => {
+        child.stdout.on("data", (chunk: string) => {
+          out += chunk;
+          const m = /listening on (http:\/\/\S+) .*admin: http:\/\/[^:]+:(\d+)/.exec(out);
+          if (m !== null) resolve(m);
+        });
+        void exited.then((code) => reject(new Error(`exited ${code}:\n${out}`)));
+      });
+      const url = (ready[1] as string).replace("0.0.0.0", "127.0.0.1");
+      const ping = await createClient(BridgeService, createGrpcTransport({ baseUrl: url })).ping({
+        message: "image",
+      });
+      expect(ping.message).toContain("image");
+
+      // The HEALTHCHECK's own command, as Docker runs it in the container.
+      const check = JSON.parse(
+        /CMD (\[.*\])$/.exec(ops(bridge, "HEALTHCHECK")[0]?.args ?? "")?.[1] ?? "[]",
+      ) as string[];
+      const probe = await promisify(execFile)(node, check.slice(1), {
+        env: cleanEnv({ UB_ADMIN_PORT: ready[2] as string }),
+      }).then(
+        () => 0,
+        (e: { code?: number }) => e.code ?? -1,
+      );
+      expect(probe).toBe(0);
+
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+    }
+  });
+});
