@@ -206,7 +206,9 @@ function serve(
   const sink: FrameSink = {
     text: protocol.text === true,
     write: (frames) => {
-      if (res.destroyed) return false;
+      // Nothing goes out after the status (a deadline may pass while the
+      // watch opens).
+      if (ended || res.destroyed) return false;
       sendHeaders();
       return out.write(frames);
     },
