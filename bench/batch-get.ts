@@ -2,10 +2,11 @@
  * batch-get: variables per second read with GetVariables(100) against the
  * same reads done as single GetVariable calls, over gRPC at 1 and 16 calls
  * in flight, interleaved round by round. Load comes from a separate process
- * with the lean client (see `support/raw-rpc.ts`). Target (DESIGN.md):
- * GetVariables(100) ≥ 20× the variables per second of GetVariable.
+ * with the lean client (see `support/raw-rpc.ts`). Target:
+ * GetVariables(100) ≥ 20× the variables per second of GetVariable (a batch
+ * pays the per-call cost once).
  */
-import { encodeValue } from "../dist/values/index.js";
+import { encodeValue } from "unified-bridge/values";
 import { startBridgeProcess } from "./support/bridge-process.ts";
 import { type Measured, pairedRatios, sideBySide, startLoadPool } from "./support/load-pool.ts";
 import { type BenchContext, type BenchResult, formatRate } from "./support/result.ts";

@@ -13,7 +13,7 @@
  * median over rounds is reported.
  *
  * Rows:
- * - target (DESIGN.md "≤ 10× Map.get"): `await ctx.get(name)` ÷ `map.get(name)`,
+ * - target ≤ 10× Map.get: `await ctx.get(name)` ÷ `map.get(name)`,
  *   the async API against the raw synchronous lookup. Part of it is the
  *   `await` itself, which no Promise-returning API can avoid: the
  *   `await-floor` row measures that floor (an `await` of an async function
@@ -25,8 +25,8 @@
 import type { Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Bench } from "tinybench";
-import { createSessionContext, type VariableSchema } from "../dist/client/index.js";
-import { createBridgeServer, createLogger } from "../dist/server/index.js";
+import { createSessionContext, type VariableSchema } from "unified-bridge";
+import { createBridgeServer, createLogger } from "unified-bridge/server";
 import type { BenchContext, BenchResult } from "./support/result.ts";
 import { median, round } from "./support/stats.ts";
 

@@ -3,7 +3,7 @@
  * values of 16 B and 1 KiB, through the real RPC handlers (in-memory
  * transport), after RegisterVariable + GetVariable; (2) the RSS of a server
  * holding 100k sessions × 10 variables. Each measurement runs in a fresh
- * `--expose-gc` process. Targets (DESIGN.md): ≤ 1 KiB per variable over its
+ * `--expose-gc` process. Targets: ≤ 1 KiB per variable over its
  * value; 100k × 10 in ≤ 1 GiB.
  */
 import { startChild } from "./support/child-processes.ts";

@@ -4,11 +4,11 @@
  * (its clock reading in the value) and watchers in separate load processes
  * record arrival − write time on replica B.
  *
- * - one watcher on B, 100 writes/s on A: target (DESIGN.md) p99 ≤ 10 ms;
+ * - one watcher on B, 100 writes/s on A: target p99 ≤ 10 ms;
  * - the 1,000-watcher fan-out split over the two replicas (500 on each,
  *   writes through A): informational, beside the single-node fan-out.
  */
-import { encodeValue } from "../dist/values/index.js";
+import { encodeValue } from "unified-bridge/values";
 import { type BridgeProcess, startBridgeProcess } from "./support/bridge-process.ts";
 import { type ChildWorker, startChild } from "./support/child-processes.ts";
 import { clockOffset, wallClock } from "./support/clock.ts";

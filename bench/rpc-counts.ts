@@ -6,7 +6,7 @@
  * stream is live, so the one-off resynchronization of a new stream is not
  * charged to the operation measured.
  *
- * Targets (DESIGN.md "Round trips"): cache hit 0, set 1, getMany(100) 1
+ * Targets (round trips, the fewest each operation can take): cache hit 0, set 1, getMany(100) 1
  * (cold cache), setMany(100) 1, bind of 10 declarations 1 when nothing is
  * missing, hydrate-and-revalidate 1. Rows pass when the count is exactly the
  * target. The hydrate row counts unary calls from before
@@ -22,8 +22,8 @@ import {
   type SessionContext,
   type SessionContextOptions,
   type VariableSchema,
-} from "../dist/client/index.js";
-import { createBridgeServer, createLogger } from "../dist/server/index.js";
+} from "unified-bridge";
+import { createBridgeServer, createLogger } from "unified-bridge/server";
 import type { BenchContext, BenchResult } from "./support/result.ts";
 
 /** Calls seen by one counting transport. */

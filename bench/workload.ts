@@ -1,5 +1,5 @@
 /**
- * workload: the read-heavy workload applications run (DESIGN.md: 100
+ * workload: the read-heavy workload applications run (100
  * variables, 16 concurrent tasks, 95% reads / 5% writes) through a
  * SessionContext with watch on, against the same workload straight on
  * Redis through ioredis. Both run in the same kind of forked load process
@@ -34,7 +34,7 @@
  * (reported as `clockOffsetMs`).
  */
 import { Redis } from "ioredis";
-import { encodeValue } from "../dist/values/index.js";
+import { encodeValue } from "unified-bridge/values";
 import { type BridgeProcess, startBridgeProcess } from "./support/bridge-process.ts";
 import { type ChildWorker, startChild } from "./support/child-processes.ts";
 import { clockOffset } from "./support/clock.ts";
@@ -52,7 +52,7 @@ import type { ServeCpu } from "./workers/serve-bridge.ts";
 const variableCount = 100;
 const totalTasks = 16;
 const writeRatio = 0.05;
-/** "Bounded staleness": the watch delivery target (DESIGN.md, watch fan-out p99). */
+/** "Bounded staleness": the watch delivery target (the watch fan-out p99 of watch-fanout.ts). */
 const stalenessP99TargetMs = 50;
 const names = Array.from({ length: variableCount }, (_, i) => `v${String(i).padStart(3, "0")}`);
 

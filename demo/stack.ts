@@ -1,6 +1,7 @@
 import { createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import { createServer, type ViteDevServer } from "vite";
+import { type PythonWorker, startPythonWorker } from "./python-worker.ts";
 import type { DemoBridge } from "./server/demo-bridge.ts";
 
 /**
@@ -30,6 +31,18 @@ export interface StackOptions {
   readonly logLevel?: "debug" | "info" | "warn" | "error";
   /** Vite's own log level (default "warn"). */
   readonly viteLogLevel?: "info" | "warn" | "error" | "silent";
+  /** The bridge's worker listener port; 0 picks a free one (default 50052). */
+  readonly workerPort?: number;
+  /**
+   * Start the Python worker (its scikit-learn module): "auto" (default)
+   * when python3, grpcio, scikit-learn and protoc are installed, false never.
+   */
+  readonly python?: "auto" | false;
+  /**
+   * Watch the page's files and reload it when they change (default true);
+   * tests turn it off, so an edit during a run cannot reload their pages.
+   */
+  readonly watch?: boolean;
 }
 
 /** A running stack. */
@@ -38,6 +51,10 @@ export interface Stack {
   readonly url: string;
   /** The bridge, for gRPC / gRPC-Web / Connect clients (e.g. Python workers). */
   readonly bridgeUrl: string;
+  /** The bridge's worker listener (host:port), where workers register tools. */
+  readonly workerTarget: string;
+  /** The Python worker: running, or why not. */
+  readonly python: PythonWorker;
   /** Stops the page server, then the bridge. */
   stop(): Promise<void>;
 }
@@ -51,6 +68,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const bridgePort =
     options.bridgePort === 0 ? await freePort(host) : (options.bridgePort ?? 50051);
   const vitePort = options.vitePort === 0 ? await freePort(host) : (options.vitePort ?? 5173);
+  const workerPort =
+    options.workerPort === 0 ? await freePort(host) : (options.workerPort ?? 50052);
   const target = `http://${host.includes(":") ? `[${host}]` : host}:${bridgePort}`;
 
   const vite: ViteDevServer = await createServer({
@@ -61,6 +80,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       host,
       port: vitePort,
       strictPort: true,
+      ...(options.watch === false ? { hmr: false, watch: null } : {}),
       proxy: {
         // Unary and streaming calls alike: the proxy streams responses, so
         // watch streams and tool progress arrive as they are produced.
@@ -77,6 +97,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     bridge = await module.startDemoBridge({
       host,
       port: bridgePort,
+      workerPort,
       // Browsers reach the bridge through the proxy (same origin); this
       // also lets a page served elsewhere call it directly.
       corsOrigins: [`http://${host}:${vitePort}`, `http://localhost:${vitePort}`],
@@ -89,13 +110,20 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     throw error;
   }
   const running = bridge;
+  const python: PythonWorker =
+    options.python === false
+      ? { running: false, reason: "not asked for" }
+      : await startPythonWorker({ bridgeWorker: running.workerTarget });
   const url = vite.resolvedUrls?.local[0] ?? `http://${host}:${vitePort}/`;
   let stopping: Promise<void> | undefined;
   return {
     url,
     bridgeUrl: running.url,
+    workerTarget: running.workerTarget,
+    python,
     stop() {
       stopping ??= (async () => {
+        if (python.running) await python.stop();
         await vite.close();
         await running.stop();
       })();

@@ -4,6 +4,7 @@
  *   node demo/start.ts            (Node 24: runs TypeScript by type stripping)
  *
  * Environment: PORT (page, default 5173), BRIDGE_PORT (default 50051),
+ * WORKER_PORT (the bridge's worker listener, default 50052),
  * HOST (default 127.0.0.1), LOG_LEVEL (bridge logs: debug|info|warn|error,
  * default warn). Ctrl-C stops both.
  */
@@ -28,6 +29,7 @@ try {
   stack = await startStack({
     bridgePort: port("BRIDGE_PORT", 50051),
     vitePort: port("PORT", 5173),
+    workerPort: port("WORKER_PORT", 50052),
     host: process.env.HOST ?? "127.0.0.1",
     logLevel,
   });
@@ -35,7 +37,7 @@ try {
   const code = (error as { code?: unknown } | null)?.code;
   const reason =
     code === "EADDRINUSE"
-      ? "a port is already in use (another `npm start`?); set PORT / BRIDGE_PORT to use others"
+      ? "a port is already in use (another `npm start`?); set PORT / BRIDGE_PORT / WORKER_PORT to use others"
       : error instanceof Error
         ? error.message
         : String(error);
@@ -43,11 +45,16 @@ try {
   process.exit(1);
 }
 
+const python = stack.python.running
+  ? `running (${stack.python.runtime}): the optimizer can choose its module sklearn.LogisticRegression`
+  : `not started: ${stack.python.reason} (the demo works without it)`;
 console.log(`
   Spam filter tuning demo (unified-bridge)
 
   ➜  Open:    ${stack.url}
   ➜  Bridge:  ${stack.bridgeUrl}  (gRPC h2c, gRPC-Web, Connect; in-memory sessions)
+  ➜  Workers: ${stack.workerTarget}  (worker listener: RegisterTools)
+  ➜  Python:  ${python}
 
   Share a session: open the page, then "Open in another tab" (the URL carries ?session=…).
   Ctrl-C stops both servers.

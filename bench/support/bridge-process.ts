@@ -5,10 +5,10 @@
  */
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { BridgeService } from "../../dist/gen/snakepit/bridge/bridge_pb.js";
-import { encodeValue } from "../../dist/values/index.js";
+import { encodeValue } from "unified-bridge/values";
 import type { ServeAddresses } from "../workers/serve-bridge.ts";
 import { type ChildWorker, startChild } from "./child-processes.ts";
+import { BridgeService } from "./internals.ts";
 
 /** A running server process. */
 export interface BridgeProcess {

@@ -8,11 +8,9 @@
  * response does.
  */
 import type { Any } from "@bufbuild/protobuf/wkt";
-import type { SessionStore } from "../../dist/server/index.js";
-import type { Limits } from "../../dist/server/limits.js";
-import { toVariableMessage } from "../../dist/server/variable-message.js";
-import { createVariableOps } from "../../dist/server/variable-ops.js";
-import { encodeValue, type VariableType, type VariableValue } from "../../dist/values/index.js";
+import type { Limits, SessionStore } from "unified-bridge/server";
+import { encodeValue, type VariableType, type VariableValue } from "unified-bridge/values";
+import { createVariableOps, toVariableMessage } from "./internals.ts";
 
 /** One variable to declare in every session. */
 export interface Declaration {

@@ -14,15 +14,15 @@ import type { Any } from "@bufbuild/protobuf/wkt";
 import { type Client, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { Redis } from "ioredis";
+import { encodeValue } from "unified-bridge/values";
+import { serveRequests } from "../support/child-processes.ts";
 import {
   BatchGetVariablesRequestSchema,
   BridgeService,
   GetVariableRequestSchema,
   PingRequestSchema,
   SetVariableRequestSchema,
-} from "../../dist/gen/snakepit/bridge/bridge_pb.js";
-import { encodeValue } from "../../dist/values/index.js";
-import { serveRequests } from "../support/child-processes.ts";
+} from "../support/internals.ts";
 import { createRawConnect, createRawGrpc, type RawRpc } from "../support/raw-rpc.ts";
 import { percentile } from "../support/stats.ts";
 

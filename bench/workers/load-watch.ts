@@ -15,14 +15,14 @@ import http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { decodeValue } from "unified-bridge/values";
+import { serveRequests } from "../support/child-processes.ts";
 import {
   BridgeService,
   type VariableUpdate,
   VariableUpdateSchema,
   WatchVariablesRequestSchema,
-} from "../../dist/gen/snakepit/bridge/bridge_pb.js";
-import { decodeValue } from "../../dist/values/index.js";
-import { serveRequests } from "../support/child-processes.ts";
+} from "../support/internals.ts";
 
 /** Requests this worker answers. */
 export type WatchRequest =

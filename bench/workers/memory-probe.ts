@@ -9,10 +9,10 @@
  *   filled through `support/populate.ts`.
  */
 import { createClient, createRouterTransport } from "@connectrpc/connect";
-import { BridgeService } from "../../dist/gen/snakepit/bridge/bridge_pb.js";
-import { createBridgeServer, createLogger, defaultLimits } from "../../dist/server/index.js";
-import { encodeValue } from "../../dist/values/index.js";
+import { createBridgeServer, createLogger, defaultLimits } from "unified-bridge/server";
+import { encodeValue } from "unified-bridge/values";
 import { serveRequests } from "../support/child-processes.ts";
+import { BridgeService } from "../support/internals.ts";
 import { populateSessions, tenSettings } from "../support/populate.ts";
 
 /** Requests this worker answers. */

@@ -7,12 +7,9 @@
  */
 import http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import {
-  VariableUpdateSchema,
-  WatchVariablesRequestSchema,
-} from "../../dist/gen/snakepit/bridge/bridge_pb.js";
-import { encodeValue } from "../../dist/values/index.js";
+import { encodeValue } from "unified-bridge/values";
 import { serveRequests } from "../support/child-processes.ts";
+import { VariableUpdateSchema, WatchVariablesRequestSchema } from "../support/internals.ts";
 import type { ServeCpu } from "./serve-bridge.ts";
 
 /** Requests this worker answers. */

@@ -4,14 +4,24 @@
  * very same HTTP front (one port for h2c and HTTP/1.1, CORS, metrics
  * interceptor), so that "GetVariable vs echo" compares handlers, not fronts.
  */
-import { BridgeService } from "../../dist/gen/snakepit/bridge/bridge_pb.js";
-import { binaryOnlyInterceptor } from "../../dist/server/binary-only.js";
-import { defaultServerConfig } from "../../dist/server/config.js";
-import { createHttpFront, type HttpFront } from "../../dist/server/http-front.js";
-import { type BridgeServer, createBridgeServer, createLogger } from "../../dist/server/index.js";
-import { createMetrics, createMetricsInterceptor } from "../../dist/server/metrics.js";
-import { createRedisStore, type RedisStore } from "../../dist/server/store/redis-store.js";
+
+import {
+  type BridgeServer,
+  createBridgeServer,
+  createLogger,
+  defaultServerConfig,
+} from "unified-bridge/server";
 import { serveRequests } from "../support/child-processes.ts";
+import {
+  BridgeService,
+  binaryOnlyInterceptor,
+  createHttpFront,
+  createMetrics,
+  createMetricsInterceptor,
+  createRedisStore,
+  type HttpFront,
+  type RedisStore,
+} from "../support/internals.ts";
 
 /** Requests this worker answers. */
 export type ServeRequest =

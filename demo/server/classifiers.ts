@@ -1,4 +1,4 @@
-import type { Classifier } from "../shared/program.ts";
+import type { BridgeClassifier, Classifier } from "../shared/program.ts";
 
 /**
  * The classifier modules of the spam program. Each trains on sparse rows
@@ -34,7 +34,7 @@ export interface TrainOptions {
 
 /** Trains the named module. */
 export function trainClassifier(
-  kind: Classifier,
+  kind: BridgeClassifier,
   rows: readonly SparseRow[],
   labels: readonly boolean[],
   options: TrainOptions,

@@ -1,10 +1,13 @@
-import type {
-  EvaluationProgress,
-  Metrics,
-  ProgramConfig,
-  TemplateField,
+import {
+  type EvaluationProgress,
+  type Metrics,
+  type ProgramConfig,
+  PYTHON_CLASSIFIER,
+  type Runtime,
+  type TemplateField,
 } from "../shared/program.ts";
 import { type SparseRow, type TrainedClassifier, trainClassifier } from "./classifiers.ts";
+import { type ToolCall, trainPythonModule } from "./python-module.ts";
 import { loadSpamCorpus, type SpamCorpus } from "./spam-corpus.ts";
 import { createFeatureStore, type FeatureStore, type Featurized } from "./text-features.ts";
 
@@ -23,6 +26,7 @@ export interface Evaluation {
   readonly evalSize: number;
   readonly features: number;
   readonly ms: number;
+  readonly runtime: Runtime;
 }
 
 /** A trained program, ready to score messages. */
@@ -40,12 +44,18 @@ export interface SpamProgram {
   evaluate(
     config: ProgramConfig,
     split: "dev" | "test",
-    options?: { onProgress?: (p: EvaluationProgress) => Promise<void>; signal?: AbortSignal },
+    options?: {
+      onProgress?: (p: EvaluationProgress) => Promise<void>;
+      signal?: AbortSignal;
+      /** The session the evaluation runs for (the Python module is called through it). */
+      sessionId?: string;
+    },
   ): Promise<Evaluation>;
   /** Spam probability of one message, with the features that weighed most. */
   classify(
     config: ProgramConfig,
     parts: Readonly<Record<TemplateField, string>>,
+    sessionId?: string,
   ): Promise<{
     probability: number;
     spam: boolean;
@@ -53,8 +63,11 @@ export interface SpamProgram {
   }>;
 }
 
-/** Creates the program runner; nothing is loaded until first use. */
-export function createSpamProgram(): SpamProgram {
+/**
+ * Creates the program runner; nothing is loaded until first use. With
+ * `callTool`, the Python worker's module can be trained through the bridge.
+ */
+export function createSpamProgram(options: { callTool?: ToolCall } = {}): SpamProgram {
   let store: FeatureStore | undefined;
   /** Trainings by model key, with the signal of the caller that started each. */
   const models = new Map<string, { promise: Promise<TrainedProgram>; signal?: AbortSignal }>();
@@ -121,6 +134,7 @@ export function createSpamProgram(): SpamProgram {
     loaded: SpamCorpus,
     onProgress?: (p: EvaluationProgress) => Promise<void>,
     signal?: AbortSignal,
+    sessionId?: string,
   ): Promise<TrainedProgram> => {
     const key = modelKey(config);
     let entry = models.get(key);
@@ -154,8 +168,24 @@ export function createSpamProgram(): SpamProgram {
           stage: "train",
           done: 0,
           total: 1,
-          message: `Training ${config.classifier} on ${rows.length} messages × ${k} features`,
+          message: `Training ${config.classifier} on ${rows.length} messages × ${k} features${config.classifier === PYTHON_CLASSIFIER ? " in the Python worker" : ""}`,
         });
+        if (config.classifier === PYTHON_CLASSIFIER) {
+          if (options.callTool === undefined || sessionId === undefined) {
+            throw new Error(
+              `${PYTHON_CLASSIFIER} runs in the Python worker, which this bridge cannot call`,
+            );
+          }
+          const classifier = await trainPythonModule(options.callTool, {
+            sessionId,
+            rows,
+            labels,
+            columns: k,
+            smoothing: config.smoothing,
+            ...(signal === undefined ? {} : { signal }),
+          });
+          return { featurized, columns, classifier };
+        }
         const classifier = await trainClassifier(config.classifier, rows, labels, {
           columns: k,
           smoothing: config.smoothing,
@@ -183,7 +213,7 @@ export function createSpamProgram(): SpamProgram {
     // caller's failure: train again.
     return started.promise.catch((error: unknown) => {
       if (started.signal?.aborted === true && signal?.aborted !== true) {
-        return train(config, loaded, onProgress, signal);
+        return train(config, loaded, onProgress, signal, sessionId);
       }
       throw error;
     });
@@ -192,11 +222,11 @@ export function createSpamProgram(): SpamProgram {
   return {
     corpus,
 
-    async evaluate(config, split, { onProgress, signal } = {}) {
+    async evaluate(config, split, { onProgress, signal, sessionId } = {}) {
       const started = performance.now();
       const loaded = await corpus(onProgress);
       signal?.throwIfAborted();
-      const model = await train(config, loaded, onProgress, signal);
+      const model = await train(config, loaded, onProgress, signal, sessionId);
       signal?.throwIfAborted();
       const docs = loaded.indexes[split];
       const rows = rowsOf(model.featurized, model.columns, docs);
@@ -238,12 +268,13 @@ export function createSpamProgram(): SpamProgram {
         evalSize: docs.length,
         features: model.columns.size,
         ms: Math.round(performance.now() - started),
+        runtime: config.classifier === PYTHON_CLASSIFIER ? "python" : "bridge",
       };
     },
 
-    async classify(config, parts) {
+    async classify(config, parts, sessionId) {
       const loaded = await corpus();
-      const model = await train(config, loaded);
+      const model = await train(config, loaded, undefined, undefined, sessionId);
       const bag = (store as FeatureStore).featuresOf(
         model.featurized,
         parts,

@@ -11,6 +11,17 @@ import {
   programSchema,
   toProgramConfig,
 } from "../shared/program.ts";
+import {
+  applyRunChange,
+  type EvaluationRecord,
+  MAX_LOG_CHARS,
+  parseRunLog,
+  RUNS_TOOL,
+  RUNS_VARIABLE,
+  type RunChange,
+  type RunStatus,
+  scoredFrom,
+} from "../shared/tuning-runs.ts";
 import { parseMail } from "./mail-message.ts";
 import { createSpamProgram, type SpamProgram } from "./spam-program.ts";
 
@@ -36,6 +47,21 @@ export function createSpamTools(program: SpamProgram = createSpamProgram()): Too
         description:
           "Evaluate this configuration instead of the session's current variables (same names and rules).",
       },
+      {
+        name: "run_id",
+        type: "string",
+        description:
+          "Record the dev score as a trial of this tuning run (with optimizer_id, trial).",
+      },
+      { name: "optimizer_id", type: "string", description: "The run's optimizer." },
+      { name: "trial", type: "integer", description: "The trial number; 0: the initial one." },
+      {
+        name: "record",
+        type: "string",
+        description:
+          'Record the dev score as a hand evaluation: "you" (Evaluate pressed) or "load" (a page opened); with by.',
+      },
+      { name: "by", type: "string", description: "Who asked for the hand evaluation (a tab)." },
     ],
     metadata: { category: "demo", streaming: "true" },
     async *stream(args, { session, signal }) {
@@ -47,10 +73,15 @@ export function createSpamTools(program: SpamProgram = createSpamProgram()): Too
         args.config === null || args.config === undefined
           ? await readSessionConfig(session)
           : { config: checkConfig(args.config), versions: {} };
+      const record = recordingOf(args, split);
+      const finish = async (result: EvaluationResult): Promise<EvaluationResult> => {
+        if (record !== undefined) await recordResult(session, record, result);
+        return result;
+      };
       const key = JSON.stringify([split, config]);
       const known = results.get(key);
       if (known !== undefined)
-        return { ...known, versions, cached: true } satisfies EvaluationResult;
+        return (await finish({ ...known, versions, cached: true })) as unknown as JsonValue;
 
       const queue: EvaluationProgress[] = [];
       let wake: (() => void) | undefined;
@@ -59,10 +90,12 @@ export function createSpamTools(program: SpamProgram = createSpamProgram()): Too
         wake?.();
       };
       let finished = false;
-      const run = program.evaluate(config, split, { onProgress: push, signal }).finally(() => {
-        finished = true;
-        wake?.();
-      });
+      const run = program
+        .evaluate(config, split, { onProgress: push, signal, sessionId: session.id })
+        .finally(() => {
+          finished = true;
+          wake?.();
+        });
       run.catch(() => undefined); // awaited below; this only silences the early rejection
       while (!finished || queue.length > 0) {
         const next = queue.shift();
@@ -79,7 +112,7 @@ export function createSpamTools(program: SpamProgram = createSpamProgram()): Too
       const result = { kind: "result" as const, split, config, ...evaluation };
       results.set(key, result);
       if (results.size > 500) results.delete(results.keys().next().value as string);
-      return { ...result, versions, cached: false } satisfies EvaluationResult;
+      return (await finish({ ...result, versions, cached: false })) as unknown as JsonValue;
     },
   };
 
@@ -112,12 +145,161 @@ export function createSpamTools(program: SpamProgram = createSpamProgram()): Too
         /^[A-Za-z-]+:/m.test(text) && /\r?\n\r?\n/.test(text)
           ? parseMail(text)
           : { subject: "", from: "", headers: "", body: text };
-      const outcome = await program.classify(config, parts);
+      const outcome = await program.classify(config, parts, session.id);
       return { ...outcome, config } as unknown as JsonValue;
     },
   };
 
-  return [evaluate, dataset, classify];
+  const runs: ToolDefinition = {
+    name: RUNS_TOOL,
+    description:
+      "Starts, keeps alive, finishes or asks to stop a tuning run recorded in the session's tuning_runs variable (every tab draws the same chart from it).",
+    parameters: [
+      {
+        name: "action",
+        type: "string",
+        required: true,
+        description: "start, alive, finish or stop",
+      },
+      { name: "run_id", type: "string", required: true },
+      { name: "optimizer_id", type: "string", description: "start, alive, finish: the optimizer" },
+      { name: "owner", type: "string", description: "start, stop: the browser that started it" },
+      { name: "planned", type: "integer", description: "start: trials planned" },
+      { name: "seed", type: "integer", description: "start: the proposals' seed" },
+      { name: "status", type: "string", description: "finish: done, stopped or failed" },
+      { name: "message", type: "string", description: "finish: how it ended, in words" },
+    ],
+    metadata: { category: "demo" },
+    async handler(args, { session }) {
+      const change = runChangeOf(args);
+      await updateRunLog(session, change);
+      return { ok: true };
+    },
+  };
+
+  return [evaluate, dataset, classify, runs];
+}
+
+/** What an evaluation should record in the run log, if anything. */
+type Recording =
+  | { kind: "trial"; id: string; optimizerId: string; trial: number }
+  | { kind: "evaluation"; record: "you" | "load"; by: string };
+
+function recordingOf(
+  args: Readonly<Record<string, JsonValue>>,
+  split: string,
+): Recording | undefined {
+  const text = (name: string, max = 64): string => {
+    const v = args[name];
+    if (typeof v !== "string" || v === "" || v.length > max) {
+      throw new Error(`${name} must be a non-empty string of at most ${max} characters`);
+    }
+    return v;
+  };
+  const wantsTrial = args.run_id !== undefined && args.run_id !== null;
+  const wantsRecord = args.record !== undefined && args.record !== null;
+  if (!wantsTrial && !wantsRecord) return undefined;
+  if (split !== "dev") throw new Error("only dev scores are recorded (split must be dev)");
+  if (wantsTrial) {
+    const trial = args.trial;
+    if (typeof trial !== "number" || !Number.isInteger(trial) || trial < 0 || trial > 1000) {
+      throw new Error("trial must be an integer from 0 (the initial configuration) to 1000");
+    }
+    return { kind: "trial", id: text("run_id"), optimizerId: text("optimizer_id"), trial };
+  }
+  const record = args.record;
+  if (record !== "you" && record !== "load") {
+    throw new Error(`record must be "you" or "load", got ${JSON.stringify(record)}`);
+  }
+  return { kind: "evaluation", record, by: text("by") };
+}
+
+async function recordResult(
+  session: ToolSession,
+  recording: Recording,
+  result: EvaluationResult,
+): Promise<void> {
+  const scored = scoredFrom(result, 0);
+  const change: RunChange =
+    recording.kind === "trial"
+      ? { ...recording, kind: "trial", result: scored }
+      : {
+          kind: "evaluation",
+          record: {
+            ...scored,
+            kind: recording.record,
+            by: recording.by,
+          } satisfies EvaluationRecord,
+        };
+  await updateRunLog(session, change);
+}
+
+/** Applies one change to the session's run log in one atomic update. */
+async function updateRunLog(session: ToolSession, change: RunChange): Promise<void> {
+  await session.updateVariable(RUNS_VARIABLE, (current) => {
+    let log = applyRunChange(parseRunLog(current.value), change, Date.now());
+    let text = JSON.stringify(log);
+    // Bounded history: the oldest runs go first when the log outgrows its variable.
+    while (text.length > MAX_LOG_CHARS && log.runs.length > 1) {
+      log = { ...log, runs: log.runs.slice(1) };
+      text = JSON.stringify(log);
+    }
+    return text;
+  });
+}
+
+const ENDINGS: readonly RunStatus[] = ["done", "stopped", "failed"];
+
+function runChangeOf(args: Readonly<Record<string, JsonValue>>): RunChange {
+  const text = (name: string, max = 64): string => {
+    const v = args[name];
+    if (typeof v !== "string" || v === "" || v.length > max) {
+      throw new Error(`${name} must be a non-empty string of at most ${max} characters`);
+    }
+    return v;
+  };
+  const count = (name: string, min: number, max: number): number => {
+    const v = args[name];
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+      throw new Error(`${name} must be an integer from ${min} to ${max}`);
+    }
+    return v;
+  };
+  const id = text("run_id");
+  switch (args.action) {
+    case "start":
+      return {
+        kind: "start",
+        id,
+        optimizerId: text("optimizer_id"),
+        owner: text("owner"),
+        planned: count("planned", 1, 100),
+        seed: count("seed", 0, 2 ** 31),
+      };
+    case "alive":
+      return { kind: "alive", id, optimizerId: text("optimizer_id") };
+    case "finish": {
+      const status = args.status as RunStatus;
+      if (!ENDINGS.includes(status)) {
+        throw new Error(`status must be one of ${ENDINGS.join(", ")}`);
+      }
+      return {
+        kind: "finish",
+        id,
+        optimizerId: text("optimizer_id"),
+        status: status as Exclude<RunStatus, "running">,
+        message: text("message", 400),
+      };
+    }
+    case "stop":
+      return { kind: "stop", id, owner: text("owner") };
+    case "abandon":
+      return { kind: "abandon", id };
+    default:
+      throw new Error(
+        `action must be start, alive, finish, stop or abandon, got ${JSON.stringify(args.action)}`,
+      );
+  }
 }
 
 /** The program's configuration as the session holds it now, with the versions read. */

@@ -9,9 +9,19 @@
 export const TEMPLATE_FIELDS = ["subject", "from", "body", "headers"] as const;
 export type TemplateField = (typeof TEMPLATE_FIELDS)[number];
 
-/** The classifier modules; each is a real implementation in demo/server/classifiers.ts. */
-export const CLASSIFIERS = ["NaiveBayes", "LogisticRegression", "KeywordBaseline"] as const;
+/** The classifier modules the bridge runs itself (demo/server/classifiers.ts). */
+export const BRIDGE_CLASSIFIERS = ["NaiveBayes", "LogisticRegression", "KeywordBaseline"] as const;
+export type BridgeClassifier = (typeof BRIDGE_CLASSIFIERS)[number];
+/**
+ * The module a Python worker hosts (demo/python/spam_worker.py, scikit-learn):
+ * usable while that worker has registered {@link PYTHON_TRAIN_TOOL}.
+ */
+export const PYTHON_CLASSIFIER = "sklearn.LogisticRegression";
+/** Every classifier module the `classifier` variable allows. */
+export const CLASSIFIERS = [...BRIDGE_CLASSIFIERS, PYTHON_CLASSIFIER] as const;
 export type Classifier = (typeof CLASSIFIERS)[number];
+/** The remote tool the Python worker registers: it trains its module on the rows it is sent. */
+export const PYTHON_TRAIN_TOOL = "py_sklearn_train";
 
 export const NGRAMS = ["unigrams", "bigrams", "unigrams+bigrams"] as const;
 export type Ngrams = (typeof NGRAMS)[number];
@@ -198,7 +208,12 @@ export interface EvaluationResult {
   readonly ms: number;
   /** Served from the evaluation cache (the same configuration ran before). */
   readonly cached: boolean;
+  /** Where the module was trained: on the bridge, or by the Python worker. */
+  readonly runtime: Runtime;
 }
+
+/** Where a module runs. */
+export type Runtime = "bridge" | "python";
 
 /** Name of the evaluation tool registered by the demo stack. */
 export const EVALUATE_TOOL = "spam_evaluate";

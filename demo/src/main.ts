@@ -5,7 +5,15 @@ import {
   type VariableSnapshot,
 } from "../../src/client/index.ts";
 import { idbPersistence } from "../../src/client/persist/idb.ts";
-import { PROGRAM_VARIABLES, type ProgramVariable, programSchema } from "../shared/program.ts";
+import {
+  PROGRAM_VARIABLES,
+  type ProgramConfig,
+  type ProgramVariable,
+  PYTHON_TRAIN_TOOL,
+  programSchema,
+  toProgramConfig,
+} from "../shared/program.ts";
+import { parseRunLog, RUNS_VARIABLE, runsDeclaration } from "../shared/tuning-runs.ts";
 import { clock, h, replaceChildren } from "./dom.ts";
 import { type Explained, explain, isUnreachable, UNREACHABLE } from "./errors.ts";
 import { createHistoryDrawer } from "./history-drawer.ts";
@@ -26,6 +34,8 @@ const trials = clampInt(params.get("trials"), 20, 1, 100);
 const seed = clampInt(params.get("seed"), 7, 0, 2 ** 31);
 const tabId = crypto.randomUUID().slice(0, 4);
 const optimizerId = `tuner-${tabId}`;
+/** This browser (profile): its tabs may stop a run another of its tabs started. */
+const owner = browserId();
 /** Values saved under another version of the program's schema are not shown. */
 const persistence = idbPersistence({ buster: `schema-${hash(JSON.stringify(programSchema))}` });
 
@@ -164,6 +174,9 @@ async function start(): Promise<void> {
   const program = createProgramCard(ctx, { onError });
   const tune = createTunePanel(ctx, {
     optimizerId,
+    owner,
+    editorId: `editor-${tabId}`,
+    pendingDrafts: () => panel.pendingDrafts(),
     trials,
     seed,
     onError,
@@ -196,8 +209,22 @@ async function start(): Promise<void> {
     history_.element,
   );
 
+  const currentConfig = (): ProgramConfig | undefined => {
+    try {
+      return toProgramConfig(
+        Object.fromEntries(PROGRAM_VARIABLES.map((n) => [n, ctx.peek(n)?.snapshot.value])),
+      );
+    } catch {
+      return undefined; // some value is not known yet
+    }
+  };
   const show = (snapshot: VariableSnapshot, origin: "local" | "server" | "tab" | "initial") => {
+    if (snapshot.name === RUNS_VARIABLE) {
+      tune.setLog(parseRunLog(snapshot.value));
+      return;
+    }
     panel.update(snapshot, origin);
+    tune.setCurrent(currentConfig());
     program.show(snapshot.name as ProgramVariable, snapshot.value);
     history_.changed(snapshot.name);
     const lockedBy = PROGRAM_VARIABLES.map((n) => ctx.peek(n)?.snapshot.lockedBy).find(
@@ -279,14 +306,15 @@ async function start(): Promise<void> {
     notices.append(notice);
   });
 
+  void program.loadDataset();
   // 2. Declare the variables (one call; existing ones are kept as they are).
   try {
-    await ctx.bind(programSchema);
+    await ctx.bind({ ...programSchema, [RUNS_VARIABLE]: runsDeclaration });
   } catch (e) {
     notify(explain(e, "declaring the program's variables"));
     throw e;
   }
-  for (const name of PROGRAM_VARIABLES) {
+  for (const name of [...PROGRAM_VARIABLES, RUNS_VARIABLE]) {
     const peeked = ctx.peek(name);
     if (peeked !== undefined) show(peeked.snapshot, "initial");
   }
@@ -302,7 +330,36 @@ async function start(): Promise<void> {
       : "Values from the server";
   setConn("live", "Live");
   revalidatedOnce = true;
-  void program.loadDataset();
+  await watchPython(ctx, tune);
+  void tune.scoreOnLoad();
+}
+
+/** Tells the Tune card whether the Python worker's module is registered, now and every 15 s. */
+async function watchPython(ctx: SessionContext, tune: ReturnType<typeof createTunePanel>) {
+  const check = async () => {
+    try {
+      const tool = (await ctx.listTools()).find((t) => t.name === PYTHON_TRAIN_TOOL);
+      tune.setPython(tool === undefined ? undefined : (tool.metadata.runtime ?? "Python"));
+    } catch {
+      // Not reachable right now: the connection pill says so; keep what was known.
+    }
+  };
+  await check();
+  setInterval(() => void check(), 15_000);
+}
+
+/** A random id kept in this browser's localStorage (a fresh one when storage is unavailable). */
+function browserId(): string {
+  const key = "unified-bridge-demo:browser";
+  try {
+    const known = localStorage.getItem(key);
+    if (known !== null) return known;
+    const id = `browser-${crypto.randomUUID().slice(0, 8)}`;
+    localStorage.setItem(key, id);
+    return id;
+  } catch {
+    return `browser-${crypto.randomUUID().slice(0, 8)}`;
+  }
 }
 
 start().catch((e: unknown) => {

@@ -37,7 +37,7 @@ export function createProgramCard(
   const dataset = h(
     "p",
     { class: "muted small", "data-dataset": "" },
-    "Loading the corpus on the bridge…",
+    "Asking the bridge about the corpus…",
   );
   const text = h("textarea", { rows: 5, spellcheck: "false", "aria-label": "Message to classify" });
   text.value = SAMPLE;
@@ -57,16 +57,24 @@ export function createProgramCard(
         h("strong", { class: result.spam ? "spam" : "ham" }, result.spam ? "Spam" : "Not spam"),
         ` · P(spam) = ${result.probability.toFixed(3)}`,
         h(
-          "div",
-          { class: "evidence" },
+          "p",
+          { class: "small muted" },
+          "The features that weighed most, with their weight: positive pushes towards spam, negative towards legitimate.",
+        ),
+        h(
+          "ul",
+          { class: "evidence", "data-evidence": "" },
           ...result.evidence.map((e) =>
             h(
-              "span",
-              {
-                class: e.weight > 0 ? "ev spam" : "ev ham",
-                title: `weight ${e.weight.toFixed(3)}`,
-              },
-              e.feature,
+              "li",
+              { class: e.weight > 0 ? "ev spam" : "ev ham", "data-weight": e.weight.toFixed(3) },
+              h("code", {}, e.feature),
+              h(
+                "span",
+                { class: "weight" },
+                `${e.weight > 0 ? "+" : "−"}${Math.abs(e.weight).toFixed(2)}`,
+              ),
+              h("span", { class: "direction" }, e.weight > 0 ? "→ spam" : "→ legitimate"),
             ),
           ),
         ),

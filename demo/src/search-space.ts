@@ -1,10 +1,18 @@
-import { CLASSIFIERS, NGRAMS, type ProgramConfig, programSchema } from "../shared/program.ts";
+import {
+  BRIDGE_CLASSIFIERS,
+  type Classifier,
+  NGRAMS,
+  type ProgramConfig,
+  programSchema,
+} from "../shared/program.ts";
 
 /**
  * The optimizer's proposals: random search with local refinement. The first
  * third of the trials (at least one) sample the space at random; later
  * trials mostly mutate the best configuration so far (one or two knobs),
- * with an occasional random restart. Seeded, so a run can be repeated.
+ * with an occasional random restart. Each available classifier module gets
+ * one of the first trials, so a module (the Python worker's too) is never
+ * left untried. Seeded, so a run can be repeated.
  */
 
 /** Feature templates the optimizer tries (any template a person types also works). */
@@ -39,10 +47,16 @@ export interface SearchSpace {
   propose(trial: number, trials: number, best: ProgramConfig | undefined): ProgramConfig;
 }
 
-/** Creates the search over the program's variables. */
-export function createSearchSpace(seed: number): SearchSpace {
+/** Creates the search over the program's variables, with the classifier modules available. */
+export function createSearchSpace(
+  seed: number,
+  classifiers: readonly Classifier[] = BRIDGE_CLASSIFIERS,
+): SearchSpace {
   const random = seededRandom(seed);
   const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)] as T;
+  const CLASSIFIERS = classifiers.length > 0 ? classifiers : BRIDGE_CLASSIFIERS;
+  // Every module once, early, in a seeded order.
+  const firstLook = [...CLASSIFIERS].sort(() => random() - 0.5);
   const logUniform = (min: number, max: number) =>
     Math.exp(Math.log(min) + random() * (Math.log(max) - Math.log(min)));
   const round = (n: number, digits: number) => Number(n.toFixed(digits));
@@ -107,6 +121,8 @@ export function createSearchSpace(seed: number): SearchSpace {
   return {
     propose(trial, trials, best) {
       const exploring = trial <= Math.max(1, Math.ceil(trials / 3));
+      const module = firstLook[trial - 1];
+      if (module !== undefined) return { ...sample(), classifier: module };
       if (best === undefined || exploring || random() < 0.2) return sample();
       return mutate(best);
     },

@@ -1,91 +1,97 @@
 import type { SessionContext } from "../../src/client/index.ts";
-import { type EvaluationResult, PROGRAM_VARIABLES, type ProgramConfig } from "../shared/program.ts";
-import { h, replaceChildren, score, showValue } from "./dom.ts";
+import {
+  BRIDGE_CLASSIFIERS,
+  type Classifier,
+  type EvaluationProgress,
+  type ProgramConfig,
+  PYTHON_CLASSIFIER,
+} from "../shared/program.ts";
+import { emptyLog, type RunLog, type RunRecord } from "../shared/tuning-runs.ts";
+import { h, score } from "./dom.ts";
 import { type Explained, explain } from "./errors.ts";
-import { type ChartPoint, renderTrialChart } from "./trial-chart.ts";
-import { evaluate, runTuning, type TuneOutcome } from "./tuner.ts";
+import { createLockNotice } from "./lock-notice.ts";
+import { createRunView, describeConfig } from "./run-view.ts";
+import { describeEnd, evaluate, runTuning } from "./tuner.ts";
 
 /**
- * The Tune card: trial count and seed, Tune / Stop, streaming progress, the
- * chart, and the best configuration against the initial one (dev score
- * used for the choice, held-out test score for an honest comparison).
+ * The Tune card: trial count and seed, Tune / Stop, the current
+ * configuration's score with "Evaluate", run-level progress, and the run
+ * itself (chart, log, comparison) as the session's run log holds it, so
+ * every tab shows the same run live and a reload restores it. (A little
+ * over 400 lines: the controls, the run they start and the progress of
+ * that run share their state; the lock notice and the run's drawing live in
+ * lock-notice.ts and run-view.ts.)
  */
 export interface TunePanel {
   readonly element: HTMLElement;
-  /**
-   * Another optimizer holds the lock (or nobody: undefined); `trial` is the
-   * label its last write carried, e.g. "3".
-   */
+  /** Another optimizer holds the lock (or nobody: undefined); `trial` is its last write's label. */
   setForeignLock(optimizerId: string | undefined, trial?: string): void;
   /** Tells the panel whether the session is usable. */
   setEnabled(enabled: boolean): void;
+  /** The session's run log changed (or was read). */
+  setLog(log: RunLog): void;
+  /** The program's current values (undefined while some are unknown). */
+  setCurrent(config: ProgramConfig | undefined): void;
+  /** Whether the Python worker's module is registered, with its runtime. */
+  setPython(runtime: string | undefined): void;
+  /** Scores the current configuration once, if the log has no score for it. */
+  scoreOnLoad(): Promise<void>;
 }
 
-/** Creates the Tune card. */
+/** Share of one trial's progress each stage of an evaluation ends at. */
+const STAGE_END = { load: 0.3, features: 0.6, train: 0.9, score: 0.99 } as const;
+
 export function createTunePanel(
   ctx: SessionContext,
   options: {
     readonly optimizerId: string;
+    /** This browser (its tabs may stop each other's runs). */
+    readonly owner: string;
+    /** This tab, for hand evaluations. */
+    readonly editorId: string;
     readonly trials: number;
     readonly seed: number;
     readonly onError: (error: Explained) => void;
     readonly onRunning: (running: boolean) => void;
+    /** Names of variables with an unsaved edit in the variables panel. */
+    readonly pendingDrafts: () => string[];
   },
 ): TunePanel {
-  const trialsInput = h("input", {
-    type: "number",
-    min: 1,
-    max: 100,
-    value: options.trials,
-    "data-control": "trials",
-    "aria-label": "Number of trials",
-  });
-  const seedInput = h("input", {
-    type: "number",
-    min: 0,
-    value: options.seed,
-    "data-control": "seed",
-    "aria-label": "Random seed",
-  });
+  const control = (name: string, label: string, value: number, min: number, max?: number) =>
+    h("input", {
+      type: "number",
+      min,
+      ...(max === undefined ? {} : { max }),
+      value,
+      "data-control": name,
+      "aria-label": label,
+    });
+  const trialsInput = control("trials", "Number of trials", options.trials, 1, 100);
+  const seedInput = control("seed", "Random seed", options.seed, 0);
   const tune = h("button", { type: "button", class: "primary", "data-action": "tune" }, "Tune");
   const stop = h(
     "button",
     { type: "button", class: "danger", "data-action": "stop", hidden: true },
     "Stop",
   );
-  const release = h(
+  const evaluateButton = h(
     "button",
-    { type: "button", class: "ghost small", "data-action": "force-release", hidden: true },
-    "Release the lock",
+    { type: "button", class: "small", "data-action": "evaluate" },
+    "Evaluate",
   );
+  const current = h("span", { "data-current-score": "" }, "Scoring the current configuration…");
+  const pythonNote = h("p", { class: "small muted", "data-python": "off" }, "");
   const bar = h("div", { class: "bar" });
-  const progressText = h("span", { class: "progress-text", "data-progress": "" }, "Idle");
-  const progress = h("div", { class: "progress" }, bar);
-  const status = h("p", { class: "tune-status", "data-tune-status": "idle" });
-  const chartBox = h("div", { class: "chart-box" });
-  const results = h("div", { class: "results" });
-  const log = h("tbody");
-  const logTable = h(
-    "table",
-    { class: "trials", "data-trials": "" },
-    h(
-      "thead",
-      {},
-      h("tr", {}, ...["#", "dev F1", "configuration", "time"].map((label) => h("th", {}, label))),
-    ),
-    log,
+  const progress = h(
+    "div",
+    { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100 },
+    bar,
   );
-  const logBox = h("div", { class: "trial-log", hidden: true }, logTable);
-  const logRow = (label: string, result: EvaluationResult, c: ProgramConfig, best: boolean) =>
-    h(
-      "tr",
-      { class: best ? "best" : "", "data-trial-row": label },
-      h("td", {}, label),
-      h("td", { class: "num" }, score(result.metrics.f1)),
-      h("td", { class: "config" }, describeConfig(c)),
-      h("td", { class: "num" }, result.cached ? "cached" : `${(result.ms / 1000).toFixed(1)} s`),
-    );
-  const foreign = h("div", { class: "notice info", hidden: true, "data-foreign-lock": "" });
+  const progressText = h("span", { class: "progress-text", "data-progress": "" }, "Idle");
+  const stageText = h("span", { class: "stage-text small muted", "data-stage": "" }, "");
+  const status = h("p", { class: "tune-status", "data-tune-status": "idle" });
+  const notice = createLockNotice(ctx, { owner: options.owner, onError: options.onError });
+  const view = createRunView(ctx, { editorId: options.editorId, onError: options.onError });
 
   const element = h(
     "section",
@@ -94,8 +100,10 @@ export function createTunePanel(
     h(
       "p",
       { class: "muted" },
-      "Random search with local refinement over all seven variables. Each trial writes the candidate with one atomic batch call (as the lock holder), then the bridge trains it on the train split and scores F1 on the dev split, streaming its progress here.",
+      "Random search with local refinement over all seven variables. Each trial writes the candidate with one atomic batch call (as the lock holder), then the bridge trains it on the train split and scores F1 on the dev split. Every score is recorded in the session, so every tab draws the same chart.",
     ),
+    pythonNote,
+    h("div", { class: "current" }, h("span", { class: "muted" }, "Now: "), current, evaluateButton),
     h(
       "div",
       { class: "controls" },
@@ -104,33 +112,30 @@ export function createTunePanel(
       tune,
       stop,
     ),
-    foreign,
+    notice.element,
     progress,
-    progressText,
+    h("div", { class: "progress-line" }, progressText, stageText),
     status,
-    chartBox,
-    logBox,
-    results,
+    view.element,
   );
 
-  let points: ChartPoint[] = [];
-  let initial: number | undefined;
-  let planned = options.trials;
-  let running: AbortController | undefined;
+  let log: RunLog = emptyLog;
+  let currentConfig: ProgramConfig | undefined;
+  let python: string | undefined;
+  let running: { controller: AbortController; runId: string } | undefined;
   let enabled = true;
   let foreignLock: string | undefined;
+  let foreignTrial: string | undefined;
+  /** Local state of this tab's run: its status line and the stage within the trial. */
+  let localStatus: { state: string; text: string } | undefined;
+  /** How this tab's last run ended, shown until the run log says so too. */
+  let ended: { runId: string; state: string; text: string } | undefined;
+  let stage: { runId: string; unit: number; share: number; message: string } | undefined;
+  /** Progress shown per run: it never goes back. */
+  let shown = { runId: "", fraction: 0 };
 
-  const drawChart = () =>
-    replaceChildren(
-      chartBox,
-      renderTrialChart(points, { ...(initial === undefined ? {} : { initial }), trials: planned }),
-    );
-  drawChart();
-
-  const setStatus = (state: string, text: string) => {
-    status.dataset.tuneStatus = state;
-    status.textContent = text;
-  };
+  const latest = (): RunRecord | undefined => log.runs[log.runs.length - 1];
+  const locked = () => foreignLock !== undefined || running !== undefined;
 
   const refreshButtons = () => {
     const busy = running !== undefined;
@@ -139,7 +144,118 @@ export function createTunePanel(
     tune.disabled = !enabled || foreignLock !== undefined;
     trialsInput.disabled = busy;
     seedInput.disabled = busy;
+    evaluateButton.disabled = !enabled || locked() || currentConfig === undefined;
+    view.setWritable(enabled && !locked());
   };
+
+  const setStatus = (state: string, text: string) => {
+    status.dataset.tuneStatus = state;
+    status.textContent = text;
+  };
+
+  /** The score the log knows for a configuration (a trial, an initial score, an evaluation). */
+  const knownScore = (config: ProgramConfig): number | undefined => {
+    const same = JSON.stringify(config);
+    for (const e of [...log.evaluations].reverse())
+      if (JSON.stringify(e.config) === same) return e.metrics.f1;
+    for (const run of [...log.runs].reverse()) {
+      for (const r of [run.initial, ...run.results]) {
+        if (r !== undefined && JSON.stringify(r.config) === same) return r.metrics.f1;
+      }
+    }
+    return undefined;
+  };
+
+  const drawCurrent = () => {
+    if (currentConfig === undefined) return;
+    const known = knownScore(currentConfig);
+    current.dataset.score = known === undefined ? "" : score(known);
+    current.textContent =
+      known === undefined
+        ? "the current configuration has not been scored yet: press Evaluate"
+        : `the current configuration scores dev F1 ${score(known)}`;
+  };
+
+  const elapsed = (ms: number) => {
+    const s = Math.max(0, Math.round(ms / 1000));
+    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  };
+
+  const drawProgress = () => {
+    const run = latest();
+    if (run === undefined) {
+      progressText.textContent = "Idle: no run yet on this session";
+      stageText.textContent = "";
+      bar.style.width = "0%";
+      return;
+    }
+    const units = run.planned + 1; // the initial score, then each trial
+    const done = (run.initial === undefined ? 0 : 1) + run.results.length;
+    let fraction = run.status === "running" ? done / units : 1;
+    const mine = running?.runId === run.id;
+    if (mine && stage !== undefined && stage.runId === run.id && stage.unit === done) {
+      fraction = (done + stage.share) / units;
+    }
+    if (shown.runId !== run.id) shown = { runId: run.id, fraction: 0 };
+    shown.fraction = Math.max(shown.fraction, Math.min(1, fraction));
+    const pct = Math.round(shown.fraction * 1000) / 10;
+    bar.style.width = `${pct}%`;
+    progress.setAttribute("aria-valuenow", String(pct));
+    progress.dataset.progressValue = String(pct);
+    const spent = (run.finishedAt ?? Date.now()) - run.startedAt;
+    if (run.status === "running") {
+      const lastAt = run.results[run.results.length - 1]?.at ?? run.initial?.at;
+      const perUnit =
+        done === 0 || lastAt === undefined ? undefined : (lastAt - run.startedAt) / done;
+      const left =
+        perUnit === undefined ? "estimating…" : `about ${elapsed(perUnit * (units - done))} left`;
+      progressText.textContent = `${run.results.length} of ${run.planned} trials done · ${elapsed(spent)} elapsed · ${left}`;
+      stageText.textContent = mine
+        ? (stage?.message ?? "")
+        : `run by ${run.optimizerId} in another tab${run.stopRequested ? " · stop requested" : ""}`;
+    } else {
+      progressText.textContent = `${run.status === "done" ? "Done" : run.status === "stopped" ? "Stopped" : run.status === "failed" ? "Failed" : "Abandoned"}: ${run.results.length} of ${run.planned} trials in ${elapsed(spent)}`;
+      stageText.textContent = "";
+    }
+  };
+
+  const drawStatus = () => {
+    if (localStatus !== undefined) return setStatus(localStatus.state, localStatus.text);
+    const run = latest();
+    if (ended !== undefined) {
+      const recorded = log.runs.find((r) => r.id === ended?.runId);
+      const newer = run !== undefined && run.id !== ended.runId && run.status === "running";
+      if (newer) ended = undefined;
+      else if (recorded === undefined || recorded.status === "running") {
+        return setStatus(ended.state, ended.text);
+      }
+    }
+    if (run === undefined) return setStatus("idle", "");
+    if (run.status === "running") {
+      return setStatus(
+        "running",
+        `A run by ${run.optimizerId} is in progress: ${run.results.length} of ${run.planned} trials so far.`,
+      );
+    }
+    setStatus(run.status, run.message ?? "");
+  };
+
+  const redraw = () => {
+    const run = latest();
+    view.show(run, log.evaluations);
+    drawProgress();
+    drawStatus();
+    notice.show(foreignLock, foreignTrial, log);
+    drawCurrent();
+    refreshButtons();
+  };
+  // The estimate, the elapsed time and "no sign of life" move with the clock.
+  setInterval(() => {
+    if (latest()?.status === "running" || foreignLock !== undefined) {
+      drawProgress();
+      notice.show(foreignLock, foreignTrial, log);
+    }
+  }, 1000);
 
   tune.addEventListener("click", async () => {
     const trials = Math.min(
@@ -147,225 +263,169 @@ export function createTunePanel(
       Math.max(1, Math.round(Number(trialsInput.value) || options.trials)),
     );
     const seed = Math.max(0, Math.round(Number(seedInput.value) || 0));
-    planned = trials;
-    points = [];
-    initial = undefined;
-    replaceChildren(results);
-    replaceChildren(log);
-    logBox.hidden = true;
-    drawChart();
-    running = new AbortController();
+    const runId = `run-${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 4)}`;
+    const controller = new AbortController();
+    running = { controller, runId };
+    stage = undefined;
+    notice.clearReleased();
     options.onRunning(true);
-    refreshButtons();
-    setStatus("locking", "Taking the optimization lock…");
-    let outcome: TuneOutcome | undefined;
+    const drafts = options.pendingDrafts();
+    const keptNote =
+      drafts.length === 0
+        ? ""
+        : ` Your unsaved edit${drafts.length > 1 ? "s" : ""} of ${drafts.join(", ")} stay${drafts.length > 1 ? "" : "s"} in the table, not part of the run; save after it ends.`;
+    localStatus = { state: "locking", text: `Taking the optimization lock…${keptNote}` };
+    redraw();
+    const classifiers: Classifier[] = [
+      ...BRIDGE_CLASSIFIERS,
+      ...(python === undefined ? [] : [PYTHON_CLASSIFIER as Classifier]),
+    ];
+    const say = (state: string, text: string) => {
+      localStatus = { state, text: `${text}${keptNote}` };
+      drawStatus();
+    };
     try {
-      outcome = await runTuning(ctx, {
+      const outcome = await runTuning(ctx, {
         trials,
         seed,
         optimizerId: options.optimizerId,
-        signal: running.signal,
+        runId,
+        owner: options.owner,
+        classifiers,
+        signal: controller.signal,
         onLock: (held) => {
-          if (held) setStatus("baseline", "Scoring the initial configuration…");
+          if (held) say("baseline", "Scoring the initial configuration…");
         },
-        onProgress: (p, trial) => {
-          bar.style.width = `${Math.round((100 * p.done) / Math.max(1, p.total))}%`;
-          progressText.textContent = `${trial === 0 ? "Initial" : `Trial ${trial} of ${trials}`} · ${p.message}`;
-        },
-        onBaseline: (result) => {
-          initial = result.metrics.f1;
-          drawChart();
-          logBox.hidden = false;
-          log.append(logRow("initial", result, result.config, false));
+        onProgress: (p: EvaluationProgress, trial) => {
+          const start =
+            p.stage === "load"
+              ? 0
+              : p.stage === "features"
+                ? STAGE_END.load
+                : p.stage === "train"
+                  ? STAGE_END.features
+                  : STAGE_END.train;
+          const share =
+            start + (STAGE_END[p.stage] - start) * Math.min(1, p.done / Math.max(1, p.total));
+          const unit = trial; // unit 0 is the initial score, unit t is trial t
+          const before = stage?.runId === runId && stage.unit === unit ? stage.share : 0;
+          stage = { runId, unit, share: Math.max(before, share), message: p.message };
+          drawProgress();
         },
         onTrialStart: (trial, config) =>
-          setStatus("trial", `Trial ${trial} of ${trials}: ${describeConfig(config)}`),
-        onTrial: (t) => {
-          points.push({
-            trial: t.trial,
-            f1: t.result.metrics.f1,
-            bestSoFar: t.bestSoFar,
-            improved: t.improved,
-            label: describeConfig(t.config),
-          });
-          drawChart();
-          if (t.improved)
-            for (const tr of log.querySelectorAll("tr.best")) tr.classList.remove("best");
-          log.append(logRow(String(t.trial), t.result, t.config, t.improved));
-          logBox.scrollTop = logBox.scrollHeight;
-        },
+          say("trial", `Trial ${trial} of ${trials}: ${describeConfig(config)}`),
         onFinishing: (best) =>
-          setStatus(
+          say(
             "finishing",
             best.trial === 0
               ? "Restoring the initial configuration (no trial beat it)…"
               : `Writing the best configuration (trial ${best.trial})…`,
           ),
       });
+      ended = {
+        runId,
+        state: outcome.stopped ? "stopped" : "done",
+        text:
+          log.runs.find((r) => r.id === runId && r.status !== "running")?.message ??
+          describeEnd(outcome),
+      };
     } catch (e) {
       const explained = explain(e, "tuning");
-      if (running.signal.aborted) {
-        setStatus(
-          "stopped",
-          "Stopped before the first score: nothing was changed and the lock is released.",
-        );
+      if (controller.signal.aborted) {
+        ended = {
+          runId,
+          state: "stopped",
+          text: "Stopped before the first score: nothing was changed and the lock is released.",
+        };
       } else {
-        setStatus("failed", `Tuning failed: ${explained.detail}`);
+        ended = { runId, state: "failed", text: `Tuning failed: ${explained.detail}` };
         options.onError(explained);
       }
     } finally {
       running = undefined;
-      bar.style.width = "0%";
+      stage = undefined;
+      localStatus = undefined;
       options.onRunning(false);
-      refreshButtons();
     }
-    if (outcome === undefined) return;
-    progressText.textContent = "Done";
-    const { best, trials: done, stopped } = outcome;
-    const kept =
-      best.trial === 0
-        ? "No trial beat the initial configuration, so it was restored"
-        : `The session now holds the best configuration (trial ${best.trial}, dev F1 ${score(best.result.metrics.f1)})`;
-    setStatus(
-      stopped ? "stopped" : "done",
-      stopped
-        ? `Stopped after ${done.length} of ${trials} trials. ${kept}; the lock is released.`
-        : `Finished ${done.length} trials. ${kept}; the lock is released.`,
-    );
-    await showResults(outcome);
+    redraw();
   });
 
   stop.addEventListener("click", () => {
-    setStatus("stopping", "Stopping: finishing cleanly…");
-    running?.abort();
+    localStatus = { state: "stopping", text: "Stopping after the current evaluation…" };
+    drawStatus();
+    running?.controller.abort();
   });
 
-  release.addEventListener("click", async () => {
+  evaluateButton.addEventListener("click", async () => {
+    evaluateButton.disabled = true;
+    current.textContent = "Evaluating the current configuration…";
     try {
-      for (const name of PROGRAM_VARIABLES) await ctx.stopOptimization(name, { force: true });
+      const result = await evaluate(ctx, { record: { record: "you", by: options.editorId } });
+      current.dataset.score = score(result.metrics.f1);
+      current.textContent = `the current configuration scores dev F1 ${score(result.metrics.f1)} (your point on the chart)`;
     } catch (e) {
-      options.onError(explain(e, "releasing the lock"));
+      options.onError(explain(e, "evaluating the current configuration"));
+      drawCurrent();
+    } finally {
+      refreshButtons();
     }
   });
 
-  const showResults = async (outcome: TuneOutcome) => {
-    const row = (label: string, a: string, b: string, changed = a !== b) =>
-      h(
-        "tr",
-        { class: changed ? "changed" : "" },
-        h("th", {}, label),
-        h("td", {}, a),
-        h("td", {}, b),
-      );
-    const metrics = (r: EvaluationResult) => r.metrics;
-    const i = metrics(outcome.initial.result);
-    const b = metrics(outcome.best.result);
-    const testCells = {
-      initial: h("td", { "data-test": "initial" }, "…"),
-      best: h("td", { "data-test": "best" }, "…"),
-    };
-    const table = h(
-      "table",
-      { class: "compare", "data-compare": "" },
-      h(
-        "thead",
-        {},
-        h(
-          "tr",
-          {},
-          h("th", {}, ""),
-          h("th", {}, "Initial"),
-          h(
-            "th",
-            {},
-            outcome.best.trial === 0 ? "Best (= initial)" : `Best (trial ${outcome.best.trial})`,
-          ),
-        ),
-      ),
-      h(
-        "tbody",
-        {},
-        h(
-          "tr",
-          { class: "score-row" },
-          h("th", {}, "Dev F1 (spam)"),
-          h("td", { "data-score": "initial" }, score(i.f1)),
-          h("td", { "data-score": "best" }, score(b.f1)),
-        ),
-        h(
-          "tr",
-          { class: "score-row" },
-          h("th", {}, "Held-out test F1"),
-          testCells.initial,
-          testCells.best,
-        ),
-        row("Dev precision", score(i.precision), score(b.precision), false),
-        row("Dev recall", score(i.recall), score(b.recall), false),
-        row("Dev accuracy", score(i.accuracy), score(b.accuracy), false),
-        ...PROGRAM_VARIABLES.map((name) =>
-          row(name, showValue(outcome.initial.config[name]), showValue(outcome.best.config[name])),
-        ),
-      ),
-    );
-    const gain = b.f1 - i.f1;
-    replaceChildren(
-      results,
-      h("h3", {}, "Best configuration vs the initial one"),
-      h(
-        "p",
-        { class: "gain" },
-        gain > 0
-          ? `Dev F1 ${score(i.f1)} → ${score(b.f1)} (+${score(gain)}) over ${outcome.trials.length} trials.`
-          : `No trial beat the initial dev F1 of ${score(i.f1)}.`,
-      ),
-      table,
-    );
-    // The dev split chose the winner; the test split has never been looked at.
-    for (const [which, config] of [
-      ["initial", outcome.initial.config],
-      ["best", outcome.best.config],
-    ] as const) {
-      try {
-        const result = await evaluate(ctx, { split: "test", config });
-        testCells[which].textContent = score(result.metrics.f1);
-      } catch (e) {
-        testCells[which].textContent = "—";
-        options.onError(explain(e, "scoring on the test split"));
-      }
-    }
-  };
-
+  redraw();
   return {
     element,
     setForeignLock(optimizerId, trial) {
       foreignLock = optimizerId;
-      if (optimizerId === undefined) {
-        foreign.hidden = true;
-      } else {
-        foreign.hidden = false;
-        replaceChildren(
-          foreign,
-          h(
-            "div",
-            {},
-            h("strong", {}, "Tuning in progress elsewhere. "),
-            `Optimizer ${optimizerId} holds the lock on the program's variables; the panel shows each candidate as it is written`,
-            trial !== undefined && /^\d+$/.test(trial) ? ` (now: trial ${trial}).` : ".",
-            h("div", { class: "small muted" }, "Its tab closed before it could finish? ", release),
-          ),
-        );
-        release.hidden = false;
-      }
+      foreignTrial = trial;
+      notice.show(foreignLock, foreignTrial, log);
       refreshButtons();
     },
     setEnabled(value) {
       enabled = value;
       refreshButtons();
     },
+    setLog(next) {
+      log = next;
+      notice.observe(log);
+      const mine =
+        running === undefined ? undefined : log.runs.find((r) => r.id === running?.runId);
+      if (
+        mine?.stopRequested === true &&
+        running !== undefined &&
+        !running.controller.signal.aborted
+      ) {
+        localStatus = {
+          state: "stopping",
+          text: "Stopping after the current evaluation (asked from another tab)…",
+        };
+        running.controller.abort();
+      }
+      redraw();
+    },
+    setCurrent(config) {
+      currentConfig = config;
+      drawCurrent();
+      refreshButtons();
+    },
+    setPython(runtime) {
+      python = runtime;
+      pythonNote.dataset.python = runtime === undefined ? "off" : "on";
+      pythonNote.textContent =
+        runtime === undefined
+          ? "The Python worker is not running: the optimizer tries the bridge's three modules."
+          : `A Python worker (${runtime}) hosts the module ${PYTHON_CLASSIFIER}: the optimizer tries it too, and its trials are marked "Python".`;
+    },
+    async scoreOnLoad() {
+      if (currentConfig === undefined || knownScore(currentConfig) !== undefined || locked())
+        return;
+      try {
+        const result = await evaluate(ctx, { record: { record: "load", by: options.editorId } });
+        current.dataset.score = score(result.metrics.f1);
+        current.textContent = `the current configuration scores dev F1 ${score(result.metrics.f1)}`;
+      } catch (e) {
+        current.textContent = "could not score the current configuration";
+        options.onError(explain(e, "scoring the current configuration"));
+      }
+    },
   };
-}
-
-/** A configuration on one line. */
-function describeConfig(c: ProgramConfig): string {
-  return `${c.classifier} · ${c.feature_template} · ${c.ngrams} · ${c.vocab_size} features · α ${c.smoothing} · t ${c.threshold}${c.lowercase ? "" : " · case kept"}`;
 }

@@ -1,5 +1,6 @@
 import type { JsonValue, SessionContext } from "../../src/client/index.ts";
 import {
+  type Classifier,
   EVALUATE_TOOL,
   type EvaluationProgress,
   type EvaluationResult,
@@ -7,6 +8,7 @@ import {
   type ProgramConfig,
   toProgramConfig,
 } from "../shared/program.ts";
+import { RUNS_TOOL } from "../shared/tuning-runs.ts";
 import { createSearchSpace } from "./search-space.ts";
 
 /**
@@ -42,6 +44,7 @@ export interface TuneOutcome {
   readonly trials: readonly Trial[];
   /** Stopped by the user before the last trial. */
   readonly stopped: boolean;
+  readonly planned: number;
 }
 
 /** A tuning run: its size, its identity, and what to tell the page. */
@@ -49,6 +52,12 @@ export interface TuneOptions {
   readonly trials: number;
   readonly seed: number;
   readonly optimizerId: string;
+  /** The run's id in the session's run log. */
+  readonly runId: string;
+  /** The browser starting it (its other tabs may ask it to stop). */
+  readonly owner: string;
+  /** The classifier modules to try (the Python worker's only while it is registered). */
+  readonly classifiers: readonly Classifier[];
   readonly signal: AbortSignal;
   readonly onBaseline?: (result: EvaluationResult) => void;
   /** A trial starts (its candidate is written). */
@@ -61,10 +70,17 @@ export interface TuneOptions {
   readonly onFinishing?: (best: TuneOutcome["best"]) => void;
 }
 
-/** Runs one tuning session; see the module comment for the guarantees. */
+/**
+ * Runs one tuning session; see the module comment for the guarantees. Every
+ * score is recorded in the session's run log by the bridge as it is
+ * computed; the run's start, signs of life and end go there too.
+ */
 export async function runTuning(ctx: SessionContext, options: TuneOptions): Promise<TuneOutcome> {
-  const { optimizerId, signal } = options;
-  const space = createSearchSpace(options.seed);
+  const { optimizerId, signal, runId } = options;
+  const space = createSearchSpace(options.seed, options.classifiers);
+  const runs = (action: string, args: Record<string, JsonValue> = {}) =>
+    ctx.callTool(RUNS_TOOL, { action, run_id: runId, optimizer_id: optimizerId, ...args });
+  const recordAs = (trial: number) => ({ run_id: runId, optimizer_id: optimizerId, trial });
   const writeAsOptimizer = async (config: ProgramConfig, label: string) => {
     const batch = await ctx.setMany(
       { ...config },
@@ -81,14 +97,28 @@ export async function runTuning(ctx: SessionContext, options: TuneOptions): Prom
     return batch;
   };
 
-  return ctx
-    .withOptimizationLock(PROGRAM_VARIABLES, optimizerId, async () => {
+  let alive: ReturnType<typeof setInterval> | undefined;
+  let started = false;
+  let outcome: TuneOutcome | undefined;
+  try {
+    outcome = await ctx.withOptimizationLock(PROGRAM_VARIABLES, optimizerId, async () => {
       options.onLock?.(true);
+      await runs("start", { owner: options.owner, planned: options.trials, seed: options.seed });
+      started = true;
+      // Signs of life, so other tabs can tell a slow trial from a closed tab.
+      alive = setInterval(() => {
+        runs("alive").catch(() => undefined); // the next one or the trial's record will do
+      }, 4000);
       const current = await ctx.getMany(PROGRAM_VARIABLES, { bypassCache: true });
       const initialConfig = toProgramConfig(
         Object.fromEntries(PROGRAM_VARIABLES.map((n) => [n, current[n]?.value])),
       );
-      const baseline = await evaluate(ctx, {}, signal, (p) => options.onProgress?.(p, 0));
+      // An evaluation in flight is not cancelled by Stop: the bridge records
+      // its score in the run log, so the run ends after it, and the log,
+      // the chart and the configuration left in the session agree.
+      const baseline = await evaluate(ctx, { record: recordAs(0) }, undefined, (p) =>
+        options.onProgress?.(p, 0),
+      );
       options.onBaseline?.(baseline);
       let best: TuneOutcome["best"] = { config: initialConfig, result: baseline, trial: 0 };
       const trials: Trial[] = [];
@@ -103,7 +133,9 @@ export async function runTuning(ctx: SessionContext, options: TuneOptions): Prom
           const candidate = space.propose(t, options.trials, best.config);
           options.onTrialStart?.(t, candidate);
           const batch = await writeAsOptimizer(candidate, String(t));
-          const result = await evaluate(ctx, {}, signal, (p) => options.onProgress?.(p, t));
+          const result = await evaluate(ctx, { record: recordAs(t) }, undefined, (p) =>
+            options.onProgress?.(p, t),
+          );
           for (const name of PROGRAM_VARIABLES) {
             const written = batch.variables[name]?.version;
             if (written !== undefined && result.versions[name] !== written) {
@@ -136,9 +168,49 @@ export async function runTuning(ctx: SessionContext, options: TuneOptions): Prom
         best.trial === 0 ? "initial" : `best of ${trials.length}`,
       );
       if (failure !== undefined) throw failure;
-      return { initial: { config: initialConfig, result: baseline }, best, trials, stopped };
-    })
-    .finally(() => options.onLock?.(false));
+      return {
+        initial: { config: initialConfig, result: baseline },
+        best,
+        trials,
+        stopped,
+        planned: options.trials,
+      };
+    });
+  } catch (error) {
+    if (started) {
+      const stoppedEarly = signal.aborted;
+      await runs("finish", {
+        status: stoppedEarly ? "stopped" : "failed",
+        message: stoppedEarly
+          ? "Stopped before the first score: nothing was changed and the lock is released."
+          : `Tuning failed: ${error instanceof Error ? error.message : String(error)}`.slice(
+              0,
+              400,
+            ),
+      }).catch(() => undefined); // the failure itself is what the caller reports
+    }
+    throw error;
+  } finally {
+    clearInterval(alive);
+    options.onLock?.(false);
+  }
+  await runs("finish", {
+    status: outcome.stopped ? "stopped" : "done",
+    message: describeEnd(outcome),
+  });
+  return outcome;
+}
+
+/** How a run ended, in words (the run log keeps it for every tab). */
+export function describeEnd(outcome: TuneOutcome): string {
+  const { best, trials, stopped } = outcome;
+  const kept =
+    best.trial === 0
+      ? "No trial beat the initial configuration, so it was restored"
+      : `The session now holds the best configuration (trial ${best.trial}, dev F1 ${best.result.metrics.f1.toFixed(4)})`;
+  return stopped
+    ? `Stopped after ${trials.length} of ${outcome.planned} trials. ${kept}; the lock is released.`
+    : `Finished ${trials.length} trials. ${kept}; the lock is released.`;
 }
 
 /**
@@ -147,12 +219,18 @@ export async function runTuning(ctx: SessionContext, options: TuneOptions): Prom
  */
 export async function evaluate(
   ctx: SessionContext,
-  args: { split?: "dev" | "test"; config?: ProgramConfig },
+  args: {
+    split?: "dev" | "test";
+    config?: ProgramConfig;
+    /** Have the bridge record the dev score in the run log (see spam_evaluate's parameters). */
+    record?: Record<string, JsonValue>;
+  },
   signal?: AbortSignal,
   onProgress?: (p: EvaluationProgress) => void,
 ): Promise<EvaluationResult> {
   const toolArgs: Record<string, JsonValue> = { split: args.split ?? "dev" };
   if (args.config !== undefined) toolArgs.config = args.config as unknown as JsonValue;
+  Object.assign(toolArgs, args.record);
   let result: EvaluationResult | undefined;
   for await (const chunk of ctx.streamTool(
     EVALUATE_TOOL,

@@ -21,6 +21,8 @@ export interface VariablesPanel {
   update(snapshot: VariableSnapshot, origin: "local" | "server" | "tab" | "initial"): void;
   /** Marks every row as a saved copy (not yet checked with the server) or live. */
   setFreshness(freshness: Freshness): void;
+  /** Variables with an edit not saved yet (kept while an optimizer holds the lock). */
+  pendingDrafts(): string[];
 }
 
 interface Row {
@@ -97,7 +99,8 @@ export function createVariablesPanel(
         ),
       ),
       h("td", {}, version),
-      h("td", { class: "value" }, editor, lock, error, hint),
+      // The hint in words first; the exact rule (the bridge's message) below it.
+      h("td", { class: "value" }, editor, lock, hint, error),
       h(
         "td",
         { class: "actions" },
@@ -193,9 +196,13 @@ export function createVariablesPanel(
     row.lock.title = locked
       ? "An optimizer holds this variable: only it can write until it stops."
       : "";
-    if (row.input !== undefined && row.dirty && document.activeElement === row.input) {
+    if (row.input !== undefined && row.dirty) {
       row.input.disabled = locked;
-      return; // keep the person's draft; the version column shows the news
+      if (row.save !== undefined)
+        row.save.disabled = locked || row.tr.classList.contains("invalid");
+      // Keep the person's draft (also through a tuning run); the version
+      // column shows the news, and Escape brings the stored value back.
+      return;
     }
     renderEditor(row, snapshot, locked);
   };
@@ -302,6 +309,9 @@ export function createVariablesPanel(
     },
     setFreshness(freshness) {
       table.dataset.freshness = freshness;
+    },
+    pendingDrafts() {
+      return [...rows.values()].filter((r) => r.dirty).map((r) => r.snapshot?.name ?? "");
     },
   };
 }

@@ -1,6 +1,5 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { sessionIdRequired, sessionNotFound } from "./errors.js";
 import type { Limits } from "./limits.js";
-import { redactSessionId } from "./logger.js";
 import type { SessionStore, SessionTransaction, SessionView } from "./store/session-store.js";
 import type { AuditTrail } from "./tools/audit-trail.js";
 import type { ToolRegistry } from "./tools/tool-registry.js";
@@ -31,18 +30,27 @@ export interface BridgeCore {
   readonly audit: AuditTrail;
   readonly settings: CoreSettings;
   readonly now: () => number;
-  /** Reads a session (refreshing its TTL), or fails with NOT_FOUND. */
+  /**
+   * Reads a session (refreshing its TTL), or fails with NOT_FOUND. This and
+   * the two below are the only ways into a session: they agree on which ids
+   * can name one, and on auto-creation.
+   */
   read<T>(sessionId: string, fn: (view: SessionView) => T): Promise<T>;
   /** Changes a session atomically (refreshing its TTL), or fails with NOT_FOUND. */
   transact<T>(sessionId: string, fn: (tx: SessionTransaction) => T): Promise<T>;
+  /**
+   * Reads a session if it exists (refreshing its TTL); undefined when it does
+   * not. Never creates one: for calls that ask whether a session is there.
+   */
+  find<T>(sessionId: string, fn: (view: SessionView) => T): Promise<{ value: T } | undefined>;
 }
 
 /** Wires a core from its parts. */
-export function createBridgeCore(parts: Omit<BridgeCore, "read" | "transact">): BridgeCore {
+export function createBridgeCore(
+  parts: Omit<BridgeCore, "read" | "transact" | "find">,
+): BridgeCore {
   const ensure = async (sessionId: string): Promise<void> => {
-    if (sessionId === "") {
-      throw new ConnectError("session_id is required", Code.InvalidArgument);
-    }
+    if (sessionId === "") throw sessionIdRequired();
     if (!parts.settings.autoCreateSessions) {
       throw sessionNotFound(sessionId);
     }
@@ -64,9 +72,7 @@ export function createBridgeCore(parts: Omit<BridgeCore, "read" | "transact">): 
     sessionId: string,
     access: () => Promise<{ value: T } | undefined>,
   ): Promise<T> => {
-    // An id no session can have (empty, or longer than any id) never
-    // reaches the store.
-    let result = sessionId === "" || sessionId.length > MAX_SESSION_ID ? undefined : await access();
+    let result = canNameSession(sessionId) ? await access() : undefined;
     if (result === undefined) {
       await ensure(sessionId);
       result = await access();
@@ -79,7 +85,14 @@ export function createBridgeCore(parts: Omit<BridgeCore, "read" | "transact">): 
     ...parts,
     read: (sessionId, fn) => inSession(sessionId, () => parts.store.read(sessionId, fn)),
     transact: (sessionId, fn) => inSession(sessionId, () => parts.store.transact(sessionId, fn)),
+    find: async (sessionId, fn) =>
+      canNameSession(sessionId) ? parts.store.read(sessionId, fn) : undefined,
   };
+}
+
+/** An id no session can have (empty, or longer than any id) never reaches the store. */
+function canNameSession(sessionId: string): boolean {
+  return sessionId !== "" && sessionId.length <= MAX_SESSION_ID;
 }
 
 const MAX_SESSION_ID = 256;
@@ -93,15 +106,4 @@ const CLIENT_SESSION_ID = /^[A-Za-z0-9_-]{16,256}$/;
  */
 export function isClientSessionId(id: string): boolean {
   return CLIENT_SESSION_ID.test(id);
-}
-
-/**
- * NOT_FOUND for an unknown session. The id is a bearer secret, so the message
- * shows only its beginning: messages end up in logs and screenshots.
- */
-export function sessionNotFound(sessionId: string): ConnectError {
-  return new ConnectError(
-    `Session not found: ${redactSessionId(sessionId)} (it may have expired; call InitializeSession)`,
-    Code.NotFound,
-  );
 }

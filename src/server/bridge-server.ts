@@ -5,14 +5,14 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
-import { createBridgeService, sessionEnded } from "./bridge-service.js";
+import { createBridgeService } from "./bridge-service.js";
 import { callerResolver } from "./caller.js";
 import { defaultServerConfig, pickGroup, type ServerConfig } from "./config-options.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
 import { createHealthService } from "./health-service.js";
 import { createHttpFront, type HttpFront } from "./http-front.js";
 import { type Limits, limitsFrom } from "./limits.js";
-import { createLogger, type Logger, redactSessionId } from "./logger.js";
+import { createLogger, type Logger } from "./logger.js";
 import {
   codeLabel,
   createMetrics,
@@ -20,15 +20,16 @@ import {
   createRpcRecorder,
   type MetricsRegistry,
 } from "./metrics.js";
+import { followStore, reportAudit } from "./server-events.js";
 import { createMemoryStore } from "./store/memory-store.js";
 import type { SessionStore } from "./store/session-store.js";
 import { type AuditEntry, type AuditFilter, createAuditTrail } from "./tools/audit-trail.js";
 import { builtinTools } from "./tools/builtin-tools.js";
-import type { SharedTool } from "./tools/shared-tools.js";
 import type { ToolDefinition } from "./tools/tool-definition.js";
 import { createToolExecutor } from "./tools/tool-executor.js";
-import { createToolRegistry, type ToolInput } from "./tools/tool-registry.js";
-import { createWorkerAddressPolicy, type WorkerAddress } from "./tools/worker-address.js";
+import { createToolRegistry } from "./tools/tool-registry.js";
+import { createWorkerAddressPolicy } from "./tools/worker-address.js";
+import { createWorkerTools } from "./tools/worker-tools.js";
 import { createVariableOps } from "./variable-ops.js";
 import { createWatchEndpoint } from "./watch-endpoint.js";
 import { createWatchHub } from "./watch-hub.js";
@@ -176,46 +177,11 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     ownHosts: () => ownHosts.map((h) => h.toLowerCase()),
     ownPorts: () => ownPorts,
   });
-  const service = createBridgeService(core, {
-    executor,
-    workerAddresses,
-    logger,
-  });
+  const workerTools = createWorkerTools(core, { workerAddresses, logger });
+  const service = createBridgeService(core, { executor, workerTools });
 
   const metrics = createMetrics();
-  const sessionsEnded = metrics.counter(
-    "bridge_sessions_ended_total",
-    "Sessions ended, by reason (cleanup or expired).",
-    ["reason"],
-  );
-  const unsubscribe = store.subscribe((event) => {
-    if (event.type === "change") {
-      hub.onStoreEvent(event);
-      return;
-    }
-    if (event.type === "resync") {
-      // Never a silent gap: clients reconnect and resynchronize.
-      logger.warn("watch streams ended to resynchronize", { reason: event.reason });
-      hub.endAll(new ConnectError(`${event.reason}; resynchronize`, Code.Unavailable));
-      return;
-    }
-    // Expiry (or a cleanup on another node): end streams, drop its tools.
-    // This runs for every one of a mass expiry, so it stays cheap: the
-    // error is only built for sessions with streams, and expiries are
-    // logged at debug level only (the metrics count every end).
-    tools.dropSession(event.sessionId);
-    hub.endSession(event.sessionId, () =>
-      sessionEnded(event.reason === "expired" ? "expired" : "cleaned up"),
-    );
-    sessionsEnded.inc({ reason: event.reason });
-    const level = event.reason === "cleanup" ? "info" : "debug";
-    if (logger.isLevelEnabled(level)) {
-      logger[level]("session ended", {
-        session: redactSessionId(event.sessionId),
-        reason: event.reason,
-      });
-    }
-  });
+  const unsubscribe = followStore(store, { hub, tools, metrics, logger });
 
   let stats = { sessions: 0, variables: 0 };
   let statsFailing = false;
@@ -243,56 +209,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   );
   metrics.gauge("bridge_remote_tools", "Tools registered by workers.", () => tools.remoteCount);
 
-  const executions = metrics.counter(
-    "bridge_tool_executions_total",
-    'Tool executions by tool and outcome; calls of unregistered names count under tool="(unregistered)".',
-    ["tool", "outcome"],
-  );
-  const registrations = metrics.counter(
-    "bridge_tool_registrations_total",
-    "Tool registrations and removals, by action and outcome.",
-    ["action", "outcome"],
-  );
-  // With a shared store, every entry also goes to the trail all replicas read.
-  if (store.sharedAudit !== undefined) {
-    const shared = store.sharedAudit;
-    // (Not each replica's start-up registrations of its local tools.)
-    audit.subscribe((entry) => {
-      if (entry.action === "execute" || entry.target !== "local") shared.append(entry);
-    });
-  }
-  audit.subscribe((entry) => {
-    const session = entry.sessionId === "" ? "(global)" : redactSessionId(entry.sessionId);
-    if (entry.action !== "execute") {
-      registrations.inc({ action: entry.action, outcome: entry.outcome });
-      logger.info(entry.action === "register" ? "tool registered" : "tool removed", {
-        event: `tool_${entry.action}`,
-        session,
-        tool: entry.tool,
-        outcome: entry.outcome,
-        target: entry.target,
-        ...(entry.worker === undefined ? {} : { worker: entry.worker }),
-        ...(entry.error === undefined ? {} : { error: entry.error }),
-      });
-      return;
-    }
-    // A label per name a caller makes up would let anyone grow /metrics
-    // without bound: only names that were registered get their own series.
-    executions.inc({
-      tool: entry.outcome === "not_found" ? "(unregistered)" : entry.tool,
-      outcome: entry.outcome,
-    });
-    logger.info("tool executed", {
-      event: "tool_execution",
-      session,
-      tool: entry.tool,
-      started_at: new Date(entry.startedAt).toISOString(),
-      duration_ms: entry.durationMs,
-      outcome: entry.outcome,
-      target: entry.target,
-      ...(entry.error === undefined ? {} : { error: entry.error }),
-    });
-  });
+  reportAudit(audit, { metrics, logger, shared: store.sharedAudit });
 
   /** Readiness, for GET /healthz and grpc.health.v1.Health alike. */
   const ready = () => !shutdown.signal.aborted && storeHealth().store !== "unavailable";
@@ -328,50 +245,6 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     });
   }
 
-  /**
-   * With a multi-node store: the remote tools other replicas registered, now
-   * and from here on, each checked against this replica's own allowlist.
-   */
-  let unsubscribeTools: (() => void) | undefined;
-  const applyShared = (list: readonly SharedTool[]) => {
-    const byWorker = new Map<string, ToolInput[]>();
-    for (const t of list) {
-      let address: WorkerAddress;
-      try {
-        address = workerAddresses.check(t.address);
-      } catch (error) {
-        logger.warn("a tool registered on another replica is not allowed here; skipped", {
-          tool: t.name,
-          worker: t.workerId,
-          error: ConnectError.from(error).rawMessage,
-        });
-        continue;
-      }
-      const input: ToolInput = {
-        name: t.name,
-        description: t.description,
-        parameters: t.parameters,
-        metadata: t.metadata,
-        requiredVariables: [],
-        streaming: t.streaming,
-        sessionId: t.sessionId,
-        expiresAt: t.expiresAt,
-        target: { kind: "remote", address, workerId: t.workerId },
-      };
-      const group = byWorker.get(t.workerId) ?? [];
-      group.push(input);
-      byWorker.set(t.workerId, group);
-    }
-    // The replica that took the registration audited it.
-    for (const [workerId, group] of byWorker) tools.applyRemote(group, workerId, { audit: false });
-  };
-  const loadSharedTools = async () => {
-    const shared = store.sharedTools;
-    if (shared === undefined || unsubscribeTools !== undefined) return;
-    unsubscribeTools = shared.subscribe(applyShared);
-    applyShared(await shared.list());
-  };
-
   let fronts: HttpFront[] | undefined;
   let statsTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -391,8 +264,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     );
     await admin?.close({ graceMs: config.shutdownGraceMs });
     unsubscribe();
-    unsubscribeTools?.();
-    unsubscribeTools = undefined;
+    workerTools.close();
     executor.close();
     if (options.sessionStore === undefined) await store.close();
     logger.info("stopped");
@@ -463,7 +335,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
               limits: connectionLimits,
               logger,
             });
-      await loadSharedTools();
+      await workerTools.follow();
       const started = [publicFront, workerFront, adminFront].filter(
         (f): f is HttpFront => f !== undefined,
       );

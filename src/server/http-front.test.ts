@@ -15,6 +15,7 @@ import {
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
+import { waitFor } from "../../test/support/wait.js";
 import {
   BridgeService,
   PingResponseSchema,
@@ -96,6 +97,18 @@ interface Started {
 }
 
 const running: HttpFront[] = [];
+
+/** Whether a new TCP connection to the port is refused (the listener is closed). */
+function connectRefused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once("error", () => resolve(true));
+  });
+}
 
 afterEach(async () => {
   await Promise.all(running.splice(0).map((f) => f.close({ graceMs: 100 })));
@@ -467,7 +480,7 @@ describe("close()", () => {
   it.each(["gRPC (HTTP/2)", "Connect (HTTP/1.1)"] as const)(
     "%s: lets an in-flight unary call finish, then refuses connections",
     async (name) => {
-      const { front, url, hooks } = await start();
+      const { front, url, port, hooks } = await start();
       const client = createClient(BridgeService, transports[name](url));
       const slow = client.ping({ message: "slow" });
       await hooks.slowStarted.promise;
@@ -476,8 +489,9 @@ describe("close()", () => {
       const closing = front.close({ graceMs: 5000 }).then(() => {
         closed = true;
       });
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      expect(closed).toBe(false); // still waiting for the call
+      // close() has gone as far as it can (the listener is closed) and waits for the call.
+      await waitFor(async () => expect(await connectRefused(port)).toBe(true));
+      expect(closed).toBe(false);
       hooks.releaseSlow.resolve();
       expect((await slow).message).toMatch(/:slow$/);
       await closing;

@@ -9,6 +9,11 @@
  * the first bytes and hands the socket to an HTTP/2 or an HTTP/1 server: a
  * connection starting with the HTTP/2 client preface ("prior knowledge",
  * RFC 9113 §3.3) is HTTP/2, anything else is HTTP/1.
+ *
+ * It is longer than the other modules (about 650 lines) because the
+ * protocol sniffing, the per-connection limits and timeouts, and the
+ * graceful shutdown all act on the same sockets and servers, and each needs
+ * the others' state.
  */
 import http from "node:http";
 import http2 from "node:http2";

@@ -8,6 +8,7 @@ import {
 } from "../gen/snakepit/bridge/bridge_pb.js";
 import { encodeValue } from "../values/index.js";
 import type { VariableRecord } from "./store/session-store.js";
+import type { RegisterInput } from "./variable-ops.js";
 
 /**
  * Records are immutable, so the message built for a record can be shared by
@@ -75,6 +76,29 @@ function optimizationStatus(record: VariableRecord): OptimizationStatus {
     optimizerId: lock.optimizerId,
     startedAt: timestamp(lock.startedAt),
   });
+}
+
+/**
+ * A variable to register, as RegisterVariable, RegisterVariables and
+ * InitializeSession carry it (VariableDeclaration and RegisterVariableRequest
+ * have these fields alike).
+ */
+export function registerInputOf(declaration: {
+  readonly name: string;
+  readonly type: string;
+  readonly initialValue?: RegisterInput["value"];
+  readonly initialBinaryValue: Uint8Array;
+  readonly constraintsJson: string;
+  readonly metadata: Readonly<Record<string, string>>;
+}): RegisterInput {
+  return {
+    name: declaration.name,
+    type: declaration.type,
+    value: declaration.initialValue,
+    binary: declaration.initialBinaryValue,
+    constraintsJson: declaration.constraintsJson,
+    metadata: declaration.metadata,
+  };
 }
 
 /** Epoch milliseconds to a protobuf Timestamp. */

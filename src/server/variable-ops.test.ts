@@ -4,7 +4,8 @@ import { encodeValue, type JsonValue } from "../values/index.js";
 import { defaultLimits, type Limits } from "./limits.js";
 import { createMemoryStore } from "./store/memory-store.js";
 import type { SessionStore, SessionTransaction, SessionView } from "./store/session-store.js";
-import { createVariableOps, historyOf, type VariableOps } from "./variable-ops.js";
+import { historyOf } from "./variable-history.js";
+import { createVariableOps, type VariableOps } from "./variable-ops.js";
 
 let store: SessionStore;
 beforeEach(async () => {

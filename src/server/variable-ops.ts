@@ -23,19 +23,29 @@ import {
   utf8Length,
 } from "./limits.js";
 import type {
-  HistoryEntry,
   SessionTransaction,
   SessionView,
   VariableChange,
   VariableRecord,
 } from "./store/session-store.js";
+import { addDependencyEdge } from "./variable-dependencies.js";
+import {
+  currentEntry,
+  historyOf,
+  overBudget,
+  planHistory,
+  recordBytes,
+} from "./variable-history.js";
 
 /**
  * The variable semantics, shared by every RPC that writes: validation,
  * versions, compare-and-swap, locks, history, change events, and the
  * session's byte budget (which tool data shares). Each function runs inside
  * a store transaction and throws a ConnectError before writing anything, so
- * a failed call changes nothing.
+ * a failed call changes nothing. What a version costs and how much history
+ * a write keeps is variable-history.ts'; the dependency graph is
+ * variable-dependencies.ts'; calls on many variables at once (batches,
+ * listings) build on these in variable-batch.ts.
  */
 export interface VariableOps {
   register(tx: SessionTransaction, input: RegisterInput): VariableRecord;
@@ -110,9 +120,6 @@ export interface PreparedWrite {
   readonly changeMetadata: Readonly<Record<string, string>>;
 }
 
-/** Dependency edges a session may hold, per variable it may hold. */
-const DEPENDENCIES_PER_VARIABLE = 4;
-
 /** One frozen empty map for every variable without metadata. */
 const NO_METADATA: Readonly<Record<string, string>> = Object.freeze({});
 
@@ -168,48 +175,6 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     // along: decodeValue ignores a payload under a JSON type URL.
     const isBinary = input !== undefined && !("raw" in input) && input.typeUrl.endsWith(".binary");
     return { value: checked.value, bytes: size, binary: isBinary };
-  };
-
-  const overBudget = (total: number, subject: string) =>
-    new ConnectError(
-      `session would hold ${formatBytes(total)} with ${subject}; the limit is ${formatBytes(limits.maxSessionBytes)} (--max-session-bytes)`,
-      Code.ResourceExhausted,
-    );
-
-  /**
-   * How a write of `next` over `current` treats the history: how many of
-   * the oldest entries go, and whether the replaced version is kept. History
-   * stays a run of consecutive versions ending at the replaced one, within
-   * historyLimit entries and historyMaxBytes; when the session budget would
-   * be exceeded, more of this variable's history goes, oldest first. Throws
-   * when the value does not fit even with no history at all.
-   */
-  const planHistory = (
-    tx: SessionTransaction,
-    current: VariableRecord,
-    next: VariableRecord,
-    replaced: HistoryEntry,
-  ): { drop: number; keepReplaced: boolean } => {
-    const past = tx.history(current.id);
-    let pastBytes = 0;
-    for (const e of past) pastBytes += e.bytes;
-    // The current version counts as one of historyLimit; the rest are past.
-    const maxPast = Math.max(0, limits.historyLimit - 1);
-    let keepReplaced = maxPast > 0 && replaced.bytes <= limits.historyMaxBytes;
-    let drop = keepReplaced ? Math.max(0, past.length + 1 - maxPast) : past.length;
-    let kept = keepReplaced ? replaced.bytes : 0;
-    for (let i = drop; i < past.length; i++) kept += (past[i] as HistoryEntry).bytes;
-    const others = tx.bytes - current.bytes - pastBytes;
-    const fits = () =>
-      kept <= limits.historyMaxBytes && others + next.bytes + kept <= limits.maxSessionBytes;
-    while (drop < past.length && !fits()) kept -= (past[drop++] as HistoryEntry).bytes;
-    if (keepReplaced && !fits()) {
-      keepReplaced = false;
-      kept = 0;
-    }
-    const total = others + next.bytes + kept;
-    if (total > limits.maxSessionBytes) throw overBudget(total, `variable '${current.name}'`);
-    return { drop, keepReplaced };
   };
 
   const emit = (
@@ -273,7 +238,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     // The version being replaced becomes history; the current one is the
     // record itself, so a variable that is never written keeps no history.
     const replaced = currentEntry(write.current);
-    const { drop, keepReplaced } = planHistory(tx, write.current, next, replaced);
+    const { drop, keepReplaced } = planHistory(limits, tx, write.current, next, replaced);
     tx.putVariable(next);
     tx.dropHistory(next.id, drop);
     if (keepReplaced) tx.appendHistory(next.id, replaced);
@@ -311,7 +276,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
       checkMetadata(input.metadata, limits, `variable '${input.name}'`);
       const bytes = recordBytes(decoded.bytes, input.metadata, NO_METADATA);
       if (tx.bytes + bytes > limits.maxSessionBytes) {
-        throw overBudget(tx.bytes + bytes, `variable '${input.name}'`);
+        throw overBudget(limits, tx.bytes + bytes, `variable '${input.name}'`);
       }
       const t = now();
       const record: VariableRecord = {
@@ -413,46 +378,7 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     },
 
     addDependency(tx, from, to, type) {
-      const a = find(tx, from);
-      const b = find(tx, to);
-      if (a.id === b.id) {
-        throw new ConnectError(
-          `variable '${a.name}' cannot depend on itself`,
-          Code.InvalidArgument,
-        );
-      }
-      const edges = tx.dependencies();
-      if (edges.some((e) => e.from === a.id && e.to === b.id)) return;
-      // Each new edge costs a walk of all edges (the cycle check): bounded.
-      const maxEdges = DEPENDENCIES_PER_VARIABLE * limits.maxVariablesPerSession;
-      if (edges.length >= maxEdges) {
-        throw new ConnectError(
-          `session has ${edges.length} dependencies; the limit is ${maxEdges} (${DEPENDENCIES_PER_VARIABLE} per variable of --max-variables-per-session)`,
-          Code.ResourceExhausted,
-        );
-      }
-      // Adding a→b closes a cycle exactly when a is reachable from b.
-      const next = new Map<string, string[]>();
-      for (const e of edges) {
-        const list = next.get(e.from);
-        if (list === undefined) next.set(e.from, [e.to]);
-        else list.push(e.to);
-      }
-      const seen = new Set<string>();
-      const stack = [b.id];
-      while (stack.length > 0) {
-        const id = stack.pop() as string;
-        if (id === a.id) {
-          throw new ConnectError(
-            `dependency '${a.name}' -> '${b.name}' would create a cycle`,
-            Code.InvalidArgument,
-          );
-        }
-        if (seen.has(id)) continue;
-        seen.add(id);
-        stack.push(...(next.get(id) ?? []));
-      }
-      tx.addDependency({ from: a.id, to: b.id, type: type || "depends_on" });
+      addDependencyEdge(limits, tx, find(tx, from), find(tx, to), type);
     },
 
     setData(tx, key, value) {
@@ -468,42 +394,11 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
         );
       }
       const total = tx.bytes - tx.dataBytes(key) + bytes;
-      if (total > limits.maxSessionBytes) throw overBudget(total, `session data ${quote(key)}`);
+      if (total > limits.maxSessionBytes)
+        throw overBudget(limits, total, `session data ${quote(key)}`);
       tx.setData(key, value, bytes);
     },
   };
-}
-
-/**
- * What a version counts for in the session budget: its encoded value, the
- * variable's metadata and the metadata of the write that made it.
- */
-function recordBytes(
-  valueBytes: number,
-  metadata: Readonly<Record<string, string>>,
-  changeMetadata: Readonly<Record<string, string>>,
-): number {
-  return valueBytes + metadataBytes(metadata) + metadataBytes(changeMetadata);
-}
-
-/**
- * The history entry of a record's current version. It keeps the write's
- * metadata but not the variable's, and counts for that much less.
- */
-export function currentEntry(record: VariableRecord): HistoryEntry {
-  return {
-    version: record.version,
-    value: record.value,
-    timestamp: record.updatedAt,
-    changedBy: record.changedBy,
-    metadata: record.changeMetadata,
-    bytes: record.bytes - metadataBytes(record.metadata),
-  };
-}
-
-/** A variable's retained versions, oldest first, the current one last. */
-export function historyOf(view: SessionView, record: VariableRecord): HistoryEntry[] {
-  return [...view.history(record.id), currentEntry(record)];
 }
 
 /**

@@ -42,6 +42,7 @@ import {
   isGrpcWebText,
 } from "./grpc-web-text.js";
 import type { Logger } from "./logger.js";
+import { checkBatch } from "./variable-batch.js";
 import type { FrameSink, Watcher } from "./watch-hub.js";
 
 // The request and response types connect-node accepts: HTTP/1 or HTTP/2 compat.
@@ -66,13 +67,7 @@ export async function openWatch(
   signal: AbortSignal,
   sink?: FrameSink,
 ): Promise<Watcher> {
-  const max = core.settings.limits.maxVariablesPerSession;
-  if (req.variableIdentifiers.length > max) {
-    throw new ConnectError(
-      `WatchVariables names ${req.variableIdentifiers.length} variables; a session holds at most ${max} (--max-variables-per-session)`,
-      Code.InvalidArgument,
-    );
-  }
+  checkBatch(core.settings.limits, req.variableIdentifiers.length, "WatchVariables");
   const identifiers = new Set(req.variableIdentifiers);
   return core.read(req.sessionId, (view) => {
     const records = [...identifiers].map((identifier) => core.ops.find(view, identifier));

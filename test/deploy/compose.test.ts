@@ -3,11 +3,17 @@
  * Docker engine needed), images pinned, Redis persistent, and the bridge
  * replicas' flags accepted by the bridge's own option parser.
  */
+
+import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { composeConfig, composeFile, replicaConfig } from "./compose.js";
+
+const execFileAsync = promisify(execFile);
 
 /** `name:tag` with a version number in the tag (never latest, never a bare major). */
 const pinned = /^[a-z0-9./-]+:v?\d+\.\d+\.\d+[\w.-]*$/;
@@ -97,5 +103,33 @@ describe("docker-compose.yml", () => {
     const config = await replicaConfig();
     expect(command[command.indexOf("--bridge") + 1]).toBe(`bridge:${config.workerPort}`);
     expect(config.workerAllow).toContain(command[command.indexOf("--advertise") + 1]);
+  });
+
+  it("runs the Python worker with flags its own parser accepts", async () => {
+    const { services } = await composeFile();
+    const command = (services.worker?.command ?? []) as string[];
+    const script = fileURLToPath(new URL("../../demo/python/spam_worker.py", import.meta.url));
+    // Debian's python3 (grpcio, scikit-learn) as in the image; --help lists every flag argparse accepts.
+    // Stubs generated as the image's python-worker stage does.
+    const gen = await mkdtemp(path.join(tmpdir(), "ub-worker-gen-"));
+    try {
+      const proto = fileURLToPath(new URL("../../proto", import.meta.url));
+      await execFileAsync("protoc", [
+        `-I${proto}`,
+        `--python_out=${gen}`,
+        `--grpc_python_out=${gen}`,
+        "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin",
+        path.join(proto, "snakepit/bridge/bridge.proto"),
+      ]);
+      const { stdout } = await execFileAsync("/usr/bin/python3", [script, "--help"], {
+        env: { ...process.env, PYTHONPATH: gen },
+      });
+      for (const flag of command.filter((arg) => arg.startsWith("--"))) {
+        expect(stdout, flag).toContain(flag);
+      }
+    } finally {
+      await rm(gen, { recursive: true, force: true });
+    }
+    expect(command).toContain("--private-network");
   });
 });

@@ -1,10 +1,13 @@
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { sessionEnded, sessionNotFound } from "../../src/server/errors.js";
 import { encodeValue } from "../../src/values/index.js";
 import { bridgePerTest } from "../support/bridge.js";
 import { rejectionOf } from "../support/errors.js";
+import { waitFor } from "../support/wait.js";
 
 const bridge = bridgePerTest();
 
@@ -146,21 +149,26 @@ describe("session lifecycle", () => {
     const b = await bridge({ now: () => t, sessionTtlSeconds: 10 });
     const c = b.client("grpc");
     const { sessionId } = await c.initializeSession({});
+    let markerAt: number | undefined;
     const ended = (async () => {
       try {
-        for await (const _ of c.watchVariables({ sessionId })) {
-          // no variables change
+        // No variable changes: the only update is the sync marker.
+        for await (const u of c.watchVariables({ sessionId, syncMarker: true })) {
+          markerAt = u.timestamp === undefined ? Number.NaN : timestampMs(u.timestamp);
         }
         return undefined;
       } catch (e) {
         return e as ConnectError;
       }
     })();
-    await new Promise((r) => setTimeout(r, 50));
+    await waitFor(() => expect(markerAt).toBeDefined());
+    expect(markerAt).toBe(t); // stamped by the server's clock
     t += 11_000;
     const error = await ended;
     expect(error?.code).toBe(Code.NotFound);
-    expect(error?.rawMessage).toContain("expired");
+    // The stream says the session expired, not the generic "not found" (which mentions expiry too).
+    expect(error?.rawMessage).toBe(sessionEnded("expired").rawMessage);
+    expect(error?.rawMessage).not.toBe(sessionNotFound(sessionId).rawMessage);
   });
 
   it("auto-creates unknown sessions only when enabled", async () => {

@@ -91,7 +91,6 @@ describe("server-side tools", () => {
     };
     expect(result.count).toBe(1);
     expect(result.messages[0]).toMatchObject({ role: "assistant", content: "hello" });
-    expect(res.executionTimeMs).toBeGreaterThanOrEqual(0n);
     expect(toBinary(StringValueSchema, create(StringValueSchema, { value: "x" }))[0]).toBe(0x0a);
   });
 
@@ -177,6 +176,19 @@ describe("server-side tools", () => {
     expect(failing).toMatchObject({ success: false, errorMessage: "the model is offline" });
   });
 
+  it("lists tools in code point order, the same on every machine", async () => {
+    // localeCompare would put "alpha_case" first; code point order puts capitals first.
+    const sessionId = await session(["alpha_case", "Zeta_case", "conversation_history"]);
+    for (const name of ["alpha_case", "Zeta_case"]) {
+      bridge.server.registerTool(
+        { name, description: "Listed.", handler: () => null },
+        { sessionId },
+      );
+    }
+    const { tools } = await bridge.client().getExposedElixirTools({ sessionId });
+    expect(tools.map((t) => t.name)).toEqual(["Zeta_case", "alpha_case", "conversation_history"]);
+  });
+
   it("enforces the session's tool allowlist with PERMISSION_DENIED", async () => {
     const sessionId = await session(["conversation_history"]);
     const c = bridge.client();
@@ -213,8 +225,6 @@ describe("server-side tools", () => {
       error: "the model is offline",
       target: "local",
     });
-    expect(entries[1]?.durationMs).toBeGreaterThanOrEqual(0);
-    expect(entries[1]?.startedAt).toBeLessThanOrEqual(Date.now());
     expect(seen).toEqual(["error", "ok"]);
   });
 });

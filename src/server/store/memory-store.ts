@@ -1,4 +1,4 @@
-import { clientQuotaReached, sessionLimitReached } from "./session-errors.js";
+import { clientQuotaReached, sessionLimitReached } from "../errors.js";
 import {
   createTransaction,
   createView,

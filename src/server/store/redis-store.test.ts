@@ -1,7 +1,7 @@
 import { afterAll, beforeAll } from "vitest";
 import { startRedis, type TestRedis } from "../../../test/support/redis-server.js";
+import { describeSessionStoreContract } from "../../../test/support/session-store-contract.js";
 import { createRedisStore, type RedisStore } from "./redis-store.js";
-import { describeSessionStoreContract } from "./session-store.contract.js";
 
 let redis: TestRedis;
 let n = 0;

@@ -19,10 +19,18 @@
  * The session's own keys share its `{id}` hash tag; the expiry index, the
  * feed and the variable count are per deployment, so this store needs a
  * single Redis primary (not Redis Cluster).
+ *
+ * The file is long (about 1,000 lines) because its parts (the copy of the
+ * sessions, the commit with its retry, the feed reader, the sweeper, the
+ * shared tool directory and audit trail) are one closure over one
+ * connection and one copy of the sessions, and each reads or updates the
+ * state of the others; the scripts and the codec, which do not, are in
+ * redis-scripts.ts and redis-codec.ts.
  */
 import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
+import { clientQuotaReached, sessionEndedBeforeTools, sessionLimitReached } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { parseRedisUrl } from "../redis-url.js";
 import type { AuditEntry } from "../tools/audit-trail.js";
@@ -42,7 +50,6 @@ import {
   encodeSession,
 } from "./redis-codec.js";
 import { scripts } from "./redis-scripts.js";
-import { clientQuotaReached, sessionLimitReached } from "./session-errors.js";
 import {
   createTransaction,
   createView,
@@ -741,10 +748,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         case "ok":
           return;
         case "nosession":
-          throw new ConnectError(
-            "the session ended before its tools were registered",
-            Code.NotFound,
-          );
+          throw sessionEndedBeforeTools();
         case "taken":
           throw new ConnectError(
             `tool name '${reply[1]}' is registered by another worker; choose another name`,

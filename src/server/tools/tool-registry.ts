@@ -1,26 +1,12 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { JsonValue } from "../../values/index.js";
 import { defaultLimits, type Limits, quote, utf8Length } from "../limits.js";
+import { byName } from "../order.js";
 import type { AuditTrail, ToolOutcome } from "./audit-trail.js";
-import type {
-  ToolArguments,
-  ToolDefinition,
-  ToolParameter,
-  ToolParameterType,
-} from "./tool-definition.js";
+import { hasType, PARAMETER_TYPES } from "./tool-arguments.js";
+import type { ToolDefinition, ToolParameter } from "./tool-definition.js";
 import type { WorkerAddress } from "./worker-address.js";
 
 const TOOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
-const PARAMETER_TYPES: readonly ToolParameterType[] = [
-  "string",
-  "integer",
-  "float",
-  "number",
-  "boolean",
-  "object",
-  "array",
-  "any",
-];
 
 /** Where a registered tool runs. */
 export type ToolTarget =
@@ -80,6 +66,11 @@ export interface ToolRegistry {
   lookup(sessionId: string, name: string): RegisteredTool | undefined;
   /** Every tool a session sees, session-scoped ones shadowing global ones. */
   list(sessionId: string): RegisteredTool[];
+  /**
+   * The tools a session may call: those of {@link list} its allowlist names
+   * (all, for an empty allowlist), ordered by name in code point order.
+   */
+  visible(sessionId: string, allowed: readonly string[]): RegisteredTool[];
   /** Removes a session's tools; returns how many. */
   dropSession(sessionId: string): number;
   /** Removes a global local tool. */
@@ -271,6 +262,13 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
       return [...seen.values()];
     },
 
+    visible(sessionId, allowed) {
+      return registry
+        .list(sessionId)
+        .filter((t) => allowed.length === 0 || allowed.includes(t.name))
+        .sort(byName);
+    },
+
     dropSession(sessionId) {
       const tools = scoped.get(sessionId);
       if (tools === undefined) return 0;
@@ -324,77 +322,4 @@ function checkParameter(tool: string, p: ToolParameter): void {
       Code.InvalidArgument,
     );
   }
-}
-
-/** Maps a wire type name (ParameterSpec.type) to ours; unknown → "any". */
-export function parameterTypeFromWire(type: string): ToolParameterType {
-  const t = type.toLowerCase();
-  if ((PARAMETER_TYPES as readonly string[]).includes(t)) return t as ToolParameterType;
-  if (t === "str") return "string";
-  if (t === "int") return "integer";
-  if (t === "bool") return "boolean";
-  if (t === "dict" || t === "map") return "object";
-  if (t === "list") return "array";
-  return "any";
-}
-
-/**
- * Checks arguments against the declared parameters: required ones present,
- * types right, no unknown names; fills in defaults.
- */
-export function bindArguments(
-  tool: Pick<RegisteredTool, "name" | "parameters">,
-  args: Readonly<Record<string, JsonValue>>,
-): ToolArguments {
-  const bound: Record<string, JsonValue> = {};
-  const known = new Set(tool.parameters.map((p) => p.name));
-  for (const name of Object.keys(args)) {
-    if (!known.has(name)) {
-      const expected = tool.parameters.map((p) => p.name).join(", ") || "no parameters";
-      throw new Error(`unknown parameter '${name}' for tool '${tool.name}': expected ${expected}`);
-    }
-  }
-  for (const p of tool.parameters) {
-    const value = args[p.name];
-    if (value === undefined || value === null) {
-      if (p.default !== undefined) bound[p.name] = p.default;
-      else if (p.required === true) {
-        throw new Error(`missing required parameter '${p.name}' for tool '${tool.name}'`);
-      }
-      continue;
-    }
-    if (!hasType(value, p.type)) {
-      throw new Error(
-        `parameter '${p.name}' of tool '${tool.name}' must be of type ${p.type}, got ${describe(value)}`,
-      );
-    }
-    bound[p.name] = value;
-  }
-  return bound;
-}
-
-function hasType(value: JsonValue, type: ToolParameterType): boolean {
-  switch (type) {
-    case "string":
-      return typeof value === "string";
-    case "integer":
-      return typeof value === "number" && Number.isInteger(value);
-    case "float":
-    case "number":
-      return typeof value === "number";
-    case "boolean":
-      return typeof value === "boolean";
-    case "array":
-      return Array.isArray(value);
-    case "object":
-      return typeof value === "object" && value !== null && !Array.isArray(value);
-    case "any":
-      return true;
-  }
-}
-
-function describe(value: JsonValue): string {
-  if (Array.isArray(value)) return "an array";
-  if (value === null) return "null";
-  return typeof value === "object" ? "an object" : `${typeof value} ${JSON.stringify(value)}`;
 }

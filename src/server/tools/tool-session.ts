@@ -1,7 +1,7 @@
 import type { JsonValue } from "../../values/index.js";
 import type { BridgeCore } from "../bridge-core.js";
-import { compileGlob } from "../glob.js";
 import type { VariableRecord } from "../store/session-store.js";
+import { listMatching } from "../variable-batch.js";
 import type { ToolSession, ToolVariable } from "./tool-definition.js";
 
 /**
@@ -33,15 +33,7 @@ export function createToolSession(core: BridgeCore, sessionId: string): ToolSess
     getVariable: (identifier) =>
       core.read(sessionId, (view) => toToolVariable(core.ops.find(view, identifier))),
     listVariables: (pattern = "*") =>
-      core.read(sessionId, (view) => {
-        const matches = compileGlob(pattern);
-        const out: ToolVariable[] = [];
-        for (const record of view.variables())
-          if (matches(record.name)) out.push(toToolVariable(record));
-        // The order ListVariables uses: names are ASCII, so UTF-16 order is
-        // code point order, and unlike localeCompare it is the same everywhere.
-        return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-      }),
+      core.read(sessionId, (view) => listMatching(view, pattern).map(toToolVariable)),
     setVariable: (identifier, value, options = {}) =>
       write(identifier, () => value, options.expectedVersion),
     updateVariable: (identifier, fn) => write(identifier, (current) => fn(toToolVariable(current))),

@@ -1,6 +1,18 @@
+/**
+ * The SessionStore contract suite, shared by the memory and Redis store
+ * tests. It lives here, outside src/, so the build never ships it (it
+ * imports vitest). It is one file of about 500 lines on purpose: the
+ * contract reads best as one list of what every backend must do, and each
+ * part of it is a short test.
+ */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { HistoryEntry, SessionStore, StoreEvent, VariableRecord } from "./session-store.js";
+import type {
+  HistoryEntry,
+  SessionStore,
+  StoreEvent,
+  VariableRecord,
+} from "../../src/server/store/session-store.js";
 
 /** A store under test with a clock the test controls. */
 export interface StoreFixture {

@@ -1,0 +1,25 @@
+/**
+ * The parts of the build that benchmarks need and the package does not
+ * export, in one place: the generated service and messages (for clients
+ * that make raw calls), the pieces a bare echo server is assembled from,
+ * the Redis store, and what fills a store directly. Everything else the
+ * benchmarks import by the package's own name (`unified-bridge`,
+ * `unified-bridge/server`, `unified-bridge/values`), as users do; those
+ * resolve to `dist/` too, through the package's exports.
+ */
+export {
+  BatchGetVariablesRequestSchema,
+  BridgeService,
+  GetVariableRequestSchema,
+  PingRequestSchema,
+  SetVariableRequestSchema,
+  type VariableUpdate,
+  VariableUpdateSchema,
+  WatchVariablesRequestSchema,
+} from "../../dist/gen/snakepit/bridge/bridge_pb.js";
+export { binaryOnlyInterceptor } from "../../dist/server/binary-only.js";
+export { createHttpFront, type HttpFront } from "../../dist/server/http-front.js";
+export { createMetrics, createMetricsInterceptor } from "../../dist/server/metrics.js";
+export { createRedisStore, type RedisStore } from "../../dist/server/store/redis-store.js";
+export { toVariableMessage } from "../../dist/server/variable-message.js";
+export { createVariableOps } from "../../dist/server/variable-ops.js";

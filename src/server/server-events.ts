@@ -1,0 +1,122 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { sessionEnded } from "./errors.js";
+import { type Logger, redactSessionId } from "./logger.js";
+import type { MetricsRegistry } from "./metrics.js";
+import type { SessionStore } from "./store/session-store.js";
+import type { AuditTrail } from "./tools/audit-trail.js";
+import type { SharedAuditTrail } from "./tools/shared-tools.js";
+import type { ToolRegistry } from "./tools/tool-registry.js";
+import type { WatchHub } from "./watch-hub.js";
+
+/**
+ * What a bridge server does with the events of its parts: the store's
+ * (changes fan out to watch streams, ended sessions end their streams and
+ * tools) and the audit trail's (metrics, logs, the trail shared by replicas).
+ */
+
+/** Follows the store's events; returns the unsubscribe function. */
+export function followStore(
+  store: SessionStore,
+  parts: {
+    readonly hub: WatchHub;
+    readonly tools: ToolRegistry;
+    readonly metrics: MetricsRegistry;
+    readonly logger: Logger;
+  },
+): () => void {
+  const { hub, tools, metrics, logger } = parts;
+  const sessionsEnded = metrics.counter(
+    "bridge_sessions_ended_total",
+    "Sessions ended, by reason (cleanup or expired).",
+    ["reason"],
+  );
+  return store.subscribe((event) => {
+    if (event.type === "change") {
+      hub.onStoreEvent(event);
+      return;
+    }
+    if (event.type === "resync") {
+      // Never a silent gap: clients reconnect and resynchronize.
+      logger.warn("watch streams ended to resynchronize", { reason: event.reason });
+      hub.endAll(new ConnectError(`${event.reason}; resynchronize`, Code.Unavailable));
+      return;
+    }
+    // Expiry (or a cleanup on another node): end streams, drop its tools.
+    // This runs for every one of a mass expiry, so it stays cheap: the
+    // error is only built for sessions with streams, and expiries are
+    // logged at debug level only (the metrics count every end).
+    tools.dropSession(event.sessionId);
+    hub.endSession(event.sessionId, () =>
+      sessionEnded(event.reason === "expired" ? "expired" : "cleaned up"),
+    );
+    sessionsEnded.inc({ reason: event.reason });
+    const level = event.reason === "cleanup" ? "info" : "debug";
+    if (logger.isLevelEnabled(level)) {
+      logger[level]("session ended", {
+        session: redactSessionId(event.sessionId),
+        reason: event.reason,
+      });
+    }
+  });
+}
+
+/** Counts, logs and (with a shared trail) shares every audit entry. */
+export function reportAudit(
+  audit: AuditTrail,
+  parts: {
+    readonly metrics: MetricsRegistry;
+    readonly logger: Logger;
+    readonly shared: SharedAuditTrail | undefined;
+  },
+): void {
+  const { metrics, logger, shared } = parts;
+  const executions = metrics.counter(
+    "bridge_tool_executions_total",
+    'Tool executions by tool and outcome; calls of unregistered names count under tool="(unregistered)".',
+    ["tool", "outcome"],
+  );
+  const registrations = metrics.counter(
+    "bridge_tool_registrations_total",
+    "Tool registrations and removals, by action and outcome.",
+    ["action", "outcome"],
+  );
+  // With a shared store, every entry also goes to the trail all replicas read.
+  if (shared !== undefined) {
+    // (Not each replica's start-up registrations of its local tools.)
+    audit.subscribe((entry) => {
+      if (entry.action === "execute" || entry.target !== "local") shared.append(entry);
+    });
+  }
+  audit.subscribe((entry) => {
+    const session = entry.sessionId === "" ? "(global)" : redactSessionId(entry.sessionId);
+    if (entry.action !== "execute") {
+      registrations.inc({ action: entry.action, outcome: entry.outcome });
+      logger.info(entry.action === "register" ? "tool registered" : "tool removed", {
+        event: `tool_${entry.action}`,
+        session,
+        tool: entry.tool,
+        outcome: entry.outcome,
+        target: entry.target,
+        ...(entry.worker === undefined ? {} : { worker: entry.worker }),
+        ...(entry.error === undefined ? {} : { error: entry.error }),
+      });
+      return;
+    }
+    // A label per name a caller makes up would let anyone grow /metrics
+    // without bound: only names that were registered get their own series.
+    executions.inc({
+      tool: entry.outcome === "not_found" ? "(unregistered)" : entry.tool,
+      outcome: entry.outcome,
+    });
+    logger.info("tool executed", {
+      event: "tool_execution",
+      session,
+      tool: entry.tool,
+      started_at: new Date(entry.startedAt).toISOString(),
+      duration_ms: entry.durationMs,
+      outcome: entry.outcome,
+      target: entry.target,
+      ...(entry.error === undefined ? {} : { error: entry.error }),
+    });
+  });
+}

@@ -1,0 +1,156 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { type BridgeCore, isClientSessionId } from "./bridge-core.js";
+import { sessionEnded, sessionIdsMinted } from "./errors.js";
+import { mintSessionId } from "./ids.js";
+import { checkMetadata, quote } from "./limits.js";
+import type { SessionRecord, SessionTransaction, VariableRecord } from "./store/session-store.js";
+import { checkToolName } from "./tools/tool-registry.js";
+import { checkBatch, checkReply, lockedVariables } from "./variable-batch.js";
+import type { RegisterInput } from "./variable-ops.js";
+
+/**
+ * The session semantics of InitializeSession and CleanupSession: who may
+ * create a session under which id, what an existing one may be reopened
+ * with, and what ending one releases.
+ */
+
+/** Longest tool allowlist a session may have. */
+const MAX_ALLOWED_TOOLS = 1024;
+
+/** What InitializeSession asks for. */
+export interface OpenRequest {
+  /** Empty: the server mints an id. */
+  readonly sessionId: string;
+  readonly metadata: Readonly<Record<string, string>>;
+  /** 0: the server's default. */
+  readonly ttlSeconds: number;
+  readonly allowedTools: readonly string[];
+  readonly initialVariables: readonly RegisterInput[];
+}
+
+/** Who asks: a worker, or a public client (by its address; empty when unknown). */
+export interface OpenCaller {
+  readonly worker: boolean;
+  readonly client: string;
+}
+
+/**
+ * Creates a session, or reopens an existing one with the same settings;
+ * resolves to the session and every variable it holds after the call.
+ */
+export async function openSession(
+  core: BridgeCore,
+  req: OpenRequest,
+  caller: OpenCaller,
+): Promise<{ session: SessionRecord; created: boolean; variables: VariableRecord[] }> {
+  const { settings } = core;
+  const chosen = req.sessionId !== "";
+  const sessionId = chosen ? req.sessionId : mintSessionId();
+  if (chosen && !isClientSessionId(sessionId)) {
+    throw new ConnectError(
+      `session_id ${quote(sessionId, 40)} is not a valid session id: use 16 to 256 characters of A-Z, a-z, 0-9, '_' and '-' (or leave it empty and the server mints one)`,
+      Code.InvalidArgument,
+    );
+  }
+  checkMetadata(req.metadata, settings.limits, "session");
+  const maxTtl = settings.limits.maxSessionTtlSeconds;
+  if (req.ttlSeconds < 0 || req.ttlSeconds > maxTtl) {
+    throw new ConnectError(
+      `ttl_seconds must be between 0 (server default) and ${maxTtl} (--max-session-ttl), got ${req.ttlSeconds}`,
+      Code.InvalidArgument,
+    );
+  }
+  if (req.allowedTools.length > MAX_ALLOWED_TOOLS) {
+    throw new ConnectError(
+      `allowed_tools names ${req.allowedTools.length} tools; the limit is ${MAX_ALLOWED_TOOLS}`,
+      Code.InvalidArgument,
+    );
+  }
+  for (const name of req.allowedTools) checkToolName(name);
+  checkBatch(settings.limits, req.initialVariables.length, "initial_variables");
+  const ttlMs = req.ttlSeconds > 0 ? req.ttlSeconds * 1000 : settings.sessionTtlMs;
+  const init = {
+    id: sessionId,
+    metadata: { ...req.metadata },
+    ttlMs,
+    allowedTools: [...req.allowedTools],
+  };
+  const setup = (tx: SessionTransaction) => {
+    for (const input of req.initialVariables) core.ops.register(tx, input);
+  };
+  let result: { session: SessionRecord; created: boolean };
+  if (chosen && !settings.clientSessionIds && !caller.worker) {
+    // Public callers may reopen a session by id, never create one
+    // under an id of their choosing.
+    const existing = await core.find(sessionId, (view) => view.session);
+    if (existing === undefined) throw sessionIdsMinted();
+    result = { session: existing.value, created: false };
+  } else {
+    // A public client's new sessions count against its quota until they
+    // end (workers are not public clients; a call without a peer
+    // address, the routes mounted in another server, has none to count).
+    const client = caller.worker ? "" : caller.client;
+    const quota = client === "" ? undefined : { client, max: settings.limits.maxSessionsPerClient };
+    result = await core.store.createSession(
+      quota === undefined ? init : { ...init, quota },
+      settings.limits.maxSessions,
+      setup,
+    );
+  }
+  const { session, created } = result;
+  if (!created) checkSameSettings(session, req.ttlSeconds, ttlMs, init.allowedTools);
+  const variables = await core.read(sessionId, (view) => [...view.variables()]);
+  checkReply(
+    settings.limits,
+    variables,
+    `${variables.length} initial variables; read them with GetVariables`,
+  );
+  return { session, created, variables };
+}
+
+/**
+ * Ends a session: refused while a variable is under an optimization lock,
+ * unless forced. Resolves to what it released (variables, session-scoped
+ * tools, watch streams); 0 for a session that is not there.
+ */
+export async function cleanupSession(
+  core: BridgeCore,
+  sessionId: string,
+  force: boolean,
+): Promise<number> {
+  const locked = await core.find(sessionId, lockedVariables);
+  if (locked === undefined) return 0;
+  if (locked.value.length > 0 && !force) {
+    throw new ConnectError(
+      `session has variables under an optimization lock (${locked.value.join(", ")}); stop the optimization or pass force`,
+      Code.FailedPrecondition,
+    );
+  }
+  const removedTools = core.tools.dropSession(sessionId);
+  const endedWatchers = core.hub.endSession(sessionId, () => sessionEnded("cleaned up"));
+  const removed = await core.store.deleteSession(sessionId, "cleanup");
+  return (removed?.variables ?? 0) + removedTools + endedWatchers;
+}
+
+/**
+ * InitializeSession of an existing session: refused when it asks for a
+ * lifetime or a tool allowlist other than the session has, so a caller
+ * never silently gets settings someone else chose.
+ */
+function checkSameSettings(
+  session: { ttlMs: number; allowedTools: readonly string[] },
+  ttlSeconds: number,
+  ttlMs: number,
+  allowedTools: readonly string[],
+): void {
+  const sameTools =
+    allowedTools.length === 0 ||
+    (allowedTools.length === session.allowedTools.length &&
+      allowedTools.every((t) => session.allowedTools.includes(t)));
+  if ((ttlSeconds > 0 && ttlMs !== session.ttlMs) || !sameTools) {
+    throw new ConnectError(
+      "the session exists with other settings (ttl_seconds or allowed_tools); reopen it without them, or leave session_id empty for a new session",
+      Code.AlreadyExists,
+    );
+  }
+}

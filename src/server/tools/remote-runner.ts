@@ -1,0 +1,210 @@
+import type { Any } from "@bufbuild/protobuf/wkt";
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { BridgeService, type ToolChunk } from "../../gen/snakepit/bridge/bridge_pb.js";
+import { convertJsonAny } from "../../values/index.js";
+import { type Logger, redactSessionId } from "../logger.js";
+import type { RegisteredTool } from "./tool-registry.js";
+import { finalChunk, type RunOutcome, type ToolCall, type ToolFinish } from "./tool-run.js";
+
+/**
+ * The header listing the bridges a forwarded call passed through. A bridge
+ * refuses a call that already passed through it, so a tool whose worker is
+ * (directly or via other bridges) a bridge can never loop.
+ */
+export const viaHeader = "ub-forwarded-by";
+
+/** Bridges a call may pass through before it is refused. */
+const MAX_HOPS = 4;
+
+type RemoteTarget = Extract<RegisteredTool["target"], { kind: "remote" }>;
+
+/** Runs tools that workers registered, by forwarding the call to the worker. */
+export interface RemoteRunner {
+  /** The forwarding path of an incoming call (its `headers`); refuses a loop. */
+  pathOf(headers: Headers | undefined): string[];
+  execute(
+    tool: RegisteredTool,
+    call: ToolCall,
+    signal: AbortSignal,
+    via: string[],
+  ): Promise<RunOutcome>;
+  /** Forwards the worker's chunks; calls `finish` once, before a final chunk of its own. */
+  stream(
+    tool: RegisteredTool,
+    call: ToolCall,
+    signal: AbortSignal,
+    via: string[],
+    finish: ToolFinish,
+  ): AsyncGenerator<ToolChunk>;
+  /** Closes every worker connection. */
+  close(): void;
+}
+
+/** Options of {@link createRemoteRunner}. */
+export interface RemoteRunnerOptions {
+  /** This bridge's id in the forwarding path; random per process. */
+  readonly instanceId: string;
+  /** Worker connections kept open; the least recently used is closed beyond. */
+  readonly maxWorkerConnections: number;
+  /** How long a forwarded call may take. */
+  readonly timeoutMs: number;
+  readonly logger: Logger;
+}
+
+/** Creates the forwarding runner, with its pool of worker connections. */
+export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
+  const { logger, instanceId, timeoutMs } = options;
+  // Least recently used first: a Map keeps insertion order.
+  const workers = new Map<
+    string,
+    { client: Client<typeof BridgeService>; manager: Http2SessionManager }
+  >();
+  const workerClient = (url: string) => {
+    let entry = workers.get(url);
+    if (entry !== undefined) {
+      workers.delete(url);
+      workers.set(url, entry);
+      return entry.client;
+    }
+    // An idle worker connection is closed after a minute; a dead one is
+    // found by PING before it is used again.
+    const manager = new Http2SessionManager(url, {
+      idleConnectionTimeoutMs: 60_000,
+      pingIntervalMs: 30_000,
+    });
+    entry = {
+      manager,
+      client: createClient(
+        BridgeService,
+        createGrpcTransport({ baseUrl: url, sessionManager: manager }),
+      ),
+    };
+    workers.set(url, entry);
+    while (workers.size > options.maxWorkerConnections) {
+      const [oldest, evicted] = workers.entries().next().value as [string, typeof entry];
+      workers.delete(oldest);
+      evicted.manager.abort();
+    }
+    return entry.client;
+  };
+
+  /**
+   * What the caller is told when forwarding fails. Callers see a tool's
+   * name, never where its worker is: transport errors (which name the
+   * address) are logged for the operator and summarized for the caller.
+   */
+  const forwardFailure = (tool: RegisteredTool, e: unknown, sessionId: string): string => {
+    const err = ConnectError.from(e);
+    const target = tool.target as RemoteTarget;
+    logger.warn("forwarded tool call failed", {
+      session: redactSessionId(sessionId),
+      tool: tool.name,
+      worker: target.workerId,
+      address: target.address.display,
+      code: Code[err.code],
+      error: err.rawMessage,
+    });
+    switch (err.code) {
+      case Code.Unavailable:
+        return `the worker hosting tool '${tool.name}' is unreachable (unavailable); try again later`;
+      case Code.DeadlineExceeded:
+        return `the worker hosting tool '${tool.name}' did not answer within ${timeoutMs} ms (deadline_exceeded)`;
+      case Code.Canceled:
+        return `the call of tool '${tool.name}' was cancelled (canceled)`;
+      default:
+        return `the worker hosting tool '${tool.name}' failed: ${err.rawMessage
+          .split(target.address.display)
+          .join("<worker>")} (${Code[err.code]})`;
+    }
+  };
+
+  /** The worker's client and the options of a call forwarded to it. */
+  const forward = (tool: RegisteredTool, signal: AbortSignal, via: readonly string[]) => ({
+    client: workerClient((tool.target as RemoteTarget).address.url),
+    options: { signal, timeoutMs, headers: { [viaHeader]: [...via, instanceId].join(",") } },
+  });
+
+  return {
+    pathOf(headers) {
+      const via = (headers?.get(viaHeader) ?? "")
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s !== "");
+      if (via.includes(instanceId)) {
+        throw new ConnectError(
+          "this tool call already passed through this bridge: a tool's worker leads back to the bridge; fix the worker registration",
+          Code.FailedPrecondition,
+        );
+      }
+      if (via.length >= MAX_HOPS) {
+        throw new ConnectError(
+          `this tool call already passed through ${via.length} bridges; the limit is ${MAX_HOPS}`,
+          Code.FailedPrecondition,
+        );
+      }
+      return via;
+    },
+
+    async execute(tool, call, signal, via) {
+      const { client, options } = forward(tool, signal, via);
+      try {
+        const response = await client.executeTool(
+          {
+            sessionId: call.sessionId,
+            toolName: call.toolName,
+            // snakepit workers read the raw JSON form (tool-value-form.ts).
+            parameters: rawParameters(call.parameters),
+            metadata: call.metadata,
+            binaryParameters: call.binaryParameters,
+          },
+          options,
+        );
+        return {
+          outcome: response.success ? "ok" : "error",
+          result: response.result,
+          error: response.errorMessage,
+          metadata: response.metadata,
+        };
+      } catch (e) {
+        return { outcome: "error", error: forwardFailure(tool, e, call.sessionId) };
+      }
+    },
+
+    async *stream(tool, call, signal, via, finish) {
+      const { client, options } = forward(tool, signal, via);
+      try {
+        for await (const chunk of client.executeStreamingTool(
+          {
+            sessionId: call.sessionId,
+            toolName: call.toolName,
+            // snakepit workers read the raw JSON form (tool-value-form.ts).
+            parameters: rawParameters(call.parameters),
+            metadata: call.metadata,
+            stream: true,
+            binaryParameters: call.binaryParameters,
+          },
+          options,
+        )) {
+          yield chunk;
+        }
+        finish("ok");
+      } catch (e) {
+        const message = forwardFailure(tool, e, call.sessionId);
+        finish("error", message);
+        yield finalChunk(1, null, { error: message });
+      }
+    },
+
+    close() {
+      for (const { manager } of workers.values()) manager.abort();
+      workers.clear();
+    },
+  };
+}
+
+function rawParameters(parameters: Readonly<Record<string, Any>>): Record<string, Any> {
+  const out: Record<string, Any> = {};
+  for (const [k, v] of Object.entries(parameters)) out[k] = convertJsonAny(v, "raw-json");
+  return out;
+}

@@ -1,0 +1,63 @@
+import { create } from "@bufbuild/protobuf";
+import type { Any } from "@bufbuild/protobuf/wkt";
+import { ConnectError } from "@connectrpc/connect";
+import { type ToolChunk, ToolChunkSchema } from "../../gen/snakepit/bridge/bridge_pb.js";
+import type { JsonValue } from "../../values/index.js";
+import type { ToolOutcome } from "./audit-trail.js";
+
+/**
+ * What the executor and its two runners (local and remote) share: the call
+ * as it arrives, the outcome of running it, and the final chunk of a stream.
+ */
+
+/** A tool call as it arrives, from ExecuteTool or ExecuteElixirTool. */
+export interface ToolCall {
+  readonly sessionId: string;
+  readonly toolName: string;
+  readonly parameters: Readonly<Record<string, Any>>;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly binaryParameters: Readonly<Record<string, Uint8Array>>;
+}
+
+/** How a unary run ended: in-band, as the reply says it. */
+export interface RunOutcome {
+  readonly outcome: ToolOutcome;
+  readonly result?: Any | undefined;
+  /** Why it failed ("" when it did not). */
+  readonly error: string;
+  readonly metadata?: Record<string, string>;
+}
+
+/** Told how a streaming run ended, before its last chunk goes out. */
+export type ToolFinish = (outcome: ToolOutcome, error?: string) => void;
+
+const encoder = new TextEncoder();
+
+/** A chunk of a streaming tool's output, as JSON. */
+export function dataChunk(n: number, value: JsonValue): ToolChunk {
+  return create(ToolChunkSchema, {
+    chunkId: String(n),
+    data: encoder.encode(JSON.stringify(value)),
+  });
+}
+
+/** The last chunk of a stream: the tool's return value (if any) and how it went. */
+export function finalChunk(
+  n: number,
+  value: JsonValue | null,
+  metadata: Record<string, string>,
+): ToolChunk {
+  return create(ToolChunkSchema, {
+    chunkId: String(n),
+    data: value === null ? new Uint8Array(0) : encoder.encode(JSON.stringify(value)),
+    isFinal: true,
+    metadata,
+  });
+}
+
+/** The text of a failure, for the caller. */
+export function messageOf(e: unknown): string {
+  if (e instanceof ConnectError) return e.rawMessage;
+  if (e instanceof Error) return e.message;
+  return String(e);
+}

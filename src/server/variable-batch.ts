@@ -1,0 +1,203 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { BridgeCore } from "./bridge-core.js";
+import { compileGlob } from "./glob.js";
+import { formatBytes, type Limits } from "./limits.js";
+import { byName } from "./order.js";
+import type { SessionTransaction, SessionView, VariableRecord } from "./store/session-store.js";
+import type { PreparedWrite, RegisterInput, VariableOps, WriteInput } from "./variable-ops.js";
+
+/**
+ * The rules of calls that touch many variables at once: how many a call may
+ * name, how large its reply may be, and the batch semantics of SetVariables
+ * and RegisterVariables. The per-variable semantics are {@link VariableOps}'.
+ */
+
+/**
+ * A request naming more variables than a session can hold cannot be
+ * valid; refusing it up front keeps one call from costing the server
+ * work (an error per name) in proportion to the request's size.
+ */
+export function checkBatch(limits: Limits, count: number, what: string): void {
+  const max = limits.maxVariablesPerSession;
+  if (count > max) {
+    throw new ConnectError(
+      `${what} names ${count} variables; a session holds at most ${max} (--max-variables-per-session)`,
+      Code.InvalidArgument,
+    );
+  }
+}
+
+/**
+ * Refuses a reply that would be over the reply limit before building it,
+ * from the stored sizes (connect's own check on the encoded bytes stays
+ * behind this one).
+ */
+export function checkReply(
+  limits: Limits,
+  records: Iterable<Pick<VariableRecord, "bytes" | "name">>,
+  what: string,
+): void {
+  let bytes = 0;
+  for (const r of records) bytes += r.bytes + 2 * r.name.length + 64;
+  const max = limits.maxReplyBytes;
+  if (bytes > max) {
+    throw new ConnectError(
+      `the reply would be about ${formatBytes(bytes)} (${what}); the limit is ${formatBytes(max)} (--max-reply-bytes): ask for fewer at once`,
+      Code.ResourceExhausted,
+    );
+  }
+}
+
+/** The variables whose names match a glob pattern, ordered by name. */
+export function listMatching(view: SessionView, pattern: string): VariableRecord[] {
+  const matches = compileGlob(pattern);
+  const out: VariableRecord[] = [];
+  for (const record of view.variables()) if (matches(record.name)) out.push(record);
+  return out.sort(byName);
+}
+
+/** GetVariables: the records found, under the identifiers asked for, and the ones missing. */
+export function getMany(
+  limits: Limits,
+  view: SessionView,
+  identifiers: readonly string[],
+): { found: [string, VariableRecord][]; missing: string[] } {
+  const found: [string, VariableRecord][] = [];
+  const missing: string[] = [];
+  for (const identifier of identifiers) {
+    const record = view.variable(identifier);
+    if (record === undefined) missing.push(identifier);
+    else found.push([identifier, record]);
+  }
+  checkReply(
+    limits,
+    found.map(([, r]) => r),
+    `${found.length} variables`,
+  );
+  return { found, missing };
+}
+
+/** Names of the variables under an optimization lock. */
+export function lockedVariables(view: SessionView): string[] {
+  return [...view.variables()].filter((r) => r.optimization !== undefined).map((r) => r.name);
+}
+
+/**
+ * RegisterVariables: registers each variable in order, all or none. With
+ * `ifAbsent`, a variable that exists with the same type is returned as it
+ * stands (and not listed in `created`); with another type it is refused.
+ */
+export function registerMany(
+  ops: VariableOps,
+  tx: SessionTransaction,
+  inputs: readonly RegisterInput[],
+  ifAbsent: boolean,
+): { records: VariableRecord[]; created: string[] } {
+  const records: VariableRecord[] = [];
+  const created: string[] = [];
+  for (const input of inputs) {
+    const existing = ifAbsent ? tx.variable(input.name) : undefined;
+    if (existing !== undefined) {
+      if (existing.type !== input.type) {
+        throw new ConnectError(
+          `variable '${input.name}' exists with type ${existing.type}, not ${input.type}`,
+          Code.InvalidArgument,
+        );
+      }
+      records.push(existing);
+      continue;
+    }
+    const record = ops.register(tx, input);
+    created.push(record.name);
+    records.push(record);
+  }
+  return { records, created };
+}
+
+/** One write of a SetVariables batch, under the key the caller used. */
+export type BatchWrite = Omit<WriteInput, "expectedVersion" | "metadata">;
+
+/** The outcome of a SetVariables batch. */
+export interface BatchResult {
+  readonly success: boolean;
+  /** Per key: why its write was refused, and the code. */
+  readonly errors: Record<string, string>;
+  readonly errorCodes: Record<string, number>;
+  /** Per key: the record its write made (empty when the batch was refused). */
+  readonly written: ReadonlyMap<string, VariableRecord>;
+}
+
+/**
+ * SetVariables: validates every write first, then applies them in one
+ * transaction. A key naming a variable another key of the batch names too is
+ * refused. Not atomic: refused keys are reported and the others written.
+ * Atomic: any refusal (a validation, or the session budget while applying)
+ * writes nothing and refuses the batch in-band.
+ */
+export async function setMany(
+  core: Pick<BridgeCore, "ops" | "transact">,
+  sessionId: string,
+  batch: {
+    readonly writes: readonly BatchWrite[];
+    readonly metadata: Readonly<Record<string, string>>;
+    readonly atomic: boolean;
+  },
+): Promise<BatchResult> {
+  const { ops } = core;
+  let refused: Pick<BatchResult, "errors" | "errorCodes"> | undefined;
+  const response = core.transact(sessionId, (tx): BatchResult => {
+    const errors: Record<string, string> = {};
+    const errorCodes: Record<string, number> = {};
+    const fail = (key: string, e: unknown) => {
+      const error = ConnectError.from(e);
+      errors[key] = error.rawMessage;
+      errorCodes[key] = error.code;
+      return error;
+    };
+    const prepared = new Map<string, PreparedWrite>();
+    const seen = new Map<string, string>();
+    for (const write of batch.writes) {
+      const key = write.identifier;
+      try {
+        const next = ops.prepareWrite(tx, {
+          ...write,
+          metadata: batch.metadata,
+          expectedVersion: undefined,
+        });
+        const other = seen.get(next.current.id);
+        if (other !== undefined) {
+          throw new ConnectError(
+            `variable '${next.current.name}' is updated twice in one batch (as '${other}' and '${key}')`,
+            Code.InvalidArgument,
+          );
+        }
+        seen.set(next.current.id, key);
+        prepared.set(key, next);
+      } catch (e) {
+        fail(key, e);
+      }
+    }
+    if (batch.atomic && Object.keys(errors).length > 0) {
+      return { success: false, errors, errorCodes, written: new Map() };
+    }
+    const written = new Map<string, VariableRecord>();
+    for (const [key, write] of prepared) {
+      try {
+        written.set(key, ops.applyWrite(tx, write));
+      } catch (e) {
+        // Over the session budget. Atomic: throwing undoes the writes
+        // applied so far, and the batch is refused in-band below.
+        const error = fail(key, e);
+        if (batch.atomic) {
+          refused = { errors, errorCodes };
+          throw error;
+        }
+      }
+    }
+    return { success: true, errors, errorCodes, written };
+  });
+  return response.catch((e: unknown) => {
+    if (refused === undefined) throw e;
+    return { success: false, ...refused, written: new Map() };
+  });
+}
