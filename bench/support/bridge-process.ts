@@ -22,9 +22,17 @@ export interface BridgeProcess {
 
 /** Starts the server process and waits until both ports listen. */
 export async function startBridgeProcess(
-  options: { maxSessions?: number; redisUrl?: string } = {},
+  options: {
+    maxSessions?: number;
+    redisUrl?: string;
+    bridgeOptions?: Readonly<Record<string, number>>;
+    /** Node flags for the server process, e.g. `["--expose-gc"]`. */
+    execArgv?: readonly string[];
+  } = {},
 ): Promise<BridgeProcess> {
-  const worker = await startChild(new URL("../workers/serve-bridge.ts", import.meta.url));
+  const worker = await startChild(new URL("../workers/serve-bridge.ts", import.meta.url), {
+    execArgv: options.execArgv ?? [],
+  });
   try {
     const { bridgeUrl, echoUrl } = await worker.request<ServeAddresses>({
       type: "start",

@@ -13,6 +13,9 @@ export {
   GetVariableRequestSchema,
   PingRequestSchema,
   SetVariableRequestSchema,
+  type VariableUpdate,
+  VariableUpdateSchema,
+  WatchVariablesRequestSchema,
 } from "../../dist/gen/snakepit/bridge/bridge_pb.js";
 export { binaryOnlyInterceptor } from "../../dist/server/binary-only.js";
 export { createHttpFront, type HttpFront } from "../../dist/server/http-front.js";

@@ -30,8 +30,12 @@ export type ServeRequest =
       readonly maxSessions?: number;
       /** Serve from a Redis store at this URL instead of the memory store. */
       readonly redisUrl?: string;
+      /** More bridge options, e.g. `{ maxWatchersPerSession: 5000 }`. */
+      readonly bridgeOptions?: Readonly<Record<string, number>>;
     }
   | { readonly type: "cpu" }
+  /** Collects garbage first when the process runs with --expose-gc. */
+  | { readonly type: "memory" }
   | { readonly type: "stop" };
 
 /** Reply to `start`. */
@@ -55,7 +59,11 @@ let echo: HttpFront | undefined;
 
 let store: RedisStore | undefined;
 
-async function start(maxSessions: number, redisUrl?: string): Promise<ServeAddresses> {
+async function start(
+  maxSessions: number,
+  redisUrl?: string,
+  bridgeOptions: Readonly<Record<string, number>> = {},
+): Promise<ServeAddresses> {
   store =
     redisUrl === undefined
       ? undefined
@@ -65,6 +73,7 @@ async function start(maxSessions: number, redisUrl?: string): Promise<ServeAddre
     port: 0,
     logger,
     maxSessions,
+    ...bridgeOptions,
     ...(store === undefined ? {} : { sessionStore: store }),
   });
   const { url: bridgeUrl } = await bridge.start();
@@ -102,13 +111,21 @@ serveRequests(async (raw) => {
   const req = raw as ServeRequest;
   switch (req.type) {
     case "start":
-      return start(req.maxSessions ?? defaultServerConfig.maxSessions, req.redisUrl);
+      return start(
+        req.maxSessions ?? defaultServerConfig.maxSessions,
+        req.redisUrl,
+        req.bridgeOptions,
+      );
     case "cpu": {
       const cpu = process.cpuUsage();
       return {
         cpuMicros: cpu.user + cpu.system,
         rssBytes: process.memoryUsage.rss(),
       } satisfies ServeCpu;
+    }
+    case "memory": {
+      (globalThis as { gc?: () => void }).gc?.();
+      return process.memoryUsage();
     }
     case "stop":
       await stop();

@@ -51,7 +51,8 @@ export function runWatch(
             const variables = await deps.resync();
             deps.dispatch({ type: "synced", variables, live: true });
             attempt = 0;
-          } else {
+          } else if (update.updateType !== "keepalive") {
+            // A keepalive only keeps proxies from cutting a quiet stream.
             deps.onUpdate(update);
           }
         }

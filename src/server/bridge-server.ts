@@ -13,7 +13,13 @@ import { createHealthService } from "./health-service.js";
 import { createHttpFront, type HttpFront } from "./http-front.js";
 import { type Limits, limitsFrom } from "./limits.js";
 import { createLogger, type Logger } from "./logger.js";
-import { createMetrics, createMetricsInterceptor, type MetricsRegistry } from "./metrics.js";
+import {
+  codeLabel,
+  createMetrics,
+  createMetricsInterceptor,
+  createRpcRecorder,
+  type MetricsRegistry,
+} from "./metrics.js";
 import { followStore, reportAudit } from "./server-events.js";
 import { createMemoryStore } from "./store/memory-store.js";
 import type { SessionStore } from "./store/session-store.js";
@@ -25,6 +31,7 @@ import { createToolRegistry } from "./tools/tool-registry.js";
 import { createWorkerAddressPolicy } from "./tools/worker-address.js";
 import { createWorkerTools } from "./tools/worker-tools.js";
 import { createVariableOps } from "./variable-ops.js";
+import { createWatchEndpoint } from "./watch-endpoint.js";
 import { createWatchHub } from "./watch-hub.js";
 
 /**
@@ -137,6 +144,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     bufferSize: config.watchBufferSize,
     maxPerSession: limits.maxWatchersPerSession,
     maxTotal: limits.maxWatchers,
+    keepaliveMs: config.watchKeepaliveMs,
     now,
   });
   const audit = createAuditTrail();
@@ -275,12 +283,20 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     async start() {
       if (fronts !== undefined) throw new Error("the bridge server is already started");
       const interceptors = bridgeInterceptors(metrics);
+      const recordCall = createRpcRecorder(metrics);
+      const watchEndpoint = createWatchEndpoint({
+        core,
+        maxRequestBytes: config.maxRequestBytes,
+        logger,
+        onEnd: (code, seconds) => recordCall("WatchVariables", codeLabel(code), seconds),
+      });
       const connectionLimits = pickGroup(config, "connection");
       const rpcFront = (listener: "public" | "worker", host: string, port: number) =>
         createHttpFront({
           host,
           port,
           routes,
+          directRoutes: watchEndpoint,
           interceptors,
           contextValues: callerResolver({
             listener,

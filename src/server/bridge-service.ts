@@ -29,6 +29,7 @@ import {
   timestamp,
   toVariableMessage,
 } from "./variable-message.js";
+import { openWatch } from "./watch-endpoint.js";
 
 /** What the service needs besides the core. */
 export interface BridgeServiceParts {
@@ -46,7 +47,7 @@ export function createBridgeService(
   core: BridgeCore,
   parts: BridgeServiceParts,
 ): ServiceImpl<typeof BridgeService> {
-  const { ops, hub, tools, settings } = core;
+  const { ops, tools, settings } = core;
   const { executor, workerTools } = parts;
   const now = core.now;
   const checkBatch = (count: number, what: string) => checkBatchOf(settings.limits, count, what);
@@ -225,21 +226,9 @@ export function createBridgeService(
       return { success: true, toolIds, errorMessage: "" };
     },
     async *watchVariables(req, ctx) {
-      checkBatch(req.variableIdentifiers.length, "WatchVariables");
-      const identifiers = new Set(req.variableIdentifiers);
-      const watcher = await core.read(req.sessionId, (view) => {
-        const records: VariableRecord[] = [];
-        for (const identifier of identifiers) records.push(ops.find(view, identifier));
-        const w = hub.watch(req.sessionId, { identifiers }, ctx.signal);
-        if (req.includeInitialValues) {
-          for (const record of identifiers.size === 0 ? view.variables() : records) {
-            w.pushInitial(record);
-          }
-        }
-        if (req.syncMarker) w.pushSyncMarker();
-        return w;
-      });
-      yield* watcher;
+      // gRPC, gRPC-Web and Connect binary calls are served by
+      // watch-endpoint.ts; this path serves the rest, with the same checks.
+      yield* await openWatch(core, req, ctx.signal);
     },
 
     async addDependency(req) {

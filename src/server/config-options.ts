@@ -341,8 +341,15 @@ export const serverOptions = {
     flag: "watch-buffer-size",
     placeholder: "<n>",
     default: 1024,
-    help: "Updates buffered per watcher; a watcher that falls further behind is ended with RESOURCE_EXHAUSTED.",
+    help: "Updates waiting per watcher that does not keep up (only the latest per variable is kept); beyond, it is ended with RESOURCE_EXHAUSTED.",
     parse: (raw) => integer(raw, 1),
+  }),
+  watchKeepaliveMs: option({
+    flag: "watch-keepalive-ms",
+    placeholder: "<ms>",
+    default: 30_000,
+    help: 'An idle watch stream carries a keepalive update (update_type "keepalive") at least this often, so proxies\' idle timeouts keep it; 0 turns them off.',
+    parse: (raw) => integer(raw, 0, 3_600_000),
   }),
   maxRequestBytes: option({
     flag: "max-request-bytes",

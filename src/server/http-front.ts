@@ -43,6 +43,11 @@ export interface HttpFrontOptions {
    * Without it the front serves only its HTTP endpoints (an admin listener).
    */
   routes?: (router: ConnectRouter) => void;
+  /**
+   * Serves some RPC requests itself before connect-node sees them (the
+   * WatchVariables fan-out path); returns false for the rest.
+   */
+  directRoutes?: (req: NodeRequest, res: NodeResponse) => boolean;
   /** Applied to every RPC in order, the first outermost. */
   interceptors?: Interceptor[];
   /** Per-request context values for the handlers (e.g. who the caller is). */
@@ -188,6 +193,7 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       guardHttp2Stream(req as http2.Http2ServerRequest);
     }
     if (corsPolicy(req, res)) return;
+    if (options.directRoutes?.(req, res)) return;
     rpc(req, res);
   };
 
@@ -501,22 +507,27 @@ type WriteCallback = (error?: Error | null) => void;
  * that never read but sent a PING now and then kept its replies, and their
  * memory, for as long as it liked. Here a large write goes out in pieces,
  * the next once the last was taken, and each piece taken re-arms the
- * timer; a stream with nothing to write (a quiet watch) has no timer.
+ * timer. One timer per stream, restarted by each write rather than made
+ * anew (a watch stream writes once per update); it lapses unused once the
+ * stream has been quiet for `ms`, so a quiet watch holds none.
  */
 function resetOnWriteStall(stream: http2.ServerHttp2Stream, ms: number): void {
   const write = stream._write.bind(stream);
   const writev = stream._writev?.bind(stream);
   let stall: ReturnType<typeof setTimeout> | undefined;
-  const stop = () => {
-    clearTimeout(stall);
+  let writing = false;
+  const onStall = () => {
     stall = undefined;
+    if (writing && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+  };
+  const stop = () => {
+    writing = false;
   };
   /** Arms the timer for one write; the returned callback ends it. */
   const start = (callback: WriteCallback): WriteCallback => {
-    stop();
-    stall = setTimeout(() => {
-      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
-    }, ms).unref();
+    writing = true;
+    if (stall === undefined) stall = setTimeout(onStall, ms).unref();
+    else stall.refresh();
     return (error) => {
       stop();
       callback(error);
@@ -575,7 +586,10 @@ function resetOnWriteStall(stream: http2.ServerHttp2Stream, ms: number): void {
       next();
     };
   }
-  stream.once("close", stop);
+  stream.once("close", () => {
+    stop();
+    clearTimeout(stall);
+  });
 }
 
 function send(

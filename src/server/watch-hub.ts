@@ -1,21 +1,32 @@
-import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type VariableUpdate, VariableUpdateSchema } from "../gen/snakepit/bridge/bridge_pb.js";
+import type { VariableUpdate } from "../gen/snakepit/bridge/bridge_pb.js";
 import type { StoreEvent, VariableChange, VariableRecord } from "./store/session-store.js";
-import { timestamp, toVariableMessage } from "./variable-message.js";
+import {
+  changeUpdate,
+  type EncodedUpdate,
+  initialUpdate,
+  keepaliveUpdate,
+  syncUpdate,
+} from "./watch-update.js";
 
 /** Options of {@link createWatchHub}. */
 export interface WatchHubOptions {
   /**
-   * Updates buffered per watcher. A watcher that falls further behind is
-   * ended with RESOURCE_EXHAUSTED instead of slowing writers down.
+   * Updates a stream that cannot keep up may have waiting, after keeping
+   * only the latest one per variable; beyond, it is ended with
+   * RESOURCE_EXHAUSTED instead of slowing writers down.
    */
   readonly bufferSize: number;
   /** Streams open on one session; more are refused with RESOURCE_EXHAUSTED. */
   readonly maxPerSession?: number;
   /** Streams open in total; more are refused with RESOURCE_EXHAUSTED. */
   readonly maxTotal?: number;
-  /** Clock in epoch milliseconds, for the timestamps of initial values and sync markers. */
+  /**
+   * An idle stream carries a keepalive update at least this often (0: never),
+   * so that proxies' idle timeouts do not end a quiet watch.
+   */
+  readonly keepaliveMs?: number;
+  /** Clock for the updates' timestamps. */
   readonly now?: () => number;
 }
 
@@ -25,19 +36,42 @@ export interface WatchFilter {
   readonly identifiers: ReadonlySet<string>;
 }
 
-/** One open watch stream. */
-export interface Watcher extends AsyncIterable<VariableUpdate> {
-  /** Queues an update made outside the change feed (initial values). */
-  pushInitial(record: VariableRecord): void;
-  /** Queues the "sync" marker (see WatchVariablesRequest.sync_marker). */
-  pushSyncMarker(): void;
+/**
+ * Where a directly written stream's frames go (see watch-endpoint.ts).
+ * The hub writes only while `write` says the transport takes more, and
+ * resumes when the stream calls {@link Watcher.resume}.
+ */
+export interface FrameSink {
+  /** Wants gRPC-Web's text-mode frames ({@link EncodedUpdate.textFrame}). */
+  readonly text?: boolean;
+  /** Writes encoded frames; false once the transport holds more than it should. */
+  write(frames: Uint8Array): boolean;
+  /** Ends the stream with OK (`undefined`) or the error. */
+  end(error: ConnectError | undefined): void;
 }
 
 /**
- * Fans store changes out to watch streams. Each watcher has its own bounded
- * queue: delivering a change costs an append per watcher, never a wait, so a
- * slow watcher cannot stall writers or other watchers. One message is built
- * per change and shared by every watcher.
+ * One open watch stream. Without a sink it is read as an async iterable of
+ * messages (connect-node's streams); with one, the hub writes its frames.
+ */
+export interface Watcher extends AsyncIterable<VariableUpdate> {
+  /** Queues a variable's current value (before any change of it). */
+  pushInitial(record: VariableRecord): void;
+  /** Queues the "sync" marker (see WatchVariablesRequest.sync_marker). */
+  pushSyncMarker(): void;
+  /** The sink's transport drained: write what waited. */
+  resume(): void;
+  /** Ends the stream: what waits is sent first, then the status. */
+  end(error?: ConnectError): void;
+}
+
+/**
+ * Fans store changes out to watch streams. Each change is encoded once and
+ * the same bytes are written to every stream that gets it. A stream whose
+ * transport does not drain keeps only the latest update per variable until
+ * it does (conflation); one that still falls too far behind is ended, so a
+ * slow reader never stalls writers or other readers. A fan-out to many
+ * streams is delivered in slices, yielding to other work in between.
  */
 export interface WatchHub {
   /**
@@ -46,67 +80,103 @@ export interface WatchHub {
    *
    * @throws ConnectError RESOURCE_EXHAUSTED beyond the per-session or total limit.
    */
-  watch(sessionId: string, filter: WatchFilter, signal: AbortSignal): Watcher;
+  watch(sessionId: string, filter: WatchFilter, signal: AbortSignal, sink?: FrameSink): Watcher;
   /**
    * Ends every stream of a session (cleanup or expiry) with the error
    * `reason` makes; it is only called when the session has streams.
    */
   endSession(sessionId: string, reason: () => ConnectError): number;
-  /** Ends every stream (server shutdown). */
+  /** Ends every stream (server shutdown, or resynchronization). */
   endAll(error?: ConnectError): void;
   readonly size: number;
-  /** Feed for the store's events. */
+  /** Feed for the store's events, from this replica or others. */
   onStoreEvent(event: StoreEvent): void;
 }
 
 interface WatcherState {
+  readonly sessionId: string;
   readonly filter: WatchFilter;
-  readonly queue: VariableUpdate[];
-  /** Highest value version delivered per variable id, to drop duplicates. */
-  readonly seen: Map<string, number>;
+  readonly sink: FrameSink | undefined;
+  /** Updates not yet handed on, at most one per key, oldest first. */
+  readonly pending: Map<string, EncodedUpdate>;
+  /** The sink's transport is full. */
+  blocked: boolean;
+  /** Highest value version sent per variable id, once initial values were queued. */
+  seen: Map<string, number> | undefined;
+  /** Something was sent since the keepalive sweep last looked. */
+  active: boolean;
+  bucket: number;
   wake: (() => void) | undefined;
   done: boolean;
   error: ConnectError | undefined;
 }
 
+/** Streams one slice of a fan-out reaches before yielding to other work. */
+const SLICE = 1024;
+/** Keepalive buckets: each sweep tick looks at one, spreading the writes. */
+const BUCKETS = 8;
+
 /** Creates a watch hub. */
 export function createWatchHub(options: WatchHubOptions): WatchHub {
   const now = options.now ?? Date.now;
   const bySession = new Map<string, Set<WatcherState>>();
+  const buckets = Array.from({ length: BUCKETS }, () => new Set<WatcherState>());
   let size = 0;
+  let nextBucket = 0;
+
+  const overflow = () =>
+    new ConnectError(
+      `watcher fell more than ${options.bufferSize} updates behind (after keeping only the latest per variable); resynchronize with GetVariables and watch again`,
+      Code.ResourceExhausted,
+    );
+
+  /** Hands waiting updates to the sink while it takes them. */
+  const flush = (state: WatcherState) => {
+    const sink = state.sink;
+    if (sink === undefined || state.pending.size === 0) return;
+    const frames: Uint8Array[] = [];
+    for (const update of state.pending.values()) {
+      frames.push(sink.text === true ? update.textFrame : update.frame);
+    }
+    state.pending.clear();
+    state.active = true;
+    state.blocked = !sink.write(frames.length === 1 ? (frames[0] as Uint8Array) : concat(frames));
+  };
 
   const finish = (state: WatcherState, error?: ConnectError) => {
     if (state.done) return;
     state.done = true;
     state.error = error;
-    state.wake?.();
+    detach(state);
+    if (state.sink !== undefined) {
+      flush(state);
+      state.sink.end(error);
+    } else {
+      state.wake?.();
+    }
   };
 
-  const offer = (
-    state: WatcherState,
-    update: VariableUpdate,
-    record: VariableRecord,
-    kind: string,
-    bounded = true,
-  ) => {
+  const offer = (state: WatcherState, update: EncodedUpdate, bounded = true) => {
     if (state.done) return;
-    if (kind === "value_changed" || kind === "initial_value") {
-      const seen = state.seen.get(record.id);
-      if (seen !== undefined && record.version <= seen) return;
-      state.seen.set(record.id, record.version);
+    if (update.version !== undefined && state.seen !== undefined) {
+      const seen = state.seen.get(update.key);
+      if (seen !== undefined && update.version <= seen) return;
+      state.seen.set(update.key, update.version);
     }
-    if (bounded && state.queue.length >= options.bufferSize) {
-      state.queue.length = 0;
-      finish(
-        state,
-        new ConnectError(
-          `watcher fell more than ${options.bufferSize} updates behind; resynchronize with GetVariables and watch again`,
-          Code.ResourceExhausted,
-        ),
-      );
+    if (state.sink !== undefined && !state.blocked && state.pending.size === 0) {
+      state.active = true;
+      state.blocked = !state.sink.write(state.sink.text === true ? update.textFrame : update.frame);
       return;
     }
-    state.queue.push(update);
+    // Conflation: a newer update of the same variable replaces the waiting
+    // one and goes last, where its commit order puts it.
+    state.pending.delete(update.key);
+    if (bounded && state.pending.size >= options.bufferSize) {
+      state.pending.clear();
+      finish(state, overflow());
+      return;
+    }
+    state.pending.set(update.key, update);
     state.wake?.();
   };
 
@@ -115,14 +185,92 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
     filter.identifiers.has(record.id) ||
     filter.identifiers.has(record.name);
 
+  // Fan-outs waiting for their turn, oldest first: a session's changes
+  // reach each stream in commit order even when one is delivered in slices.
+  interface FanOut {
+    readonly update: EncodedUpdate;
+    readonly record: VariableRecord;
+    readonly targets: WatcherState[];
+    next: number;
+  }
+  const queue: FanOut[] = [];
+  const runQueue = () => {
+    let budget = SLICE;
+    while (budget > 0) {
+      const job = queue[0];
+      if (job === undefined) return;
+      while (budget > 0 && job.next < job.targets.length) {
+        const state = job.targets[job.next++] as WatcherState;
+        if (matches(state.filter, job.record)) offer(state, job.update);
+        budget--;
+      }
+      if (job.next === job.targets.length) queue.shift();
+    }
+    if (queue.length > 0) setImmediate(runQueue);
+  };
+
   const deliver = (change: VariableChange) => {
     const watchers = bySession.get(change.sessionId);
     if (watchers === undefined) return;
-    let update: VariableUpdate | undefined;
-    for (const state of watchers) {
-      if (!matches(state.filter, change.variable)) continue;
-      update ??= toUpdate(change);
-      offer(state, update, change.variable, change.kind);
+    const update = changeUpdate(change);
+    if (queue.length === 0 && watchers.size <= SLICE) {
+      for (const state of watchers) {
+        if (matches(state.filter, change.variable)) offer(state, update);
+      }
+      return;
+    }
+    queue.push({ update, record: change.variable, targets: [...watchers], next: 0 });
+    if (queue.length === 1) setImmediate(runQueue);
+  };
+
+  // One timer for every stream: each tick sweeps one bucket, so every
+  // stream is looked at twice per interval and one that sent nothing since
+  // the last look gets a keepalive (at most keepaliveMs apart).
+  const keepaliveMs = options.keepaliveMs ?? 0;
+  let sweeper: ReturnType<typeof setInterval> | undefined;
+  let sweepAt = 0;
+  const sweep = () => {
+    const bucket = buckets[sweepAt] as Set<WatcherState>;
+    sweepAt = (sweepAt + 1) % BUCKETS;
+    let update: EncodedUpdate | undefined;
+    for (const state of bucket) {
+      if (state.active || state.blocked || state.pending.size > 0) {
+        state.active = false;
+        continue;
+      }
+      update ??= keepaliveUpdate(now());
+      offer(state, update, false);
+      state.active = false;
+    }
+  };
+
+  const detach = (state: WatcherState) => {
+    const { sessionId } = state;
+    const current = bySession.get(sessionId);
+    if (current?.delete(state)) {
+      size--;
+      buckets[state.bucket]?.delete(state);
+      if (current.size === 0) bySession.delete(sessionId);
+      if (size === 0 && sweeper !== undefined) {
+        clearInterval(sweeper);
+        sweeper = undefined;
+      }
+    }
+  };
+
+  const checkLimits = (sessionId: string) => {
+    const open = bySession.get(sessionId)?.size ?? 0;
+    if (options.maxPerSession !== undefined && open >= options.maxPerSession) {
+      throw new ConnectError(
+        `the session has ${open} watch streams open; the limit is ${options.maxPerSession} (--max-watchers-per-session); close one or share a stream`,
+        Code.ResourceExhausted,
+      );
+    }
+    if (options.maxTotal !== undefined && size >= options.maxTotal) {
+      throw new ConnectError(
+        `the server has ${size} watch streams open; the limit is ${options.maxTotal} (--max-watchers); try again later`,
+        Code.ResourceExhausted,
+      );
     }
   };
 
@@ -131,49 +279,41 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
       return size;
     },
 
-    watch(sessionId, filter, signal) {
-      const open = bySession.get(sessionId)?.size ?? 0;
-      if (options.maxPerSession !== undefined && open >= options.maxPerSession) {
-        throw new ConnectError(
-          `the session has ${open} watch streams open; the limit is ${options.maxPerSession} (--max-watchers-per-session); close one or share a stream`,
-          Code.ResourceExhausted,
-        );
-      }
-      if (options.maxTotal !== undefined && size >= options.maxTotal) {
-        throw new ConnectError(
-          `the server has ${size} watch streams open; the limit is ${options.maxTotal} (--max-watchers); try again later`,
-          Code.ResourceExhausted,
-        );
-      }
+    watch(sessionId, filter, signal, sink) {
+      checkLimits(sessionId);
       const state: WatcherState = {
+        sessionId,
         filter,
-        queue: [],
-        seen: new Map(),
+        sink,
+        pending: new Map(),
+        blocked: false,
+        seen: undefined,
+        active: true,
+        bucket: nextBucket,
         wake: undefined,
         done: false,
         error: undefined,
       };
+      nextBucket = (nextBucket + 1) % BUCKETS;
       let set = bySession.get(sessionId);
       if (set === undefined) {
         set = new Set();
         bySession.set(sessionId, set);
       }
       set.add(state);
+      buckets[state.bucket]?.add(state);
       size++;
-      const detach = () => {
-        const current = bySession.get(sessionId);
-        if (current?.delete(state)) {
-          size--;
-          if (current.size === 0) bySession.delete(sessionId);
-        }
-      };
+      if (keepaliveMs > 0 && sweeper === undefined) {
+        sweeper = setInterval(sweep, Math.max(1, keepaliveMs / (2 * BUCKETS)));
+        sweeper.unref();
+      }
       // The stream's end (a reset, the client gone) removes the watcher at
-      // once: the generator below may be suspended in a write that never
-      // completes, so its finally block cannot be relied on to run.
+      // once: a consumer may be suspended in a write that never completes.
       const onAbort = () => {
-        finish(state);
-        state.queue.length = 0;
-        detach();
+        state.done = true;
+        state.pending.clear();
+        detach(state);
+        state.wake?.();
       };
       signal.addEventListener("abort", onAbort, { once: true });
       if (signal.aborted) onAbort();
@@ -181,9 +321,11 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
       async function* stream(): AsyncGenerator<VariableUpdate> {
         try {
           for (;;) {
-            const next = state.queue.shift();
-            if (next !== undefined) {
-              yield next;
+            const next = state.pending.values().next();
+            if (next.done !== true) {
+              state.pending.delete(next.value.key);
+              state.active = true;
+              yield next.value.message;
               continue;
             }
             if (state.done) break;
@@ -195,39 +337,27 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
           if (state.error !== undefined) throw state.error;
         } finally {
           signal.removeEventListener("abort", onAbort);
-          detach();
+          detach(state);
         }
       }
 
-      const iterable = stream();
       return {
-        [Symbol.asyncIterator]: () => iterable,
+        [Symbol.asyncIterator]: () => stream(),
         pushInitial(record) {
-          offer(
-            state,
-            create(VariableUpdateSchema, {
-              variableId: record.id,
-              variable: toVariableMessage(record),
-              updateSource: "server",
-              timestamp: timestamp(now()),
-              updateType: "initial_value",
-            }),
-            record,
-            "initial_value",
-            // Initial values are bounded by the session's variable limit,
-            // not by how fast the watcher reads.
-            false,
-          );
+          state.seen ??= new Map();
+          // Initial values are bounded by the session's variable limit,
+          // not by how fast the watcher reads.
+          offer(state, initialUpdate(record, now()), false);
         },
         pushSyncMarker() {
-          state.queue.push(
-            create(VariableUpdateSchema, {
-              updateSource: "server",
-              timestamp: timestamp(now()),
-              updateType: "sync",
-            }),
-          );
-          state.wake?.();
+          offer(state, syncUpdate(now()), false);
+        },
+        resume() {
+          state.blocked = false;
+          if (!state.done) flush(state);
+        },
+        end(error) {
+          finish(state, error);
         },
       };
     },
@@ -236,13 +366,14 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
       const watchers = bySession.get(sessionId);
       if (watchers === undefined) return 0;
       const error = reason();
-      for (const state of watchers) finish(state, error);
-      return watchers.size;
+      const ended = watchers.size;
+      for (const state of [...watchers]) finish(state, error);
+      return ended;
     },
 
     endAll(error) {
-      for (const watchers of bySession.values()) {
-        for (const state of watchers) finish(state, error);
+      for (const watchers of [...bySession.values()]) {
+        for (const state of [...watchers]) finish(state, error);
       }
     },
 
@@ -252,13 +383,14 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
   };
 }
 
-function toUpdate(change: VariableChange): VariableUpdate {
-  return create(VariableUpdateSchema, {
-    variableId: change.variable.id,
-    variable: toVariableMessage(change.variable),
-    updateSource: change.source,
-    updateMetadata: { ...change.metadata },
-    timestamp: timestamp(change.timestamp),
-    updateType: change.kind,
-  });
+function concat(frames: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const f of frames) length += f.length;
+  const out = Buffer.allocUnsafe(length);
+  let at = 0;
+  for (const f of frames) {
+    out.set(f, at);
+    at += f.length;
+  }
+  return out;
 }

@@ -1,9 +1,10 @@
 import { connect } from "node:http2";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, type ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type VariableUpdate,
+  VariableUpdateSchema,
   WatchVariablesRequestSchema,
 } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { decodeValue, encodeValue } from "../../src/values/index.js";
@@ -143,7 +144,7 @@ describe("watch", () => {
     expect((w.error as ConnectError).code).toBe(Code.NotFound);
   });
 
-  it("ends a watcher that falls behind with RESOURCE_EXHAUSTED without stalling writers or others", async () => {
+  it("keeps only the latest value for a watcher that stops reading, without stalling writers or others", async () => {
     const c = bridge.client("grpc");
     const { sessionId } = await c.initializeSession({});
     const text = (v: number) => encodeValue("string", `${v}:${"x".repeat(4000)}`).any;
@@ -151,11 +152,11 @@ describe("watch", () => {
     // A truly stalled reader: a raw HTTP/2 gRPC call whose stream is paused,
     // so HTTP/2 flow control pushes back on the server. (connect-node's
     // client would buffer everything on its side instead.)
-    const slow = rawWatch(bridge.url, sessionId, "s");
+    const slow = rawWatch(bridge.url, sessionId, ["s"]);
     const fast = collect(
       c.watchVariables({ sessionId, variableIdentifiers: ["s"], syncMarker: true }),
     );
-    await Promise.all([slow.subscribed, fast.synced]);
+    await Promise.all([slow.subscribed(), fast.synced]);
     // 300 updates of 4 KB: far beyond the watcher buffer (8) and the HTTP/2
     // windows. Every write must still succeed, and the fast watcher sees all.
     const writes = 300;
@@ -166,10 +167,31 @@ describe("watch", () => {
     expect(fast.updates.map((u) => u.variable?.version)).toEqual(
       Array.from({ length: writes }, (_, i) => i + 1),
     );
+    // The slow one gets what fitted in the windows, then the latest value.
+    const versions = await slow.readUntil((u) => u.variable?.version === writes);
+    expect(versions.length).toBeLessThan(writes / 2);
+    expect(versions).toEqual([...versions].sort((a, b) => a - b));
+    await c.setVariable({ sessionId, variableIdentifier: "s", value: text(0) });
+    expect(await slow.readUntil((u) => u.variable?.version === writes + 1)).toEqual([writes + 1]);
+    slow.close();
+  });
+
+  it("ends a watcher with RESOURCE_EXHAUSTED when even the latest values exceed its buffer", async () => {
+    const c = bridge.client("grpc");
+    const names = Array.from({ length: 40 }, (_, i) => `v${i}`);
+    const sessionId = await newSession(names);
+    const slow = rawWatch(bridge.url, sessionId, []);
+    await slow.subscribed();
+    const big = encodeValue("integer", 1).any;
+    // Each variable written once, with large metadata: 40 distinct pending
+    // updates against a buffer of 8 once the windows are full.
+    const metadata = { note: "m".repeat(3000) };
+    for (const name of names) {
+      await c.setVariable({ sessionId, variableIdentifier: name, value: big, metadata });
+    }
     const ended = await slow.drain();
     expect(ended.status).toBe(String(Code.ResourceExhausted));
     expect(decodeURIComponent(ended.message)).toContain("resynchronize");
-    expect(ended.bytes).toBeLessThan(writes * 4000);
   });
 
   it("ends the session's streams when the session is cleaned up", async () => {
@@ -185,13 +207,14 @@ describe("watch", () => {
 });
 
 /** Opens a gRPC WatchVariables call over raw HTTP/2 and does not read it. */
-function rawWatch(url: string, sessionId: string, name: string) {
+function rawWatch(url: string, sessionId: string, names: string[]) {
   const session = connect(url);
+  session.on("error", () => undefined);
   const body = toBinary(
     WatchVariablesRequestSchema,
     create(WatchVariablesRequestSchema, {
       sessionId,
-      variableIdentifiers: [name],
+      variableIdentifiers: names,
       syncMarker: true,
     }),
   );
@@ -204,22 +227,41 @@ function rawWatch(url: string, sessionId: string, name: string) {
     "content-type": "application/grpc+proto",
     te: "trailers",
   });
+  stream.on("error", () => undefined);
   stream.end(frame);
-  // Read the first frame (the sync marker: the watcher is subscribed), then
-  // stop reading for good until drain().
-  const subscribed = new Promise<void>((resolve, reject) => {
-    stream.once("data", () => {
-      stream.pause();
-      resolve();
-    });
-    stream.once("error", reject);
-  });
+  stream.pause();
   let trailers: Record<string, unknown> = {};
   stream.on("trailers", (t) => {
     trailers = t;
   });
+  let buffered = Buffer.alloc(0);
+  /** Reads until an update satisfies `done`; resolves with the versions read. */
+  const readUntil = (done: (u: VariableUpdate) => boolean) =>
+    new Promise<number[]>((resolve, reject) => {
+      const versions: number[] = [];
+      const onData = (chunk: Buffer) => {
+        buffered = Buffer.concat([buffered, chunk]);
+        while (buffered.length >= 5 && buffered.length >= 5 + buffered.readUInt32BE(1)) {
+          const size = buffered.readUInt32BE(1);
+          const update = fromBinary(VariableUpdateSchema, buffered.subarray(5, 5 + size));
+          buffered = buffered.subarray(5 + size);
+          versions.push(update.variable?.version ?? -1);
+          if (done(update)) {
+            stream.off("data", onData);
+            stream.pause();
+            resolve(versions);
+            return;
+          }
+        }
+      };
+      stream.on("data", onData);
+      stream.once("end", () => reject(new Error(`stream ended after ${versions}`)));
+      stream.resume();
+    });
   return {
-    subscribed,
+    readUntil,
+    /** Reads up to the sync marker (the watcher is subscribed), then stops reading. */
+    subscribed: () => readUntil((u) => u.updateType === "sync"),
     /** Reads everything that is left; resolves with the gRPC status. */
     drain: () =>
       new Promise<{ status: string; message: string; bytes: number }>((resolve, reject) => {
@@ -238,6 +280,7 @@ function rawWatch(url: string, sessionId: string, name: string) {
         });
         stream.resume();
       }),
+    close: () => session.destroy(),
   };
 }
 

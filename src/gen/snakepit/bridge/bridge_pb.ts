@@ -1200,8 +1200,10 @@ export type VariableUpdate = Message<"snakepit.bridge.VariableUpdate"> & {
 
   /**
    * One of "initial_value", "registered", "value_changed", "deleted",
-   * "optimization_started", "optimization_stopped", and "sync" (extension,
-   * only when WatchVariablesRequest.sync_marker is set).
+   * "optimization_started", "optimization_stopped", "sync" (extension,
+   * only when WatchVariablesRequest.sync_marker is set), and "keepalive"
+   * (extension: sent on an idle stream, without a variable, so that
+   * proxies' idle timeouts keep it; clients skip it).
    *
    * @generated from field: string update_type = 6;
    */
@@ -2071,9 +2073,10 @@ export const BridgeService: GenService<{
    * empty variable_identifiers watches every variable of the session,
    * including ones registered later (update_type "registered"). With
    * include_initial_values, the stream starts with one update per existing
-   * watched variable (update_type "initial_value"). A watcher that falls too
-   * far behind is ended with RESOURCE_EXHAUSTED; resynchronize with
-   * GetVariables and watch again. The stream ends with NOT_FOUND when the
+   * watched variable (update_type "initial_value"). A watcher that does not
+   * keep up gets only the latest update of each variable once it reads
+   * again; one that falls further behind is ended with RESOURCE_EXHAUSTED;
+   * resynchronize with GetVariables and watch again. The stream ends with NOT_FOUND when the
    * session ends, and with UNAVAILABLE when the server shuts down (reconnect).
    * NOT_FOUND at once when a listed variable does not exist.
    *
