@@ -1,3 +1,9 @@
+/**
+ * The HTTP front on a real socket: protocol sniffing, the hand-off to
+ * HTTP/1 and HTTP/2, its own endpoints, CORS, close() and listen().
+ *
+ * (Over 400 lines: each area needs raw-socket set-up of its own.)
+ */
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";

@@ -1,3 +1,11 @@
+/**
+ * SessionContext against a real server on a real socket: round trips,
+ * group commit, local validation, cache, watch coherence, handles, tools,
+ * lifecycle and stream loss.
+ *
+ * (Over 400 lines: one area per describe block, all on one shared server;
+ * socket-free unit tests live in src/client/.)
+ */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import {

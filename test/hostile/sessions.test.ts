@@ -2,6 +2,8 @@
  * Hostile callers against sessions, variables and watch streams, on a real
  * server over real sockets: floods stop at their limits with an error that
  * names the limit, while other sessions keep being served.
+ *
+ * (Over 400 lines: one case per limit, all on one shared server.)
  */
 import http2 from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";

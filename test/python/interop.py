@@ -4,7 +4,8 @@
 Drives a running bridge server over real gRPC (grpcio, insecure h2c) the way
 an unmodified snakepit Python worker does, and hosts a tiny remote tool the
 bridge forwards calls to. Fails loudly (non-zero exit, assertion message) on
-anything wrong.
+anything wrong. (Over 400 lines: it is one script a worker would be,
+checking every RPC in order against one session.)
 
 Usage:
     PYTHONPATH=<dir with generated snakepit/bridge/bridge_pb2*.py> \

@@ -11,6 +11,9 @@
  * Every run starts from the same fixture session state (see fixtureFor), so
  * a run does not depend on the ones before it and fast-check can shrink a
  * failure to a small request.
+ *
+ * (Over 400 lines: the arbitraries for every request shape and the shared
+ * fixture they start from belong together.)
  */
 import { gzipSync } from "node:zlib";
 import {

@@ -1,3 +1,9 @@
+/**
+ * The tool RPCs against a real server: server-side, streaming,
+ * session-scoped and remote worker tools.
+ *
+ * (Over 400 lines: the four kinds share one server and its sessions.)
+ */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { anyPack, StringValueSchema } from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectError } from "@connectrpc/connect";

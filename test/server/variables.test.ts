@@ -1,3 +1,10 @@
+/**
+ * The variable RPCs against a real server: register and get, set, batch,
+ * list and delete, history and rollback, the optimization lock,
+ * dependencies and RegisterVariables.
+ *
+ * (Over 400 lines: one describe block per area, on one shared server.)
+ */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { decodeValue, encodeValue, isVariableType } from "../../src/values/index.js";
