@@ -317,7 +317,7 @@ function readRequest(
       if (length > maxBytes + 5) {
         fail(
           new ConnectError(
-            `message size is larger than configured readMaxBytes ${maxBytes}`,
+            `the request is over the limit; the limit is ${maxBytes} bytes (--max-request-bytes)`,
             Code.ResourceExhausted,
           ),
         );
@@ -385,7 +385,7 @@ function gunzipWithin(data: Uint8Array, maxBytes: number): Promise<Uint8Array> {
       reject(
         (error as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE"
           ? new ConnectError(
-              `message size is larger than configured readMaxBytes ${maxBytes} after decompression`,
+              `the request is over the limit once decompressed; the limit is ${maxBytes} bytes (--max-request-bytes)`,
               Code.ResourceExhausted,
             )
           : new ConnectError(`invalid gzip data: ${error.message}`, Code.InvalidArgument),

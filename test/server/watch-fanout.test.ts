@@ -7,6 +7,7 @@
  */
 import http from "node:http";
 import http2 from "node:http2";
+import { gzipSync } from "node:zlib";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, type ConnectError, createClient } from "@connectrpc/connect";
 import { compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
@@ -161,6 +162,29 @@ describe("gRPC on the fan-out path", () => {
     expect(decodeURIComponent(String(headers["grpc-message"]))).toContain(
       "snakepit.bridge.WatchVariablesRequest",
     );
+  });
+
+  it("refuses a request over --max-request-bytes, plain or once decompressed, naming the flag", async () => {
+    const b = await bridge({ maxRequestBytes: 1024 });
+    const sessionId = await newSession(b);
+    const big = create(WatchVariablesRequestSchema, {
+      sessionId,
+      variableIdentifiers: Array.from({ length: 200 }, (_, i) => `name-${i}`),
+    });
+    const plain = await rawGrpc(b.url, envelope(toBinary(WatchVariablesRequestSchema, big))).end();
+    const zipped = await rawGrpc(
+      b.url,
+      envelope(gzipSync(toBinary(WatchVariablesRequestSchema, big)), 1),
+      { "grpc-encoding": "gzip" },
+    ).end();
+    for (const { headers } of [plain, zipped]) {
+      expect(headers["grpc-status"]).toBe(String(Code.ResourceExhausted));
+      expect(decodeURIComponent(String(headers["grpc-message"]))).toContain(
+        "the limit is 1024 bytes (--max-request-bytes)",
+      );
+    }
+    expect(decodeURIComponent(String(zipped.headers["grpc-message"]))).toContain("decompressed");
+    expect(await watchers(b)).toBe(0);
   });
 
   it("ends the stream with DEADLINE_EXCEEDED when grpc-timeout passes, and drops the watcher", async () => {
