@@ -2,6 +2,8 @@
 #
 # Images of the production stack (docker-compose.yml builds each target):
 #   bridge          the bridge server: dist/ and its runtime dependencies only (the default)
+#   demo-bridge     the same server with the demo's spam tools (demo/server/serve.ts),
+#                   the one docker-compose.yml runs for the demo page
 #   demo            the built demo page, served by nginx
 #   python-worker   a Python snakepit worker (grpcio) with the generated stubs
 #
@@ -41,6 +43,27 @@ RUN mkdir gen && protoc -I proto --python_out=gen --grpc_python_out=gen \
 ENV PYTHONPATH=/worker/gen
 USER nobody
 ENTRYPOINT ["python3", "demo/python/spam_worker.py"]
+
+# The demo's bridge: `serve` with the same options and HEALTHCHECK, plus the
+# spam tools the demo page calls. It runs demo/server/serve.ts from source
+# (Node 24 strips the types) with the build stage's full node_modules: the
+# tools read the SpamAssassin corpus from a development dependency.
+FROM ${NODE_IMAGE} AS demo-bridge
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/package.json ./
+COPY --from=build /app/scripts/ts-source-hooks.mjs ./scripts/
+COPY --from=build /app/src ./src
+COPY --from=build /app/demo/server ./demo/server
+COPY --from=build /app/demo/shared ./demo/shared
+USER node
+EXPOSE 50051 50052 9464
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.UB_ADMIN_PORT || 9464}/healthz`).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["node", "--disable-warning=ExperimentalWarning", "--experimental-transform-types", "--import", "./scripts/ts-source-hooks.mjs", "demo/server/serve.ts"]
+CMD ["serve", "--host", "0.0.0.0", "--worker-host", "0.0.0.0", "--admin-host", "0.0.0.0"]
 
 # The bridge. Node is PID 1 and handles SIGTERM itself (the CLI drains:
 # /healthz 503, watch streams ended with UNAVAILABLE, in-flight calls

@@ -21,7 +21,7 @@ export interface DemoBridge {
  * about 8 MiB for the largest featurizations (two million non-zeros at
  * 3 bytes each); the default request limit is 4 MiB.
  */
-const MAX_REQUEST_BYTES = 16 * 1024 * 1024;
+export const MAX_REQUEST_BYTES = 16 * 1024 * 1024;
 
 /**
  * The bridge server of the demo: the library's server with its in-memory
@@ -50,11 +50,26 @@ export async function startDemoBridge(options: {
     tools: createSpamTools(createSpamProgram({ callTool: (call) => callTool(call) })),
   });
   const { url, port, workerUrl } = await server.start();
+  callTool = loopbackToolCall(url);
+  return {
+    url,
+    port,
+    workerTarget: new URL(workerUrl ?? url).host,
+    stop: () => server.stop(),
+  };
+}
+
+/**
+ * A {@link ToolCall} through the bridge at `url`: the evaluation tool
+ * reaches the Python worker's tool the way any client does, with a call to
+ * the bridge, which forwards it to the worker.
+ */
+export function loopbackToolCall(url: string): ToolCall {
   const client = createClient(
     BridgeService,
     createGrpcTransport({ baseUrl: url, writeMaxBytes: MAX_REQUEST_BYTES }),
   );
-  callTool = async ({ sessionId, tool, args, binary, signal }) => {
+  return async ({ sessionId, tool, args, binary, signal }) => {
     const reply = await client.executeTool(
       {
         sessionId,
@@ -66,11 +81,5 @@ export async function startDemoBridge(options: {
     );
     if (!reply.success) throw new Error(reply.errorMessage);
     return reply.result === undefined ? null : decodeJsonAny(reply.result);
-  };
-  return {
-    url,
-    port,
-    workerTarget: new URL(workerUrl ?? url).host,
-    stop: () => server.stop(),
   };
 }

@@ -97,6 +97,10 @@ describe("docker-compose.yml", () => {
       expect(target, name).toBeDefined();
       expect(dockerfile).toMatch(new RegExp(`^FROM \\S+ AS ${target}$`, "m"));
     }
+    // The bridges carry the demo page's spam tools; the production `bridge`
+    // target (the CLI alone) takes the same command.
+    expect(services.bridge?.build?.target).toBe("demo-bridge");
+    expect(dockerfile).toMatch(/^FROM \S+ AS bridge$/m);
     expect(services.worker?.profiles).toEqual(["worker"]);
     const command = services.worker?.command ?? [];
     // It registers on the worker listener, at an address the bridges allow.

@@ -4,10 +4,11 @@
  * files: `npm ci --omit=dev` from the lock file (offline, from the npm
  * cache), the compiled dist/, package.json, and nothing else; then the
  * image's command starts, its HEALTHCHECK command passes, and SIGTERM ends
- * it with exit code 0.
+ * it with exit code 0. The demo-bridge image (what docker-compose.yml
+ * runs) gets the same checks, its COPY lines replayed from the checkout.
  */
 import { execFile, spawn } from "node:child_process";
-import { copyFile, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -60,6 +61,7 @@ function parseDockerfile(text: string): { args: Map<string, string>; stages: Sta
 const text = await readFile(path.join(root, "Dockerfile"), "utf8");
 const { stages } = parseDockerfile(text);
 const bridge = stages.at(-1) as Stage;
+const demoBridge = stages.find((s) => s.name === "demo-bridge") as Stage;
 const ops = (stage: Stage, op: string) => stage.instructions.filter((i) => i.op === op);
 /** An exec-form instruction's argument list. */
 const execForm = (i: Instruction | undefined): string[] =>
@@ -204,6 +206,104 @@ describe("the bridge image's recipe, run on its files", () => {
       expect(await exited).toBe(0);
     } finally {
       if (child.exitCode === null) child.kill("SIGKILL");
+    }
+  });
+});
+
+/** Starts `command` in `cwd`, waits for its ready line, runs the HEALTHCHECK, then SIGTERM: exit 0. */
+async function serveHealthyAndStop(stage: Stage, cwd: string): Promise<void> {
+  const [entry, ...command] = [
+    ...execForm(ops(stage, "ENTRYPOINT")[0]),
+    ...execForm(ops(stage, "CMD")[0]),
+  ];
+  expect(entry).toBe("node");
+  const child = spawn(node, [...command, "--port", "0", "--worker-port", "0"], {
+    cwd,
+    env: cleanEnv({ NODE_ENV: "production", UB_ADMIN_PORT: "0" }),
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  try {
+    let out = "";
+    child.stdout.setEncoding("utf8");
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (chunk: string) => {
+      out += chunk;
+    });
+    const ready = await new Promise<RegExpExecArray>((resolve, reject) => {
+      child.stdout.on("data", (chunk: string) => {
+        out += chunk;
+        const m = /listening on (http:\/\/\S+) .*admin: http:\/\/[^:]+:(\d+)/.exec(out);
+        if (m !== null) resolve(m);
+      });
+      void exited.then((code) => reject(new Error(`exited ${code}:\n${out}`)));
+    });
+    const url = (ready[1] as string).replace("0.0.0.0", "127.0.0.1");
+    const client = createClient(BridgeService, createGrpcTransport({ baseUrl: url }));
+    const session = await client.initializeSession({});
+    expect(Object.keys(session.availableTools)).toContain("spam_evaluate");
+    const check = JSON.parse(
+      /CMD (\[.*\])$/.exec(ops(stage, "HEALTHCHECK")[0]?.args ?? "")?.[1] ?? "[]",
+    ) as string[];
+    const probe = await promisify(execFile)(node, check.slice(1), {
+      env: cleanEnv({ UB_ADMIN_PORT: ready[2] as string }),
+    }).then(
+      () => 0,
+      (e: { code?: number }) => e.code ?? -1,
+    );
+    expect(probe).toBe(0);
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+  } finally {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  }
+}
+
+describe("the demo-bridge target (docker-compose.yml's bridges)", () => {
+  it("runs demo/server/serve.ts from source as a non-root user, with the bridge's HEALTHCHECK, signal and command", () => {
+    expect(demoBridge).toBeDefined();
+    expect(demoBridge.image).toBe(bridge.image);
+    const user = ops(demoBridge, "USER").at(-1)?.args;
+    expect(user).toBeDefined();
+    expect(["root", "0"]).not.toContain(user);
+    expect(ops(demoBridge, "HEALTHCHECK")).toEqual(ops(bridge, "HEALTHCHECK"));
+    expect(ops(demoBridge, "STOPSIGNAL")[0]?.args).toBe("SIGTERM");
+    expect(ops(demoBridge, "ENV")).toEqual(ops(bridge, "ENV"));
+    expect(execForm(ops(demoBridge, "ENTRYPOINT")[0])).toEqual([
+      "node",
+      "--disable-warning=ExperimentalWarning",
+      "--experimental-transform-types",
+      "--import",
+      "./scripts/ts-source-hooks.mjs",
+      "demo/server/serve.ts",
+    ]);
+    expect(execForm(ops(demoBridge, "CMD")[0])).toEqual(execForm(ops(bridge, "CMD")[0]));
+    // Everything from the build stage (sources and its full node_modules); nothing run.
+    for (const copy of ops(demoBridge, "COPY")) expect(copy.args).toMatch(/^--from=build \/app\//);
+    expect(ops(demoBridge, "RUN")).toEqual([]);
+  });
+
+  it("serves the spam tools with only the files it copies, passes its HEALTHCHECK and exits 0 on SIGTERM", {
+    timeout: 60_000,
+  }, async () => {
+    const app = await mkdtemp(path.join(tmpdir(), "ub-demo-image-"));
+    try {
+      for (const copy of ops(demoBridge, "COPY")) {
+        const [, from = "", to = ""] = copy.args.split(/\s+/);
+        const source = path.join(root, from.replace(/^\/app\//, ""));
+        const target = path.join(app, to);
+        if (from === "/app/node_modules") {
+          // The build stage's full install: the checkout's own.
+          await symlink(source, target, "dir");
+        } else {
+          await mkdir(to.endsWith("/") ? target : path.dirname(target), { recursive: true });
+          await cp(source, to.endsWith("/") ? path.join(target, path.basename(source)) : target, {
+            recursive: true,
+          });
+        }
+      }
+      await serveHealthyAndStop(demoBridge, app);
+    } finally {
+      await rm(app, { recursive: true, force: true });
     }
   });
 });
