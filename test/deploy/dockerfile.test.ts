@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { createClient } from "@connectrpc/connect";
+import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
@@ -162,56 +162,23 @@ describe("the bridge image's recipe, run on its files", () => {
   });
 
   it("serves with only those files, passes its HEALTHCHECK and exits 0 on SIGTERM", async () => {
-    const [entry, ...command] = [
-      ...execForm(ops(bridge, "ENTRYPOINT")[0]),
-      ...execForm(ops(bridge, "CMD")[0]),
-    ];
-    expect(entry).toBe("node");
-    const child = spawn(node, [...command, "--port", "0", "--worker-port", "0"], {
-      cwd: app,
-      // As the image sets it; the admin port the HEALTHCHECK reads.
-      env: cleanEnv({ NODE_ENV: "production", UB_ADMIN_PORT: "0" }),
-    });
-    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
-    try {
-      let out = "";
-      child.stdout.setEncoding("utf8");
-      const ready = await new Promise<RegExpExecArray>((resolve, reject) => {
-        child.stdout.on("data", (chunk: string) => {
-          out += chunk;
-          const m = /listening on (http:\/\/\S+) .*admin: http:\/\/[^:]+:(\d+)/.exec(out);
-          if (m !== null) resolve(m);
-        });
-        void exited.then((code) => reject(new Error(`exited ${code}:\n${out}`)));
-      });
-      const url = (ready[1] as string).replace("0.0.0.0", "127.0.0.1");
-      const ping = await createClient(BridgeService, createGrpcTransport({ baseUrl: url })).ping({
-        message: "image",
-      });
+    await serveHealthyAndStop(bridge, app, async (client) => {
+      const ping = await client.ping({ message: "image" });
       expect(ping.message).toContain("image");
-
-      // The HEALTHCHECK's own command, as Docker runs it in the container.
-      const check = JSON.parse(
-        /CMD (\[.*\])$/.exec(ops(bridge, "HEALTHCHECK")[0]?.args ?? "")?.[1] ?? "[]",
-      ) as string[];
-      const probe = await promisify(execFile)(node, check.slice(1), {
-        env: cleanEnv({ UB_ADMIN_PORT: ready[2] as string }),
-      }).then(
-        () => 0,
-        (e: { code?: number }) => e.code ?? -1,
-      );
-      expect(probe).toBe(0);
-
-      child.kill("SIGTERM");
-      expect(await exited).toBe(0);
-    } finally {
-      if (child.exitCode === null) child.kill("SIGKILL");
-    }
+    });
   });
 });
 
-/** Starts `command` in `cwd`, waits for its ready line, runs the HEALTHCHECK, then SIGTERM: exit 0. */
-async function serveHealthyAndStop(stage: Stage, cwd: string): Promise<void> {
+/**
+ * Starts the stage's command in `cwd` as the image sets it up, waits for its
+ * ready line, makes `use`'s calls, runs the stage's HEALTHCHECK command, then
+ * SIGTERM: exit 0.
+ */
+async function serveHealthyAndStop(
+  stage: Stage,
+  cwd: string,
+  use: (client: Client<typeof BridgeService>) => Promise<void>,
+): Promise<void> {
   const [entry, ...command] = [
     ...execForm(ops(stage, "ENTRYPOINT")[0]),
     ...execForm(ops(stage, "CMD")[0]),
@@ -238,9 +205,7 @@ async function serveHealthyAndStop(stage: Stage, cwd: string): Promise<void> {
       void exited.then((code) => reject(new Error(`exited ${code}:\n${out}`)));
     });
     const url = (ready[1] as string).replace("0.0.0.0", "127.0.0.1");
-    const client = createClient(BridgeService, createGrpcTransport({ baseUrl: url }));
-    const session = await client.initializeSession({});
-    expect(Object.keys(session.availableTools)).toContain("spam_evaluate");
+    await use(createClient(BridgeService, createGrpcTransport({ baseUrl: url })));
     const check = JSON.parse(
       /CMD (\[.*\])$/.exec(ops(stage, "HEALTHCHECK")[0]?.args ?? "")?.[1] ?? "[]",
     ) as string[];
@@ -301,7 +266,10 @@ describe("the demo-bridge target (docker-compose.yml's bridges)", () => {
           });
         }
       }
-      await serveHealthyAndStop(demoBridge, app);
+      await serveHealthyAndStop(demoBridge, app, async (client) => {
+        const session = await client.initializeSession({});
+        expect(Object.keys(session.availableTools)).toContain("spam_evaluate");
+      });
     } finally {
       await rm(app, { recursive: true, force: true });
     }
