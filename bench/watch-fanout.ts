@@ -26,11 +26,11 @@ import { encodeValue } from "unified-bridge/values";
 import { type BridgeProcess, startBridgeProcess } from "./support/bridge-process.ts";
 import { type ChildWorker, startChild } from "./support/child-processes.ts";
 import { clockOffset, wallClock } from "./support/clock.ts";
+import type { ServeCpu } from "./support/process-readings.ts";
 import type { BenchContext, BenchResult } from "./support/result.ts";
 import { percentile, round } from "./support/stats.ts";
 import type { WatchDeliveries } from "./workers/load-watch.ts";
 import type { RawFanoutRequest } from "./workers/raw-fanout.ts";
-import type { ServeCpu } from "./workers/serve-bridge.ts";
 
 const processes = 4;
 const variable = "tick";

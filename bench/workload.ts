@@ -38,6 +38,7 @@ import { encodeValue } from "unified-bridge/values";
 import { type BridgeProcess, startBridgeProcess } from "./support/bridge-process.ts";
 import { type ChildWorker, startChild } from "./support/child-processes.ts";
 import { clockOffset } from "./support/clock.ts";
+import type { ServeCpu } from "./support/process-readings.ts";
 import { startRedisServer } from "./support/redis-server.ts";
 import { type BenchContext, type BenchResult, formatRate } from "./support/result.ts";
 import { median, round } from "./support/stats.ts";
@@ -47,7 +48,6 @@ import type {
   WorkloadRequest,
   WriteLog,
 } from "./workers/load-workload.ts";
-import type { ServeCpu } from "./workers/serve-bridge.ts";
 
 const variableCount = 100;
 const totalTasks = 16;

@@ -6,8 +6,8 @@
  */
 
 import type { LoadReport, LoadRun } from "../workers/load-calls.ts";
-import type { ServeCpu } from "../workers/serve-bridge.ts";
 import { type ChildWorker, startChild } from "./child-processes.ts";
+import type { ServeCpu } from "./process-readings.ts";
 import { median } from "./stats.ts";
 
 /** One run's figures, summed over the pool. */

@@ -10,7 +10,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { encodeValue } from "unified-bridge/values";
 import { serveRequests } from "../support/child-processes.ts";
 import { VariableUpdateSchema, WatchVariablesRequestSchema } from "../support/internals.ts";
-import type { ServeCpu } from "./serve-bridge.ts";
+import { cpuReading, memoryReading } from "../support/process-readings.ts";
 
 /** Requests this worker answers. */
 export type RawFanoutRequest =
@@ -90,17 +90,10 @@ serveRequests(
         for (const stream of bySession.get(req.sessionId) ?? []) stream.write(frame);
         return null;
       }
-      case "cpu": {
-        const cpu = process.cpuUsage();
-        return {
-          cpuMicros: cpu.user + cpu.system,
-          rssBytes: process.memoryUsage.rss(),
-        } satisfies ServeCpu;
-      }
-      case "memory": {
-        (globalThis as { gc?: () => void }).gc?.();
-        return process.memoryUsage();
-      }
+      case "cpu":
+        return cpuReading();
+      case "memory":
+        return memoryReading();
       case "stop":
         server?.close();
         for (const set of bySession.values()) for (const s of set) s.destroy();

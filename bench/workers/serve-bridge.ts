@@ -22,6 +22,7 @@ import {
   type HttpFront,
   type RedisStore,
 } from "../support/internals.ts";
+import { cpuReading, memoryReading } from "../support/process-readings.ts";
 
 /** Requests this worker answers. */
 export type ServeRequest =
@@ -42,12 +43,6 @@ export type ServeRequest =
 export interface ServeAddresses {
   readonly bridgeUrl: string;
   readonly echoUrl: string;
-}
-
-/** Reply to `cpu`: this process's CPU time so far, in microseconds. */
-export interface ServeCpu {
-  readonly cpuMicros: number;
-  readonly rssBytes: number;
 }
 
 // Warn and above only: an info line per call would not be a real setup
@@ -116,17 +111,10 @@ serveRequests(async (raw) => {
         req.redisUrl,
         req.bridgeOptions,
       );
-    case "cpu": {
-      const cpu = process.cpuUsage();
-      return {
-        cpuMicros: cpu.user + cpu.system,
-        rssBytes: process.memoryUsage.rss(),
-      } satisfies ServeCpu;
-    }
-    case "memory": {
-      (globalThis as { gc?: () => void }).gc?.();
-      return process.memoryUsage();
-    }
+    case "cpu":
+      return cpuReading();
+    case "memory":
+      return memoryReading();
     case "stop":
       await stop();
       return null;
