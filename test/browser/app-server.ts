@@ -27,10 +27,10 @@ export interface AppServer {
   close(): Promise<void>;
 }
 
-/** Bundles test/browser/fixture/app.ts for the browser, as an app would. */
-export async function bundleApp(): Promise<string> {
+/** Bundles a page's script (test/browser/fixture/app.ts by default) for the browser, as an app would. */
+export async function bundleApp(entry = "test/browser/fixture/app.ts"): Promise<string> {
   const result = await build({
-    entryPoints: ["test/browser/fixture/app.ts"],
+    entryPoints: [entry],
     bundle: true,
     platform: "browser",
     format: "esm",

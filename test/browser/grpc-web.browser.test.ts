@@ -9,11 +9,11 @@
  */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { build } from "esbuild";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 import { launchChromium } from "../support/chromium.js";
+import { bundleApp } from "./app-server.js";
 
 let page: Page;
 let pageServer: Server;
@@ -21,23 +21,8 @@ let bridge: RunningBridge;
 let browser: Awaited<ReturnType<typeof launchChromium>>;
 const pageErrors: Error[] = [];
 
-async function bundle(): Promise<string> {
-  const result = await build({
-    entryPoints: ["test/browser/fixture/grpc-web-app.ts"],
-    bundle: true,
-    platform: "browser",
-    format: "esm",
-    target: "es2022",
-    write: false,
-    logLevel: "silent",
-  });
-  const [file] = result.outputFiles;
-  if (file === undefined) throw new Error("esbuild produced no output");
-  return file.text;
-}
-
 beforeAll(async () => {
-  const js = await bundle();
+  const js = await bundleApp("test/browser/fixture/grpc-web-app.ts");
   pageServer = createServer((req, res) => {
     if (req.url === "/app.js") {
       res.writeHead(200, { "content-type": "text/javascript; charset=utf-8" }).end(js);
