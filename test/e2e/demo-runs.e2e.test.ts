@@ -9,23 +9,23 @@
  * configuration can be applied. Screenshots go to test-results/ (ignored by git).
  */
 import { mkdirSync } from "node:fs";
-import { type Client, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import type { Client } from "@connectrpc/connect";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Stack, startStack } from "../../demo/stack.ts";
-import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import type { Stack } from "../../demo/stack.ts";
+import type { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { decodeValue } from "../../src/values/index.js";
-import { launchChromium } from "../support/chromium.js";
+import { type DemoPeople, startDemoPeople } from "./demo-people.js";
 
 const SHOTS = "test-results";
 /** Trials of the watched run: one per classifier module (the Python one included). */
 const TRIALS = 4;
 
+let people: DemoPeople;
 let stack: Stack;
 let bridge: Client<typeof BridgeService>;
-let alice: Awaited<ReturnType<typeof launchChromium>>;
-let bob: Awaited<ReturnType<typeof launchChromium>>;
+let alice: DemoPeople["alice"];
+let bob: DemoPeople["bob"];
 let page: Page;
 let watcher: Page;
 let sessionId: string;
@@ -46,32 +46,15 @@ interface LogShape {
 }
 
 beforeAll(async () => {
-  stack = await startStack({
-    bridgePort: 0,
-    vitePort: 0,
-    workerPort: 0,
-    watch: false,
-    logLevel: "error",
-    viteLogLevel: "error",
-  });
-  if (!stack.python.running) {
-    throw new Error(
-      `the demo's Python worker did not start: ${stack.python.reason} (apt-get install python3-grpcio python3-sklearn protobuf-compiler protobuf-compiler-grpc)`,
-    );
-  }
-  bridge = createClient(
-    BridgeService,
-    createConnectTransport({ baseUrl: stack.bridgeUrl, httpVersion: "1.1" }),
-  );
-  [alice, bob] = await Promise.all([launchChromium(), launchChromium()]);
+  people = await startDemoPeople({ python: true });
+  ({ stack, bridge, alice, bob } = people);
   page = await alice.context.newPage();
   watcher = await bob.context.newPage();
   mkdirSync(SHOTS, { recursive: true });
 }, 90_000);
 
 afterAll(async () => {
-  await Promise.allSettled([alice?.close(), bob?.close()]);
-  await stack?.stop();
+  await people?.stop();
 });
 
 /** The session's run log as the bridge holds it. */

@@ -4,50 +4,35 @@
  * against the bridge itself over Connect.
  */
 import { mkdirSync } from "node:fs";
-import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Stack, startStack } from "../../demo/stack.ts";
-import { BridgeService, type Variable } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import type { Stack } from "../../demo/stack.ts";
+import type { BridgeService, Variable } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { decodeValue, encodeJsonAny, encodeValue } from "../../src/values/index.js";
-import { launchChromium } from "../support/chromium.js";
+import { type DemoPeople, startDemoPeople } from "./demo-people.js";
 
 const TRIALS = 3;
 const SCREENSHOT = "test-results/demo-tuned.png";
 
+let people: DemoPeople;
 let stack: Stack;
 let bridge: Client<typeof BridgeService>;
-let alice: Awaited<ReturnType<typeof launchChromium>>;
-let bob: Awaited<ReturnType<typeof launchChromium>>;
+let alice: DemoPeople["alice"];
+let bob: DemoPeople["bob"];
 let page: Page;
 let other: Page;
 let sessionId: string;
 
 beforeAll(async () => {
-  stack = await startStack({
-    bridgePort: 0,
-    vitePort: 0,
-    workerPort: 0,
-    watch: false,
-    python: false, // test/e2e/demo-runs.e2e.test.ts runs the Python worker
-    logLevel: "error",
-    viteLogLevel: "error",
-  });
-  bridge = createClient(
-    BridgeService,
-    createConnectTransport({ baseUrl: stack.bridgeUrl, httpVersion: "1.1" }),
-  );
-  // Two browsers with separate profiles: two people. What Bob sees can only
-  // have come through the bridge's watch stream, not from Alice's tab.
-  [alice, bob] = await Promise.all([launchChromium(), launchChromium()]);
+  people = await startDemoPeople({ python: false });
+  ({ stack, bridge, alice, bob } = people);
   page = await alice.context.newPage();
   other = await bob.context.newPage();
 }, 60_000);
 
 afterAll(async () => {
-  await Promise.allSettled([alice?.close(), bob?.close()]);
-  await stack?.stop();
+  await people?.stop();
 });
 
 /** The session's variables as the bridge holds them: name → { value, version, lockedBy }. */
