@@ -167,8 +167,22 @@ function sizeLimitFailure(e: unknown): string | undefined {
   if (which === "writeMaxBytes") {
     return `the reply is ${size} bytes; the limit is ${limit} bytes (--max-reply-bytes): ask for less at once`;
   }
+  return requestOverLimit(Number(limit), size === undefined ? undefined : Number(size));
+}
+
+/**
+ * The message for a request message over --max-request-bytes, whichever
+ * path read it: "the request is N bytes; the limit is L bytes
+ * (--max-request-bytes)", or "over the limit" when its size is not known
+ * (`once decompressed` for a gzip message that grew past it).
+ */
+export function requestOverLimit(
+  limit: number,
+  size?: number,
+  when: "" | " once decompressed" = "",
+): string {
   const sizeText = size === undefined ? "over the limit" : `${size} bytes`;
-  return `the request is ${sizeText}; the limit is ${limit} bytes (--max-request-bytes)`;
+  return `the request is ${sizeText}${when}; the limit is ${limit} bytes (--max-request-bytes)`;
 }
 
 function zlibError(cause: unknown): Error | undefined {

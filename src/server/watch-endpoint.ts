@@ -42,6 +42,7 @@ import {
   isGrpcWebText,
 } from "./grpc-web-text.js";
 import type { Logger } from "./logger.js";
+import { requestOverLimit } from "./request-errors.js";
 import { checkBatch } from "./variable-batch.js";
 import type { FrameSink, Watcher } from "./watch-hub.js";
 
@@ -315,12 +316,7 @@ function readRequest(
     const take = (bytes: Uint8Array) => {
       length += bytes.length;
       if (length > maxBytes + 5) {
-        fail(
-          new ConnectError(
-            `the request is over the limit; the limit is ${maxBytes} bytes (--max-request-bytes)`,
-            Code.ResourceExhausted,
-          ),
-        );
+        fail(new ConnectError(requestOverLimit(maxBytes), Code.ResourceExhausted));
         return;
       }
       chunks.push(bytes);
@@ -385,7 +381,7 @@ function gunzipWithin(data: Uint8Array, maxBytes: number): Promise<Uint8Array> {
       reject(
         (error as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE"
           ? new ConnectError(
-              `the request is over the limit once decompressed; the limit is ${maxBytes} bytes (--max-request-bytes)`,
+              requestOverLimit(maxBytes, undefined, " once decompressed"),
               Code.ResourceExhausted,
             )
           : new ConnectError(`invalid gzip data: ${error.message}`, Code.InvalidArgument),
