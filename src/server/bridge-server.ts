@@ -307,6 +307,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
           corsAllowHeaders: config.corsAllowHeaders,
           maxRequestBytes: config.maxRequestBytes,
           maxReplyBytes: config.maxReplyBytes,
+          compressMinBytes: config.compressMinBytes,
           limits: connectionLimits,
           logger,
         });

@@ -366,6 +366,14 @@ export const serverOptions = {
     parse: (raw) => bytes(raw),
     group: "limits",
   }),
+  compressMinBytes: option({
+    flag: "compress-min-bytes",
+    placeholder: "<size>",
+    default: 64 * 1024,
+    help: "Smallest reply compressed (bytes, or with KiB/MiB/GiB) for a client that accepts gzip or brotli; smaller replies go uncompressed, since compressing them costs more CPU and latency than the bytes saved.",
+    parse: (raw) => bytes(raw),
+    group: "limits",
+  }),
   maxConnections: option({
     flag: "max-connections",
     placeholder: "<n>",

@@ -60,6 +60,8 @@ export interface HttpFrontOptions {
   maxRequestBytes: number;
   /** Largest reply message written; a larger one fails with RESOURCE_EXHAUSTED. */
   maxReplyBytes?: number;
+  /** Smallest reply compressed for a client that accepts compression (default: connect's 1 KiB). */
+  compressMinBytes?: number;
   /** Readiness for `GET /healthz`; every field but `ok` is included in the response. */
   health?: () => { ok: boolean; [k: string]: unknown };
   /** Rendered by `GET /metrics`. */
@@ -174,6 +176,9 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
           ...(options.contextValues === undefined ? {} : { contextValues: options.contextValues }),
           readMaxBytes: options.maxRequestBytes,
           ...(options.maxReplyBytes === undefined ? {} : { writeMaxBytes: options.maxReplyBytes }),
+          ...(options.compressMinBytes === undefined
+            ? {}
+            : { compressMinBytes: options.compressMinBytes }),
           grpc: true,
           grpcWeb: true,
           connect: true,

@@ -6,7 +6,9 @@
  * (Over 400 lines: each HTTP concern is a few cases on one shared server.)
  */
 import http from "node:http";
+import http2 from "node:http2";
 import net from "node:net";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import {
   createConnectTransport,
@@ -14,7 +16,7 @@ import {
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
-import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { BridgeService, PingRequestSchema } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { createLogger, createMemoryStore, redactSessionId } from "../../src/server/index.js";
 import { encodeJsonAny, encodeValue } from "../../src/values/index.js";
 import { bridgePerTest, type Protocol, protocols } from "../support/bridge.js";
@@ -414,6 +416,51 @@ describe("reply size limit", () => {
       expect((await c.ping({ message: "next" })).message).toBe("next");
     },
   );
+});
+
+describe("reply compression", () => {
+  /** The compressed-flag of a Ping reply's message, over gRPC from a client that accepts gzip. */
+  const replyCompressed = (url: string, message: string) =>
+    new Promise<boolean>((resolve, reject) => {
+      const session = http2.connect(url);
+      session.on("error", reject);
+      const body = toBinary(PingRequestSchema, create(PingRequestSchema, { message }));
+      const frame = Buffer.alloc(5 + body.length);
+      frame.writeUInt32BE(body.length, 1);
+      frame.set(body, 5);
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/snakepit.bridge.BridgeService/Ping",
+        "content-type": "application/grpc",
+        "grpc-accept-encoding": "gzip",
+        te: "trailers",
+      });
+      const chunks: Buffer[] = [];
+      stream.on("data", (c: Buffer) => chunks.push(c));
+      stream.on("trailers", (t) => {
+        if (t["grpc-status"] !== "0") reject(new Error(`grpc-status ${t["grpc-status"]}`));
+      });
+      stream.on("end", () => {
+        session.close();
+        const reply = Buffer.concat(chunks);
+        if (reply.length < 5) reject(new Error("no reply message"));
+        else resolve(reply[0] === 1);
+      });
+      stream.on("error", reject);
+      stream.end(frame);
+    });
+
+  it("compresses only replies of --compress-min-bytes and more", async () => {
+    const small = "x".repeat(2 * 1024);
+    const large = "x".repeat(20 * 1024);
+    const tuned = (await bridge({ compressMinBytes: 8 * 1024 })).url;
+    expect(await replyCompressed(tuned, small)).toBe(false);
+    expect(await replyCompressed(tuned, large)).toBe(true);
+    // The default (64 KiB) leaves a 20 KiB reply alone, and compresses a larger one.
+    const plain = (await bridge()).url;
+    expect(await replyCompressed(plain, large)).toBe(false);
+    expect(await replyCompressed(plain, "x".repeat(100 * 1024))).toBe(true);
+  });
 });
 
 describe("logs", () => {
