@@ -6,7 +6,6 @@
  * (Over 400 lines: each HTTP concern is a few cases on one shared server.)
  */
 import http from "node:http";
-import http2 from "node:http2";
 import net from "node:net";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
@@ -20,6 +19,7 @@ import { BridgeService, PingRequestSchema } from "../../src/gen/snakepit/bridge/
 import { createLogger, createMemoryStore, redactSessionId } from "../../src/server/index.js";
 import { encodeJsonAny, encodeValue } from "../../src/values/index.js";
 import { bridgePerTest, type Protocol, protocols } from "../support/bridge.js";
+import { envelope, rawCall } from "../support/raw-rpc.js";
 
 const bridge = bridgePerTest();
 
@@ -419,36 +419,16 @@ describe("reply size limit", () => {
 });
 
 describe("reply compression", () => {
-  /** The compressed-flag of a Ping reply's message, over gRPC from a client that accepts gzip. */
-  const replyCompressed = (url: string, message: string) =>
-    new Promise<boolean>((resolve, reject) => {
-      const session = http2.connect(url);
-      session.on("error", reject);
-      const body = toBinary(PingRequestSchema, create(PingRequestSchema, { message }));
-      const frame = Buffer.alloc(5 + body.length);
-      frame.writeUInt32BE(body.length, 1);
-      frame.set(body, 5);
-      const stream = session.request({
-        ":method": "POST",
-        ":path": "/snakepit.bridge.BridgeService/Ping",
-        "content-type": "application/grpc",
-        "grpc-accept-encoding": "gzip",
-        te: "trailers",
-      });
-      const chunks: Buffer[] = [];
-      stream.on("data", (c: Buffer) => chunks.push(c));
-      stream.on("trailers", (t) => {
-        if (t["grpc-status"] !== "0") reject(new Error(`grpc-status ${t["grpc-status"]}`));
-      });
-      stream.on("end", () => {
-        session.close();
-        const reply = Buffer.concat(chunks);
-        if (reply.length < 5) reject(new Error("no reply message"));
-        else resolve(reply[0] === 1);
-      });
-      stream.on("error", reject);
-      stream.end(frame);
+  /** Whether a Ping reply's message came compressed, over gRPC from a client that accepts gzip. */
+  const replyCompressed = async (url: string, message: string) => {
+    const body = envelope(toBinary(PingRequestSchema, create(PingRequestSchema, { message })));
+    const outcome = await rawCall(url, "grpc", BridgeService.method.ping, body, {
+      headers: { "grpc-accept-encoding": "gzip" },
     });
+    expect(outcome.code).toBeUndefined();
+    expect(outcome.envelopes).toHaveLength(1);
+    return outcome.envelopes[0]?.flags === 1;
+  };
 
   it("compresses only replies of --compress-min-bytes and more", async () => {
     const small = "x".repeat(2 * 1024);

@@ -10,6 +10,12 @@ import type { Protocol } from "./bridge.js";
 export interface RawOutcome {
   readonly code: Code | undefined;
   readonly message: string;
+  /**
+   * The response's messages as they came, with their envelope flags (a
+   * Connect unary reply: its body, flags 0); trailer and end-of-stream
+   * envelopes are not included.
+   */
+  readonly envelopes: readonly { readonly flags: number; readonly data: Uint8Array }[];
 }
 
 /** Options of {@link rawCall}. */
@@ -68,17 +74,24 @@ export async function rawCall(
   });
   const bytes = new Uint8Array(await res.arrayBuffer());
   if (protocol === "connect" && unary) {
-    if (res.status === 200) return { code: undefined, message: "" };
-    return connectError(bytes, `HTTP ${res.status}`);
+    if (res.status === 200)
+      return { code: undefined, message: "", envelopes: [{ flags: 0, data: bytes }] };
+    return { ...connectError(bytes, `HTTP ${res.status}`), envelopes: [] };
   }
   if (protocol === "connect") {
-    const end = envelopes(bytes).find((e) => (e.flags & flagEndStream) !== 0);
+    const all = envelopes(bytes);
+    const messages = all.filter((e) => (e.flags & flagEndStream) === 0);
+    const end = all.find((e) => (e.flags & flagEndStream) !== 0);
     if (end === undefined) throw new Error(`no end of stream in the response (HTTP ${res.status})`);
     const json = JSON.parse(new TextDecoder().decode(end.data)) as { error?: unknown };
-    if (json.error === undefined) return { code: undefined, message: "" };
-    return connectError(new TextEncoder().encode(JSON.stringify(json.error)), "end of stream");
+    if (json.error === undefined) return { code: undefined, message: "", envelopes: messages };
+    return {
+      ...connectError(new TextEncoder().encode(JSON.stringify(json.error)), "end of stream"),
+      envelopes: messages,
+    };
   }
-  const trailer = envelopes(bytes).find((e) => (e.flags & flagTrailer) !== 0);
+  const all = envelopes(bytes);
+  const trailer = all.find((e) => (e.flags & flagTrailer) !== 0);
   const fields = new Map<string, string>();
   res.headers.forEach((value, key) => {
     fields.set(key, value);
@@ -90,7 +103,10 @@ export async function rawCall(
         fields.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
     }
   }
-  return grpcStatus(fields.get("grpc-status"), fields.get("grpc-message"), `HTTP ${res.status}`);
+  return {
+    ...grpcStatus(fields.get("grpc-status"), fields.get("grpc-message"), `HTTP ${res.status}`),
+    envelopes: all.filter((e) => (e.flags & flagTrailer) === 0),
+  };
 }
 
 function grpcCall(
@@ -123,6 +139,7 @@ function grpcCall(
       ...headers,
     });
     const fields = new Map<string, string>();
+    const chunks: Buffer[] = [];
     const take = (h: http2.IncomingHttpHeaders) => {
       for (const [k, v] of Object.entries(h)) if (typeof v === "string") fields.set(k, v);
     };
@@ -132,7 +149,10 @@ function grpcCall(
     const finish = () =>
       done(() => {
         try {
-          resolve(grpcStatus(fields.get("grpc-status"), fields.get("grpc-message"), "stream"));
+          resolve({
+            ...grpcStatus(fields.get("grpc-status"), fields.get("grpc-message"), "stream"),
+            envelopes: envelopes(Buffer.concat(chunks)),
+          });
         } catch (e) {
           reject(e);
         }
@@ -142,7 +162,7 @@ function grpcCall(
       take(h);
       finish();
     });
-    stream.on("data", () => undefined);
+    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
     stream.on("end", finish);
     stream.on("close", finish);
     stream.on("error", (e) => done(() => reject(e)));
@@ -150,7 +170,11 @@ function grpcCall(
   });
 }
 
-function grpcStatus(status: string | undefined, message: string | undefined, where: string) {
+function grpcStatus(
+  status: string | undefined,
+  message: string | undefined,
+  where: string,
+): Omit<RawOutcome, "envelopes"> {
   if (status === undefined) throw new Error(`no grpc-status in the response (${where})`);
   const code = Number(status);
   if (code !== 0 && Code[code] === undefined) {
@@ -162,7 +186,7 @@ function grpcStatus(status: string | undefined, message: string | undefined, whe
   };
 }
 
-function connectError(bytes: Uint8Array, where: string): RawOutcome {
+function connectError(bytes: Uint8Array, where: string): Omit<RawOutcome, "envelopes"> {
   const json = JSON.parse(new TextDecoder().decode(bytes)) as { code?: unknown; message?: unknown };
   const name = String(json.code).replace(/(^|_)([a-z])/g, (_m, _s, ch: string) => ch.toUpperCase());
   const code = (Code as unknown as Record<string, Code | undefined>)[name];
