@@ -370,7 +370,7 @@ export const serverOptions = {
     flag: "compress-min-bytes",
     placeholder: "<size>",
     default: 64 * 1024,
-    help: "Smallest reply compressed (bytes, or with KiB/MiB/GiB) for a client that accepts gzip or brotli; smaller replies go uncompressed: on loopback and fast networks compressing them cost more CPU and latency than the bytes saved.",
+    help: "Smallest reply compressed (bytes, or with KiB/MiB/GiB) for a client that accepts gzip or brotli; smaller replies go uncompressed: measured on loopback, compressing them cost more CPU and latency than the bytes saved.",
     parse: (raw) => bytes(raw),
     group: "limits",
   }),
