@@ -12,15 +12,15 @@
  * the order rotating between rounds; the ratios are taken per round and the
  * median over rounds is reported.
  *
- * Rows:
- * - target ≤ 10× Map.get: `await ctx.get(name)` ÷ `map.get(name)`,
- *   the async API against the raw synchronous lookup. Part of it is the
- *   `await` itself, which no Promise-returning API can avoid: the
- *   `await-floor` row measures that floor (an `await` of an async function
- *   that returns `map.get(name)`).
- * - info: `await ctx.get` ÷ that async Map.get (apples to apples: the
- *   cache's own cost over a Promise-returning lookup), handle `get()`, and
- *   the synchronous `ctx.peek(name)` and handle `peek()` ÷ `map.get`.
+ * Rows with a target:
+ * - `await ctx.get(name)` ≤ 1.5× an awaited async `Map.get`: the cache's
+ *   own cost over a Promise-returning lookup. The `await` itself, which no
+ *   Promise-returning API can avoid, is on both sides; the `await-floor`
+ *   row measures it (an `await` of an async function that returns
+ *   `map.get(name)`, against the bare `map.get`).
+ * - the synchronous `ctx.peek(name)` ≤ 3× `map.get(name)`.
+ * Information: `await ctx.get` ÷ the bare `Map.get`, and the typed
+ * handle's `get()` and `peek()`.
  */
 import type { Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -33,7 +33,9 @@ import { median, round } from "./support/stats.ts";
 const variableCount = 100;
 /** Calls per sample. */
 const batch = 1000;
-const targetRatio = 10;
+/** Targets: awaited `get` over an awaited Map.get, and `peek` over a bare Map.get. */
+const getTarget = 1.5;
+const peekTarget = 3;
 const names = Array.from({ length: variableCount }, (_, i) => `v${String(i).padStart(3, "0")}`);
 
 // Every loop adds what it read here, so no engine can drop the reads.
@@ -164,7 +166,6 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
         ),
       };
       const hitsOnly = liveThroughout && rpcsWhileMeasuring === 0;
-      const getVsMap = ratio("ctxGet", "mapGet");
       const row = (
         name: string,
         a: Variant,
@@ -185,24 +186,27 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
           details: { a, b, ...common },
         };
       };
+      // A verdict only when every read measured was a cache hit.
+      const verdict = (a: Variant, b: Variant, target: number) => hitsOnly && ratio(a, b) <= target;
       return [
-        row(
-          "await-get-vs-map-get",
-          "ctxGet",
-          "mapGet",
-          "await ctx.get vs Map.get",
-          `≤ ${targetRatio}× Map.get`,
-          hitsOnly && getVsMap <= targetRatio,
-        ),
-        row("await-floor", "asyncMapGet", "mapGet", "await async Map.get vs Map.get", "info", null),
         row(
           "await-get-vs-async-map-get",
           "ctxGet",
           "asyncMapGet",
           "await ctx.get vs await async Map.get",
-          "info",
-          null,
+          `≤ ${getTarget}× awaited Map.get`,
+          verdict("ctxGet", "asyncMapGet", getTarget),
         ),
+        row(
+          "peek-vs-map-get",
+          "ctxPeek",
+          "mapGet",
+          "ctx.peek vs Map.get",
+          `≤ ${peekTarget}× Map.get`,
+          verdict("ctxPeek", "mapGet", peekTarget),
+        ),
+        row("await-get-vs-map-get", "ctxGet", "mapGet", "await ctx.get vs Map.get", "info", null),
+        row("await-floor", "asyncMapGet", "mapGet", "await async Map.get vs Map.get", "info", null),
         row(
           "await-handle-get-vs-map-get",
           "handleGet",
@@ -211,7 +215,6 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
           "info",
           null,
         ),
-        row("peek-vs-map-get", "ctxPeek", "mapGet", "ctx.peek vs Map.get", "info", null),
         row(
           "handle-peek-vs-map-get",
           "handlePeek",
