@@ -1,5 +1,5 @@
 import type { TimerProvider } from "./timers.js";
-import type { DecodedVariable } from "./variable-snapshot.js";
+import type { DecodedVariable, VariableSnapshot } from "./variable-snapshot.js";
 
 /** One cached variable, reachable by its id and by its name. */
 export interface CacheEntry {
@@ -12,6 +12,8 @@ export interface CacheEntry {
   readonly possiblyStale: boolean;
   /** Second-chance bit for eviction; set by every hit. */
   referenced: boolean;
+  /** What `peek` returns for this entry, made once per entry, not per call. */
+  readonly peeked: { readonly snapshot: VariableSnapshot; readonly possiblyStale: boolean };
 }
 
 /** Options of {@link createVariableCache}. */
@@ -145,6 +147,7 @@ export function createVariableCache(options: VariableCacheOptions): VariableCach
         expiresAt: now + ttlFor(name),
         possiblyStale,
         referenced: existing?.referenced ?? false,
+        peeked: Object.freeze({ snapshot: variable.snapshot, possiblyStale }),
       };
       // A name now held by another id means the old variable was deleted
       // and the name registered again.

@@ -98,19 +98,9 @@ export function createVariableReads(
     getVariable,
     getValue,
 
-    peek(identifier) {
-      const entry = cache.peek(identifier);
-      return entry === undefined
-        ? undefined
-        : { snapshot: entry.variable.snapshot, possiblyStale: entry.possiblyStale };
-    },
+    peek: (identifier) => cache.peek(identifier)?.peeked,
 
-    cached() {
-      return [...cache.entries()].map((e) => ({
-        snapshot: e.variable.snapshot,
-        possiblyStale: e.possiblyStale,
-      }));
-    },
+    cached: () => [...cache.entries()].map((e) => e.peeked),
 
     async getMany(identifiers, read = {}) {
       const out: Record<string, VariableSnapshot> = {};

@@ -274,6 +274,22 @@ describe("cache", () => {
     expect(seen.version).toBe(2);
     expect(ctx.peek("x")?.snapshot).toMatchObject({ version: 2, value: 6 });
   });
+
+  it("peek hands out one frozen object per cached version, and a new one for a new version", async () => {
+    const { ctx } = await context({ watch: false });
+    await ctx.register("x", "integer", 1);
+    const first = ctx.peek("x");
+    expect(first).toMatchObject({ possiblyStale: false, snapshot: { value: 1, version: 0 } });
+    // Built once when the version was cached, not per call: shared, so frozen.
+    expect(ctx.peek("x")).toBe(first);
+    expect(Object.isFrozen(first)).toBe(true);
+    expect(ctx.cached()).toEqual([first]);
+    await ctx.set("x", 2);
+    const second = ctx.peek("x");
+    expect(second).not.toBe(first);
+    expect(second?.snapshot).toMatchObject({ value: 2, version: 1 });
+    expect(first?.snapshot.value).toBe(1);
+  });
 });
 
 describe("watch coherence", () => {
