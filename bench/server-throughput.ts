@@ -6,7 +6,9 @@
  * client of `support/raw-rpc.ts`, so the server is the bottleneck; echo, get
  * and set are interleaved round by round (after a warm-up run of each) and
  * the median of the per-round ratios is reported, with the server's CPU time
- * per call as a cross-check. Target: GetVariable ≥ 80% of echo, so the
+ * per call as a cross-check. Targets: GetVariable ≥ 80% of echo's calls/s,
+ * and SetVariable's server CPU per call within 1.1× of echo's over gRPC at 16
+ * in flight (the `set-cpu` rows: the median of the per-round ratios), so the
  * bridge's own work per call stays small beside the RPC stack's.
  */
 import { seedSettingSession, startBridgeProcess } from "./support/bridge-process.ts";
@@ -20,6 +22,9 @@ const concurrencies = [1, 16, 64] as const;
 const sessionId = "bench-throughput-session";
 const variable = "temperature";
 const getTarget = 0.8;
+/** SetVariable's server CPU per call over echo's, where it is a target. */
+const setCpuTarget = 1.1;
+const setCpuTargetAt = { protocol: "grpc", concurrency: 16 } as const;
 
 /** Runs the benchmark; see the module comment. */
 export async function run(ctx: BenchContext): Promise<BenchResult[]> {
@@ -128,6 +133,31 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
             },
           });
         }
+        const setCpu = samples.set.map(
+          (m, i) =>
+            (m.serverCpuMicrosPerCall ?? Number.NaN) /
+            ((samples.echo[i] as Measured).serverCpuMicrosPerCall ?? Number.NaN),
+        );
+        const setCpuRatio = median(setCpu);
+        const gated =
+          protocol === setCpuTargetAt.protocol && concurrency === setCpuTargetAt.concurrency;
+        const setMicros = medianOf(samples.set, (m) => m.serverCpuMicrosPerCall);
+        const echoMicros = medianOf(samples.echo, (m) => m.serverCpuMicrosPerCall);
+        results.push({
+          name: `${prefix}/set-cpu`,
+          value: round(setCpuRatio, 3),
+          unit: "× echo CPU",
+          target: gated ? `≤ ${setCpuTarget}× echo CPU` : "info",
+          pass: gated ? setCpuRatio <= setCpuTarget : null,
+          ratio: round(setCpuRatio, 3),
+          display: `SetVariable ${Math.round(setMicros)} vs echo ${Math.round(echoMicros)} µs server CPU/call`,
+          details: {
+            concurrency,
+            rounds,
+            perRound: setCpu.map((v) => round(v, 3)),
+            p25P75: [percentile(setCpu, 25), percentile(setCpu, 75)].map((v) => round(v, 3)),
+          },
+        });
       }
     }
     return results;

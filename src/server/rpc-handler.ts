@@ -5,9 +5,16 @@
  * the server's logger. connect-node's own adapter prints each one to stderr
  * with a stack trace, which any client could trigger at will. It also
  * serves gRPC-Web's text mode, which connect-node refuses (grpc-web-text.ts).
+ *
+ * When a call ends, connect aborts its handler context's signal, without a
+ * reason when the call succeeded; `AbortController.abort()` then builds a
+ * `DOMException` with a stack trace, on every call. That costs more than
+ * many handlers' own work, so the handler context is given a reason made
+ * once ({@link callEnded}) for a call that ended without one. A call that
+ * fails still aborts with its own error.
  */
 
-import type { ConnectRouter, ContextValues } from "@connectrpc/connect";
+import type { ConnectRouter, ContextValues, HandlerContext } from "@connectrpc/connect";
 import {
   Code,
   ConnectError,
@@ -37,11 +44,38 @@ export interface RpcHandlerOptions extends ConnectRouterOptions {
   readonly logger: Logger;
 }
 
+/**
+ * The reason a handler context's signal carries once its call has ended
+ * without an error: what the handler's own cleanup sees in `signal.reason`.
+ */
+export const callEnded: ConnectError = Object.freeze(
+  new ConnectError("the call has ended", Code.Canceled),
+);
+
+/**
+ * Gives `context.abort()` a reason when it is called without one (see the
+ * module comment). connect 2.2 passes its request gate the very context
+ * object its handler factories abort when the call ends (its internal
+ * `HandlerContextController`, whose `abort` the public type leaves out);
+ * `rpc-handler.test.ts` checks that this still holds.
+ */
+function abortWithReason(context: HandlerContext): void {
+  const controller = context as HandlerContext & { abort?: (reason?: unknown) => void };
+  const abort = controller.abort;
+  if (typeof abort !== "function") return;
+  controller.abort = (reason?: unknown) => abort.call(controller, reason ?? callEnded);
+}
+
 /** Creates the handler; see the module comment. */
 export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
+  const gate = options.requestGate;
   const router = createConnectRouter({
     acceptCompression: [compressionGzip, compressionBrotli],
     ...options,
+    requestGate: (context) => {
+      abortWithReason(context);
+      return gate?.(context);
+    },
   });
   options.routes(router);
   const paths = new Map(router.handlers.map((h) => [h.requestPath, h]));
