@@ -148,7 +148,11 @@ export interface SessionContext extends AsyncDisposable {
   get(identifier: string, options?: ReadOptions): Promise<VariableValue>;
   /** A variable's snapshot, by name or id. */
   getVariable(identifier: string, options?: ReadOptions): Promise<VariableSnapshot>;
-  /** The cached snapshot, without any call. */
+  /**
+   * The cached snapshot, without any call. The same frozen object is
+   * returned until the cached entry changes (a new version, or a version
+   * restored from persistence being confirmed).
+   */
   peek(identifier: string): Peeked | undefined;
   /** Every cached snapshot, without any call. */
   cached(): Peeked[];
