@@ -7,6 +7,7 @@ import {
 } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { protocols } from "../../test/support/bridge.js";
+import { startFront } from "../../test/support/front.js";
 import {
   BridgeService,
   PingRequestSchema,
@@ -14,9 +15,7 @@ import {
   VariableUpdateSchema,
 } from "../gen/snakepit/bridge/bridge_pb.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
-import { createHttpFront, type HttpFront } from "./http-front.js";
-import { silentLogger } from "./logger.js";
-import { createMetrics } from "./metrics.js";
+import type { HttpFront } from "./http-front.js";
 
 /** A real stack overflow, as unbounded recursion over deep input would cause. */
 function overflow(): RangeError {
@@ -65,20 +64,7 @@ function routes(router: ConnectRouter) {
 let front: HttpFront;
 let url: string;
 beforeAll(async () => {
-  const metrics = createMetrics();
-  front = createHttpFront({
-    host: "127.0.0.1",
-    port: 0,
-    routes,
-    interceptors: [errorHygieneInterceptor],
-    corsOrigins: [],
-    maxRequestBytes: 1 << 20,
-    health: () => ({ ok: true }),
-    metrics,
-    logger: silentLogger,
-  });
-  const { port } = await front.listen();
-  url = `http://127.0.0.1:${port}`;
+  ({ front, url } = await startFront({ routes, interceptors: [errorHygieneInterceptor] }));
 });
 afterAll(() => front.close({ graceMs: 100 }));
 

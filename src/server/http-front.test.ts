@@ -21,6 +21,7 @@ import {
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
+import { frontOptions } from "../../test/support/front.js";
 import { waitFor } from "../../test/support/wait.js";
 import {
   BridgeService,
@@ -28,7 +29,6 @@ import {
   VariableUpdateSchema,
 } from "../gen/snakepit/bridge/bridge_pb.js";
 import { createHttpFront, type HttpFront, type HttpFrontOptions } from "./http-front.js";
-import { silentLogger } from "./logger.js";
 import { createMetrics, createMetricsInterceptor } from "./metrics.js";
 
 const pingPath = "/snakepit.bridge.BridgeService/Ping";
@@ -127,18 +127,15 @@ async function start(options: Partial<HttpFrontOptions> = {}): Promise<Started> 
     shutdown: new AbortController().signal,
   };
   const metrics = createMetrics();
-  const front = createHttpFront({
-    host: "127.0.0.1",
-    port: 0,
-    routes: testRoutes(hooks),
-    interceptors: [createMetricsInterceptor(metrics)],
-    corsOrigins: [],
-    maxRequestBytes: 1024 * 1024,
-    health: () => ({ ok: true, sessions: 2 }),
-    metrics,
-    logger: silentLogger,
-    ...options,
-  });
+  const front = createHttpFront(
+    frontOptions({
+      routes: testRoutes(hooks),
+      interceptors: [createMetricsInterceptor(metrics)],
+      health: () => ({ ok: true, sessions: 2 }),
+      metrics,
+      ...options,
+    }),
+  );
   hooks.shutdown = front.shutdownSignal;
   running.push(front);
   const { port } = await front.listen();
@@ -157,17 +154,7 @@ const transports = {
 
 /** Options for a front without services, for lifecycle tests. */
 function bareOptions(overrides: Partial<HttpFrontOptions> = {}): HttpFrontOptions {
-  return {
-    host: "127.0.0.1",
-    port: 0,
-    routes: () => {},
-    corsOrigins: [],
-    maxRequestBytes: 1024,
-    health: () => ({ ok: true }),
-    metrics: createMetrics(),
-    logger: silentLogger,
-    ...overrides,
-  };
+  return frontOptions({ maxRequestBytes: 1024, ...overrides });
 }
 
 /** A raw HTTP/1.1 request, so tests control every header (fetch forbids some). */

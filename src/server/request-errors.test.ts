@@ -3,6 +3,7 @@ import { create, type DescMethod, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Protocol, protocols } from "../../test/support/bridge.js";
+import { startFront } from "../../test/support/front.js";
 import { envelope, type RawOutcome, rawCall } from "../../test/support/raw-rpc.js";
 import {
   BridgeService,
@@ -11,8 +12,7 @@ import {
   VariableUpdateSchema,
   WatchVariablesRequestSchema,
 } from "../gen/snakepit/bridge/bridge_pb.js";
-import { createHttpFront, type HttpFront } from "./http-front.js";
-import { silentLogger } from "./logger.js";
+import type { HttpFront } from "./http-front.js";
 import { createMetrics, createMetricsInterceptor } from "./metrics.js";
 
 // What the test service does is chosen by the request's session id.
@@ -45,19 +45,11 @@ const metrics = createMetrics();
 let front: HttpFront;
 let url: string;
 beforeAll(async () => {
-  front = createHttpFront({
-    host: "127.0.0.1",
-    port: 0,
+  ({ front, url } = await startFront({
     routes,
     interceptors: [createMetricsInterceptor(metrics)],
-    corsOrigins: [],
-    maxRequestBytes: 1 << 20,
-    health: () => ({ ok: true }),
     metrics,
-    logger: silentLogger,
-  });
-  const { port } = await front.listen();
-  url = `http://127.0.0.1:${port}`;
+  }));
 });
 afterAll(() => front.close({ graceMs: 100 }));
 

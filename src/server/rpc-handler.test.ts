@@ -8,14 +8,15 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { protocols } from "../../test/support/bridge.js";
+import { startFront } from "../../test/support/front.js";
 import { envelope, rawCall } from "../../test/support/raw-rpc.js";
+import { until } from "../../test/support/wait.js";
 import {
   BridgeService,
   PingRequestSchema,
   PingResponseSchema,
 } from "../gen/snakepit/bridge/bridge_pb.js";
-import { createHttpFront, type HttpFront } from "./http-front.js";
-import { silentLogger } from "./logger.js";
+import type { HttpFront } from "./http-front.js";
 import { callEnded } from "./rpc-handler.js";
 
 // The handler's signal of each call, by the ping's message.
@@ -40,17 +41,7 @@ function routes(router: ConnectRouter) {
 let front: HttpFront;
 let url: string;
 beforeAll(async () => {
-  front = createHttpFront({
-    host: "127.0.0.1",
-    port: 0,
-    routes,
-    corsOrigins: [],
-    maxRequestBytes: 1 << 20,
-    health: () => ({ ok: true }),
-    logger: silentLogger,
-  });
-  const { port } = await front.listen();
-  url = `http://127.0.0.1:${port}`;
+  ({ front, url } = await startFront({ routes }));
 });
 afterAll(() => front.close({ graceMs: 100 }));
 
@@ -76,7 +67,7 @@ async function call(protocol: (typeof protocols)[number], message: string, timeo
   const signal = signals.get(message);
   if (signal === undefined) throw new Error(`the handler never saw ${message}`);
   // The context is aborted as the call ends, at the latest when its stream closes.
-  for (let i = 0; i < 100 && !signal.aborted; i++) await new Promise((r) => setTimeout(r, 5));
+  await until(() => signal.aborted, `the signal of ${message} to be aborted`);
   return { outcome, signal };
 }
 
