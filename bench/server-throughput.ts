@@ -133,16 +133,13 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
             },
           });
         }
-        const setCpu = samples.set.map(
-          (m, i) =>
-            (m.serverCpuMicrosPerCall ?? Number.NaN) /
-            ((samples.echo[i] as Measured).serverCpuMicrosPerCall ?? Number.NaN),
-        );
+        const setCpu = pairedCpuRatios(samples.set, samples.echo);
         const setCpuRatio = median(setCpu);
         const gated =
           protocol === setCpuTargetAt.protocol && concurrency === setCpuTargetAt.concurrency;
-        const setMicros = medianOf(samples.set, (m) => m.serverCpuMicrosPerCall);
-        const echoMicros = medianOf(samples.echo, (m) => m.serverCpuMicrosPerCall);
+        const cpuOf = (op: "set" | "echo") =>
+          medianOf(samples[op], (m) => m.serverCpuMicrosPerCall);
+        const [setMicros, echoMicros] = [cpuOf("set"), cpuOf("echo")];
         results.push({
           name: `${prefix}/set-cpu`,
           value: round(setCpuRatio, 3),
@@ -167,12 +164,16 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   }
 }
 
-/** Per-round echo CPU ÷ op CPU: the op's throughput relative to echo were CPU the only limit. */
-function pairedCpuRatios(echo: readonly Measured[], op: readonly Measured[]): number[] {
-  return echo.map(
+/**
+ * Per-round server CPU per call of `a` ÷ that of `b`. Echo ÷ op is the op's
+ * throughput relative to echo were CPU the only limit; op ÷ echo is what the
+ * op costs over the bare RPC stack.
+ */
+function pairedCpuRatios(a: readonly Measured[], b: readonly Measured[]): number[] {
+  return a.map(
     (m, i) =>
       (m.serverCpuMicrosPerCall ?? Number.NaN) /
-      ((op[i] as Measured).serverCpuMicrosPerCall ?? Number.NaN),
+      ((b[i] as Measured).serverCpuMicrosPerCall ?? Number.NaN),
   );
 }
 
