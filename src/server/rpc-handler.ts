@@ -8,10 +8,11 @@
  *
  * When a call ends, connect aborts its handler context's signal, without a
  * reason when the call succeeded; `AbortController.abort()` then builds a
- * `DOMException` with a stack trace, on every call. That costs more than
- * many handlers' own work, so the handler context is given a reason made
- * once ({@link callEnded}) for a call that ended without one. A call that
- * fails still aborts with its own error.
+ * `DOMException` with a stack trace, on every call. In a CPU profile of
+ * SetVariable load that cost more than the handler's own work, so the
+ * handler context is given a reason made once ({@link callEnded}) for a
+ * call that ended without one. A call that fails still aborts with its
+ * own error.
  */
 
 import type { ConnectRouter, ContextValues, HandlerContext } from "@connectrpc/connect";
