@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Stack } from "../../demo/stack.ts";
 import type { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { decodeValue } from "../../src/values/index.js";
+import { panelShows } from "../support/demo-page.js";
 import { type DemoPeople, startDemoPeople } from "./demo-people.js";
 
 const SHOTS = "test-results";
@@ -290,9 +291,7 @@ describe("tuning runs live in the session", () => {
   it("offers to release the lock only once the tuning tab is gone, asks first and says what it did", async () => {
     await page.fill('[data-control="trials"]', "20");
     await page.click('[data-action="tune"]');
-    await page.waitForSelector('[data-progress]:has-text("1 of 20 trials done")', {
-      timeout: 60_000,
-    });
+    await panelShows(page, "1 of 20 trials done", 60_000);
     await watcher.waitForSelector("[data-foreign-lock]:not([hidden])");
     expect(await watcher.$$eval('[data-action="force-release"]', (b) => b.length)).toBe(0);
     await page.close(); // the tuning tab goes away mid-run, holding the lock

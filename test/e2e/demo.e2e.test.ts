@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Stack } from "../../demo/stack.ts";
 import type { BridgeService, Variable } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { decodeValue, encodeJsonAny, encodeValue } from "../../src/values/index.js";
+import { panelShows } from "../support/demo-page.js";
 import { type DemoPeople, startDemoPeople } from "./demo-people.js";
 
 const TRIALS = 3;
@@ -314,9 +315,7 @@ describe("the demo page", () => {
     await page.fill('[data-control="trials"]', "20");
     await page.click('[data-action="tune"]');
     // The previous run stays on the page until this one has recorded a trial.
-    await page.waitForSelector('[data-progress]:has-text("1 of 20 trials done")', {
-      timeout: 90_000,
-    });
+    await panelShows(page, "1 of 20 trials done", 90_000);
     await page.click('[data-action="stop"]');
     await page.waitForSelector('[data-tune-status="stopped"]', { timeout: 30_000 });
 
