@@ -28,9 +28,12 @@ import {
 } from "@connectrpc/connect";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import { defaultServerConfig, pickGroup } from "./config-options.js";
+import { createLogSampler } from "./log-sampler.js";
 import type { Logger } from "./logger.js";
 import type { MetricsRegistry } from "./metrics.js";
 import { requestErrorGate, requestErrorInterceptor } from "./request-errors.js";
+import { clampDeadline } from "./request-head.js";
+import { refuseRequest } from "./request-refusal.js";
 import { createRpcHandler } from "./rpc-handler.js";
 
 /** What {@link createHttpFront} serves and how; fixed at construction. */
@@ -185,12 +188,17 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
           fallback: (req: NodeRequest, res: NodeResponse) => serveNonRpc(req, res),
         });
 
+  const failedRequests = createLogSampler(logger, {
+    level: "error",
+    msg: "a request failed before it was served",
+  });
+
   const corsPolicy = createCorsPolicy(
     options.corsOrigins,
     options.corsAllowHeaders ?? defaultCorsAllowHeaders,
   );
 
-  const onRequest = (req: NodeRequest, res: NodeResponse) => {
+  const serve = (req: NodeRequest, res: NodeResponse) => {
     if (req instanceof http.IncomingMessage) {
       trackHttp1(req, res as http.ServerResponse);
       closeIfBodyUnread(req, res as http.ServerResponse);
@@ -198,8 +206,26 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       guardHttp2Stream(req as http2.Http2ServerRequest);
     }
     if (corsPolicy(req, res)) return;
+    clampDeadline(req.headers);
     if (options.directRoutes?.(req, res)) return;
     rpc(req, res);
+  };
+  // Whatever a request makes the code above throw stays that request's
+  // failure: an exception escaping a 'request' listener would end the
+  // process, every listener and every in-memory session with it.
+  const onRequest = (req: NodeRequest, res: NodeResponse) => {
+    try {
+      serve(req, res);
+    } catch (error) {
+      failedRequests.report({ error, method: req.method, path: (req.url ?? "").slice(0, 200) });
+      refuseRequest(
+        req,
+        res,
+        error instanceof ConnectError && error.code !== Code.Internal
+          ? error
+          : new ConnectError("internal error", Code.Internal),
+      );
+    }
   };
 
   const http1Server = http.createServer(

@@ -31,6 +31,8 @@ import {
 } from "@connectrpc/connect-node";
 import { fromGrpcWebText, toGrpcWebText } from "./grpc-web-text.js";
 import type { Logger } from "./logger.js";
+import { checkAuthority, ownAuthority } from "./request-head.js";
+import { refuseRequest } from "./request-refusal.js";
 
 type NodeHandler = ReturnType<typeof connectNodeAdapter>;
 type NodeRequest = Parameters<NodeHandler>[0];
@@ -85,6 +87,25 @@ export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
     if (handler === undefined) {
       options.fallback(req, res);
       return;
+    }
+    // connect-node builds the request URL from the client's Host (or
+    // :authority) with `new URL`, which throws on a malformed one: checked
+    // first, and a missing one (legal in HTTP/1.0) is the listener's own.
+    const given = "authority" in req ? req.authority : req.headers.host;
+    const authority = checkAuthority(given, ownAuthority(req.socket));
+    if (!authority.ok) {
+      options.logger.debug("request refused", {
+        rpc: handler.method.name,
+        error: authority.error.rawMessage,
+      });
+      refuseRequest(req, res, authority.error);
+      return;
+    }
+    if (authority.authority !== given) {
+      // Where connect-node reads it: HTTP/2 prefers :authority (an empty
+      // one included), HTTP/1 has only Host.
+      if ("authority" in req) req.headers[":authority"] = authority.authority;
+      else req.headers.host = authority.authority;
     }
     const uReq = universalRequestFromNodeRequest(req, res, undefined, options.contextValues?.(req));
     // gRPC-Web's text mode is the binary mode in base64: decoded here, so
