@@ -5,13 +5,16 @@
  */
 
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { access, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
-import { composeConfig, composeFile, replicaConfig } from "./compose.js";
+import { defaultServerConfig } from "../../src/server/config.js";
+import { waitFor } from "../support/wait.js";
+import { composeConfig, composeFile, onNetwork, replicaConfig } from "./compose.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -57,17 +60,50 @@ describe("docker-compose.yml", () => {
     expect(JSON.stringify(redis?.volumes)).toContain("/data");
   });
 
+  it("bounds Redis's memory and never evicts: redis-server itself reports the compose settings", async () => {
+    const command = (await composeFile()).services.redis?.command ?? [];
+    expect(command[0]).toBe("redis-server");
+    // The compose flags as Redis reads them, on a socket in a directory of
+    // our own (the file's --appendonly then writes there, not in /data).
+    const dir = await mkdtemp(path.join(tmpdir(), "ub-compose-redis-"));
+    const socket = path.join(dir, "redis.sock");
+    const child = execFile("/usr/bin/redis-server", [
+      ...command.slice(1),
+      "--port",
+      "0",
+      "--unixsocket",
+      socket,
+      "--dir",
+      dir,
+    ]);
+    try {
+      await waitFor(() => access(socket));
+      const client = new Redis({ path: socket });
+      try {
+        const maxmemory = Number((await client.config("GET", "maxmemory"))[1]);
+        const policy = (await client.config("GET", "maxmemory-policy"))[1];
+        // A bound, and one that refuses writes at it instead of dropping
+        // sessions: volatile-* and allkeys-* would evict session keys.
+        expect(maxmemory).toBeGreaterThanOrEqual(64 * 1024 * 1024);
+        expect(policy).toBe("noeviction");
+      } finally {
+        client.disconnect();
+      }
+    } finally {
+      child.kill("SIGKILL");
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("runs at least two bridge replicas on the Redis store, configured as the CLI accepts", async () => {
     const { services } = await composeFile();
     expect(services.bridge?.deploy?.replicas).toBeGreaterThanOrEqual(2);
     const config = await replicaConfig();
     expect(config.store).toEqual({ kind: "redis", url: "redis://redis:6379" });
-    // Reachable from Envoy and from a worker container.
-    expect([config.host, config.workerHost, config.adminHost]).toEqual([
-      "0.0.0.0",
-      "0.0.0.0",
-      "0.0.0.0",
-    ]);
+    // Public and admin listeners reachable from Envoy; the worker listener
+    // is bound by the entrypoint (compose-bridge.test.ts), never to all.
+    expect([config.host, config.adminHost]).toEqual(["0.0.0.0", "0.0.0.0"]);
+    expect(config.workerHost).not.toBe("0.0.0.0");
     // Envoy's fixed address is the proxy whose x-forwarded-for the bridges believe.
     expect(config.trustedProxies).toEqual([services.envoy?.networks?.backend?.ipv4_address]);
     // A rolling update lets the bridge drain before Compose kills it.
@@ -85,7 +121,83 @@ describe("docker-compose.yml", () => {
       expect.arrayContaining(["-c", "/etc/envoy/envoy.yaml"]),
     );
     for (const [name, service] of Object.entries(services)) {
-      if (name !== "envoy") expect(service.ports, name).toBeUndefined();
+      if (name === "envoy") continue;
+      if (name === "demo-envoy") {
+        // The opt-in demo's front: on the host's loopback only.
+        expect(service.profiles, name).toEqual(["demo"]);
+        expect(service.ports, name).toEqual([expect.stringMatching(/^127\.0\.0\.1:\d+:8080/)]);
+      } else {
+        expect(service.ports, name).toBeUndefined();
+      }
+    }
+  });
+
+  it("runs the plain bridge with the default limits; the demo's tools only in the opt-in demo profile", async () => {
+    const { services } = await composeFile();
+    expect(services.bridge?.build?.target).toBe("bridge");
+    expect(services.bridge?.profiles).toBeUndefined();
+    for (const [name, service] of Object.entries(services)) {
+      if (service.build?.target === "demo-bridge") expect(service.profiles, name).toEqual(["demo"]);
+    }
+    // The demo's bridge and its Envoy are opt-in: nothing the default
+    // `up` starts depends on them.
+    expect(services["demo-bridge"]?.profiles).toEqual(["demo"]);
+    expect(services["demo-envoy"]?.profiles).toEqual(["demo"]);
+    // No limit raised above the CLI's defaults, and only the server mints
+    // new session ids for public callers.
+    const config = await replicaConfig();
+    for (const key of [
+      "maxRequestBytes",
+      "maxReplyBytes",
+      "maxSessionBytes",
+      "maxValueBytes",
+      "maxSessions",
+      "maxSessionsPerClient",
+      "maxConnections",
+      "maxStreamsPerConnection",
+      "maxToolCallsPerSession",
+    ] as const) {
+      expect(config[key], key).toBeLessThanOrEqual(defaultServerConfig[key]);
+    }
+    expect(config.clientSessionIds).toBe(false);
+    expect(config.autoCreateSessions).toBe(false);
+  });
+
+  it("lets only the bridges and the Python worker reach the worker listener, and only the bridges reach Redis", async () => {
+    const file = await composeFile();
+    const { services, networks = {} } = file;
+    const bridgeNetworks = Object.keys(services.bridge?.networks ?? {});
+    // The worker listener is bound to the bridge's address on one network.
+    const prefix = services.bridge?.environment?.WORKER_NETWORK_PREFIX ?? "";
+    const workerNetworks = Object.entries(networks).filter(([, n]) =>
+      (n?.ipam?.config ?? []).some((c) => `${c.subnet}`.startsWith(prefix)),
+    );
+    expect(prefix).toMatch(/^\d+\.\d+\.\d+\.$/);
+    expect(workerNetworks).toHaveLength(1);
+    const [workers, workersNetwork] = workerNetworks[0] as [string, (typeof networks)[string]];
+    expect(workersNetwork?.ipam?.config?.[0]?.subnet).toBe(`${prefix}0/24`);
+    expect(bridgeNetworks).toContain(workers);
+    expect(workersNetwork?.internal).toBe(true);
+    expect(onNetwork(file, workers)).toEqual(["bridge", "worker"]);
+    // The worker registers there and serves its tools there.
+    expect(services.worker?.command).toEqual(
+      expect.arrayContaining(["--bridge", "bridge:50052", "--advertise", "worker:50100"]),
+    );
+    // Envoy reaches the bridges' public and admin ports, on another network.
+    expect(
+      Object.keys(services.envoy?.networks ?? {}).some((n) => bridgeNetworks.includes(n)),
+    ).toBe(true);
+    // Redis (no password) shares an internal network with the bridges alone.
+    for (const network of Object.keys(services.redis?.networks ?? {})) {
+      expect(onNetwork(file, network), network).toEqual(["bridge", "redis"]);
+      expect(networks[network]?.internal, network).toBe(true);
+    }
+    // The demo's Envoy sees only the demo's bridge under the name `bridge`.
+    for (const network of Object.keys(services["demo-envoy"]?.networks ?? {})) {
+      const peers = onNetwork(file, network).filter((n) => n !== "demo-envoy");
+      expect(peers, network).not.toContain("bridge");
+      expect(peers, network).not.toContain("redis");
+      expect(services["demo-bridge"]?.networks?.[network]?.aliases, network).toContain("bridge");
     }
   });
 
@@ -97,10 +209,9 @@ describe("docker-compose.yml", () => {
       expect(target, name).toBeDefined();
       expect(dockerfile).toMatch(new RegExp(`^FROM \\S+ AS ${target}$`, "m"));
     }
-    // The bridges carry the demo page's spam tools; the production `bridge`
-    // target (the CLI alone) takes the same command.
-    expect(services.bridge?.build?.target).toBe("demo-bridge");
-    expect(dockerfile).toMatch(/^FROM \S+ AS bridge$/m);
+    // The demo profile's bridge carries the demo page's spam tools.
+    expect(services["demo-bridge"]?.build?.target).toBe("demo-bridge");
+    expect(dockerfile).toMatch(/^FROM \S+ AS demo-bridge$/m);
     expect(services.worker?.profiles).toEqual(["worker"]);
     const command = services.worker?.command ?? [];
     // It registers on the worker listener, at an address the bridges allow.

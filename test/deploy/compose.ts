@@ -42,21 +42,54 @@ export interface ComposeService {
   readonly deploy?: { readonly replicas?: number };
   readonly profiles?: readonly string[];
   readonly volumes?: readonly (string | { readonly source?: string; readonly target?: string })[];
-  readonly networks?: Readonly<Record<string, { readonly ipv4_address?: string } | null>>;
+  readonly entrypoint?: readonly string[];
+  readonly networks?: Readonly<
+    Record<string, { readonly ipv4_address?: string; readonly aliases?: readonly string[] } | null>
+  >;
   readonly ports?: readonly unknown[];
   readonly init?: boolean;
   readonly stop_grace_period?: string;
 }
 
-let resolved: Promise<{ services: Record<string, ComposeService> }> | undefined;
+/** A network as `docker-compose config` prints it. */
+export interface ComposeNetwork {
+  readonly internal?: boolean;
+  readonly ipam?: { readonly config?: readonly { readonly subnet?: string }[] };
+}
+
+/** The parts of the resolved file the tests read. */
+export interface ComposeFile {
+  readonly services: Record<string, ComposeService>;
+  readonly networks?: Record<string, ComposeNetwork | null>;
+}
+
+let resolved: Promise<ComposeFile> | undefined;
 
 /** The resolved compose file (computed once per test file). */
-export function composeFile(): Promise<{ services: Record<string, ComposeService> }> {
+export function composeFile(): Promise<ComposeFile> {
   resolved ??= composeConfig().then(({ code, stdout, stderr }) => {
     if (code !== 0) throw new Error(`docker-compose config failed (${code}):\n${stderr}`);
-    return parse(stdout) as { services: Record<string, ComposeService> };
+    return parse(stdout) as ComposeFile;
   });
   return resolved;
+}
+
+/** The services attached to `network`. */
+export function onNetwork(file: ComposeFile, network: string): string[] {
+  return Object.entries(file.services)
+    .filter(([, service]) => service.networks !== undefined && network in service.networks)
+    .map(([name]) => name)
+    .sort();
+}
+
+/**
+ * The bridge service's entrypoint as the container runs it: `config`
+ * prints `$` escaped as `$$`, which Compose unescapes when it starts it.
+ */
+export async function bridgeEntrypoint(): Promise<string[]> {
+  const entrypoint = (await composeFile()).services.bridge?.entrypoint;
+  if (entrypoint === undefined) throw new Error("the bridge service has no entrypoint");
+  return entrypoint.map((arg) => arg.replaceAll("$$", "$"));
 }
 
 /** The bridge replicas' configuration, parsed from their command and environment as the CLI does. */

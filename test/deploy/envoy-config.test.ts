@@ -54,6 +54,9 @@ beforeAll(async () => {
   config = api.parse(text);
 }, 60_000);
 
+const localRateLimitType =
+  "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+
 const listener = () => list(config, "staticResources", "listeners")[0];
 const networkFilters = () => list(listener(), "filterChains", 0, "filters");
 const hcm = () => at(networkFilters().at(-1), "typedConfig");
@@ -76,6 +79,9 @@ describe("envoy.yaml is a valid Envoy v3 bootstrap", () => {
       ["codec_type: AUTO", "codec_type: HTTP4"],
       ["cors.v3.Cors\n", "cors.v3.Corz\n"],
       ["lb_policy: RING_HASH", "lb_policy: RING_HASH\n      lb_polcy: MAGLEV"],
+      ["local_rate_limit_per_downstream_connection:", "local_rate_limit_per_connection:"],
+      ["denominator: HUNDRED", "denominator: PERCENT"],
+      ["downstream_connections.v3.DownstreamConnectionsConfig", "downstream_connections.v3.Config"],
     ] as const;
     for (const [from, to] of broken) {
       expect(text).toContain(from);
@@ -85,7 +91,7 @@ describe("envoy.yaml is a valid Envoy v3 bootstrap", () => {
 });
 
 describe("the public listener", () => {
-  it("limits connections, then runs gRPC-Web, CORS and the router, in that order", () => {
+  it("limits connections, then runs gRPC-Web, CORS, the rate limits and the router, in that order", () => {
     expect(networkFilters().map((f) => at(f, "name"))).toEqual([
       "envoy.filters.network.connection_limit",
       "envoy.filters.network.http_connection_manager",
@@ -95,11 +101,17 @@ describe("the public listener", () => {
     expect(filters.map((f) => at(f, "name"))).toEqual([
       "envoy.filters.http.grpc_web",
       "envoy.filters.http.cors",
+      "envoy.filters.http.local_ratelimit.per_connection",
+      "envoy.filters.http.local_ratelimit.global",
       "envoy.filters.http.router",
     ]);
+    // A refusal of the rate limits passes back through gRPC-Web and CORS,
+    // so a browser reads it as a gRPC status, not as a CORS failure.
     expect(filters.map((f) => at(f, "typedConfig", "@type"))).toEqual([
       "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
       "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors",
+      localRateLimitType,
+      localRateLimitType,
       "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
     ]);
   });
@@ -219,6 +231,81 @@ describe("the public listener", () => {
     const format = at(log, "typedConfig", "logFormat", "jsonFormat") as Record<string, string>;
     expect(Object.keys(format)).toEqual(expect.arrayContaining(["path", "status", "grpc_status"]));
     expect(JSON.stringify(format).toLowerCase()).not.toContain(defaultAffinityHeader);
+  });
+});
+
+/** Requests a second a token bucket lets through once its burst is spent, and its burst. */
+function bucketRate(bucket: unknown): { perSecond: number; burst: number } {
+  const interval = seconds(at(bucket, "fillInterval"));
+  // Envoy refuses a fill interval under 50 ms (the proto's rules are not
+  // enforced by the parser, so they are checked here).
+  expect(interval).toBeGreaterThanOrEqual(0.05);
+  const perFill = Number(at(bucket, "tokensPerFill") ?? 1);
+  const burst = Number(at(bucket, "maxTokens"));
+  expect(perFill).toBeGreaterThan(0);
+  expect(burst).toBeGreaterThanOrEqual(perFill);
+  return { perSecond: perFill / interval, burst };
+}
+
+/** A RuntimeFractionalPercent's default as a percentage (proto JSON omits HUNDRED, the zero value). */
+function percent(fraction: unknown): number {
+  const value = at(fraction, "defaultValue");
+  const denominator = at(value, "denominator") ?? "HUNDRED";
+  const scale = { HUNDRED: 100, TEN_THOUSAND: 10_000, MILLION: 1_000_000 }[String(denominator)];
+  return (100 * Number(at(value, "numerator") ?? 0)) / Number(scale);
+}
+
+describe("rate and connection limits at the edge", () => {
+  const rateLimits = () =>
+    list(hcm(), "httpFilters").filter((f) => at(f, "typedConfig", "@type") === localRateLimitType);
+
+  it("enforces request rate limits on every request: one bucket per connection, one for all", async () => {
+    const replica = await replicaConfig();
+    const limits = rateLimits().map((f) => at(f, "typedConfig"));
+    expect(limits).toHaveLength(2);
+    for (const limit of limits) {
+      expect(String(at(limit, "statPrefix"))).not.toBe("");
+      // Enabled and enforced default to 0%: a filter without both at 100%
+      // only counts.
+      expect(percent(at(limit, "filterEnabled")), JSON.stringify(limit)).toBe(100);
+      expect(percent(at(limit, "filterEnforced")), JSON.stringify(limit)).toBe(100);
+      // gRPC callers read RESOURCE_EXHAUSTED, as for the bridge's own limits.
+      expect(at(limit, "rateLimitedAsResourceExhausted")).toBe(true);
+      // Applied to every request, not only to listed descriptors.
+      expect(list(limit, "descriptors")).toEqual([]);
+      expect(at(limit, "alwaysConsumeDefaultTokenBucket")).not.toBe(false);
+    }
+    const perConnection = limits.filter((l) => at(l, "localRateLimitPerDownstreamConnection"));
+    const global = limits.filter((l) => !at(l, "localRateLimitPerDownstreamConnection"));
+    expect([perConnection.length, global.length]).toEqual([1, 1]);
+    const connection = bucketRate(at(perConnection[0], "tokenBucket"));
+    const all = bucketRate(at(global[0], "tokenBucket"));
+    // One connection gets a small share of the whole, so one client needs
+    // many connections (each counted, below) to use up everyone's budget.
+    expect(connection.perSecond * 10).toBeLessThanOrEqual(all.perSecond);
+    expect(connection.burst * 10).toBeLessThanOrEqual(all.burst);
+    // A connection's burst fits in the streams it may have open at once.
+    expect(connection.burst).toBeLessThanOrEqual(replica.maxStreamsPerConnection);
+  });
+
+  it("limits connections: accepted per second, open on the listener and in the whole process", async () => {
+    const replica = await replicaConfig();
+    const accept = list(listener(), "listenerFilters");
+    expect(accept.map((f) => at(f, "name"))).toEqual(["envoy.filters.listener.local_ratelimit"]);
+    const rate = bucketRate(at(accept[0], "typedConfig", "tokenBucket"));
+    const open = Number(at(networkFilters()[0], "typedConfig", "maxConnections"));
+    expect(rate.burst).toBeLessThan(open);
+    const monitors = list(config, "overloadManager", "resourceMonitors");
+    const downstream = monitors.find(
+      (m) => at(m, "name") === "envoy.resource_monitors.global_downstream_max_connections",
+    );
+    const processMax = Number(at(downstream, "typedConfig", "maxActiveDownstreamConnections"));
+    expect(processMax).toBeGreaterThanOrEqual(open);
+    // What Envoy holds open upstream stays within what each replica accepts.
+    const upstream = Number(
+      at(list(cluster("bridge"), "circuitBreakers", "thresholds")[0], "maxConnections"),
+    );
+    expect(upstream).toBeLessThanOrEqual(replica.maxConnections);
   });
 });
 
