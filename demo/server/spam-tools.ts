@@ -64,6 +64,8 @@ export function createSpamTools(program: SpamProgram = createSpamProgram()): Too
       { name: "by", type: "string", description: "Who asked for the hand evaluation (a tab)." },
     ],
     metadata: { category: "demo", streaming: "true" },
+    // Training and scoring take seconds of CPU and hundreds of MiB.
+    expensive: true,
     async *stream(args, { session, signal }) {
       const split: "dev" | "test" | undefined =
         args.split === "test" ? "test" : args.split === "dev" ? "dev" : undefined;
@@ -138,6 +140,8 @@ export function createSpamTools(program: SpamProgram = createSpamProgram()): Too
       "Runs the program configured by the session's variables on one message (a raw e-mail with headers, or plain text used as the body) and returns its spam probability and strongest features.",
     parameters: [{ name: "text", type: "string", required: true, description: "The message." }],
     metadata: { category: "demo" },
+    // Trains the configured program first unless a recent call did.
+    expensive: true,
     async handler(args, { session }) {
       const text = String(args.text).slice(0, 50_000);
       const { config } = await readSessionConfig(session);

@@ -208,6 +208,15 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     [...listeners].map(([listener, f]) => ({ labels: { listener }, value: f.connectionCount })),
   );
   metrics.gauge("bridge_remote_tools", "Tools registered by workers.", () => tools.remoteCount);
+  metrics.gauge(
+    "bridge_expensive_tool_calls",
+    "Calls of expensive tools, running or waiting for a slot (--max-expensive-tool-calls).",
+    ["state"],
+    () => [
+      { labels: { state: "running" }, value: executor.expensiveCalls.running },
+      { labels: { state: "waiting" }, value: executor.expensiveCalls.waiting },
+    ],
+  );
 
   reportAudit(audit, { metrics, logger, shared: store.sharedAudit });
 

@@ -99,6 +99,12 @@ export interface ToolDefinition {
   readonly metadata?: Readonly<Record<string, string>>;
   /** Variables the tool reads, listed for callers (ToolSpec.required_variables). */
   readonly requiredVariables?: readonly string[];
+  /**
+   * The tool is CPU- or memory-heavy: its calls run at most
+   * `--max-expensive-tool-calls` at once, waiting clients served in turn, so
+   * a client calling it many times cannot slow everyone else down.
+   */
+  readonly expensive?: boolean;
   readonly handler?: (args: ToolArguments, context: ToolContext) => JsonValue | Promise<JsonValue>;
   readonly stream?: (
     args: ToolArguments,

@@ -1,10 +1,13 @@
+import { availableParallelism } from "node:os";
 import type { Any } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { ToolChunk } from "../../gen/snakepit/bridge/bridge_pb.js";
 import type { BridgeCore } from "../bridge-core.js";
+import { clientOf, isWorker } from "../caller.js";
 import { quote } from "../limits.js";
 import type { Logger } from "../logger.js";
 import type { ToolOutcome } from "./audit-trail.js";
+import { createFairGate } from "./fair-gate.js";
 import { createLocalRunner } from "./local-runner.js";
 import { createRemoteRunner } from "./remote-runner.js";
 import type { RegisteredTool } from "./tool-registry.js";
@@ -23,17 +26,57 @@ export interface ToolResult {
 }
 
 /**
+ * Who a tool call comes from, for the per-client bounds: the client's
+ * address, and whether it is a worker (trusted, so not held to them).
+ */
+export interface CallOrigin {
+  readonly client: string;
+  readonly worker: boolean;
+}
+
+/** The {@link CallOrigin} of an RPC. */
+export function originOf(ctx: HandlerContext): CallOrigin {
+  return { client: clientOf(ctx), worker: isWorker(ctx) };
+}
+
+/**
+ * Whether calls of a tool go through the expensive-call gate: a local tool
+ * says so in its definition, a remote one in its registration metadata
+ * (`expensive: "true"`, which stock workers can send).
+ */
+export function isExpensive(tool: RegisteredTool): boolean {
+  if (tool.target.kind === "local") return tool.target.definition.expensive === true;
+  return /^(true|1|yes)$/i.test(tool.metadata.expensive?.trim() ?? "");
+}
+
+/**
  * Runs tools: forwarding-loop and per-session admission checks, permission
- * check, then the local runner (the tool's TypeScript code) or the remote
+ * check, per-client bounds (remote calls in flight; expensive calls through
+ * a gate shared fairly by clients), then the local runner (the tool's TypeScript code) or the remote
  * one (forwarding to the worker that registered the tool), and the audit.
  * Session-level problems (unknown session, permission, too many calls at
  * once, a call that loops back) are ConnectErrors; everything about the tool
  * itself is reported in-band, as the original server did.
  */
 export interface ToolExecutor {
-  /** `headers` are the incoming call's: they carry the forwarding path. */
-  execute(call: ToolCall, signal: AbortSignal, headers?: Headers): Promise<ToolResult>;
-  stream(call: ToolCall, signal: AbortSignal, headers?: Headers): AsyncIterable<ToolChunk>;
+  /**
+   * `headers` are the incoming call's: they carry the forwarding path.
+   * Without `origin`, the call counts as one anonymous public client's.
+   */
+  execute(
+    call: ToolCall,
+    signal: AbortSignal,
+    headers?: Headers,
+    origin?: CallOrigin,
+  ): Promise<ToolResult>;
+  stream(
+    call: ToolCall,
+    signal: AbortSignal,
+    headers?: Headers,
+    origin?: CallOrigin,
+  ): AsyncIterable<ToolChunk>;
+  /** Calls of expensive tools running and waiting for a slot, now. */
+  readonly expensiveCalls: { readonly running: number; readonly waiting: number };
   /** Closes every worker connection. */
   close(): void;
 }
@@ -57,28 +100,26 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
     timeoutMs: core.settings.remoteToolTimeoutMs,
     logger: options.logger,
   });
-  const running = new Map<string, number>();
-
-  /** Counts a running call of a session; returns its release, or throws. */
-  const admit = (sessionId: string): (() => void) => {
-    const n = running.get(sessionId) ?? 0;
-    const max = core.settings.limits.maxToolCallsPerSession;
-    if (n >= max) {
-      throw new ConnectError(
-        `the session has ${n} tool calls running; the limit is ${max} (--max-tool-calls-per-session); wait for one to finish`,
-        Code.ResourceExhausted,
-      );
-    }
-    running.set(sessionId, n + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const left = (running.get(sessionId) ?? 1) - 1;
-      if (left === 0) running.delete(sessionId);
-      else running.set(sessionId, left);
-    };
-  };
+  const { limits } = core.settings;
+  const bySession = createCounter(
+    limits.maxToolCallsPerSession,
+    (n, max) =>
+      `the session has ${n} tool calls running; the limit is ${max} (--max-tool-calls-per-session); wait for one to finish`,
+  );
+  // Across sessions: one client holding many sessions must not be able to
+  // occupy a worker's capacity (its calls queue at the worker, delaying
+  // everyone else's until they time out).
+  const forwardedByClient = createCounter(
+    limits.maxForwardedCallsPerClient,
+    (n, max) =>
+      `this client has ${n} calls of remote tools in flight; the limit is ${max} (--max-forwarded-calls-per-client); wait for one to finish`,
+  );
+  const expensive = createFairGate({
+    maxRunning:
+      limits.maxExpensiveToolCalls === 0 ? availableParallelism() : limits.maxExpensiveToolCalls,
+    maxWaitingPerClient: limits.maxQueuedExpensiveCallsPerClient,
+    rssBudget: limits.expensiveToolRssBudget,
+  });
 
   const record = (
     call: ToolCall,
@@ -124,12 +165,45 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
    * and the session's count of running calls are checked, and the tool is
    * resolved. The caller releases the count when the run is over.
    */
-  const begin = async (call: ToolCall, headers: Headers | undefined): Promise<Run> => {
+  const begin = async (
+    call: ToolCall,
+    signal: AbortSignal,
+    headers: Headers | undefined,
+    origin: CallOrigin,
+    streaming: boolean,
+  ): Promise<Run> => {
     const via = remote.pathOf(headers);
-    const release = admit(call.sessionId);
+    const releases = [bySession.admit(call.sessionId)];
+    const release = () => {
+      for (const r of releases.splice(0).reverse()) r();
+    };
     try {
-      const started = now();
-      return { via, release, started, tool: await resolve(call) };
+      const tool = await resolve(call);
+      if (tool !== undefined) {
+        try {
+          if (tool.target.kind === "remote" && !origin.worker) {
+            releases.push(forwardedByClient.admit(origin.client));
+          }
+          if (isExpensive(tool)) {
+            releases.push(await expensive.acquire(origin.client, signal, !origin.worker));
+          }
+        } catch (e) {
+          const error = ConnectError.from(e);
+          if (error.code === Code.ResourceExhausted) {
+            record(
+              call,
+              now(),
+              "resource_exhausted",
+              error.rawMessage,
+              targetLabel(tool),
+              streaming,
+            );
+          }
+          throw error;
+        }
+      }
+      // Time spent waiting for a slot is not the tool's execution time.
+      return { via, release, started: now(), tool };
     } catch (e) {
       release();
       throw e;
@@ -176,8 +250,8 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
   }
 
   return {
-    async execute(call, signal, headers) {
-      const run = await begin(call, headers);
+    async execute(call, signal, headers, origin = anonymousOrigin) {
+      const run = await begin(call, signal, headers, origin, false);
       try {
         return await runUnary(call, signal, run);
       } finally {
@@ -185,13 +259,17 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
       }
     },
 
-    async *stream(call, signal, headers) {
-      const run = await begin(call, headers);
+    async *stream(call, signal, headers, origin = anonymousOrigin) {
+      const run = await begin(call, signal, headers, origin, true);
       try {
         yield* runStreaming(call, signal, run);
       } finally {
         run.release();
       }
+    },
+
+    get expensiveCalls() {
+      return { running: expensive.running, waiting: expensive.waiting };
     },
 
     close: () => remote.close(),
@@ -204,4 +282,29 @@ interface Run {
   readonly release: () => void;
   readonly started: number;
   readonly tool: RegisteredTool | undefined;
+}
+
+const anonymousOrigin: CallOrigin = Object.freeze({ client: "", worker: false });
+
+/**
+ * Counts things in progress by key, up to `max` per key; `admit` returns
+ * the release (idempotent) or throws RESOURCE_EXHAUSTED with `message`.
+ */
+function createCounter(max: number, message: (n: number, max: number) => string) {
+  const counts = new Map<string, number>();
+  return {
+    admit(key: string): () => void {
+      const n = counts.get(key) ?? 0;
+      if (n >= max) throw new ConnectError(message(n, max), Code.ResourceExhausted);
+      counts.set(key, n + 1);
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        const left = (counts.get(key) ?? 1) - 1;
+        if (left === 0) counts.delete(key);
+        else counts.set(key, left);
+      };
+    },
+  };
 }
