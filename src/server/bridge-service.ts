@@ -10,7 +10,7 @@ import { clientOf, isWorker, requireWorker } from "./caller.js";
 import { checkMetadata } from "./limits.js";
 import { cleanupSession, openSession } from "./session-ops.js";
 import type { VariableRecord } from "./store/session-store.js";
-import type { ToolExecutor } from "./tools/tool-executor.js";
+import { originOf, type ToolExecutor } from "./tools/tool-executor.js";
 import { resultForCaller } from "./tools/tool-value-form.js";
 import { toToolSpec } from "./tools/tool-wire.js";
 import type { WorkerTools } from "./tools/worker-tools.js";
@@ -208,11 +208,20 @@ export function createBridgeService(
     // request has no binary parameters.
     // Results in the form the caller reads (tool-value-form.ts).
     executeTool: async (req, ctx) =>
-      resultForCaller(await executor.execute(req, ctx.signal, ctx.requestHeader), ctx),
-    executeStreamingTool: (req, ctx) => executor.stream(req, ctx.signal, ctx.requestHeader),
+      resultForCaller(
+        await executor.execute(req, ctx.signal, ctx.requestHeader, originOf(ctx)),
+        ctx,
+      ),
+    executeStreamingTool: (req, ctx) =>
+      executor.stream(req, ctx.signal, ctx.requestHeader, originOf(ctx)),
     executeElixirTool: async (req, ctx) =>
       resultForCaller(
-        await executor.execute({ ...req, binaryParameters: {} }, ctx.signal, ctx.requestHeader),
+        await executor.execute(
+          { ...req, binaryParameters: {} },
+          ctx.signal,
+          ctx.requestHeader,
+          originOf(ctx),
+        ),
         ctx,
       ),
 
