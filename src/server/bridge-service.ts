@@ -1,16 +1,21 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   type BridgeService,
+  ToolSpecSchema,
   type Variable,
   VariableHistoryEntrySchema,
+  VariableSchema,
 } from "../gen/snakepit/bridge/bridge_pb.js";
 import type { BridgeCore } from "./bridge-core.js";
 import { clientOf, isWorker, requireWorker } from "./caller.js";
 import { checkMetadata } from "./limits.js";
+import { createReplyBudget } from "./reply-budget.js";
+import { INLINE_BYTES, measured, PAGE_BYTES, pageBudget, pageOf } from "./reply-pages.js";
 import { cleanupSession, openSession } from "./session-ops.js";
 import type { VariableRecord } from "./store/session-store.js";
 import { originOf, type ToolExecutor } from "./tools/tool-executor.js";
+import type { RegisteredTool } from "./tools/tool-registry.js";
 import { resultForCaller } from "./tools/tool-value-form.js";
 import { toToolSpec } from "./tools/tool-wire.js";
 import type { WorkerTools } from "./tools/worker-tools.js";
@@ -53,6 +58,20 @@ export function createBridgeService(
   const checkBatch = (count: number, what: string) => checkBatchOf(settings.limits, count, what);
   const checkReply = (records: Iterable<Pick<VariableRecord, "bytes" | "name">>, what: string) =>
     checkReplyOf(settings.limits, records, what);
+  // Twice the largest reply: one reply of any allowed size always fits,
+  // and a client that stops reading cannot pile up more. Workers are
+  // trusted and not counted, as with the session quota.
+  const budget = createReplyBudget(2 * settings.limits.maxReplyBytes, "2 × --max-reply-bytes");
+  const reserve = (ctx: HandlerContext, bytes: number, what: string) => {
+    if (!isWorker(ctx)) budget.reserve(clientOf(ctx), bytes, ctx.signal, what);
+  };
+  const pageBytes = pageBudget(settings.limits, PAGE_BYTES);
+  const inlineBytes = pageBudget(settings.limits, INLINE_BYTES);
+  const firstPage = { pageSize: 0, pageToken: "" };
+  const variableSizes = () =>
+    measured(VariableSchema, (r: VariableRecord) => readVariableMessage(r));
+  const toolSizes = () => measured(ToolSpecSchema, toToolSpec);
+  const toolName = (t: RegisteredTool) => t.name;
 
   const service: ServiceImpl<typeof BridgeService> = {
     ping(req) {
@@ -78,6 +97,27 @@ export function createBridgeService(
         },
         { worker, client: worker ? "" : clientOf(ctx) },
       );
+      // Both listings are bounded first pages (map entries also carry the
+      // name as key): a 26-byte reopen must not cost a whole session.
+      const vars = variableSizes();
+      const variablePage = pageOf(
+        variables,
+        (r) => r.name,
+        (r) => vars.size(r) + r.name.length,
+        firstPage,
+        inlineBytes,
+        true,
+      );
+      const specs = toolSizes();
+      const toolPage = pageOf(
+        tools.visible(session.id, session.allowedTools),
+        toolName,
+        (t) => specs.size(t) + t.name.length,
+        firstPage,
+        inlineBytes,
+        true,
+      );
+      reserve(ctx, variablePage.bytes + toolPage.bytes, "InitializeSession");
       // success stays true for an existing session: snakepit clients treat
       // InitializeSession as idempotent; `created` says which case it was.
       return {
@@ -85,10 +125,12 @@ export function createBridgeService(
         sessionId: session.id,
         created,
         expiresAt: timestamp(session.expiresAt),
-        availableTools: Object.fromEntries(
-          tools.visible(session.id, session.allowedTools).map((t) => [t.name, toToolSpec(t)]),
+        availableTools: Object.fromEntries(toolPage.items.map((t) => [t.name, specs.message(t)])),
+        initialVariables: Object.fromEntries(
+          variablePage.items.map((r) => [r.name, vars.message(r)]),
         ),
-        initialVariables: Object.fromEntries(variables.map((r) => [r.name, toVariableMessage(r)])),
+        initialVariablesNextPageToken: variablePage.nextPageToken,
+        availableToolsNextPageToken: toolPage.nextPageToken,
       };
     },
 
@@ -118,10 +160,11 @@ export function createBridgeService(
       return { serverTime: timestamp(now()), sessionValid: alive !== undefined };
     },
 
-    async getVariable(req) {
+    async getVariable(req, ctx) {
       const record = await core.read(req.sessionId, (view) =>
         ops.find(view, req.variableIdentifier),
       );
+      reserve(ctx, replyEstimate([record]), "GetVariable");
       return { variable: readVariableMessage(record), fromCache: false };
     },
 
@@ -143,10 +186,11 @@ export function createBridgeService(
       return { success: true, newVersion: record.version, variable: toVariableMessage(record) };
     },
 
-    async getVariables(req) {
+    async getVariables(req, ctx) {
       checkBatch(req.variableIdentifiers.length, "GetVariables");
       return core.read(req.sessionId, (view) => {
         const { found, missing } = getMany(settings.limits, view, req.variableIdentifiers);
+        reserve(ctx, replyEstimate(found.map(([, r]) => r)), "GetVariables");
         const variables: Record<string, Variable> = {};
         for (const [identifier, record] of found) {
           variables[identifier] = readVariableMessage(record, req.includeMetadata);
@@ -193,10 +237,15 @@ export function createBridgeService(
       return { variables: records.map((r) => toVariableMessage(r)), created };
     },
 
-    async listVariables(req) {
+    async listVariables(req, ctx) {
       const records = await core.read(req.sessionId, (view) => listMatching(view, req.pattern));
-      checkReply(records, `${records.length} variables; narrow the pattern`);
-      return { variables: records.map((r) => readVariableMessage(r)) };
+      // One page, whatever the caller knows of pages: a peer that does not
+      // read next_page_token gets the first page instead of a reply it
+      // cannot receive.
+      const vars = variableSizes();
+      const page = pageOf(records, (r) => r.name, vars.size, req, pageBytes);
+      reserve(ctx, page.bytes, "ListVariables");
+      return { variables: page.items.map(vars.message), nextPageToken: page.nextPageToken };
     },
 
     async deleteVariable(req) {
@@ -225,9 +274,18 @@ export function createBridgeService(
         ctx,
       ),
 
-    async getExposedElixirTools(req) {
+    async getExposedElixirTools(req, ctx) {
       const allowed = await core.read(req.sessionId, (view) => view.session.allowedTools);
-      return { tools: tools.visible(req.sessionId, allowed).map(toToolSpec) };
+      const specs = toolSizes();
+      const page = pageOf(
+        tools.visible(req.sessionId, allowed),
+        toolName,
+        specs.size,
+        req,
+        pageBytes,
+      );
+      reserve(ctx, page.bytes, "GetExposedElixirTools");
+      return { tools: page.items.map(specs.message), nextPageToken: page.nextPageToken };
     },
 
     async registerTools(req, ctx) {
@@ -261,7 +319,7 @@ export function createBridgeService(
       return { success: true, finalValue: toVariableMessage(record).value };
     },
 
-    async getVariableHistory(req) {
+    async getVariableHistory(req, ctx) {
       if (req.limit < 0) {
         throw new ConnectError(
           `limit must be 0 (all) or positive, got ${req.limit}`,
@@ -272,10 +330,9 @@ export function createBridgeService(
         const record = ops.find(view, req.variableIdentifier);
         const newestFirst = historyOf(view, record).reverse();
         const selected = req.limit > 0 ? newestFirst.slice(0, req.limit) : newestFirst;
-        checkReply(
-          selected.map((e) => ({ bytes: e.bytes, name: record.name })),
-          `${selected.length} versions; pass a limit`,
-        );
+        const sized = selected.map((e) => ({ bytes: e.bytes, name: record.name }));
+        checkReply(sized, `${selected.length} versions; pass a limit`);
+        reserve(ctx, replyEstimate(sized), "GetVariableHistory");
         return {
           entries: selected.map((entry) => {
             const message = toVariableMessage({ ...record, value: entry.value });
@@ -301,4 +358,15 @@ export function createBridgeService(
   };
 
   return service;
+}
+
+/**
+ * A reply's size from the stored sizes, as the reply limit estimates it
+ * (variable-batch.ts): close enough to count replies in flight without
+ * encoding them first.
+ */
+function replyEstimate(records: Iterable<Pick<VariableRecord, "bytes" | "name">>): number {
+  let bytes = 0;
+  for (const r of records) bytes += r.bytes + 2 * r.name.length + 64;
+  return bytes;
 }

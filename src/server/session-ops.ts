@@ -3,9 +3,10 @@ import { type BridgeCore, isClientSessionId } from "./bridge-core.js";
 import { sessionEnded, sessionIdsMinted } from "./errors.js";
 import { mintSessionId } from "./ids.js";
 import { checkMetadata, quote } from "./limits.js";
+import { byName } from "./order.js";
 import type { SessionRecord, SessionTransaction, VariableRecord } from "./store/session-store.js";
 import { checkToolName } from "./tools/tool-registry.js";
-import { checkBatch, checkReply, lockedVariables } from "./variable-batch.js";
+import { checkBatch, lockedVariables } from "./variable-batch.js";
 import type { RegisterInput } from "./variable-ops.js";
 
 /**
@@ -36,7 +37,8 @@ export interface OpenCaller {
 
 /**
  * Creates a session, or reopens an existing one with the same settings;
- * resolves to the session and every variable it holds after the call.
+ * resolves to the session and every variable it holds after the call,
+ * ordered by name (the reply inlines a bounded first page of them).
  */
 export async function openSession(
   core: BridgeCore,
@@ -99,12 +101,7 @@ export async function openSession(
   }
   const { session, created } = result;
   if (!created) checkSameSettings(session, req.ttlSeconds, ttlMs, init.allowedTools);
-  const variables = await core.read(sessionId, (view) => [...view.variables()]);
-  checkReply(
-    settings.limits,
-    variables,
-    `${variables.length} initial variables; read them with GetVariables`,
-  );
+  const variables = await core.read(sessionId, (view) => [...view.variables()].sort(byName));
   return { session, created, variables };
 }
 
