@@ -6,6 +6,7 @@
  * Node timer can hold (Node fires such a timer after 1 ms, so a client
  * asking for 11,000 years would get DEADLINE_EXCEEDED at once).
  */
+import { isIP } from "node:net";
 import { Code, ConnectError } from "@connectrpc/connect";
 
 /**
@@ -27,6 +28,10 @@ export function checkAuthority(
   fallback: string,
 ): { ok: true; authority: string } | { ok: false; error: ConnectError } {
   if (authority === undefined || authority === "") return { ok: true, authority: fallback };
+  // Node's own HTTP/2 client sends an IPv6 peer's address unbracketed
+  // (`::1:50051`): read as the address and port it means.
+  const bare = bareIpv6(authority);
+  if (bare !== undefined) return { ok: true, authority: bare };
   if (authorityPattern.test(authority) && URL.canParse(`http://${authority}/`)) {
     return { ok: true, authority };
   }
@@ -79,4 +84,13 @@ export function clampDeadline(headers: Record<string, string | string[] | undefi
   if (typeof connect === "string" && /^\d{1,10}$/.test(connect) && Number(connect) > maxTimerMs) {
     headers["connect-timeout-ms"] = String(maxTimerMs);
   }
+}
+
+/** `::1:8080` → `[::1]:8080`, `::1` → `[::1]`; undefined for anything else. */
+function bareIpv6(authority: string): string | undefined {
+  if (isIP(authority) === 6) return `[${authority}]`;
+  const colon = authority.lastIndexOf(":");
+  const port = authority.slice(colon + 1);
+  const host = authority.slice(0, colon);
+  return /^[0-9]{1,5}$/.test(port) && isIP(host) === 6 ? `[${host}]:${port}` : undefined;
 }
