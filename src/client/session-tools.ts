@@ -1,6 +1,7 @@
 import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import type { BridgeService, ToolChunk } from "../gen/snakepit/bridge/bridge_pb.js";
 import { decodeJsonAny, encodeJsonAny, type JsonValue } from "../values/index.js";
+import { collectPages } from "./paged-listing.js";
 
 /** A tool the session may call. */
 export interface ToolInfo {
@@ -27,7 +28,11 @@ export async function listTools(
   client: Client<typeof BridgeService>,
   sessionId: string,
 ): Promise<ToolInfo[]> {
-  const { tools } = await client.getExposedElixirTools({ sessionId });
+  // Every page: the bridge bounds each one in bytes.
+  const tools = await collectPages(async (pageToken) => {
+    const res = await client.getExposedElixirTools({ sessionId, pageToken });
+    return { items: res.tools, nextPageToken: res.nextPageToken };
+  });
   return tools.map((t) => ({
     name: t.name,
     description: t.description,

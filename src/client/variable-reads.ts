@@ -2,6 +2,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { decodeValue, type VariableValue, validateValue } from "../values/index.js";
 import type { LocalCopy } from "./local-copy.js";
+import { collectPages } from "./paged-listing.js";
 import type { ReadOptions } from "./schema.js";
 import type { SessionContext } from "./session-context.js";
 import type { SessionRpc } from "./session-rpc.js";
@@ -144,8 +145,12 @@ export function createVariableReads(
     },
 
     async list(pattern = "") {
-      const res = await client.listVariables({ sessionId, pattern }, call);
-      return res.variables.map((message) => accept(message, "server"));
+      // Every page: the bridge bounds each one in bytes.
+      const messages = await collectPages(async (pageToken) => {
+        const res = await client.listVariables({ sessionId, pattern, pageToken }, call);
+        return { items: res.variables, nextPageToken: res.nextPageToken };
+      });
+      return messages.map((message) => accept(message, "server"));
     },
 
     async history(identifier, { limit = 0 } = {}) {

@@ -11,6 +11,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
+import { createSessionContext } from "../../src/client/index.js";
 import {
   BridgeService,
   InitializeSessionRequestSchema,
@@ -152,6 +153,31 @@ describe("a tiny request for a whole session", () => {
     );
     expect(bad.rawMessage).toContain("page_token");
     await rejectionOf(c.listVariables({ sessionId, pageSize: -1 }), Code.InvalidArgument);
+  });
+});
+
+describe("the TypeScript client", () => {
+  it("follows page tokens: list('*') of a full session returns every variable, and listTools every tool", async () => {
+    const b = await bridge();
+    const { sessionId, names } = await fullSession(b);
+    const w = b.workerClient();
+    for (let from = 0; from < 300; from += 200) {
+      await w.registerTools(bulkyTools(from, Math.min(200, 300 - from)));
+    }
+    const ctx = await createSessionContext({
+      transport: createGrpcTransport({ baseUrl: b.url, readMaxBytes: GRPCIO_RECEIVE_LIMIT }),
+      sessionId,
+    });
+    try {
+      const listed = await ctx.list("*");
+      expect(listed.map((v) => v.name)).toEqual(names);
+      expect(listed[3]?.value).toBe("3".repeat(1000 * KiB));
+      const tools = await ctx.listTools();
+      expect(tools).toHaveLength(300 + 4);
+      expect(tools.at(-1)?.name).toBe("tool_0299");
+    } finally {
+      await ctx.close();
+    }
   });
 });
 
