@@ -2,8 +2,9 @@
 #
 # Images of the production stack (docker-compose.yml builds each target):
 #   bridge          the bridge server: dist/ and its runtime dependencies only (the default)
-#   demo-bridge     the same server with the demo's spam tools (demo/server/serve.ts),
-#                   the one docker-compose.yml runs for the demo page
+#   demo-bridge     the same server with the demo's spam tools (demo/server/serve.ts)
+#                   and its 16 MiB request limit: docker-compose.yml's opt-in demo
+#                   profile only, never the production replicas (the tools are CPU-heavy)
 #   demo            the built demo page, served by nginx
 #   python-worker   a Python snakepit worker (grpcio) with the generated stubs
 #

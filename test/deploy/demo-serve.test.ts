@@ -1,6 +1,6 @@
 /**
- * demo/server/serve.ts, the server the compose stack's bridge replicas
- * run: started from source on Node 24 as the Dockerfile's `demo-bridge`
+ * demo/server/serve.ts, the server of the compose file's opt-in demo
+ * profile: started from source on Node 24 as the Dockerfile's `demo-bridge`
  * target starts it, on a real Redis, it lists the demo's tools, runs one,
  * takes the demo's larger requests, and exits 0 on SIGTERM.
  */

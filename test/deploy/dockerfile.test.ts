@@ -4,8 +4,8 @@
  * files: `npm ci --omit=dev` from the lock file (offline, from the npm
  * cache), the compiled dist/, package.json, and nothing else; then the
  * image's command starts, its HEALTHCHECK command passes, and SIGTERM ends
- * it with exit code 0. The demo-bridge image (what docker-compose.yml
- * runs) gets the same checks, its COPY lines replayed from the checkout.
+ * it with exit code 0. The demo-bridge image (docker-compose.yml's opt-in
+ * demo profile) gets the same checks, its COPY lines replayed from the checkout.
  */
 import { execFile, spawn } from "node:child_process";
 import { copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, symlink } from "node:fs/promises";
@@ -105,6 +105,8 @@ describe("the Dockerfile", () => {
     expect(check).toMatch(/CMD \["node", "-e", .*\/healthz/);
     expect(execForm(ops(bridge, "ENTRYPOINT")[0])).toEqual(["node", "dist/server/cli.js"]);
     expect(ops(bridge, "STOPSIGNAL")[0]?.args).toBe("SIGTERM");
+    // The production image keeps the CLI's defaults: no limit set by the image.
+    expect(ops(bridge, "ENV").map((e) => e.args)).toEqual(["NODE_ENV=production"]);
   });
 
   it("keeps installed and built trees out of the build context", async () => {
@@ -223,7 +225,7 @@ async function serveHealthyAndStop(
   }
 }
 
-describe("the demo-bridge target (docker-compose.yml's bridges)", () => {
+describe("the demo-bridge target (docker-compose.yml's demo profile)", () => {
   it("runs demo/server/serve.ts from source as a non-root user, with the bridge's HEALTHCHECK, signal and command", () => {
     expect(demoBridge).toBeDefined();
     expect(demoBridge.image).toBe(bridge.image);
