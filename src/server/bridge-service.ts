@@ -10,7 +10,7 @@ import {
 import type { BridgeCore } from "./bridge-core.js";
 import { clientOf, isWorker, requireWorker } from "./caller.js";
 import { checkMetadata } from "./limits.js";
-import { createReplyBudget } from "./reply-budget.js";
+import { createReplyBudget, UNCOUNTED_REPLY_BYTES } from "./reply-budget.js";
 import { INLINE_BYTES, measured, PAGE_BYTES, pageBudget, pageOf } from "./reply-pages.js";
 import { cleanupSession, openSession } from "./session-ops.js";
 import type { VariableRecord } from "./store/session-store.js";
@@ -63,7 +63,10 @@ export function createBridgeService(
   // trusted and not counted, as with the session quota.
   const budget = createReplyBudget(2 * settings.limits.maxReplyBytes, "2 × --max-reply-bytes");
   const reserve = (ctx: HandlerContext, bytes: number, what: string) => {
-    if (!isWorker(ctx)) budget.reserve(clientOf(ctx), bytes, ctx.signal, what);
+    // Small replies first: GetVariable's hot path pays one comparison.
+    if (bytes >= UNCOUNTED_REPLY_BYTES && !isWorker(ctx)) {
+      budget.reserve(clientOf(ctx), bytes, ctx.signal, what);
+    }
   };
   const pageBytes = pageBudget(settings.limits, PAGE_BYTES);
   const inlineBytes = pageBudget(settings.limits, INLINE_BYTES);
@@ -164,7 +167,7 @@ export function createBridgeService(
       const record = await core.read(req.sessionId, (view) =>
         ops.find(view, req.variableIdentifier),
       );
-      reserve(ctx, replyEstimate([record]), "GetVariable");
+      reserve(ctx, record.bytes + 2 * record.name.length + 64, "GetVariable");
       return { variable: readVariableMessage(record), fromCache: false };
     },
 
@@ -289,7 +292,11 @@ export function createBridgeService(
     },
 
     async registerTools(req, ctx) {
-      const toolIds = await workerTools.register(req, () => requireWorker(ctx, "RegisterTools"));
+      const toolIds = await workerTools.register(
+        req,
+        () => requireWorker(ctx, "RegisterTools"),
+        clientOf(ctx),
+      );
       return { success: true, toolIds, errorMessage: "" };
     },
     async *watchVariables(req, ctx) {

@@ -240,15 +240,18 @@ describe("a full tool registry", () => {
  * send a byte of DATA (flow-control window 0): every reply is built and
  * then waits. A few calls per connection, as a client would spread them to
  * stay under Node's per-connection memory limit (which refuses further
- * streams of one connection, never of several).
+ * streams of one connection, never of several). `answered` counts the
+ * calls whose response headers came: those were served or refused (the
+ * headers of either are not held by flow control).
  */
 function stalledLists(
   b: RunningBridge,
   sessionId: string,
   connections: number,
   perConnection: number,
-): { close(): void } {
+): { answered(): number; close(): void } {
   const sessions: http2.ClientHttp2Session[] = [];
+  let answered = 0;
   const body = envelope(toBinary(ListVariablesRequestSchema, listRequest({ sessionId })));
   for (let c = 0; c < connections; c++) {
     const session = http2.connect(b.url, { settings: { initialWindowSize: 0 } });
@@ -262,10 +265,12 @@ function stalledLists(
         te: "trailers",
       });
       stream.on("error", () => {});
+      stream.on("response", () => answered++);
       stream.end(body);
     }
   }
   return {
+    answered: () => answered,
     close() {
       for (const s of sessions) s.destroy();
     },
@@ -281,6 +286,7 @@ describe("replies a client does not read", () => {
     // 24 pages of about 2 MiB each: 48 MiB, over the 32 MiB a client may have in flight.
     const stalled = stalledLists(b, sessionId, 8, 3);
     try {
+      await until(() => stalled.answered() === 24, "every stalled call to be answered");
       // The same client (same address), on a connection it does read, is
       // refused while its other replies sit unread...
       let refusal: unknown;
