@@ -1,4 +1,5 @@
 import { type Checker, fail, type Outcome, ok, toFloat } from "./checker.js";
+import { PATTERN_CHECK_BUDGET } from "./compile-pattern.js";
 import type { ConstraintRules } from "./constraints.js";
 import { describeValue, formatList, formatNumber, truncateText } from "./describe-value.js";
 
@@ -12,12 +13,22 @@ function checkRange(n: number, rules: ConstraintRules): Outcome {
   return ok(n);
 }
 
-/** float: a number or a special-float string; NaN and ±Infinity bypass min/max. */
+/**
+ * float: a number or a special-float string. NaN and ±Infinity are refused
+ * when the rules say `finiteOnly` (the default with min/max); otherwise they
+ * bypass min/max, as in the original.
+ */
 export const checkFloat: Checker = (value, rules) => {
   const n = toFloat(value);
   if (n === undefined) return fail(`cannot convert ${describeValue(value)} to float`);
-  // NaN and the infinities bypass min/max, as in the original.
-  return Number.isFinite(n) ? checkRange(n, rules) : ok(n);
+  if (Number.isFinite(n)) return checkRange(n, rules);
+  if (rules.finiteOnly !== true) return ok(n);
+  // An infinity beyond a bound gets the usual message, which clients match on.
+  const range = checkRange(n, rules);
+  if (!range.ok) return range;
+  return fail(
+    `value ${formatNumber(n)} is not a finite number; set constraint 'allow_non_finite' to true to accept NaN and ±Infinity`,
+  );
 };
 
 /** integer: a safe integer (whole floats and bigints accepted; -0 → 0). */
@@ -65,8 +76,18 @@ export const checkString: Checker = (value, rules, type) => {
       return fail(`length ${length} is above max_length ${rules.maxLength}`);
     }
   }
-  if (rules.pattern !== undefined && !rules.pattern.test(value)) {
-    return fail(`does not match pattern '${truncateText(rules.pattern.source)}'`);
+  const pattern = rules.pattern;
+  if (pattern !== undefined) {
+    // Refused unmatched: matching costs length × instructions, and a check
+    // runs on the event loop that every other caller shares.
+    if (value.length > pattern.maxValueLength) {
+      return fail(
+        `length ${value.length} is too long to check against pattern '${truncateText(pattern.source)}': it compiles to ${pattern.instructions} instructions, so values may have at most ${pattern.maxValueLength} characters (the limit is ${PATTERN_CHECK_BUDGET} characters × instructions)`,
+      );
+    }
+    if (!pattern.test(value)) {
+      return fail(`does not match pattern '${truncateText(pattern.source)}'`);
+    }
   }
   if (rules.allowed !== undefined && !rules.allowed.set.has(value)) {
     return fail(`must be one of ${formatList(rules.allowed.list)}, got '${truncateText(value)}'`);

@@ -32,9 +32,50 @@ const cases: readonly Case[] = [
   ["float", { min: 0, max: 2 }, -1, { error: "value -1 is below minimum 0" }],
   ["float", { min: 0.5 }, 0.25, { error: "value 0.25 is below minimum 0.5" }],
   ["float", { max: 1 }, 1e300, { error: "value 1e+300 is above maximum 1" }],
-  ["float", { min: 0, max: 2 }, Number.NaN, { value: Number.NaN }],
-  ["float", { min: 0, max: 2 }, Number.POSITIVE_INFINITY, { value: Number.POSITIVE_INFINITY }],
-  ["float", { min: 0, max: 2 }, "-Infinity", { value: Number.NEGATIVE_INFINITY }],
+  // Strict by default with bounds: NaN and ±Infinity are refused, an
+  // infinity beyond a bound with the usual message.
+  [
+    "float",
+    { min: 0, max: 2 },
+    Number.NaN,
+    { error: "value NaN is not a finite number; set constraint 'allow_non_finite' to true" },
+  ],
+  [
+    "float",
+    { min: 0, max: 2 },
+    Number.POSITIVE_INFINITY,
+    { error: "value Infinity is above maximum 2" },
+  ],
+  ["float", { min: 0, max: 2 }, "-Infinity", { error: "value -Infinity is below minimum 0" }],
+  ["float", { min: 0 }, "Infinity", { error: "value Infinity is not a finite number" }],
+  ["float", { max: 0 }, "NaN", { error: "value NaN is not a finite number" }],
+  [
+    "float",
+    { allow_non_finite: false },
+    "-Infinity",
+    { error: "value -Infinity is not a finite number" },
+  ],
+  ["float", { allow_non_finite: false }, 1e300, { value: 1e300 }],
+  // allow_non_finite: true keeps the original's rule: special values bypass the bounds.
+  ["float", { min: 0, max: 2, allow_non_finite: true }, Number.NaN, { value: Number.NaN }],
+  [
+    "float",
+    { min: 0, max: 2, allow_non_finite: true },
+    "Infinity",
+    { value: Number.POSITIVE_INFINITY },
+  ],
+  [
+    "float",
+    { min: 0, max: 2, allow_non_finite: true },
+    "-Infinity",
+    { value: Number.NEGATIVE_INFINITY },
+  ],
+  [
+    "float",
+    { min: 0, max: 2, allow_non_finite: true },
+    2.5,
+    { error: "value 2.5 is above maximum 2" },
+  ],
   // integer
   ["integer", {}, 42, { value: 42 }],
   ["integer", {}, 3.0, { value: 3 }],
@@ -313,21 +354,21 @@ describe("validateValue / checkValue", () => {
 
   it("evaluates patterns with RE2, unanchored: a catastrophic pattern finishes", () => {
     const c = parseConstraints("string", { pattern: "(a+)+$" });
-    const evil = `${"a".repeat(30_000)}!`;
+    const evil = `${"a".repeat(10_000)}!`;
     // A backtracking engine would not return here in our lifetime; RE2 is linear.
     const result = checkValue("string", evil, c);
     expect(result).toEqual({ ok: false, message: "does not match pattern '(a+)+$'" });
     // Unanchored: the match may start anywhere.
-    expect(checkValue("string", `!${"a".repeat(30_000)}`, c).ok).toBe(true);
+    expect(checkValue("string", `!${"a".repeat(10_000)}`, c).ok).toBe(true);
   });
 
   it("evaluates anchored catastrophic patterns with RE2", () => {
     const c = parseConstraints("string", { pattern: "^(a+)+$" });
-    const evil = `${"a".repeat(30_000)}!`;
+    const evil = `${"a".repeat(10_000)}!`;
     const result = checkValue("string", evil, c);
     expect(result.ok).toBe(false);
     if (!result.ok) expect(result.message).toBe("does not match pattern '^(a+)+$'");
-    expect(checkValue("string", "a".repeat(30_000), c).ok).toBe(true);
+    expect(checkValue("string", "a".repeat(10_000), c).ok).toBe(true);
   });
 
   it("matches patterns on code points, not UTF-16 units", () => {

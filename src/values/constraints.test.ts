@@ -20,7 +20,7 @@ describe("parseConstraints", () => {
     expect(fromText.json).toBe('{"max":2,"min":0}');
     expect(fromObject.json).toBe(fromText.json);
     expect(fromText.raw).toEqual({ max: 2, min: 0 });
-    expect(fromText.rules).toEqual({ min: 0, max: 2 });
+    expect(fromText.rules).toEqual({ min: 0, max: 2, finiteOnly: true });
   });
 
   it("treats null entries as absent", () => {
@@ -41,7 +41,7 @@ describe("parseConstraints", () => {
   });
 
   const allowed: Record<VariableType, Record<string, unknown>> = {
-    float: { min: -1.5, max: 1.5 },
+    float: { min: -1.5, max: 1.5, allow_non_finite: true },
     integer: { min: 1, max: 10 },
     string: { min_length: 1, max_length: 5, pattern: "^[a-z]+$", enum: ["ab", "cd"] },
     boolean: {},
@@ -61,7 +61,7 @@ describe("parseConstraints", () => {
     [
       "float",
       "max_length",
-      "constraint 'max_length' is not allowed for type float: allowed are min, max",
+      "constraint 'max_length' is not allowed for type float: allowed are min, max, allow_non_finite",
     ],
     [
       "integer",
@@ -182,7 +182,11 @@ describe("parseConstraints", () => {
   });
 
   it("allows min == max and min_length == max_length", () => {
-    expect(parseConstraints("float", { min: 1, max: 1 }).rules).toEqual({ min: 1, max: 1 });
+    expect(parseConstraints("float", { min: 1, max: 1 }).rules).toEqual({
+      min: 1,
+      max: 1,
+      finiteOnly: true,
+    });
     expect(parseConstraints("string", { min_length: 2, max_length: 2 }).json).toBe(
       '{"max_length":2,"min_length":2}',
     );
@@ -222,6 +226,36 @@ describe("parseConstraints", () => {
       expect(c.rules.pattern?.source).toBe("b+");
       expect(c.rules.pattern?.test("abbc")).toBe(true);
       expect(c.rules.pattern?.test("ac")).toBe(false);
+    });
+  });
+
+  describe("allow_non_finite", () => {
+    it.each([
+      [{ min: 0 }, true],
+      [{ max: 0 }, true],
+      [{ min: 0, max: 1, allow_non_finite: false }, true],
+      [{ allow_non_finite: false }, true],
+      [{ min: 0, max: 1, allow_non_finite: true }, undefined],
+      [{ allow_non_finite: true }, undefined],
+      [{ min: 0, allow_non_finite: null }, true],
+    ])("%j refuses non-finite values: %s", (raw, finiteOnly) => {
+      expect(parseConstraints("float", raw).rules.finiteOnly).toBe(finiteOnly);
+    });
+
+    it("keeps snakepit's JSON as it is: the default is not written out", () => {
+      expect(parseConstraints("float", '{"min":0,"max":1}').json).toBe('{"max":1,"min":0}');
+      expect(parseConstraints("float", { max: 1, allow_non_finite: true }).json).toBe(
+        '{"allow_non_finite":true,"max":1}',
+      );
+    });
+
+    it("is a float constraint only, and a boolean", () => {
+      expect(errorOf(() => parseConstraints("float", { allow_non_finite: 1 })).rawMessage).toBe(
+        "constraint 'allow_non_finite' must be true or false, got 1 (number)",
+      );
+      expect(
+        errorOf(() => parseConstraints("integer", { allow_non_finite: true })).rawMessage,
+      ).toBe("constraint 'allow_non_finite' is not allowed for type integer: allowed are min, max");
     });
   });
 

@@ -1,19 +1,9 @@
-import { RE2JS } from "re2js";
+import { type CompiledPattern, compilePattern } from "./compile-pattern.js";
 import { describeValue, formatNumber, invalidArgument, truncateText } from "./describe-value.js";
 import { MAX_JSON_DEPTH, nestsDeeperThan } from "./json-depth.js";
 import { MAX_TENSOR_DIMENSIONS, type VariableType } from "./variable-type.js";
 
-/**
- * A compiled `pattern` constraint. Matching is RE2 (linear time, no
- * backreferences or lookaround) and unanchored: `test` finds the pattern
- * anywhere in the string; write `^…$` to match the whole string.
- */
-export interface CompiledPattern {
-  /** The pattern text as given. */
-  readonly source: string;
-  /** Whether the pattern matches anywhere in `s`. */
-  readonly test: (s: string) => boolean;
-}
+export type { CompiledPattern } from "./compile-pattern.js";
 
 /** A non-empty list of allowed strings (`enum`, `choices`, `allowed_modules`). */
 export interface AllowedList {
@@ -29,6 +19,12 @@ export interface AllowedList {
 export interface ConstraintRules {
   readonly min?: number;
   readonly max?: number;
+  /**
+   * Float only: NaN and ±Infinity are refused. Set when the constraints
+   * have `min` or `max` and do not say `allow_non_finite: true`, or when they
+   * say `allow_non_finite: false`.
+   */
+  readonly finiteOnly?: true;
   readonly minLength?: number;
   readonly maxLength?: number;
   readonly pattern?: CompiledPattern;
@@ -54,7 +50,7 @@ export interface Constraints {
 }
 
 const ALLOWED_KEYS: Readonly<Record<VariableType, readonly string[]>> = {
-  float: ["min", "max"],
+  float: ["min", "max", "allow_non_finite"],
   integer: ["min", "max"],
   string: ["min_length", "max_length", "pattern", "enum"],
   boolean: [],
@@ -85,9 +81,17 @@ export function noConstraints(type: VariableType): Constraints {
  * `constraints_json`; `""`, `"null"`, `null` or `undefined` mean none) or as an
  * object. A key whose value is `null` counts as absent.
  *
- * Allowed keys: float/integer `min`, `max`; string `min_length`, `max_length`,
- * `pattern` (RE2, unanchored), `enum`; choice `choices`; module
- * `allowed_modules`; embedding `dimensions`; tensor `shape`; boolean none.
+ * Allowed keys: float/integer `min`, `max`; float `allow_non_finite`; string
+ * `min_length`, `max_length`, `pattern` (RE2, unanchored), `enum`; choice
+ * `choices`; module `allowed_modules`; embedding `dimensions`; tensor
+ * `shape`; boolean none.
+ *
+ * A float with `min` or `max` refuses NaN and ±Infinity unless
+ * `allow_non_finite` is `true` (the original let them bypass the bounds);
+ * `allow_non_finite: false` refuses them even without bounds. A `pattern` is
+ * held to `MAX_PATTERN_LENGTH`, `MAX_PATTERN_REPEAT` and
+ * `MAX_PATTERN_INSTRUCTIONS`, and values checked against it to
+ * `PATTERN_CHECK_BUDGET` (see compile-pattern.ts).
  *
  * @example
  * const c = parseConstraints("float", '{"min":0,"max":2}');
@@ -96,7 +100,8 @@ export function noConstraints(type: VariableType): Constraints {
  * @throws ConnectError with `Code.InvalidArgument` for malformed JSON, JSON
  *   nesting deeper than {@link MAX_JSON_DEPTH} levels, unknown
  *   keys (the message lists the allowed ones), wrongly typed values,
- *   `min > max`, `min_length > max_length`, or an invalid pattern.
+ *   `min > max`, `min_length > max_length`, or an invalid or too costly
+ *   pattern.
  */
 export function parseConstraints(
   type: VariableType,
@@ -107,6 +112,7 @@ export function parseConstraints(
   const allowed = ALLOWED_KEYS[type];
   const raw: Record<string, unknown> = {};
   const rules: { -readonly [K in keyof ConstraintRules]: ConstraintRules[K] } = {};
+  let allowNonFinite: boolean | undefined;
   for (const key of Object.keys(object).sort()) {
     if (!allowed.includes(key)) {
       throw invalidArgument(
@@ -123,6 +129,9 @@ export function parseConstraints(
         break;
       case "max":
         raw[key] = rules.max = finiteNumber(key, value);
+        break;
+      case "allow_non_finite":
+        raw[key] = allowNonFinite = flag(key, value);
         break;
       case "min_length":
         raw[key] = rules.minLength = nonNegativeInteger(key, value);
@@ -151,6 +160,12 @@ export function parseConstraints(
     }
   }
   checkOrder("min", rules.min, "max", rules.max);
+  // Bounds are a promise about the value; NaN and ±Infinity keep it only
+  // when the variable says so.
+  const bounded = rules.min !== undefined || rules.max !== undefined;
+  if (type === "float" && (allowNonFinite === false || (allowNonFinite === undefined && bounded))) {
+    rules.finiteOnly = true;
+  }
   checkOrder("min_length", rules.minLength, "max_length", rules.maxLength);
   if (Object.keys(raw).length === 0) return NONE[type];
   return Object.freeze({
@@ -194,6 +209,11 @@ function isPlainObject(v: unknown): v is Readonly<Record<string, unknown>> {
 function finiteNumber(key: string, v: unknown): number {
   if (typeof v === "number" && Number.isFinite(v)) return v === 0 ? 0 : v;
   throw invalidArgument(`constraint '${key}' must be a finite number, got ${describeValue(v)}`);
+}
+
+function flag(key: string, v: unknown): boolean {
+  if (typeof v === "boolean") return v;
+  throw invalidArgument(`constraint '${key}' must be true or false, got ${describeValue(v)}`);
 }
 
 function nonNegativeInteger(key: string, v: unknown): number {
@@ -245,24 +265,6 @@ function shapeList(v: unknown): readonly number[] {
     shape.push(item === 0 ? 0 : item);
   }
   return Object.freeze(shape);
-}
-
-function compilePattern(v: unknown): CompiledPattern {
-  if (typeof v !== "string") {
-    throw invalidArgument(`constraint 'pattern' must be a string, got ${describeValue(v)}`);
-  }
-  let re: RE2JS;
-  try {
-    re = RE2JS.compile(v);
-  } catch (e) {
-    // re2js reports "error parsing regexp: <reason>: `<fragment>`"; keep the reason.
-    const reason = (e instanceof Error ? e.message : String(e)).replace(
-      /^error parsing regexp: /,
-      "",
-    );
-    throw invalidArgument(`invalid pattern '${truncateText(v)}': ${truncateText(reason)}`);
-  }
-  return Object.freeze({ source: v, test: (s: string) => re.test(s) });
 }
 
 function checkOrder(

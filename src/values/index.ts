@@ -20,8 +20,14 @@ export {
 } from "./binary-payload.js";
 export { type CheckResult, checkValue, validateValue } from "./check-value.js";
 export {
-  type AllowedList,
   type CompiledPattern,
+  MAX_PATTERN_INSTRUCTIONS,
+  MAX_PATTERN_LENGTH,
+  MAX_PATTERN_REPEAT,
+  PATTERN_CHECK_BUDGET,
+} from "./compile-pattern.js";
+export {
+  type AllowedList,
   type ConstraintRules,
   type Constraints,
   constraintsFromJson,
