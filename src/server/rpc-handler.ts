@@ -24,13 +24,17 @@ import {
 } from "@connectrpc/connect";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
-  compressionBrotli,
-  compressionGzip,
   universalRequestFromNodeRequest,
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
+import { callerKey } from "./caller.js";
 import { fromGrpcWebText, toGrpcWebText } from "./grpc-web-text.js";
 import type { Logger } from "./logger.js";
+import {
+  acceptsCompression,
+  compressionScope,
+  createReplyCompressions,
+} from "./reply-compression.js";
 import { checkAuthority, ownAuthority } from "./request-head.js";
 import { refuseRequest } from "./request-refusal.js";
 
@@ -73,7 +77,7 @@ function abortWithReason(context: HandlerContext): void {
 export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
   const gate = options.requestGate;
   const router = createConnectRouter({
-    acceptCompression: [compressionGzip, compressionBrotli],
+    acceptCompression: createReplyCompressions(),
     ...options,
     requestGate: (context) => {
       abortWithReason(context);
@@ -111,18 +115,28 @@ export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
     // gRPC-Web's text mode is the binary mode in base64: decoded here, so
     // that every handler serves it.
     const binary = fromGrpcWebText(uReq);
-    handler(binary ?? uReq)
-      .then((uRes) => universalResponseToNodeResponse(binary ? toGrpcWebText(uRes) : uRes, res))
-      .catch((reason: unknown) => {
-        const error = ConnectError.from(reason);
-        if (error.code === Code.Aborted) return;
-        // The response could not be written: the peer went away or its
-        // stream was reset. Routine on a public port, and nothing to answer.
-        const gone = res.destroyed || (res.socket?.destroyed ?? true);
-        options.logger[gone ? "debug" : "error"]("rpc failed after its handler ran", {
-          rpc: handler.method.name,
-          error: error.rawMessage,
-        });
+    const call = () =>
+      handler(binary ?? uReq).then((uRes) =>
+        universalResponseToNodeResponse(binary ? toGrpcWebText(uRes) : uRes, res),
+      );
+    // Compressing a reply is bounded per client and stops when the caller
+    // is gone (reply-compression.ts), which needs to know the call.
+    const served = acceptsCompression(req.headers)
+      ? compressionScope.run(
+          { client: uReq.contextValues?.get(callerKey).client ?? "", signal: uReq.signal },
+          call,
+        )
+      : call();
+    served.catch((reason: unknown) => {
+      const error = ConnectError.from(reason);
+      if (error.code === Code.Aborted) return;
+      // The response could not be written: the peer went away or its
+      // stream was reset. Routine on a public port, and nothing to answer.
+      const gone = res.destroyed || (res.socket?.destroyed ?? true);
+      options.logger[gone ? "debug" : "error"]("rpc failed after its handler ran", {
+        rpc: handler.method.name,
+        error: error.rawMessage,
       });
+    });
   };
 }
