@@ -30,6 +30,8 @@ export function followStore(
     "Sessions ended, by reason (cleanup or expired).",
     ["reason"],
   );
+  // Changes matter only where a watch stream can get them.
+  const interest = { sessions: (sessionId: string) => hub.watches(sessionId) };
   return store.subscribe((event) => {
     if (event.type === "change") {
       hub.onStoreEvent(event);
@@ -57,7 +59,7 @@ export function followStore(
         reason: event.reason,
       });
     }
-  });
+  }, interest);
 }
 
 /** Counts, logs and (with a shared trail) shares every audit entry. */

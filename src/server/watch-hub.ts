@@ -88,6 +88,8 @@ export interface WatchHub {
   endSession(sessionId: string, reason: () => ConnectError): number;
   /** Ends every stream (server shutdown, or resynchronization). */
   endAll(error?: ConnectError): void;
+  /** Whether a session has open streams (the store reads changes only for those). */
+  watches(sessionId: string): boolean;
   readonly size: number;
   /** Feed for the store's events, from this replica or others. */
   onStoreEvent(event: StoreEvent): void;
@@ -375,6 +377,10 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
       for (const watchers of [...bySession.values()]) {
         for (const state of [...watchers]) finish(state, error);
       }
+    },
+
+    watches(sessionId) {
+      return bySession.has(sessionId);
     },
 
     onStoreEvent(event) {

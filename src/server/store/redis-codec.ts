@@ -4,7 +4,7 @@
  * carry) are written as `{"$num":"NaN"}`. Only values are decoded that way,
  * so no other field (metadata, tool data) can be mistaken for a number.
  */
-import type { JsonValue, VariableValue } from "../../values/index.js";
+import type { JsonValue, VariableType, VariableValue } from "../../values/index.js";
 import type {
   DependencyEdge,
   HistoryEntry,
@@ -75,12 +75,74 @@ export function decodeDependencies(text: string): DependencyEdge[] {
   return text === "" ? [] : (JSON.parse(text) as DependencyEdge[]);
 }
 
-/** The changes of one commit, as the change feed carries them. */
-export function encodeChanges(changes: readonly VariableChange[]): string {
-  return JSON.stringify(changes.map((c) => ({ ...c, variable: encodeRecord(c.variable) })));
+/**
+ * One change as the change feed carries it: which variable, which version,
+ * what kind of change; never the value. A replica that needs the value
+ * reads the variable from the session's own keys, so a large value is held
+ * once in Redis however long the feed is.
+ */
+export interface FeedChange {
+  readonly kind: VariableChange["kind"];
+  /** The variable's id. */
+  readonly id: string;
+  /** The version the change made (a lock does not change it). */
+  readonly version: number;
+  readonly timestamp: number;
+  /**
+   * Who made the change and its metadata, for the kinds whose record does
+   * not say (locks and deletes); a write's and a registration's are the
+   * record's `changedBy` and `changeMetadata` / `metadata`.
+   */
+  readonly source?: string;
+  readonly metadata?: Readonly<Record<string, string>>;
+  /** A deleted variable's last record without its value: Redis no longer has it. */
+  readonly deleted?: Omit<VariableRecord, "value">;
 }
 
-export function decodeChanges(text: string): VariableChange[] {
-  const raw = JSON.parse(text) as (VariableChange & { variable: string })[];
-  return raw.map((c) => ({ ...c, variable: decodeRecord(c.variable) }));
+/** The changes of one commit, as the change feed carries them (without values). */
+export function encodeFeedChanges(changes: readonly VariableChange[]): string {
+  return JSON.stringify(
+    changes.map((c): FeedChange => {
+      const { id, version } = c.variable;
+      const head = { kind: c.kind, id, version, timestamp: c.timestamp };
+      if (c.kind === "value_changed" || c.kind === "registered") return head;
+      const { value: _value, ...deleted } = c.variable;
+      return {
+        ...head,
+        source: c.source,
+        metadata: c.metadata,
+        ...(c.kind === "deleted" ? { deleted } : {}),
+      };
+    }),
+  );
+}
+
+export function decodeFeedChanges(text: string): FeedChange[] {
+  return JSON.parse(text) as FeedChange[];
+}
+
+/**
+ * The record a watcher on another replica gets for a deleted variable:
+ * its last record with an empty value of its type. The feed carries no
+ * value and the session's keys no longer hold one; watchers act on the id
+ * and name of a deletion, not on its value.
+ */
+export function deletedRecord(last: Omit<VariableRecord, "value">): VariableRecord {
+  return { ...last, value: emptyValue(last.type), binary: false };
+}
+
+function emptyValue(type: VariableType): VariableValue {
+  switch (type) {
+    case "float":
+    case "integer":
+      return 0;
+    case "boolean":
+      return false;
+    case "embedding":
+      return [];
+    case "tensor":
+      return { shape: [0], data: [] };
+    default:
+      return "";
+  }
 }

@@ -3,8 +3,9 @@
  * knows what a variable means: validation, versions, CAS, locks and history
  * are decided in TypeScript (variable-ops) against a copy of the session,
  * and a script only checks that the copy was current (the session's
- * revision), writes what the transaction staged, appends the change to the
- * feed and refreshes the sliding TTL, in one step.
+ * revision), writes what the transaction staged, appends which variables
+ * changed (ids and versions, never values) to the feed and refreshes the
+ * sliding TTL, in one step.
  *
  * Keys, in this order for every script: the session hash (`rev`, `exp`,
  * `ttl`, `rec`, `bytes`), its variables, history and data hashes, its
@@ -13,6 +14,22 @@
  * its remote tools (a hash of `sessionId|name` to the tool), the count
  * of remote tools per session and the count of live sessions per client. The session's keys share the `{id}` hash tag.
  */
+
+/**
+ * Lua shared by the scripts that write to the change feed: appends an
+ * entry, then trims the feed by length and by age, so that what the feed
+ * holds is bounded however fast or slowly it is written. Both trims are
+ * approximate (`~`: whole stream nodes), which keeps them cheap. The age
+ * is measured on Redis's clock, the one the entry ids are made of.
+ */
+const appendToFeed = `
+local function append(key, maxLen, maxAgeMs, ...)
+  redis.call('XADD', key, 'MAXLEN', '~', maxLen, '*', ...)
+  local t = redis.call('TIME')
+  local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(maxAgeMs)
+  if oldest > 0 then redis.call('XTRIM', key, 'MINID', '~', string.format('%.0f', oldest)) end
+end
+`;
 
 /** The script definitions, for ioredis `defineCommand`. */
 export const scripts = {
@@ -47,13 +64,14 @@ return {'full', f[1], string.format('%.0f', exp), redis.call('HGET', s, 'rec'),
 
   /**
    * Creates a session unless a live one has the id.
-   * ARGV: now, graceMs, sessionId, replica, maxSessions, payload, changes,
-   * feedMaxLen, client ("" for none), maxPerClient.
+   * ARGV: now, graceMs, sessionId, replica, maxSessions, payload, changes
+   * (without values), feedMaxLen, client ("" for none), maxPerClient,
+   * feedMaxAgeMs.
    * Returns {"exists"}, {"full"}, {"quota", held} or {"ok", rev, exp}.
    */
   ubCreate: {
     numberOfKeys: 11,
-    lua: `
+    lua: `${appendToFeed}
 local s = KEYS[1]
 local now = tonumber(ARGV[1])
 local f = redis.call('HMGET', s, 'exp')
@@ -72,7 +90,7 @@ if f[1] then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
   redis.call('ZREM', KEYS[6], ARGV[3])
   if n > 0 then redis.call('INCRBY', KEYS[8], -n) end
-  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[8], '*', 't', 'e', 'sid', ARGV[3], 'why', 'expired')
+  append(KEYS[7], ARGV[8], ARGV[11], 't', 'e', 'sid', ARGV[3], 'why', 'expired')
 end
 if redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[5]) then return {'full'} end
 if ARGV[9] ~= '' then
@@ -93,7 +111,7 @@ for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], string.format('%.0f', ttl + tonum
 redis.call('ZADD', KEYS[6], string.format('%.0f', exp), ARGV[3])
 if tonumber(p.nvar) ~= 0 then redis.call('INCRBY', KEYS[8], p.nvar) end
 if ARGV[7] ~= '[]' then
-  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[8], '*', 't', 'c', 'sid', ARGV[3], 'rev', '1', 'r', ARGV[4], 'ev', ARGV[7])
+  append(KEYS[7], ARGV[8], ARGV[11], 't', 'c', 'sid', ARGV[3], 'rev', '1', 'r', ARGV[4], 'ev', ARGV[7])
 end
 return {'ok', '1', string.format('%.0f', exp)}
 `,
@@ -101,12 +119,13 @@ return {'ok', '1', string.format('%.0f', exp)}
 
   /**
    * Commits a transaction made against revision `expectedRev`.
-   * ARGV: expectedRev, now, graceMs, sessionId, replica, payload, changes, feedMaxLen.
+   * ARGV: expectedRev, now, graceMs, sessionId, replica, payload, changes
+   * (without values), feedMaxLen, feedMaxAgeMs.
    * Returns nil (absent), {"expired"}, {"conflict", rev} or {"ok", rev, exp}.
    */
   ubCommit: {
     numberOfKeys: 11,
-    lua: `
+    lua: `${appendToFeed}
 local s = KEYS[1]
 local f = redis.call('HMGET', s, 'rev', 'exp', 'ttl')
 if not f[1] then return false end
@@ -133,7 +152,7 @@ for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], string.format('%.0f', ttl + tonum
 redis.call('ZADD', KEYS[6], string.format('%.0f', exp), ARGV[4])
 if tonumber(p.nvar) ~= 0 then redis.call('INCRBY', KEYS[8], p.nvar) end
 if ARGV[7] ~= '[]' then
-  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[8], '*', 't', 'c', 'sid', ARGV[4], 'rev', string.format('%.0f', rev), 'r', ARGV[5], 'ev', ARGV[7])
+  append(KEYS[7], ARGV[8], ARGV[9], 't', 'c', 'sid', ARGV[4], 'rev', string.format('%.0f', rev), 'r', ARGV[5], 'ev', ARGV[7])
 end
 return {'ok', string.format('%.0f', rev), string.format('%.0f', exp)}
 `,
@@ -141,12 +160,12 @@ return {'ok', string.format('%.0f', rev), string.format('%.0f', exp)}
 
   /**
    * Ends a session: for a cleanup always, for expiry only if it is due.
-   * ARGV: sessionId, reason, feedMaxLen, dueBy ("" for a cleanup).
+   * ARGV: sessionId, reason, feedMaxLen, dueBy ("" for a cleanup), feedMaxAgeMs.
    * Returns nil (absent or not due) or the number of variables it held.
    */
   ubEnd: {
     numberOfKeys: 11,
-    lua: `
+    lua: `${appendToFeed}
 local s = KEYS[1]
 local f = redis.call('HMGET', s, 'exp')
 if not f[1] then
@@ -167,7 +186,7 @@ end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[6], ARGV[1])
 if n > 0 then redis.call('INCRBY', KEYS[8], -n) end
-redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[3], '*', 't', 'e', 'sid', ARGV[1], 'why', ARGV[2])
+append(KEYS[7], ARGV[3], ARGV[5], 't', 'e', 'sid', ARGV[1], 'why', ARGV[2])
 return n
 `,
   },
@@ -179,13 +198,13 @@ return n
    * KEYS: the session hash (or any key for a global registration), the
    * tools hash, the per-session counts, the feed.
    * ARGV: sessionId ("" = global), owner, maxTools, maxPerSession,
-   * feedMaxLen, replica, tools (a JSON array of {name, doc}).
+   * feedMaxLen, replica, tools (a JSON array of {name, doc}), feedMaxAgeMs.
    * Returns {"ok"}, {"nosession"}, {"taken", name}, {"full", held} or
    * {"sessionfull", held}.
    */
   ubTools: {
     numberOfKeys: 4,
-    lua: `
+    lua: `${appendToFeed}
 local sid = ARGV[1]
 if sid ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then return {'nosession'} end
 local list = cjson.decode(ARGV[7])
@@ -215,7 +234,7 @@ if sid ~= '' then
   end
 end
 for _, t in ipairs(list) do redis.call('HSET', KEYS[2], sid .. '|' .. t.name, t.doc) end
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 't', 'tools', 'sid', sid, 'r', ARGV[6], 'ev', ARGV[7])
+append(KEYS[4], ARGV[5], ARGV[8], 't', 'tools', 'sid', sid, 'r', ARGV[6], 'ev', ARGV[7])
 return {'ok'}
 `,
   },

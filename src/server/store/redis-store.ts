@@ -12,7 +12,13 @@
  * reloads and runs the callback again (so callbacks must be pure over their
  * view). Changes reach every replica's subscribers, its own included, from
  * the change feed (a Redis Stream read by one loop per replica), so every
- * replica sees them in commit order. Expiry is an index of sessions by
+ * replica sees them in commit order. The feed says which variables changed
+ * to which version, never their values, and is trimmed by length and age:
+ * a replica delivers its own commits' changes from memory, and reads
+ * another's from the session's keys (one round trip per batch of feed
+ * entries) only for sessions a subscriber wants (those watched there). A
+ * value overwritten before a replica read it is delivered as the newer
+ * version: versions never go backwards. Expiry is an index of sessions by
  * expiry time that every replica sweeps; the script that ends a session
  * runs once, whoever wins.
  *
@@ -36,18 +42,20 @@ import { parseRedisUrl } from "../redis-url.js";
 import type { AuditEntry } from "../tools/audit-trail.js";
 import type { SharedAuditTrail, SharedTool, SharedToolDirectory } from "../tools/shared-tools.js";
 import {
-  decodeChanges,
   decodeData,
   decodeDependencies,
+  decodeFeedChanges,
   decodeHistory,
   decodeRecord,
   decodeSession,
-  encodeChanges,
+  deletedRecord,
   encodeData,
   encodeDependencies,
+  encodeFeedChanges,
   encodeHistory,
   encodeRecord,
   encodeSession,
+  type FeedChange,
 } from "./redis-codec.js";
 import { scripts } from "./redis-scripts.js";
 import {
@@ -62,7 +70,9 @@ import type {
   SessionStore,
   SessionTransaction,
   StoreEvent,
+  SubscribeOptions,
   VariableChange,
+  VariableRecord,
 } from "./session-store.js";
 
 /** Options of {@link createRedisStore}. */
@@ -81,6 +91,12 @@ export interface RedisStoreOptions {
   readonly commandTimeoutMs?: number;
   /** Entries the change feed keeps (approximately; default 100,000). */
   readonly feedLength?: number;
+  /**
+   * How long the change feed keeps an entry (approximately; default
+   * 300,000 ms). A replica away from Redis longer than this ends its watch
+   * streams so that their clients resynchronize.
+   */
+  readonly feedMaxAgeMs?: number;
   /** Entries the shared audit trail keeps (approximately; default 10,000). */
   readonly auditLength?: number;
   /** Sessions whose copy a replica keeps (least recently used dropped; default 10,000). */
@@ -88,8 +104,17 @@ export interface RedisStoreOptions {
   readonly logger?: Logger;
 }
 
+/** What this replica appended to the change feed since it started. */
+export interface FeedAppended {
+  readonly entries: number;
+  /** Bytes of the entries' fields and values (Redis adds its own overhead). */
+  readonly bytes: number;
+}
+
 /** The Redis store, with its connection state. */
 export interface RedisStore extends SessionStore {
+  /** What this replica appended to the change feed since it started. */
+  feedAppended(): FeedAppended;
   /** False while Redis cannot be reached. */
   readonly healthy: boolean;
   /**
@@ -128,6 +153,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const now = options.now ?? Date.now;
   const prefix = options.keyPrefix ?? "ub:";
   const feedLength = String(options.feedLength ?? 100_000);
+  const feedMaxAgeMs = String(options.feedMaxAgeMs ?? 300_000);
   const cacheSize = options.cacheSize ?? 10_000;
   // The one URL check of the project (the CLI's too): a malformed URL fails here.
   const shownUrl = parseRedisUrl(options.url).redacted;
@@ -349,10 +375,61 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     return { json: writesJson(w), empty: isEmpty(w) };
   };
 
-  const listeners = new Set<(event: StoreEvent) => void>();
+  const listeners = new Map<(event: StoreEvent) => void, SubscribeOptions["sessions"]>();
   const toolListeners = new Set<(tools: readonly SharedTool[]) => void>();
   const publish = (event: StoreEvent) => {
-    for (const listener of listeners) listener(event);
+    for (const listener of listeners.keys()) listener(event);
+  };
+  /** Whether a subscriber wants the changes of a session. */
+  const wanted = (sessionId: string) => {
+    for (const sessions of listeners.values()) {
+      if (sessions === undefined || sessions(sessionId)) return true;
+    }
+    return false;
+  };
+
+  // What this replica appended to the feed, for feedAppended().
+  let appendedEntries = 0;
+  let appendedBytes = 0;
+  /** Counts one appended entry: `fields` are its field names and values. */
+  const appended = (...fields: string[]) => {
+    appendedEntries++;
+    for (const f of fields) appendedBytes += Buffer.byteLength(f);
+  };
+
+  // The changes of this replica's commits until the feed delivers them, by
+  // the revision the commit makes and the session: its own subscribers get
+  // them without reading them back from Redis. A commit whose outcome was
+  // never known may leave one behind; the cap bounds those.
+  const ownChanges = new Map<string, readonly VariableChange[]>();
+  const OWN_CHANGES_MAX = 4096;
+  const ownKey = (sessionId: string, rev: string) => `${rev} ${sessionId}`;
+  const keepOwn = (sessionId: string, rev: number, changes: readonly VariableChange[]) => {
+    if (changes.length === 0) return;
+    ownChanges.set(ownKey(sessionId, String(rev)), changes);
+    if (ownChanges.size > OWN_CHANGES_MAX) {
+      const oldest = ownChanges.keys().next().value;
+      if (oldest !== undefined) ownChanges.delete(oldest);
+    }
+  };
+
+  // Value versions delivered ahead of their own feed entry (another
+  // replica's write, read back after a newer write replaced it), by session
+  // and variable: entries up to that version are not delivered again, so
+  // versions never go backwards. A mark goes when its own entry arrives.
+  const ahead = new Map<string, number>();
+  const publishChange = (change: VariableChange, entryVersion: number) => {
+    const { kind, variable } = change;
+    if (kind === "value_changed" || kind === "registered") {
+      const key = `${change.sessionId}\n${variable.id}`;
+      const mark = ahead.get(key);
+      if (mark !== undefined) {
+        if (entryVersion >= mark) ahead.delete(key);
+        if (variable.version <= mark) return;
+      }
+      if (variable.version > entryVersion) ahead.set(key, variable.version);
+    }
+    publish({ type: "change", change });
   };
 
   const endSession = async (sessionId: string, reason: "cleanup" | "expired", dueBy?: number) => {
@@ -363,10 +440,47 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         reason,
         feedLength,
         dueBy === undefined ? "" : String(dueBy),
+        feedMaxAgeMs,
       ),
     );
+    if (n !== null) appended("t", "e", "sid", sessionId, "why", reason);
     cache.delete(sessionId);
     return n;
+  };
+
+  /** One feed entry, with what delivering it takes. */
+  interface Entry {
+    readonly id: string;
+    readonly f: Readonly<Record<string, string>>;
+    /** This replica's own commit, as it made it. */
+    own?: readonly VariableChange[] | undefined;
+    /** Another replica's commit, as the feed says it (no values). */
+    changes?: readonly FeedChange[];
+  }
+
+  /**
+   * Reads the current records of variables other replicas' entries name:
+   * one round trip for a whole batch of entries.
+   */
+  const readRecords = async (need: ReadonlyMap<string, ReadonlySet<string>>) => {
+    const out = new Map<string, VariableRecord>();
+    if (need.size === 0) return out;
+    const asked: [string, string[]][] = [];
+    const pipeline = redis.pipeline();
+    for (const [sessionId, ids] of need) {
+      const list = [...ids];
+      asked.push([sessionId, list]);
+      pipeline.hmget(keys(sessionId)[1] as string, ...list);
+    }
+    const replies = (await call(() => pipeline.exec())) ?? [];
+    asked.forEach(([sessionId, ids], k) => {
+      const [error, texts] = replies[k] ?? [new Error("no reply")];
+      if (error) throw unavailable(error);
+      (texts as (string | null)[]).forEach((text, i) => {
+        if (text !== null) out.set(`${sessionId}\n${ids[i]}`, decodeRecord(text));
+      });
+    });
+    return out;
   };
 
   // The change feed: one reader loop per replica.
@@ -383,12 +497,50 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       }
     }
   };
-  const deliver = (id: string, fields: string[]) => {
-    const f: Record<string, string> = {};
-    for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i] as string] = fields[i + 1] as string;
+
+  /** Delivers a batch of entries in feed order, after reading what they need. */
+  const deliverBatch = async (batch: readonly [string, string[]][]) => {
+    const entries: Entry[] = [];
+    const need = new Map<string, Set<string>>();
+    for (const [id, fields] of batch) {
+      const f: Record<string, string> = {};
+      for (let i = 0; i + 1 < fields.length; i += 2)
+        f[fields[i] as string] = fields[i + 1] as string;
+      const entry: Entry = { id, f };
+      entries.push(entry);
+      if (f.t !== "c") continue;
+      const sessionId = f.sid ?? "";
+      const key = ownKey(sessionId, f.rev ?? "");
+      entry.own = ownChanges.get(key);
+      ownChanges.delete(key);
+      if (entry.own !== undefined || !wanted(sessionId)) continue;
+      try {
+        entry.changes = decodeFeedChanges(f.ev ?? "[]");
+      } catch (error) {
+        options.logger?.error("unreadable change feed entry", { id, error });
+      }
+      for (const change of entry.changes ?? []) {
+        if (change.kind === "deleted") continue;
+        let ids = need.get(sessionId);
+        if (ids === undefined) {
+          ids = new Set();
+          need.set(sessionId, ids);
+        }
+        ids.add(change.id);
+      }
+    }
+    const records = await readRecords(need);
+    for (const entry of entries) deliver(entry, records);
+  };
+
+  const deliver = (
+    { id, f, own, changes }: Entry,
+    records: ReadonlyMap<string, VariableRecord>,
+  ) => {
     const sessionId = f.sid ?? "";
     if (f.t === "e") {
       cache.delete(sessionId);
+      for (const key of ahead.keys()) if (key.startsWith(`${sessionId}\n`)) ahead.delete(key);
       publish({
         type: "session_ended",
         sessionId,
@@ -414,70 +566,107 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       if (f.r !== replica && cached !== undefined && Number(cached.rev) < Number(f.rev)) {
         cache.delete(sessionId);
       }
-      let changes: VariableChange[] = [];
-      try {
-        changes = decodeChanges(f.ev ?? "[]");
-      } catch (error) {
-        options.logger?.error("unreadable change feed entry", { id, error });
+      for (const change of own ?? []) publishChange(change, change.variable.version);
+      for (const change of changes ?? []) {
+        const variable =
+          change.deleted !== undefined
+            ? deletedRecord(change.deleted)
+            : records.get(`${sessionId}\n${change.id}`);
+        // Gone since (a later entry deletes it or ends the session), or a
+        // variable of a session made again since: later entries say so.
+        if (variable === undefined || variable.version < change.version) continue;
+        publishChange(
+          {
+            sessionId,
+            kind: change.kind,
+            variable,
+            source: change.source ?? variable.changedBy,
+            metadata:
+              change.metadata ??
+              (change.kind === "registered" ? variable.metadata : variable.changeMetadata),
+            timestamp: change.timestamp,
+          },
+          change.version,
+        );
       }
-      for (const change of changes) publish({ type: "change", change });
     }
     delivered = id;
   };
 
-  const tail = await call(() => redis.xrevrange(`${prefix}feed`, "+", "-", "COUNT", 1));
+  const feedKey = `${prefix}feed`;
+  const tail = await call(() => redis.xrevrange(feedKey, "+", "-", "COUNT", 1));
   lastId = tail[0]?.[0] ?? "0-0";
   delivered = lastId;
   let readerHealthy = true;
 
+  type Batch = [string, string[]][];
+  /**
+   * Reads after `lastId` and, atomically with it, the last id the feed
+   * trimmed: a trim past `lastId` means entries this replica never read.
+   */
+  const checkedRead = async (): Promise<{ batch: Batch; gap: boolean }> => {
+    const replies = await reader
+      .multi()
+      .xread("COUNT", 512, "STREAMS", feedKey, lastId)
+      .xinfo("STREAM", feedKey)
+      .exec();
+    const [readError, read] = replies?.[0] ?? [new Error("no reply")];
+    if (readError) throw readError;
+    const [infoError, info] = replies?.[1] ?? [new Error("no reply")];
+    let maxDeleted: string;
+    if (infoError) {
+      // No feed at all: a Redis that lost it lost what came after lastId.
+      if (!String(infoError).includes("no such key")) throw infoError;
+      maxDeleted = lastId === "0-0" ? "0-0" : "+";
+    } else {
+      maxDeleted = String(field(info as unknown[], "max-deleted-entry-id") ?? "0-0");
+    }
+    const batch = ((read as [string, Batch][] | null)?.[0]?.[1] ?? []) as Batch;
+    return { batch, gap: maxDeleted === "+" || compareIds(maxDeleted, lastId) > 0 };
+  };
+
   const readLoop = async () => {
     let failed = false;
-    // Every disconnect is checked for a gap once the reader is back, even
-    // when ioredis answered the blocking read by sending it again.
+    // After a batch, and after every disconnect (even when ioredis answered
+    // the blocking read by sending it again), the next read checks for a
+    // gap; only a read that found the feed idle is followed by a blocking
+    // one, and an entry appended since cannot have been trimmed yet.
+    let check = true;
     reader.on("close", () => {
       failed = true;
     });
     while (!closed) {
       try {
-        if (failed) {
-          // Back after a disconnect: resume from the last id, unless the
-          // feed dropped entries after it (then subscribers must resync).
-          // (Until this answers, the replica stays "away": a read that
-          // succeeded first would skip a gap silently.)
-          let maxDeleted: string;
-          try {
-            const info = (await reader.call("XINFO", "STREAM", `${prefix}feed`)) as unknown[];
-            maxDeleted = String(field(info, "max-deleted-entry-id") ?? "0-0");
-          } catch (error) {
-            // No feed at all: a Redis that lost it lost what came after lastId.
-            if (!String(error).includes("no such key")) throw error;
-            maxDeleted = lastId === "0-0" ? "0-0" : "+";
-          }
-          if (maxDeleted === "+" || compareIds(maxDeleted, lastId) > 0) {
+        let batch: Batch;
+        if (check || failed) {
+          // (Until this answers, a replica back from a disconnect stays
+          // "away": a read that succeeded first would skip a gap silently.)
+          const wasAway = failed;
+          const read = await checkedRead();
+          if (read.gap) {
             cache.clear();
+            ahead.clear();
             publish({
               type: "resync",
-              reason: "the change feed lost entries while this replica was away from Redis",
+              reason: wasAway
+                ? "the change feed lost entries while this replica was away from Redis"
+                : "the change feed was trimmed past entries this replica had not read (it fell behind by more than the feed keeps)",
             });
           }
           failed = false;
           readerHealthy = true;
+          batch = read.batch;
+        } else {
+          const reply = await reader.xread("COUNT", 512, "BLOCK", 5000, "STREAMS", feedKey, lastId);
+          // A reconnect while blocked: read again, with the check.
+          if (failed) continue;
+          batch = (reply?.[0]?.[1] ?? []) as Batch;
         }
-        const reply = await reader.xread(
-          "COUNT",
-          512,
-          "BLOCK",
-          5000,
-          "STREAMS",
-          `${prefix}feed`,
-          lastId,
-        );
-        for (const [, entries] of reply ?? []) {
-          for (const [id, fields] of entries) {
-            lastId = id;
-            deliver(id, fields);
-          }
+        if (batch.length > 0) {
+          await deliverBatch(batch);
+          lastId = (batch.at(-1) as Batch[number])[0];
         }
+        check = batch.length > 0;
         settleWaiters();
       } catch (error) {
         if (closed) break;
@@ -612,6 +801,9 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         return;
       }
       let reply: Reply;
+      const ev = encodeFeedChanges(changes);
+      const rev = Number((current as Cached).rev) + 1;
+      keepOwn(sessionId, rev, changes);
       try {
         reply = await call(() =>
           run.ubCommit(
@@ -622,8 +814,9 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
             sessionId,
             replica,
             writesJson(writes),
-            encodeChanges(changes),
+            ev,
             feedLength,
+            feedMaxAgeMs,
           ),
         );
       } catch (e) {
@@ -632,11 +825,14 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         return;
       }
       if (reply === null || reply[0] === "expired") {
+        ownChanges.delete(ownKey(sessionId, String(rev)));
         cache.delete(sessionId);
         for (const job of jobs) job.resolve(undefined);
         return;
       }
       if (reply[0] === "ok") {
+        if (changes.length > 0)
+          appended("t", "c", "sid", sessionId, "rev", String(rev), "r", replica, "ev", ev);
         working.record = { ...working.record, expiresAt: Number(reply[2]) };
         current.state = working;
         current.rev = String(reply[1]);
@@ -644,6 +840,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         return;
       }
       // Another replica wrote first: run them all again on the current state.
+      ownChanges.delete(ownKey(sessionId, String(rev)));
       cache.delete(sessionId);
       if (round >= MAX_ATTEMPTS) {
         const error = new ConnectError(
@@ -686,6 +883,9 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         cache.delete(sessionId);
         continue;
       }
+      const ev = encodeFeedChanges(tx.changes);
+      const rev = Number(current.rev) + 1;
+      keepOwn(sessionId, rev, tx.changes);
       const reply = await call(() =>
         run.ubCommit(
           ...keys(sessionId),
@@ -695,15 +895,19 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           sessionId,
           replica,
           json,
-          encodeChanges(tx.changes),
+          ev,
           feedLength,
+          feedMaxAgeMs,
         ),
       );
+      if (reply === null || reply[0] !== "ok") ownChanges.delete(ownKey(sessionId, String(rev)));
       if (reply === null || reply[0] === "expired") {
         cache.delete(sessionId);
         return undefined;
       }
       if (reply[0] === "ok") {
+        if (tx.changes.length > 0)
+          appended("t", "c", "sid", sessionId, "rev", String(rev), "r", replica, "ev", ev);
         tx.commit();
         current.rev = String(reply[1]);
         current.state.record = { ...current.state.record, expiresAt: Number(reply[2]) };
@@ -734,7 +938,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           sessionKey,
           `${prefix}tools`,
           `${prefix}toolsper`,
-          `${prefix}feed`,
+          feedKey,
           sid,
           workerId,
           String(limits.maxTools),
@@ -742,10 +946,12 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           feedLength,
           replica,
           list,
+          feedMaxAgeMs,
         ),
       );
       switch (reply[0]) {
         case "ok":
+          appended("t", "tools", "sid", sid, "r", replica, "ev", list);
           return;
         case "nosession":
           throw sessionEndedBeforeTools();
@@ -815,7 +1021,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     },
 
     async caughtUp() {
-      const tailNow = await call(() => redis.xrevrange(`${prefix}feed`, "+", "-", "COUNT", 1));
+      const tailNow = await call(() => redis.xrevrange(feedKey, "+", "-", "COUNT", 1));
       const target = tailNow[0]?.[0];
       if (target === undefined || compareIds(delivered, target) >= 0) return;
       await new Promise<void>((resolve) => waiters.push({ id: target, resolve }));
@@ -838,6 +1044,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       const payload = JSON.parse(payloadOf(tx, state, true).json) as Record<string, unknown>;
       payload.ttl = String(init.ttlMs);
       payload.nvar = String(payload.nvar);
+      const ev = encodeFeedChanges(tx.changes);
+      keepOwn(init.id, 1, tx.changes);
       const reply = await call(() =>
         run.ubCreate(
           ...keys(init.id),
@@ -847,12 +1055,16 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           replica,
           String(maxSessions),
           JSON.stringify(payload),
-          encodeChanges(tx.changes),
+          ev,
           feedLength,
           init.quota?.client ?? "",
           String(init.quota?.max ?? 0),
+          feedMaxAgeMs,
         ),
       );
+      if (reply?.[0] !== "ok") ownChanges.delete(ownKey(init.id, "1"));
+      else if (tx.changes.length > 0)
+        appended("t", "c", "sid", init.id, "rev", "1", "r", replica, "ev", ev);
       if (reply?.[0] === "quota") {
         throw clientQuotaReached(Number(reply[1]), init.quota?.max ?? 0);
       }
@@ -893,8 +1105,12 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       return { sessions, variables: Number(variables ?? 0) };
     },
 
-    subscribe(listener) {
-      listeners.add(listener);
+    feedAppended() {
+      return { entries: appendedEntries, bytes: appendedBytes };
+    },
+
+    subscribe(listener, subscribeOptions) {
+      listeners.set(listener, subscribeOptions?.sessions);
       return () => {
         listeners.delete(listener);
       };

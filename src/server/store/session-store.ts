@@ -175,6 +175,17 @@ export type StoreEvent =
    */
   | { readonly type: "resync"; readonly reason: string };
 
+/** Options of {@link SessionStore.subscribe}. */
+export interface SubscribeOptions {
+  /**
+   * The sessions whose changes the listener acts on (those with watch
+   * streams on this node). A multi-node store whose feed carries no values
+   * reads them from the session only for these, and may leave other
+   * sessions' changes out; without it, the listener gets every change.
+   */
+  readonly sessions?: (sessionId: string) => boolean;
+}
+
 /**
  * Backend-neutral, async session storage. The bridge service holds all
  * semantics (validation, versions, locks, history bounds, budgets); a store
@@ -216,7 +227,7 @@ export interface SessionStore {
   /** Live sessions and variables, for metrics and limits. */
   stats(): Promise<{ sessions: number; variables: number }>;
   /** Subscribes to changes and session ends. Returns the unsubscribe function. */
-  subscribe(listener: (event: StoreEvent) => void): () => void;
+  subscribe(listener: (event: StoreEvent) => void, options?: SubscribeOptions): () => void;
   /** Stops timers and releases connections. */
   close(): Promise<void>;
   /**

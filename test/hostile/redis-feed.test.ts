@@ -1,0 +1,169 @@
+/**
+ * A caller writing large values on the Redis store: the deployment's
+ * change feed must not keep a copy of every value written. Redis holds a
+ * small multiple of what the session holds while it lives, goes back near
+ * where it started once the session is cleaned up, and the feed is trimmed
+ * by age as well as by length, while a watcher on another replica still
+ * sees every write, in version order, with its value.
+ */
+import { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import {
+  createRedisStore,
+  type RedisStore,
+  type RedisStoreOptions,
+} from "../../src/server/store/redis-store.js";
+import { decodeValue, encodeValue } from "../../src/values/index.js";
+import { type RunningBridge, startBridge } from "../support/bridge.js";
+import { startRedis, type TestRedis } from "../support/redis-server.js";
+
+const MiB = 1024 * 1024;
+/** A string whose encoded value (quotes included) is just under the 1 MiB value limit. */
+const big = (i: number) => encodeValue("string", `${i}:`.padEnd(MiB - 64, "x")).any;
+
+let redis: TestRedis;
+let admin: Redis;
+let deployment = 0;
+beforeAll(async () => {
+  redis = await startRedis();
+  admin = new Redis(redis.url);
+});
+afterAll(async () => {
+  admin?.disconnect();
+  await redis?.stop();
+});
+
+const running: { bridge: RunningBridge; store: RedisStore }[] = [];
+afterEach(async () => {
+  for (const { bridge, store } of running.splice(0)) {
+    await bridge.stop();
+    await store.close();
+  }
+});
+
+/** A replica of one deployment (a key prefix of its own). */
+async function replica(keyPrefix: string, options: Partial<RedisStoreOptions> = {}) {
+  const store = await createRedisStore({ url: redis.url, keyPrefix, ...options });
+  const bridge = await startBridge({ sessionStore: store, maxSessionBytes: 4 * MiB });
+  running.push({ bridge, store });
+  return { bridge, store };
+}
+
+/**
+ * What Redis holds, without its connections' buffers: the query buffer of
+ * the connection that sent the last 1 MiB command is only given back by
+ * Redis's own timer once the connection has been idle for a while.
+ */
+async function usedMemory(): Promise<number> {
+  const info = await admin.info("memory");
+  const bytes = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, "m").exec(info)?.[1]);
+  return bytes("used_memory") - bytes("mem_clients_normal");
+}
+
+describe("the Redis change feed under large writes", () => {
+  it("holds ids and versions, not values: Redis grows with what the session holds, and shrinks back after cleanup", async () => {
+    const prefix = `feed${deployment++}:`;
+    const { bridge, store } = await replica(prefix);
+    const client = bridge.client("grpc");
+    const before = await usedMemory();
+    const appendedBefore = store.feedAppended();
+
+    const { sessionId } = await client.initializeSession({});
+    await client.registerVariable({
+      sessionId,
+      name: "blob",
+      type: "string",
+      initialValue: big(0),
+    });
+    for (let i = 1; i <= 300; i++) {
+      await client.setVariable({ sessionId, variableIdentifier: "blob", value: big(i) });
+    }
+    const held = (await store.read(sessionId, (view) => view.bytes))?.value ?? 0;
+    const grown = (await usedMemory()) - before;
+    const appended = store.feedAppended();
+    const entries = appended.entries - appendedBefore.entries;
+    const bytes = appended.bytes - appendedBefore.bytes;
+    const feedLength = await admin.xlen(`${prefix}feed`);
+
+    // Before, every entry carried the whole value: 377 MiB for 2-4 MiB held.
+    expect(held).toBeGreaterThan(MiB);
+    expect(grown, `Redis grew ${grown} bytes for ${held} held`).toBeLessThan(4 * held);
+    expect(entries).toBeGreaterThanOrEqual(301);
+    expect(bytes / entries, `${bytes} bytes in ${entries} feed entries`).toBeLessThan(1024);
+    expect(feedLength).toBeGreaterThanOrEqual(301);
+
+    await client.cleanupSession({ sessionId });
+    const after = (await usedMemory()) - before;
+    expect(after, `Redis still holds ${after} bytes more after cleanup`).toBeLessThan(2 * MiB);
+  }, 120_000);
+
+  it("a watcher on another replica gets every write's value in version order, read from the session's keys", async () => {
+    const prefix = `feed${deployment++}:`;
+    const [a, b] = await Promise.all([replica(prefix), replica(prefix)]);
+    const { sessionId } = await a.bridge.client().initializeSession({});
+    await a.bridge
+      .client()
+      .registerVariable({ sessionId, name: "blob", type: "string", initialValue: big(0) });
+    const abort = new AbortController();
+    const stream = b.bridge
+      .client("grpc")
+      .watchVariables(
+        { sessionId, variableIdentifiers: ["blob"], syncMarker: true },
+        { signal: abort.signal },
+      );
+    const iterator = stream[Symbol.asyncIterator]();
+    // The sync marker says the watch is open.
+    expect((await iterator.next()).value?.updateType).toBe("sync");
+    const writes = 20;
+    for (let i = 1; i <= writes; i++) {
+      await a.bridge.client().setVariable({ sessionId, variableIdentifier: "blob", value: big(i) });
+    }
+    const seen: VariableUpdate[] = [];
+    while ((seen.at(-1)?.variable?.version ?? 0) < writes) {
+      const next = await iterator.next();
+      if (next.done === true) break;
+      if (next.value.updateType === "value_changed") seen.push(next.value);
+    }
+    abort.abort();
+    const versions = seen.map((u) => Number(u.variable?.version));
+    // Versions never go backwards and the last write arrives; a value
+    // overwritten before this replica read it may be skipped for the newer one.
+    expect(versions).toEqual([...versions].sort((x, y) => x - y));
+    expect(new Set(versions).size).toBe(versions.length);
+    expect(versions.at(-1)).toBe(writes);
+    for (const update of seen) {
+      const value = decodeValue(update.variable?.value).value as string;
+      expect(value.startsWith(`${update.variable?.version}:`)).toBe(true);
+    }
+  }, 60_000);
+
+  it("is trimmed by age: old entries go once newer ones are appended", async () => {
+    const prefix = `feed${deployment++}:`;
+    const { bridge, store } = await replica(prefix, { feedMaxAgeMs: 500 });
+    const client = bridge.client();
+    const { sessionId } = await client.initializeSession({});
+    await client.registerVariable({
+      sessionId,
+      name: "n",
+      type: "integer",
+      initialValue: encodeValue("integer", 0).any,
+    });
+    for (let i = 1; i <= 250; i++) {
+      await client.setVariable({
+        sessionId,
+        variableIdentifier: "n",
+        value: encodeValue("integer", i).any,
+      });
+    }
+    await new Promise((r) => setTimeout(r, 700));
+    await client.setVariable({
+      sessionId,
+      variableIdentifier: "n",
+      value: encodeValue("integer", 0).any,
+    });
+    // Trimming is approximate (whole stream nodes of up to 100 entries).
+    expect(store.feedAppended().entries).toBeGreaterThanOrEqual(252);
+    expect(await admin.xlen(`${prefix}feed`)).toBeLessThanOrEqual(100);
+  }, 60_000);
+});
