@@ -3,6 +3,7 @@ import { type Client, Code, ConnectError, createClient } from "@connectrpc/conne
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { BridgeService, type ToolChunk } from "../../gen/snakepit/bridge/bridge_pb.js";
 import { convertJsonAny } from "../../values/index.js";
+import { clip } from "../limits.js";
 import { type Logger, redactSessionId } from "../logger.js";
 import type { RegisteredTool } from "./tool-registry.js";
 import { finalChunk, type RunOutcome, type ToolCall, type ToolFinish } from "./tool-run.js";
@@ -49,12 +50,17 @@ export interface RemoteRunnerOptions {
   readonly maxWorkerConnections: number;
   /** How long a forwarded call may take. */
   readonly timeoutMs: number;
+  /**
+   * Largest message read from a worker (--max-reply-bytes): a bigger one is
+   * refused from its length prefix, before any of it is buffered.
+   */
+  readonly readMaxBytes: number;
   readonly logger: Logger;
 }
 
 /** Creates the forwarding runner, with its pool of worker connections. */
 export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
-  const { logger, instanceId, timeoutMs } = options;
+  const { logger, instanceId, timeoutMs, readMaxBytes } = options;
   // Least recently used first: a Map keeps insertion order.
   const workers = new Map<
     string,
@@ -77,7 +83,7 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
       manager,
       client: createClient(
         BridgeService,
-        createGrpcTransport({ baseUrl: url, sessionManager: manager }),
+        createGrpcTransport({ baseUrl: url, sessionManager: manager, readMaxBytes }),
       ),
     };
     workers.set(url, entry);
@@ -113,9 +119,19 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
       case Code.Canceled:
         return `the call of tool '${tool.name}' was cancelled (canceled)`;
       default:
-        return `the worker hosting tool '${tool.name}' failed: ${err.rawMessage
-          .split(target.address.display)
-          .join("<worker>")} (${Code[err.code]})`;
+        if (!err.isWireError) {
+          // The bridge could not read the worker's reply (too big, not
+          // protobuf, a broken stream): the parser's words, which may quote
+          // the reply, are for the log only.
+          return err.code === Code.ResourceExhausted
+            ? `the worker hosting tool '${tool.name}' sent a reply over the ${readMaxBytes}-byte limit (--max-reply-bytes)`
+            : `the worker hosting tool '${tool.name}' sent a reply the bridge could not read (${Code[err.code]})`;
+        }
+        // The worker's own status: meant for callers, but bounded.
+        return `the worker hosting tool '${tool.name}' failed: ${clip(
+          err.rawMessage.split(target.address.display).join("<worker>"),
+          300,
+        )} (${Code[err.code]})`;
     }
   };
 

@@ -20,6 +20,8 @@ export interface SharedTool {
   /** The worker's address, as checked at registration (`host:port`). */
   readonly address: string;
   readonly workerId: string;
+  /** The client address the registration came from (see ToolTarget). */
+  readonly registeredBy?: string;
 }
 
 /** Where a multi-node store keeps the remote tools of all its nodes. */

@@ -98,6 +98,7 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
     instanceId: options.instanceId,
     maxWorkerConnections: options.maxWorkerConnections,
     timeoutMs: core.settings.remoteToolTimeoutMs,
+    readMaxBytes: core.settings.limits.maxReplyBytes,
     logger: options.logger,
   });
   const { limits } = core.settings;

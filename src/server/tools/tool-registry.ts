@@ -11,7 +11,16 @@ const TOOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 /** Where a registered tool runs. */
 export type ToolTarget =
   | { readonly kind: "local"; readonly definition: ToolDefinition }
-  | { readonly kind: "remote"; readonly address: WorkerAddress; readonly workerId: string };
+  | {
+      readonly kind: "remote";
+      readonly address: WorkerAddress;
+      readonly workerId: string;
+      /**
+       * The client address (`clientOf`) the registration came from; unknown
+       * for registrations recorded before it was kept.
+       */
+      readonly registeredBy?: string;
+    };
 
 /** A tool as the registry holds it. */
 export interface RegisteredTool {
@@ -46,7 +55,11 @@ export interface ToolRegistry {
    * name. Successful registrations (and later removals) are audited;
    * refusals are for the caller to audit. A name held by local code, or by another worker, in the same
    * scope (or globally, for a session-scoped registration) is refused with
-   * ALREADY_EXISTS; the worker's own tools are replaced. Sizes and counts
+   * ALREADY_EXISTS; the worker's own tools are replaced. While a worker_id
+   * holds tools, a registration under it must come from the same client
+   * address and send calls to an address its tools already use, or it is
+   * refused with PERMISSION_DENIED: claiming another worker's id cannot
+   * redirect its calls. Sizes and counts
    * beyond the limits are refused with INVALID_ARGUMENT or
    * RESOURCE_EXHAUSTED.
    */
@@ -159,6 +172,43 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
     return undefined;
   };
 
+  /**
+   * The worker_id's claim, from the tools it holds now: the addresses they
+   * are served at and the client addresses that registered them. A worker_id
+   * is only a name any worker can send; what ties it to one worker is where
+   * its calls go and where it registers from. Stock snakepit workers send no
+   * credential of their own, so these are what a check can rest on.
+   */
+  const checkClaim = (workerId: string, tools: readonly ToolInput[]) => {
+    const owner = `worker:${workerId}`;
+    const addresses = new Set<string>();
+    const peers = new Set<string>();
+    const note = (tool: RegisteredTool) => {
+      if (tool.owner !== owner || tool.target.kind !== "remote" || !alive(tool)) return;
+      addresses.add(tool.target.address.display);
+      if (tool.target.registeredBy !== undefined) peers.add(tool.target.registeredBy);
+    };
+    for (const tool of global.values()) note(tool);
+    for (const map of scoped.values()) for (const tool of map.values()) note(tool);
+    if (addresses.size === 0) return;
+    for (const tool of tools) {
+      if (tool.target.kind !== "remote") continue;
+      const from = tool.target.registeredBy;
+      if (peers.size > 0 && (from === undefined || !peers.has(from))) {
+        throw new ConnectError(
+          `worker_id '${workerId}' holds tools registered from another address; only that worker may register under it: use a worker_id of your own`,
+          Code.PermissionDenied,
+        );
+      }
+      if (!addresses.has(tool.target.address.display)) {
+        throw new ConnectError(
+          `worker_id '${workerId}' holds tools served at another worker_address; a worker replaces its tools at the address it serves them: use a worker_id of your own, or let the old tools expire first`,
+          Code.PermissionDenied,
+        );
+      }
+    }
+  };
+
   const registry: ToolRegistry = {
     get remoteCount() {
       return remoteCount;
@@ -186,6 +236,7 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
     checkRemote(tools, workerId) {
       const owner = `worker:${workerId}`;
       // Refusals (thrown) are audited by the caller, which sees every reason.
+      checkClaim(workerId, tools);
       let added = 0;
       const perSession = new Map<string, number>();
       const names = new Set<string>();

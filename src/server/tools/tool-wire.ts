@@ -68,6 +68,7 @@ export function remoteToolsFromWire(
   req: RegisterToolsRequest,
   workerAddresses: WorkerAddressPolicy,
   now: number,
+  registeredBy: string,
 ): { workerId: string; tools: ToolInput[] } {
   const workerId = req.workerId.trim();
   if (workerId === "") {
@@ -113,7 +114,7 @@ export function remoteToolsFromWire(
       streaming: t.supportsStreaming,
       sessionId: req.sessionId === "" ? undefined : req.sessionId,
       expiresAt: ttl > 0 ? now + ttl * 1000 : undefined,
-      target: { kind: "remote", address, workerId },
+      target: { kind: "remote", address, workerId, registeredBy },
     });
   }
   return { workerId, tools };
@@ -132,6 +133,7 @@ export function toSharedTool(tool: ToolInput): SharedTool {
     ...(tool.expiresAt === undefined ? {} : { expiresAt: tool.expiresAt }),
     address: target.address.display,
     workerId: target.workerId,
+    ...(target.registeredBy === undefined ? {} : { registeredBy: target.registeredBy }),
   };
 }
 
@@ -146,6 +148,11 @@ export function fromSharedTool(tool: SharedTool, address: WorkerAddress): ToolIn
     streaming: tool.streaming,
     sessionId: tool.sessionId,
     expiresAt: tool.expiresAt,
-    target: { kind: "remote", address, workerId: tool.workerId },
+    target: {
+      kind: "remote",
+      address,
+      workerId: tool.workerId,
+      ...(tool.registeredBy === undefined ? {} : { registeredBy: tool.registeredBy }),
+    },
   };
 }

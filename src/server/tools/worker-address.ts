@@ -9,7 +9,11 @@ import { isIP } from "node:net";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { quote } from "../limits.js";
 
-/** A parsed worker address. `host` is lower-case; IPv6 without brackets. */
+/**
+ * A parsed worker address. `host` is canonical, as the connection will use
+ * it: lower-case, IPv4 in dotted decimal (whatever spelling was given),
+ * IPv6 compressed and without brackets, an IPv4-mapped IPv6 as its IPv4.
+ */
 export interface WorkerAddress {
   readonly host: string;
   readonly port: number;
@@ -55,10 +59,35 @@ export function parseWorkerAddress(raw: string): WorkerAddress {
   const { host, port } = splitHostPort(text, bad);
   const n = /^\d{1,5}$/.test(port) ? Number(port) : Number.NaN;
   if (!(n >= 1 && n <= 65_535)) throw bad("needs a port between 1 and 65535");
-  const h = host.toLowerCase();
-  if (isIP(h) === 0 && !HOST_NAME.test(h)) throw bad("has an invalid host name");
+  const lower = host.toLowerCase();
+  if (isIP(lower) === 0 && !HOST_NAME.test(lower)) throw bad("has an invalid host name");
+  const h = canonicalHost(lower);
+  if (h === undefined) throw bad("has an invalid host name");
   const display = isIP(h) === 6 ? `[${h}]:${n}` : `${h}:${n}`;
   return { host: h, port: n, url: `http://${display}`, display };
+}
+
+/**
+ * The host as the forwarding transport will connect to it. The transport
+ * reads addresses the WHATWG URL way, where `2130706433`, `0177.0.0.1` and
+ * `0x7f.1` all mean 127.0.0.1: every check must see that address, not the
+ * spelling. Undefined for a host no URL can hold.
+ */
+export function canonicalHost(host: string): string | undefined {
+  let hostname: string;
+  try {
+    hostname = new URL(`http://${isIP(host) === 6 ? `[${host}]` : host}/`).hostname;
+  } catch {
+    return undefined;
+  }
+  if (!hostname.startsWith("[")) return hostname;
+  const v6 = hostname.slice(1, -1);
+  // An IPv4-mapped IPv6 address reaches the IPv4 host: name it as such.
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(v6);
+  if (mapped === null) return v6;
+  const hi = Number.parseInt(mapped[1] as string, 16);
+  const lo = Number.parseInt(mapped[2] as string, 16);
+  return [hi >> 8, hi & 0xff, lo >> 8, lo & 0xff].join(".");
 }
 
 function splitHostPort(text: string, bad: (why: string) => Error): { host: string; port: string } {
@@ -87,10 +116,13 @@ export function parseAddressPattern(raw: string): AddressPattern {
       `"${raw}" ${why}; write host:port, e.g. 10.0.0.7:50100, *.workers.internal:*, [::1]:*`,
     );
   const { host, port } = splitHostPort(text, fail);
+  let exact = host;
   if (host !== "*") {
     const name = host.startsWith("*.") ? host.slice(2) : host;
     if (isIP(name) === 0 && !HOST_NAME.test(name)) throw fail("has an invalid host");
     if (host.startsWith("*.") && isIP(name) !== 0) throw fail("puts a wildcard before an IP");
+    // Compared with canonical worker hosts, so written the same way.
+    if (!host.startsWith("*.")) exact = canonicalHost(host) ?? host;
   }
   let ports: { from: number; to: number };
   if (port === "*") ports = { from: 1, to: 65_535 };
@@ -103,7 +135,7 @@ export function parseAddressPattern(raw: string): AddressPattern {
     }
     ports = { from, to };
   }
-  return { host, ports };
+  return { host: exact, ports };
 }
 
 /** Whether an address matches a pattern. */
@@ -116,20 +148,47 @@ export function matchesPattern(address: WorkerAddress, pattern: AddressPattern):
   return address.host === pattern.host;
 }
 
-/** Hosts that reach this machine whatever the configuration says. */
+/** Hosts that reach this machine whatever the configuration says (`host` canonical). */
 export function isLocalHost(host: string, ownHosts: readonly string[]): boolean {
   const h = host.toLowerCase();
   return (
     h === "localhost" ||
     h.endsWith(".localhost") ||
-    h === "0.0.0.0" ||
     h === "::" ||
     h === "::1" ||
+    // 0.0.0.0/8 is "this host" when connected to.
+    /^0\./.test(h) ||
     /^127\./.test(h) ||
-    /^::ffff:127\./.test(h) ||
     ownHosts.includes(h)
   );
 }
+
+/**
+ * Ports of services a bridge host or its network commonly runs (Redis next
+ * to the bridge, above all). A worker speaks gRPC on a port of its own:
+ * these are admitted only by a pattern naming the port itself, never by a
+ * range or `*`, so the default loopback allowlist cannot reach them.
+ */
+const SERVICE_PORTS: ReadonlyMap<number, string> = new Map([
+  [22, "SSH"],
+  [25, "SMTP"],
+  [53, "DNS"],
+  [2375, "Docker"],
+  [2376, "Docker"],
+  [2379, "etcd"],
+  [3306, "MySQL"],
+  [5432, "PostgreSQL"],
+  [5672, "AMQP"],
+  [6379, "Redis"],
+  [6443, "the Kubernetes API"],
+  [8500, "Consul"],
+  [9092, "Kafka"],
+  [9200, "Elasticsearch"],
+  [10250, "the kubelet"],
+  [11211, "memcached"],
+  [26379, "Redis Sentinel"],
+  [27017, "MongoDB"],
+]);
 
 /** Checks worker addresses against the allowlist and the bridge's own ports. */
 export interface WorkerAddressPolicy {
@@ -162,9 +221,20 @@ export function createWorkerAddressPolicy(options: {
           Code.PermissionDenied,
         );
       }
-      if (!patterns.some((p) => matchesPattern(address, p))) {
+      const matching = patterns.filter((p) => matchesPattern(address, p));
+      if (matching.length === 0) {
         throw new ConnectError(
           `worker_address ${address.display} is not allowed: it matches no --worker-allow pattern (now: ${options.allow.join(", ") || "none"}); ask the operator to allow it`,
+          Code.PermissionDenied,
+        );
+      }
+      const service = SERVICE_PORTS.get(address.port);
+      const named = matching.some(
+        (p) => p.ports.from === address.port && p.ports.to === address.port,
+      );
+      if (service !== undefined && !named) {
+        throw new ConnectError(
+          `worker_address ${address.display} is not allowed: port ${address.port} is ${service}'s, which a --worker-allow pattern must name exactly (a range or * never admits it)`,
           Code.PermissionDenied,
         );
       }

@@ -15,11 +15,16 @@ import type { WorkerAddress, WorkerAddressPolicy } from "./worker-address.js";
  */
 export interface WorkerTools {
   /**
-   * RegisterTools: `authorize` throws unless the caller is a worker. Returns
-   * the tools' ids by name; a refusal (any error) is logged and audited,
-   * then thrown.
+   * RegisterTools: `authorize` throws unless the caller is a worker;
+   * `client` is the caller's address (`clientOf`), which a worker_id's
+   * later registrations must share. Returns the tools' ids by name; a
+   * refusal (any error) is logged and audited, then thrown.
    */
-  register(req: RegisterToolsRequest, authorize: () => void): Promise<Record<string, string>>;
+  register(
+    req: RegisterToolsRequest,
+    authorize: () => void,
+    client: string,
+  ): Promise<Record<string, string>>;
   /**
    * With a multi-node store: applies the remote tools other replicas
    * registered, now and from here on, each checked against this replica's
@@ -38,11 +43,20 @@ export function createWorkerTools(
   const { tools, store, settings } = core;
   const { workerAddresses, logger } = options;
 
-  const registerChecked = async (req: RegisterToolsRequest, authorize: () => void) => {
+  const registerChecked = async (
+    req: RegisterToolsRequest,
+    authorize: () => void,
+    client: string,
+  ) => {
     authorize();
     // Session-scoped tools need a live session; they go away with it.
     if (req.sessionId !== "") await core.read(req.sessionId, () => undefined);
-    const { workerId, tools: accepted } = remoteToolsFromWire(req, workerAddresses, core.now());
+    const { workerId, tools: accepted } = remoteToolsFromWire(
+      req,
+      workerAddresses,
+      core.now(),
+      client,
+    );
     const shared = store.sharedTools;
     if (shared === undefined) return tools.registerRemote(accepted, workerId);
     // Several replicas: checked here against what this replica knows, then
@@ -117,9 +131,9 @@ export function createWorkerTools(
 
   let unsubscribe: (() => void) | undefined;
   return {
-    async register(req, authorize) {
+    async register(req, authorize, client) {
       try {
-        return await registerChecked(req, authorize);
+        return await registerChecked(req, authorize, client);
       } catch (e) {
         const error = ConnectError.from(e);
         refused(req, error);
