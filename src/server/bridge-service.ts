@@ -10,7 +10,7 @@ import {
 import type { BridgeCore } from "./bridge-core.js";
 import { clientOf, isWorker, requireWorker } from "./caller.js";
 import { checkMetadata } from "./limits.js";
-import { createReplyBudget, UNCOUNTED_REPLY_BYTES } from "./reply-budget.js";
+import { createReplyBudget, replyEnd, UNCOUNTED_REPLY_BYTES } from "./reply-budget.js";
 import { INLINE_BYTES, measured, PAGE_BYTES, pageBudget, pageOf } from "./reply-pages.js";
 import { cleanupSession, openSession } from "./session-ops.js";
 import type { VariableRecord } from "./store/session-store.js";
@@ -65,7 +65,7 @@ export function createBridgeService(
   const reserve = (ctx: HandlerContext, bytes: number, what: string) => {
     // Small replies first: GetVariable's hot path pays one comparison.
     if (bytes >= UNCOUNTED_REPLY_BYTES && !isWorker(ctx)) {
-      budget.reserve(clientOf(ctx), bytes, ctx.signal, what);
+      budget.reserve(clientOf(ctx), bytes, replyEnd(ctx), what);
     }
   };
   const pageBytes = pageBudget(settings.limits, PAGE_BYTES);

@@ -1,4 +1,4 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { formatBytes } from "./limits.js";
 
 /**
@@ -6,18 +6,18 @@ import { formatBytes } from "./limits.js";
  * --max-reply-bytes, but a client can ask for many at once and stop
  * reading: every one of them is built (CPU) and held (memory) until its
  * bytes leave. Reserving a reply's size before it is built, and keeping it
- * reserved until its call ends (connect aborts the handler context's
- * signal once the reply's last bytes were handed to the socket, or the
- * call failed), bounds what one client can make the server hold and
- * compute at once.
+ * reserved until the reply has left (its Node response has closed: every
+ * byte handed to the socket, or the call was cut off; see
+ * {@link replyEnd}), bounds what one client can make the server hold and
+ * compute at once, whatever the protocol.
  */
 export interface ReplyBudget {
   /**
-   * Reserves `bytes` for a reply to `client` until `signal` aborts;
+   * Reserves `bytes` for a reply to `client` until `end` says it has left;
    * RESOURCE_EXHAUSTED when the client's replies in flight would exceed the
    * budget. `what` names the call in the message.
    */
-  reserve(client: string, bytes: number, signal: AbortSignal, what: string): void;
+  reserve(client: string, bytes: number, end: ReplyEnd, what: string): void;
   /** Bytes reserved for a client now (0 when none). */
   inFlight(client: string): number;
 }
@@ -37,10 +37,10 @@ export function createReplyBudget(maxBytes: number, limitName: string): ReplyBud
     else held.delete(client);
   };
   return {
-    reserve(client, bytes, signal, what) {
-      // A call whose context has ended already has nothing left to hold;
+    reserve(client, bytes, end, what) {
+      // A call whose reply has left already has nothing left to hold;
       // one without a client address has nothing to count by.
-      if (bytes < UNCOUNTED_REPLY_BYTES || client === "" || signal.aborted) return;
+      if (bytes < UNCOUNTED_REPLY_BYTES || client === "" || end.ended) return;
       const current = held.get(client) ?? 0;
       // A reply alone always fits (its own size is the reply limit's business).
       if (current > 0 && current + bytes > maxBytes) {
@@ -50,8 +50,59 @@ export function createReplyBudget(maxBytes: number, limitName: string): ReplyBud
         );
       }
       held.set(client, current + bytes);
-      signal.addEventListener("abort", () => release(client, bytes), { once: true });
+      end.onEnd(() => release(client, bytes));
     },
     inFlight: (client) => held.get(client) ?? 0,
+  };
+}
+
+/** When a call's reply has left the server. */
+export interface ReplyEnd {
+  /** Whether it has already. */
+  readonly ended: boolean;
+  /** Calls `fn` once it has (at once if it has). */
+  onEnd(fn: () => void): void;
+}
+
+/**
+ * What a call's Node response is, for {@link replyEnd}: set by the RPC
+ * handler, absent where connect-node's own adapter or an in-memory
+ * transport serves the call.
+ */
+export const nodeResponseKey = createContextKey<
+  | {
+      readonly writableFinished: boolean;
+      readonly destroyed: boolean;
+      once(event: "close", fn: () => void): unknown;
+    }
+  | undefined
+>(undefined, { description: "the call's Node response" });
+
+/**
+ * When the reply of the call `ctx` belongs to has left: its Node response
+ * closed (every byte handed to the socket, or the call was cut off). A
+ * Connect unary call's handler context ends as soon as the reply is
+ * built, long before a client that stopped reading takes it, so the
+ * response is what tells. Without one, the handler context's end.
+ */
+export function replyEnd(ctx: HandlerContext): ReplyEnd {
+  const res = ctx.values.get(nodeResponseKey);
+  if (res === undefined) {
+    const { signal } = ctx;
+    return {
+      ended: signal.aborted,
+      onEnd: (fn) => {
+        if (signal.aborted) fn();
+        else signal.addEventListener("abort", fn, { once: true });
+      },
+    };
+  }
+  const ended = res.writableFinished || res.destroyed;
+  return {
+    ended,
+    onEnd: (fn) => {
+      if (ended) fn();
+      else res.once("close", fn);
+    },
   };
 }

@@ -15,12 +15,15 @@
  * own error.
  */
 
-import type { ConnectRouter, ContextValues, HandlerContext } from "@connectrpc/connect";
 import {
   Code,
   ConnectError,
+  type ConnectRouter,
   type ConnectRouterOptions,
+  type ContextValues,
   createConnectRouter,
+  createContextValues,
+  type HandlerContext,
 } from "@connectrpc/connect";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
@@ -30,6 +33,7 @@ import {
 import { callerKey } from "./caller.js";
 import { fromGrpcWebText, toGrpcWebText } from "./grpc-web-text.js";
 import type { Logger } from "./logger.js";
+import { nodeResponseKey } from "./reply-budget.js";
 import {
   acceptsCompression,
   compressionScope,
@@ -111,7 +115,10 @@ export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
       if ("authority" in req) req.headers[":authority"] = authority.authority;
       else req.headers.host = authority.authority;
     }
-    const uReq = universalRequestFromNodeRequest(req, res, undefined, options.contextValues?.(req));
+    const values = options.contextValues?.(req) ?? createContextValues();
+    // Reply budgets hold until the response has closed (reply-budget.ts).
+    values.set(nodeResponseKey, res);
+    const uReq = universalRequestFromNodeRequest(req, res, undefined, values);
     // gRPC-Web's text mode is the binary mode in base64: decoded here, so
     // that every handler serves it.
     const binary = fromGrpcWebText(uReq);
@@ -122,10 +129,7 @@ export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
     // Compressing a reply is bounded per client and stops when the caller
     // is gone (reply-compression.ts), which needs to know the call.
     const served = acceptsCompression(req.headers)
-      ? compressionScope.run(
-          { client: uReq.contextValues?.get(callerKey).client ?? "", signal: uReq.signal },
-          call,
-        )
+      ? compressionScope.run({ client: values.get(callerKey).client, signal: uReq.signal }, call)
       : call();
     served.catch((reason: unknown) => {
       const error = ConnectError.from(reason);

@@ -13,6 +13,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
 import { createSessionContext } from "../../src/client/index.js";
 import {
+  BatchGetVariablesRequestSchema,
   BridgeService,
   InitializeSessionRequestSchema,
   InitializeSessionResponseSchema,
@@ -324,6 +325,61 @@ describe("replies a client does not read", () => {
     // Once the stalled calls are gone, so is what they held.
     await until(
       async () => (await list().catch(() => undefined)) !== undefined,
+      "the budget to be released",
+    );
+  });
+});
+
+describe("replies a Connect client over HTTP/1.1 does not read", () => {
+  it("count against the client's budget until they have left, not only until they were built", async () => {
+    const b = await bridge();
+    const { sessionId, names } = await fullSession(b);
+    const body = toBinary(
+      BatchGetVariablesRequestSchema,
+      create(BatchGetVariablesRequestSchema, { sessionId, variableIdentifiers: names }),
+    );
+    // Each socket sends one GetVariables of the whole session (15 MiB) and
+    // never reads: its reply fills the kernel's buffers and the rest waits
+    // in the server. (connect ends a unary call's handler context as soon
+    // as the reply is built, so a budget kept until then held nothing.)
+    const sockets: net.Socket[] = [];
+    const stall = () => {
+      const socket = net.connect(b.port, "127.0.0.1");
+      socket.on("error", () => {});
+      socket.pause();
+      socket.write(
+        Buffer.concat([
+          Buffer.from(
+            `POST /snakepit.bridge.BridgeService/GetVariables HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/proto\r\nContent-Length: ${body.length}\r\n\r\n`,
+            "latin1",
+          ),
+          body,
+        ]),
+      );
+      sockets.push(socket);
+    };
+    try {
+      for (let i = 0; i < 3; i++) stall();
+      const c = b.client("connect");
+      let refusal: unknown;
+      await until(async () => {
+        refusal = await c.getVariables({ sessionId, variableIdentifiers: names }).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        return refusal !== undefined;
+      }, "the client's next large read to be refused");
+      const e = await rejectionOf(Promise.reject(refusal), Code.ResourceExhausted);
+      expect(e.rawMessage).toContain("in flight per client");
+    } finally {
+      for (const s of sockets) s.destroy();
+    }
+    // Gone with the sockets: the same read is served again.
+    const c = b.client("connect");
+    await until(
+      async () =>
+        (await c.getVariables({ sessionId, variableIdentifiers: names }).catch(() => undefined)) !==
+        undefined,
       "the budget to be released",
     );
   });
