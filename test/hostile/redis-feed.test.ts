@@ -6,17 +6,20 @@
  * by age as well as by length, while a watcher on another replica still
  * sees every write, in version order, with its value.
  */
+import { spawnSync } from "node:child_process";
 import { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import {
   createRedisStore,
   type RedisStore,
   type RedisStoreOptions,
 } from "../../src/server/store/redis-store.js";
+import type { StoreEvent } from "../../src/server/store/session-store.js";
 import { decodeValue, encodeValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 import { startRedis, type TestRedis } from "../support/redis-server.js";
+import { until } from "../support/wait.js";
 
 const MiB = 1024 * 1024;
 /** A string whose encoded value (quotes included) is just under the 1 MiB value limit. */
@@ -166,4 +169,40 @@ describe("the Redis change feed under large writes", () => {
     expect(store.feedAppended().entries).toBeGreaterThanOrEqual(252);
     expect(await admin.xlen(`${prefix}feed`)).toBeLessThanOrEqual(100);
   }, 60_000);
+
+  it("a replica that falls behind a trim ends its watchers to resynchronize, never skipping entries silently", async () => {
+    const keyPrefix = `feed${deployment++}:`;
+    const writer = await createRedisStore({ url: redis.url, keyPrefix });
+    const slow = await createRedisStore({ url: redis.url, keyPrefix });
+    onTestFinished(async () => {
+      await Promise.all([writer.close(), slow.close()]);
+    });
+    const events: StoreEvent[] = [];
+    let stalled = false;
+    slow.subscribe((event) => {
+      events.push(event);
+      if (stalled) return;
+      stalled = true;
+      // While this replica is busy (its event loop held), the feed moves
+      // on and is trimmed past what it has read.
+      // (Written as the scripts write: numbered entries, trimmed.)
+      const feed = `${keyPrefix}feed`;
+      const add = (n: number) =>
+        `INCR ${keyPrefix}feedseq\nXADD ${feed} * n ${n} t e sid gone${n} why cleanup\n`;
+      spawnSync("redis-cli", ["-p", String(redis.port)], {
+        input: `${add(2)}${add(3)}${add(4)}XTRIM ${feed} MAXLEN 1\n`,
+      });
+    });
+    const session = { metadata: {}, ttlMs: 60_000, allowedTools: [] };
+    await writer.createSession({ id: "first", ...session }, 100);
+    await writer.deleteSession("first", "cleanup");
+    await slow.caughtUp();
+    await until(() => events.some((e) => e.type === "resync"), "a resync event");
+    expect(events[0]).toEqual({ type: "session_ended", sessionId: "first", reason: "cleanup" });
+    // What the trim left is delivered after the resync, and nothing else.
+    expect(events.slice(1)).toEqual([
+      expect.objectContaining({ type: "resync" }),
+      { type: "session_ended", sessionId: "gone4", reason: "cleanup" },
+    ]);
+  });
 });

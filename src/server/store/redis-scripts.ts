@@ -12,19 +12,25 @@
  * dependency list, then the deployment's expiry index (a sorted set of
  * session ids by expiry), its change feed (a stream), its variable count,
  * its remote tools (a hash of `sessionId|name` to the tool), the count
- * of remote tools per session and the count of live sessions per client. The session's keys share the `{id}` hash tag.
+ * of remote tools per session, the count of live sessions per client and
+ * the number of the feed's last entry. The session's keys share the `{id}`
+ * hash tag.
  */
 
 /**
  * Lua shared by the scripts that write to the change feed: appends an
- * entry, then trims the feed by length and by age, so that what the feed
- * holds is bounded however fast or slowly it is written. Both trims are
- * approximate (`~`: whole stream nodes), which keeps them cheap. The age
- * is measured on Redis's clock, the one the entry ids are made of.
+ * entry numbered one more than the last (field `n`, from the counter key),
+ * then trims the feed by length and by age, so that what the feed holds is
+ * bounded however fast or slowly it is written. Both trims are approximate
+ * (`~`: whole stream nodes), which keeps them cheap. The age is measured on
+ * Redis's clock, the one the entry ids are made of. The numbers let a
+ * reader see that a trim took entries it had not read: Redis 7.0 records
+ * no trace of a trim (its max-deleted-entry-id follows XDEL only).
  */
 const appendToFeed = `
-local function append(key, maxLen, maxAgeMs, ...)
-  redis.call('XADD', key, 'MAXLEN', '~', maxLen, '*', ...)
+local function append(key, counter, maxLen, maxAgeMs, ...)
+  local n = redis.call('INCR', counter)
+  redis.call('XADD', key, 'MAXLEN', '~', maxLen, '*', 'n', tostring(n), ...)
   local t = redis.call('TIME')
   local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(maxAgeMs)
   if oldest > 0 then redis.call('XTRIM', key, 'MINID', '~', string.format('%.0f', oldest)) end
@@ -40,7 +46,7 @@ export const scripts = {
    * {"full", rev, exp, rec, vars, history, data, deps, bytes}.
    */
   ubLoad: {
-    numberOfKeys: 11,
+    numberOfKeys: 12,
     lua: `
 local s = KEYS[1]
 local f = redis.call('HMGET', s, 'rev', 'exp', 'ttl')
@@ -70,7 +76,7 @@ return {'full', f[1], string.format('%.0f', exp), redis.call('HGET', s, 'rec'),
    * Returns {"exists"}, {"full"}, {"quota", held} or {"ok", rev, exp}.
    */
   ubCreate: {
-    numberOfKeys: 11,
+    numberOfKeys: 12,
     lua: `${appendToFeed}
 local s = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -90,7 +96,7 @@ if f[1] then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
   redis.call('ZREM', KEYS[6], ARGV[3])
   if n > 0 then redis.call('INCRBY', KEYS[8], -n) end
-  append(KEYS[7], ARGV[8], ARGV[11], 't', 'e', 'sid', ARGV[3], 'why', 'expired')
+  append(KEYS[7], KEYS[12], ARGV[8], ARGV[11], 't', 'e', 'sid', ARGV[3], 'why', 'expired')
 end
 if redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[5]) then return {'full'} end
 if ARGV[9] ~= '' then
@@ -111,7 +117,7 @@ for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], string.format('%.0f', ttl + tonum
 redis.call('ZADD', KEYS[6], string.format('%.0f', exp), ARGV[3])
 if tonumber(p.nvar) ~= 0 then redis.call('INCRBY', KEYS[8], p.nvar) end
 if ARGV[7] ~= '[]' then
-  append(KEYS[7], ARGV[8], ARGV[11], 't', 'c', 'sid', ARGV[3], 'rev', '1', 'r', ARGV[4], 'ev', ARGV[7])
+  append(KEYS[7], KEYS[12], ARGV[8], ARGV[11], 't', 'c', 'sid', ARGV[3], 'rev', '1', 'r', ARGV[4], 'ev', ARGV[7])
 end
 return {'ok', '1', string.format('%.0f', exp)}
 `,
@@ -124,7 +130,7 @@ return {'ok', '1', string.format('%.0f', exp)}
    * Returns nil (absent), {"expired"}, {"conflict", rev} or {"ok", rev, exp}.
    */
   ubCommit: {
-    numberOfKeys: 11,
+    numberOfKeys: 12,
     lua: `${appendToFeed}
 local s = KEYS[1]
 local f = redis.call('HMGET', s, 'rev', 'exp', 'ttl')
@@ -152,7 +158,7 @@ for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], string.format('%.0f', ttl + tonum
 redis.call('ZADD', KEYS[6], string.format('%.0f', exp), ARGV[4])
 if tonumber(p.nvar) ~= 0 then redis.call('INCRBY', KEYS[8], p.nvar) end
 if ARGV[7] ~= '[]' then
-  append(KEYS[7], ARGV[8], ARGV[9], 't', 'c', 'sid', ARGV[4], 'rev', string.format('%.0f', rev), 'r', ARGV[5], 'ev', ARGV[7])
+  append(KEYS[7], KEYS[12], ARGV[8], ARGV[9], 't', 'c', 'sid', ARGV[4], 'rev', string.format('%.0f', rev), 'r', ARGV[5], 'ev', ARGV[7])
 end
 return {'ok', string.format('%.0f', rev), string.format('%.0f', exp)}
 `,
@@ -164,7 +170,7 @@ return {'ok', string.format('%.0f', rev), string.format('%.0f', exp)}
    * Returns nil (absent or not due) or the number of variables it held.
    */
   ubEnd: {
-    numberOfKeys: 11,
+    numberOfKeys: 12,
     lua: `${appendToFeed}
 local s = KEYS[1]
 local f = redis.call('HMGET', s, 'exp')
@@ -186,7 +192,7 @@ end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[6], ARGV[1])
 if n > 0 then redis.call('INCRBY', KEYS[8], -n) end
-append(KEYS[7], ARGV[3], ARGV[5], 't', 'e', 'sid', ARGV[1], 'why', ARGV[2])
+append(KEYS[7], KEYS[12], ARGV[3], ARGV[5], 't', 'e', 'sid', ARGV[1], 'why', ARGV[2])
 return n
 `,
   },
@@ -196,14 +202,14 @@ return n
    * global), all or none: a name another worker holds in that scope or
    * globally is refused, and so are counts beyond the limits.
    * KEYS: the session hash (or any key for a global registration), the
-   * tools hash, the per-session counts, the feed.
+   * tools hash, the per-session counts, the feed, the feed's counter.
    * ARGV: sessionId ("" = global), owner, maxTools, maxPerSession,
    * feedMaxLen, replica, tools (a JSON array of {name, doc}), feedMaxAgeMs.
    * Returns {"ok"}, {"nosession"}, {"taken", name}, {"full", held} or
    * {"sessionfull", held}.
    */
   ubTools: {
-    numberOfKeys: 4,
+    numberOfKeys: 5,
     lua: `${appendToFeed}
 local sid = ARGV[1]
 if sid ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then return {'nosession'} end
@@ -234,7 +240,7 @@ if sid ~= '' then
   end
 end
 for _, t in ipairs(list) do redis.call('HSET', KEYS[2], sid .. '|' .. t.name, t.doc) end
-append(KEYS[4], ARGV[5], ARGV[8], 't', 'tools', 'sid', sid, 'r', ARGV[6], 'ev', ARGV[7])
+append(KEYS[4], KEYS[5], ARGV[5], ARGV[8], 't', 'tools', 'sid', sid, 'r', ARGV[6], 'ev', ARGV[7])
 return {'ok'}
 `,
   },

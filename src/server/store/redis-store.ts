@@ -221,6 +221,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       `${prefix}tools`,
       `${prefix}toolsper`,
       `${prefix}clients`,
+      `${prefix}feedseq`,
     ];
   };
 
@@ -394,6 +395,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   /** Counts one appended entry: `fields` are its field names and values. */
   const appended = (...fields: string[]) => {
     appendedEntries++;
+    // The script adds the entry's number: "n" and up to 16 digits.
+    appendedBytes += 17;
     for (const f of fields) appendedBytes += Buffer.byteLength(f);
   };
 
@@ -483,8 +486,12 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     return out;
   };
 
-  // The change feed: one reader loop per replica.
+  // The change feed: one reader loop per replica. `lastNumber` is the
+  // number (field `n`) of the last entry delivered.
+  const feedKey = `${prefix}feed`;
+  const feedCounterKey = `${prefix}feedseq`;
   let lastId = "0-0";
+  let lastNumber = 0;
   let delivered = "0-0";
   let closed = false;
   const waiters: { id: string; resolve: () => void }[] = [];
@@ -496,6 +503,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         w.resolve();
       }
     }
+  };
+
+  /** Changes may have been missed: every subscriber must resynchronize. */
+  const resync = (reason: string) => {
+    cache.clear();
+    ahead.clear();
+    publish({ type: "resync", reason });
   };
 
   /** Delivers a batch of entries in feed order, after reading what they need. */
@@ -530,7 +544,23 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       }
     }
     const records = await readRecords(need);
-    for (const entry of entries) deliver(entry, records);
+    for (const entry of entries) {
+      // Entries are numbered one by one: a jump means a trim took entries
+      // this replica had not read (it fell behind, or was away), and a
+      // number that goes back a feed Redis lost and began again. (Entries
+      // without a number come from replicas of an older version; 0 is no
+      // number known yet.)
+      const n = entry.f.n === undefined ? undefined : Number(entry.f.n);
+      if (n !== undefined && n !== lastNumber + 1 && lastNumber !== 0) {
+        resync(
+          n > lastNumber
+            ? `the change feed was trimmed past ${n - lastNumber - 1} entries this replica had not read (feed length or age limit)`
+            : "the change feed began again (Redis lost it)",
+        );
+      }
+      if (n !== undefined) lastNumber = n;
+      deliver(entry, records);
+    }
   };
 
   const deliver = (
@@ -593,80 +623,53 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     delivered = id;
   };
 
-  const feedKey = `${prefix}feed`;
-  const tail = await call(() => redis.xrevrange(feedKey, "+", "-", "COUNT", 1));
-  lastId = tail[0]?.[0] ?? "0-0";
+  const tail = await call(() =>
+    redis.multi().xrevrange(feedKey, "+", "-", "COUNT", 1).get(feedCounterKey).exec(),
+  );
+  lastId = (tail?.[0]?.[1] as [string, string[]][] | undefined)?.[0]?.[0] ?? "0-0";
+  lastNumber = Number(tail?.[1]?.[1] ?? 0);
   delivered = lastId;
   let readerHealthy = true;
 
-  type Batch = [string, string[]][];
-  /**
-   * Reads after `lastId` and, atomically with it, the last id the feed
-   * trimmed: a trim past `lastId` means entries this replica never read.
-   */
-  const checkedRead = async (): Promise<{ batch: Batch; gap: boolean }> => {
-    const replies = await reader
-      .multi()
-      .xread("COUNT", 512, "STREAMS", feedKey, lastId)
-      .xinfo("STREAM", feedKey)
-      .exec();
-    const [readError, read] = replies?.[0] ?? [new Error("no reply")];
-    if (readError) throw readError;
-    const [infoError, info] = replies?.[1] ?? [new Error("no reply")];
-    let maxDeleted: string;
-    if (infoError) {
-      // No feed at all: a Redis that lost it lost what came after lastId.
-      if (!String(infoError).includes("no such key")) throw infoError;
-      maxDeleted = lastId === "0-0" ? "0-0" : "+";
-    } else {
-      maxDeleted = String(field(info as unknown[], "max-deleted-entry-id") ?? "0-0");
-    }
-    const batch = ((read as [string, Batch][] | null)?.[0]?.[1] ?? []) as Batch;
-    return { batch, gap: maxDeleted === "+" || compareIds(maxDeleted, lastId) > 0 };
-  };
-
   const readLoop = async () => {
     let failed = false;
-    // After a batch, and after every disconnect (even when ioredis answered
-    // the blocking read by sending it again), the next read checks for a
-    // gap; only a read that found the feed idle is followed by a blocking
-    // one, and an entry appended since cannot have been trimmed yet.
-    let check = true;
+    // Every disconnect is checked for a gap once the reader is back, even
+    // when ioredis answered the blocking read by sending it again.
     reader.on("close", () => {
       failed = true;
     });
     while (!closed) {
       try {
-        let batch: Batch;
-        if (check || failed) {
-          // (Until this answers, a replica back from a disconnect stays
-          // "away": a read that succeeded first would skip a gap silently.)
-          const wasAway = failed;
-          const read = await checkedRead();
-          if (read.gap) {
-            cache.clear();
-            ahead.clear();
-            publish({
-              type: "resync",
-              reason: wasAway
-                ? "the change feed lost entries while this replica was away from Redis"
-                : "the change feed was trimmed past entries this replica had not read (it fell behind by more than the feed keeps)",
-            });
+        if (failed) {
+          // Back after a disconnect: resume from the last id, unless the
+          // feed dropped entries after it (then subscribers must resync).
+          // (Until this answers, the replica stays "away": a read that
+          // succeeded first would skip a gap silently.) Entries numbered
+          // past the next one say the same once they arrive; this sees a
+          // deleted entry or a lost feed at once.
+          let maxDeleted: string;
+          try {
+            const info = (await reader.call("XINFO", "STREAM", feedKey)) as unknown[];
+            maxDeleted = String(field(info, "max-deleted-entry-id") ?? "0-0");
+          } catch (error) {
+            // No feed at all: a Redis that lost it lost what came after lastId.
+            if (!String(error).includes("no such key")) throw error;
+            maxDeleted = lastId === "0-0" ? "0-0" : "+";
+          }
+          if (maxDeleted === "+" || compareIds(maxDeleted, lastId) > 0) {
+            resync("the change feed lost entries while this replica was away from Redis");
+            // Resynchronized already: the numbers' jump is not another gap.
+            lastNumber = 0;
           }
           failed = false;
           readerHealthy = true;
-          batch = read.batch;
-        } else {
-          const reply = await reader.xread("COUNT", 512, "BLOCK", 5000, "STREAMS", feedKey, lastId);
-          // A reconnect while blocked: read again, with the check.
-          if (failed) continue;
-          batch = (reply?.[0]?.[1] ?? []) as Batch;
         }
+        const reply = await reader.xread("COUNT", 512, "BLOCK", 5000, "STREAMS", feedKey, lastId);
+        const batch = (reply?.[0]?.[1] ?? []) as [string, string[]][];
         if (batch.length > 0) {
           await deliverBatch(batch);
-          lastId = (batch.at(-1) as Batch[number])[0];
+          lastId = (batch.at(-1) as [string, string[]])[0];
         }
-        check = batch.length > 0;
         settleWaiters();
       } catch (error) {
         if (closed) break;
@@ -939,6 +942,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           `${prefix}tools`,
           `${prefix}toolsper`,
           feedKey,
+          feedCounterKey,
           sid,
           workerId,
           String(limits.maxTools),
