@@ -525,7 +525,9 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       if (f.t !== "c") continue;
       const sessionId = f.sid ?? "";
       const key = ownKey(sessionId, f.rev ?? "");
-      entry.own = ownChanges.get(key);
+      // (Another replica's commit of that revision clears what this
+      // replica's failed attempt at it left behind.)
+      entry.own = f.r === replica ? ownChanges.get(key) : undefined;
       ownChanges.delete(key);
       if (entry.own !== undefined || !wanted(sessionId)) continue;
       try {
