@@ -6,7 +6,7 @@ import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
 import { createBridgeService } from "./bridge-service.js";
-import { callerResolver } from "./caller.js";
+import { callerKey, callerResolver, clientKey } from "./caller.js";
 import { defaultServerConfig, pickGroup, type ServerConfig } from "./config-options.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
 import { createHealthService } from "./health-service.js";
@@ -144,6 +144,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     bufferSize: config.watchBufferSize,
     maxPerSession: limits.maxWatchersPerSession,
     maxTotal: limits.maxWatchers,
+    maxPerClient: limits.maxWatchersPerClient,
     keepaliveMs: config.watchKeepaliveMs,
     now,
   });
@@ -293,25 +294,40 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       if (fronts !== undefined) throw new Error("the bridge server is already started");
       const interceptors = bridgeInterceptors(metrics);
       const recordCall = createRpcRecorder(metrics);
-      const watchEndpoint = createWatchEndpoint({
-        core,
-        maxRequestBytes: config.maxRequestBytes,
-        logger,
-        onEnd: (code, seconds) => recordCall("WatchVariables", codeLabel(code), seconds),
-      });
       const connectionLimits = pickGroup(config, "connection");
-      const rpcFront = (listener: "public" | "worker", host: string, port: number) =>
-        createHttpFront({
+      const rpcFront = (listener: "public" | "worker", host: string, port: number) => {
+        const contextValues = callerResolver({
+          listener,
+          workerToken: config.workerToken,
+          trustedProxies: config.trustedProxies,
+          clientPrefix: { v4: config.clientPrefixV4, v6: config.clientPrefixV6 },
+        });
+        // The direct WatchVariables path counts public clients' streams as
+        // the connect-node path does (workers are not counted).
+        const watchEndpoint = createWatchEndpoint({
+          core,
+          maxRequestBytes: config.maxRequestBytes,
+          logger,
+          onEnd: (code, seconds) => recordCall("WatchVariables", codeLabel(code), seconds),
+          clientOf: (req) => {
+            const caller = contextValues(req).get(callerKey);
+            return caller.kind === "worker" ? undefined : caller.client;
+          },
+        });
+        // Addresses compared in one spelling (IPv6 in full, IPv4-mapped as IPv4).
+        const exact = { v4: 32, v6: 128 };
+        const proxies = new Set(config.trustedProxies.map((a) => clientKey(a, exact)));
+        return createHttpFront({
           host,
           port,
           routes,
+          clientOfPeer: (address) =>
+            proxies.has(clientKey(address, exact))
+              ? undefined
+              : clientKey(address, { v4: config.clientPrefixV4, v6: config.clientPrefixV6 }),
           directRoutes: watchEndpoint,
           interceptors,
-          contextValues: callerResolver({
-            listener,
-            workerToken: config.workerToken,
-            trustedProxies: config.trustedProxies,
-          }),
+          contextValues,
           corsOrigins: listener === "public" ? config.corsOrigins : [],
           corsAllowHeaders: config.corsAllowHeaders,
           maxRequestBytes: config.maxRequestBytes,
@@ -320,6 +336,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
           limits: connectionLimits,
           logger,
         });
+      };
       const publicFront = rpcFront("public", config.host, config.port);
       const workerFront =
         config.workerPort === null

@@ -302,7 +302,13 @@ export function createBridgeService(
     async *watchVariables(req, ctx) {
       // gRPC, gRPC-Web and Connect binary calls are served by
       // watch-endpoint.ts; this path serves the rest, with the same checks.
-      yield* await openWatch(core, req, ctx.signal);
+      yield* await openWatch(
+        core,
+        req,
+        ctx.signal,
+        undefined,
+        isWorker(ctx) ? undefined : clientOf(ctx),
+      );
     },
 
     async addDependency(req) {

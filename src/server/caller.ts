@@ -7,6 +7,7 @@
  * workers may register remote tools.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
+import { isIP } from "node:net";
 import {
   Code,
   ConnectError,
@@ -22,8 +23,9 @@ export interface Caller {
   /** A public caller that sent `authorization: Bearer …` that is not the worker token. */
   readonly badToken: boolean;
   /**
-   * The client's address: the peer's, or behind a trusted proxy the one the
-   * proxy appended to x-forwarded-for. Per-client quotas count by it.
+   * Who the client is for per-client quotas: its address (the peer's, or
+   * behind a trusted proxy the one the proxy appended to x-forwarded-for),
+   * grouped by network prefix ({@link clientKey}).
    */
   readonly client: string;
 }
@@ -44,16 +46,19 @@ export function callerResolver(options: {
   readonly workerToken: string;
   /** Peer addresses whose x-forwarded-for is believed (e.g. Envoy's). */
   readonly trustedProxies: readonly string[];
+  /** Prefix lengths clients are grouped by (default /32 and /64). */
+  readonly clientPrefix?: ClientPrefix;
 }): (req: CallerRequest) => ContextValues {
   const proxies = new Set(options.trustedProxies.map(normalizeAddress));
+  const prefix = options.clientPrefix ?? defaultClientPrefix;
   const clientOf = (req: CallerRequest): string => {
     const peer = normalizeAddress(req.socket.remoteAddress ?? "");
-    if (!proxies.has(peer)) return peer;
+    if (!proxies.has(peer)) return clientKey(peer, prefix);
     const header = req.headers["x-forwarded-for"];
     const forwarded = (Array.isArray(header) ? header.join(",") : (header ?? "")).split(",");
     // The proxy appended the address it saw last; earlier entries are the client's say.
     const last = forwarded.at(-1)?.trim() ?? "";
-    return last === "" ? peer : normalizeAddress(last);
+    return clientKey(last === "" ? peer : normalizeAddress(last), prefix);
   };
   if (options.listener === "worker") {
     return (req) =>
@@ -81,6 +86,62 @@ export function callerResolver(options: {
 export interface CallerRequest {
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   readonly socket: { readonly remoteAddress?: string | undefined };
+}
+
+/** Prefix lengths by which addresses are grouped into clients. */
+export interface ClientPrefix {
+  readonly v4: number;
+  readonly v6: number;
+}
+
+/** One client per IPv4 address and per IPv6 /64 (what one host can hold at will). */
+export const defaultClientPrefix: ClientPrefix = Object.freeze({ v4: 32, v6: 64 });
+
+/**
+ * The client an address belongs to: the address itself when the prefix is
+ * the whole address, else its network, e.g. `2001:db8:0:1::/64` or
+ * `10.1.2.0/24`. Text that is not an IP address is its own client.
+ */
+export function clientKey(address: string, prefix: ClientPrefix = defaultClientPrefix): string {
+  const a = normalizeAddress(address);
+  const family = isIP(a);
+  if (family === 4) {
+    if (prefix.v4 >= 32) return a;
+    const n = a.split(".").reduce((acc, part) => acc * 256 + Number(part), 0);
+    const masked = prefix.v4 === 0 ? 0 : n - (n % 2 ** (32 - prefix.v4));
+    const bytes = [24, 16, 8, 0].map((shift) => Math.floor(masked / 2 ** shift) % 256);
+    return `${bytes.join(".")}/${prefix.v4}`;
+  }
+  if (family !== 6) return a;
+  const groups = ipv6Groups(a);
+  if (prefix.v6 >= 128) return groups.map((g) => g.toString(16)).join(":");
+  const kept = groups.map((g, i) => {
+    const bits = Math.min(16, Math.max(0, prefix.v6 - i * 16));
+    return bits === 16 ? g : bits === 0 ? 0 : g & (0xffff << (16 - bits)) & 0xffff;
+  });
+  // Trailing zero groups written as "::" (the network's usual spelling).
+  let end = kept.length;
+  while (end > 0 && kept[end - 1] === 0) end--;
+  const head = kept.slice(0, end).map((g) => g.toString(16));
+  return `${head.join(":")}${end < 8 ? "::" : ""}/${prefix.v6}`;
+}
+
+/** The eight 16-bit groups of an IPv6 address (`isIP(a) === 6`). */
+function ipv6Groups(a: string): number[] {
+  let text = a.split("%", 1)[0] as string;
+  // An embedded IPv4 tail (::ffff:1.2.3.4, 64:ff9b::1.2.3.4): two groups.
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (v4 !== null) {
+    const [b0, b1, b2, b3] = v4.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, v4.index)}${((b0 << 8) | b1).toString(16)}:${((b2 << 8) | b3).toString(16)}`;
+  }
+  const [left, right] = text.includes("::") ? text.split("::") : [text, undefined];
+  const parse = (part: string | undefined) =>
+    part === undefined || part === "" ? [] : part.split(":").map((g) => Number.parseInt(g, 16));
+  const l = parse(left);
+  const r = parse(right);
+  const zeros = right === undefined ? [] : new Array<number>(8 - l.length - r.length).fill(0);
+  return [...l, ...zeros, ...r];
 }
 
 function normalizeAddress(address: string): string {

@@ -50,6 +50,7 @@ describe("the option table", () => {
         "headersTimeoutMs",
         "idleTimeoutMs",
         "maxConnections",
+        "maxConnectionsPerClient",
         "maxStreamsPerConnection",
         "requestTimeoutMs",
         "writeStallTimeoutMs",

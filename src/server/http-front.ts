@@ -71,6 +71,12 @@ export interface HttpFrontOptions {
   metrics?: MetricsRegistry;
   /** Connection limits and timeouts; see {@link ConnectionLimits}. */
   limits?: Partial<ConnectionLimits>;
+  /**
+   * The client a connection's peer address belongs to, for the per-client
+   * connection limit; undefined leaves it uncounted (a trusted proxy).
+   * Default: each peer address is a client.
+   */
+  clientOfPeer?: (address: string) => string | undefined;
   logger: Logger;
 }
 
@@ -78,6 +84,8 @@ export interface HttpFrontOptions {
 export interface ConnectionLimits {
   /** Open connections; more are refused at accept. */
   readonly maxConnections: number;
+  /** Open connections of one client (see {@link HttpFrontOptions.clientOfPeer}); more are refused at accept. */
+  readonly maxConnectionsPerClient: number;
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. */
   readonly maxStreamsPerConnection: number;
   /** A connection with no request in flight for this long is closed. */
@@ -188,6 +196,13 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
           fallback: (req: NodeRequest, res: NodeResponse) => serveNonRpc(req, res),
         });
 
+  const clientOfPeer = options.clientOfPeer ?? ((address: string) => address);
+  /** Open connections per client; clients with none hold no entry. */
+  const perClient = new Map<string, number>();
+  const refusedPerClient = createLogSampler(logger, {
+    level: "warn",
+    msg: "connection refused: the client's connection limit is reached",
+  });
   const failedRequests = createLogSampler(logger, {
     level: "error",
     msg: "a request failed before it was served",
@@ -364,6 +379,24 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
   }
 
   function onConnection(socket: net.Socket): void {
+    const client = clientOfPeer(socket.remoteAddress ?? "");
+    if (client !== undefined) {
+      const open = perClient.get(client) ?? 0;
+      if (open >= limits.maxConnectionsPerClient) {
+        refusedPerClient.report({
+          client,
+          maxConnectionsPerClient: limits.maxConnectionsPerClient,
+        });
+        socket.destroy();
+        return;
+      }
+      perClient.set(client, open + 1);
+      socket.once("close", () => {
+        const left = (perClient.get(client) ?? 1) - 1;
+        if (left > 0) perClient.set(client, left);
+        else perClient.delete(client);
+      });
+    }
     const conn: Connection = { socket, kind: "sniffing", active: 0 };
     connections.set(socket, conn);
     socket.on("close", () => connections.delete(socket));

@@ -67,12 +67,13 @@ export async function openWatch(
   req: WatchVariablesRequest,
   signal: AbortSignal,
   sink?: FrameSink,
+  client?: string,
 ): Promise<Watcher> {
   checkBatch(core.settings.limits, req.variableIdentifiers.length, "WatchVariables");
   const identifiers = new Set(req.variableIdentifiers);
   return core.read(req.sessionId, (view) => {
     const records = [...identifiers].map((identifier) => core.ops.find(view, identifier));
-    const watcher = core.hub.watch(req.sessionId, { identifiers }, signal, sink);
+    const watcher = core.hub.watch(req.sessionId, { identifiers }, signal, sink, client);
     if (req.includeInitialValues) {
       for (const record of identifiers.size === 0 ? view.variables() : records) {
         watcher.pushInitial(record);
@@ -91,6 +92,8 @@ export interface WatchEndpointOptions {
   readonly logger: Logger;
   /** Told how each call ended (`undefined`: OK) and how long it lasted. */
   readonly onEnd?: (code: Code | undefined, seconds: number) => void;
+  /** The public client a request comes from (undefined for a worker), for per-client limits. */
+  readonly clientOf?: (req: NodeRequest) => string | undefined;
 }
 
 /**
@@ -254,7 +257,13 @@ function serve(
   )
     .then(async (message) => {
       if (ended) return;
-      const opened = await openWatch(options.core, message, abort.signal, sink);
+      const opened = await openWatch(
+        options.core,
+        message,
+        abort.signal,
+        sink,
+        options.clientOf?.(req),
+      );
       if (ended) {
         // The stream closed (or its deadline passed) while the session was read.
         opened.end();

@@ -22,6 +22,12 @@ export interface WatchHubOptions {
   /** Streams open in total; more are refused with RESOURCE_EXHAUSTED. */
   readonly maxTotal?: number;
   /**
+   * Streams one client (as the caller resolver groups them) may have open,
+   * across all sessions; more are refused with RESOURCE_EXHAUSTED, so one
+   * client cannot take every stream the server holds.
+   */
+  readonly maxPerClient?: number;
+  /**
    * An idle stream carries a keepalive update at least this often (0: never),
    * so that proxies' idle timeouts do not end a quiet watch.
    */
@@ -78,9 +84,18 @@ export interface WatchHub {
    * Opens a watcher; it is removed as soon as `signal` aborts or the
    * stream ends, whatever its consumer is doing.
    *
-   * @throws ConnectError RESOURCE_EXHAUSTED beyond the per-session or total limit.
+   * `client` names the public client opening it, counted against the
+   * per-client limit; workers (and embedders) pass none.
+   *
+   * @throws ConnectError RESOURCE_EXHAUSTED beyond the per-session, per-client or total limit.
    */
-  watch(sessionId: string, filter: WatchFilter, signal: AbortSignal, sink?: FrameSink): Watcher;
+  watch(
+    sessionId: string,
+    filter: WatchFilter,
+    signal: AbortSignal,
+    sink?: FrameSink,
+    client?: string,
+  ): Watcher;
   /**
    * Ends every stream of a session (cleanup or expiry) with the error
    * `reason` makes; it is only called when the session has streams.
@@ -97,6 +112,8 @@ export interface WatchHub {
 
 interface WatcherState {
   readonly sessionId: string;
+  /** The public client it counts against, if any. */
+  readonly client: string | undefined;
   readonly filter: WatchFilter;
   readonly sink: FrameSink | undefined;
   /** Updates not yet handed on, at most one per key, oldest first. */
@@ -122,6 +139,8 @@ const BUCKETS = 8;
 export function createWatchHub(options: WatchHubOptions): WatchHub {
   const now = options.now ?? Date.now;
   const bySession = new Map<string, Set<WatcherState>>();
+  /** Open streams per public client; clients with none hold no entry. */
+  const byClient = new Map<string, number>();
   const buckets = Array.from({ length: BUCKETS }, () => new Set<WatcherState>());
   let size = 0;
   let nextBucket = 0;
@@ -251,6 +270,11 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
     const current = bySession.get(sessionId);
     if (current?.delete(state)) {
       size--;
+      if (state.client !== undefined) {
+        const left = (byClient.get(state.client) ?? 1) - 1;
+        if (left > 0) byClient.set(state.client, left);
+        else byClient.delete(state.client);
+      }
       buckets[state.bucket]?.delete(state);
       if (current.size === 0) bySession.delete(sessionId);
       if (size === 0 && sweeper !== undefined) {
@@ -260,8 +284,15 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
     }
   };
 
-  const checkLimits = (sessionId: string) => {
+  const checkLimits = (sessionId: string, client: string | undefined) => {
     const open = bySession.get(sessionId)?.size ?? 0;
+    const mine = client === undefined ? 0 : (byClient.get(client) ?? 0);
+    if (options.maxPerClient !== undefined && mine >= options.maxPerClient) {
+      throw new ConnectError(
+        `this client has ${mine} watch streams open; the limit is ${options.maxPerClient} per client (--max-watchers-per-client); close one or share a stream`,
+        Code.ResourceExhausted,
+      );
+    }
     if (options.maxPerSession !== undefined && open >= options.maxPerSession) {
       throw new ConnectError(
         `the session has ${open} watch streams open; the limit is ${options.maxPerSession} (--max-watchers-per-session); close one or share a stream`,
@@ -281,10 +312,12 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
       return size;
     },
 
-    watch(sessionId, filter, signal, sink) {
-      checkLimits(sessionId);
+    watch(sessionId, filter, signal, sink, client) {
+      const counted = client === undefined || client === "" ? undefined : client;
+      checkLimits(sessionId, counted);
       const state: WatcherState = {
         sessionId,
+        client: counted,
         filter,
         sink,
         pending: new Map(),
@@ -305,6 +338,7 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
       set.add(state);
       buckets[state.bucket]?.add(state);
       size++;
+      if (counted !== undefined) byClient.set(counted, (byClient.get(counted) ?? 0) + 1);
       if (keepaliveMs > 0 && sweeper === undefined) {
         sweeper = setInterval(sweep, Math.max(1, keepaliveMs / (2 * BUCKETS)));
         sweeper.unref();
