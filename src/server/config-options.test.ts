@@ -67,7 +67,7 @@ describe("README", () => {
   it("names only flags and variables that exist", () => {
     const prose = readme.replace(/```[\s\S]*?```/g, "");
     const others = new Set(["help", "quick", "list", "strict"]);
-    for (const [, flag] of prose.matchAll(/`--([a-z][a-z-]*)/g)) {
+    for (const [, flag] of prose.matchAll(/`--([a-z][a-z0-9-]*)/g)) {
       if (!others.has(flag as string)) expect(byFlag.has(flag as string), `--${flag}`).toBe(true);
     }
     for (const [, flag, env] of prose.matchAll(/`--([a-z-]+)` \(`(UB_[A-Z_]+)`/g)) {
@@ -81,7 +81,7 @@ describe("README", () => {
     let checked = 0;
     for (const row of rows) {
       const [, flagCell, defaultCell] = row.split(" | ");
-      const flags = [...(flagCell ?? "").matchAll(/`--([a-z-]+)`/g)].map((m) => m[1] as string);
+      const flags = [...(flagCell ?? "").matchAll(/`--([a-z0-9-]+)`/g)].map((m) => m[1] as string);
       if (flags.length === 0) continue; // a fixed limit
       const defaults = (defaultCell ?? "").replace(/ \|$/, "").split(" / ");
       expect(defaults, row).toHaveLength(flags.length);
