@@ -97,6 +97,8 @@ export interface FeedChange {
   readonly metadata?: Readonly<Record<string, string>>;
   /** A deleted variable's last record without its value: Redis no longer has it. */
   readonly deleted?: Omit<VariableRecord, "value">;
+  /** The whole record, as replicas of an earlier version wrote it into the feed. */
+  readonly record?: VariableRecord;
 }
 
 /** The changes of one commit, as the change feed carries them (without values). */
@@ -118,7 +120,22 @@ export function encodeFeedChanges(changes: readonly VariableChange[]): string {
 }
 
 export function decodeFeedChanges(text: string): FeedChange[] {
-  return JSON.parse(text) as FeedChange[];
+  const raw = JSON.parse(text) as (FeedChange | (VariableChange & { variable: string }))[];
+  return raw.map((c): FeedChange => {
+    if (!("variable" in c)) return c;
+    // An entry of a replica of an earlier version, during a rolling
+    // upgrade: it carries the record, value included.
+    const record = decodeRecord(c.variable);
+    return {
+      kind: c.kind,
+      id: record.id,
+      version: record.version,
+      timestamp: c.timestamp,
+      source: c.source,
+      metadata: c.metadata,
+      record,
+    };
+  });
 }
 
 /**

@@ -1,7 +1,10 @@
-import { afterAll, beforeAll } from "vitest";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { startRedis, type TestRedis } from "../../../test/support/redis-server.js";
 import { describeSessionStoreContract } from "../../../test/support/session-store-contract.js";
+import { encodeRecord } from "./redis-codec.js";
 import { createRedisStore, type RedisStore } from "./redis-store.js";
+import type { StoreEvent, VariableRecord } from "./session-store.js";
 
 let redis: TestRedis;
 let n = 0;
@@ -39,3 +42,189 @@ describeSessionStoreContract(
   },
   { multiNode: true },
 );
+
+describe("the Redis store's change feed", () => {
+  const url = () => `redis://127.0.0.1:${redis.port}`;
+  const record = (version: number, value: string): VariableRecord => ({
+    id: "var:1:x",
+    name: "x",
+    type: "string",
+    value,
+    constraintsJson: "{}",
+    metadata: {},
+    source: 0,
+    version,
+    updatedAt: version,
+    accessControlJson: "",
+    binary: false,
+    changedBy: "test",
+    changeMetadata: { step: String(version) },
+    bytes: value.length,
+  });
+  const write = (store: RedisStore, sessionId: string, version: number, value: string) =>
+    store.transact(sessionId, (tx) => {
+      const next = record(version, value);
+      tx.putVariable(next);
+      tx.emit({
+        sessionId,
+        kind: version === 0 ? "registered" : "value_changed",
+        variable: next,
+        source: "test",
+        metadata: next.changeMetadata,
+        timestamp: version,
+      });
+    });
+  const init = (id: string) => ({ id, metadata: {}, ttlMs: 60_000, allowedTools: [] });
+
+  /** Counts the variable reads (HMGET of a session's variables) replicas send, scripts' aside. */
+  async function countVariableReads(): Promise<{ readonly count: number }> {
+    const monitor = await new Redis(url()).monitor();
+    onTestFinished(() => monitor.disconnect());
+    const counter = { count: 0 };
+    monitor.on("monitor", (_time: string, args: string[], source: string) => {
+      if (source !== "lua" && args[0]?.toLowerCase() === "hmget" && args[1]?.endsWith(":v")) {
+        counter.count++;
+      }
+    });
+    return counter;
+  }
+
+  let n = 0;
+  async function deployment() {
+    const keyPrefix = `feedcases${n++}:`;
+    const open = () => createRedisStore({ url: url(), keyPrefix, sweepIntervalMs: 0 });
+    const [a, b] = await Promise.all([open(), open()]);
+    const admin = new Redis(url());
+    onTestFinished(async () => {
+      admin.disconnect();
+      await Promise.all([a.close(), b.close()]);
+    });
+    return { a, b, admin, keyPrefix };
+  }
+
+  it("reads values back only for the sessions a subscriber wants, and its own commits never", async () => {
+    const { a, b } = await deployment();
+    const watched = new Set(["watched"]);
+    const onA: StoreEvent[] = [];
+    const onB: StoreEvent[] = [];
+    a.subscribe((e) => onA.push(e), { sessions: (id) => watched.has(id) });
+    b.subscribe((e) => onB.push(e), { sessions: (id) => watched.has(id) });
+    await a.createSession(init("watched"), 10);
+    await a.createSession(init("quiet"), 10);
+    const reads = await countVariableReads();
+    for (let v = 0; v < 5; v++) {
+      await write(a, "watched", v, `w${v}`);
+      await write(a, "quiet", v, `q${v}`);
+    }
+    await Promise.all([a.caughtUp(), b.caughtUp()]);
+    const changes = (events: StoreEvent[]) =>
+      events.flatMap((e) =>
+        e.type === "change" ? [`${e.change.sessionId} ${e.change.variable.value}`] : [],
+      );
+    // The writer delivers all of its own, from memory.
+    expect(changes(onA)).toHaveLength(10);
+    // The other replica: the watched session's changes with their values
+    // (a value replaced before it was read arrives as the newer one), none
+    // of the other session's, and at most one read per batch of entries.
+    const seen = changes(onB);
+    expect(seen.every((c) => c.startsWith("watched w"))).toBe(true);
+    expect(seen).toEqual([...new Set(seen)].sort());
+    expect(seen.at(-1)).toBe("watched w4");
+    expect(reads.count).toBeGreaterThan(0);
+    expect(reads.count).toBeLessThanOrEqual(5);
+    const last = onB.at(-1);
+    expect(last?.type === "change" && last.change.metadata).toEqual({ step: "4" });
+  });
+
+  it("delivers another replica's rapid writes in version order, each version at most once, up to the last", async () => {
+    const { a, b } = await deployment();
+    const versions: number[] = [];
+    b.subscribe((e) => {
+      if (e.type === "change") versions.push(e.change.variable.version);
+    });
+    await a.createSession(init("s"), 10);
+    await write(a, "s", 0, "v0");
+    // Many writes in flight at once: the other replica often reads a
+    // variable after a newer write replaced it.
+    await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        a.transact("s", (tx) => {
+          const current = tx.variable("x") as VariableRecord;
+          const next = record(current.version + 1, `v${i}`);
+          tx.putVariable(next);
+          tx.emit({
+            sessionId: "s",
+            kind: "value_changed",
+            variable: next,
+            source: "test",
+            metadata: {},
+            timestamp: i,
+          });
+        }),
+      ),
+    );
+    await b.caughtUp();
+    expect(versions).toEqual([...new Set(versions)].sort((x, y) => x - y));
+    expect(versions.at(-1)).toBe(200);
+  });
+
+  it("delivers a deletion to another replica with the variable's name and no value", async () => {
+    const { a, b } = await deployment();
+    const onB: StoreEvent[] = [];
+    b.subscribe((e) => onB.push(e));
+    await a.createSession(init("s"), 10);
+    await write(a, "s", 0, "a large value");
+    await a.transact("s", (tx) => {
+      const last = tx.variable("x") as VariableRecord;
+      tx.deleteVariable(last.id);
+      tx.emit({
+        sessionId: "s",
+        kind: "deleted",
+        variable: last,
+        source: "alice",
+        metadata: {},
+        timestamp: 9,
+      });
+    });
+    await b.caughtUp();
+    const deleted = onB.at(-1);
+    expect(deleted?.type === "change" && deleted.change).toMatchObject({
+      kind: "deleted",
+      source: "alice",
+      variable: { id: "var:1:x", name: "x", type: "string", value: "", version: 0 },
+    });
+  });
+
+  it("delivers the entries of a replica of the earlier version, which carried values", async () => {
+    const { b, admin, keyPrefix } = await deployment();
+    const onB: StoreEvent[] = [];
+    b.subscribe((e) => onB.push(e));
+    const legacy = {
+      sessionId: "old",
+      kind: "value_changed",
+      variable: encodeRecord(record(3, "from an old replica")),
+      source: "test",
+      metadata: {},
+      timestamp: 3,
+    };
+    await admin.xadd(
+      `${keyPrefix}feed`,
+      "*",
+      "t",
+      "c",
+      "sid",
+      "old",
+      "rev",
+      "4",
+      "r",
+      "old",
+      "ev",
+      JSON.stringify([legacy]),
+    );
+    await b.caughtUp();
+    expect(onB.at(-1)).toMatchObject({
+      type: "change",
+      change: { sessionId: "old", variable: { version: 3, value: "from an old replica" } },
+    });
+  });
+});

@@ -480,7 +480,14 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       const [error, texts] = replies[k] ?? [new Error("no reply")];
       if (error) throw unavailable(error);
       (texts as (string | null)[]).forEach((text, i) => {
-        if (text !== null) out.set(`${sessionId}\n${ids[i]}`, decodeRecord(text));
+        if (text === null) return;
+        // A record this code cannot read must not stop the feed for all
+        // (read again and again): its change is left out, and said so.
+        try {
+          out.set(`${sessionId}\n${ids[i]}`, decodeRecord(text));
+        } catch (error) {
+          options.logger?.error("unreadable variable record", { variable: ids[i], error });
+        }
       });
     });
     return out;
@@ -536,7 +543,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         options.logger?.error("unreadable change feed entry", { id, error });
       }
       for (const change of entry.changes ?? []) {
-        if (change.kind === "deleted") continue;
+        if (change.deleted !== undefined || change.record !== undefined) continue;
         let ids = need.get(sessionId);
         if (ids === undefined) {
           ids = new Set();
@@ -601,9 +608,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       for (const change of own ?? []) publishChange(change, change.variable.version);
       for (const change of changes ?? []) {
         const variable =
-          change.deleted !== undefined
+          change.record ??
+          (change.deleted !== undefined
             ? deletedRecord(change.deleted)
-            : records.get(`${sessionId}\n${change.id}`);
+            : records.get(`${sessionId}\n${change.id}`));
         // Gone since (a later entry deletes it or ends the session), or a
         // variable of a session made again since: later entries say so.
         if (variable === undefined || variable.version < change.version) continue;
