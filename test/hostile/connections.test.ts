@@ -453,6 +453,8 @@ describe("replies", () => {
       "0",
       "--write-stall-timeout-ms",
       String(stallMs),
+      "--trusted-proxy",
+      "127.0.0.1",
       "--log-level",
       "error",
     ]);
@@ -505,8 +507,15 @@ describe("replies", () => {
     const t0 = performance.now();
     let settled: { code: number; after: number }[];
     try {
-      const resets = Array.from({ length: 8 }, () => {
-        const stream = stalled.request(grpcHeaders("GetVariables"));
+      // Each stream speaks for a client of its own (the server believes
+      // x-forwarded-for from loopback here): one client's unread replies
+      // are bounded by its reply budget long before the stall timeout, see
+      // stalled-readers.test.ts; this is about what the timeout frees.
+      const resets = Array.from({ length: 8 }, (_, i) => {
+        const stream = stalled.request({
+          ...grpcHeaders("GetVariables"),
+          "x-forwarded-for": `10.0.0.${i + 1}`,
+        });
         stream.on("error", () => {});
         stream.end(request);
         return new Promise<{ code: number; after: number }>((resolve) =>
