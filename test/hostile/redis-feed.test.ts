@@ -141,6 +141,38 @@ describe("the Redis change feed under large writes", () => {
     }
   }, 60_000);
 
+  it("carries no large lock configuration, optimizer id or constraints either", async () => {
+    const prefix = `feed${deployment++}:`;
+    const { bridge, store } = await replica(prefix);
+    const client = bridge.client("grpc");
+    const { sessionId } = await client.initializeSession({});
+    const before = store.feedAppended();
+    const huge = "x".repeat(MiB);
+    for (let i = 0; i < 10; i++) {
+      await client.registerVariable({
+        sessionId,
+        name: "pick",
+        type: "choice",
+        constraintsJson: JSON.stringify({ choices: [`${i}${huge.slice(0, 512 * 1024)}`, "b"] }),
+        initialValue: encodeValue("choice", "b").any,
+      });
+      const optimizerId = `${i}${huge.slice(0, 256 * 1024)}`;
+      await client.startOptimization({
+        sessionId,
+        variableIdentifier: "pick",
+        optimizerId,
+        optimizerConfig: { config: huge },
+      });
+      await client.stopOptimization({ sessionId, variableIdentifier: "pick", optimizerId });
+      await client.deleteVariable({ sessionId, variableIdentifier: "pick" });
+    }
+    const after = store.feedAppended();
+    const entries = after.entries - before.entries;
+    const bytes = after.bytes - before.bytes;
+    expect(entries).toBe(40);
+    expect(bytes / entries, `${bytes} bytes in ${entries} feed entries`).toBeLessThan(5 * 1024);
+  }, 60_000);
+
   it("is trimmed by age: old entries go once newer ones are appended", async () => {
     const prefix = `feed${deployment++}:`;
     const { bridge, store } = await replica(prefix, { feedMaxAgeMs: 500 });

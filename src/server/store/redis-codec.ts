@@ -91,15 +91,27 @@ export interface FeedChange {
   /**
    * Who made the change and its metadata, for the kinds whose record does
    * not say (locks and deletes); a write's and a registration's are the
-   * record's `changedBy` and `changeMetadata` / `metadata`.
+   * record's `changedBy` and `changeMetadata` / `metadata`. Left out when
+   * larger than {@link FEED_DETAIL_MAX_BYTES}.
    */
   readonly source?: string;
   readonly metadata?: Readonly<Record<string, string>>;
-  /** A deleted variable's last record without its value: Redis no longer has it. */
+  /**
+   * A deleted variable's last record without its value, metadata and
+   * constraints (Redis no longer has it; watchers act on its id and name).
+   */
   readonly deleted?: Omit<VariableRecord, "value">;
   /** The whole record, as replicas of an earlier version wrote it into the feed. */
   readonly record?: VariableRecord;
 }
+
+/**
+ * The most a change's source and metadata take in the feed. A lock's
+ * optimizer id and configuration are sized only by the request; beyond
+ * this, other replicas' watchers get the lock holder from the record and
+ * no metadata, so that no caller can make feed entries large.
+ */
+export const FEED_DETAIL_MAX_BYTES = 4096;
 
 /** The changes of one commit, as the change feed carries them (without values). */
 export function encodeFeedChanges(changes: readonly VariableChange[]): string {
@@ -108,13 +120,18 @@ export function encodeFeedChanges(changes: readonly VariableChange[]): string {
       const { id, version } = c.variable;
       const head = { kind: c.kind, id, version, timestamp: c.timestamp };
       if (c.kind === "value_changed" || c.kind === "registered") return head;
-      const { value: _value, ...deleted } = c.variable;
-      return {
-        ...head,
-        source: c.source,
-        metadata: c.metadata,
-        ...(c.kind === "deleted" ? { deleted } : {}),
+      const detail = { source: c.source, metadata: c.metadata };
+      const fits = Buffer.byteLength(JSON.stringify(detail)) <= FEED_DETAIL_MAX_BYTES;
+      if (c.kind !== "deleted") return fits ? { ...head, ...detail } : head;
+      const { value: _value, optimization: _lock, ...last } = c.variable;
+      const deleted = {
+        ...last,
+        metadata: {},
+        constraintsJson: "{}",
+        accessControlJson: "",
+        changeMetadata: {},
       };
+      return fits ? { ...head, ...detail, deleted } : { ...head, deleted };
     }),
   );
 }

@@ -620,10 +620,14 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
             sessionId,
             kind: change.kind,
             variable,
-            source: change.source ?? variable.changedBy,
+            source: change.source ?? variable.optimization?.optimizerId ?? variable.changedBy,
             metadata:
               change.metadata ??
-              (change.kind === "registered" ? variable.metadata : variable.changeMetadata),
+              (change.kind === "registered"
+                ? variable.metadata
+                : change.kind === "value_changed"
+                  ? variable.changeMetadata
+                  : {}),
             timestamp: change.timestamp,
           },
           change.version,
