@@ -1,5 +1,6 @@
 import { sessionIdRequired, sessionNotFound } from "./errors.js";
 import type { Limits } from "./limits.js";
+import type { MemoryBudget } from "./memory-budget.js";
 import type { SessionStore, SessionTransaction, SessionView } from "./store/session-store.js";
 import type { AuditTrail } from "./tools/audit-trail.js";
 import type { ToolRegistry } from "./tools/tool-registry.js";
@@ -31,12 +32,23 @@ export interface BridgeCore {
   readonly settings: CoreSettings;
   readonly now: () => number;
   /**
+   * The process's memory budget: while it is exceeded, new sessions and
+   * transactions that grow a session are refused (see {@link transact}).
+   * Without it there is no such check.
+   */
+  readonly memory?: MemoryBudget;
+  /**
    * Reads a session (refreshing its TTL), or fails with NOT_FOUND. This and
    * the two below are the only ways into a session: they agree on which ids
    * can name one, and on auto-creation.
    */
   read<T>(sessionId: string, fn: (view: SessionView) => T): Promise<T>;
-  /** Changes a session atomically (refreshing its TTL), or fails with NOT_FOUND. */
+  /**
+   * Changes a session atomically (refreshing its TTL), or fails with NOT_FOUND.
+   * While the process is above its memory budget, a change that would make
+   * the session hold more bytes is refused with RESOURCE_EXHAUSTED; changes
+   * that keep or shrink it (deletes, locks, smaller values) go through.
+   */
   transact<T>(sessionId: string, fn: (tx: SessionTransaction) => T): Promise<T>;
   /**
    * Reads a session if it exists (refreshing its TTL); undefined when it does
@@ -56,6 +68,7 @@ export function createBridgeCore(
     }
     // Only ids a client could have been given by InitializeSession.
     if (!isClientSessionId(sessionId)) throw sessionNotFound(sessionId);
+    parts.memory?.check();
     await parts.store.createSession(
       {
         id: sessionId,
@@ -81,10 +94,29 @@ export function createBridgeCore(
     return result.value;
   };
 
+  const { memory } = parts;
+  /**
+   * `fn`, refused after the fact when it grew the session while the process
+   * is above its memory budget: the store then drops what it staged. Only
+   * the sum of the session's bytes is compared, so the check costs nothing
+   * per write.
+   */
+  const withinBudget =
+    memory === undefined || memory.limit === 0
+      ? <T>(fn: (tx: SessionTransaction) => T) => fn
+      : <T>(fn: (tx: SessionTransaction) => T) =>
+          (tx: SessionTransaction): T => {
+            const before = tx.bytes;
+            const value = fn(tx);
+            if (tx.bytes > before) memory.check();
+            return value;
+          };
+
   return {
     ...parts,
     read: (sessionId, fn) => inSession(sessionId, () => parts.store.read(sessionId, fn)),
-    transact: (sessionId, fn) => inSession(sessionId, () => parts.store.transact(sessionId, fn)),
+    transact: (sessionId, fn) =>
+      inSession(sessionId, () => parts.store.transact(sessionId, withinBudget(fn))),
     find: async (sessionId, fn) =>
       canNameSession(sessionId) ? parts.store.read(sessionId, fn) : undefined,
   };

@@ -13,6 +13,7 @@ import { createHealthService } from "./health-service.js";
 import { createHttpFront, type HttpFront } from "./http-front.js";
 import { type Limits, limitsFrom } from "./limits.js";
 import { createLogger, type Logger } from "./logger.js";
+import { createMemoryBudget, resolveMemoryBudget } from "./memory-budget.js";
 import {
   codeLabel,
   createMetrics,
@@ -150,7 +151,9 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   });
   const audit = createAuditTrail();
   const tools = createToolRegistry({ now, limits, audit });
+  const memory = createMemoryBudget({ limit: resolveMemoryBudget(config.memoryBudget) });
   const core = createBridgeCore({
+    memory,
     store,
     ops: createVariableOps(limits, now),
     hub,
@@ -209,6 +212,16 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     [...listeners].map(([listener, f]) => ({ labels: { listener }, value: f.connectionCount })),
   );
   metrics.gauge("bridge_remote_tools", "Tools registered by workers.", () => tools.remoteCount);
+  metrics.gauge(
+    "bridge_memory_in_use_bytes",
+    "JavaScript heap in use plus external memory, as last sampled for --memory-budget.",
+    () => memory.used,
+  );
+  metrics.gauge(
+    "bridge_memory_budget_bytes",
+    "The memory budget above which growth is refused (--memory-budget; 0: off).",
+    () => memory.limit,
+  );
   metrics.gauge(
     "bridge_expensive_tool_calls",
     "Calls of expensive tools, running or waiting for a slot (--max-expensive-tool-calls).",
@@ -276,6 +289,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     unsubscribe();
     workerTools.close();
     executor.close();
+    memory.close();
     if (options.sessionStore === undefined) await store.close();
     logger.info("stopped");
   };
@@ -301,6 +315,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
           workerToken: config.workerToken,
           trustedProxies: config.trustedProxies,
           clientPrefix: { v4: config.clientPrefixV4, v6: config.clientPrefixV6 },
+          logger,
         });
         // The direct WatchVariables path counts public clients' streams as
         // the connect-node path does (workers are not counted).
@@ -355,6 +370,12 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
               health: () => ({
                 ok: ready(),
                 sessions: stats.sessions,
+                memory: {
+                  used: memory.used,
+                  budget: memory.limit,
+                  // Reads go on above the budget, so readiness stays as it is.
+                  state: memory.over ? "over_budget" : "ok",
+                },
                 ...storeHealth(),
                 ...(shutdown.signal.aborted ? { draining: true } : {}),
               }),

@@ -294,7 +294,11 @@ export function createBridgeService(
     async registerTools(req, ctx) {
       const toolIds = await workerTools.register(
         req,
-        () => requireWorker(ctx, "RegisterTools"),
+        () => {
+          requireWorker(ctx, "RegisterTools");
+          // Tools are held by the process too: none are added above its budget.
+          core.memory?.check();
+        },
         clientOf(ctx),
       );
       return { success: true, toolIds, errorMessage: "" };

@@ -296,6 +296,14 @@ export const serverOptions = {
     parse: (raw) => bytes(raw),
     group: "limits",
   }),
+  maxBytesPerClient: option({
+    flag: "max-bytes-per-client",
+    placeholder: "<size>",
+    default: 256 * MiB,
+    help: "Bytes the live sessions one public client (by address; see --trusted-proxy) created may hold together; writes that would grow them beyond, and new sessions of a client at the limit, fail with RESOURCE_EXHAUSTED, so one client cannot fill the server's memory within its session quota.",
+    parse: (raw) => bytes(raw),
+    group: "limits",
+  }),
   maxWatchersPerSession: option({
     flag: "max-watchers-per-session",
     placeholder: "<n>",
@@ -375,6 +383,13 @@ export const serverOptions = {
     help: "While the process's resident memory is above this (bytes, or with KiB/MiB/GiB), new calls of expensive tools fail with RESOURCE_EXHAUSTED; 0 turns the check off.",
     parse: (raw) => bytes(raw, 0),
     group: "limits",
+  }),
+  memoryBudget: option<number | "auto">({
+    flag: "memory-budget",
+    placeholder: "<size|auto>",
+    default: "auto",
+    help: "While the process's JavaScript heap in use plus external memory (buffers) is above this, calls that would make the server hold more (new sessions, writes that grow a session, registrations of variables and tools) fail with RESOURCE_EXHAUSTED; reads, deletes and other calls go on. Sampled every 250 ms. auto: three quarters of V8's heap limit (--max-old-space-size); 0 turns the check off.",
+    parse: (raw) => (raw.trim().toLowerCase() === "auto" ? "auto" : bytes(raw, 0)),
   }),
   maxForwardedCallsPerClient: option({
     flag: "max-forwarded-calls-per-client",

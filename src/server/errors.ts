@@ -1,4 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { formatBytes } from "./limits.js";
 import { redactSessionId } from "./logger.js";
 
 /**
@@ -55,6 +56,17 @@ export function clientQuotaReached(held: number, max: number): ConnectError {
 export function sessionLimitReached(maxSessions: number): ConnectError {
   return new ConnectError(
     `session limit reached: ${maxSessions} sessions are live; clean up unused sessions or raise maxSessions`,
+    Code.ResourceExhausted,
+  );
+}
+
+/**
+ * RESOURCE_EXHAUSTED for a change that would take the sessions a client
+ * created past the bytes they may hold together (SessionInit.quota.maxBytes).
+ */
+export function clientBytesReached(held: number, adding: number, max: number): ConnectError {
+  return new ConnectError(
+    `this client's sessions hold ${formatBytes(held)}${adding > 0 ? ` and this call would add ${formatBytes(adding)}` : ""}; the limit is ${formatBytes(max)} (--max-bytes-per-client): delete values or sessions it no longer uses (CleanupSession) or let them expire`,
     Code.ResourceExhausted,
   );
 }

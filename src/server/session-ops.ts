@@ -6,7 +6,7 @@ import { checkMetadata, quote } from "./limits.js";
 import { byName } from "./order.js";
 import type { SessionRecord, SessionTransaction, VariableRecord } from "./store/session-store.js";
 import { checkToolName } from "./tools/tool-registry.js";
-import { checkBatch, lockedVariables } from "./variable-batch.js";
+import { checkBatch, checkPatternWork, lockedVariables, registerWork } from "./variable-batch.js";
 import type { RegisterInput } from "./variable-ops.js";
 
 /**
@@ -70,6 +70,10 @@ export async function openSession(
   }
   for (const name of req.allowedTools) checkToolName(name);
   checkBatch(settings.limits, req.initialVariables.length, "initial_variables");
+  checkPatternWork(
+    registerWork(req.initialVariables),
+    `initial_variables of ${req.initialVariables.length} variables`,
+  );
   const ttlMs = req.ttlSeconds > 0 ? req.ttlSeconds * 1000 : settings.sessionTtlMs;
   const init = {
     id: sessionId,
@@ -92,7 +96,20 @@ export async function openSession(
     // end (workers are not public clients; a call without a peer
     // address, the routes mounted in another server, has none to count).
     const client = caller.worker ? "" : caller.client;
-    const quota = client === "" ? undefined : { client, max: settings.limits.maxSessionsPerClient };
+    const quota =
+      client === ""
+        ? undefined
+        : {
+            client,
+            max: settings.limits.maxSessionsPerClient,
+            maxBytes: settings.limits.maxBytesPerClient,
+          };
+    // Above the memory budget only sessions that exist may be opened: a
+    // reopen holds nothing new.
+    if (core.memory?.over === true) {
+      const existing = chosen ? await core.find(sessionId, (view) => view.session) : undefined;
+      if (existing === undefined) core.memory.check();
+    }
     result = await core.store.createSession(
       quota === undefined ? init : { ...init, quota },
       settings.limits.maxSessions,

@@ -1,4 +1,10 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  type Constraints,
+  constraintsFromJson,
+  PATTERN_CHECK_BUDGET,
+  parseVariableType,
+} from "../values/index.js";
 import type { BridgeCore } from "./bridge-core.js";
 import { compileGlob } from "./glob.js";
 import { formatBytes, type Limits } from "./limits.js";
@@ -48,6 +54,73 @@ export function checkReply(
   }
 }
 
+/**
+ * Most pattern work one request may cause, summed over the values it
+ * writes: value length (UTF-16 units) × instructions of the pattern it is
+ * checked against. Each check is bounded by PATTERN_CHECK_BUDGET, but a
+ * batch checks all its values in one go on the event loop every caller
+ * shares; this allows 20 checks at their own limit (at most ~0.5 s for the
+ * costliest patterns found, ~15 ms typically), not 1,000.
+ */
+export const PATTERN_REQUEST_BUDGET = 20 * PATTERN_CHECK_BUDGET;
+
+/** A value a request would check, with the constraints it is checked against. */
+export interface PatternWork {
+  readonly constraints: Constraints | undefined;
+  readonly value: WriteInput["value"];
+}
+
+/**
+ * Refuses a request whose values would cost more pattern work than
+ * {@link PATTERN_REQUEST_BUDGET}, before any of them is decoded or checked.
+ * The length is bounded from the wire form without decoding it: a string's
+ * JSON text has at least as many UTF-8 bytes as the string has UTF-16 units.
+ * A value longer than its pattern's own limit is refused unmatched, so it
+ * counts at most that limit; `max_length` (code points) caps it likewise.
+ */
+export function checkPatternWork(items: Iterable<PatternWork>, what: string): void {
+  let work = 0;
+  for (const { constraints, value } of items) {
+    const pattern = constraints?.rules.pattern;
+    if (pattern === undefined || value === undefined) continue;
+    let length: number;
+    if ("raw" in value) length = typeof value.raw === "string" ? value.raw.length : 0;
+    else length = value.value.length;
+    length = Math.min(length, pattern.maxValueLength);
+    const maxLength = constraints?.rules.maxLength;
+    if (maxLength !== undefined) length = Math.min(length, 2 * maxLength);
+    work += length * pattern.instructions;
+  }
+  if (work > PATTERN_REQUEST_BUDGET) {
+    throw new ConnectError(
+      `${what} would cost up to ${work} characters × instructions of pattern checks; a request may cost at most ${PATTERN_REQUEST_BUDGET} (20 checks at the per-value limit of ${PATTERN_CHECK_BUDGET}): send fewer or shorter patterned values per request`,
+      Code.ResourceExhausted,
+    );
+  }
+}
+
+/**
+ * The pattern work of variables to register, for {@link checkPatternWork}.
+ * Constraints that do not parse count for nothing here: registering them
+ * is refused with their own error before any value is checked.
+ */
+export function registerWork(inputs: readonly RegisterInput[]): PatternWork[] {
+  const out: PatternWork[] = [];
+  for (const input of inputs) {
+    if (input.constraintsJson === "") continue;
+    try {
+      const type = parseVariableType(input.type);
+      out.push({
+        constraints: constraintsFromJson(type, input.constraintsJson),
+        value: input.value,
+      });
+    } catch {
+      // Deliberately not counted: register() refuses it with a precise message.
+    }
+  }
+  return out;
+}
+
 /** The variables whose names match a glob pattern, ordered by name. */
 export function listMatching(view: SessionView, pattern: string): VariableRecord[] {
   const matches = compileGlob(pattern);
@@ -93,6 +166,7 @@ export function registerMany(
   inputs: readonly RegisterInput[],
   ifAbsent: boolean,
 ): { records: VariableRecord[]; created: string[] } {
+  checkPatternWork(registerWork(inputs), `RegisterVariables of ${inputs.length} variables`);
   const records: VariableRecord[] = [];
   const created: string[] = [];
   for (const input of inputs) {
@@ -146,6 +220,19 @@ export async function setMany(
   const { ops } = core;
   let refused: Pick<BatchResult, "errors" | "errorCodes"> | undefined;
   const response = core.transact(sessionId, (tx): BatchResult => {
+    checkPatternWork(
+      batch.writes.map((write) => {
+        const current = tx.variable(write.identifier);
+        return {
+          constraints:
+            current === undefined
+              ? undefined
+              : constraintsFromJson(current.type, current.constraintsJson),
+          value: write.value,
+        };
+      }),
+      `SetVariables of ${batch.writes.length} values`,
+    );
     const errors: Record<string, string> = {};
     const errorCodes: Record<string, number> = {};
     const fail = (key: string, e: unknown) => {

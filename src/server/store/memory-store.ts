@@ -1,4 +1,4 @@
-import { clientQuotaReached, sessionLimitReached } from "../errors.js";
+import { clientBytesReached, clientQuotaReached, sessionLimitReached } from "../errors.js";
 import {
   createTransaction,
   createView,
@@ -30,7 +30,16 @@ interface MemorySessionState extends SessionState {
   /** Expiry bucket (whole second) this session is filed under. */
   bucket: number;
   /** The client it counts against (SessionInit.quota). */
-  client: string | undefined;
+  client: ClientShare | undefined;
+}
+
+/** What one client's live sessions hold together (SessionInit.quota). */
+interface ClientShare {
+  readonly client: string;
+  sessions: number;
+  bytes: number;
+  /** Bytes its sessions may hold together; Infinity without a limit. */
+  maxBytes: number;
 }
 
 const BUCKET_MS = 1000;
@@ -48,8 +57,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
   const sweepSliceMs = options.sweepSliceMs ?? 8;
   const sessions = new Map<string, MemorySessionState>();
   const buckets = new Map<number, Set<string>>();
-  /** Live sessions per client (SessionInit.quota). */
-  const perClient = new Map<string, number>();
+  /** Sessions and bytes per client (SessionInit.quota). */
+  const perClient = new Map<string, ClientShare>();
   const listeners = new Set<(event: StoreEvent) => void>();
   let variableTotal = 0;
   let sweeping = false;
@@ -79,10 +88,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
     if (set?.size === 0) buckets.delete(state.bucket);
     const count = state.vars.size;
     variableTotal -= count;
-    if (state.client !== undefined) {
-      const left = (perClient.get(state.client) ?? 1) - 1;
-      if (left === 0) perClient.delete(state.client);
-      else perClient.set(state.client, left);
+    const share = state.client;
+    if (share !== undefined) {
+      share.sessions--;
+      share.bytes -= state.bytes;
+      if (share.sessions === 0) perClient.delete(share.client);
     }
     publish({ type: "session_ended", sessionId: state.record.id, reason });
     return count;
@@ -111,7 +121,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
   const runTransaction = <T>(state: MemorySessionState, fn: (tx: SessionTransaction) => T): T => {
     const tx = createTransaction(state);
     const value = fn(tx.api);
+    const share = state.client;
+    const growth = tx.staged().bytes;
+    if (share !== undefined && growth > 0 && share.bytes + growth > share.maxBytes) {
+      throw clientBytesReached(share.bytes, growth, share.maxBytes);
+    }
     const delta = tx.commit();
+    if (share !== undefined) share.bytes += growth;
     variableTotal += delta;
     for (const change of tx.changes) publish({ type: "change", change });
     return value;
@@ -159,9 +175,18 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
       const existing = live(init.id);
       if (existing !== undefined) return { session: existing.record, created: false };
       if (sessions.size >= maxSessions) throw sessionLimitReached(maxSessions);
-      const held = init.quota === undefined ? 0 : (perClient.get(init.quota.client) ?? 0);
-      if (init.quota !== undefined && held >= init.quota.max)
-        throw clientQuotaReached(held, init.quota.max);
+      const { quota } = init;
+      let share = quota === undefined ? undefined : perClient.get(quota.client);
+      if (quota !== undefined) {
+        const maxBytes = quota.maxBytes ?? Number.POSITIVE_INFINITY;
+        if (share !== undefined && share.sessions >= quota.max)
+          throw clientQuotaReached(share.sessions, quota.max);
+        if (share !== undefined && share.bytes >= maxBytes)
+          throw clientBytesReached(share.bytes, 0, maxBytes);
+        share ??= { client: quota.client, sessions: 0, bytes: 0, maxBytes };
+        // The limit in force is the one the latest session was created under.
+        share.maxBytes = maxBytes;
+      }
       const t = now();
       const state: MemorySessionState = {
         ...emptySessionState({
@@ -174,15 +199,23 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
           nextVariableSeq: 1,
         }),
         bucket: Number.NaN,
-        client: init.quota?.client,
+        client: share,
       };
       // Run the setup before the session becomes visible, so a failing
       // setup leaves no half-created session behind.
       const tx = createTransaction(state);
       setup?.(tx.api);
+      const initial = tx.staged().bytes;
+      if (share !== undefined && initial > 0 && share.bytes + initial > share.maxBytes) {
+        throw clientBytesReached(share.bytes, initial, share.maxBytes);
+      }
       variableTotal += tx.commit();
       sessions.set(init.id, state);
-      if (init.quota !== undefined) perClient.set(init.quota.client, held + 1);
+      if (share !== undefined) {
+        share.sessions++;
+        share.bytes += initial;
+        perClient.set(share.client, share);
+      }
       file(state);
       for (const change of tx.changes) publish({ type: "change", change });
       return { session: state.record, created: true };

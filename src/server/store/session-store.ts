@@ -84,8 +84,13 @@ export interface SessionInit {
   /**
    * The client creating it, counted until the session ends: creation is
    * refused with RESOURCE_EXHAUSTED when the client holds `max` sessions.
+   * With `maxBytes`, the bytes of the client's sessions (SessionView.bytes)
+   * are counted together too: a new session of a client at that limit,
+   * and any transaction of one of its sessions that would take them past
+   * it, are refused with RESOURCE_EXHAUSTED (changes that shrink a session
+   * always go through).
    */
-  readonly quota?: { readonly client: string; readonly max: number };
+  readonly quota?: { readonly client: string; readonly max: number; readonly maxBytes?: number };
 }
 
 /**
