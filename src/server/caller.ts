@@ -16,6 +16,8 @@ import {
   createContextValues,
   type HandlerContext,
 } from "@connectrpc/connect";
+import { createLogSampler } from "./log-sampler.js";
+import type { Logger } from "./logger.js";
 
 /** Who is calling, as the listener and the request's credentials say. */
 export interface Caller {
@@ -28,9 +30,27 @@ export interface Caller {
    * grouped by network prefix ({@link clientKey}).
    */
   readonly client: string;
+  /**
+   * Set when the caller sent a bearer token while its client is cooling
+   * down after too many wrong ones: the token was not compared.
+   */
+  readonly tokenThrottle: TokenThrottleState | undefined;
 }
 
-const anonymous: Caller = Object.freeze({ kind: "public", badToken: false, client: "" });
+/** Why a client's bearer token went unchecked, for the refusal's message. */
+export interface TokenThrottleState {
+  /** Milliseconds until its tokens are compared again. */
+  readonly waitMs: number;
+  readonly maxFailures: number;
+  readonly windowMs: number;
+}
+
+const anonymous: Caller = Object.freeze({
+  kind: "public",
+  badToken: false,
+  client: "",
+  tokenThrottle: undefined,
+});
 
 /** Where a handler finds its {@link Caller}; public unless a listener says otherwise. */
 export const callerKey = createContextKey<Caller>(anonymous, { description: "bridge caller" });
@@ -39,7 +59,9 @@ export const callerKey = createContextKey<Caller>(anonymous, { description: "bri
  * Returns the `contextValues` function of a listener. On the worker
  * listener every caller is a worker. On the public port a caller is a
  * worker only with the right bearer token, compared in constant time (as
- * digests, so not even the token's length leaks).
+ * digests, so not even the token's length leaks). A client that sent too
+ * many wrong tokens has its tokens ignored for a cool-down
+ * ({@link TokenThrottleOptions}), so guessing costs it minutes per handful.
  */
 export function callerResolver(options: {
   readonly listener: "public" | "worker";
@@ -48,6 +70,10 @@ export function callerResolver(options: {
   readonly trustedProxies: readonly string[];
   /** Prefix lengths clients are grouped by (default /32 and /64). */
   readonly clientPrefix?: ClientPrefix;
+  /** How wrong tokens are throttled per client. */
+  readonly tokenThrottle?: TokenThrottleOptions;
+  /** Told (sampled) when a client starts a cool-down. */
+  readonly logger?: Logger;
 }): (req: CallerRequest) => ContextValues {
   const proxies = new Set(options.trustedProxies.map(normalizeAddress));
   const prefix = options.clientPrefix ?? defaultClientPrefix;
@@ -66,19 +92,115 @@ export function callerResolver(options: {
         kind: "worker",
         badToken: false,
         client: clientOf(req),
+        tokenThrottle: undefined,
       });
   }
   const expected = options.workerToken === "" ? undefined : digest(options.workerToken);
+  const throttle = createTokenThrottle(options.tokenThrottle);
+  const throttled =
+    options.logger === undefined
+      ? undefined
+      : createLogSampler(options.logger, {
+          level: "warn",
+          msg: "wrong worker tokens: a client's tokens go unchecked for a while",
+        });
   return (req) => {
     const client = clientOf(req);
     const header = req.headers.authorization;
     const auth = Array.isArray(header) ? header[0] : header;
-    let caller: Caller = { kind: "public", badToken: false, client };
+    let caller: Caller = { kind: "public", badToken: false, client, tokenThrottle: undefined };
     if (auth !== undefined && /^bearer /i.test(auth)) {
-      const ok = expected !== undefined && timingSafeEqual(digest(auth.slice(7).trim()), expected);
-      caller = ok ? { kind: "worker", badToken: false, client } : { ...caller, badToken: true };
+      const waiting = throttle.check(client);
+      if (waiting !== undefined) {
+        caller = { ...caller, tokenThrottle: waiting };
+      } else if (
+        expected !== undefined &&
+        timingSafeEqual(digest(auth.slice(7).trim()), expected)
+      ) {
+        throttle.succeeded(client);
+        caller = { ...caller, kind: "worker" };
+      } else {
+        if (throttle.failed(client)) throttled?.report({ client, ...throttle.settings });
+        caller = { ...caller, badToken: true };
+      }
     }
     return createContextValues().set(callerKey, caller);
+  };
+}
+
+/** How {@link callerResolver} throttles wrong worker tokens. */
+export interface TokenThrottleOptions {
+  /** Wrong tokens one client may send within `windowMs` (default 10). */
+  readonly maxFailures?: number;
+  /** Default one minute. */
+  readonly windowMs?: number;
+  /** How long its tokens then go unchecked (default one minute). */
+  readonly coolDownMs?: number;
+  /**
+   * Clients counted at once (default 10,000; about 100 bytes each): the
+   * least recently seen is forgotten first, so the counters stay bounded
+   * whatever number of addresses guess.
+   */
+  readonly maxClients?: number;
+  /** The clock (tests replace it). */
+  readonly now?: () => number;
+}
+
+interface Strikes {
+  failures: number;
+  /** When the window of these failures began. */
+  since: number;
+  /** 0, or when the cool-down ends. */
+  until: number;
+}
+
+/** Wrong-token counters per client; see {@link TokenThrottleOptions}. */
+function createTokenThrottle(options: TokenThrottleOptions = {}) {
+  const settings = {
+    maxFailures: options.maxFailures ?? 10,
+    windowMs: options.windowMs ?? 60_000,
+    coolDownMs: options.coolDownMs ?? 60_000,
+  };
+  const maxClients = options.maxClients ?? 10_000;
+  const now = options.now ?? Date.now;
+  // In order of last failure, so the first entries are the stalest.
+  const clients = new Map<string, Strikes>();
+  const stale = (s: Strikes, t: number) =>
+    s.until === 0 ? t - s.since >= settings.windowMs : t >= s.until;
+  return {
+    settings,
+    /** The client's cool-down, if it is in one. */
+    check(client: string): TokenThrottleState | undefined {
+      const s = clients.get(client);
+      if (s === undefined || s.until === 0) return undefined;
+      const waitMs = s.until - now();
+      return waitMs > 0 ? { ...settings, waitMs } : undefined;
+    },
+    /** Counts a wrong token; true when it starts the client's cool-down. */
+    failed(client: string): boolean {
+      const t = now();
+      const previous = clients.get(client);
+      clients.delete(client);
+      const s =
+        previous === undefined || stale(previous, t)
+          ? { failures: 0, since: t, until: 0 }
+          : previous;
+      s.failures++;
+      if (s.failures >= settings.maxFailures) s.until = t + settings.coolDownMs;
+      clients.set(client, s);
+      // Forget from the stalest end: any over the cap, and those whose
+      // time ran out, so entries do not wait for the cap to go.
+      for (const [key, oldest] of clients) {
+        if (key === client || (clients.size <= maxClients && !stale(oldest, t))) break;
+        clients.delete(key);
+      }
+      // (Only a client out of its cool-down gets here: see check.)
+      return s.failures === settings.maxFailures;
+    },
+    /** The right token: the client's count starts over. */
+    succeeded(client: string): void {
+      clients.delete(client);
+    },
   };
 }
 
@@ -160,6 +282,13 @@ function digest(text: string): Buffer {
 export function requireWorker(ctx: HandlerContext, operation: string): void {
   const caller = ctx.values.get(callerKey);
   if (caller.kind === "worker") return;
+  const throttle = caller.tokenThrottle;
+  if (throttle !== undefined) {
+    throw new ConnectError(
+      `${operation}: too many wrong worker tokens from this client (${throttle.maxFailures} within ${Math.round(throttle.windowMs / 1000)} s), so its tokens are not checked for now; wait ${Math.ceil(throttle.waitMs / 1000)} s, then send the right one`,
+      Code.ResourceExhausted,
+    );
+  }
   if (caller.badToken) {
     throw new ConnectError(
       `${operation}: the bearer token is not this bridge's worker token`,

@@ -108,9 +108,16 @@ export const serverOptions = {
     flag: "worker-token",
     placeholder: "<token>",
     default: "",
-    help: "Secret that makes a caller on the public port a worker when sent as authorization: Bearer <token>; at least 32 characters. Unset: no caller on the public port is a worker.",
+    help: "Secret that makes a caller on the public port a worker when sent as authorization: Bearer <token>; at least 32 characters, not made by hand (openssl rand -base64 32). A flag's value shows in ps: prefer --worker-token-file or the environment variable. Unset: no caller on the public port is a worker.",
     parse: token,
     secret: true,
+  }),
+  workerTokenFile: option({
+    flag: "worker-token-file",
+    placeholder: "<path>",
+    default: "",
+    help: "File holding the worker token (e.g. openssl rand -base64 32 > file), read at startup, a trailing newline ignored; unlike --worker-token it never shows in ps. Not together with --worker-token.",
+    parse: nonEmpty,
   }),
   workerAllow: option({
     flag: "worker-allow",

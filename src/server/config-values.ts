@@ -113,13 +113,44 @@ export function keyPrefix(raw: string): string {
   return t;
 }
 
-/** A bearer token: at least 32 printable ASCII characters, never shown back. */
+const makeToken = "make one with openssl rand -base64 32";
+
+/**
+ * A bearer token: at least 32 printable ASCII characters that do not look
+ * made by hand, never shown back. Length alone lets `aaaa…` through; what
+ * `openssl rand` makes has dozens of distinct characters, no period and
+ * no long runs, so these checks refuse only tokens a guesser would try
+ * first (the odds of a random one failing them are negligible).
+ */
 export function token(raw: string): string {
   const t = raw.trim();
-  if (t.length < 32)
-    throw new Error("must be at least 32 characters (use e.g. openssl rand -hex 32)");
+  if (t.length < 32) throw new Error(`must be at least 32 characters; ${makeToken}`);
   if (!/^[\x21-\x7e]+$/.test(t)) throw new Error("must be printable ASCII without spaces");
+  const weakness = tokenWeakness(t);
+  if (weakness !== undefined)
+    throw new Error(`must not be easy to guess, but ${weakness}; ${makeToken}`);
   return t;
+}
+
+/** Why `t` looks made by hand (never quoting it), or undefined. */
+function tokenWeakness(t: string): string | undefined {
+  const distinct = new Set(t).size;
+  if (distinct < 10) {
+    return `it has ${distinct} distinct character${distinct === 1 ? "" : "s"} (at least 10 needed)`;
+  }
+  // The shortest p with t[i] === t[i - p] throughout: a unit repeated.
+  for (let p = 1; p <= t.length / 2; p++) {
+    let repeats = true;
+    for (let i = p; i < t.length && repeats; i++) repeats = t[i] === t[i - p];
+    if (repeats) return `it repeats a ${p}-character pattern`;
+  }
+  // Steps of -1, 0 or +1 between neighbours: abcd…, 1234…, aabb….
+  let steps = 0;
+  for (let i = 1; i < t.length; i++) {
+    if (Math.abs(t.charCodeAt(i) - t.charCodeAt(i - 1)) <= 1) steps++;
+  }
+  if (steps * 2 > t.length - 1) return "it is mostly runs like abcd or 1234";
+  return undefined;
 }
 
 /** A list of request header names (RFC 9110 tokens), lower-cased; at least one. */

@@ -119,7 +119,7 @@ describe("parseServerConfig", () => {
   });
 
   it("collects worker allowlist patterns and never shows the worker token", () => {
-    const token = "t".repeat(40);
+    const token = "q0VhL3s9Xk2mB7cR4tYw8ZpN1jF6dG5aE";
     const config = parse(["--worker-allow", "10.0.0.7:50100,*.workers.internal:*"], {
       UB_WORKER_TOKEN: token,
     });

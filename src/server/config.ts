@@ -6,6 +6,7 @@
  * `config-options.ts`; this file reads argv (with `node:util` `parseArgs`)
  * and the environment against it, and writes `--help` from it.
  */
+import { closeSync, openSync, readSync } from "node:fs";
 import { parseArgs } from "node:util";
 import {
   defaultServerConfig,
@@ -58,19 +59,63 @@ export function parseServerConfig(
   if (fromFlags === "help") return { help: serverHelp() };
 
   const config: Record<string, unknown> = { ...defaultServerConfig };
+  /** Where each setting came from, as messages name it. */
+  const sources = new Map<Key, string>();
   for (const [key, option] of optionEntries) {
     const flagged = fromFlags.get(key);
     const envValue = env[option.env];
     if (flagged !== undefined) {
       const parsed = flagged.map((v) => parseOne(option, v, `--${option.flag}`));
       config[key] = option.repeatable ? parsed.flat() : parsed[0];
+      sources.set(key, `--${option.flag}`);
     } else if (envValue !== undefined && envValue.trim() !== "") {
       config[key] = parseOne(option, envValue, option.env);
+      sources.set(key, option.env);
     }
   }
   const result = config as ServerConfig;
   checkCombination(result);
+  if (result.workerTokenFile !== "") {
+    const source = sources.get("workerTokenFile") ?? settingName("workerTokenFile");
+    config.workerToken = parseOne(
+      serverOptions.workerToken,
+      readTokenFile(result.workerTokenFile, source),
+      source,
+    );
+  }
   return result;
+}
+
+// A token is tens of bytes: reading more (a wrong path such as /dev/zero
+// or a log file) would only hold memory for a refusal.
+const maxTokenFileBytes = 4096;
+
+/** The content of a token file, at most {@link maxTokenFileBytes}, trailing newline trimmed. */
+function readTokenFile(file: string, source: string): string {
+  const made = `write one with openssl rand -base64 32 > ${file}`;
+  let text: string;
+  try {
+    const fd = openSync(file, "r");
+    try {
+      const buffer = Buffer.alloc(maxTokenFileBytes + 1);
+      const length = readSync(fd, buffer, 0, buffer.length, null);
+      if (length > maxTokenFileBytes) {
+        throw new ConfigError(
+          `${source}: ${file} is over ${maxTokenFileBytes} bytes; it must hold the token only`,
+        );
+      }
+      text = buffer.toString("utf8", 0, length);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (e) {
+    if (e instanceof ConfigError) throw e;
+    const reason = (e as NodeJS.ErrnoException).code ?? String(e);
+    throw new ConfigError(`${source}: cannot read ${file} (${reason}); ${made}`, { cause: e });
+  }
+  const token = text.replace(/\r?\n$/, "");
+  if (token.trim() === "") throw new ConfigError(`${source}: ${file} is empty; ${made}`);
+  return token;
 }
 
 /** The raw values of each flag given, in order; "help" once `--help` or `-h` comes. */
@@ -154,6 +199,11 @@ function checkCombination(config: ServerConfig): void {
         throw new ConfigError(`${a} and ${b} are both ${pa}; each listener needs its own port`);
       }
     }
+  }
+  if (config.workerToken !== "" && config.workerTokenFile !== "") {
+    throw new ConfigError(
+      `${settingName("workerToken")} and ${settingName("workerTokenFile")} are both set; give the worker token by one of them only (the file or the variable keeps it out of ps)`,
+    );
   }
   if (config.maxRequestBytes < config.maxValueBytes) {
     throw new ConfigError(

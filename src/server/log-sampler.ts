@@ -22,6 +22,8 @@ export interface LogSamplerOptions {
   readonly msg: string;
   /** Length of a window (default 10 s). */
   readonly windowMs?: number;
+  /** Fields the window's summary line carries too, e.g. which outcome it counts. */
+  readonly fields?: LogFields;
 }
 
 /**
@@ -46,7 +48,11 @@ export function createLogSampler(logger: Logger, options: LogSamplerOptions): Lo
     const left = inWindow - 1;
     inWindow = 0;
     if (left > 0) {
-      logger[options.level](`${options.msg} (more of the same)`, { suppressed: left, windowMs });
+      logger[options.level](`${options.msg} (more of the same)`, {
+        ...options.fields,
+        suppressed: left,
+        windowMs,
+      });
     }
   };
   return {
@@ -63,6 +69,61 @@ export function createLogSampler(logger: Logger, options: LogSamplerOptions): Lo
     },
     get suppressed() {
       return suppressed;
+    },
+  };
+}
+
+/** Samplers of one message, one per key; see {@link createKeyedLogSampler}. */
+export interface KeyedLogSampler {
+  /**
+   * One event of the kind `key` names (e.g. `{ outcome: "denied" }`): logged
+   * with `key` and `fields` if it is the first of its window, else counted.
+   */
+  report(key: Readonly<Record<string, string>>, fields?: LogFields): void;
+  /** Events left out of the log since the process started, all keys together. */
+  readonly suppressed: number;
+}
+
+/**
+ * Creates samplers of one message, one per key, so that one kind of event
+ * (one outcome) never hides another in its count; each summary line names
+ * its key. Keys should come from a small closed set (outcomes, codes): past
+ * `maxKeys` (default 64) distinct keys, the others share one sampler,
+ * whose summary says so, so a caller inventing keys cannot grow the map.
+ *
+ * @example
+ * ```ts
+ * const executed = createKeyedLogSampler(logger, { level: "info", msg: "tool executed" });
+ * executed.report({ outcome: "not_found" }, { tool, session });
+ * ```
+ */
+export function createKeyedLogSampler(
+  logger: Logger,
+  options: LogSamplerOptions & { readonly maxKeys?: number },
+): KeyedLogSampler {
+  const maxKeys = options.maxKeys ?? 64;
+  const samplers = new Map<string, LogSampler>();
+  let others: LogSampler | undefined;
+  const samplerOf = (key: Readonly<Record<string, string>>): LogSampler => {
+    const id = JSON.stringify(key);
+    let sampler = samplers.get(id);
+    if (sampler !== undefined) return sampler;
+    if (samplers.size >= maxKeys) {
+      others ??= createLogSampler(logger, { ...options, fields: { others: true } });
+      return others;
+    }
+    sampler = createLogSampler(logger, { ...options, fields: { ...options.fields, ...key } });
+    samplers.set(id, sampler);
+    return sampler;
+  };
+  return {
+    report(key, fields) {
+      samplerOf(key).report({ ...fields, ...key });
+    },
+    get suppressed() {
+      let n = others?.suppressed ?? 0;
+      for (const sampler of samplers.values()) n += sampler.suppressed;
+      return n;
     },
   };
 }

@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { sessionEnded } from "./errors.js";
+import { createKeyedLogSampler } from "./log-sampler.js";
 import { type Logger, redactSessionId } from "./logger.js";
 import type { MetricsRegistry } from "./metrics.js";
 import type { SessionStore } from "./store/session-store.js";
@@ -89,11 +90,21 @@ export function reportAudit(
       if (entry.action === "execute" || entry.target !== "local") shared.append(entry);
     });
   }
+  // Any public client can fail calls (an unknown tool, a denied one, a
+  // registration without the token) as fast as it can send them: those
+  // lines are sampled per outcome, so 30,000 failures write a few lines
+  // (the metrics and the audit trail still count each). Successful
+  // executions and registrations stay one line each: they are the audit log.
+  const refusedRegistrations = createKeyedLogSampler(logger, {
+    level: "info",
+    msg: "tool registered",
+  });
+  const failedExecutions = createKeyedLogSampler(logger, { level: "info", msg: "tool executed" });
   audit.subscribe((entry) => {
     const session = entry.sessionId === "" ? "(global)" : redactSessionId(entry.sessionId);
     if (entry.action !== "execute") {
       registrations.inc({ action: entry.action, outcome: entry.outcome });
-      logger.info(entry.action === "register" ? "tool registered" : "tool removed", {
+      const fields = {
         event: `tool_${entry.action}`,
         session,
         tool: entry.tool,
@@ -101,7 +112,12 @@ export function reportAudit(
         target: entry.target,
         ...(entry.worker === undefined ? {} : { worker: entry.worker }),
         ...(entry.error === undefined ? {} : { error: entry.error }),
-      });
+      };
+      if (entry.action === "register" && entry.outcome !== "ok") {
+        refusedRegistrations.report({ event: fields.event, outcome: entry.outcome }, fields);
+      } else {
+        logger.info(entry.action === "register" ? "tool registered" : "tool removed", fields);
+      }
       return;
     }
     // A label per name a caller makes up would let anyone grow /metrics
@@ -110,6 +126,20 @@ export function reportAudit(
       tool: entry.outcome === "not_found" ? "(unregistered)" : entry.tool,
       outcome: entry.outcome,
     });
+    if (entry.outcome !== "ok") {
+      failedExecutions.report(
+        { event: "tool_execution", outcome: entry.outcome },
+        {
+          session,
+          tool: entry.tool,
+          started_at: new Date(entry.startedAt).toISOString(),
+          duration_ms: entry.durationMs,
+          target: entry.target,
+          ...(entry.error === undefined ? {} : { error: entry.error }),
+        },
+      );
+      return;
+    }
     logger.info("tool executed", {
       event: "tool_execution",
       session,

@@ -4,6 +4,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { BridgeService, type ToolChunk } from "../../gen/snakepit/bridge/bridge_pb.js";
 import { convertJsonAny } from "../../values/index.js";
 import { clip } from "../limits.js";
+import { createKeyedLogSampler } from "../log-sampler.js";
 import { type Logger, redactSessionId } from "../logger.js";
 import type { RegisteredTool } from "./tool-registry.js";
 import { finalChunk, type RunOutcome, type ToolCall, type ToolFinish } from "./tool-run.js";
@@ -61,6 +62,12 @@ export interface RemoteRunnerOptions {
 /** Creates the forwarding runner, with its pool of worker connections. */
 export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
   const { logger, instanceId, timeoutMs, readMaxBytes } = options;
+  // Callers can repeat a call whose worker is down at will: logged per code,
+  // the first of each window in full (metrics and the audit count each).
+  const forwardFailures = createKeyedLogSampler(logger, {
+    level: "warn",
+    msg: "forwarded tool call failed",
+  });
   // Least recently used first: a Map keeps insertion order.
   const workers = new Map<
     string,
@@ -103,14 +110,16 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
   const forwardFailure = (tool: RegisteredTool, e: unknown, sessionId: string): string => {
     const err = ConnectError.from(e);
     const target = tool.target as RemoteTarget;
-    logger.warn("forwarded tool call failed", {
-      session: redactSessionId(sessionId),
-      tool: tool.name,
-      worker: target.workerId,
-      address: target.address.display,
-      code: Code[err.code],
-      error: err.rawMessage,
-    });
+    forwardFailures.report(
+      { code: Code[err.code] },
+      {
+        session: redactSessionId(sessionId),
+        tool: tool.name,
+        worker: target.workerId,
+        address: target.address.display,
+        error: err.rawMessage,
+      },
+    );
     switch (err.code) {
       case Code.Unavailable:
         return `the worker hosting tool '${tool.name}' is unreachable (unavailable); try again later`;

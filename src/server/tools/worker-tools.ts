@@ -2,6 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { RegisterToolsRequest } from "../../gen/snakepit/bridge/bridge_pb.js";
 import type { BridgeCore } from "../bridge-core.js";
 import { clip } from "../limits.js";
+import { createKeyedLogSampler } from "../log-sampler.js";
 import { type Logger, redactSessionId } from "../logger.js";
 import type { SharedTool } from "./shared-tools.js";
 import type { ToolInput } from "./tool-registry.js";
@@ -72,6 +73,13 @@ export function createWorkerTools(
     return tools.applyRemote(accepted, workerId);
   };
 
+  // Anyone reaching the public port can have registrations refused as fast
+  // as it sends them: logged per code, the first of each window in full.
+  const refusals = createKeyedLogSampler(logger, {
+    level: "warn",
+    msg: "tool registration refused",
+  });
+
   /** Logs and audits a refused registration (a few of its tool names, never its address). */
   const refused = (req: RegisterToolsRequest, error: ConnectError) => {
     const outcome =
@@ -83,14 +91,16 @@ export function createWorkerTools(
             ? "denied"
             : "error";
     const names = req.tools.slice(0, 8).map((t) => clip(t.name, 64));
-    logger.warn("tool registration refused", {
-      event: "tool_register",
-      session: req.sessionId === "" ? "(global)" : redactSessionId(req.sessionId),
-      worker: clip(req.workerId, 64),
-      tools: names,
-      code: Code[error.code],
-      error: error.rawMessage,
-    });
+    refusals.report(
+      { code: Code[error.code] },
+      {
+        event: "tool_register",
+        session: req.sessionId === "" ? "(global)" : redactSessionId(req.sessionId),
+        worker: clip(req.workerId, 64),
+        tools: names,
+        error: error.rawMessage,
+      },
+    );
     for (const name of names) {
       core.audit.record({
         action: "register",
