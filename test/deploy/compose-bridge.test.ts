@@ -199,8 +199,11 @@ describe("the compose bridge replica, run as compose starts it", () => {
         }
       }
       expect(refused, "no write was refused").toBeDefined();
-      // An error that says the store refused, not a silent success.
-      expect([Code.Unavailable, Code.ResourceExhausted], refused?.message).toContain(refused?.code);
+      // An error that says the store is full, not a silent success, and
+      // nothing of Redis's own (its address, its OOM text) in it.
+      expect(refused?.code, refused?.message).toBe(Code.ResourceExhausted);
+      expect(refused?.rawMessage).toContain("the session store is full");
+      expect(refused?.rawMessage).not.toMatch(/OOM|redis:\/\/|script/i);
       // Nothing was evicted: the other session reads as it was written.
       await admin.config("SET", "maxmemory", "0");
       const read = await client.getVariable({

@@ -36,7 +36,13 @@
 import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
-import { clientQuotaReached, sessionEndedBeforeTools, sessionLimitReached } from "../errors.js";
+import {
+  clientBytesReached,
+  clientQuotaReached,
+  sessionEndedBeforeTools,
+  sessionLimitReached,
+} from "../errors.js";
+import { createLogSampler } from "../log-sampler.js";
 import type { Logger } from "../logger.js";
 import { parseRedisUrl } from "../redis-url.js";
 import type { AuditEntry } from "../tools/audit-trail.js";
@@ -225,11 +231,29 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     ];
   };
 
+  // What Redis said reaches the log (sampled: every caller of a failing
+  // store would otherwise write a line), never the caller: its address and
+  // replies (script hashes, OOM text) are internal.
+  const storeFailures = options.logger
+    ? createLogSampler(options.logger, { level: "warn", msg: "session store call failed" })
+    : undefined;
   const unavailable = (e: unknown): ConnectError => {
     if (e instanceof ConnectError) return e;
     const message = e instanceof Error ? e.message : String(e);
+    storeFailures?.report({ store: shownUrl, error: message });
+    // Redis at its maxmemory with noeviction refuses writes with "OOM …":
+    // retrying does not help until space is freed.
+    if (/^(?:ERR Error running script.*)?OOM\b|\bOOM command not allowed/.test(message)) {
+      return new ConnectError(
+        "the session store is full (its memory limit is reached): the write was refused and nothing changed; it will succeed once sessions expire or are cleaned up",
+        Code.ResourceExhausted,
+        undefined,
+        undefined,
+        e,
+      );
+    }
     return new ConnectError(
-      `the session store (Redis at ${shownUrl}) is unavailable: ${message}; retry shortly`,
+      "the session store is unavailable; retry shortly",
       Code.Unavailable,
       undefined,
       undefined,
@@ -856,6 +880,14 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         settle();
         return;
       }
+      if (reply[0] === "clientbytes") {
+        // Together they take the session's client past its bytes: each is
+        // judged on its own, so a change that fits is not refused for
+        // another's growth.
+        ownChanges.delete(ownKey(sessionId, String(rev)));
+        for (const job of jobs) await attempt(sessionId, job.fn).then(job.resolve, job.reject);
+        return;
+      }
       // Another replica wrote first: run them all again on the current state.
       ownChanges.delete(ownKey(sessionId, String(rev)));
       cache.delete(sessionId);
@@ -921,6 +953,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       if (reply === null || reply[0] === "expired") {
         cache.delete(sessionId);
         return undefined;
+      }
+      // Decided on the current revision (the script checks it first).
+      if (reply[0] === "clientbytes") {
+        throw clientBytesReached(Number(reply[1]), Number(reply[2]), Number(reply[3]));
       }
       if (reply[0] === "ok") {
         if (tx.changes.length > 0)
@@ -1078,6 +1114,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           init.quota?.client ?? "",
           String(init.quota?.max ?? 0),
           feedMaxAgeMs,
+          String(init.quota?.maxBytes ?? 0),
         ),
       );
       if (reply?.[0] !== "ok") ownChanges.delete(ownKey(init.id, "1"));
@@ -1085,6 +1122,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         appended("t", "c", "sid", init.id, "rev", "1", "r", replica, "ev", ev);
       if (reply?.[0] === "quota") {
         throw clientQuotaReached(Number(reply[1]), init.quota?.max ?? 0);
+      }
+      if (reply?.[0] === "clientbytes") {
+        throw clientBytesReached(
+          Number(reply[1]),
+          state.bytes + tx.staged().bytes,
+          init.quota?.maxBytes ?? 0,
+        );
       }
       if (reply?.[0] === "exists") {
         const existing = await load(init.id);
