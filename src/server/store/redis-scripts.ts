@@ -12,9 +12,10 @@
  * dependency list, then the deployment's expiry index (a sorted set of
  * session ids by expiry), its change feed (a stream), its variable count,
  * its remote tools (a hash of `sessionId|name` to the tool), the count
- * of remote tools per session, the count of live sessions per client and
- * the number of the feed's last entry. The session's keys share the `{id}`
- * hash tag.
+ * of remote tools per session, the count of live sessions per client
+ * (field: the client) with the bytes they hold (field: `bytes:` and the
+ * client) and the number of the feed's last entry. The session's keys
+ * share the `{id}` hash tag.
  */
 
 /**
@@ -34,6 +35,23 @@ local function append(key, counter, maxLen, maxAgeMs, ...)
   local t = redis.call('TIME')
   local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(maxAgeMs)
   if oldest > 0 then redis.call('XTRIM', key, 'MINID', '~', string.format('%.0f', oldest)) end
+end
+`;
+
+/**
+ * Lua shared by the scripts that end a session: it no longer counts
+ * against the client that created it, neither as a session nor in bytes.
+ */
+const releaseClient = `
+local function release(clients, s)
+  local f = redis.call('HMGET', s, 'client', 'bytes')
+  local client = f[1]
+  if not client then return end
+  if redis.call('HINCRBY', clients, client, -1) <= 0 then redis.call('HDEL', clients, client) end
+  local b = tonumber(f[2] or '0')
+  if b > 0 and redis.call('HINCRBY', clients, 'bytes:' .. client, -b) <= 0 then
+    redis.call('HDEL', clients, 'bytes:' .. client)
+  end
 end
 `;
 
@@ -72,21 +90,19 @@ return {'full', f[1], string.format('%.0f', exp), redis.call('HGET', s, 'rec'),
    * Creates a session unless a live one has the id.
    * ARGV: now, graceMs, sessionId, replica, maxSessions, payload, changes
    * (without values), feedMaxLen, client ("" for none), maxPerClient,
-   * feedMaxAgeMs.
-   * Returns {"exists"}, {"full"}, {"quota", held} or {"ok", rev, exp}.
+   * feedMaxAgeMs, maxBytesPerClient (0 for none).
+   * Returns {"exists"}, {"full"}, {"quota", held}, {"clientbytes", held} or
+   * {"ok", rev, exp}.
    */
   ubCreate: {
     numberOfKeys: 12,
-    lua: `${appendToFeed}
+    lua: `${appendToFeed}${releaseClient}
 local s = KEYS[1]
 local now = tonumber(ARGV[1])
 local f = redis.call('HMGET', s, 'exp')
 if f[1] then
   if tonumber(f[1]) > now then return {'exists'} end
-  local client = redis.call('HGET', s, 'client')
-  if client then
-    if redis.call('HINCRBY', KEYS[11], client, -1) <= 0 then redis.call('HDEL', KEYS[11], client) end
-  end
+  release(KEYS[11], s)
   local n = redis.call('HLEN', KEYS[2])
   local tools = redis.call('HGET', s, 'tools')
   if tools then
@@ -99,13 +115,18 @@ if f[1] then
   append(KEYS[7], KEYS[12], ARGV[8], ARGV[11], 't', 'e', 'sid', ARGV[3], 'why', 'expired')
 end
 if redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[5]) then return {'full'} end
+local p = cjson.decode(ARGV[6])
 if ARGV[9] ~= '' then
   local held = tonumber(redis.call('HGET', KEYS[11], ARGV[9]) or '0')
   if held >= tonumber(ARGV[10]) then return {'quota', tostring(held)} end
+  local cmax = tonumber(ARGV[12] or '0')
+  local bheld = tonumber(redis.call('HGET', KEYS[11], 'bytes:' .. ARGV[9]) or '0')
+  local b = tonumber(p.bytes)
+  if cmax > 0 and (bheld >= cmax or bheld + b > cmax) then return {'clientbytes', tostring(bheld)} end
   redis.call('HINCRBY', KEYS[11], ARGV[9], 1)
-  redis.call('HSET', s, 'client', ARGV[9])
+  if b > 0 then redis.call('HINCRBY', KEYS[11], 'bytes:' .. ARGV[9], string.format('%.0f', b)) end
+  redis.call('HSET', s, 'client', ARGV[9], 'cmax', string.format('%.0f', cmax))
 end
-local p = cjson.decode(ARGV[6])
 local ttl = tonumber(p.ttl)
 local exp = now + ttl
 redis.call('HSET', s, 'rev', '1', 'exp', string.format('%.0f', exp), 'ttl', p.ttl, 'rec', p.rec, 'bytes', p.bytes)
@@ -127,19 +148,35 @@ return {'ok', '1', string.format('%.0f', exp)}
    * Commits a transaction made against revision `expectedRev`.
    * ARGV: expectedRev, now, graceMs, sessionId, replica, payload, changes
    * (without values), feedMaxLen, feedMaxAgeMs.
-   * Returns nil (absent), {"expired"}, {"conflict", rev} or {"ok", rev, exp}.
+   * Returns nil (absent), {"expired"}, {"conflict", rev},
+   * {"clientbytes", held, adding, max} (the session's client would hold
+   * more than it may) or {"ok", rev, exp}.
    */
   ubCommit: {
     numberOfKeys: 12,
     lua: `${appendToFeed}
 local s = KEYS[1]
-local f = redis.call('HMGET', s, 'rev', 'exp', 'ttl')
+local f = redis.call('HMGET', s, 'rev', 'exp', 'ttl', 'client', 'cmax', 'bytes')
 if not f[1] then return false end
 local now = tonumber(ARGV[2])
 if tonumber(f[2]) <= now then return {'expired'} end
 if f[1] ~= ARGV[1] then return {'conflict', f[1]} end
 local ttl = tonumber(f[3])
 local p = cjson.decode(ARGV[6])
+if f[4] then
+  local grow = tonumber(p.bytes) - tonumber(f[6] or '0')
+  local field = 'bytes:' .. f[4]
+  if grow > 0 then
+    local held = tonumber(redis.call('HGET', KEYS[11], field) or '0')
+    local cmax = tonumber(f[5] or '0')
+    if cmax > 0 and held + grow > cmax then
+      return {'clientbytes', tostring(held), string.format('%.0f', grow), f[5]}
+    end
+  end
+  if grow ~= 0 and redis.call('HINCRBY', KEYS[11], field, string.format('%.0f', grow)) <= 0 then
+    redis.call('HDEL', KEYS[11], field)
+  end
+end
 for id, v in pairs(p.vset) do redis.call('HSET', KEYS[2], id, v) end
 for _, id in ipairs(p.vdel) do redis.call('HDEL', KEYS[2], id) end
 for id, v in pairs(p.hset) do redis.call('HSET', KEYS[3], id, v) end
@@ -171,7 +208,7 @@ return {'ok', string.format('%.0f', rev), string.format('%.0f', exp)}
    */
   ubEnd: {
     numberOfKeys: 12,
-    lua: `${appendToFeed}
+    lua: `${appendToFeed}${releaseClient}
 local s = KEYS[1]
 local f = redis.call('HMGET', s, 'exp')
 if not f[1] then
@@ -185,10 +222,7 @@ if tools then
   for _, name in ipairs(cjson.decode(tools)) do redis.call('HDEL', KEYS[9], ARGV[1] .. '|' .. name) end
   redis.call('HDEL', KEYS[10], ARGV[1])
 end
-local client = redis.call('HGET', s, 'client')
-if client then
-  if redis.call('HINCRBY', KEYS[11], client, -1) <= 0 then redis.call('HDEL', KEYS[11], client) end
-end
+release(KEYS[11], s)
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[6], ARGV[1])
 if n > 0 then redis.call('INCRBY', KEYS[8], -n) end
