@@ -174,7 +174,8 @@ function createTokenThrottle(options: TokenThrottleOptions = {}) {
       const s = clients.get(client);
       if (s === undefined || s.until === 0) return undefined;
       const waitMs = s.until - now();
-      return waitMs > 0 ? { ...settings, waitMs } : undefined;
+      const { maxFailures, windowMs } = settings;
+      return waitMs > 0 ? { waitMs, maxFailures, windowMs } : undefined;
     },
     /** Counts a wrong token; true when it starts the client's cool-down. */
     failed(client: string): boolean {

@@ -135,8 +135,8 @@ export function token(raw: string): string {
 /** Why `t` looks made by hand (never quoting it), or undefined. */
 function tokenWeakness(t: string): string | undefined {
   const distinct = new Set(t).size;
-  if (distinct < 10) {
-    return `it has ${distinct} distinct character${distinct === 1 ? "" : "s"} (at least 10 needed)`;
+  if (distinct < 8) {
+    return `it has ${distinct} distinct character${distinct === 1 ? "" : "s"} (at least 8 needed)`;
   }
   // The shortest p with t[i] === t[i - p] throughout: a unit repeated.
   for (let p = 1; p <= t.length / 2; p++) {

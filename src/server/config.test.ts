@@ -1,3 +1,7 @@
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   defaultServerConfig,
@@ -127,6 +131,64 @@ describe("parseServerConfig", () => {
     expect(config.workerToken).toBe(token);
     expect(() => parse(["--worker-token", `${"x".repeat(31)}`])).toThrow(/at least 32/);
     expect(() => parse(["--worker-token", `${"x".repeat(31)}`])).not.toThrow(/x{31}/);
+  });
+
+  it.each([
+    ["one character", "a".repeat(40)],
+    ["two characters", "01".repeat(10) + "10".repeat(10)],
+    ["a pattern repeated", "Tr0ub4dor&3x".repeat(3)],
+    ["a run", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"],
+  ])("refuses a worker token made by hand (%s), saying how to make one", (_, weak) => {
+    const refusal = () => parse(["--worker-token", weak]);
+    expect(refusal).toThrow(/--worker-token: must not be easy to guess.*openssl rand -base64 32/);
+    expect(refusal).not.toThrow(weak);
+  });
+
+  it("accepts tokens openssl rand makes", () => {
+    for (let i = 0; i < 100; i++) {
+      const base64 = randomBytes(32).toString("base64");
+      const hex = randomBytes(16).toString("hex");
+      expect(parse([], { UB_WORKER_TOKEN: base64 }).workerToken).toBe(base64);
+      expect(parse([], { UB_WORKER_TOKEN: hex }).workerToken).toBe(hex);
+    }
+  });
+
+  it("reads the worker token from --worker-token-file or UB_WORKER_TOKEN_FILE, newline trimmed", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "ub-config-"));
+    try {
+      const token = randomBytes(32).toString("base64");
+      const file = path.join(dir, "token");
+      writeFileSync(file, `${token}\n`);
+      expect(parse(["--worker-token-file", file]).workerToken).toBe(token);
+      expect(parse([], { UB_WORKER_TOKEN_FILE: file }).workerToken).toBe(token);
+      writeFileSync(file, `${token}\r\n`);
+      expect(parse(["--worker-token-file", file]).workerToken).toBe(token);
+
+      expect(() => parse(["--worker-token-file", path.join(dir, "none")])).toThrow(
+        /--worker-token-file: cannot read .*none \(ENOENT\); write one with openssl rand -base64 32 >/,
+      );
+      expect(() => parse([], { UB_WORKER_TOKEN_FILE: dir })).toThrow(
+        /UB_WORKER_TOKEN_FILE: cannot read .* \(EISDIR\)/,
+      );
+      writeFileSync(file, "\n");
+      expect(() => parse(["--worker-token-file", file])).toThrow(
+        /--worker-token-file: .* is empty/,
+      );
+      writeFileSync(file, "x".repeat(5000));
+      expect(() => parse(["--worker-token-file", file])).toThrow(/is over 4096 bytes/);
+      writeFileSync(file, "b".repeat(40));
+      expect(() => parse(["--worker-token-file", file])).toThrow(
+        /--worker-token-file: must not be easy to guess/,
+      );
+      writeFileSync(file, token);
+      const both = () => parse(["--worker-token-file", file], { UB_WORKER_TOKEN: token });
+      expect(both).toThrow(
+        "--worker-token / UB_WORKER_TOKEN and --worker-token-file / UB_WORKER_TOKEN_FILE are both set",
+      );
+      expect(both).not.toThrow(token);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it.each([

@@ -190,6 +190,10 @@ describe("unified-bridge serve --help", () => {
         .find((l) => l.includes(`env ${option.env},`));
       expect(line?.trim()).toBe(`env ${option.env}, default ${formatDefault(option.default)}`);
     }
+    // A flag's value shows in ps: the help steers the token elsewhere.
+    const tokenHelp = (blocks.get("--worker-token") ?? "").replace(/\s+/g, " ");
+    expect(tokenHelp).toContain("prefer --worker-token-file or the environment variable");
+    expect(tokenHelp).toContain("openssl rand -base64 32");
   });
 
   it.each([
@@ -202,6 +206,12 @@ describe("unified-bridge serve --help", () => {
     [["serve", "--store", "redis"], {}, '--store: "redis" is not a URL'],
     [["serve"], { UB_STORE: "redis://127.0.0.1:0" }, 'UB_STORE: port "0"'],
     [["serve", "--store-key-prefix", "has space"], {}, "--store-key-prefix"],
+    [["serve", "--worker-token", "x".repeat(40)], {}, "--worker-token: must not be easy to guess"],
+    [
+      ["serve", "--worker-token-file", "/nonexistent/token"],
+      {},
+      "--worker-token-file: cannot read",
+    ],
   ] as const)("%j %j exits 1 with a message naming %s", async (args, env, fragment) => {
     const { code, stdout, stderr } = await cli.run(args, cleanEnv(env));
     expect(code).toBe(1);
