@@ -105,6 +105,11 @@ describe("keep-alive", () => {
   });
 });
 
+/** The memory report /healthz carries while under the memory budget. */
+const memoryOk = {
+  memory: { used: expect.any(Number), budget: expect.any(Number), state: "ok" },
+};
+
 describe("/healthz", () => {
   it("answers 200 with the live session count, and 503 once stop() has begun", async () => {
     const b = await bridge();
@@ -117,7 +122,7 @@ describe("/healthz", () => {
     );
     expect(healthy.status).toBe(200);
     expect(healthy.headers["content-type"]).toBe("application/json");
-    expect(JSON.parse(healthy.body)).toEqual({ status: "ok", sessions: 2 });
+    expect(JSON.parse(healthy.body)).toEqual({ status: "ok", sessions: 2, ...memoryOk });
 
     // A load balancer's probe that connected just before the shutdown began
     // and asks just after it: the admin listener, closed last, says the
@@ -139,6 +144,7 @@ describe("/healthz", () => {
       status: "unavailable",
       sessions: 2,
       draining: true,
+      ...memoryOk,
     });
   });
 });
@@ -165,7 +171,7 @@ describe("/healthz with a store that reports its backend", () => {
       );
       expect([up.status, JSON.parse(up.body)]).toEqual([
         200,
-        { status: "ok", sessions: 1, store: "ok" },
+        { status: "ok", sessions: 1, store: "ok", ...memoryOk },
       ]);
 
       down = true;
@@ -175,7 +181,7 @@ describe("/healthz with a store that reports its backend", () => {
       const failing = await request(`${b.adminUrl}/healthz`);
       expect([failing.status, JSON.parse(failing.body)]).toEqual([
         503,
-        { status: "unavailable", sessions: 1, store: "unavailable" },
+        { status: "unavailable", sessions: 1, store: "unavailable", ...memoryOk },
       ]);
       // Calls still reach the store: the health report only tells the balancer.
       expect((await b.client().ping({ message: "still here" })).message).toBe("still here");
@@ -184,7 +190,7 @@ describe("/healthz with a store that reports its backend", () => {
       const back = await request(`${b.adminUrl}/healthz`);
       expect([back.status, JSON.parse(back.body)]).toEqual([
         200,
-        { status: "ok", sessions: 1, store: "ok" },
+        { status: "ok", sessions: 1, store: "ok", ...memoryOk },
       ]);
     } finally {
       // A store given to the server is the caller's to close.
