@@ -1040,12 +1040,18 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
 
   const auditKey = `${prefix}audit`;
   const auditLength = String(options.auditLength ?? 10_000);
+  // Every call a public client fails is audited: while Redis refuses
+  // writes, one line each would let any client flood the log.
+  const auditNotStored =
+    options.logger === undefined
+      ? undefined
+      : createLogSampler(options.logger, { level: "warn", msg: "audit entry not stored" });
   const sharedAudit: SharedAuditTrail = {
     append(entry) {
       redis
         .xadd(auditKey, "MAXLEN", "~", auditLength, "*", "e", JSON.stringify(entry))
         .catch((error: unknown) => {
-          options.logger?.warn("audit entry not stored", {
+          auditNotStored?.report({
             tool: entry.tool,
             error: error instanceof Error ? error.message : String(error),
           });
