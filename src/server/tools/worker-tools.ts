@@ -81,7 +81,7 @@ export function createWorkerTools(
   });
 
   /** Logs and audits a refused registration (a few of its tool names, never its address). */
-  const refused = (req: RegisterToolsRequest, error: ConnectError) => {
+  const refused = (req: RegisterToolsRequest, error: ConnectError, client: string) => {
     const outcome =
       error.code === Code.AlreadyExists
         ? "already_exists"
@@ -97,6 +97,7 @@ export function createWorkerTools(
         event: "tool_register",
         session: req.sessionId === "" ? "(global)" : redactSessionId(req.sessionId),
         worker: clip(req.workerId, 64),
+        client,
         tools: names,
         error: error.rawMessage,
       },
@@ -146,7 +147,7 @@ export function createWorkerTools(
         return await registerChecked(req, authorize, client);
       } catch (e) {
         const error = ConnectError.from(e);
-        refused(req, error);
+        refused(req, error, client);
         throw error;
       }
     },
