@@ -227,33 +227,29 @@ describe("bytes per client on replicas sharing Redis", () => {
       let accepted = 0;
       for (let i = 0; i < 8; i++) {
         const on = replicas[(i + 1) % 2] as RunningBridge;
-        await on
-          .client()
-          .registerVariable(
-            {
-              sessionId: sessions[i % 4] as string,
-              name: `v${i}`,
-              type: "string",
-              initialValue: value,
-            },
-            attacker,
-          );
+        await on.client().registerVariable(
+          {
+            sessionId: sessions[i % 4] as string,
+            name: `v${i}`,
+            type: "string",
+            initialValue: value,
+          },
+          attacker,
+        );
         accepted++;
       }
       expect(accepted).toBe(8);
       for (const on of replicas) {
         const e = await rejectionOf(
-          on
-            .client()
-            .registerVariable(
-              {
-                sessionId: sessions[0] as string,
-                name: "more",
-                type: "string",
-                initialValue: value,
-              },
-              attacker,
-            ),
+          on.client().registerVariable(
+            {
+              sessionId: sessions[0] as string,
+              name: "more",
+              type: "string",
+              initialValue: value,
+            },
+            attacker,
+          ),
           Code.ResourceExhausted,
         );
         expect(e.rawMessage).toContain("the limit is 4 MiB (--max-bytes-per-client)");
@@ -279,17 +275,15 @@ describe("bytes per client on replicas sharing Redis", () => {
           attacker,
         );
       await rejectionOf(
-        one.b
-          .client()
-          .registerVariable(
-            {
-              sessionId: sessions[0] as string,
-              name: "more2",
-              type: "string",
-              initialValue: value,
-            },
-            attacker,
-          ),
+        one.b.client().registerVariable(
+          {
+            sessionId: sessions[0] as string,
+            name: "more2",
+            type: "string",
+            initialValue: value,
+          },
+          attacker,
+        ),
         Code.ResourceExhausted,
       );
       await two.b.client().cleanupSession({ sessionId: sessions[2] as string }, attacker);
