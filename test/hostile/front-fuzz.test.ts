@@ -19,6 +19,8 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { BridgeService, PingRequestSchema } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { decodeJsonAny, encodeJsonAny } from "../../src/values/index.js";
+import { startBridge } from "../support/bridge.js";
 import { cliSuite, type ServedCli } from "../support/cli.js";
 import {
   connectRaw,
@@ -505,5 +507,41 @@ describe("every request head is answered, and the server goes on serving", () =>
     }
     await pingWorks();
     expect(served.stderr()).toBe("");
+  });
+});
+
+describe("a bridge forwarding a tool call to another bridge at an IPv6 address", () => {
+  it("is answered: Node's HTTP/2 client names [::1]:port as ::1:port, which once ended the receiving process", async () => {
+    const worker = await startBridge({
+      host: "::1",
+      builtinTools: false,
+      autoCreateSessions: true,
+    });
+    const bridge = await startBridge();
+    worker.server.registerTool({
+      name: "shout",
+      description: "Upper-cases a text.",
+      parameters: [{ name: "text", type: "string", required: true }],
+      handler: ({ text }) => String(text).toUpperCase(),
+    });
+    try {
+      const c = bridge.client("grpc");
+      const { sessionId } = await c.initializeSession({});
+      await bridge.workerClient().registerTools({
+        sessionId,
+        workerId: "v6-worker",
+        tools: [{ name: "shout", metadata: { worker_address: `[::1]:${worker.port}` } }],
+      });
+      const res = await c.executeTool({
+        sessionId,
+        toolName: "shout",
+        parameters: { text: encodeJsonAny("hi") },
+      });
+      expect(res.errorMessage).toBe("");
+      expect(decodeJsonAny(res.result)).toBe("HI");
+    } finally {
+      await bridge.stop();
+      await worker.stop();
+    }
   });
 });
