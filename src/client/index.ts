@@ -47,3 +47,5 @@ export type { VariableSnapshot } from "./variable-snapshot.js";
 export type { BatchBuilder, BatchResult } from "./variable-writes.js";
 export type { WatchOptions } from "./watch-coherence.js";
 export { workerFetch } from "./worker-fetch.js";
+export type { FailedWrite } from "./write-outcome.js";
+export { OutcomeUnknownError, writeOutcome } from "./write-outcome.js";

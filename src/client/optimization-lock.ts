@@ -1,6 +1,7 @@
 import type { LocalCopy } from "./local-copy.js";
 import type { SessionContext } from "./session-context.js";
 import type { SessionRpc } from "./session-rpc.js";
+import { sentWrite } from "./write-outcome.js";
 
 /** The optimization lock: one optimizer at a time may write a locked variable. */
 export type OptimizationLock = Pick<
@@ -15,9 +16,12 @@ export function createOptimizationLock(rpc: SessionRpc, local: LocalCopy): Optim
 
   const lock: OptimizationLock = {
     async startOptimization(identifier, optimizerId, config = {}) {
-      const res = await client.startOptimization(
-        { sessionId, variableIdentifier: identifier, optimizerId, optimizerConfig: config },
-        call,
+      const res = await sentWrite(
+        `optimization lock of '${identifier}' for '${optimizerId}'`,
+        client.startOptimization(
+          { sessionId, variableIdentifier: identifier, optimizerId, optimizerConfig: config },
+          call,
+        ),
       );
       // Lock state arrives by the watch; without it, read it fresh next time.
       if (!cache.live) cache.invalidate(identifier);
@@ -25,14 +29,17 @@ export function createOptimizationLock(rpc: SessionRpc, local: LocalCopy): Optim
     },
 
     async stopOptimization(identifier, stop = {}) {
-      await client.stopOptimization(
-        {
-          sessionId,
-          variableIdentifier: identifier,
-          optimizerId: stop.optimizerId ?? "",
-          force: stop.force === true,
-        },
-        call,
+      await sentWrite(
+        `release of the optimization lock of '${identifier}'`,
+        client.stopOptimization(
+          {
+            sessionId,
+            variableIdentifier: identifier,
+            optimizerId: stop.optimizerId ?? "",
+            force: stop.force === true,
+          },
+          call,
+        ),
       );
       if (!cache.live) cache.invalidate(identifier);
     },

@@ -8,6 +8,7 @@ import type { SessionRpc } from "./session-rpc.js";
 import type { VariableReads } from "./variable-reads.js";
 import type { VariableSnapshot } from "./variable-snapshot.js";
 import { declare, type VariableWrites } from "./variable-writes.js";
+import { sentWrite } from "./write-outcome.js";
 
 /** Typed handles on variables, one at a time or a whole schema at once. */
 export interface VariableHandles {
@@ -61,9 +62,12 @@ export function createVariableHandles(
         const d = schema[name] as VariableSchema[string];
         return declare(name, d.type, d.default, d, parts.binaryThreshold);
       });
-      const res = await rpc.client.registerVariables(
-        { sessionId: rpc.sessionId, ifAbsent: true, variables: declarations },
-        rpc.call,
+      const res = await sentWrite(
+        `bind of ${names.map((n) => `'${n}'`).join(", ")}`,
+        rpc.client.registerVariables(
+          { sessionId: rpc.sessionId, ifAbsent: true, variables: declarations },
+          rpc.call,
+        ),
       );
       for (const message of res.variables) local.accept(message, "server");
       const bound: Record<string, VariableHandle> = {};

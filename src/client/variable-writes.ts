@@ -19,6 +19,7 @@ import type { SessionRpc } from "./session-rpc.js";
 import type { VariableReads } from "./variable-reads.js";
 import type { VariableSnapshot } from "./variable-snapshot.js";
 import { createWriteCoalescer, type QueuedWrite, type WriteOutcome } from "./write-coalescer.js";
+import { sentWrite } from "./write-outcome.js";
 
 /** Result of {@link SessionContext.setMany}. */
 export interface BatchResult {
@@ -128,17 +129,24 @@ export function createVariableWrites(
     w: QueuedWrite,
     expectedVersion?: number,
   ): Promise<Variable | undefined> => {
-    const res = await client.setVariable(
-      {
-        sessionId,
-        variableIdentifier: w.identifier,
-        value: w.any,
-        binaryValue: w.binary ?? NO_BYTES,
-        metadata: w.metadata,
-        expectedVersion: expectedVersion ?? 0,
-        expectVersionZero: expectedVersion === 0,
-      },
-      call,
+    const what =
+      expectedVersion === undefined
+        ? `set '${w.identifier}'`
+        : `set '${w.identifier}' at expected version ${expectedVersion}`;
+    const res = await sentWrite(
+      what,
+      client.setVariable(
+        {
+          sessionId,
+          variableIdentifier: w.identifier,
+          value: w.any,
+          binaryValue: w.binary ?? NO_BYTES,
+          metadata: w.metadata,
+          expectedVersion: expectedVersion ?? 0,
+          expectVersionZero: expectedVersion === 0,
+        },
+        call,
+      ),
     );
     return res.variable;
   };
@@ -154,9 +162,12 @@ export function createVariableWrites(
         updates[w.identifier] = w.any;
         if (w.binary !== undefined) binaryUpdates[w.identifier] = w.binary;
       }
-      const res = await client.setVariables(
-        { sessionId, updates, binaryUpdates, metadata: writes[0]?.metadata ?? {}, atomic: false },
-        call,
+      const res = await sentWrite(
+        `set ${writes.map((w) => `'${w.identifier}'`).join(", ")}`,
+        client.setVariables(
+          { sessionId, updates, binaryUpdates, metadata: writes[0]?.metadata ?? {}, atomic: false },
+          call,
+        ),
       );
       const outcomes = new Map<QueuedWrite, WriteOutcome>();
       for (const w of writes) {
@@ -218,15 +229,20 @@ export function createVariableWrites(
     if ((batch.atomic === true && failed) || Object.keys(wire).length === 0) {
       return { success: batch.atomic !== true || !failed, errors, errorCodes, variables: {} };
     }
-    const res = await client.setVariables(
-      {
-        sessionId,
-        updates: wire,
-        binaryUpdates: binary,
-        atomic: batch.atomic === true,
-        metadata: batch.metadata ?? {},
-      },
-      call,
+    const res = await sentWrite(
+      `setMany of ${Object.keys(wire)
+        .map((k) => `'${k}'`)
+        .join(", ")}`,
+      client.setVariables(
+        {
+          sessionId,
+          updates: wire,
+          binaryUpdates: binary,
+          atomic: batch.atomic === true,
+          metadata: batch.metadata ?? {},
+        },
+        call,
+      ),
     );
     const variables: Record<string, VariableSnapshot> = {};
     for (const [key, message] of Object.entries(res.variables))
@@ -242,7 +258,10 @@ export function createVariableWrites(
 
   const register: VariableWrites["register"] = async (name, type, initialValue, extra = {}) => {
     const declaration = declare(name, type, initialValue, extra, binaryThreshold);
-    const res = await client.registerVariable({ sessionId, ...declaration }, call);
+    const res = await sentWrite(
+      `register '${name}'`,
+      client.registerVariable({ sessionId, ...declaration }, call),
+    );
     if (res.variable === undefined) return (await reads.fetchOne(res.variableId, false)) as never;
     return accept(res.variable, "local") as VariableSnapshot<ValueOf<typeof type>>;
   };
@@ -285,15 +304,21 @@ export function createVariableWrites(
 
     async delete(identifier) {
       const known = cache.peek(identifier)?.variable.snapshot;
-      await client.deleteVariable({ sessionId, variableIdentifier: identifier }, call);
+      await sentWrite(
+        `delete '${identifier}'`,
+        client.deleteVariable({ sessionId, variableIdentifier: identifier }, call),
+      );
       if (known !== undefined) local.forget(known.id, known.name, "local");
       else cache.invalidate(identifier);
     },
 
     async rollback(identifier, version) {
-      const res = await client.rollbackVariable(
-        { sessionId, variableIdentifier: identifier, targetVersion: version },
-        call,
+      const res = await sentWrite(
+        `rollback of '${identifier}' to version ${version}`,
+        client.rollbackVariable(
+          { sessionId, variableIdentifier: identifier, targetVersion: version },
+          call,
+        ),
       );
       if (res.variable === undefined)
         throw new ConnectError("rollback returned no variable", Code.Internal);

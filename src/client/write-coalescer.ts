@@ -1,6 +1,7 @@
 import type { Any } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Variable } from "../gen/snakepit/bridge/bridge_pb.js";
+import { OutcomeUnknownError } from "./write-outcome.js";
 
 /** One write waiting to be sent. */
 export interface QueuedWrite {
@@ -49,8 +50,18 @@ export function createWriteCoalescer(
 
   const settle = (p: Pending, outcome: WriteOutcome | undefined) => {
     if (outcome === undefined) {
+      // The call went through, but its reply does not say whether this
+      // write was applied.
+      const silent = new ConnectError(
+        `no answer for '${p.write.identifier}' in the batch`,
+        Code.Internal,
+      );
       p.reject(
-        new ConnectError(`no answer for '${p.write.identifier}' in the batch`, Code.Internal),
+        new OutcomeUnknownError(
+          `set '${p.write.identifier}': the outcome is unknown (the server's reply does not mention it); read it again to learn whether it was applied`,
+          Code.Unknown,
+          silent,
+        ),
       );
     } else if ("error" in outcome) p.reject(outcome.error);
     else p.resolve(outcome.variable);

@@ -1,0 +1,115 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/**
+ * What a failed write says about the stored state: `"refused"` (the server
+ * answered and changed nothing) or `"unknown"` (the request may have reached
+ * the server and been applied: the connection failed after sending, a
+ * deadline passed, the caller cancelled). A write that resolves was applied.
+ */
+export type FailedWrite = "refused" | "unknown";
+
+/**
+ * A write whose outcome the client cannot know: it may or may not have been
+ * applied. Still a `ConnectError` (`instanceof ConnectError` holds, and
+ * `ConnectError.from` returns it as is), with `Code.Unavailable` for a
+ * connection that failed, or `Code.DeadlineExceeded` / `Code.Canceled` for
+ * a deadline or a cancellation, and never `Code.Aborted`, which means a
+ * server's refusal (a version conflict). The transport's own error is the
+ * `cause`. Read the variable again to learn whether the write applied
+ * before writing again.
+ */
+export class OutcomeUnknownError extends ConnectError {
+  /** Tells this error apart from any other `ConnectError`. */
+  readonly outcome = "unknown" as const;
+
+  constructor(message: string, code: Code, cause: ConnectError) {
+    super(message, code, cause.metadata, undefined, cause);
+    // The name stays "ConnectError": connect's instanceof check for errors
+    // from another copy of the library accepts only that name.
+  }
+
+  // ConnectError's own check would also accept every plain ConnectError.
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return (
+      value instanceof ConnectError &&
+      (value as Partial<Pick<OutcomeUnknownError, "outcome">>).outcome === "unknown"
+    );
+  }
+}
+
+/**
+ * Which kind of failure a write of a SessionContext ended with.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await ctx.set("counter", n + 1, { expectedVersion: v });
+ * } catch (e) {
+ *   if (writeOutcome(e) === "unknown") n = await ctx.get("counter", { bypassCache: true });
+ *   else if (ConnectError.from(e).code === Code.Aborted) { ... someone else wrote first: re-read, retry }
+ *   else throw e;
+ * }
+ * ```
+ */
+export function writeOutcome(error: unknown): FailedWrite {
+  return error instanceof OutcomeUnknownError ? "unknown" : "refused";
+}
+
+/**
+ * Codes that, even in a server's own reply, do not prove that nothing
+ * changed: the server (or a proxy in front of it) may have failed after
+ * storing the write.
+ */
+const UNCERTAIN = new Set<Code>([
+  Code.Unknown,
+  Code.Internal,
+  Code.Unavailable,
+  Code.DataLoss,
+  Code.DeadlineExceeded,
+  Code.Canceled,
+]);
+
+/**
+ * Whether connect decoded this error from a reply of the server (its error
+ * body or status trailers) rather than raising it itself. The one place
+ * that reads connect's `isWireError` (set by the Connect, gRPC and gRPC-Web
+ * protocol code shared by connect-node and connect-web, so by Node,
+ * browsers and Workers alike); `write-outcomes.test.ts` pins it.
+ */
+export function fromServerReply(error: ConnectError): boolean {
+  return error.isWireError;
+}
+
+/**
+ * Turns the failure of a sent write into what it says about the stored
+ * state: a refusal from the server is rethrown unchanged, anything else
+ * becomes an {@link OutcomeUnknownError} naming `what` was being written.
+ *
+ * Why: connect-node reports a connection reset after the request was sent
+ * (`read ECONNRESET`, `socket hang up`) as `Code.Aborted`, the code of a
+ * version conflict; a compare-and-swap loop would retry a write that was
+ * applied, and count it twice.
+ */
+export function classifyWriteFailure(reason: unknown, what: string): ConnectError {
+  const error = ConnectError.from(reason);
+  if (error instanceof OutcomeUnknownError) return error;
+  if (fromServerReply(error) && !UNCERTAIN.has(error.code)) return error;
+  const code =
+    error.code === Code.DeadlineExceeded || error.code === Code.Canceled
+      ? error.code
+      : Code.Unavailable;
+  return new OutcomeUnknownError(
+    `${what}: the outcome is unknown (${error.rawMessage}): the request may have reached the server and been applied; read it again to learn whether it was, before writing again`,
+    code,
+    error,
+  );
+}
+
+/** Awaits a sent write, turning its failure with {@link classifyWriteFailure}. */
+export async function sentWrite<T>(what: string, call: Promise<T>): Promise<T> {
+  try {
+    return await call;
+  } catch (reason) {
+    throw classifyWriteFailure(reason, what);
+  }
+}

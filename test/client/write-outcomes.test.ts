@@ -1,0 +1,280 @@
+import net from "node:net";
+import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createSessionContext, type SessionContext, writeOutcome } from "../../src/client/index.js";
+import { fromServerReply } from "../../src/client/write-outcome.js";
+import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { encodeValue } from "../../src/values/index.js";
+import { type Protocol, protocols, type RunningBridge, startBridge } from "../support/bridge.js";
+import { until } from "../support/wait.js";
+
+/**
+ * A proxy that can hold the server's replies: requests pass at once, replies
+ * wait while {@link ReplyHoldingProxy.hold} is on, and
+ * {@link ReplyHoldingProxy.resetClients} resets every client connection
+ * with the held bytes never delivered. That is the worst moment for a
+ * connection to fail: the server has done the write, the client cannot know.
+ */
+interface ReplyHoldingProxy {
+  readonly url: string;
+  hold(): void;
+  /** Resets (TCP RST) every client connection and stops holding. */
+  resetClients(): void;
+  close(): Promise<void>;
+}
+
+async function startReplyHoldingProxy(target: number): Promise<ReplyHoldingProxy> {
+  let holding = false;
+  const pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target, "127.0.0.1");
+    const pair = { client, upstream };
+    pairs.add(pair);
+    client.pipe(upstream);
+    upstream.on("data", (chunk: Buffer) => {
+      // Held bytes are dropped, never delivered: the reset comes first.
+      if (!holding) client.write(chunk);
+    });
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      pairs.delete(pair);
+    };
+    for (const s of [client, upstream]) {
+      s.on("error", drop);
+      s.on("close", drop);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    hold() {
+      holding = true;
+    },
+    resetClients() {
+      for (const { client, upstream } of pairs) {
+        client.resetAndDestroy();
+        upstream.destroy();
+      }
+      pairs.clear();
+      holding = false;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const { client, upstream } of pairs) {
+          client.destroy();
+          upstream.destroy();
+        }
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function transportFor(protocol: Protocol, baseUrl: string): Transport {
+  if (protocol === "grpc") return createGrpcTransport({ baseUrl });
+  if (protocol === "grpc-web") return createGrpcWebTransport({ baseUrl, httpVersion: "1.1" });
+  return createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true });
+}
+
+let bridge: RunningBridge;
+beforeAll(async () => {
+  bridge = await startBridge();
+});
+afterAll(async () => {
+  await bridge.stop();
+});
+
+describe.each(protocols)("write outcomes over %s", (protocol) => {
+  let proxy: ReplyHoldingProxy;
+  let ctx: SessionContext;
+  afterEach(async () => {
+    await ctx.close().catch(() => undefined); // the session may be gone with the test's bridge state
+    await proxy.close();
+  });
+
+  /** A context through the proxy, no watch or heartbeat: only the writes travel. */
+  const open = async () => {
+    proxy = await startReplyHoldingProxy(bridge.port);
+    ctx = await createSessionContext({
+      transport: transportFor(protocol, proxy.url),
+      watch: false,
+      heartbeatMs: 0,
+    });
+    await ctx.register("counter", "integer", 0);
+    return ctx;
+  };
+
+  /** The stored version of `counter`, read past the proxy. */
+  const storedVersion = async (sessionId: string) => {
+    const res = await bridge
+      .client(protocol)
+      .getVariable({ sessionId, variableIdentifier: "counter", bypassCache: true });
+    return res.variable?.version ?? -1;
+  };
+
+  /**
+   * Starts `write` with replies held, waits until the server has applied it
+   * (`applied` holds), then resets the connection; returns the error.
+   */
+  const failAfter = async (write: () => Promise<unknown>, applied: () => Promise<boolean>) => {
+    proxy.hold();
+    const settled = write().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await until(applied, "the write applied on the server");
+    proxy.resetClients();
+    return settled;
+  };
+  /** {@link failAfter} a write that stores version `applied` of `counter`. */
+  const failAfterApplied = (write: () => Promise<unknown>, applied: number) =>
+    failAfter(write, async () => (await storedVersion(ctx.sessionId)) === applied);
+
+  /** The stored `name` variable, read past the proxy (undefined: none). */
+  const stored = async (name: string) =>
+    bridge
+      .client(protocol)
+      .getVariable({ sessionId: ctx.sessionId, variableIdentifier: name, bypassCache: true })
+      .then(
+        (res) => res.variable,
+        () => undefined,
+      );
+
+  const expectUnknown = (error: unknown) => {
+    expect(error).toBeInstanceOf(ConnectError);
+    const e = error as ConnectError;
+    expect({ code: Code[e.code], outcome: writeOutcome(e) }).toEqual({
+      code: Code[Code.Unavailable],
+      outcome: "unknown",
+    });
+  };
+
+  it("a set whose reply is lost after it was applied is unknown, never Aborted", async () => {
+    await open();
+    expectUnknown(await failAfterApplied(() => ctx.set("counter", 1), 1));
+  });
+
+  it("a setMany whose reply is lost after it was applied is unknown, never Aborted", async () => {
+    await open();
+    expectUnknown(await failAfterApplied(() => ctx.setMany({ counter: 1 }, { atomic: true }), 1));
+  });
+
+  it("a CAS whose reply is lost after it was applied is unknown, and a CAS loop counts once", async () => {
+    await open();
+    const error = await failAfterApplied(() => ctx.set("counter", 1, { expectedVersion: 0 }), 1);
+    expectUnknown(error);
+    // The README's CAS loop: retry on Aborted only, re-read on unknown.
+    let increments = 0;
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      const current = await ctx.get("counter", { bypassCache: true });
+      if (current === 1) break; // the lost write did apply
+      await ctx.set("counter", (current as number) + 1, { expectedVersion: 0 });
+      increments += 1;
+    }
+    expect({ increments, version: await storedVersion(ctx.sessionId) }).toEqual({
+      increments: 0,
+      version: 1,
+    });
+  });
+
+  it("register, delete, rollback and the optimization lock lost after applying are unknown", async () => {
+    await open();
+    expectUnknown(
+      await failAfter(
+        () => ctx.register("other", "integer", 1),
+        async () => (await stored("other")) !== undefined,
+      ),
+    );
+    await ctx.set("counter", 7);
+    expectUnknown(await failAfterApplied(() => ctx.rollback("counter", 0), 2));
+    expectUnknown(
+      await failAfter(
+        () => ctx.startOptimization("counter", "tuner"),
+        async () => (await stored("counter"))?.optimizationStatus?.optimizing === true,
+      ),
+    );
+    expectUnknown(
+      await failAfter(
+        () => ctx.stopOptimization("counter", { optimizerId: "tuner" }),
+        async () => (await stored("counter"))?.optimizationStatus?.optimizing === false,
+      ),
+    );
+    expectUnknown(
+      await failAfter(
+        () => ctx.delete("other"),
+        async () => (await stored("other")) === undefined,
+      ),
+    );
+  });
+
+  it("a real CAS conflict is still Aborted, refused, with the current version", async () => {
+    await open();
+    await ctx.set("counter", 5);
+    const error = await ctx.set("counter", 6, { expectedVersion: 0 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(ConnectError);
+    const e = error as ConnectError;
+    expect({ code: Code[e.code], outcome: writeOutcome(e) }).toEqual({
+      code: Code[Code.Aborted],
+      outcome: "refused",
+    });
+    expect(e.rawMessage).toContain("current version is 1");
+  });
+});
+
+describe.each(protocols)("what the classification relies on in connect, over %s", (protocol) => {
+  // classifyWriteFailure trusts only errors connect decoded from a server's
+  // reply (fromServerReply): these pin that a refusal is one and a
+  // connection reset, which connect-node reports as Aborted, is not.
+  it("a server's refusal comes from its reply; a connection reset does not", async () => {
+    const refused = await createClient(BridgeService, transportFor(protocol, bridge.url))
+      .getVariable({ sessionId: "no-such-session", variableIdentifier: "x" })
+      .then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
+    const proxy = await startReplyHoldingProxy(bridge.port);
+    try {
+      const client = createClient(BridgeService, transportFor(protocol, proxy.url));
+      const { sessionId } = await client.initializeSession({});
+      await client.registerVariable({
+        sessionId,
+        name: "n",
+        type: "integer",
+        initialValue: encodeValue("integer", 0).any,
+      });
+      proxy.hold();
+      const reset = client
+        .setVariable({ sessionId, variableIdentifier: "n", value: encodeValue("integer", 1).any })
+        .then(
+          () => undefined,
+          (e: unknown) => ConnectError.from(e),
+        );
+      await until(async () => {
+        const res = await bridge
+          .client(protocol)
+          .getVariable({ sessionId, variableIdentifier: "n", bypassCache: true });
+        return res.variable?.version === 1;
+      }, "the write applied on the server");
+      proxy.resetClients();
+      const lost = await reset;
+      expect({
+        refused: refused && { code: Code[refused.code], fromReply: fromServerReply(refused) },
+        lost: lost && { code: Code[lost.code], fromReply: fromServerReply(lost) },
+      }).toEqual({
+        refused: { code: "NotFound", fromReply: true },
+        lost: { code: "Aborted", fromReply: false },
+      });
+    } finally {
+      await proxy.close();
+    }
+  });
+});
