@@ -1,4 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { writeOutcome } from "../../src/client/index.ts";
 
 /** An error as a person should read it: what happened and what to do. */
 export interface Explained {
@@ -27,6 +28,15 @@ export function explain(error: unknown, doing: string): Explained {
   }
   const e = ConnectError.from(error);
   const server = e.rawMessage;
+  // Before the other cases: a change that may have been applied is neither
+  // "someone else changed it first" nor a plain "not reachable, try again".
+  if (writeOutcome(e) === "unknown") {
+    return {
+      title: "Not sure it was saved",
+      detail: `The connection failed while ${doing}, after the change was sent: it may or may not have been applied. The page shows the stored value once the connection is back; check it before changing it again.`,
+      code: e.code,
+    };
+  }
   if (isUnreachable(e)) {
     return {
       title: UNREACHABLE,

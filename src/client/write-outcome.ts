@@ -12,8 +12,9 @@ export type FailedWrite = "refused" | "unknown";
  * A write whose outcome the client cannot know: it may or may not have been
  * applied. Still a `ConnectError` (`instanceof ConnectError` holds, and
  * `ConnectError.from` returns it as is), with `Code.Unavailable` for a
- * connection that failed, or `Code.DeadlineExceeded` / `Code.Canceled` for
- * a deadline or a cancellation, and never `Code.Aborted`, which means a
+ * connection that failed, `Code.DeadlineExceeded` / `Code.Canceled` for a
+ * deadline or a cancellation, `Code.Unknown` for a batch reply that leaves
+ * one of its writes unmentioned, and never `Code.Aborted`, which means a
  * server's refusal (a version conflict). The transport's own error is the
  * `cause`. Read the variable again to learn whether the write applied
  * before writing again.

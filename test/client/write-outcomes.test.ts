@@ -6,6 +6,7 @@ import {
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { explain } from "../../demo/src/errors.js";
 import { createSessionContext, type SessionContext, writeOutcome } from "../../src/client/index.js";
 import { fromServerReply } from "../../src/client/write-outcome.js";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
@@ -169,6 +170,8 @@ describe.each(protocols)("write outcomes over %s", (protocol) => {
     await open();
     const error = await failAfterApplied(() => ctx.set("counter", 1, { expectedVersion: 0 }), 1);
     expectUnknown(error);
+    // The demo must not tell the user someone else changed it.
+    expect(explain(error, "saving 'counter'").title).toBe("Not sure it was saved");
     // The README's CAS loop: retry on Aborted only, re-read on unknown.
     let increments = 0;
     for (let attempt = 0; attempt < 3; attempt += 1) {
@@ -227,6 +230,7 @@ describe.each(protocols)("write outcomes over %s", (protocol) => {
       outcome: "refused",
     });
     expect(e.rawMessage).toContain("current version is 1");
+    expect(explain(e, "saving 'counter'").title).toBe("Someone else changed it first");
   });
 });
 
