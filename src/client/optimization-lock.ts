@@ -1,7 +1,7 @@
 import type { LocalCopy } from "./local-copy.js";
 import type { SessionContext } from "./session-context.js";
 import type { SessionRpc } from "./session-rpc.js";
-import { sentWrite } from "./write-outcome.js";
+import { sentWrite, writeOutcome } from "./write-outcome.js";
 
 /** The optimization lock: one optimizer at a time may write a locked variable. */
 export type OptimizationLock = Pick<
@@ -50,7 +50,14 @@ export function createOptimizationLock(rpc: SessionRpc, local: LocalCopy): Optim
       const attempts = await Promise.allSettled(
         identifiers.map((identifier) => lock.startOptimization(identifier, optimizerId)),
       );
-      const locked = identifiers.filter((_, i) => attempts[i]?.status === "fulfilled");
+      // A lock whose start has an unknown outcome may be held: release it too.
+      const locked = identifiers.filter((_, i) => {
+        const attempt = attempts[i];
+        return (
+          attempt?.status === "fulfilled" ||
+          (attempt !== undefined && writeOutcome(attempt.reason) === "unknown")
+        );
+      });
       const refused = attempts.find((r): r is PromiseRejectedResult => r.status === "rejected");
       let outcome:
         | { ok: true; value: Awaited<ReturnType<typeof fn>> }

@@ -216,6 +216,23 @@ describe.each(protocols)("write outcomes over %s", (protocol) => {
     );
   });
 
+  it("withOptimizationLock releases a lock whose start had an unknown outcome", async () => {
+    await open();
+    let ran = false;
+    const error = await failAfter(
+      () =>
+        ctx.withOptimizationLock(["counter"], "tuner", async () => {
+          ran = true;
+        }),
+      async () => (await stored("counter"))?.optimizationStatus?.optimizing === true,
+    );
+    expectUnknown(error);
+    expect({ ran, locked: (await stored("counter"))?.optimizationStatus?.optimizing }).toEqual({
+      ran: false,
+      locked: false,
+    });
+  });
+
   it("a real CAS conflict is still Aborted, refused, with the current version", async () => {
     await open();
     await ctx.set("counter", 5);
