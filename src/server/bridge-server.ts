@@ -59,6 +59,11 @@ export interface BridgeServerOptions extends Partial<ServerConfig> {
   readonly remoteToolTimeoutMs?: number;
   /** Clock in epoch milliseconds (tests replace it). */
   readonly now?: () => number;
+  /**
+   * What the memory budget measures, in bytes (default: heap in use plus
+   * external memory); tests replace it to hold the process over its budget.
+   */
+  readonly memorySample?: () => number;
 }
 
 /** Where a started bridge listens. */
@@ -151,7 +156,10 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   });
   const audit = createAuditTrail();
   const tools = createToolRegistry({ now, limits, audit });
-  const memory = createMemoryBudget({ limit: resolveMemoryBudget(config.memoryBudget) });
+  const memory = createMemoryBudget({
+    limit: resolveMemoryBudget(config.memoryBudget),
+    ...(options.memorySample === undefined ? {} : { sample: options.memorySample }),
+  });
   const core = createBridgeCore({
     memory,
     store,

@@ -10,7 +10,6 @@
  * 23.5 s of CPU (gzip 0.44 s), and 8 requests followed by a dropped
  * connection cost 217 s of CPU after the client had gone.
  */
-import { readFileSync } from "node:fs";
 import http2 from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
@@ -22,18 +21,11 @@ import {
 } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { encodeValue } from "../../src/values/index.js";
 import { cliSuite, type ServedCli } from "../support/cli.js";
+import { cpuSeconds } from "../support/process-stats.js";
 import { envelope } from "../support/raw-rpc.js";
 
 const cli = cliSuite();
 const KiB = 1024;
-
-/** CPU seconds the process has used so far (user + system). */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // Fields after the command name, which is in parentheses and may hold spaces.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
 
 /**
  * Text that compresses as real values do: words of a vocabulary of 4,096,
@@ -126,18 +118,25 @@ function getAll(
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * The server for one test, trusting loopback as a proxy so each test
+ * client can be a client of its own (x-forwarded-for).
+ */
+const serve = () =>
+  cli.serve([
+    "--port",
+    "0",
+    "--worker-port",
+    "off",
+    "--admin-port",
+    "off",
+    "--trusted-proxy",
+    "127.0.0.1",
+  ]);
+
 describe("reply compression", () => {
   it("brotli costs about what gzip costs, not fifty times more", async () => {
-    const served = await cli.serve([
-      "--port",
-      "0",
-      "--worker-port",
-      "off",
-      "--admin-port",
-      "off",
-      "--trusted-proxy",
-      "127.0.0.1",
-    ]);
+    const served = await serve();
     // 4 MiB of values: a quarter of what one session may hold.
     const { body } = await fillSession(served, 4, 1000 * KiB);
     const costOf = async (accept: string) => {
@@ -162,16 +161,7 @@ describe("reply compression", () => {
   }, 120_000);
 
   it("stops compressing for callers who are gone, and one client's compressions do not hold up another's", async () => {
-    const served = await cli.serve([
-      "--port",
-      "0",
-      "--worker-port",
-      "off",
-      "--admin-port",
-      "off",
-      "--trusted-proxy",
-      "127.0.0.1",
-    ]);
+    const served = await serve();
     // 15 MiB: a full session, just under the reply limit.
     const { body } = await fillSession(served, 15, 1000 * KiB);
     const small = await fillSession(served, 1, 200 * KiB);

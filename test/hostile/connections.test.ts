@@ -11,7 +11,6 @@
  *
  * (Over 400 lines: one finding per case; they share the raw HTTP/2 helpers.)
  */
-import { readFileSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -48,6 +47,7 @@ import {
   settingsFrame,
   settingsOf,
 } from "../support/h2-frames.js";
+import { rssMiB as rssOf } from "../support/process-stats.js";
 
 const MiB = 1024 * 1024;
 const start = bridgePerTest();
@@ -458,10 +458,7 @@ describe("replies", () => {
       "--log-level",
       "error",
     ]);
-    const rssMiB = () => {
-      const status = readFileSync(`/proc/${server.pid}/status`, "utf8");
-      return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]) / 1024;
-    };
+    const rssMiB = () => rssOf(server.pid);
     const retainedMiB = async () => {
       const text = await (await fetch(`${server.adminUrl}/metrics`)).text();
       const gauge = (name: string) =>

@@ -14,8 +14,9 @@ import {
   MAX_PATTERN_REPEAT,
   PATTERN_CHECK_BUDGET,
 } from "../../src/values/index.js";
-import { bridgePerTest, type RunningBridge } from "../support/bridge.js";
+import { bridgePerTest } from "../support/bridge.js";
 import { rejectionOf } from "../support/errors.js";
+import { pingsDuring } from "../support/pings.js";
 
 const bridge = bridgePerTest();
 const str = (s: string) => encodeValue("string", s).any;
@@ -29,36 +30,6 @@ function randomAb(n: number): string {
     out += seed < 1073741824 ? "a" : "b";
   }
   return out;
-}
-
-/**
- * Runs `work` while a second client, on its own HTTP/2 connection, pings
- * back to back; returns the work's outcome and the slowest ping seen.
- */
-async function pingsDuring<T>(
-  b: RunningBridge,
-  work: () => Promise<T>,
-): Promise<{ outcome: PromiseSettledResult<T>; slowestPingMs: number; pings: number }> {
-  const other = b.client("grpc");
-  await other.ping({ message: "warm" });
-  let done = false;
-  let slowestPingMs = 0;
-  let pings = 0;
-  const pinger = (async () => {
-    // One more ping after the work ends: the one in flight then saw all of it.
-    for (let last = false; !last; ) {
-      last = done;
-      const t0 = performance.now();
-      await other.ping({ message: "still there?" });
-      slowestPingMs = Math.max(slowestPingMs, performance.now() - t0);
-      pings++;
-    }
-  })();
-  const [outcome] = await Promise.allSettled([work()]);
-  done = true;
-  await pinger;
-  if (outcome === undefined) throw new Error("no outcome");
-  return { outcome, slowestPingMs, pings };
 }
 
 describe("pattern constraints", () => {

@@ -7,7 +7,6 @@
  * (2 × --max-reply-bytes), so the rest are refused at once with
  * RESOURCE_EXHAUSTED and the process holds a few replies at most.
  */
-import { readFileSync } from "node:fs";
 import http2 from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
@@ -19,6 +18,7 @@ import {
 } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { encodeValue } from "../../src/values/index.js";
 import { cliSuite } from "../support/cli.js";
+import { rssMiB as rssOf } from "../support/process-stats.js";
 import { envelope } from "../support/raw-rpc.js";
 
 const cli = cliSuite();
@@ -37,9 +37,7 @@ describe("stalled readers", () => {
       "--log-level",
       "error",
     ]);
-    const rssMiB = () =>
-      Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${served.pid}/status`, "utf8"))?.[1]) /
-      1024;
+    const rssMiB = () => rssOf(served.pid);
     const c = createClient(BridgeService, createGrpcTransport({ baseUrl: served.url }));
     const { sessionId } = await c.initializeSession({});
     const names = Array.from({ length: 15 }, (_, i) => `big${i}`);
