@@ -19,7 +19,7 @@ import type { SessionRpc } from "./session-rpc.js";
 import type { VariableReads } from "./variable-reads.js";
 import type { VariableSnapshot } from "./variable-snapshot.js";
 import { createWriteCoalescer, type QueuedWrite, type WriteOutcome } from "./write-coalescer.js";
-import { sentWrite } from "./write-outcome.js";
+import { sentKeyedWrite, sentWrite } from "./write-outcome.js";
 
 /** Result of {@link SessionContext.setMany}. */
 export interface BatchResult {
@@ -133,8 +133,7 @@ export function createVariableWrites(
       expectedVersion === undefined
         ? `set '${w.identifier}'`
         : `set '${w.identifier}' at expected version ${expectedVersion}`;
-    const res = await sentWrite(
-      what,
+    const res = await sentKeyedWrite(what, call, (idempotencyKey, options) =>
       client.setVariable(
         {
           sessionId,
@@ -144,8 +143,9 @@ export function createVariableWrites(
           metadata: w.metadata,
           expectedVersion: expectedVersion ?? 0,
           expectVersionZero: expectedVersion === 0,
+          idempotencyKey,
         },
-        call,
+        options,
       ),
     );
     return res.variable;
@@ -162,12 +162,22 @@ export function createVariableWrites(
         updates[w.identifier] = w.any;
         if (w.binary !== undefined) binaryUpdates[w.identifier] = w.binary;
       }
-      const res = await sentWrite(
+      // Each call of a group commit has its own key.
+      const res = await sentKeyedWrite(
         `set ${writes.map((w) => `'${w.identifier}'`).join(", ")}`,
-        client.setVariables(
-          { sessionId, updates, binaryUpdates, metadata: writes[0]?.metadata ?? {}, atomic: false },
-          call,
-        ),
+        call,
+        (idempotencyKey, options) =>
+          client.setVariables(
+            {
+              sessionId,
+              updates,
+              binaryUpdates,
+              metadata: writes[0]?.metadata ?? {},
+              atomic: false,
+              idempotencyKey,
+            },
+            options,
+          ),
       );
       const outcomes = new Map<QueuedWrite, WriteOutcome>();
       for (const w of writes) {
@@ -229,20 +239,23 @@ export function createVariableWrites(
     if ((batch.atomic === true && failed) || Object.keys(wire).length === 0) {
       return { success: batch.atomic !== true || !failed, errors, errorCodes, variables: {} };
     }
-    const res = await sentWrite(
+    const res = await sentKeyedWrite(
       `setMany of ${Object.keys(wire)
         .map((k) => `'${k}'`)
         .join(", ")}`,
-      client.setVariables(
-        {
-          sessionId,
-          updates: wire,
-          binaryUpdates: binary,
-          atomic: batch.atomic === true,
-          metadata: batch.metadata ?? {},
-        },
-        call,
-      ),
+      call,
+      (idempotencyKey, options) =>
+        client.setVariables(
+          {
+            sessionId,
+            updates: wire,
+            binaryUpdates: binary,
+            atomic: batch.atomic === true,
+            metadata: batch.metadata ?? {},
+            idempotencyKey,
+          },
+          options,
+        ),
     );
     const variables: Record<string, VariableSnapshot> = {};
     for (const [key, message] of Object.entries(res.variables))
@@ -258,9 +271,8 @@ export function createVariableWrites(
 
   const register: VariableWrites["register"] = async (name, type, initialValue, extra = {}) => {
     const declaration = declare(name, type, initialValue, extra, binaryThreshold);
-    const res = await sentWrite(
-      `register '${name}'`,
-      client.registerVariable({ sessionId, ...declaration }, call),
+    const res = await sentKeyedWrite(`register '${name}'`, call, (idempotencyKey, options) =>
+      client.registerVariable({ sessionId, ...declaration, idempotencyKey }, options),
     );
     if (res.variable === undefined) return (await reads.fetchOne(res.variableId, false)) as never;
     return accept(res.variable, "local") as VariableSnapshot<ValueOf<typeof type>>;
@@ -304,9 +316,11 @@ export function createVariableWrites(
 
     async delete(identifier) {
       const known = cache.peek(identifier)?.variable.snapshot;
-      await sentWrite(
-        `delete '${identifier}'`,
-        client.deleteVariable({ sessionId, variableIdentifier: identifier }, call),
+      await sentKeyedWrite(`delete '${identifier}'`, call, (idempotencyKey, options) =>
+        client.deleteVariable(
+          { sessionId, variableIdentifier: identifier, idempotencyKey },
+          options,
+        ),
       );
       if (known !== undefined) local.forget(known.id, known.name, "local");
       else cache.invalidate(identifier);

@@ -1,4 +1,5 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { type CallOptions, Code, ConnectError } from "@connectrpc/connect";
+import { sleep, systemTimers, type TimerProvider } from "./timers.js";
 
 /**
  * What a failed write says about the stored state: `"refused"` (the server
@@ -112,5 +113,59 @@ export async function sentWrite<T>(what: string, call: Promise<T>): Promise<T> {
     return await call;
   } catch (reason) {
     throw classifyWriteFailure(reason, what);
+  }
+}
+
+/**
+ * Pauses before each resend of a write whose outcome is unknown: three
+ * resends, short enough to stay within a typical call deadline.
+ */
+const RESEND_BACKOFF_MS = [50, 150, 400] as const;
+
+/** A new idempotency key: a random UUID from the runtime's Web Crypto. */
+export function newIdempotencyKey(): string {
+  return globalThis.crypto.randomUUID();
+}
+
+/**
+ * Sends a write under one idempotency key, and sends it again with the same
+ * key while its outcome is unknown because the connection failed (up to
+ * three times, 50, 150 and 400 ms apart, never past the call's deadline or
+ * its cancellation). The server applies a key once and answers a repeat
+ * with the first result, so the caller sees the write applied exactly once;
+ * only when every resend failed does it see the {@link OutcomeUnknownError}.
+ * `call.timeoutMs` bounds the whole write, resends included.
+ */
+export async function sentKeyedWrite<T>(
+  what: string,
+  call: CallOptions,
+  send: (key: string, call: CallOptions) => Promise<T>,
+  timers: TimerProvider = systemTimers,
+): Promise<T> {
+  const key = newIdempotencyKey();
+  const deadline =
+    call.timeoutMs === undefined ? Number.POSITIVE_INFINITY : timers.now() + call.timeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    const left = deadline - timers.now();
+    const options =
+      call.timeoutMs === undefined ? call : { ...call, timeoutMs: Math.max(1, Math.floor(left)) };
+    try {
+      return await send(key, options);
+    } catch (reason) {
+      const error = classifyWriteFailure(reason, what);
+      const pause = RESEND_BACKOFF_MS[attempt];
+      // Only a failed connection is worth a resend: a deadline or a
+      // cancellation is the caller's limit, and a refusal is an answer.
+      const resend =
+        error instanceof OutcomeUnknownError &&
+        error.code === Code.Unavailable &&
+        pause !== undefined &&
+        call.signal?.aborted !== true &&
+        timers.now() + pause < deadline;
+      if (!resend) throw error;
+      await sleep(timers, pause, call.signal).catch(() => {
+        throw error;
+      });
+    }
   }
 }

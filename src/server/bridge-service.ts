@@ -9,11 +9,12 @@ import {
 } from "../gen/snakepit/bridge/bridge_pb.js";
 import type { BridgeCore } from "./bridge-core.js";
 import { clientOf, isWorker, requireWorker } from "./caller.js";
+import { type KeyedWrite, once, recordAt, writeKeyOf } from "./idempotency.js";
 import { checkMetadata } from "./limits.js";
 import { createReplyBudget, replyEnd, UNCOUNTED_REPLY_BYTES } from "./reply-budget.js";
 import { INLINE_BYTES, measured, PAGE_BYTES, pageBudget, pageOf } from "./reply-pages.js";
 import { cleanupSession, openSession } from "./session-ops.js";
-import type { VariableRecord } from "./store/session-store.js";
+import type { SessionTransaction, VariableRecord } from "./store/session-store.js";
 import { originOf, type ToolExecutor } from "./tools/tool-executor.js";
 import type { RegisteredTool } from "./tools/tool-registry.js";
 import { resultForCaller } from "./tools/tool-value-form.js";
@@ -75,6 +76,10 @@ export function createBridgeService(
     measured(VariableSchema, (r: VariableRecord) => readVariableMessage(r));
   const toolSizes = () => measured(ToolSpecSchema, toToolSpec);
   const toolName = (t: RegisteredTool) => t.name;
+  const transactIn =
+    (sessionId: string) =>
+    <R>(fn: (tx: SessionTransaction) => R) =>
+      core.transact(sessionId, fn);
 
   const service: ServiceImpl<typeof BridgeService> = {
     ping(req) {
@@ -174,19 +179,31 @@ export function createBridgeService(
     async setVariable(req) {
       const expectedVersion =
         req.expectedVersion !== 0 ? req.expectedVersion : req.expectVersionZero ? 0 : undefined;
-      const record = await core.transact(req.sessionId, (tx) =>
-        ops.applyWrite(
-          tx,
-          ops.prepareWrite(tx, {
-            identifier: req.variableIdentifier,
-            value: req.value,
-            binary: req.binaryValue,
-            metadata: req.metadata,
-            expectedVersion,
-          }),
-        ),
+      const writeKey = writeKeyOf("SetVariable", req);
+      const { version, record } = await once(
+        transactIn(req.sessionId),
+        now,
+        writeKey,
+        versionWrite,
+        (tx) => {
+          const written = ops.applyWrite(
+            tx,
+            ops.prepareWrite(tx, {
+              identifier: req.variableIdentifier,
+              value: req.value,
+              binary: req.binaryValue,
+              metadata: req.metadata,
+              expectedVersion,
+            }),
+          );
+          return { id: written.id, version: written.version, record: written };
+        },
       );
-      return { success: true, newVersion: record.version, variable: toVariableMessage(record) };
+      return {
+        success: true,
+        newVersion: version,
+        ...(record === undefined ? {} : { variable: toVariableMessage(record) }),
+      };
     },
 
     async getVariables(req, ctx) {
@@ -206,30 +223,44 @@ export function createBridgeService(
       checkMetadata(req.metadata, settings.limits, "batch");
       const keys = [...new Set([...Object.keys(req.updates), ...Object.keys(req.binaryUpdates)])];
       checkBatch(keys.length, "SetVariables");
-      const result = await setMany(core, req.sessionId, {
-        writes: keys.map((key) => ({
-          identifier: key,
-          value: req.updates[key],
-          binary: req.binaryUpdates[key] ?? new Uint8Array(0),
-        })),
-        metadata: req.metadata,
-        atomic: req.atomic,
-      });
-      const newVersions: Record<string, number> = {};
+      const writeKey = writeKeyOf("SetVariables", req);
+      const result = await setMany(
+        core,
+        req.sessionId,
+        {
+          writes: keys.map((key) => ({
+            identifier: key,
+            value: req.updates[key],
+            binary: req.binaryUpdates[key] ?? new Uint8Array(0),
+          })),
+          metadata: req.metadata,
+          atomic: req.atomic,
+        },
+        writeKey,
+      );
       const variables: Record<string, Variable> = {};
-      for (const [key, record] of result.written) {
-        newVersions[key] = record.version;
-        variables[key] = toVariableMessage(record);
-      }
-      const { success, errors, errorCodes } = result;
+      for (const [key, record] of result.written) variables[key] = toVariableMessage(record);
+      const { success, errors, errorCodes, newVersions } = result;
       return { success, errors, errorCodes, newVersions, variables };
     },
 
     async registerVariable(req) {
-      const record = await core.transact(req.sessionId, (tx) =>
-        ops.register(tx, registerInputOf(req)),
+      const writeKey = writeKeyOf("RegisterVariable", req);
+      const { id, record } = await once(
+        transactIn(req.sessionId),
+        now,
+        writeKey,
+        versionWrite,
+        (tx) => {
+          const registered = ops.register(tx, registerInputOf(req));
+          return { id: registered.id, version: registered.version, record: registered };
+        },
       );
-      return { success: true, variableId: record.id, variable: toVariableMessage(record) };
+      return {
+        success: true,
+        variableId: id,
+        ...(record === undefined ? {} : { variable: toVariableMessage(record) }),
+      };
     },
 
     async registerVariables(req) {
@@ -252,7 +283,15 @@ export function createBridgeService(
     },
 
     async deleteVariable(req) {
-      await core.transact(req.sessionId, (tx) => ops.remove(tx, req.variableIdentifier, "client"));
+      await once(
+        transactIn(req.sessionId),
+        now,
+        writeKeyOf("DeleteVariable", req),
+        deleteWrite,
+        (tx) => {
+          ops.remove(tx, req.variableIdentifier, "client");
+        },
+      );
       return { success: true };
     },
 
@@ -387,3 +426,29 @@ function replyEstimate(records: Iterable<Pick<VariableRecord, "bytes" | "name">>
   for (const r of records) bytes += r.bytes + 2 * r.name.length + 64;
   return bytes;
 }
+
+/** A write of one variable: the version it made, and the record when it is retained. */
+interface VersionResult {
+  readonly id: string;
+  readonly version: number;
+  readonly record: VariableRecord | undefined;
+}
+
+/**
+ * How SetVariable and RegisterVariable are remembered under an idempotency
+ * key: the variable's id and the version the write made, from which a
+ * repeated key is answered with the variable as that write left it.
+ */
+const versionWrite: KeyedWrite<VersionResult> = {
+  summary: (result) => [result.id, result.version],
+  replay(view, summary) {
+    const [id, version] = summary as [string, number];
+    return { id, version, record: recordAt(view, id, version) };
+  },
+};
+
+/** DeleteVariable answers a repeated key with success: its reply carries nothing. */
+const deleteWrite: KeyedWrite<void> = {
+  summary: () => null,
+  replay: () => undefined,
+};

@@ -7,6 +7,7 @@ import {
 } from "../values/index.js";
 import type { BridgeCore } from "./bridge-core.js";
 import { compileGlob } from "./glob.js";
+import { type KeyedWrite, once, recordAt, type WriteKey } from "./idempotency.js";
 import { formatBytes, type Limits } from "./limits.js";
 import { byName } from "./order.js";
 import type { SessionTransaction, SessionView, VariableRecord } from "./store/session-store.js";
@@ -197,9 +198,43 @@ export interface BatchResult {
   /** Per key: why its write was refused, and the code. */
   readonly errors: Record<string, string>;
   readonly errorCodes: Record<string, number>;
-  /** Per key: the record its write made (empty when the batch was refused). */
+  /**
+   * Per key: the record its write made (empty when the batch was refused).
+   * A repeated idempotency key leaves out records the session no longer
+   * retains; `newVersions` still names them.
+   */
   readonly written: ReadonlyMap<string, VariableRecord>;
+  /** Per key: the version its write made. */
+  readonly newVersions: Readonly<Record<string, number>>;
 }
+
+/** Per key: the id and version a write made, as a repeated key is answered from. */
+type BatchSummary = {
+  s: boolean;
+  e: Record<string, string>;
+  c: Record<string, number>;
+  w: Record<string, [string, number]>;
+};
+
+/** How a SetVariables batch is remembered under an idempotency key. */
+const batchWrite: KeyedWrite<BatchResult> = {
+  summary(result): BatchSummary {
+    const w: Record<string, [string, number]> = {};
+    for (const [key, record] of result.written) w[key] = [record.id, record.version];
+    return { s: result.success, e: result.errors, c: result.errorCodes, w };
+  },
+  replay(view, summary) {
+    const { s, e, c, w } = summary as BatchSummary;
+    const written = new Map<string, VariableRecord>();
+    const newVersions: Record<string, number> = {};
+    for (const [key, [id, version]] of Object.entries(w)) {
+      newVersions[key] = version;
+      const record = recordAt(view, id, version);
+      if (record !== undefined) written.set(key, record);
+    }
+    return { success: s, errors: e, errorCodes: c, written, newVersions };
+  },
+};
 
 /**
  * SetVariables: validates every write first, then applies them in one
@@ -209,17 +244,19 @@ export interface BatchResult {
  * writes nothing and refuses the batch in-band.
  */
 export async function setMany(
-  core: Pick<BridgeCore, "ops" | "transact">,
+  core: Pick<BridgeCore, "ops" | "transact" | "now">,
   sessionId: string,
   batch: {
     readonly writes: readonly BatchWrite[];
     readonly metadata: Readonly<Record<string, string>>;
     readonly atomic: boolean;
   },
+  writeKey?: WriteKey,
 ): Promise<BatchResult> {
   const { ops } = core;
   let refused: Pick<BatchResult, "errors" | "errorCodes"> | undefined;
-  const response = core.transact(sessionId, (tx): BatchResult => {
+  const transact = <R>(fn: (tx: SessionTransaction) => R) => core.transact(sessionId, fn);
+  const response = once(transact, core.now, writeKey, batchWrite, (tx): BatchResult => {
     checkPatternWork(
       batch.writes.map((write) => {
         const current = tx.variable(write.identifier);
@@ -265,7 +302,7 @@ export async function setMany(
       }
     }
     if (batch.atomic && Object.keys(errors).length > 0) {
-      return { success: false, errors, errorCodes, written: new Map() };
+      return { success: false, errors, errorCodes, written: new Map(), newVersions: {} };
     }
     const written = new Map<string, VariableRecord>();
     for (const [key, write] of prepared) {
@@ -281,10 +318,12 @@ export async function setMany(
         }
       }
     }
-    return { success: true, errors, errorCodes, written };
+    const newVersions: Record<string, number> = {};
+    for (const [key, record] of written) newVersions[key] = record.version;
+    return { success: true, errors, errorCodes, written, newVersions };
   });
   return response.catch((e: unknown) => {
     if (refused === undefined) throw e;
-    return { success: false, ...refused, written: new Map() };
+    return { success: false, ...refused, written: new Map(), newVersions: {} };
   });
 }

@@ -11,6 +11,7 @@ import {
   type VariableValue,
   valueByteSize,
 } from "../values/index.js";
+import { IDEMPOTENCY_DATA_PREFIX } from "./idempotency.js";
 import { variableId } from "./ids.js";
 import {
   checkMetadata,
@@ -384,6 +385,12 @@ export function createVariableOps(limits: Limits, now: () => number = Date.now):
     },
 
     setData(tx, key, value) {
+      if (key.startsWith(IDEMPOTENCY_DATA_PREFIX)) {
+        throw new ConnectError(
+          `session data key ${quote(key)} is reserved: keys starting with ${quote(IDEMPOTENCY_DATA_PREFIX)} hold the session's idempotency keys`,
+          Code.InvalidArgument,
+        );
+      }
       if (value === undefined) {
         tx.setData(key, undefined, 0);
         return;

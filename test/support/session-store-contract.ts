@@ -7,9 +7,17 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import {
+  IDEMPOTENCY_KEYS_PER_SESSION,
+  IDEMPOTENCY_WINDOW_MS,
+  type KeyedWrite,
+  once,
+  writeKeyOf,
+} from "../../src/server/idempotency.js";
 import type {
   HistoryEntry,
   SessionStore,
+  SessionTransaction,
   StoreEvent,
   VariableRecord,
 } from "../../src/server/store/session-store.js";
@@ -417,6 +425,101 @@ export function describeSessionStoreContract(
 
     // Multi-node backends only (their fixtures have siblings).
     if (!options.multiNode) return;
+    /**
+     * Idempotency keys live in the session's own state: what a key was
+     * answered with is committed by the write's own transaction.
+     */
+    describe("idempotency keys", () => {
+      let clock = 1_000_000;
+      const now = () => clock;
+      const versionOf: KeyedWrite<number> = {
+        summary: (v) => v,
+        replay: (_view, v) => v as number,
+      };
+      const bump = (tx: SessionTransaction) => {
+        const current = tx.variable("x") as VariableRecord;
+        tx.putVariable({ ...current, version: current.version + 1 });
+        return current.version + 1;
+      };
+      /** A request with a field besides the key, so that fingerprints differ. */
+      const bumpRequest = (key: string, request: string) => {
+        const body = { idempotencyKey: key, sessionId: "s", request };
+        return body;
+      };
+      const keyed = (on: SessionStore, key: string, request = "x+1") =>
+        once(
+          (fn) => on.transact("s", fn).then((r) => (r as { value: never }).value),
+          now,
+          writeKeyOf("Bump", bumpRequest(key, request)),
+          versionOf,
+          bump,
+        );
+      const versionIn = async (on: SessionStore) =>
+        (await on.read("s", (v) => v.variable("x")?.version))?.value;
+      beforeEach(async () => {
+        await store.createSession(init("s"), 10);
+        await store.transact("s", (tx) => tx.putVariable(variable("v1", "x")));
+      });
+
+      it("applies a keyed write once and answers a repeat with the first result", async () => {
+        expect(await keyed(store, "k-1")).toBe(1);
+        expect(await keyed(store, "k-1")).toBe(1);
+        expect(await versionIn(store)).toBe(1);
+        expect(await keyed(store, "k-2")).toBe(2);
+        // The same key for another request is refused, and changes nothing.
+        const reused = await keyed(store, "k-1", "x+2").catch((e: unknown) => e);
+        expect((reused as ConnectError).code).toBe(Code.InvalidArgument);
+        expect((reused as ConnectError).rawMessage).toContain("reused for a different write");
+        expect(await versionIn(store)).toBe(2);
+      });
+
+      it("records a key only with its write, and counts it in the session's bytes", async () => {
+        const before = (await store.read("s", (v) => v.bytes))?.value ?? 0;
+        const failing = await once(
+          (fn) => store.transact("s", fn).then((r) => (r as { value: never }).value),
+          now,
+          writeKeyOf("Bump", { idempotencyKey: "k-fail", sessionId: "s" }),
+          versionOf,
+          (tx) => {
+            bump(tx);
+            throw new ConnectError("store full", Code.ResourceExhausted);
+          },
+        ).catch((e: unknown) => e);
+        expect((failing as ConnectError).code).toBe(Code.ResourceExhausted);
+        expect(await versionIn(store)).toBe(0);
+        expect((await store.read("s", (v) => v.bytes))?.value).toBe(before);
+        await keyed(store, "k-ok");
+        expect((await store.read("s", (v) => v.bytes))?.value).toBeGreaterThan(before);
+      });
+
+      it("remembers the last keys of a session for a bounded time", async () => {
+        for (let i = 0; i <= IDEMPOTENCY_KEYS_PER_SESSION; i++) {
+          clock++;
+          await keyed(store, `k-${i}`);
+        }
+        const applied = IDEMPOTENCY_KEYS_PER_SESSION + 1;
+        expect(await versionIn(store)).toBe(applied);
+        // The newest is remembered; the oldest was forgotten and applies again.
+        expect(await keyed(store, `k-${IDEMPOTENCY_KEYS_PER_SESSION}`)).toBe(applied);
+        expect(await keyed(store, "k-0")).toBe(applied + 1);
+        clock += IDEMPOTENCY_WINDOW_MS;
+        expect(await keyed(store, "k-0")).toBe(applied + 2);
+      });
+
+      if (options.multiNode) {
+        it("answers a key used on one instance from another", async () => {
+          const other = await (fixture.sibling as () => Promise<SessionStore>)();
+          try {
+            expect(await keyed(store, "k-a")).toBe(1);
+            expect(await keyed(other, "k-a")).toBe(1);
+            expect(await versionIn(other)).toBe(1);
+          } finally {
+            await other.close();
+          }
+        });
+      }
+    });
+
     describe("several instances on one backend", () => {
       let other: SessionStore;
       let otherEvents: StoreEvent[];
