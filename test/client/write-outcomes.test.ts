@@ -10,8 +10,11 @@ import { explain } from "../../demo/src/errors.js";
 import { createSessionContext, type SessionContext, writeOutcome } from "../../src/client/index.js";
 import { fromServerReply } from "../../src/client/write-outcome.js";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { createRedisStore, type RedisStore } from "../../src/server/store/redis-store.js";
 import { encodeValue } from "../../src/values/index.js";
 import { type Protocol, protocols, type RunningBridge, startBridge } from "../support/bridge.js";
+import { rejectionOf } from "../support/errors.js";
+import { startRedis } from "../support/redis-server.js";
 import { until } from "../support/wait.js";
 
 /**
@@ -348,6 +351,121 @@ describe.each(protocols)("what the classification relies on in connect, over %s"
       });
     } finally {
       await proxy.close();
+    }
+  });
+});
+
+describe.each(protocols)("idempotency keys from a raw client, over %s", (protocol) => {
+  const int = (n: number) => encodeValue("integer", n).any;
+  const session = async () => {
+    const client = bridge.client(protocol);
+    const { sessionId } = await client.initializeSession({});
+    await client.registerVariable({ sessionId, name: "n", type: "integer", initialValue: int(0) });
+    return { client, sessionId };
+  };
+
+  it("the same key twice gets the first result and one version step", async () => {
+    const { client, sessionId } = await session();
+    const write = { sessionId, variableIdentifier: "n", value: int(5), idempotencyKey: "k-1" };
+    const first = await client.setVariable(write);
+    const again = await client.setVariable(write);
+    expect({
+      first: first.newVersion,
+      again: again.newVersion,
+      value: again.variable?.version,
+    }).toEqual({ first: 1, again: 1, value: 1 });
+    const batch = { sessionId, updates: { n: int(6) }, idempotencyKey: "k-2" };
+    const one = await client.setVariables(batch);
+    const two = await client.setVariables(batch);
+    expect({ one: one.newVersions, two: two.newVersions }).toEqual({
+      one: { n: 2 },
+      two: { n: 2 },
+    });
+    const stored = await client.getVariable({ sessionId, variableIdentifier: "n" });
+    expect(stored.variable?.version).toBe(2);
+  });
+
+  it("a refusal is answered again, even after the session changed", async () => {
+    const { client, sessionId } = await session();
+    const write = { sessionId, variableIdentifier: "m", value: int(1), idempotencyKey: "k-m" };
+    const first = await rejectionOf(client.setVariable(write));
+    await client.registerVariable({ sessionId, name: "m", type: "integer", initialValue: int(0) });
+    const again = await rejectionOf(client.setVariable(write));
+    expect({ first: Code[first.code], again: Code[again.code] }).toEqual({
+      first: "NotFound",
+      again: "NotFound",
+    });
+    const stored = await client.getVariable({ sessionId, variableIdentifier: "m" });
+    expect(stored.variable?.version).toBe(0);
+  });
+
+  it("a key reused for another write, and a malformed key, are INVALID_ARGUMENT", async () => {
+    const { client, sessionId } = await session();
+    await client.setVariable({
+      sessionId,
+      variableIdentifier: "n",
+      value: int(1),
+      idempotencyKey: "k",
+    });
+    const reused = await rejectionOf(
+      client.setVariable({
+        sessionId,
+        variableIdentifier: "n",
+        value: int(2),
+        idempotencyKey: "k",
+      }),
+    );
+    expect(Code[reused.code]).toBe("InvalidArgument");
+    expect(reused.rawMessage).toContain("reused for a different write");
+    for (const idempotencyKey of ["x".repeat(129), "no spaces", "é"]) {
+      const bad = await rejectionOf(
+        client.setVariable({ sessionId, variableIdentifier: "n", value: int(3), idempotencyKey }),
+      );
+      expect(Code[bad.code]).toBe("InvalidArgument");
+      expect(bad.rawMessage).toContain("128 characters");
+    }
+    const stored = await client.getVariable({ sessionId, variableIdentifier: "n" });
+    expect(stored.variable?.version).toBe(1);
+  });
+});
+
+describe("idempotency keys on two replicas sharing Redis", () => {
+  it("a key used on one replica and retried on the other is applied once", async () => {
+    await using redis = await startRedis();
+    const stores: RedisStore[] = [];
+    const bridges: RunningBridge[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        const store = await createRedisStore({ url: `redis://127.0.0.1:${redis.port}` });
+        stores.push(store);
+        bridges.push(await startBridge({ sessionStore: store }));
+      }
+      const [a, b] = bridges.map((r) => r.client()) as [
+        ReturnType<RunningBridge["client"]>,
+        ReturnType<RunningBridge["client"]>,
+      ];
+      const { sessionId } = await a.initializeSession({});
+      const value = encodeValue("integer", 0).any;
+      const register = { sessionId, name: "n", type: "integer", initialValue: value };
+      const registered = await a.registerVariable({ ...register, idempotencyKey: "r-1" });
+      const registeredAgain = await b.registerVariable({ ...register, idempotencyKey: "r-1" });
+      expect(registeredAgain.variableId).toBe(registered.variableId);
+      const write = {
+        sessionId,
+        variableIdentifier: "n",
+        value: encodeValue("integer", 1).any,
+        expectedVersion: 0,
+        expectVersionZero: true,
+        idempotencyKey: "w-1",
+      };
+      const onA = await a.setVariable(write);
+      const onB = await b.setVariable(write);
+      expect({ a: onA.newVersion, b: onB.newVersion }).toEqual({ a: 1, b: 1 });
+      const stored = await b.getVariable({ sessionId, variableIdentifier: "n" });
+      expect(stored.variable?.version).toBe(1);
+    } finally {
+      for (const r of bridges) await r.stop();
+      for (const s of stores) await s.close();
     }
   });
 });
