@@ -18,7 +18,10 @@ import type { SessionTransaction, SessionView, VariableRecord } from "./store/se
  * counts in the session's bytes and ends with the session.
  */
 
-/** How many keys a session remembers; the oldest is forgotten first. */
+/**
+ * Most keys a session remembers; the oldest are forgotten first, 32 at a
+ * time (so at least the last 225 are always remembered).
+ */
 export const IDEMPOTENCY_KEYS_PER_SESSION = 256;
 /** How long a key is remembered after its write. */
 export const IDEMPOTENCY_WINDOW_MS = 10 * 60_000;
@@ -196,27 +199,51 @@ function recall(view: SessionView, writeKey: WriteKey, t: number): Remembered | 
 }
 
 /**
- * Records a key, forgetting keys older than the window and, beyond
- * {@link IDEMPOTENCY_KEYS_PER_SESSION}, the oldest. Costs one pass over the
- * session's data keys, of which remembered keys are at most that many.
+ * How many of the oldest keys one pruning forgets at once: a session
+ * remembers at least its last {@link IDEMPOTENCY_KEYS_PER_SESSION} − 32 + 1
+ * keys and at most {@link IDEMPOTENCY_KEYS_PER_SESSION}, and a pass over
+ * its keys happens once every 32 keyed writes instead of on each.
+ */
+const PRUNE_BATCH = 32;
+
+/**
+ * The data entry counting a session's remembered keys ('#' is not a key
+ * character, so no key can be named like it).
+ */
+const COUNT_KEY = `${IDEMPOTENCY_DATA_PREFIX}#`;
+
+/**
+ * Records a key. While the session remembers fewer than
+ * {@link IDEMPOTENCY_KEYS_PER_SESSION} keys this costs two small data
+ * entries (the key's and the count's); at the cap, one pass forgets every
+ * expired key and the {@link PRUNE_BATCH} oldest. (Expired keys are
+ * ignored by {@link recall} until then: they only wait to be pruned.)
  */
 function remember(tx: SessionTransaction, writeKey: WriteKey, entry: Remembered, t: number) {
+  const dataKey = IDEMPOTENCY_DATA_PREFIX + writeKey.key;
+  const known = tx.data(dataKey) !== undefined;
+  let count = (tx.data(COUNT_KEY) as number | undefined) ?? 0;
+  if (!known && count >= IDEMPOTENCY_KEYS_PER_SESSION) count = prune(tx, t);
+  tx.setData(dataKey, entry as unknown as JsonValue, utf8Length(dataKey + JSON.stringify(entry)));
+  if (!known) count++;
+  tx.setData(COUNT_KEY, count, COUNT_KEY.length + 8);
+}
+
+/** Forgets expired keys and the oldest {@link PRUNE_BATCH}; returns how many are left. */
+function prune(tx: SessionTransaction, t: number): number {
   const kept: [string, number][] = [];
   for (const dataKey of [...tx.dataKeys()]) {
-    if (!dataKey.startsWith(IDEMPOTENCY_DATA_PREFIX)) continue;
+    if (!dataKey.startsWith(IDEMPOTENCY_DATA_PREFIX) || dataKey === COUNT_KEY) continue;
     const seen = tx.data(dataKey) as Remembered | undefined;
     if (seen === undefined) continue;
     if (seen.t + IDEMPOTENCY_WINDOW_MS <= t) tx.setData(dataKey, undefined, 0);
     else kept.push([dataKey, seen.t]);
   }
-  if (kept.length >= IDEMPOTENCY_KEYS_PER_SESSION) {
-    kept.sort((a, b) => a[1] - b[1]);
-    for (const [dataKey] of kept.slice(0, kept.length - IDEMPOTENCY_KEYS_PER_SESSION + 1)) {
-      tx.setData(dataKey, undefined, 0);
-    }
-  }
-  const dataKey = IDEMPOTENCY_DATA_PREFIX + writeKey.key;
-  tx.setData(dataKey, entry as unknown as JsonValue, utf8Length(dataKey + JSON.stringify(entry)));
+  const over = kept.length - (IDEMPOTENCY_KEYS_PER_SESSION - PRUNE_BATCH);
+  if (over <= 0) return kept.length;
+  kept.sort((a, b) => a[1] - b[1]);
+  for (const [dataKey] of kept.slice(0, over)) tx.setData(dataKey, undefined, 0);
+  return kept.length - over;
 }
 
 /** JSON with object keys in order, bytes as base64: the same request, the same text. */

@@ -697,8 +697,9 @@ export type SetVariableRequest = Message<"snakepit.bridge.SetVariableRequest"> &
    * Extension: a key the client made for this write (1 to 128 characters of
    * A-Z, a-z, 0-9, '_', '-', '.', ':'). A repeated key within the session
    * gets the first call's result instead of applying the write again (the
-   * server remembers the last 256 keys per session for 10 minutes), so a
-   * write whose reply was lost can be retried safely. Empty: no key.
+   * server remembers at least the last 225 keys per session, at most 256,
+   * for 10 minutes), so a write whose reply was lost can be retried safely.
+   * Empty: no key.
    *
    * @generated from field: string idempotency_key = 20;
    */
