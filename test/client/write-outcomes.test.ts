@@ -1,10 +1,4 @@
-import net from "node:net";
-import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
-import {
-  createConnectTransport,
-  createGrpcTransport,
-  createGrpcWebTransport,
-} from "@connectrpc/connect-node";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { explain } from "../../demo/src/errors.js";
 import { createSessionContext, type SessionContext, writeOutcome } from "../../src/client/index.js";
@@ -12,79 +6,11 @@ import { fromServerReply } from "../../src/client/write-outcome.js";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { createRedisStore, type RedisStore } from "../../src/server/store/redis-store.js";
 import { encodeValue } from "../../src/values/index.js";
-import { type Protocol, protocols, type RunningBridge, startBridge } from "../support/bridge.js";
+import { protocols, type RunningBridge, startBridge, transportFor } from "../support/bridge.js";
 import { rejectionOf } from "../support/errors.js";
 import { startRedis } from "../support/redis-server.js";
+import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.js";
 import { until } from "../support/wait.js";
-
-/**
- * A proxy that can hold the server's replies: requests pass at once, replies
- * wait while {@link ReplyHoldingProxy.hold} is on, and
- * {@link ReplyHoldingProxy.resetClients} resets every client connection
- * with the held bytes never delivered. That is the worst moment for a
- * connection to fail: the server has done the write, the client cannot know.
- */
-interface ReplyHoldingProxy {
-  readonly url: string;
-  hold(): void;
-  /** Resets (TCP RST) every client connection and stops holding. */
-  resetClients(): void;
-  close(): Promise<void>;
-}
-
-async function startReplyHoldingProxy(target: number): Promise<ReplyHoldingProxy> {
-  let holding = false;
-  const pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(target, "127.0.0.1");
-    const pair = { client, upstream };
-    pairs.add(pair);
-    client.pipe(upstream);
-    upstream.on("data", (chunk: Buffer) => {
-      // Held bytes are dropped, never delivered: the reset comes first.
-      if (!holding) client.write(chunk);
-    });
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      pairs.delete(pair);
-    };
-    for (const s of [client, upstream]) {
-      s.on("error", drop);
-      s.on("close", drop);
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    hold() {
-      holding = true;
-    },
-    resetClients() {
-      for (const { client, upstream } of pairs) {
-        client.resetAndDestroy();
-        upstream.destroy();
-      }
-      pairs.clear();
-      holding = false;
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const { client, upstream } of pairs) {
-          client.destroy();
-          upstream.destroy();
-        }
-        server.close(() => resolve());
-      }),
-  };
-}
-
-function transportFor(protocol: Protocol, baseUrl: string): Transport {
-  if (protocol === "grpc") return createGrpcTransport({ baseUrl });
-  if (protocol === "grpc-web") return createGrpcWebTransport({ baseUrl, httpVersion: "1.1" });
-  return createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true });
-}
 
 let bridge: RunningBridge;
 beforeAll(async () => {
@@ -95,7 +21,7 @@ afterAll(async () => {
 });
 
 describe.each(protocols)("write outcomes over %s", (protocol) => {
-  let proxy: ReplyHoldingProxy;
+  let proxy: TcpProxy;
   let ctx: SessionContext;
   afterEach(async () => {
     await ctx.close().catch(() => undefined); // the session may be gone with the test's bridge state
@@ -104,7 +30,7 @@ describe.each(protocols)("write outcomes over %s", (protocol) => {
 
   /** A context through the proxy, no watch or heartbeat: only the writes travel. */
   const open = async () => {
-    proxy = await startReplyHoldingProxy(bridge.port);
+    proxy = await startTcpProxy(bridge.port);
     ctx = await createSessionContext({
       transport: transportFor(protocol, proxy.url),
       watch: false,
@@ -127,7 +53,7 @@ describe.each(protocols)("write outcomes over %s", (protocol) => {
    * (`applied` holds), then resets the connection; returns the error.
    */
   const failAfter = async (write: () => Promise<unknown>, applied: () => Promise<boolean>) => {
-    proxy.hold();
+    proxy.holdReplies();
     const settled = write().then(
       () => undefined,
       (e: unknown) => e,
@@ -210,7 +136,7 @@ describe.each(protocols)("write outcomes over %s", (protocol) => {
 
   it("a write whose every resend fails is unknown, never Aborted", async () => {
     await open();
-    proxy.hold();
+    proxy.holdReplies();
     const settled = ctx.set("counter", 1).then(
       () => undefined,
       (e: unknown) => e,
@@ -223,7 +149,7 @@ describe.each(protocols)("write outcomes over %s", (protocol) => {
     });
     while (!done) {
       proxy.resetClients();
-      proxy.hold();
+      proxy.holdReplies();
       await new Promise((r) => setTimeout(r, 5));
     }
     const error = await settled;
@@ -317,7 +243,7 @@ describe.each(protocols)("what the classification relies on in connect, over %s"
         () => undefined,
         (e: unknown) => ConnectError.from(e),
       );
-    const proxy = await startReplyHoldingProxy(bridge.port);
+    const proxy = await startTcpProxy(bridge.port);
     try {
       const client = createClient(BridgeService, transportFor(protocol, proxy.url));
       const { sessionId } = await client.initializeSession({});
@@ -327,7 +253,7 @@ describe.each(protocols)("what the classification relies on in connect, over %s"
         type: "integer",
         initialValue: encodeValue("integer", 0).any,
       });
-      proxy.hold();
+      proxy.holdReplies();
       const reset = client
         .setVariable({ sessionId, variableIdentifier: "n", value: encodeValue("integer", 1).any })
         .then(

@@ -17,6 +17,16 @@ import {
 export const protocols = ["connect", "grpc", "grpc-web"] as const;
 export type Protocol = (typeof protocols)[number];
 
+/**
+ * A Node transport of `protocol` to `baseUrl`: gRPC over HTTP/2, gRPC-Web
+ * and Connect (binary) over HTTP/1.1, as browsers send them.
+ */
+export function transportFor(protocol: Protocol, baseUrl: string): Transport {
+  if (protocol === "grpc") return createGrpcTransport({ baseUrl });
+  if (protocol === "grpc-web") return createGrpcWebTransport({ baseUrl, httpVersion: "1.1" });
+  return createConnectTransport({ baseUrl, httpVersion: "1.1" });
+}
+
 /** A real bridge server on free ports of 127.0.0.1. */
 export interface RunningBridge {
   readonly server: BridgeServer;
@@ -51,12 +61,7 @@ export async function startBridge(options: BridgeServerOptions = {}): Promise<Ru
   const transport = (protocol: Protocol = "connect") => {
     let t = transports.get(protocol);
     if (t === undefined) {
-      t =
-        protocol === "grpc"
-          ? createGrpcTransport({ baseUrl: url })
-          : protocol === "grpc-web"
-            ? createGrpcWebTransport({ baseUrl: url, httpVersion: "1.1" })
-            : createConnectTransport({ baseUrl: url, httpVersion: "1.1" });
+      t = transportFor(protocol, url);
       transports.set(protocol, t);
     }
     return t;

@@ -11,6 +11,14 @@ export interface TcpProxy {
   /** Drops every connection and refuses new ones until {@link restore}. */
   cut(): void;
   restore(): void;
+  /**
+   * From now on requests pass and replies are held (never delivered):
+   * with {@link resetClients}, a connection that fails at the worst moment
+   * for a write, after the server did it and before the client heard.
+   */
+  holdReplies(): void;
+  /** Resets (TCP RST) every client connection, drops what was held, and stops holding. */
+  resetClients(): void;
   close(): Promise<void>;
 }
 
@@ -18,10 +26,14 @@ export interface TcpProxy {
 export async function startTcpProxy(target: number): Promise<TcpProxy> {
   let port = target;
   let refusing = false;
-  const open = new Set<net.Socket>();
+  let holding = false;
+  const pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
   const dropAll = () => {
-    for (const s of open) s.destroy();
-    open.clear();
+    for (const { client, upstream } of pairs) {
+      client.destroy();
+      upstream.destroy();
+    }
+    pairs.clear();
   };
   const server = net.createServer((client) => {
     if (refusing) {
@@ -29,14 +41,20 @@ export async function startTcpProxy(target: number): Promise<TcpProxy> {
       return;
     }
     const upstream = net.connect(port, "127.0.0.1");
-    open.add(client);
-    open.add(upstream);
-    client.pipe(upstream).pipe(client);
+    const pair = { client, upstream };
+    pairs.add(pair);
+    client.pipe(upstream);
+    // Replies by hand rather than piped, so that they can be held.
+    upstream.on("data", (chunk: Buffer) => {
+      if (holding) return;
+      if (!client.write(chunk)) upstream.pause();
+    });
+    client.on("drain", () => upstream.resume());
+    upstream.on("end", () => client.end());
     const drop = () => {
       client.destroy();
       upstream.destroy();
-      open.delete(client);
-      open.delete(upstream);
+      pairs.delete(pair);
     };
     for (const s of [client, upstream]) {
       s.on("error", drop);
@@ -61,6 +79,17 @@ export async function startTcpProxy(target: number): Promise<TcpProxy> {
     },
     restore() {
       refusing = false;
+    },
+    holdReplies() {
+      holding = true;
+    },
+    resetClients() {
+      for (const { client, upstream } of pairs) {
+        client.resetAndDestroy();
+        upstream.destroy();
+      }
+      pairs.clear();
+      holding = false;
     },
     close: () =>
       new Promise<void>((resolve) => {
