@@ -4,11 +4,11 @@ import { explain } from "../../demo/src/errors.js";
 import { createSessionContext, type SessionContext, writeOutcome } from "../../src/client/index.js";
 import { fromServerReply } from "../../src/client/write-outcome.js";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
-import { createRedisStore, type RedisStore } from "../../src/server/store/redis-store.js";
 import { encodeValue } from "../../src/values/index.js";
 import { protocols, type RunningBridge, startBridge, transportFor } from "../support/bridge.js";
 import { rejectionOf } from "../support/errors.js";
-import { startRedis } from "../support/redis-server.js";
+import { startRedis, type TestRedis } from "../support/redis-server.js";
+import { replicasPerTest } from "../support/replicas.js";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.js";
 import { until } from "../support/wait.js";
 
@@ -356,42 +356,40 @@ describe.each(protocols)("idempotency keys from a raw client, over %s", (protoco
 });
 
 describe("idempotency keys on two replicas sharing Redis", () => {
+  let redis: TestRedis;
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+  const replica = replicasPerTest(() => redis.url);
+
   it("a key used on one replica and retried on the other is applied once", async () => {
-    await using redis = await startRedis();
-    const stores: RedisStore[] = [];
-    const bridges: RunningBridge[] = [];
-    try {
-      for (let i = 0; i < 2; i++) {
-        const store = await createRedisStore({ url: `redis://127.0.0.1:${redis.port}` });
-        stores.push(store);
-        bridges.push(await startBridge({ sessionStore: store }));
-      }
-      const [a, b] = bridges.map((r) => r.client()) as [
-        ReturnType<RunningBridge["client"]>,
-        ReturnType<RunningBridge["client"]>,
-      ];
-      const { sessionId } = await a.initializeSession({});
-      const value = encodeValue("integer", 0).any;
-      const register = { sessionId, name: "n", type: "integer", initialValue: value };
-      const registered = await a.registerVariable({ ...register, idempotencyKey: "r-1" });
-      const registeredAgain = await b.registerVariable({ ...register, idempotencyKey: "r-1" });
-      expect(registeredAgain.variableId).toBe(registered.variableId);
-      const write = {
-        sessionId,
-        variableIdentifier: "n",
-        value: encodeValue("integer", 1).any,
-        expectedVersion: 0,
-        expectVersionZero: true,
-        idempotencyKey: "w-1",
-      };
-      const onA = await a.setVariable(write);
-      const onB = await b.setVariable(write);
-      expect({ a: onA.newVersion, b: onB.newVersion }).toEqual({ a: 1, b: 1 });
-      const stored = await b.getVariable({ sessionId, variableIdentifier: "n" });
-      expect(stored.variable?.version).toBe(1);
-    } finally {
-      for (const r of bridges) await r.stop();
-      for (const s of stores) await s.close();
-    }
+    const [a, b] = (
+      await Promise.all([replica({ keyPrefix: "idem:" }), replica({ keyPrefix: "idem:" })])
+    ).map((r) => r.bridge.client()) as [
+      ReturnType<RunningBridge["client"]>,
+      ReturnType<RunningBridge["client"]>,
+    ];
+    const { sessionId } = await a.initializeSession({});
+    const value = encodeValue("integer", 0).any;
+    const register = { sessionId, name: "n", type: "integer", initialValue: value };
+    const registered = await a.registerVariable({ ...register, idempotencyKey: "r-1" });
+    const registeredAgain = await b.registerVariable({ ...register, idempotencyKey: "r-1" });
+    expect(registeredAgain.variableId).toBe(registered.variableId);
+    const write = {
+      sessionId,
+      variableIdentifier: "n",
+      value: encodeValue("integer", 1).any,
+      expectedVersion: 0,
+      expectVersionZero: true,
+      idempotencyKey: "w-1",
+    };
+    const onA = await a.setVariable(write);
+    const onB = await b.setVariable(write);
+    expect({ a: onA.newVersion, b: onB.newVersion }).toEqual({ a: 1, b: 1 });
+    const stored = await b.getVariable({ sessionId, variableIdentifier: "n" });
+    expect(stored.variable?.version).toBe(1);
   });
 });

@@ -10,13 +10,13 @@ import { runInNewContext } from "node:vm";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryInUse } from "../../src/server/memory-budget.js";
-import { createRedisStore } from "../../src/server/store/redis-store.js";
 import { PATTERN_REQUEST_BUDGET } from "../../src/server/variable-batch.js";
 import { encodeValue, MAX_PATTERN_REPEAT, PATTERN_CHECK_BUDGET } from "../../src/values/index.js";
 import { bridgePerTest, type RunningBridge } from "../support/bridge.js";
 import { rejectionOf } from "../support/errors.js";
 import { pingsDuring } from "../support/pings.js";
 import { startRedis, type TestRedis } from "../support/redis-server.js";
+import { replicasPerTest } from "../support/replicas.js";
 
 const bridge = bridgePerTest();
 const MiB = 1024 * 1024;
@@ -170,87 +170,45 @@ describe("bytes per client on replicas sharing Redis", () => {
   afterAll(async () => {
     await redis?.stop();
   });
+  const replicaOf = replicasPerTest(() => redis.url);
 
   it("the budget holds across replicas, and what one replica frees the other grants", async () => {
-    const replica = async () => {
-      const store = await createRedisStore({
-        url: `redis://127.0.0.1:${redis.port}`,
+    const replica = () =>
+      replicaOf({
         keyPrefix: "bytes:",
+        bridge: { maxBytesPerClient: 4 * MiB, trustedProxies: ["127.0.0.1"], memoryBudget: 0 },
       });
-      const b = await bridge({
-        sessionStore: store,
-        maxBytesPerClient: 4 * MiB,
-        trustedProxies: ["127.0.0.1"],
-        memoryBudget: 0,
-      });
-      return { b, store };
-    };
     const [one, two] = await Promise.all([replica(), replica()]);
-    try {
-      const attacker = as("203.0.113.77");
-      const value = str("x".repeat(500_000));
-      const replicas = [one.b, two.b];
-      // Sessions on alternating replicas, values written on the other one.
-      const sessions: string[] = [];
-      for (let s = 0; s < 4; s++) {
-        const on = replicas[s % 2] as RunningBridge;
-        sessions.push((await on.client().initializeSession({}, attacker)).sessionId);
-      }
-      let accepted = 0;
-      for (let i = 0; i < 8; i++) {
-        const on = replicas[(i + 1) % 2] as RunningBridge;
-        await on.client().registerVariable(
-          {
-            sessionId: sessions[i % 4] as string,
-            name: `v${i}`,
-            type: "string",
-            initialValue: value,
-          },
-          attacker,
-        );
-        accepted++;
-      }
-      expect(accepted).toBe(8);
-      for (const on of replicas) {
-        const e = await rejectionOf(
-          on.client().registerVariable(
-            {
-              sessionId: sessions[0] as string,
-              name: "more",
-              type: "string",
-              initialValue: value,
-            },
-            attacker,
-          ),
-          Code.ResourceExhausted,
-        );
-        expect(e.rawMessage).toContain("the limit is 4 MiB (--max-bytes-per-client)");
-      }
-      // Another client is served on either replica.
-      const other = as("198.51.100.3");
-      const { sessionId: theirs } = await two.b.client().initializeSession({}, other);
-      await one.b
-        .client()
-        .registerVariable(
-          { sessionId: theirs, name: "v", type: "string", initialValue: value },
-          other,
-        );
-      // A deleted variable (on one replica) and an ended session (on the
-      // other) give the bytes back.
-      await one.b
-        .client()
-        .deleteVariable({ sessionId: sessions[1] as string, variableIdentifier: "v1" }, attacker);
-      await two.b
-        .client()
-        .registerVariable(
-          { sessionId: sessions[0] as string, name: "more", type: "string", initialValue: value },
-          attacker,
-        );
-      await rejectionOf(
-        one.b.client().registerVariable(
+    const attacker = as("203.0.113.77");
+    const value = str("x".repeat(500_000));
+    const replicas = [one.bridge, two.bridge];
+    // Sessions on alternating replicas, values written on the other one.
+    const sessions: string[] = [];
+    for (let s = 0; s < 4; s++) {
+      const on = replicas[s % 2] as RunningBridge;
+      sessions.push((await on.client().initializeSession({}, attacker)).sessionId);
+    }
+    let accepted = 0;
+    for (let i = 0; i < 8; i++) {
+      const on = replicas[(i + 1) % 2] as RunningBridge;
+      await on.client().registerVariable(
+        {
+          sessionId: sessions[i % 4] as string,
+          name: `v${i}`,
+          type: "string",
+          initialValue: value,
+        },
+        attacker,
+      );
+      accepted++;
+    }
+    expect(accepted).toBe(8);
+    for (const on of replicas) {
+      const e = await rejectionOf(
+        on.client().registerVariable(
           {
             sessionId: sessions[0] as string,
-            name: "more2",
+            name: "more",
             type: "string",
             initialValue: value,
           },
@@ -258,17 +216,47 @@ describe("bytes per client on replicas sharing Redis", () => {
         ),
         Code.ResourceExhausted,
       );
-      await two.b.client().cleanupSession({ sessionId: sessions[2] as string }, attacker);
-      await one.b
-        .client()
-        .registerVariable(
-          { sessionId: sessions[0] as string, name: "more2", type: "string", initialValue: value },
-          attacker,
-        );
-    } finally {
-      await Promise.all([one.b.stop(), two.b.stop()]);
-      await Promise.all([one.store.close(), two.store.close()]);
+      expect(e.rawMessage).toContain("the limit is 4 MiB (--max-bytes-per-client)");
     }
+    // Another client is served on either replica.
+    const other = as("198.51.100.3");
+    const { sessionId: theirs } = await two.bridge.client().initializeSession({}, other);
+    await one.bridge
+      .client()
+      .registerVariable(
+        { sessionId: theirs, name: "v", type: "string", initialValue: value },
+        other,
+      );
+    // A deleted variable (on one replica) and an ended session (on the
+    // other) give the bytes back.
+    await one.bridge
+      .client()
+      .deleteVariable({ sessionId: sessions[1] as string, variableIdentifier: "v1" }, attacker);
+    await two.bridge
+      .client()
+      .registerVariable(
+        { sessionId: sessions[0] as string, name: "more", type: "string", initialValue: value },
+        attacker,
+      );
+    await rejectionOf(
+      one.bridge.client().registerVariable(
+        {
+          sessionId: sessions[0] as string,
+          name: "more2",
+          type: "string",
+          initialValue: value,
+        },
+        attacker,
+      ),
+      Code.ResourceExhausted,
+    );
+    await two.bridge.client().cleanupSession({ sessionId: sessions[2] as string }, attacker);
+    await one.bridge
+      .client()
+      .registerVariable(
+        { sessionId: sessions[0] as string, name: "more2", type: "string", initialValue: value },
+        attacker,
+      );
   });
 });
 

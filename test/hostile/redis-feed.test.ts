@@ -8,17 +8,13 @@
  */
 import { spawnSync } from "node:child_process";
 import { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js";
-import {
-  createRedisStore,
-  type RedisStore,
-  type RedisStoreOptions,
-} from "../../src/server/store/redis-store.js";
+import { createRedisStore, type RedisStoreOptions } from "../../src/server/store/redis-store.js";
 import type { StoreEvent } from "../../src/server/store/session-store.js";
 import { decodeValue, encodeValue } from "../../src/values/index.js";
-import { type RunningBridge, startBridge } from "../support/bridge.js";
 import { startRedis, type TestRedis } from "../support/redis-server.js";
+import { replicasPerTest } from "../support/replicas.js";
 import { until } from "../support/wait.js";
 
 const MiB = 1024 * 1024;
@@ -37,21 +33,11 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-const running: { bridge: RunningBridge; store: RedisStore }[] = [];
-afterEach(async () => {
-  for (const { bridge, store } of running.splice(0)) {
-    await bridge.stop();
-    await store.close();
-  }
-});
+const replicaOf = replicasPerTest(() => redis.url);
 
 /** A replica of one deployment (a key prefix of its own). */
-async function replica(keyPrefix: string, options: Partial<RedisStoreOptions> = {}) {
-  const store = await createRedisStore({ url: redis.url, keyPrefix, ...options });
-  const bridge = await startBridge({ sessionStore: store, maxSessionBytes: 4 * MiB });
-  running.push({ bridge, store });
-  return { bridge, store };
-}
+const replica = (keyPrefix: string, store: Partial<RedisStoreOptions> = {}) =>
+  replicaOf({ keyPrefix, store, bridge: { maxSessionBytes: 4 * MiB } });
 
 /**
  * What Redis holds, without its connections' buffers: the query buffer of

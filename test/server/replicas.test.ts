@@ -4,13 +4,13 @@
  * seen on the other.
  */
 import { Code } from "@connectrpc/connect";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js";
-import { createRedisStore, type RedisStore } from "../../src/server/store/redis-store.js";
 import { decodeJsonAny, decodeValue, encodeJsonAny, encodeValue } from "../../src/values/index.js";
-import { type RunningBridge, startBridge } from "../support/bridge.js";
+import { bridgePerTest, type RunningBridge } from "../support/bridge.js";
 import { rejectionOf } from "../support/errors.js";
 import { startRedis, type TestRedis } from "../support/redis-server.js";
+import { replicasPerTest } from "../support/replicas.js";
 
 let redis: TestRedis;
 let deployment = 0;
@@ -21,27 +21,14 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-const running: { bridge: RunningBridge; store: RedisStore }[] = [];
-afterEach(async () => {
-  for (const { bridge, store } of running.splice(0)) {
-    await bridge.stop();
-    await store.close();
-  }
-});
+const replica = replicasPerTest(() => redis.url);
+const bridgeOnly = bridgePerTest();
 
 /** Two replicas of one deployment (a key prefix of their own), and a way to start more. */
 async function replicas(options: { sessionTtlSeconds?: number } = {}) {
   const keyPrefix = `replicas${deployment++}:`;
-  const start = async () => {
-    const store = await createRedisStore({
-      url: `redis://127.0.0.1:${redis.port}`,
-      keyPrefix,
-      sweepIntervalMs: 100,
-    });
-    const bridge = await startBridge({ sessionStore: store, ...options });
-    running.push({ bridge, store });
-    return bridge;
-  };
+  const start = async () =>
+    (await replica({ keyPrefix, store: { sweepIntervalMs: 100 }, bridge: options })).bridge;
   const [a, b] = await Promise.all([start(), start()]);
   return [a, b, start] as const;
 }
@@ -226,11 +213,7 @@ describe("two replicas on one Redis", () => {
 
   it("tools a worker registers on one replica are listed and forwarded on every replica, and owned across them", async () => {
     const [a, b, start] = await replicas();
-    const worker = await startBridge({ autoCreateSessions: true, builtinTools: false });
-    running.push({
-      bridge: worker,
-      store: { close: async () => undefined } as unknown as RedisStore,
-    });
+    const worker = await bridgeOnly({ autoCreateSessions: true, builtinTools: false });
     for (const name of ["shout", "shout_here"]) {
       worker.server.registerTool({
         name,
@@ -310,16 +293,13 @@ describe("two replicas on one Redis", () => {
 
   it("a client's session quota holds across replicas", async () => {
     const keyPrefix = `replicas${deployment++}:`;
-    const start = async () => {
-      const store = await createRedisStore({ url: `redis://127.0.0.1:${redis.port}`, keyPrefix });
-      const bridge = await startBridge({
-        sessionStore: store,
-        maxSessionsPerClient: 3,
-        trustedProxies: ["127.0.0.1"],
-      });
-      running.push({ bridge, store });
-      return bridge;
-    };
+    const start = async () =>
+      (
+        await replica({
+          keyPrefix,
+          bridge: { maxSessionsPerClient: 3, trustedProxies: ["127.0.0.1"] },
+        })
+      ).bridge;
     const [a, b] = await Promise.all([start(), start()]);
     const as = { headers: { "x-forwarded-for": "203.0.113.50" } };
     await a.client().initializeSession({}, as);
