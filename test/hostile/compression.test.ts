@@ -20,7 +20,7 @@ import {
   BridgeService,
 } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { encodeValue } from "../../src/values/index.js";
-import { cliSuite, type ServedCli } from "../support/cli.js";
+import { cliSuite, publicOnly, type ServedCli } from "../support/cli.js";
 import { cpuSeconds } from "../support/process-stats.js";
 import { envelope } from "../support/raw-rpc.js";
 
@@ -122,17 +122,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * The server for one test, trusting loopback as a proxy so each test
  * client can be a client of its own (x-forwarded-for).
  */
-const serve = () =>
-  cli.serve([
-    "--port",
-    "0",
-    "--worker-port",
-    "off",
-    "--admin-port",
-    "off",
-    "--trusted-proxy",
-    "127.0.0.1",
-  ]);
+const serve = () => cli.serve([...publicOnly, "--trusted-proxy", "127.0.0.1"]);
 
 describe("reply compression", () => {
   it("brotli costs about what gzip costs, not fifty times more", async () => {

@@ -21,7 +21,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { BridgeService, PingRequestSchema } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { decodeJsonAny, encodeJsonAny } from "../../src/values/index.js";
 import { startBridge } from "../support/bridge.js";
-import { cliSuite, type ServedCli } from "../support/cli.js";
+import { cliSuite, freePorts, type ServedCli } from "../support/cli.js";
 import {
   connectRaw,
   FrameFlag,
@@ -42,16 +42,7 @@ let ports: { public: number; worker: number; admin: number };
  * once it ends); afterwards, what it printed on stderr is the diagnosis.
  */
 async function serve(): Promise<void> {
-  served = await cli.serve([
-    "--port",
-    "0",
-    "--worker-port",
-    "0",
-    "--admin-port",
-    "0",
-    "--log-level",
-    "error",
-  ]);
+  served = await cli.serve([...freePorts, "--log-level", "error"]);
   const portOf = (url: string) => Number(new URL(url).port);
   ports = {
     public: portOf(served.url),

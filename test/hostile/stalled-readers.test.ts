@@ -17,7 +17,7 @@ import {
   BridgeService,
 } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { encodeValue } from "../../src/values/index.js";
-import { cliSuite } from "../support/cli.js";
+import { cliSuite, publicOnly } from "../support/cli.js";
 import { rssMiB as rssOf } from "../support/process-stats.js";
 import { envelope } from "../support/raw-rpc.js";
 
@@ -27,16 +27,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe("stalled readers", () => {
   it("64 unread reads of a full session on one connection: most refused at once, the process's memory stays near its baseline", async () => {
-    const served = await cli.serve([
-      "--port",
-      "0",
-      "--worker-port",
-      "off",
-      "--admin-port",
-      "off",
-      "--log-level",
-      "error",
-    ]);
+    const served = await cli.serve([...publicOnly, "--log-level", "error"]);
     const rssMiB = () => rssOf(served.pid);
     const c = createClient(BridgeService, createGrpcTransport({ baseUrl: served.url }));
     const { sessionId } = await c.initializeSession({});

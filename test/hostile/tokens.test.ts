@@ -13,7 +13,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
-import { cleanEnv, cliSuite, type ServedCli } from "../support/cli.js";
+import { cleanEnv, cliSuite, publicOnly, type ServedCli } from "../support/cli.js";
 
 const cli = cliSuite();
 /** What `openssl rand -base64 32` makes. */
@@ -30,8 +30,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-
-const quiet = ["--port", "0", "--worker-port", "off", "--admin-port", "off"];
 
 const grpcClient = (url: string) =>
   createClient(BridgeService, createGrpcTransport({ baseUrl: url, defaultTimeoutMs: 10_000 }));
@@ -90,18 +88,18 @@ describe("a weak worker token", () => {
   ])(
     "stops start-up (%s), naming the flag and how to make a token",
     async (_, weak) => {
-      const byFlag = await cli.run(["serve", ...quiet, "--worker-token", weak]);
+      const byFlag = await cli.run(["serve", ...publicOnly, "--worker-token", weak]);
       expect(byFlag.code).toBe(1);
       expect(byFlag.stderr).toMatch(/--worker-token: .*openssl rand -base64 32/);
       expect(byFlag.stderr).not.toContain(weak);
 
-      const byEnv = await cli.run(["serve", ...quiet], cleanEnv({ UB_WORKER_TOKEN: weak }));
+      const byEnv = await cli.run(["serve", ...publicOnly], cleanEnv({ UB_WORKER_TOKEN: weak }));
       expect(byEnv.code).toBe(1);
       expect(byEnv.stderr).toMatch(/UB_WORKER_TOKEN: .*openssl rand -base64 32/);
 
       const weakFile = path.join(dir, "weak");
       await writeFile(weakFile, `${weak}\n`);
-      const byFile = await cli.run(["serve", ...quiet, "--worker-token-file", weakFile]);
+      const byFile = await cli.run(["serve", ...publicOnly, "--worker-token-file", weakFile]);
       expect(byFile.code).toBe(1);
       expect(byFile.stderr).toMatch(/--worker-token-file: .*openssl rand -base64 32/);
       expect(byFile.stderr).not.toContain(weak);
@@ -112,7 +110,7 @@ describe("a weak worker token", () => {
 
 describe("--worker-token-file", () => {
   it("makes a caller a worker with the file's token, which the process's command line never shows", async () => {
-    const server = await cli.serve([...quiet, "--worker-token-file", tokenFile]);
+    const server = await cli.serve([...publicOnly, "--worker-token-file", tokenFile]);
     const cmdline = await readFile(`/proc/${server.pid}/cmdline`, "utf8");
     expect(cmdline).toContain("--worker-token-file");
     expect(cmdline).not.toContain(token);
@@ -135,7 +133,7 @@ describe("--worker-token-file", () => {
   }, 30_000);
 
   it("is read from UB_WORKER_TOKEN_FILE too", async () => {
-    const server = await cli.serve(quiet, cleanEnv({ UB_WORKER_TOKEN_FILE: tokenFile }));
+    const server = await cli.serve(publicOnly, cleanEnv({ UB_WORKER_TOKEN_FILE: tokenFile }));
     const registered = await grpcClient(server.url).registerTools(
       { workerId: "w1", tools: [tool("from_env_file")] },
       { headers: { authorization: `Bearer ${token}` } },
@@ -146,7 +144,7 @@ describe("--worker-token-file", () => {
   it("refuses a missing or empty file, and a token given both ways, naming the flags", async () => {
     const missing = await cli.run([
       "serve",
-      ...quiet,
+      ...publicOnly,
       "--worker-token-file",
       path.join(dir, "nowhere"),
     ]);
@@ -155,12 +153,12 @@ describe("--worker-token-file", () => {
 
     const emptyFile = path.join(dir, "empty");
     await writeFile(emptyFile, "\n");
-    const empty = await cli.run(["serve", ...quiet, "--worker-token-file", emptyFile]);
+    const empty = await cli.run(["serve", ...publicOnly, "--worker-token-file", emptyFile]);
     expect(empty.code).toBe(1);
     expect(empty.stderr).toMatch(/--worker-token-file: .*empty/);
 
     const both = await cli.run(
-      ["serve", ...quiet, "--worker-token-file", tokenFile],
+      ["serve", ...publicOnly, "--worker-token-file", tokenFile],
       cleanEnv({ UB_WORKER_TOKEN: token }),
     );
     expect(both.code).toBe(1);
@@ -172,7 +170,7 @@ describe("--worker-token-file", () => {
 describe("guessing the worker token", () => {
   it("1,000 wrong tokens from one client: refused without comparison after the threshold, in a bounded number of log lines, while another client's right token works", async () => {
     const server = await cli.serve(
-      [...quiet, "--trusted-proxy", "127.0.0.1"],
+      [...publicOnly, "--trusted-proxy", "127.0.0.1"],
       cleanEnv({ UB_WORKER_TOKEN: token }),
     );
     const c = grpcClient(server.url);

@@ -18,6 +18,26 @@ const root = fileURLToPath(new URL("../..", import.meta.url));
 /** Node 24, the version npm scripts run on. */
 export const node = path.join(root, "node_modules/.bin/node");
 
+/** `serve` arguments: the public listener alone, on a free port. */
+export const publicOnly: readonly string[] = [
+  "--port",
+  "0",
+  "--worker-port",
+  "off",
+  "--admin-port",
+  "off",
+];
+
+/** `serve` arguments: the public, worker and admin listeners, each on a free port. */
+export const freePorts: readonly string[] = [
+  "--port",
+  "0",
+  "--worker-port",
+  "0",
+  "--admin-port",
+  "0",
+];
+
 /** What a finished process printed and how it exited. */
 export interface RunResult {
   readonly code: number;
