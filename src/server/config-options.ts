@@ -383,19 +383,11 @@ export const serverOptions = {
     parse: (raw) => integer(raw, 0),
     group: "limits",
   }),
-  expensiveToolRssBudget: option({
-    flag: "expensive-tool-rss-budget",
-    placeholder: "<size>",
-    default: 2048 * MiB,
-    help: "While the process's resident memory is above this (bytes, or with KiB/MiB/GiB), new calls of expensive tools fail with RESOURCE_EXHAUSTED; 0 turns the check off.",
-    parse: (raw) => bytes(raw, 0),
-    group: "limits",
-  }),
   memoryBudget: option<number | "auto">({
     flag: "memory-budget",
     placeholder: "<size|auto>",
     default: "auto",
-    help: "While the process's JavaScript heap in use plus external memory (buffers) is above this, calls that would make the server hold more (new sessions, writes that grow a session, registrations of variables and tools) fail with RESOURCE_EXHAUSTED; reads, deletes and other calls go on. Sampled every 250 ms. auto: three quarters of V8's heap limit (--max-old-space-size); 0 turns the check off.",
+    help: "While the process's JavaScript heap in use plus external memory (buffers) is above this, calls that would make the server hold more (new sessions, writes that grow a session, registrations of variables and tools, new calls of expensive tools) fail with RESOURCE_EXHAUSTED; reads, deletes and other calls go on. Sampled every 250 ms. auto: three quarters of V8's heap limit (--max-old-space-size); 0 turns the check off.",
     parse: (raw) => (raw.trim().toLowerCase() === "auto" ? "auto" : bytes(raw, 0)),
   }),
   maxForwardedCallsPerClient: option({

@@ -204,15 +204,18 @@ describe("CPU-heavy tools", () => {
 
   it("over the memory budget, new expensive calls are refused naming the flag; cheap tools still run", async () => {
     const { tool } = heavyTool(true);
-    // Any live process is over 1 MiB.
-    const b = await bridge({ expensiveToolRssBudget: MiB, tools: [tool] });
+    // The process is held over its budget once the session exists.
+    let used = 0;
+    const b = await bridge({ memoryBudget: 512 * MiB, memorySample: () => used, tools: [tool] });
     const c = b.client();
     const { sessionId } = await c.initializeSession({});
+    used = 600 * MiB;
+    await sleep(400);
     const refused = await rejectionOf(
       c.executeTool({ sessionId, toolName: "crunch" }),
       Code.ResourceExhausted,
     );
-    expect(refused.rawMessage).toContain("--expensive-tool-rss-budget");
+    expect(refused.rawMessage).toContain("the server is at its memory budget (--memory-budget");
     const cheap = await c.executeTool({ sessionId, toolName: "conversation_history" });
     expect(cheap.success, cheap.errorMessage).toBe(true);
   });

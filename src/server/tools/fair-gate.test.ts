@@ -6,7 +6,7 @@ const never = new AbortController().signal;
 
 describe("createFairGate", () => {
   it("hands free slots to waiting clients in turn, not in arrival order", async () => {
-    const gate = createFairGate({ maxRunning: 1, maxWaitingPerClient: 8, rssBudget: 0 });
+    const gate = createFairGate({ maxRunning: 1, maxWaitingPerClient: 8 });
     const first = await gate.acquire("a", never, true);
     const order: string[] = [];
     // Each call runs as soon as it gets a slot, and gives it back.
@@ -31,7 +31,7 @@ describe("createFairGate", () => {
   });
 
   it("refuses a client's call beyond its waiting bound, naming the flag; workers are not bounded", async () => {
-    const gate = createFairGate({ maxRunning: 1, maxWaitingPerClient: 1, rssBudget: 0 });
+    const gate = createFairGate({ maxRunning: 1, maxWaitingPerClient: 1 });
     await gate.acquire("a", never, true);
     void gate.acquire("a", never, true);
     const refused = await gate.acquire("a", never, true).catch((e: unknown) => e);
@@ -46,22 +46,23 @@ describe("createFairGate", () => {
   });
 
   it("refuses new calls while the process is over its memory budget", async () => {
-    let rss = 100;
-    const gate = createFairGate({
-      maxRunning: 4,
-      maxWaitingPerClient: 4,
-      rssBudget: 200,
-      rss: () => rss,
-    });
+    let over = false;
+    const memory = {
+      check() {
+        if (over) throw new ConnectError("at the memory budget", Code.ResourceExhausted);
+      },
+    };
+    const gate = createFairGate({ maxRunning: 4, maxWaitingPerClient: 4, memory });
     (await gate.acquire("a", never, true))();
-    rss = 300;
+    over = true;
     const refused = await gate.acquire("a", never, true).catch((e: unknown) => e);
     expect((refused as ConnectError).code).toBe(Code.ResourceExhausted);
-    expect((refused as ConnectError).rawMessage).toContain("--expensive-tool-rss-budget");
+    expect((refused as ConnectError).rawMessage).toBe("at the memory budget");
+    expect(gate.running).toBe(0);
   });
 
   it("drops a waiting call whose signal aborts, with the signal's reason", async () => {
-    const gate = createFairGate({ maxRunning: 1, maxWaitingPerClient: 4, rssBudget: 0 });
+    const gate = createFairGate({ maxRunning: 1, maxWaitingPerClient: 4 });
     const held = await gate.acquire("a", never, true);
     const deadline = new AbortController();
     const late = gate.acquire("b", deadline.signal, true).catch((e: unknown) => e);

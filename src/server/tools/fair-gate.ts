@@ -1,4 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { MemoryBudget } from "../memory-budget.js";
 
 /**
  * A gate for expensive work: at most `maxRunning` holders at once, and the
@@ -27,22 +28,21 @@ export interface FairGateOptions {
   readonly maxRunning: number;
   /** Calls one client may have waiting. */
   readonly maxWaitingPerClient: number;
-  /** Resident bytes above which new calls are refused; 0: no check. */
-  readonly rssBudget: number;
-  /** The process's resident bytes; replaceable so tests need not allocate. */
-  readonly rss?: () => number;
+  /**
+   * The process's memory budget (`--memory-budget`): while it is exceeded,
+   * new calls are refused with its error; calls already running or
+   * waiting go on.
+   */
+  readonly memory?: Pick<MemoryBudget, "check">;
 }
 
 interface Waiter {
   readonly grant: (release: () => void) => void;
 }
 
-const MiB = 1024 * 1024;
-
 /** Creates a gate; see {@link FairGate}. */
 export function createFairGate(options: FairGateOptions): FairGate {
   const maxRunning = Math.max(1, options.maxRunning);
-  const rss = options.rss ?? (() => process.memoryUsage.rss());
   // Waiting calls by client. A Map keeps insertion order: the next slot goes
   // to the first client, which then moves to the back if it has more.
   const queues = new Map<string, Waiter[]>();
@@ -84,16 +84,10 @@ export function createFairGate(options: FairGateOptions): FairGate {
 
     acquire(client, signal, bounded) {
       if (signal.aborted) return Promise.reject(abortError(signal));
-      if (options.rssBudget > 0) {
-        const used = rss();
-        if (used > options.rssBudget) {
-          return Promise.reject(
-            new ConnectError(
-              `the bridge uses ${Math.round(used / MiB)} MiB, over the ${Math.round(options.rssBudget / MiB)} MiB under which expensive tools start (--expensive-tool-rss-budget); try again when running calls have finished`,
-              Code.ResourceExhausted,
-            ),
-          );
-        }
+      try {
+        options.memory?.check();
+      } catch (e) {
+        return Promise.reject(e);
       }
       if (running < maxRunning && waiting === 0) return Promise.resolve(slot());
       const queue = queues.get(client) ?? [];

@@ -119,7 +119,7 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
     maxRunning:
       limits.maxExpensiveToolCalls === 0 ? availableParallelism() : limits.maxExpensiveToolCalls,
     maxWaitingPerClient: limits.maxQueuedExpensiveCallsPerClient,
-    rssBudget: limits.expensiveToolRssBudget,
+    ...(core.memory === undefined ? {} : { memory: core.memory }),
   });
 
   const record = (
