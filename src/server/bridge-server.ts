@@ -6,7 +6,7 @@ import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
 import { createBridgeService } from "./bridge-service.js";
-import { callerKey, callerResolver, clientKey } from "./caller.js";
+import { callerKey, callerResolver, peerClientOf } from "./caller.js";
 import { defaultServerConfig, pickGroup, type ServerConfig } from "./config-options.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
 import { createHealthService } from "./health-service.js";
@@ -317,12 +317,13 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       const interceptors = bridgeInterceptors(metrics);
       const recordCall = createRpcRecorder(metrics);
       const connectionLimits = pickGroup(config, "connection");
+      const clientPrefix = { v4: config.clientPrefixV4, v6: config.clientPrefixV6 };
       const rpcFront = (listener: "public" | "worker", host: string, port: number) => {
         const contextValues = callerResolver({
           listener,
           workerToken: config.workerToken,
           trustedProxies: config.trustedProxies,
-          clientPrefix: { v4: config.clientPrefixV4, v6: config.clientPrefixV6 },
+          clientPrefix,
           logger,
         });
         // The direct WatchVariables path counts public clients' streams as
@@ -337,17 +338,11 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
             return caller.kind === "worker" ? undefined : caller.client;
           },
         });
-        // Addresses compared in one spelling (IPv6 in full, IPv4-mapped as IPv4).
-        const exact = { v4: 32, v6: 128 };
-        const proxies = new Set(config.trustedProxies.map((a) => clientKey(a, exact)));
         return createHttpFront({
           host,
           port,
           routes,
-          clientOfPeer: (address) =>
-            proxies.has(clientKey(address, exact))
-              ? undefined
-              : clientKey(address, { v4: config.clientPrefixV4, v6: config.clientPrefixV6 }),
+          clientOfPeer: peerClientOf({ trustedProxies: config.trustedProxies, clientPrefix }),
           directRoutes: watchEndpoint,
           interceptors,
           contextValues,

@@ -1,6 +1,6 @@
 import { Code, ConnectError, createContextValues, type HandlerContext } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { callerKey, callerResolver, clientKey, requireWorker } from "./caller.js";
+import { callerKey, callerResolver, clientKey, peerClientOf, requireWorker } from "./caller.js";
 
 describe("clientKey", () => {
   it("groups IPv6 addresses by their /64 by default: one host can hold a whole /64", () => {
@@ -95,3 +95,13 @@ function rejectionOf(f: () => void): ConnectError {
   }
   throw new Error("did not throw");
 }
+
+describe("peerClientOf", () => {
+  it("leaves a trusted proxy uncounted however its address is spelled, and groups the rest", () => {
+    const peer = peerClientOf({ trustedProxies: ["2001:db8::1", "10.0.0.2"] });
+    expect(peer("2001:DB8:0:0::1")).toBeUndefined();
+    expect(peer("::ffff:10.0.0.2")).toBeUndefined();
+    expect(peer("2001:db8::2")).toBe("2001:db8::/64");
+    expect(peer("10.0.0.3")).toBe("10.0.0.3");
+  });
+});

@@ -75,16 +75,17 @@ export function callerResolver(options: {
   /** Told (sampled) when a client starts a cool-down. */
   readonly logger?: Logger;
 }): (req: CallerRequest) => ContextValues {
-  const proxies = new Set(options.trustedProxies.map(normalizeAddress));
   const prefix = options.clientPrefix ?? defaultClientPrefix;
+  const peerClient = peerClientOf(options);
   const clientOf = (req: CallerRequest): string => {
-    const peer = normalizeAddress(req.socket.remoteAddress ?? "");
-    if (!proxies.has(peer)) return clientKey(peer, prefix);
+    const peer = req.socket.remoteAddress ?? "";
+    const direct = peerClient(peer);
+    if (direct !== undefined) return direct;
     const header = req.headers["x-forwarded-for"];
     const forwarded = (Array.isArray(header) ? header.join(",") : (header ?? "")).split(",");
     // The proxy appended the address it saw last; earlier entries are the client's say.
     const last = forwarded.at(-1)?.trim() ?? "";
-    return clientKey(last === "" ? peer : normalizeAddress(last), prefix);
+    return clientKey(last === "" ? peer : last, prefix);
   };
   if (options.listener === "worker") {
     return (req) =>
@@ -209,6 +210,25 @@ function createTokenThrottle(options: TokenThrottleOptions = {}) {
 export interface CallerRequest {
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   readonly socket: { readonly remoteAddress?: string | undefined };
+}
+
+/** Every address in one spelling: IPv6 in full, IPv4-mapped as IPv4. */
+const exactAddress: ClientPrefix = Object.freeze({ v4: 32, v6: 128 });
+
+/**
+ * The client a connection's peer address is, or undefined for a trusted
+ * proxy (whose connections carry many clients, named by x-forwarded-for):
+ * what per-connection limits count by, and where {@link callerResolver}
+ * starts.
+ */
+export function peerClientOf(options: {
+  readonly trustedProxies: readonly string[];
+  readonly clientPrefix?: ClientPrefix;
+}): (address: string) => string | undefined {
+  const proxies = new Set(options.trustedProxies.map((a) => clientKey(a, exactAddress)));
+  const prefix = options.clientPrefix ?? defaultClientPrefix;
+  return (address) =>
+    proxies.has(clientKey(address, exactAddress)) ? undefined : clientKey(address, prefix);
 }
 
 /** Prefix lengths by which addresses are grouped into clients. */
