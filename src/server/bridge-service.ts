@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
   type BridgeService,
   ToolSpecSchema,
@@ -11,7 +11,7 @@ import type { BridgeCore } from "./bridge-core.js";
 import { clientOf, isWorker, requireWorker } from "./caller.js";
 import { type KeyedWrite, once, recordAt, writeKeyOf } from "./idempotency.js";
 import { checkMetadata } from "./limits.js";
-import { createReplyBudget, replyEnd, UNCOUNTED_REPLY_BYTES } from "./reply-budget.js";
+import { createReplyBudget } from "./reply-budget.js";
 import { INLINE_BYTES, measured, PAGE_BYTES, pageBudget, pageOf } from "./reply-pages.js";
 import { cleanupSession, openSession } from "./session-ops.js";
 import type { SessionTransaction, VariableRecord } from "./store/session-store.js";
@@ -60,15 +60,8 @@ export function createBridgeService(
   const checkReply = (records: Iterable<Pick<VariableRecord, "bytes" | "name">>, what: string) =>
     checkReplyOf(settings.limits, records, what);
   // Twice the largest reply: one reply of any allowed size always fits,
-  // and a client that stops reading cannot pile up more. Workers are
-  // trusted and not counted, as with the session quota.
-  const budget = createReplyBudget(2 * settings.limits.maxReplyBytes, "2 × --max-reply-bytes");
-  const reserve = (ctx: HandlerContext, bytes: number, what: string) => {
-    // Small replies first: GetVariable's hot path pays one comparison.
-    if (bytes >= UNCOUNTED_REPLY_BYTES && !isWorker(ctx)) {
-      budget.reserve(clientOf(ctx), bytes, replyEnd(ctx), what);
-    }
-  };
+  // and a client that stops reading cannot pile up more.
+  const { reserve } = createReplyBudget(2 * settings.limits.maxReplyBytes, "2 × --max-reply-bytes");
   const pageBytes = pageBudget(settings.limits, PAGE_BYTES);
   const inlineBytes = pageBudget(settings.limits, INLINE_BYTES);
   const firstPage = { pageSize: 0, pageToken: "" };

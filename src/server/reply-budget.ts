@@ -1,4 +1,5 @@
 import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
+import { clientOf, isWorker } from "./caller.js";
 import { formatBytes } from "./limits.js";
 
 /**
@@ -13,13 +14,13 @@ import { formatBytes } from "./limits.js";
  */
 export interface ReplyBudget {
   /**
-   * Reserves `bytes` for a reply to `client` until `end` says it has left;
-   * RESOURCE_EXHAUSTED when the client's replies in flight would exceed the
-   * budget. `what` names the call in the message.
+   * Reserves `bytes` for the reply of the call `ctx` until it has left
+   * ({@link replyEnd}); RESOURCE_EXHAUSTED when the client's replies in
+   * flight would exceed the budget. `what` names the call in the message.
+   * Replies under {@link UNCOUNTED_REPLY_BYTES} and workers' calls are not
+   * counted (workers are trusted, as with the session quota).
    */
-  reserve(client: string, bytes: number, end: ReplyEnd, what: string): void;
-  /** Bytes reserved for a client now (0 when none). */
-  inFlight(client: string): number;
+  reserve(ctx: HandlerContext, bytes: number, what: string): void;
 }
 
 /** Replies smaller than this are not counted: they cost little, and the hot read path stays free. */
@@ -37,10 +38,14 @@ export function createReplyBudget(maxBytes: number, limitName: string): ReplyBud
     else held.delete(client);
   };
   return {
-    reserve(client, bytes, end, what) {
+    reserve(ctx, bytes, what) {
+      // Small replies first: GetVariable's hot path pays one comparison.
+      if (bytes < UNCOUNTED_REPLY_BYTES || isWorker(ctx)) return;
+      const client = clientOf(ctx);
+      const end = replyEnd(ctx);
       // A call whose reply has left already has nothing left to hold;
       // one without a client address has nothing to count by.
-      if (bytes < UNCOUNTED_REPLY_BYTES || client === "" || end.ended) return;
+      if (client === "" || end.ended) return;
       const current = held.get(client) ?? 0;
       // A reply alone always fits (its own size is the reply limit's business).
       if (current > 0 && current + bytes > maxBytes) {
@@ -52,7 +57,6 @@ export function createReplyBudget(maxBytes: number, limitName: string): ReplyBud
       held.set(client, current + bytes);
       end.onEnd(() => release(client, bytes));
     },
-    inFlight: (client) => held.get(client) ?? 0,
   };
 }
 
