@@ -17,6 +17,7 @@ import {
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import { safeMessage } from "./error-hygiene.js";
+import { grpcWebTextContentType, isGrpcWebText } from "./grpc-web-text.js";
 
 type NodeHandler = ReturnType<typeof connectNodeAdapter>;
 type NodeRequest = Parameters<NodeHandler>[0];
@@ -52,7 +53,8 @@ export function refuseRequest(req: NodeRequest, res: NodeResponse, error: Connec
   }
   const safe = new ConnectError(safeMessage(error.rawMessage), error.code);
   try {
-    writeRefusal(replyProtocolOf(req), res, safe);
+    const contentType = req.headers["content-type"];
+    writeRefusal(replyProtocolOf(req), contentType, res, safe);
   } catch {
     // The response object refused the headers or the body (e.g. its stream
     // was reset meanwhile): nothing can reach the client any more.
@@ -62,7 +64,12 @@ export function refuseRequest(req: NodeRequest, res: NodeResponse, error: Connec
   if (!req.complete) req.resume();
 }
 
-function writeRefusal(protocol: ReplyProtocol, res: NodeResponse, error: ConnectError): void {
+function writeRefusal(
+  protocol: ReplyProtocol,
+  contentType: string | undefined,
+  res: NodeResponse,
+  error: ConnectError,
+): void {
   res.setHeader("cache-control", "no-store");
   switch (protocol) {
     case "grpc":
@@ -71,7 +78,11 @@ function writeRefusal(protocol: ReplyProtocol, res: NodeResponse, error: Connect
       res.statusCode = 200;
       res.setHeader(
         "content-type",
-        protocol === "grpc" ? "application/grpc+proto" : "application/grpc-web+proto",
+        protocol === "grpc"
+          ? "application/grpc+proto"
+          : isGrpcWebText(contentType)
+            ? grpcWebTextContentType
+            : "application/grpc-web+proto",
       );
       for (const [k, v] of setTrailerStatus(new Headers(), error)) res.setHeader(k, v);
       res.end();
@@ -79,13 +90,9 @@ function writeRefusal(protocol: ReplyProtocol, res: NodeResponse, error: Connect
     }
     case "connect-stream": {
       const json = Buffer.from(JSON.stringify(endStreamToJson(new Headers(), error, undefined)));
-      const frame = Buffer.allocUnsafe(5 + json.length);
-      frame[0] = endStreamFlag;
-      frame.writeUInt32BE(json.length, 1);
-      frame.set(json, 5);
       res.statusCode = 200;
       res.setHeader("content-type", "application/connect+proto");
-      res.end(frame);
+      res.end(frameWith(endStreamFlag, json));
       return;
     }
     case "connect-unary": {
@@ -105,4 +112,13 @@ function writeRefusal(protocol: ReplyProtocol, res: NodeResponse, error: Connect
       return;
     }
   }
+}
+
+/** A message envelope (gRPC, gRPC-Web and Connect streams alike): `flags`, length, `data`. */
+export function frameWith(flags: number, data: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(5 + data.length);
+  frame[0] = flags;
+  frame.writeUInt32BE(data.length, 1);
+  frame.set(data, 5);
+  return frame;
 }

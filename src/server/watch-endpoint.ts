@@ -43,6 +43,7 @@ import {
 } from "./grpc-web-text.js";
 import type { Logger } from "./logger.js";
 import { requestOverLimit } from "./request-errors.js";
+import { frameWith } from "./request-refusal.js";
 import { checkBatch } from "./variable-batch.js";
 import type { FrameSink, Watcher } from "./watch-hub.js";
 
@@ -280,15 +281,6 @@ function serve(
       }
       finish(error);
     });
-}
-
-/** A frame with `flags` around `data`. */
-function frameWith(flags: number, data: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(5 + data.length);
-  frame[0] = flags;
-  frame.writeUInt32BE(data.length, 1);
-  frame.set(data, 5);
-  return frame;
 }
 
 function headerOf(req: NodeRequest, name: string): string | null {

@@ -206,6 +206,7 @@ interface Answer {
   readonly status?: number | undefined;
   readonly grpcStatus?: string | undefined;
   readonly reset?: boolean;
+  readonly contentType?: string | undefined;
 }
 
 function describeHead(head: Head, version: string): string {
@@ -250,7 +251,14 @@ function sendHttp1(head: Head, minor: 0 | 1): Promise<Answer> {
       );
       // gRPC-Web may carry the status in a trailer frame in the body.
       const trailer = /grpc-status: *(\d+)/i.exec(text.slice(headerEnd));
-      resolve({ status: Number(status[1]), grpcStatus: grpc?.[1] ?? trailer?.[1] });
+      const type = /^content-type: *([^\r]*)/im.exec(
+        text.slice(0, headerEnd === -1 ? undefined : headerEnd),
+      );
+      resolve({
+        status: Number(status[1]),
+        grpcStatus: grpc?.[1] ?? trailer?.[1],
+        contentType: type?.[1],
+      });
     });
     socket.end(request);
   });
@@ -452,6 +460,9 @@ describe("every request head is answered, and the server goes on serving", () =>
       };
       const answer = await sendHttp1(head, 1);
       expect(answer.status).toBe(400);
+      // gRPC-Web's text mode is answered in text mode.
+      const text = await sendHttp1({ ...head, contentType: "application/grpc-web-text" }, 1);
+      expect([text.grpcStatus, text.contentType]).toEqual(["3", "application/grpc-web-text+proto"]);
       const h2 = await sendHttp2({ ...head, authority: "a:b:c", contentType: "application/grpc" });
       expect(h2?.grpcStatus).toBe("3");
       // What Node's own HTTP/2 client sends for an IPv6 peer (one bridge
