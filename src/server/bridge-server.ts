@@ -23,6 +23,7 @@ import {
 } from "./metrics.js";
 import { followStore, reportAudit } from "./server-events.js";
 import { createMemoryStore } from "./store/memory-store.js";
+import type { RedisStore } from "./store/redis-store.js";
 import type { SessionStore } from "./store/session-store.js";
 import { type AuditEntry, type AuditFilter, createAuditTrail } from "./tools/audit-trail.js";
 import { builtinTools } from "./tools/builtin-tools.js";
@@ -220,6 +221,20 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     [...listeners].map(([listener, f]) => ({ labels: { listener }, value: f.connectionCount })),
   );
   metrics.gauge("bridge_remote_tools", "Tools registered by workers.", () => tools.remoteCount);
+  // A shared store's change feed: what this replica's writes add to it.
+  if ("feedAppended" in store && typeof store.feedAppended === "function") {
+    const appended = () => (store as RedisStore).feedAppended();
+    metrics.gauge(
+      "bridge_feed_appended_entries",
+      "Change feed entries this replica appended since it started.",
+      () => appended().entries,
+    );
+    metrics.gauge(
+      "bridge_feed_appended_bytes",
+      "Bytes of the change feed entries this replica appended since it started.",
+      () => appended().bytes,
+    );
+  }
   metrics.gauge(
     "bridge_memory_in_use_bytes",
     "JavaScript heap in use plus external memory, as last sampled for --memory-budget.",

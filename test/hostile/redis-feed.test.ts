@@ -74,6 +74,10 @@ describe("the Redis change feed under large writes", () => {
     const entries = appended.entries - appendedBefore.entries;
     const bytes = appended.bytes - appendedBefore.bytes;
     const feedLength = await admin.xlen(`${prefix}feed`);
+    // The same counts on the replica's /metrics.
+    const metrics = await (await fetch(`${bridge.adminUrl}/metrics`)).text();
+    expect(metrics).toMatch(new RegExp(`^bridge_feed_appended_entries ${appended.entries}$`, "m"));
+    expect(metrics).toMatch(new RegExp(`^bridge_feed_appended_bytes ${appended.bytes}$`, "m"));
 
     // Before, every entry carried the whole value: 377 MiB for 2-4 MiB held.
     expect(held).toBeGreaterThan(MiB);
