@@ -17,7 +17,7 @@ export function createOptimizationLock(rpc: SessionRpc, local: LocalCopy): Optim
   const lock: OptimizationLock = {
     async startOptimization(identifier, optimizerId, config = {}) {
       const res = await sentWrite(
-        `optimization lock of '${identifier}' for '${optimizerId}'`,
+        () => `optimization lock of '${identifier}' for '${optimizerId}'`,
         client.startOptimization(
           { sessionId, variableIdentifier: identifier, optimizerId, optimizerConfig: config },
           call,
@@ -30,7 +30,7 @@ export function createOptimizationLock(rpc: SessionRpc, local: LocalCopy): Optim
 
     async stopOptimization(identifier, stop = {}) {
       await sentWrite(
-        `release of the optimization lock of '${identifier}'`,
+        () => `release of the optimization lock of '${identifier}'`,
         client.stopOptimization(
           {
             sessionId,

@@ -63,7 +63,7 @@ export function createVariableHandles(
         return declare(name, d.type, d.default, d, parts.binaryThreshold);
       });
       const res = await sentWrite(
-        `bind of ${names.map((n) => `'${n}'`).join(", ")}`,
+        () => `bind of ${names.map((n) => `'${n}'`).join(", ")}`,
         rpc.client.registerVariables(
           { sessionId: rpc.sessionId, ifAbsent: true, variables: declarations },
           rpc.call,

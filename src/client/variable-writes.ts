@@ -129,7 +129,7 @@ export function createVariableWrites(
     w: QueuedWrite,
     expectedVersion?: number,
   ): Promise<Variable | undefined> => {
-    const what =
+    const what = () =>
       expectedVersion === undefined
         ? `set '${w.identifier}'`
         : `set '${w.identifier}' at expected version ${expectedVersion}`;
@@ -164,7 +164,7 @@ export function createVariableWrites(
       }
       // Each call of a group commit has its own key.
       const res = await sentKeyedWrite(
-        `set ${writes.map((w) => `'${w.identifier}'`).join(", ")}`,
+        () => `set ${writes.map((w) => `'${w.identifier}'`).join(", ")}`,
         call,
         (idempotencyKey, options) =>
           client.setVariables(
@@ -240,9 +240,10 @@ export function createVariableWrites(
       return { success: batch.atomic !== true || !failed, errors, errorCodes, variables: {} };
     }
     const res = await sentKeyedWrite(
-      `setMany of ${Object.keys(wire)
-        .map((k) => `'${k}'`)
-        .join(", ")}`,
+      () =>
+        `setMany of ${Object.keys(wire)
+          .map((k) => `'${k}'`)
+          .join(", ")}`,
       call,
       (idempotencyKey, options) =>
         client.setVariables(
@@ -271,8 +272,11 @@ export function createVariableWrites(
 
   const register: VariableWrites["register"] = async (name, type, initialValue, extra = {}) => {
     const declaration = declare(name, type, initialValue, extra, binaryThreshold);
-    const res = await sentKeyedWrite(`register '${name}'`, call, (idempotencyKey, options) =>
-      client.registerVariable({ sessionId, ...declaration, idempotencyKey }, options),
+    const res = await sentKeyedWrite(
+      () => `register '${name}'`,
+      call,
+      (idempotencyKey, options) =>
+        client.registerVariable({ sessionId, ...declaration, idempotencyKey }, options),
     );
     if (res.variable === undefined) return (await reads.fetchOne(res.variableId, false)) as never;
     return accept(res.variable, "local") as VariableSnapshot<ValueOf<typeof type>>;
@@ -316,11 +320,14 @@ export function createVariableWrites(
 
     async delete(identifier) {
       const known = cache.peek(identifier)?.variable.snapshot;
-      await sentKeyedWrite(`delete '${identifier}'`, call, (idempotencyKey, options) =>
-        client.deleteVariable(
-          { sessionId, variableIdentifier: identifier, idempotencyKey },
-          options,
-        ),
+      await sentKeyedWrite(
+        () => `delete '${identifier}'`,
+        call,
+        (idempotencyKey, options) =>
+          client.deleteVariable(
+            { sessionId, variableIdentifier: identifier, idempotencyKey },
+            options,
+          ),
       );
       if (known !== undefined) local.forget(known.id, known.name, "local");
       else cache.invalidate(identifier);
@@ -328,7 +335,7 @@ export function createVariableWrites(
 
     async rollback(identifier, version) {
       const res = await sentWrite(
-        `rollback of '${identifier}' to version ${version}`,
+        () => `rollback of '${identifier}' to version ${version}`,
         client.rollbackVariable(
           { sessionId, variableIdentifier: identifier, targetVersion: version },
           call,

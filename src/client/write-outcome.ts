@@ -85,14 +85,16 @@ export function fromServerReply(error: ConnectError): boolean {
 /**
  * Turns the failure of a sent write into what it says about the stored
  * state: a refusal from the server is rethrown unchanged, anything else
- * becomes an {@link OutcomeUnknownError} naming `what` was being written.
+ * becomes an {@link OutcomeUnknownError} naming `what()` was being written
+ * (a function: the text is made only when a write fails, not on every
+ * write).
  *
  * Why: connect-node reports a connection reset after the request was sent
  * (`read ECONNRESET`, `socket hang up`) as `Code.Aborted`, the code of a
  * version conflict; a compare-and-swap loop would retry a write that was
  * applied, and count it twice.
  */
-export function classifyWriteFailure(reason: unknown, what: string): ConnectError {
+export function classifyWriteFailure(reason: unknown, what: () => string): ConnectError {
   const error = ConnectError.from(reason);
   if (error instanceof OutcomeUnknownError) return error;
   if (fromServerReply(error) && !UNCERTAIN.has(error.code)) return error;
@@ -101,14 +103,14 @@ export function classifyWriteFailure(reason: unknown, what: string): ConnectErro
       ? error.code
       : Code.Unavailable;
   return new OutcomeUnknownError(
-    `${what}: the outcome is unknown (${error.rawMessage}): the request may have reached the server and been applied; read it again to learn whether it was, before writing again`,
+    `${what()}: the outcome is unknown (${error.rawMessage}): the request may have reached the server and been applied; read it again to learn whether it was, before writing again`,
     code,
     error,
   );
 }
 
 /** Awaits a sent write, turning its failure with {@link classifyWriteFailure}. */
-export async function sentWrite<T>(what: string, call: Promise<T>): Promise<T> {
+export async function sentWrite<T>(what: () => string, call: Promise<T>): Promise<T> {
   try {
     return await call;
   } catch (reason) {
@@ -137,7 +139,7 @@ export function newIdempotencyKey(): string {
  * `call.timeoutMs` bounds the whole write, resends included.
  */
 export async function sentKeyedWrite<T>(
-  what: string,
+  what: () => string,
   call: CallOptions,
   send: (key: string, call: CallOptions) => Promise<T>,
   timers: TimerProvider = systemTimers,
