@@ -499,11 +499,15 @@ export function describeSessionStoreContract(
         }
         const applied = IDEMPOTENCY_KEYS_PER_SESSION + 1;
         expect(await versionIn(store)).toBe(applied);
-        // The newest is remembered; the oldest was forgotten and applies again.
+        // At the cap the 32 oldest were forgotten at once: the last 225
+        // are remembered (answered with their first result), the one
+        // before them applies again.
         expect(await keyed(store, `k-${IDEMPOTENCY_KEYS_PER_SESSION}`)).toBe(applied);
-        expect(await keyed(store, "k-0")).toBe(applied + 1);
-        clock += IDEMPOTENCY_WINDOW_MS;
+        expect(await keyed(store, "k-32")).toBe(33);
+        expect(await keyed(store, "k-31")).toBe(applied + 1);
         expect(await keyed(store, "k-0")).toBe(applied + 2);
+        clock += IDEMPOTENCY_WINDOW_MS;
+        expect(await keyed(store, "k-0")).toBe(applied + 3);
       });
 
       if (options.multiNode) {
