@@ -17,6 +17,7 @@ import { rejectionOf } from "../support/errors.js";
 import { pingsDuring } from "../support/pings.js";
 import { startRedis, type TestRedis } from "../support/redis-server.js";
 import { replicasPerTest } from "../support/replicas.js";
+import { until } from "../support/wait.js";
 
 const bridge = bridgePerTest();
 const MiB = 1024 * 1024;
@@ -39,15 +40,6 @@ function randomAb(n: number, seed = 12345): string {
 function collector(): () => void {
   setFlagsFromString("--expose-gc");
   return runInNewContext("gc") as () => void;
-}
-
-async function eventually(probe: () => Promise<boolean>, ms = 10_000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await probe()) return true;
-    await sleep(100);
-  }
-  return probe();
 }
 
 describe("bytes per client", () => {
@@ -337,13 +329,14 @@ describe("memory budget", () => {
     for (const sessionId of sessions) await client.cleanupSession({ sessionId });
     held = undefined;
     gc();
-    const recovered = await eventually(async () =>
-      client.initializeSession({}).then(
-        () => true,
-        () => false,
-      ),
+    await until(
+      () =>
+        client.initializeSession({}).then(
+          () => true,
+          () => false,
+        ),
+      "new sessions to be served again once the memory was freed",
     );
-    expect(recovered).toBe(true);
     const { sessionId } = await client.initializeSession({});
     await client.registerVariable({ sessionId, name: "back", type: "string", initialValue: big });
   });
