@@ -1,7 +1,8 @@
+import type { CallOptions } from "@connectrpc/connect";
 import type { LocalCopy } from "./local-copy.js";
 import type { SessionContext } from "./session-context.js";
 import type { SessionRpc } from "./session-rpc.js";
-import { sentWrite, writeOutcome } from "./write-outcome.js";
+import { sentRepeatable, sentWrite, writeOutcome } from "./write-outcome.js";
 
 /** The optimization lock: one optimizer at a time may write a locked variable. */
 export type OptimizationLock = Pick<
@@ -16,12 +17,16 @@ export function createOptimizationLock(rpc: SessionRpc, local: LocalCopy): Optim
 
   const lock: OptimizationLock = {
     async startOptimization(identifier, optimizerId, config = {}) {
-      const res = await sentWrite(
+      // Taking a lock one already holds succeeds and changes nothing: a
+      // start whose outcome is unknown can be sent again.
+      const res = await sentRepeatable(
         () => `optimization lock of '${identifier}' for '${optimizerId}'`,
-        client.startOptimization(
-          { sessionId, variableIdentifier: identifier, optimizerId, optimizerConfig: config },
-          call,
-        ),
+        call,
+        (options) =>
+          client.startOptimization(
+            { sessionId, variableIdentifier: identifier, optimizerId, optimizerConfig: config },
+            options,
+          ),
       );
       // Lock state arrives by the watch; without it, read it fresh next time.
       if (!cache.live) cache.invalidate(identifier);
@@ -29,8 +34,8 @@ export function createOptimizationLock(rpc: SessionRpc, local: LocalCopy): Optim
     },
 
     async stopOptimization(identifier, stop = {}) {
-      await sentWrite(
-        () => `release of the optimization lock of '${identifier}'`,
+      const what = () => `release of the optimization lock of '${identifier}'`;
+      const send = (options: CallOptions) =>
         client.stopOptimization(
           {
             sessionId,
@@ -38,9 +43,14 @@ export function createOptimizationLock(rpc: SessionRpc, local: LocalCopy): Optim
             optimizerId: stop.optimizerId ?? "",
             force: stop.force === true,
           },
-          call,
-        ),
-      );
+          options,
+        );
+      // Releasing a released lock succeeds and changes nothing; but a
+      // release naming no optimizer (or forced) would, resent, release a
+      // lock someone else took in the meantime.
+      if (stop.optimizerId !== undefined && stop.optimizerId !== "" && stop.force !== true)
+        await sentRepeatable(what, call, send);
+      else await sentWrite(what, send(call));
       if (!cache.live) cache.invalidate(identifier);
     },
 

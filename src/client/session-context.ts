@@ -32,6 +32,7 @@ import { createResync, hydrate, startCoherence, startHeartbeat } from "./session
 import { callTool, listTools, streamTool, type ToolArgs, type ToolInfo } from "./session-tools.js";
 import { openTabChannel } from "./tab-channel.js";
 import { systemTimers, type TimerProvider } from "./timers.js";
+import { withHonestTransportErrors } from "./transport-errors.js";
 import { createVariableCache } from "./variable-cache.js";
 import { createVariableHandles } from "./variable-handles.js";
 import { createVariableReads, type HistoryEntry } from "./variable-reads.js";
@@ -247,10 +248,11 @@ export async function createSessionContext(
   // The id is known up front when attaching, and once the server minted it otherwise.
   let affinityKey = options.sessionId ?? "";
   const header = options.affinityHeader === true ? defaultAffinityHeader : options.affinityHeader;
+  const honest = withHonestTransportErrors(options.transport);
   const transport =
     typeof header === "string" && header !== ""
-      ? withAffinityHeader(options.transport, header, () => affinityKey)
-      : options.transport;
+      ? withAffinityHeader(honest, header, () => affinityKey)
+      : honest;
   const client = createClient(BridgeService, transport);
   const call = options.callOptions ?? {};
   const init = await client.initializeSession(

@@ -8,7 +8,7 @@ import type { SessionRpc } from "./session-rpc.js";
 import type { VariableReads } from "./variable-reads.js";
 import type { VariableSnapshot } from "./variable-snapshot.js";
 import { declare, type VariableWrites } from "./variable-writes.js";
-import { sentWrite } from "./write-outcome.js";
+import { sentRepeatable } from "./write-outcome.js";
 
 /** Typed handles on variables, one at a time or a whole schema at once. */
 export interface VariableHandles {
@@ -62,12 +62,16 @@ export function createVariableHandles(
         const d = schema[name] as VariableSchema[string];
         return declare(name, d.type, d.default, d, parts.binaryThreshold);
       });
-      const res = await sentWrite(
+      // Declaring what already exists keeps it: a bind whose outcome is
+      // unknown can be sent again.
+      const res = await sentRepeatable(
         () => `bind of ${names.map((n) => `'${n}'`).join(", ")}`,
-        rpc.client.registerVariables(
-          { sessionId: rpc.sessionId, ifAbsent: true, variables: declarations },
-          rpc.call,
-        ),
+        rpc.call,
+        (options) =>
+          rpc.client.registerVariables(
+            { sessionId: rpc.sessionId, ifAbsent: true, variables: declarations },
+            options,
+          ),
       );
       for (const message of res.variables) local.accept(message, "server");
       const bound: Record<string, VariableHandle> = {};

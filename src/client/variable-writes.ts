@@ -19,7 +19,7 @@ import type { SessionRpc } from "./session-rpc.js";
 import type { VariableReads } from "./variable-reads.js";
 import type { VariableSnapshot } from "./variable-snapshot.js";
 import { createWriteCoalescer, type QueuedWrite, type WriteOutcome } from "./write-coalescer.js";
-import { sentKeyedWrite, sentWrite } from "./write-outcome.js";
+import { sentKeyedWrite } from "./write-outcome.js";
 
 /** Result of {@link SessionContext.setMany}. */
 export interface BatchResult {
@@ -334,12 +334,14 @@ export function createVariableWrites(
     },
 
     async rollback(identifier, version) {
-      const res = await sentWrite(
+      const res = await sentKeyedWrite(
         () => `rollback of '${identifier}' to version ${version}`,
-        client.rollbackVariable(
-          { sessionId, variableIdentifier: identifier, targetVersion: version },
-          call,
-        ),
+        call,
+        (idempotencyKey, options) =>
+          client.rollbackVariable(
+            { sessionId, variableIdentifier: identifier, targetVersion: version, idempotencyKey },
+            options,
+          ),
       );
       if (res.variable === undefined)
         throw new ConnectError("rollback returned no variable", Code.Internal);

@@ -130,21 +130,21 @@ export function newIdempotencyKey(): string {
 }
 
 /**
- * Sends a write under one idempotency key, and sends it again with the same
- * key while its outcome is unknown because the connection failed (up to
- * three times, 50, 150 and 400 ms apart, never past the call's deadline or
- * its cancellation). The server applies a key once and answers a repeat
- * with the first result, so the caller sees the write applied exactly once;
- * only when every resend failed does it see the {@link OutcomeUnknownError}.
+ * Sends a write that may be sent again, and sends it again while its
+ * outcome is unknown because the connection failed (up to three times, 50,
+ * 150 and 400 ms apart, never past the call's deadline or its
+ * cancellation). Only for writes whose repeat changes nothing more than
+ * the first did: a keyed write ({@link sentKeyedWrite}), or one that is
+ * idempotent by itself (taking a lock one already holds). Only when every
+ * resend failed does the caller see the {@link OutcomeUnknownError}.
  * `call.timeoutMs` bounds the whole write, resends included.
  */
-export async function sentKeyedWrite<T>(
+export async function sentRepeatable<T>(
   what: () => string,
   call: CallOptions,
-  send: (key: string, call: CallOptions) => Promise<T>,
+  send: (call: CallOptions) => Promise<T>,
   timers: TimerProvider = systemTimers,
 ): Promise<T> {
-  const key = newIdempotencyKey();
   const deadline =
     call.timeoutMs === undefined ? Number.POSITIVE_INFINITY : timers.now() + call.timeoutMs;
   for (let attempt = 0; ; attempt++) {
@@ -152,7 +152,7 @@ export async function sentKeyedWrite<T>(
     const options =
       call.timeoutMs === undefined ? call : { ...call, timeoutMs: Math.max(1, Math.floor(left)) };
     try {
-      return await send(key, options);
+      return await send(options);
     } catch (reason) {
       const error = classifyWriteFailure(reason, what);
       const pause = RESEND_BACKOFF_MS[attempt];
@@ -170,4 +170,20 @@ export async function sentKeyedWrite<T>(
       });
     }
   }
+}
+
+/**
+ * Sends a write under one idempotency key (`key`, a new one by default),
+ * resent with the same key as {@link sentRepeatable} says. The server
+ * applies a key once and answers a repeat with the first result, so the
+ * caller sees the write applied exactly once.
+ */
+export function sentKeyedWrite<T>(
+  what: () => string,
+  call: CallOptions,
+  send: (key: string, call: CallOptions) => Promise<T>,
+  timers: TimerProvider = systemTimers,
+  key: string = newIdempotencyKey(),
+): Promise<T> {
+  return sentRepeatable(what, call, (options) => send(key, options), timers);
 }

@@ -399,9 +399,24 @@ export function createBridgeService(
     },
 
     async rollbackVariable(req) {
-      const record = await core.transact(req.sessionId, (tx) =>
-        ops.rollback(tx, req.variableIdentifier, req.targetVersion, "rollback"),
+      const { record } = await once(
+        transactIn(req.sessionId),
+        now,
+        writeKeyOf("RollbackVariable", req),
+        versionWrite,
+        (tx) => {
+          const written = ops.rollback(tx, req.variableIdentifier, req.targetVersion, "rollback");
+          return { id: written.id, version: written.version, record: written };
+        },
       );
+      if (record === undefined) {
+        // The remembered version is gone from the history (its cap): answer
+        // with the variable as it stands, as a repeated SetVariable does.
+        const current = await core.read(req.sessionId, (view) =>
+          ops.find(view, req.variableIdentifier),
+        );
+        return { success: true, variable: toVariableMessage(current) };
+      }
       return { success: true, variable: toVariableMessage(record) };
     },
   };
@@ -428,7 +443,7 @@ interface VersionResult {
 }
 
 /**
- * How SetVariable and RegisterVariable are remembered under an idempotency
+ * How SetVariable, RegisterVariable and RollbackVariable are remembered under an idempotency
  * key: the variable's id and the version the write made, from which a
  * repeated key is answered with the variable as that write left it.
  */
