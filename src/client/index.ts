@@ -28,6 +28,15 @@ export type {
   VariableValue,
 } from "../values/index.js";
 export { defaultAffinityHeader } from "./affinity-header.js";
+export type {
+  OutboxLimits,
+  OutboxOptions,
+  OutboxRecord,
+  OutboxStore,
+} from "./outbox.js";
+export { memoryOutbox } from "./outbox.js";
+export type { OutboxWrite } from "./outbox-writes.js";
+export type { PendingWrite } from "./pending-writes.js";
 export type { PersistenceAdapter } from "./persistence.js";
 export type {
   BoundVariables,
@@ -37,7 +46,12 @@ export type {
   VariableSchema,
   WriteOptions,
 } from "./schema.js";
-export type { Peeked, SessionContext, SessionContextOptions } from "./session-context.js";
+export type {
+  Peeked,
+  PeekOptions,
+  SessionContext,
+  SessionContextOptions,
+} from "./session-context.js";
 export { createSessionContext } from "./session-context.js";
 export type { SessionContextEvents } from "./session-events.js";
 export type { ToolArgs, ToolInfo } from "./session-tools.js";

@@ -42,8 +42,12 @@ export interface VariableHandle<V extends VariableValue = VariableValue> {
   snapshot(options?: ReadOptions): Promise<VariableSnapshot<V>>;
   /** Writes (validated locally first); resolves with the stored snapshot. */
   set(value: V, options?: WriteOptions): Promise<VariableSnapshot<V>>;
-  /** The cached snapshot without any call, fresh or not. */
-  peek(): VariableSnapshot<V> | undefined;
+  /**
+   * The cached snapshot without any call, fresh or not; with
+   * `{ pending: true }` the newest pending write's value when there is one
+   * (`snapshot.pending` then true).
+   */
+  peek(options?: { readonly pending?: boolean }): VariableSnapshot<V> | undefined;
   /**
    * Calls `listener` with every new snapshot (local writes, pushed changes,
    * other tabs), or undefined when the variable is deleted. Returns the

@@ -2,6 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Connection } from "./connection-state.js";
 import type { Emitter } from "./events.js";
 import type { LocalCopy } from "./local-copy.js";
+import type { OutboxWrites } from "./outbox-writes.js";
 import type { PersistenceAdapter, PersistenceWriter } from "./persistence.js";
 import type { SessionContextEvents } from "./session-events.js";
 import type { SessionRpc } from "./session-rpc.js";
@@ -19,6 +20,8 @@ export interface CloseParts {
   readonly stopHeartbeat: () => void;
   /** Settles when the watch loop (or the one-off revalidation) is over. */
   readonly coherence: Promise<void>;
+  /** The outbox, if the context has one: stopped on close, cleared by a cleanup. */
+  readonly outbox: OutboxWrites | undefined;
 }
 
 /**
@@ -27,16 +30,19 @@ export interface CloseParts {
  * the call ends. With `cleanup`, the server's session and the persisted
  * store are cleared, both attempted whatever the other does; a part that
  * failed is attempted again by the next `close({ cleanup: true })`, a part
- * that succeeded is not.
+ * that succeeded is not. The outbox stops replaying (its unanswered writes
+ * stay stored for the next context), and a cleanup clears it too.
  */
 export function createClose(parts: CloseParts): (options?: { cleanup?: boolean }) => Promise<void> {
   const { rpc, local, connection, persistence, adapter } = parts;
   let stopped: Promise<void> | undefined;
   let serverCleaned = false;
   let storeCleared = adapter === undefined;
+  let outboxCleared = parts.outbox === undefined;
 
   const stop = async (cleanup: boolean) => {
     connection.dispatch({ type: "close" });
+    parts.outbox?.stop();
     parts.abort();
     parts.stopHeartbeat();
     local.close();
@@ -62,6 +68,11 @@ export function createClose(parts: CloseParts): (options?: { cleanup?: boolean }
         ? undefined
         : adapter?.clear(rpc.sessionId).then(() => {
             storeCleared = true;
+          }),
+      outboxCleared
+        ? undefined
+        : parts.outbox?.clear().then(() => {
+            outboxCleared = true;
           }),
     ]);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");

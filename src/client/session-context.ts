@@ -9,7 +9,13 @@
  * (connection-state.ts) and closing (session-close.ts).
  * @module
  */
-import { type CallOptions, createClient, type Transport } from "@connectrpc/connect";
+import {
+  type CallOptions,
+  Code,
+  ConnectError,
+  createClient,
+  type Transport,
+} from "@connectrpc/connect";
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import type { JsonValue, ValueOf, VariableType, VariableValue } from "../values/index.js";
 import { defaultAffinityHeader, withAffinityHeader } from "./affinity-header.js";
@@ -17,6 +23,9 @@ import { createConnection } from "./connection-state.js";
 import { createEmitter } from "./events.js";
 import { createLocalCopy } from "./local-copy.js";
 import { createOptimizationLock } from "./optimization-lock.js";
+import type { OutboxStore } from "./outbox.js";
+import { createOutboxWrites, type OutboxWrite } from "./outbox-writes.js";
+import { createPendingOverlay, type PendingWrite } from "./pending-writes.js";
 import { createPersistenceWriter, type PersistenceAdapter } from "./persistence.js";
 import type {
   BoundVariables,
@@ -45,6 +54,7 @@ import {
   type RegisterOptions,
 } from "./variable-writes.js";
 import type { WatchOptions } from "./watch-coherence.js";
+import { fromServerReply } from "./write-outcome.js";
 
 /** Options of {@link createSessionContext}. Fixed for the context's life. */
 export interface SessionContextOptions {
@@ -79,6 +89,15 @@ export interface SessionContextOptions {
   /** Persist the cache across reloads (e.g. `idbPersistence()`). */
   readonly persistence?: PersistenceAdapter;
   /**
+   * Keep writes in an outbox until the server answers them (e.g.
+   * `idbOutbox()` in browsers, `memoryOutbox()` in Node and Workers): `set`
+   * and {@link SessionContext.enqueue} store the write first, show it as
+   * pending, and send the stored writes in order; while the bridge is
+   * unreachable they wait, across reloads with `idbOutbox`, and are sent
+   * when it is back, by one tab. See README, "Offline writes".
+   */
+  readonly outbox?: OutboxStore;
+  /**
    * Share changes with other tabs of this origin through BroadcastChannel
    * (default: true in pages, where there are tabs; false elsewhere).
    */
@@ -104,9 +123,19 @@ export interface SessionContextOptions {
 
 /** A cached variable and how much it can be trusted. */
 export interface Peeked<V extends VariableValue = VariableValue> {
+  /**
+   * The confirmed snapshot, or with `{ pending: true }` the optimistic one
+   * when a write of it is pending (its `pending` field is then true).
+   */
   readonly snapshot: VariableSnapshot<V>;
   /** Served from persistence and not revalidated yet. */
   readonly possiblyStale: boolean;
+}
+
+/** Options of {@link SessionContext.peek}. */
+export interface PeekOptions {
+  /** Show the newest pending write's value, if any (default: confirmed only). */
+  readonly pending?: boolean;
 }
 
 /**
@@ -138,6 +167,13 @@ export interface SessionContext extends AsyncDisposable {
   readonly created: boolean;
   /** Resolves once persisted values have been revalidated (at once without persistence). */
   readonly revalidated: Promise<void>;
+  /**
+   * True when the context opened without reaching the bridge: it was given
+   * a `sessionId` and a `persistence` or an `outbox`, and the bridge was
+   * unreachable. It shows what was persisted, stores writes in the outbox,
+   * and connects when the bridge is back (`created` is then false).
+   */
+  readonly openedOffline: boolean;
 
   register<T extends VariableType>(
     name: string,
@@ -152,12 +188,28 @@ export interface SessionContext extends AsyncDisposable {
   /**
    * The cached snapshot, without any call. The same frozen object is
    * returned until the cached entry changes (a new version, or a version
-   * restored from persistence being confirmed).
+   * restored from persistence being confirmed). With `{ pending: true }`,
+   * a variable with writes not answered yet shows the newest one's value
+   * (`snapshot.pending` true, every other field confirmed).
    */
-  peek(identifier: string): Peeked | undefined;
+  peek(identifier: string, options?: PeekOptions): Peeked | undefined;
   /** Every cached snapshot, without any call. */
   cached(): Peeked[];
+  /**
+   * Writes a variable; resolves with the stored snapshot. Validated locally
+   * first; shown as pending (see `peek`) until answered. With an `outbox`,
+   * the write is stored first and this resolves when the server applied
+   * it, however long the bridge is unreachable (see {@link enqueue}).
+   */
   set(identifier: string, value: VariableValue, options?: WriteOptions): Promise<VariableSnapshot>;
+  /**
+   * Hands a write to the outbox and returns its two promises: `stored`
+   * (kept locally, it will be sent) and `committed` (the server applied
+   * it, or refused it). Needs the `outbox` option.
+   */
+  enqueue(identifier: string, value: VariableValue, options?: WriteOptions): OutboxWrite;
+  /** Writes made and not answered yet, oldest first (the outbox's included). */
+  pendingWrites(): PendingWrite[];
   /**
    * Sets a variable, registering it with an inferred type if it does not
    * exist: the original's `ctx["x"] = v`. Needs `autoRegister: true`; emits
@@ -255,16 +307,27 @@ export async function createSessionContext(
       : honest;
   const client = createClient(BridgeService, transport);
   const call = options.callOptions ?? {};
-  const init = await client.initializeSession(
-    {
-      sessionId: options.sessionId ?? "",
-      metadata: options.metadata ?? {},
-      ttlSeconds: options.ttlSeconds ?? 0,
-      allowedTools: [...(options.allowedTools ?? [])],
-    },
-    call,
-  );
-  const sessionId = init.sessionId || (options.sessionId ?? "");
+  const init = await client
+    .initializeSession(
+      {
+        sessionId: options.sessionId ?? "",
+        metadata: options.metadata ?? {},
+        ttlSeconds: options.ttlSeconds ?? 0,
+        allowedTools: [...(options.allowedTools ?? [])],
+      },
+      call,
+    )
+    .catch((reason: unknown) => {
+      // A known session with something kept locally opens without the
+      // bridge: what was kept shows, writes wait in the outbox.
+      const kept = options.persistence !== undefined || options.outbox !== undefined;
+      const error = ConnectError.from(reason);
+      if (options.sessionId === undefined || !kept || fromServerReply(error)) throw reason;
+      return undefined;
+    });
+  const openedOffline = init === undefined;
+  const created = init?.created ?? false;
+  const sessionId = init?.sessionId || (options.sessionId ?? "");
   affinityKey = sessionId;
   const rpc: SessionRpc = { client, sessionId, call };
   const events = createEmitter<SessionContextEvents>();
@@ -293,7 +356,7 @@ export async function createSessionContext(
   });
 
   if (adapter !== undefined) {
-    await hydrate(adapter, local, sessionId, init.created, (error) => {
+    await hydrate(adapter, local, sessionId, created, (error) => {
       persistence?.degrade();
       // Nobody can have subscribed before this function returns: report on
       // the next task, so `ctx.on(...)` right after creation hears it.
@@ -325,14 +388,40 @@ export async function createSessionContext(
   const reads = createVariableReads(rpc, local, () =>
     connection.state.status === "resyncing" ? connection.state.run : undefined,
   );
+  const overlay = createPendingOverlay(cache, events);
+  const outbox =
+    options.outbox === undefined
+      ? undefined
+      : createOutboxWrites({
+          rpc,
+          local,
+          overlay,
+          store: options.outbox,
+          reads,
+          connection,
+          events,
+          binaryThreshold,
+          timers,
+          signal: closing.signal,
+          openedOffline,
+        });
   const writes = createVariableWrites(rpc, local, {
     reads,
     events,
     binaryThreshold,
     autoRegister: options.autoRegister === true,
+    overlay,
+    outbox,
+    now: () => timers.now(),
   });
   const lock = createOptimizationLock(rpc, local);
-  const handles = createVariableHandles(rpc, local, { reads, writes, events, binaryThreshold });
+  const handles = createVariableHandles(rpc, local, {
+    reads,
+    writes,
+    events,
+    binaryThreshold,
+    overlay,
+  });
 
   const close = createClose({
     rpc,
@@ -344,20 +433,45 @@ export async function createSessionContext(
     abort: () => closing.abort(),
     stopHeartbeat,
     coherence,
+    outbox,
   });
+  await outbox?.start();
+  const optimistic = new WeakMap<VariableSnapshot, Peeked>();
 
   const ctx: SessionContext = {
     sessionId,
-    created: init.created,
+    created,
     revalidated: connection.revalidated,
+    openedOffline,
 
     register: writes.register,
     get: reads.getValue,
     getVariable: reads.getVariable,
 
-    peek: reads.peek,
+    peek(identifier, peek) {
+      const confirmed = reads.peek(identifier);
+      if (peek?.pending !== true || confirmed === undefined) return confirmed;
+      const view = overlay.snapshot(identifier);
+      if (view === undefined) return confirmed;
+      let peeked = optimistic.get(view);
+      if (peeked === undefined) {
+        peeked = Object.freeze({ snapshot: view, possiblyStale: confirmed.possiblyStale });
+        optimistic.set(view, peeked);
+      }
+      return peeked;
+    },
     cached: reads.cached,
     set: writes.set,
+    enqueue(identifier, value, write) {
+      if (outbox === undefined) {
+        throw new ConnectError(
+          "enqueue() needs an outbox: pass outbox: idbOutbox() (browsers) or memoryOutbox() to createSessionContext",
+          Code.FailedPrecondition,
+        );
+      }
+      return outbox.enqueue(identifier, value, write);
+    },
+    pendingWrites: () => overlay.list(),
     assign: writes.assign,
     exists: reads.exists,
     list: reads.list,

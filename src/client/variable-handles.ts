@@ -1,6 +1,7 @@
 import type { VariableValue } from "../values/index.js";
 import type { Emitter } from "./events.js";
 import type { LocalCopy } from "./local-copy.js";
+import type { PendingOverlay } from "./pending-writes.js";
 import type { BoundVariables, VariableHandle, VariableSchema } from "./schema.js";
 import type { SessionContext } from "./session-context.js";
 import type { SessionContextEvents } from "./session-events.js";
@@ -25,6 +26,7 @@ export interface HandleParts {
   readonly writes: VariableWrites;
   readonly events: Emitter<SessionContextEvents>;
   readonly binaryThreshold: number;
+  readonly overlay: PendingOverlay;
 }
 
 /** Creates the handle factory of a context. */
@@ -43,7 +45,9 @@ export function createVariableHandles(
       get: (read) => reads.getValue(name, read) as Promise<V>,
       snapshot: async (read) => (await reads.getVariable(name, read)) as VariableSnapshot<V>,
       set: async (value, write) => (await writes.set(name, value, write)) as VariableSnapshot<V>,
-      peek: () => cache.peek(name)?.variable.snapshot as VariableSnapshot<V> | undefined,
+      peek: (options) =>
+        ((options?.pending === true ? parts.overlay.snapshot(name) : undefined) ??
+          cache.peek(name)?.variable.snapshot) as VariableSnapshot<V> | undefined,
       subscribe: (listener) =>
         events.on("change", (event) => {
           if (event.name === name) listener(event.snapshot as VariableSnapshot<V> | undefined);

@@ -26,6 +26,12 @@ export interface VariableSnapshot<V extends VariableValue = VariableValue> {
   readonly updatedAt: number;
   /** The optimizer holding the variable's optimization lock, if any. */
   readonly lockedBy: string | undefined;
+  /**
+   * True on an optimistic snapshot: `value` is a write of this context the
+   * server has not answered yet, every other field is the confirmed
+   * version's (see `peek(name, { pending: true })`). Absent otherwise.
+   */
+  readonly pending?: true;
 }
 
 /** A snapshot together with the wire message it came from. */

@@ -12,14 +12,17 @@ import {
 } from "../values/index.js";
 import type { Emitter } from "./events.js";
 import type { LocalCopy } from "./local-copy.js";
+import type { OutboxWrites } from "./outbox-writes.js";
+import type { PendingOverlay, PendingWrite } from "./pending-writes.js";
 import type { WriteOptions } from "./schema.js";
 import type { SessionContext } from "./session-context.js";
 import type { SessionContextEvents } from "./session-events.js";
 import type { SessionRpc } from "./session-rpc.js";
+import type { VariableCache } from "./variable-cache.js";
 import type { VariableReads } from "./variable-reads.js";
 import type { VariableSnapshot } from "./variable-snapshot.js";
 import { createWriteCoalescer, type QueuedWrite, type WriteOutcome } from "./write-coalescer.js";
-import { sentKeyedWrite } from "./write-outcome.js";
+import { sentKeyedWrite, writeOutcome } from "./write-outcome.js";
 
 /** Result of {@link SessionContext.setMany}. */
 export interface BatchResult {
@@ -88,6 +91,35 @@ export function declare(
   };
 }
 
+/** A value checked and encoded for a write. */
+export interface PreparedWrite {
+  /** The value as validated (normalized by the variable's type). */
+  readonly value: VariableValue;
+  readonly any: Any;
+  readonly binary?: Uint8Array;
+}
+
+/**
+ * Validates a write against what the cache knows of the variable, with the
+ * server's rules, and encodes it for the wire. A variable the cache does
+ * not hold is encoded by the value's shape; the server then validates it
+ * against the variable's real type and constraints.
+ */
+export function prepareWrite(
+  cache: VariableCache,
+  identifier: string,
+  value: VariableValue,
+  binaryThreshold: number,
+): PreparedWrite {
+  const entry = cache.peek(identifier);
+  if (entry !== undefined) {
+    const { type, name } = entry.variable.snapshot;
+    const normalized = validateValue(type, value, entry.variable.constraints, name);
+    return { value: normalized, ...encodeValue(type, normalized, { binaryThreshold }) };
+  }
+  return { value, ...encodeValue(shapeType(value), value, { binaryThreshold }) };
+}
+
 /** The writes of a SessionContext: write-through, validated locally first. */
 export type VariableWrites = Pick<
   SessionContext,
@@ -100,6 +132,11 @@ export interface WriteParts {
   readonly events: Emitter<SessionContextEvents>;
   readonly binaryThreshold: number;
   readonly autoRegister: boolean;
+  /** Where a write shows as pending until it is answered. */
+  readonly overlay: PendingOverlay;
+  /** With an outbox, `set` goes through it (see outbox-writes.ts). */
+  readonly outbox: OutboxWrites | undefined;
+  readonly now: () => number;
 }
 
 /** Creates the writes. */
@@ -110,20 +147,10 @@ export function createVariableWrites(
 ): VariableWrites {
   const { client, sessionId, call } = rpc;
   const { cache, accept } = local;
-  const { reads, binaryThreshold } = parts;
+  const { reads, binaryThreshold, overlay } = parts;
 
-  /** Validates against what the cache knows and encodes for the wire. */
-  const prepare = (identifier: string, value: VariableValue): { any: Any; binary?: Uint8Array } => {
-    const entry = cache.peek(identifier);
-    if (entry !== undefined) {
-      const { type, name } = entry.variable.snapshot;
-      const normalized = validateValue(type, value, entry.variable.constraints, name);
-      return encodeValue(type, normalized, { binaryThreshold });
-    }
-    // Unknown locally: encode by shape; the server validates against the
-    // variable's real type and constraints.
-    return encodeValue(shapeType(value), value, { binaryThreshold });
-  };
+  const prepare = (identifier: string, value: VariableValue) =>
+    prepareWrite(cache, identifier, value, binaryThreshold);
 
   const sendOne = async (
     w: QueuedWrite,
@@ -193,26 +220,59 @@ export function createVariableWrites(
     },
   });
 
+  let made = 0;
+
   const set = async (identifier: string, value: VariableValue, write: WriteOptions = {}) => {
+    if (parts.outbox !== undefined) return parts.outbox.enqueue(identifier, value, write).committed;
     const encoded = prepare(identifier, value);
     const metadata = { ...write.metadata };
     if (write.optimizerId !== undefined) metadata.optimizer_id = write.optimizerId;
+    const known = cache.peek(identifier)?.variable.snapshot;
     const queued: QueuedWrite = {
       identifier,
-      variableKey: cache.peek(identifier)?.variable.snapshot.id ?? identifier,
+      variableKey: known?.id ?? identifier,
       any: encoded.any,
       binary: encoded.binary,
       metadata,
     };
-    const stored =
-      write.expectedVersion === undefined
-        ? await coalesced(queued)
-        : await sendOne(queued, write.expectedVersion);
+    // Shown as pending until answered (peek(name, { pending: true })).
+    const pending: PendingWrite = {
+      key: `direct:${++made}`,
+      name: known?.name ?? identifier,
+      value: encoded.value,
+      expectedVersion: write.expectedVersion,
+      createdAt: parts.now(),
+      queued: false,
+    };
+    overlay.add(pending);
+    let stored: Variable | undefined;
+    try {
+      stored =
+        write.expectedVersion === undefined
+          ? await coalesced(queued)
+          : await sendOne(queued, write.expectedVersion);
+    } catch (error) {
+      overlay.settle(pending.key);
+      if (writeOutcome(error) === "refused") {
+        const refusal = ConnectError.from(error);
+        parts.events.emit("refused", {
+          name: pending.name,
+          write: pending,
+          error: refusal,
+          current: undefined,
+        });
+      } else cache.invalidate(identifier);
+      throw error;
+    }
     if (stored === undefined) {
+      overlay.settle(pending.key);
       cache.invalidate(identifier);
       return reads.getVariable(identifier);
     }
-    return accept(stored, "local");
+    // The confirmed value first, then the pending one goes: no moment shows the old value.
+    const snapshot = accept(stored, "local");
+    overlay.settle(pending.key);
+    return snapshot;
   };
 
   const setMany = async (

@@ -39,6 +39,7 @@ import {
 } from "./idb-database.js";
 
 export { idbDatabaseName } from "./idb-database.js";
+export { type IdbOutboxOptions, idbOutbox } from "./idb-outbox.js";
 
 /** Options of {@link idbPersistence}. */
 export interface IdbPersistenceOptions {
