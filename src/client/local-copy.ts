@@ -23,6 +23,12 @@ export interface LocalCopy {
    * `sameVersion` also accepts an equal version (pushed lock changes).
    */
   accept(message: Variable, origin: ChangeOrigin, sameVersion?: boolean): VariableSnapshot;
+  /**
+   * Stores a variable a write of this context made and returns the
+   * snapshot of that write: its own version, even when the cache already
+   * holds a newer one (another writer's, pushed first).
+   */
+  acceptWritten(message: Variable, origin?: ChangeOrigin): VariableSnapshot;
   /** Forgets a deleted variable (by id; `name` when the cache may not know it). */
   forget(id: string, name: string | undefined, origin: ChangeOrigin): void;
   /** Stops sharing with other tabs. */
@@ -68,5 +74,10 @@ export function createLocalCopy(parts: LocalCopyParts): LocalCopy {
     else forget(message.id, undefined, "tab");
   });
 
-  return { cache, accept, forget, close: () => tabs?.close() };
+  const acceptWritten = (message: Variable, origin: ChangeOrigin = "local") => {
+    const held = accept(message, origin);
+    return held.version === message.version ? held : decodeVariable(message).snapshot;
+  };
+
+  return { cache, accept, acceptWritten, forget, close: () => tabs?.close() };
 }

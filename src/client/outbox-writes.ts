@@ -126,7 +126,7 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
   // --- settling: the replaying context's own answers, or another tab's ---
 
   const applied = (key: string, message: Variable | undefined, origin: "local" | "tab") => {
-    const snapshot = message === undefined ? undefined : local.accept(message, origin);
+    const snapshot = message === undefined ? undefined : local.acceptWritten(message, origin);
     const write = overlay.settle(key);
     const waiter = waiters.get(key);
     waiters.delete(key);

@@ -270,7 +270,7 @@ export function createVariableWrites(
       return reads.getVariable(identifier);
     }
     // The confirmed value first, then the pending one goes: no moment shows the old value.
-    const snapshot = accept(stored, "local");
+    const snapshot = local.acceptWritten(stored);
     overlay.settle(pending.key);
     return snapshot;
   };
