@@ -12,6 +12,11 @@
  *   reports the error workerd produces.
  * - `/json`: connect-web's default JSON format: reports why the Connect
  *   transport needs `useBinaryFormat: true`.
+ * - `/outbox?session=ID`: a context with `memoryOutbox()` whose fetch the
+ *   Worker can break: a write whose reply is lost after the bridge applied
+ *   it (resent under its key), writes made while every fetch fails (stored,
+ *   shown pending, committed in order once fetches work again), and a
+ *   compare-and-swap conflict reported as a refusal.
  *
  * Runs in workerd only; the Node-side test imports nothing but its types.
  */
@@ -20,9 +25,11 @@ import { createConnectTransport } from "@connectrpc/connect-web";
 import {
   createSessionContext,
   type JsonValue,
+  memoryOutbox,
   type SessionContext,
   type VariableValue,
   workerFetch,
+  writeOutcome,
 } from "../../src/client/index.js";
 
 /** The Worker's bindings. */
@@ -285,6 +292,90 @@ async function jsonFormat(env: Env): Promise<ErrorReport> {
   return rejection(createSessionContext({ transport, watch: false }));
 }
 
+/** Outcome of `/outbox`. */
+export interface OutboxResult {
+  /** The write whose reply was lost: the version it resolved with. */
+  readonly lostReply: number;
+  /** While every fetch failed: what the writes' `stored` did, and what peek showed. */
+  readonly offline: {
+    readonly stored: number;
+    readonly pending: readonly (readonly [string, VariableValue])[];
+    readonly shown: VariableValue | undefined;
+    readonly confirmed: VariableValue | undefined;
+  };
+  /** The versions the offline writes resolved with, in the order made. */
+  readonly committed: readonly number[];
+  /** A compare-and-swap against a stale version. */
+  readonly conflict: { readonly code: Code | undefined; readonly outcome: string };
+  readonly pendingAfter: number;
+}
+
+/**
+ * A fetch the scenario can break: "down" fails every call as a network
+ * failure does; "lose-reply" sends the next call and then fails it, after
+ * the bridge answered.
+ */
+function breakableFetch() {
+  let mode: "up" | "down" | "lose-reply" = "up";
+  const fetch: typeof globalThis.fetch = async (input, init) => {
+    if (mode === "down") throw new TypeError("Network connection lost.");
+    const response = await workerFetch(input, init);
+    if (mode === "lose-reply") {
+      mode = "up";
+      await response.arrayBuffer();
+      throw new TypeError("Network connection lost.");
+    }
+    return response;
+  };
+  return {
+    fetch,
+    set: (next: typeof mode) => {
+      mode = next;
+    },
+  };
+}
+
+async function outboxScenario(env: Env, sessionId: string): Promise<OutboxResult> {
+  const network = breakableFetch();
+  const ctx = await createSessionContext({
+    transport: createConnectTransport({
+      baseUrl: env.BRIDGE_URL,
+      useBinaryFormat: true,
+      fetch: network.fetch,
+    }),
+    sessionId,
+    outbox: memoryOutbox(),
+    watch: false,
+  });
+  try {
+    await ctx.register("x", "integer", 0);
+    network.set("lose-reply");
+    const lostReply = (await ctx.set("x", 1)).version;
+
+    network.set("down");
+    const writes = [ctx.enqueue("x", 2), ctx.enqueue("x", 3)];
+    const stored = (await Promise.allSettled(writes.map((w) => w.stored))).filter(
+      (r) => r.status === "fulfilled",
+    ).length;
+    const offline = {
+      stored,
+      pending: ctx.pendingWrites().map((w) => [w.name, w.value] as const),
+      shown: ctx.peek("x", { pending: true })?.snapshot.value,
+      confirmed: ctx.peek("x")?.snapshot.value,
+    };
+    network.set("up");
+    // Without a watch stream, the replay retries on its backoff (1 s first).
+    const committed = (await Promise.all(writes.map((w) => w.committed))).map((s) => s.version);
+    const conflict = await ctx.set("x", 9, { expectedVersion: 1 }).then(
+      () => ({ code: undefined, outcome: "applied" }),
+      (e: unknown) => ({ code: ConnectError.from(e).code, outcome: writeOutcome(e) }),
+    );
+    return { lostReply, offline, committed, conflict, pendingAfter: ctx.pendingWrites().length };
+  } finally {
+    await ctx.close({ cleanup: true });
+  }
+}
+
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
     const url = new URL(request.url);
@@ -299,6 +390,8 @@ export default {
           return Response.json(await plainFetch(env));
         case "/json":
           return Response.json(await jsonFormat(env));
+        case "/outbox":
+          return Response.json(await outboxScenario(env, sessionId));
         default:
           return new Response("no such scenario", { status: 404 });
       }

@@ -12,7 +12,7 @@ import { Miniflare } from "miniflare";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
-import type { ErrorReport, ScenarioResult, WatchResult } from "./worker.js";
+import type { ErrorReport, OutboxResult, ScenarioResult, WatchResult } from "./worker.js";
 
 // The newest date the installed workerd (1.20260426.x) supports.
 const compatibilityDate = "2026-04-26";
@@ -180,6 +180,32 @@ describe("the client in workerd, through connect-web and workerFetch", () => {
     // The stream held for the whole request: never lost, never reconnected.
     expect(r.events.filter((e) => e !== "resynchronized")).toEqual([]);
     expect(await sessionGone(sessionId)).toEqual({ code: Code.NotFound, sessionValid: false });
+  });
+
+  it("keeps writes in a memory outbox: a lost reply resent once, writes made offline committed in order", async () => {
+    const sessionId = await newSession();
+    const result = await run<OutboxResult>(`/outbox?session=${sessionId}`);
+    const { entries } = await bridge
+      .client()
+      .getVariableHistory({ sessionId, variableIdentifier: "x" })
+      .catch(() => ({ entries: [] }));
+    expect({ ...result, history: entries.length }).toEqual({
+      lostReply: 1,
+      offline: {
+        stored: 2,
+        pending: [
+          ["x", 2],
+          ["x", 3],
+        ],
+        shown: 3,
+        confirmed: 1,
+      },
+      committed: [2, 3],
+      conflict: { code: Code.Aborted, outcome: "refused" },
+      pendingAfter: 0,
+      // The session was cleaned up at the end.
+      history: 0,
+    });
   });
 
   it("fails without workerFetch: workerd rejects connect-web's redirect: 'error'", async () => {
