@@ -6,6 +6,8 @@ export interface Emitter<Events extends Record<string, unknown>> {
   /** Subscribes; returns the unsubscribe function. */
   on<K extends keyof Events>(type: K, listener: (event: Events[K]) => void): () => void;
   emit<K extends keyof Events>(type: K, event: Events[K]): void;
+  /** Whether anyone listens to `type` (to skip building an event nobody hears). */
+  has(type: keyof Events): boolean;
   clear(): void;
 }
 
@@ -36,6 +38,9 @@ export function createEmitter<Events extends Record<string, unknown>>(
           onListenerError(e);
         }
       }
+    },
+    has(type) {
+      return (listeners.get(type)?.size ?? 0) > 0;
     },
     clear() {
       listeners.clear();

@@ -98,6 +98,17 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
   let retryTimer: unknown;
   let retries = 0;
   let everLive = false;
+  // Names this context in what it tells the others, so it ignores its own.
+  const self = newIdempotencyKey();
+  // Keys answered lately (bounded), so a late "queued" does not show them again.
+  const settledKeys = new Set<string>();
+  const remember = (key: string) => {
+    settledKeys.add(key);
+    if (settledKeys.size > 1000) {
+      const oldest = settledKeys.values().next().value;
+      if (oldest !== undefined) settledKeys.delete(oldest);
+    }
+  };
 
   /**
    * Offline: the watch stream is not live after it was (or after the
@@ -126,6 +137,7 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
   // --- settling: the replaying context's own answers, or another tab's ---
 
   const applied = (key: string, message: Variable | undefined, origin: "local" | "tab") => {
+    remember(key);
     const snapshot = message === undefined ? undefined : local.acceptWritten(message, origin);
     const write = overlay.settle(key);
     const waiter = waiters.get(key);
@@ -140,6 +152,7 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
   };
 
   const refused = (key: string, error: ConnectError, current: VariableSnapshot | undefined) => {
+    remember(key);
     const write = overlay.settle(key);
     const waiter = waiters.get(key);
     waiters.delete(key);
@@ -148,11 +161,17 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
   };
 
   const stopListening = store.listen(sessionId, (message) => {
-    if (stopped) return;
+    if (stopped || message.from === self) return;
     if (message.kind === "queued") {
-      if (overlay.get(message.record.key) === undefined) overlay.add(pendingOf(message.record));
+      // Tabs hear each other on separate channels: a write's "settled" from
+      // the replaying tab can arrive before its "queued" from the writer.
+      const { key } = message.record;
+      if (overlay.get(key) === undefined && !settledKeys.has(key)) {
+        overlay.add(pendingOf(message.record));
+      }
       return;
     }
+    remember(message.key);
     if (message.refusal === undefined) {
       applied(
         message.key,
@@ -243,7 +262,12 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
             `set '${record.name}' was not sent: the earlier write of '${record.name}' it was made on is gone`,
             Code.Aborted,
           );
-          store.publish(sessionId, { kind: "settled", key: record.key, refusal: refusalOf(error) });
+          store.publish(sessionId, {
+            from: self,
+            kind: "settled",
+            key: record.key,
+            refusal: refusalOf(error),
+          });
           refused(record.key, error, undefined);
           await store.update(sessionId, [record.key], []);
           continue;
@@ -261,6 +285,7 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
           // Tabs hear of it before the records go: a tab that finds a key
           // gone from the store has already been told how it ended.
           store.publish(sessionId, {
+            from: self,
             kind: "settled",
             key: record.key,
             refusal: refusalOf(error),
@@ -273,6 +298,7 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
               Code.Aborted,
             );
             store.publish(sessionId, {
+              from: self,
               kind: "settled",
               key: dependent.key,
               refusal: refusalOf(cascaded),
@@ -286,6 +312,7 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
         }
         made.set(record.key, reply.newVersion);
         store.publish(sessionId, {
+          from: self,
           kind: "settled",
           key: record.key,
           variable: reply.variable === undefined ? undefined : encodeVariable(reply.variable),
@@ -374,7 +401,7 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
       waiters.set(key, { resolve, reject });
       stored = store.add(sessionId, record.record).then(
         () => {
-          store.publish(sessionId, { kind: "queued", record: record.record });
+          store.publish(sessionId, { from: self, kind: "queued", record: record.record });
           kick();
         },
         (error: unknown) => {

@@ -46,12 +46,14 @@ export interface OutboxRecord {
  * a write was stored (show it pending), or the replaying context got the
  * server's answer to one: the variable it made (binary `Variable`; absent
  * when the reply left it out), or the refusal with the variable as the
- * server holds it (`current`, when it was read).
+ * server holds it (`current`, when it was read). `from` names the context
+ * that sent it, which ignores its own.
  */
 export type OutboxMessage =
-  | { readonly kind: "queued"; readonly record: OutboxRecord }
+  | { readonly kind: "queued"; readonly from: string; readonly record: OutboxRecord }
   | {
       readonly kind: "settled";
+      readonly from: string;
       readonly key: string;
       readonly variable?: Uint8Array | undefined;
       readonly refusal?: { readonly code: number; readonly message: string } | undefined;
@@ -100,7 +102,8 @@ export interface OutboxStore {
 /** Whether a value received from elsewhere (another tab) is an {@link OutboxMessage}. */
 export function isOutboxMessage(data: unknown): data is OutboxMessage {
   const message = data as Record<string, unknown> | null;
-  if (message?.kind === "settled") return typeof message.key === "string";
+  if (typeof message?.from !== "string") return false;
+  if (message.kind === "settled") return typeof message.key === "string";
   if (message?.kind !== "queued") return false;
   const record = message.record as Partial<OutboxRecord> | undefined;
   return (

@@ -90,6 +90,7 @@ export function createPendingOverlay(
   };
 
   const announce = (name: string) => {
+    if (!events.has("pending")) return;
     events.emit("pending", {
       name,
       writes: byName.get(name)?.length ?? 0,
