@@ -24,6 +24,11 @@ export interface AppServer {
    * watchers, but the caller does not know yet).
    */
   hold(method: string, stage?: "request" | "response"): () => void;
+  /**
+   * Forwards calls to another bridge from now on (one started again after
+   * a stop, on another port); calls already forwarded stay where they went.
+   */
+  retarget(bridgeUrl: string): void;
   close(): Promise<void>;
 }
 
@@ -46,7 +51,7 @@ export async function bundleApp(entry = "test/browser/fixture/app.ts"): Promise<
 /** Starts the page server on a free port of 127.0.0.1. */
 export async function startAppServer(bridgeUrl: string, appJs: string): Promise<AppServer> {
   const html = await readFile(new URL("./fixture/index.html", import.meta.url), "utf8");
-  const target = new URL(bridgeUrl);
+  let target = new URL(bridgeUrl);
   const counts = new Map<string, Map<string, number>>();
   const held = new Map<string, { stage: "request" | "response"; until: Promise<void> }>();
 
@@ -101,6 +106,9 @@ export async function startAppServer(bridgeUrl: string, appJs: string): Promise<
         held.delete(method);
         release();
       };
+    },
+    retarget(url) {
+      target = new URL(url);
     },
     close: () =>
       new Promise<void>((resolve) => {
