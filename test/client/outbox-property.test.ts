@@ -199,8 +199,10 @@ describe("the outbox under random interleavings of writes, outages, lost replies
               expect(ours.some((m) => m.value === v.value) || others.has(v.value)).toBe(true);
             }
           }
-          for (const m of made)
-            tally[String(typeof m.outcome === "number" ? "applied" : m.outcome)]++;
+          for (const m of made) {
+            const kind = typeof m.outcome === "number" ? "applied" : m.outcome;
+            tally[kind] = (tally[kind] ?? 0) + 1;
+          }
         } finally {
           await ctx.close().catch(() => undefined);
           await proxy.close();
