@@ -125,7 +125,9 @@ export interface SessionView {
 
 /**
  * Write access inside {@link SessionStore.transact}. Changes become visible
- * together when the callback returns; when it throws, none of them happen.
+ * together when the run of the callback that commits returns; when it
+ * throws, none of them happen, and a run the store discards (to run the
+ * callback again) leaves none behind.
  */
 export interface SessionTransaction extends SessionView {
   /** Inserts or replaces a variable (by id); the name index follows. */
@@ -197,12 +199,20 @@ export interface SubscribeOptions {
  * provides atomic access to one session's state, its byte accounting,
  * sliding expiry and a change feed. The in-memory store
  * is the embedded default; other backends run the same contract suite.
+ *
+ * Transactions are optimistic on a shared backend: a callback given to
+ * {@link SessionStore.transact} (or as a creation setup) may run more than
+ * once, and only its last run counts. See {@link SessionStore.transact} for
+ * what that asks of a callback.
  */
 export interface SessionStore {
   /**
    * Creates the session unless it exists. Returns the stored record and
    * whether this call created it. Refuses with RESOURCE_EXHAUSTED when
-   * `maxSessions` are live.
+   * `maxSessions` are live. `setup` stages what the new session starts
+   * with; like a {@link transact} callback it may run more than once (the
+   * session can end between an "exists" answer and a second try), and the
+   * same rules hold for it.
    */
   createSession(
     init: SessionInit,
@@ -210,15 +220,54 @@ export interface SessionStore {
     setup?: (tx: SessionTransaction) => void,
   ): Promise<{ session: SessionRecord; created: boolean }>;
   /**
-   * Runs `fn` with a consistent view of the session and refreshes its
+   * Runs `fn` once with a consistent view of the session and refreshes its
    * sliding TTL. Resolves to undefined when the session does not exist or
-   * has expired.
+   * has expired. Unlike a {@link transact} callback, `fn` is never run
+   * again: it may count what it returns (a reply's size, say) as it goes.
    */
   read<T>(sessionId: string, fn: (view: SessionView) => T): Promise<{ value: T } | undefined>;
   /**
    * Runs `fn` atomically against the session and refreshes its TTL: all of
    * its writes apply together, or none when it throws. Resolves to
    * undefined when the session does not exist or has expired.
+   *
+   * `fn` may run more than once. A store that shares the session with other
+   * nodes (Redis) runs it against its copy of the session and commits only
+   * if nobody committed in between; otherwise it throws that run's writes
+   * away and runs `fn` again on the current state, until a run commits or
+   * the session has changed under it too often (Redis: 16 times in a row),
+   * which fails with ABORTED. A refusal `fn` threw on a copy that may be
+   * stale is decided again the same way. Only the last run counts: only its
+   * writes and {@link SessionTransaction.emit}ted changes happen, and the
+   * promise settles with what it returned or threw, or with the store's own
+   * refusal of its writes (a client over its byte limit, say). So `fn`
+   * must be pure over `tx`:
+   *
+   * - every read and write of the session goes through `tx`;
+   * - it has no effect outside `tx` (no I/O, no counters, no events, no
+   *   assignments to outer variables), since every run would have it;
+   * - nothing it computes leaves a run except as its return value or thrown
+   *   error: what an earlier run left in an outer variable is not what the
+   *   last run decided, and the last run may not even have set it.
+   *
+   * Side effects belong after the promise settles, acting on what it
+   * settled with. The memory store's `rehearse` option runs every callback
+   * twice, so tests on it catch a callback that breaks these rules.
+   *
+   * @example
+   * ```ts
+   * // GOOD: the outcome travels in the return value, decided by the run
+   * // that committed.
+   * const result = await store.transact(id, (tx) => {
+   *   const n = tx.variable("n");
+   *   if (n === undefined) return { ok: false as const };
+   *   tx.putVariable({ ...n, version: n.version + 1, value: Number(n.value) + 1 });
+   *   return { ok: true as const };
+   * });
+   * if (result?.value.ok) metrics.increments++;
+   * // BAD: `metrics.increments++` inside the callback counts every run, and
+   * // a `let found` set inside and read after may be a discarded run's.
+   * ```
    */
   transact<T>(
     sessionId: string,
