@@ -216,6 +216,73 @@ export function describeSessionStoreContract(
       expect(events).toEqual([]);
     });
 
+    // A callback may run more than once (SessionStore.transact); these
+    // callbacks count their runs, which real ones must not do, to tell the
+    // runs apart.
+    it("keeps only the last run of a callback: its writes, its changes and its result", async () => {
+      await store.createSession(init("s"), 10);
+      await store.transact("s", (tx) => tx.putVariable(variable("var:1:n", "n", 0, 0)));
+      await fixture.settle();
+      events.length = 0;
+      let runs = 0;
+      const result = await store.transact("s", (tx) => {
+        runs++;
+        const n = tx.variable("n") as VariableRecord;
+        const next = { ...n, version: n.version + 1, value: Number(n.value) + 1 };
+        tx.putVariable(next);
+        tx.setData(`run ${runs}`, runs, 8);
+        tx.emit({
+          sessionId: "s",
+          kind: "value_changed",
+          variable: next,
+          source: "t",
+          metadata: { run: String(runs) },
+          timestamp: runs,
+        });
+        return `run ${runs}`;
+      });
+      expect(result?.value).toBe(`run ${runs}`);
+      const state = await store.read("s", (v) => ({
+        n: v.variable("n"),
+        data: [...v.dataKeys()],
+        bytes: v.bytes,
+      }));
+      expect(state?.value).toMatchObject({ n: { version: 1, value: 1 }, data: [`run ${runs}`] });
+      expect(state?.value.bytes).toBe(8 + 8);
+      await fixture.settle();
+      expect(events).toHaveLength(1);
+      expect(events[0]).toMatchObject({ change: { metadata: { run: String(runs) } } });
+    });
+
+    it("keeps only the last run of a creation setup", async () => {
+      let runs = 0;
+      await store.createSession(init("s"), 10, (tx) => {
+        runs++;
+        tx.putVariable(variable(`var:${tx.nextVariableSeq()}:x`, "x", 0, runs));
+        tx.setData(`run ${runs}`, runs, 8);
+      });
+      const state = await store.read("s", (v) => ({
+        x: v.variable("x"),
+        data: [...v.dataKeys()],
+        count: v.variableCount,
+        bytes: v.bytes,
+      }));
+      expect(state?.value).toMatchObject({
+        x: { id: "var:1:x", value: runs },
+        data: [`run ${runs}`],
+        count: 1,
+        bytes: 8 + 8,
+      });
+      expect(await store.stats()).toEqual({ sessions: 1, variables: 1 });
+    });
+
+    it("runs a read callback once", async () => {
+      await store.createSession(init("s"), 10);
+      let runs = 0;
+      await store.read("s", () => runs++);
+      expect(runs).toBe(1);
+    });
+
     it("sees its own writes inside a transaction", async () => {
       await store.createSession(init("s"), 10);
       const seen = await store.transact("s", (tx) => {

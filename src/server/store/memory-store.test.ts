@@ -1,18 +1,74 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { describeSessionStoreContract } from "../../../test/support/session-store-contract.js";
 import { waitFor } from "../../../test/support/wait.js";
 import { createMemoryStore } from "./memory-store.js";
 
-describeSessionStoreContract("memory", async () => {
-  let t = 1_000_000;
-  const store = createMemoryStore({ now: () => t, sweepIntervalMs: 20 });
-  return {
-    store,
-    advance(ms) {
-      t += ms;
+for (const rehearse of [false, true]) {
+  describeSessionStoreContract(
+    rehearse ? "memory, every callback run twice" : "memory",
+    async () => {
+      let t = 1_000_000;
+      const store = createMemoryStore({ now: () => t, sweepIntervalMs: 20, rehearse });
+      return {
+        store,
+        advance(ms) {
+          t += ms;
+        },
+        settle: async () => undefined,
+      };
     },
-    settle: async () => undefined,
+  );
+}
+
+describe("memory store rehearsal", () => {
+  const open = async () => {
+    const store = createMemoryStore({ sweepIntervalMs: 0, rehearse: true });
+    onTestFinished(() => store.close());
+    await store.createSession({ id: "s", metadata: {}, ttlMs: 60_000, allowedTools: [] }, 10);
+    return store;
   };
+
+  it("runs every transaction twice, as a lost race would, and keeps the second run", async () => {
+    const store = await open();
+    const seen: (number | undefined)[] = [];
+    const result = await store.transact("s", (tx) => {
+      seen.push(tx.data("n") as number | undefined);
+      tx.setData("n", seen.length, 8);
+      return seen.length;
+    });
+    // The second run saw the session as the first found it.
+    expect(seen).toEqual([undefined, undefined]);
+    expect(result?.value).toBe(2);
+    expect((await store.read("s", (v) => v.data("n")))?.value).toBe(2);
+  });
+
+  it("drops what the first run threw: only the second run decides", async () => {
+    const store = await open();
+    let runs = 0;
+    const result = await store.transact("s", (tx) => {
+      runs++;
+      if (runs === 1) throw new Error("decided on a copy that was stale");
+      tx.setData("k", "v", 1);
+      return "committed";
+    });
+    expect(result?.value).toBe("committed");
+    await expect(
+      store.transact("s", () => {
+        runs++;
+        if (runs === 4) throw new Error("refused by the last run");
+      }),
+    ).rejects.toThrow("refused by the last run");
+  });
+
+  it("catches a callback with an effect outside its transaction", async () => {
+    const store = await open();
+    const sent: string[] = [];
+    await store.transact("s", (tx) => {
+      tx.setData("k", "v", 1);
+      sent.push("notification");
+    });
+    expect(sent).toEqual(["notification", "notification"]);
+  });
 });
 
 describe("memory store expiry", () => {

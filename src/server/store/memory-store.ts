@@ -23,6 +23,15 @@ export interface MemoryStoreOptions {
    * so a mass expiry never stalls the event loop for long.
    */
   readonly sweepSliceMs?: number;
+  /**
+   * Runs every transaction callback (and creation setup) twice, throwing
+   * the first run's writes, changes, result and error away, as a store on
+   * Redis throws away a run that lost a race (default false). For tests: a
+   * callback with effects outside its transaction, or one that carries
+   * state out of a run, then misbehaves here as it would under contention
+   * there (see SessionStore.transact).
+   */
+  readonly rehearse?: boolean;
 }
 
 /** A session as the memory store keeps it: its state and its expiry bucket. */
@@ -50,11 +59,13 @@ const BUCKET_MS = 1000;
  * construction. Expiry uses one-second buckets keyed by expiry time: a touch
  * moves a session between buckets in O(1), and the sweeper only visits
  * buckets that are due, so its work grows with what expires, not with what
- * is stored.
+ * is stored. A callback runs once, unless the `rehearse` option asks for
+ * the extra run a shared store may make.
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStore {
   const now = options.now ?? Date.now;
   const sweepSliceMs = options.sweepSliceMs ?? 8;
+  const rehearse = options.rehearse ?? false;
   const sessions = new Map<string, MemorySessionState>();
   const buckets = new Map<number, Set<string>>();
   /** Sessions and bytes per client (SessionInit.quota). */
@@ -118,7 +129,22 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
     return state;
   };
 
+  /**
+   * A run of `fn` that decides nothing, as a run that lost a race on a
+   * shared store: its transaction is never committed, and what it returned
+   * or threw is dropped.
+   */
+  const rehearsal = (state: MemorySessionState, fn: (tx: SessionTransaction) => unknown) => {
+    if (!rehearse) return;
+    try {
+      fn(createTransaction(state).api);
+    } catch {
+      // Deliberately dropped: only the run that follows decides.
+    }
+  };
+
   const runTransaction = <T>(state: MemorySessionState, fn: (tx: SessionTransaction) => T): T => {
+    rehearsal(state, fn);
     const tx = createTransaction(state);
     const value = fn(tx.api);
     const share = state.client;
@@ -203,6 +229,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
       };
       // Run the setup before the session becomes visible, so a failing
       // setup leaves no half-created session behind.
+      if (setup !== undefined) rehearsal(state, setup);
       const tx = createTransaction(state);
       setup?.(tx.api);
       const initial = tx.staged().bytes;
