@@ -254,7 +254,17 @@ export async function setMany(
   writeKey?: WriteKey,
 ): Promise<BatchResult> {
   const { ops } = core;
-  let refused: Pick<BatchResult, "errors" | "errorCodes"> | undefined;
+  // The callback may run more than once (SessionStore.transact). An atomic
+  // refusal is kept with the error that undid its writes, and reported only
+  // when the transaction failed with that very error: one left here by a
+  // run the store dropped is not what the last run decided.
+  let refused:
+    | {
+        readonly error: ConnectError;
+        readonly errors: Record<string, string>;
+        readonly errorCodes: Record<string, number>;
+      }
+    | undefined;
   const transact = <R>(fn: (tx: SessionTransaction) => R) => core.transact(sessionId, fn);
   const response = once(transact, core.now, writeKey, batchWrite, (tx): BatchResult => {
     checkPatternWork(
@@ -313,7 +323,7 @@ export async function setMany(
         // applied so far, and the batch is refused in-band below.
         const error = fail(key, e);
         if (batch.atomic) {
-          refused = { errors, errorCodes };
+          refused = { error, errors, errorCodes };
           throw error;
         }
       }
@@ -323,7 +333,8 @@ export async function setMany(
     return { success: true, errors, errorCodes, written, newVersions };
   });
   return response.catch((e: unknown) => {
-    if (refused === undefined) throw e;
-    return { success: false, ...refused, written: new Map(), newVersions: {} };
+    if (refused === undefined || refused.error !== e) throw e;
+    const { errors, errorCodes } = refused;
+    return { success: false, errors, errorCodes, written: new Map(), newVersions: {} };
   });
 }
