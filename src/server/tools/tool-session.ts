@@ -9,8 +9,17 @@ import type { ToolSession, ToolVariable } from "./tool-definition.js";
  * same semantics as a client's SetVariable (validation, versions, history,
  * watchers); updates run inside one store transaction, so they are atomic.
  * Session data is held to the value limit and counts in the session budget.
+ *
+ * The tool's `fn` of updateVariable and updateData is the transaction's
+ * callback: the store may run it more than once (SessionStore.transact).
+ * What an update writes and resolves to is computed by the last run alone,
+ * from that run's `current`, and travels out only as the callback's return
+ * value, so the result is always what the write that happened decided.
  */
-export function createToolSession(core: BridgeCore, sessionId: string): ToolSession {
+export function createToolSession(
+  core: Pick<BridgeCore, "ops" | "read" | "transact" | "settings">,
+  sessionId: string,
+): ToolSession {
   const write = (
     identifier: string,
     compute: (current: VariableRecord) => unknown,
