@@ -45,7 +45,25 @@ export interface ToolSession {
   ): Promise<ToolVariable>;
   /**
    * Atomically replaces the variable's value with `fn(current)`: no other
-   * write can land between the read and the write.
+   * write can land between the read and the write. Resolves to the variable
+   * as that write left it.
+   *
+   * `fn` may run more than once. A bridge whose sessions live in Redis
+   * applies an update optimistically: when another replica wrote the
+   * session first, the update is run again on the newer `current`, until
+   * one run's write goes through (or, after the session changed 16 times
+   * meanwhile, it fails with ABORTED). Only that last run counts: its
+   * value is written and resolved. So `fn` must be a pure function of
+   * `current`: no I/O, no counting or logging, no outer variables set for
+   * later; act on the resolved value instead.
+   *
+   * @example
+   * ```ts
+   * // GOOD: computed from `current` alone.
+   * const counter = await session.updateVariable("count", (c) => Number(c.value) + 1);
+   * log(`count is now ${counter.value}`);
+   * // BAD: a log line or `calls++` inside `fn` happens once per run.
+   * ```
    */
   updateVariable(
     identifier: string,
@@ -57,6 +75,9 @@ export interface ToolSession {
    * Atomically replaces session data with `fn(current)` and returns it.
    * Fails with RESOURCE_EXHAUSTED, changing nothing, when the JSON of the
    * new value is over {@link maxDataBytes} or the session's byte budget.
+   * Like {@link updateVariable}'s, `fn` may run more than once, and only the
+   * last run's value is stored and returned: keep it a pure function of
+   * `current` (build a new value; do not change `current` in place either).
    */
   updateData(key: string, fn: (current: JsonValue | undefined) => JsonValue): Promise<JsonValue>;
   /** Largest JSON size, in UTF-8 bytes, of one session data value. */
