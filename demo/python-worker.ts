@@ -19,6 +19,12 @@ export type PythonWorker =
       readonly running: true;
       /** e.g. "scikit-learn 1.4.2". */
       readonly runtime: string;
+      /**
+       * Has the worker register its tool again, e.g. on a bridge that was
+       * stopped and started again with an empty tool registry; rejects
+       * with the bridge's refusal, or when no answer comes within 15 s.
+       */
+      register(): Promise<void>;
       stop(): Promise<void>;
     }
   | { readonly running: false; readonly reason: string };
@@ -92,6 +98,7 @@ export async function startPythonWorker(options: {
   child.stderr?.on("data", (chunk: Buffer) => {
     stderr = (stderr + chunk.toString()).slice(-4000);
   });
+  const tail = () => stderr.trim().split("\n").slice(-3).join(" | ");
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -103,42 +110,100 @@ export async function startPythonWorker(options: {
     }
     await cleanup();
   };
+  const replies = jsonLines(child);
+  // Writing to a worker that has just exited fails with EPIPE; the exit
+  // itself is what the waiting call reports.
+  child.stdin?.on("error", () => undefined);
 
   try {
-    const runtime = await ready(child, options.timeoutMs ?? 30_000, () => stderr);
-    return { running: true, runtime, stop };
+    const line = await replies.next(
+      (l) => l.ready === true,
+      options.timeoutMs ?? 30_000,
+      "registration",
+    );
+    const runtime = `scikit-learn ${typeof line.sklearn === "string" ? line.sklearn : "?"}`;
+    // One registration at a time: each waits for its own answer line.
+    let turn: Promise<unknown> = Promise.resolve();
+    const register = () => {
+      const next = turn.then(async () => {
+        const answer = replies.next((l) => "registered" in l, 15_000, "answer");
+        child.stdin?.write("register\n");
+        const reply = await answer;
+        if (reply.registered !== true) {
+          throw new Error(`the worker could not register its tool again: ${String(reply.error)}`);
+        }
+      });
+      turn = next.catch(() => undefined);
+      return next;
+    };
+    return { running: true, runtime, register, stop };
   } catch (error) {
     await stop();
-    return { running: false, reason: message(error) };
+    const why = message(error);
+    return { running: false, reason: tail() === "" ? why : `${why}: ${tail()}` };
   }
 }
 
-/** Waits for the worker's `{"ready": true}` line. */
-function ready(child: ChildProcess, timeoutMs: number, stderr: () => string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-    const fail = (why: string) => {
-      clearTimeout(timer);
-      lines.close();
-      const tail = stderr().trim().split("\n").slice(-3).join(" | ");
-      reject(new Error(tail === "" ? why : `${why}: ${tail}`));
-    };
-    const timer = setTimeout(() => fail(`no registration within ${timeoutMs} ms`), timeoutMs);
-    const exit = (code: number | null) => fail(`the worker exited (code ${code})`);
-    child.once("exit", exit);
-    lines.on("line", (line) => {
-      try {
-        const parsed = JSON.parse(line) as { ready?: boolean; sklearn?: string };
-        if (parsed.ready === true) {
-          clearTimeout(timer);
-          child.removeListener("exit", exit);
-          resolve(`scikit-learn ${parsed.sklearn ?? "?"}`);
-        }
-      } catch {
-        // Not the ready line (e.g. a library's warning): keep waiting.
+/**
+ * The worker's JSON lines on stdout; `next(match)` waits for the next one
+ * that matches (lines that are not JSON, e.g. a library's warning, are
+ * skipped), failing when the worker exits or `timeoutMs` passes (the
+ * message names `what` was awaited).
+ */
+function jsonLines(child: ChildProcess) {
+  type Line = Record<string, unknown>;
+  const waiting = new Set<{ match: (line: Line) => boolean; resolve: (line: Line) => void }>();
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  lines.on("line", (text) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      return; // Not one of the worker's answers.
+    }
+    if (typeof parsed !== "object" || parsed === null) return;
+    for (const waiter of waiting) {
+      if (waiter.match(parsed as Line)) {
+        waiting.delete(waiter);
+        waiter.resolve(parsed as Line);
       }
-    });
+    }
   });
+  let exit: string | undefined;
+  const failures = new Set<(why: string) => void>();
+  child.once("exit", (code) => {
+    exit = `the worker exited (code ${code})`;
+    for (const fail of failures) fail(exit);
+  });
+  return {
+    next(match: (line: Line) => boolean, timeoutMs: number, what: string): Promise<Line> {
+      return new Promise((resolve, reject) => {
+        if (exit !== undefined) {
+          reject(new Error(exit));
+          return;
+        }
+        const done = () => {
+          clearTimeout(timer);
+          waiting.delete(waiter);
+          failures.delete(fail);
+        };
+        const fail = (why: string) => {
+          done();
+          reject(new Error(why));
+        };
+        const waiter = {
+          match,
+          resolve: (line: Line) => {
+            done();
+            resolve(line);
+          },
+        };
+        const timer = setTimeout(() => fail(`no ${what} within ${timeoutMs} ms`), timeoutMs);
+        waiting.add(waiter);
+        failures.add(fail);
+      });
+    },
+  };
 }
 
 function message(error: unknown): string {

@@ -1,6 +1,6 @@
 import { createServer as createNetServer } from "node:net";
 import { join } from "node:path";
-import { createServer, type ViteDevServer } from "vite";
+import { createLogger, createServer, type ViteDevServer } from "vite";
 import { type PythonWorker, startPythonWorker } from "./python-worker.ts";
 import type { DemoBridge } from "./server/demo-bridge.ts";
 
@@ -55,6 +55,20 @@ export interface Stack {
   readonly workerTarget: string;
   /** The Python worker: running, or why not. */
   readonly python: PythonWorker;
+  /** Whether the bridge listens right now (false after {@link Stack.stopBridge}). */
+  readonly bridgeListening: boolean;
+  /**
+   * Stops the bridge server, an outage to try the page against: its calls
+   * fail (the page's proxy answers 502), watch streams end. The sessions
+   * stay in the stack's in-memory store. The page server keeps running.
+   */
+  stopBridge(): Promise<void>;
+  /**
+   * Starts a new bridge server on the same ports with the same store: the
+   * sessions come back as they were, and the Python worker (when it runs)
+   * registers its tool again on the new server's empty registry.
+   */
+  startBridge(): Promise<void>;
   /** Stops the page server, then the bridge. */
   stop(): Promise<void>;
 }
@@ -72,10 +86,21 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     options.workerPort === 0 ? await freePort(host) : (options.workerPort ?? 50052);
   const target = `http://${host.includes(":") ? `[${host}]` : host}:${bridgePort}`;
 
+  let bridge: DemoBridge | undefined;
+  // While the bridge is stopped on purpose (stopBridge), every call the
+  // page makes fails in the proxy with ECONNREFUSED and is answered 502, as
+  // it should; Vite would also print a stack trace for each one.
+  const logger = createLogger(options.viteLogLevel ?? "warn");
+  const logError = logger.error;
+  logger.error = (message, errorOptions) => {
+    if (bridge?.listening === false && message.includes("http proxy error")) return;
+    logError(message, errorOptions);
+  };
   const vite: ViteDevServer = await createServer({
     configFile: join(import.meta.dirname, "vite.config.ts"),
     root: import.meta.dirname,
     logLevel: options.viteLogLevel ?? "warn",
+    customLogger: logger,
     server: {
       host,
       port: vitePort,
@@ -89,7 +114,6 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
   });
 
-  let bridge: DemoBridge | undefined;
   try {
     const module = (await vite.ssrLoadModule(
       "/server/demo-bridge.ts",
@@ -121,6 +145,15 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     bridgeUrl: running.url,
     workerTarget: running.workerTarget,
     python,
+    get bridgeListening() {
+      return running.listening;
+    },
+    stopBridge: () => running.stopServer(),
+    async startBridge() {
+      if (running.listening) return;
+      await running.startServer();
+      if (python.running) await python.register();
+    },
     stop() {
       stopping ??= (async () => {
         if (python.running) await python.stop();

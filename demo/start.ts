@@ -6,8 +6,10 @@
  * Environment: PORT (page, default 5173), BRIDGE_PORT (default 50051),
  * WORKER_PORT (the bridge's worker listener, default 50052),
  * HOST (default 127.0.0.1), LOG_LEVEL (bridge logs: debug|info|warn|error,
- * default warn). Ctrl-C stops both.
+ * default warn). Ctrl-C stops both. In a terminal, "b" stops the bridge
+ * (an outage to try the page against) and starts it again.
  */
+import { emitKeypressEvents } from "node:readline";
 import { startStack } from "./stack.ts";
 
 const levels = ["debug", "info", "warn", "error"] as const;
@@ -56,7 +58,14 @@ console.log(`
   ➜  Workers: ${stack.workerTarget}  (worker listener: RegisterTools)
   ➜  Python:  ${python}
 
-  Share a session: open the page, then "Open in another tab" (the URL carries ?session=…).
+  Share a session: open the page, then "Open in another tab" (the URL carries ?session=…).${
+    // Keys need a terminal; under a process manager or a pipe there is none.
+    process.stdin.isTTY
+      ? `
+  Press b to stop the bridge (an outage: the page keeps your edits and sends
+  them when it is back), b again to start it with the sessions as they were.`
+      : ""
+  }
   Ctrl-C stops both servers.
 `);
 
@@ -75,3 +84,43 @@ const shutdown = () => {
 };
 process.on("SIGINT", shutdown);
 process.on("SIGTERM", shutdown);
+
+let toggling = false;
+const toggleBridge = async () => {
+  if (toggling) return; // one change at a time; the key is ignored meanwhile
+  toggling = true;
+  try {
+    if (stack.bridgeListening) {
+      console.log("Stopping the bridge…");
+      await stack.stopBridge();
+      console.log(
+        "  ✕ Bridge stopped. The page says it is unreachable and keeps edits in the browser (reload it too). Press b to start the bridge again.",
+      );
+    } else {
+      console.log("Starting the bridge…");
+      await stack.startBridge();
+      console.log(
+        `  ✓ Bridge listening again at ${stack.bridgeUrl} with the sessions as they were${stack.python.running ? " (the Python worker registered its tool again)" : ""}; the page sends the kept edits.`,
+      );
+    }
+  } catch (error) {
+    console.error(
+      `  The bridge could not change: ${error instanceof Error ? error.message : String(error)}`,
+    );
+  } finally {
+    toggling = false;
+  }
+};
+
+if (process.stdin.isTTY) {
+  emitKeypressEvents(process.stdin);
+  process.stdin.setRawMode(true);
+  process.stdin.on(
+    "keypress",
+    (_text: string | undefined, key: { name?: string; ctrl?: boolean }) => {
+      // Raw mode delivers Ctrl-C as a key instead of SIGINT.
+      if (key.ctrl === true && key.name === "c") shutdown();
+      else if (key.name === "b") void toggleBridge();
+    },
+  );
+}

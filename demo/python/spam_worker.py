@@ -15,7 +15,9 @@ Usage (demo/python-worker.ts starts it for `npm start` and the tests):
         /usr/bin/python3 demo/python/spam_worker.py --bridge 127.0.0.1:50052
 
 Prints one JSON line {"ready": true, "port": N, "sklearn": "x.y"} once the
-tool is registered, then serves until stdin closes or SIGTERM.
+tool is registered, then serves until stdin closes or SIGTERM. A line
+"register" on stdin registers the tool again (answered by one JSON line),
+for a bridge that restarted with an empty tool registry.
 """
 
 import argparse
@@ -109,6 +111,30 @@ class SpamWorker(pb_grpc.BridgeServiceServicer):
         )
 
 
+def commands(stub, registration, done):
+    """Reads the launcher's commands on stdin until it closes, then sets `done`.
+
+    "register" registers the tool again and answers one JSON line,
+    {"registered": true} or {"registered": false, "error": ...}: a bridge
+    with an in-memory store that was stopped and started again
+    (demo/stack.ts) has an empty tool registry, and the launcher asks the
+    worker to register once the new bridge listens.
+    """
+    for line in sys.stdin:
+        if line.strip() != "register":
+            continue
+        try:
+            # wait_for_ready: the channel may still be backing off from the outage.
+            reply = stub.RegisterTools(registration, timeout=10, wait_for_ready=True)
+            answer = {"registered": reply.success}
+            if not reply.success:
+                answer["error"] = reply.error_message
+        except grpc.RpcError as e:
+            answer = {"registered": False, "error": f"{e.code().name}: {e.details()}"}
+        print(json.dumps(answer), flush=True)
+    done.set()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bridge", required=True, help="the bridge's worker listener host:port")
@@ -151,30 +177,28 @@ def main():
     channel = grpc.insecure_channel(args.bridge)
     grpc.channel_ready_future(channel).result(timeout=10)
     stub = pb_grpc.BridgeServiceStub(channel)
-    registered = stub.RegisterTools(
-        pb.RegisterToolsRequest(
-            worker_id=f"spam-worker-{uuid.uuid4().hex[:8]}",
-            tools=[
-                pb.ToolRegistration(
-                    name=TOOL,
-                    description=(
-                        "Fits scikit-learn's LogisticRegression on the spam program's "
-                        "training rows (binary CSR) and returns its weights and bias."
-                    ),
-                    parameters=[
-                        pb.ParameterSpec(name="rows", type="integer", required=True),
-                        pb.ParameterSpec(name="columns", type="integer", required=True),
-                        pb.ParameterSpec(name="smoothing", type="float", required=True),
-                    ],
-                    metadata={
-                        "worker_address": advertise,
-                        "runtime": f"Python {sys.version.split()[0]}, scikit-learn {sklearn.__version__}",
-                    },
-                )
-            ],
-        ),
-        timeout=10,
+    registration = pb.RegisterToolsRequest(
+        worker_id=f"spam-worker-{uuid.uuid4().hex[:8]}",
+        tools=[
+            pb.ToolRegistration(
+                name=TOOL,
+                description=(
+                    "Fits scikit-learn's LogisticRegression on the spam program's "
+                    "training rows (binary CSR) and returns its weights and bias."
+                ),
+                parameters=[
+                    pb.ParameterSpec(name="rows", type="integer", required=True),
+                    pb.ParameterSpec(name="columns", type="integer", required=True),
+                    pb.ParameterSpec(name="smoothing", type="float", required=True),
+                ],
+                metadata={
+                    "worker_address": advertise,
+                    "runtime": f"Python {sys.version.split()[0]}, scikit-learn {sklearn.__version__}",
+                },
+            )
+        ],
     )
+    registered = stub.RegisterTools(registration, timeout=10)
     if not registered.success:
         sys.exit(f"spam_worker.py: RegisterTools failed: {registered.error_message}")
     print(json.dumps({"ready": True, "port": port, "sklearn": sklearn.__version__}), flush=True)
@@ -183,7 +207,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     # The launcher holds stdin open; when it goes away, so does the worker.
-    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    threading.Thread(target=commands, args=(stub, registration, done), daemon=True).start()
     done.wait()
     server.stop(1).wait(2)
     channel.close()
