@@ -21,6 +21,42 @@ export function isUnreachable(error: unknown): boolean {
   return e.code === Code.Unavailable || (e.code === Code.Unknown && e.cause instanceof TypeError);
 }
 
+/**
+ * Explains why an edit could not be kept in this browser's outbox (the
+ * `stored` promise of `ctx.enqueue`): nothing was sent, so it is never
+ * about the bridge's answer, even when the code says Unavailable (the
+ * browser's storage refused).
+ */
+export function explainNotStored(error: unknown, name: string): Explained {
+  const e = ConnectError.from(error);
+  const server = e.rawMessage;
+  switch (e.code) {
+    case Code.InvalidArgument:
+      return { title: "Not a valid value", detail: server, server, code: e.code };
+    case Code.FailedPrecondition:
+      return {
+        title: "Cannot be edited offline",
+        detail: `${server}. Edit '${name}' again once the bridge is back.`,
+        server,
+        code: e.code,
+      };
+    case Code.ResourceExhausted:
+      return {
+        title: "Too many edits waiting",
+        detail: `${server}. The edit of '${name}' was not kept.`,
+        server,
+        code: e.code,
+      };
+    default:
+      return {
+        title: "This browser could not keep the edit",
+        detail: `The edit of '${name}' was not saved or sent: ${server}`,
+        server,
+        code: e.code,
+      };
+  }
+}
+
 /** Explains any error from the bridge, the client library or a tool. */
 export function explain(error: unknown, doing: string): Explained {
   if (error instanceof DOMException && error.name === "AbortError") {

@@ -1,10 +1,11 @@
+import { Code, ConnectError } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import {
   createSessionContext,
   type SessionContext,
   type VariableSnapshot,
 } from "../../src/client/index.ts";
-import { idbPersistence } from "../../src/client/persist/idb.ts";
+import { idbOutbox, idbPersistence } from "../../src/client/persist/idb.ts";
 import {
   PROGRAM_VARIABLES,
   type ProgramConfig,
@@ -24,7 +25,10 @@ import { createVariablesPanel } from "./variables-panel.ts";
 /**
  * The demo page: opens (or creates) the session named in the URL, shows the
  * values saved in this browser at once, revalidates them with the bridge,
- * and wires the panels to the session's live changes.
+ * and wires the panels to the session's live changes. Edits go through an
+ * outbox in IndexedDB: while the bridge is unreachable they are kept (also
+ * across reloads, when the page opens without the bridge) and sent when it
+ * is back.
  */
 
 const params = new URLSearchParams(location.search);
@@ -38,6 +42,10 @@ const optimizerId = `tuner-${tabId}`;
 const owner = browserId();
 /** Values saved under another version of the program's schema are not shown. */
 const persistence = idbPersistence({ buster: `schema-${hash(JSON.stringify(programSchema))}` });
+/** Edits wait here until the bridge applies them: an outage or a reload loses none. */
+const outbox = idbOutbox();
+/** What the connection pill says while the bridge cannot be reached. */
+const OFFLINE = "Bridge unreachable · edits are kept in this browser";
 
 const connPill = h("span", { class: "pill", "data-conn": "connecting" }, "Connecting…");
 const freshPill = h("span", { class: "pill", "data-freshness": "none" }, "");
@@ -104,9 +112,18 @@ async function open(): Promise<SessionContext> {
         transport,
         sessionId: wanted,
         persistence,
+        outbox,
+        // Back within a few seconds of the bridge (the default waits up to 10 s).
+        watch: { maxBackoffMs: 4000 },
         heartbeatMs: 60_000,
         metadata: { app: "spam-filter-demo" },
       });
+      if (ctx.openedOffline && ctx.cached().length === 0) {
+        // Opened without the bridge, and this browser kept nothing of the
+        // session to show: wait for the bridge instead.
+        await ctx.close();
+        throw new ConnectError("nothing of this session is kept in this browser", Code.Unavailable);
+      }
       if (wanted !== undefined && ctx.created) {
         // The server did not know this session any more; the context has
         // already discarded what this browser saved from its previous life.
@@ -244,7 +261,9 @@ async function start(): Promise<void> {
     for (const { snapshot } of saved) show(snapshot, "initial");
     panel.setFreshness("saved");
     freshPill.dataset.freshness = "saved";
-    freshPill.textContent = "Saved values · checking with the server…";
+    freshPill.textContent = ctx.openedOffline
+      ? "Saved values · not checked: the bridge is unreachable"
+      : "Saved values · checking with the server…";
   } else {
     freshPill.dataset.freshness = "loading";
     freshPill.textContent = "Loading values…";
@@ -260,7 +279,7 @@ async function start(): Promise<void> {
     freshPill.textContent = "Last known values · not live";
   });
   ctx.on("reconnecting", ({ attempt, error }) => {
-    if (isUnreachable(error)) setConn("down", `Server unreachable · retry ${attempt}`);
+    if (isUnreachable(error)) setConn("down", `${OFFLINE} · retry ${attempt}`);
     else setConn("reconnecting", `Reconnecting · retry ${attempt}`);
   });
   ctx.on("resynchronized", () => {
@@ -286,7 +305,10 @@ async function start(): Promise<void> {
     tune.setEnabled(false);
     const restart = h("button", { type: "button", class: "small" }, "Start it again");
     restart.addEventListener("click", async () => {
-      await persistence.clear(ctx.sessionId).catch(() => undefined);
+      // Edits kept for the ended session would be sent to the new one.
+      await Promise.all([persistence.clear(ctx.sessionId), outbox.clear(ctx.sessionId)]).catch(
+        () => undefined,
+      );
       location.reload();
     });
     const fresh = h("a", { href: `${location.pathname}`, class: "small" }, "or open a new session");
@@ -306,6 +328,23 @@ async function start(): Promise<void> {
     notices.append(notice);
   });
 
+  if (ctx.openedOffline) {
+    // The bridge was unreachable: what this browser kept is shown, edits
+    // are kept in the outbox, and the rest waits until the watch stream is
+    // back and has revalidated the values (the outbox then sends the edits).
+    setConn("down", OFFLINE);
+    notify(
+      {
+        title: UNREACHABLE,
+        detail:
+          "The page shows the values saved in this browser. Edits you make are kept here and sent when the bridge is back; the page reconnects by itself.",
+        code: undefined,
+      },
+      "warn",
+      true,
+    );
+    await ctx.revalidated;
+  }
   void program.loadDataset();
   // 2. Declare the variables (one call; existing ones are kept as they are).
   try {
@@ -326,7 +365,10 @@ async function start(): Promise<void> {
   freshPill.dataset.freshness = "live";
   freshPill.textContent =
     saved.length > 0
-      ? `Saved values checked with the server at ${clock(Date.now())} (${Math.round(performance.now() - started)} ms)`
+      ? `Saved values checked with the server at ${clock(Date.now())}${
+          // Opened offline, the time until then is the outage's, not the check's.
+          ctx.openedOffline ? "" : ` (${Math.round(performance.now() - started)} ms)`
+        }`
       : "Values from the server";
   setConn("live", "Live");
   revalidatedOnce = true;

@@ -1,15 +1,23 @@
-import type { SessionContext, VariableSnapshot, VariableValue } from "../../src/client/index.ts";
+import type {
+  SessionContext,
+  SessionContextEvents,
+  VariableSnapshot,
+  VariableValue,
+} from "../../src/client/index.ts";
 import { checkValue, parseConstraints } from "../../src/values/index.ts";
 import { PROGRAM_VARIABLES, programSchema } from "../shared/program.ts";
 import { h, replaceChildren, showValue } from "./dom.ts";
-import { type Explained, explain } from "./errors.ts";
+import { type Explained, explain, explainNotStored } from "./errors.ts";
 
 /**
  * The variables panel: every program variable with its type, constraints,
  * version and value. Edits are checked as you type with the shared rules
  * (`checkValue`, the function the server runs, so the message is the
- * server's) and written through the bridge; locked variables cannot be
- * edited and say who holds them.
+ * server's) and written through the context's outbox: an edit shows at
+ * once with a "pending" marker until the bridge applies it, also while the
+ * bridge is unreachable and across reloads; one the bridge refuses (someone
+ * else changed the variable first) says why and what the bridge holds.
+ * Locked variables cannot be edited and say who holds them.
  */
 
 /** Where the panel's values come from right now. */
@@ -26,13 +34,21 @@ export interface VariablesPanel {
 }
 
 interface Row {
+  readonly name: string;
   readonly tr: HTMLTableRowElement;
   readonly version: HTMLElement;
+  /** The "pending" marker: edits not applied by the bridge yet. */
+  readonly badge: HTMLElement;
   readonly lock: HTMLElement;
   readonly editor: HTMLElement;
   readonly error: HTMLElement;
   readonly hint: HTMLElement;
+  /** Why the bridge refused the last edit, and what it holds. */
+  readonly refusal: HTMLElement;
+  /** The confirmed snapshot. */
   snapshot: VariableSnapshot | undefined;
+  /** What the editor shows: the confirmed snapshot, or the newest pending value. */
+  shown: VariableSnapshot | undefined;
   input: HTMLInputElement | HTMLSelectElement | undefined;
   save: HTMLButtonElement | undefined;
   dirty: boolean;
@@ -72,10 +88,16 @@ export function createVariablesPanel(
   for (const name of PROGRAM_VARIABLES) {
     const declaration = programSchema[name];
     const version = h("span", { class: "version" }, "…");
+    const badge = h(
+      "span",
+      { class: "pending-badge", "data-pending": name, hidden: true, role: "status" },
+      "pending",
+    );
     const lock = h("span", { class: "lock", hidden: true });
     const editor = h("div", { class: "editor" }, h("span", { class: "muted" }, "loading…"));
     const error = h("div", { class: "field-error", role: "alert", "data-error": name });
     const hint = h("div", { class: "field-hint", "data-hint": name });
+    const refusal = h("div", { class: "field-refused", role: "alert", "data-refused": name });
     const tr = h(
       "tr",
       { "data-var": name },
@@ -100,7 +122,7 @@ export function createVariablesPanel(
       ),
       h("td", {}, version),
       // The hint in words first; the exact rule (the bridge's message) below it.
-      h("td", { class: "value" }, editor, lock, hint, error),
+      h("td", { class: "value" }, editor, badge, lock, hint, error, refusal),
       h(
         "td",
         { class: "actions" },
@@ -118,37 +140,55 @@ export function createVariablesPanel(
     );
     tbody.append(tr);
     rows.set(name, {
+      name,
       tr,
       version,
+      badge,
       lock,
       editor,
       error,
       hint,
+      refusal,
       snapshot: undefined,
+      shown: undefined,
       input: undefined,
       save: undefined,
       dirty: false,
     });
   }
 
-  const write = async (row: Row, value: VariableValue) => {
+  /**
+   * Hands an edit to the outbox. The row is "saving" only until the edit is
+   * stored in this browser (a few milliseconds, bridge or not); from then
+   * on the "pending" event shows it pending until the bridge applies it,
+   * and the "refused" event reports a refusal: both also for edits made
+   * before a reload or in another tab, which no promise here would see.
+   */
+  const write = (row: Row, value: VariableValue) => {
     const snapshot = row.snapshot;
     if (snapshot === undefined) return;
+    replaceChildren(row.refusal);
+    row.tr.classList.remove("refused");
     row.tr.classList.add("saving");
-    try {
-      await ctx.set(snapshot.name, value, { metadata: { source: options.editorId } });
-      row.dirty = false;
-      row.error.textContent = "";
-    } catch (e) {
-      const explained = explain(e, `saving '${snapshot.name}'`);
-      row.error.textContent = explained.server ?? explained.detail;
-      options.onError(explained);
-      // Show the stored value again: the write did not happen.
-      row.dirty = false;
-      render(row);
-    } finally {
-      row.tr.classList.remove("saving");
-    }
+    const edit = ctx.enqueue(snapshot.name, value, { metadata: { source: options.editorId } });
+    // A refusal is shown by the "refused" listener below.
+    edit.committed.catch(() => undefined);
+    edit.stored.then(
+      () => {
+        row.tr.classList.remove("saving");
+        row.dirty = false;
+        render(row);
+      },
+      (e: unknown) => {
+        row.tr.classList.remove("saving");
+        // Not kept, so never sent: show the value as it was.
+        row.dirty = false;
+        render(row);
+        const explained = explainNotStored(e, snapshot.name);
+        row.error.textContent = explained.server ?? explained.detail;
+        options.onError(explained);
+      },
+    );
   };
 
   /** The value the user typed, as the shared checker should see it. */
@@ -185,10 +225,31 @@ export function createVariablesPanel(
     return { ok: true, value: checked.value as VariableValue };
   };
 
+  /** The confirmed snapshot, or the optimistic one while edits of it are pending. */
+  const optimistic = (row: Row): VariableSnapshot | undefined => {
+    const peeked = ctx.peek(row.name, { pending: true })?.snapshot;
+    return peeked?.pending === true ? peeked : row.snapshot;
+  };
+
+  const renderBadge = (row: Row) => {
+    const pending = ctx.pendingWrites().filter((w) => w.name === row.name).length;
+    row.badge.hidden = pending === 0;
+    row.tr.classList.toggle("pending", pending > 0);
+    if (pending === 0) return;
+    const live = ctx.cache.live;
+    row.badge.textContent = live ? "pending" : "pending · waiting for the bridge";
+    const edits = pending === 1 ? "This edit is" : `${pending} edits are`;
+    row.badge.title = live
+      ? `${edits} kept in this browser and being sent to the bridge.`
+      : `${edits} kept in this browser: the bridge is not reachable now. They are sent when it is back (also after a reload).`;
+  };
+
   const render = (row: Row) => {
     const snapshot = row.snapshot;
     if (snapshot === undefined) return;
     row.version.textContent = `v${snapshot.version}`;
+    renderBadge(row);
+    const shown = optimistic(row) ?? snapshot;
     const locked = snapshot.lockedBy !== undefined;
     row.tr.classList.toggle("locked", locked);
     row.lock.hidden = !locked;
@@ -204,10 +265,23 @@ export function createVariablesPanel(
       // column shows the news, and Escape brings the stored value back.
       return;
     }
-    renderEditor(row, snapshot, locked);
+    if (row.input !== undefined && row.shown?.type === shown.type && shows(row.input, shown)) {
+      // The editor already shows this value (e.g. the one just typed, now
+      // pending or applied): keep it, and the focus in it.
+      row.shown = shown;
+      row.input.disabled = locked;
+      if (row.save !== undefined) row.save.hidden = true;
+      row.error.textContent = "";
+      row.hint.textContent = "";
+      row.tr.classList.remove("invalid");
+      row.input.removeAttribute("aria-invalid");
+      return;
+    }
+    renderEditor(row, shown, locked);
   };
 
   const renderEditor = (row: Row, snapshot: VariableSnapshot, locked: boolean) => {
+    row.shown = snapshot;
     const value = snapshot.value;
     if (snapshot.type === "boolean") {
       const input = h("input", {
@@ -266,7 +340,7 @@ export function createVariablesPanel(
       if (checked.ok) void write(row, checked.value);
     };
     input.addEventListener("input", () => {
-      row.dirty = input.value !== showValue(snapshot.value);
+      row.dirty = input.value !== showValue((row.shown ?? snapshot).value);
       const checked = validate(row);
       save.hidden = !row.dirty;
       save.disabled = !checked.ok;
@@ -278,7 +352,7 @@ export function createVariablesPanel(
         row.error.textContent = "";
         row.hint.textContent = "";
         row.tr.classList.remove("invalid");
-        renderEditor(row, snapshot, locked);
+        renderEditor(row, row.shown ?? snapshot, row.snapshot?.lockedBy !== undefined);
       }
     });
     save.addEventListener("click", commit);
@@ -289,6 +363,44 @@ export function createVariablesPanel(
     row.tr.classList.remove("invalid");
     replaceChildren(row.editor, input, save);
   };
+
+  /** Says on the row why the bridge refused an edit, and what it holds instead. */
+  const showRefusal = ({ name, write, error, current }: SessionContextEvents["refused"]) => {
+    const row = rows.get(name);
+    if (row === undefined) return;
+    const explained = explain(error, `saving '${name}'`);
+    replaceChildren(
+      row.refusal,
+      h("strong", {}, `${explained.title}.`),
+      ` Your ${showValue(write.value)} was not saved`,
+      current === undefined
+        ? `: ${explained.server ?? explained.detail}`
+        : h(
+            "span",
+            {},
+            "; the bridge holds ",
+            h("b", { "data-current": name }, showValue(current.value)),
+            ` (v${current.version}). Edit again if you still want yours.`,
+          ),
+    );
+    row.refusal.title = explained.server ?? explained.detail;
+    row.tr.classList.add("refused");
+    options.onError(explained);
+  };
+
+  // Pending edits (made here, before a reload, or in another tab) and the
+  // bridge's refusals of them.
+  ctx.on("pending", ({ name }) => {
+    const row = rows.get(name);
+    if (row !== undefined) render(row);
+  });
+  ctx.on("refused", showRefusal);
+  // "waiting for the bridge" only while it is not reachable.
+  for (const type of ["stale", "reconnecting", "resynchronized"] as const) {
+    ctx.on(type, () => {
+      for (const row of rows.values()) renderBadge(row);
+    });
+  }
 
   return {
     element: table,
@@ -314,6 +426,15 @@ export function createVariablesPanel(
       return [...rows.values()].filter((r) => r.dirty).map((r) => r.snapshot?.name ?? "");
     },
   };
+}
+
+/**
+ * Whether a text field or select already shows `snapshot`'s value as it
+ * would render it. A switch is drawn again (its label says on or off).
+ */
+function shows(input: HTMLInputElement | HTMLSelectElement, snapshot: VariableSnapshot): boolean {
+  if (input instanceof HTMLInputElement && input.type === "checkbox") return false;
+  return input.value === showValue(snapshot.value);
 }
 
 function describeConstraints(
