@@ -6,7 +6,7 @@ import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
 import { createBridgeService } from "./bridge-service.js";
-import { callerKey, callerResolver, peerClientOf } from "./caller.js";
+import { callerResolver, peerClientOf } from "./caller.js";
 import { defaultServerConfig, pickGroup, type ServerConfig } from "./config-options.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
 import { createHealthService } from "./health-service.js";
@@ -14,13 +14,7 @@ import { createHttpFront, type HttpFront } from "./http-front.js";
 import { type Limits, limitsFrom } from "./limits.js";
 import { createLogger, type Logger } from "./logger.js";
 import { createMemoryBudget, resolveMemoryBudget } from "./memory-budget.js";
-import {
-  codeLabel,
-  createMetrics,
-  createMetricsInterceptor,
-  createRpcRecorder,
-  type MetricsRegistry,
-} from "./metrics.js";
+import { createMetrics, createMetricsInterceptor, type MetricsRegistry } from "./metrics.js";
 import { followStore, reportAudit } from "./server-events.js";
 import { createMemoryStore } from "./store/memory-store.js";
 import type { RedisStore } from "./store/redis-store.js";
@@ -65,6 +59,16 @@ export interface BridgeServerOptions extends Partial<ServerConfig> {
    * external memory); tests replace it to hold the process over its budget.
    */
   readonly memorySample?: () => number;
+  /**
+   * Interceptors of your own (tracing, access checks), outermost first. Every
+   * RPC on the public and worker listeners passes them, on every protocol,
+   * the directly served WatchVariables streams included; they run inside
+   * the bridge's own (metrics, the binary-only check, error hygiene), so
+   * what they throw is counted and made safe to send like any error.
+   * `req.contextValues.get(callerKey)` is the caller (`unified-bridge/server`
+   * exports `callerKey`).
+   */
+  readonly interceptors?: readonly Interceptor[];
 }
 
 /** Where a started bridge listens. */
@@ -329,8 +333,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     onAudit: (listener) => audit.subscribe(listener),
     async start() {
       if (fronts !== undefined) throw new Error("the bridge server is already started");
-      const interceptors = bridgeInterceptors(metrics);
-      const recordCall = createRpcRecorder(metrics);
+      const interceptors = [...bridgeInterceptors(metrics), ...(options.interceptors ?? [])];
       const connectionLimits = pickGroup(config, "connection");
       const clientPrefix = { v4: config.clientPrefixV4, v6: config.clientPrefixV6 };
       const rpcFront = (listener: "public" | "worker", host: string, port: number) => {
@@ -341,17 +344,14 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
           clientPrefix,
           logger,
         });
-        // The direct WatchVariables path counts public clients' streams as
-        // the connect-node path does (workers are not counted).
+        // The direct WatchVariables path: its own bytes, the same
+        // interceptors and caller as every other call.
         const watchEndpoint = createWatchEndpoint({
           core,
           maxRequestBytes: config.maxRequestBytes,
           logger,
-          onEnd: (code, seconds) => recordCall("WatchVariables", codeLabel(code), seconds),
-          clientOf: (req) => {
-            const caller = contextValues(req).get(callerKey);
-            return caller.kind === "worker" ? undefined : caller.client;
-          },
+          interceptors,
+          contextValues,
         });
         return createHttpFront({
           host,

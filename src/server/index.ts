@@ -14,6 +14,8 @@
  */
 
 export type { BridgeAddresses, BridgeServer, BridgeServerOptions } from "./bridge-server.js";
+export type { Caller } from "./caller.js";
+export { callerKey } from "./caller.js";
 export { createBridgeServer } from "./bridge-server.js";
 export type { RedisStoreConfig, ServerConfig } from "./config.js";
 export { defaultServerConfig, parseServerConfig } from "./config.js";

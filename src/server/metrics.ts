@@ -233,11 +233,8 @@ export function createMetricsInterceptor(
   };
 }
 
-/**
- * Records one ended call in the series of {@link createMetricsInterceptor},
- * for RPCs served outside connect-node (the WatchVariables fan-out path).
- */
-export function createRpcRecorder(
+/** Records one ended call in the series of {@link createMetricsInterceptor}. */
+function createRpcRecorder(
   registry: MetricsRegistry,
   options: { buckets?: readonly number[] } = {},
 ): (rpc: string, code: string, seconds: number) => void {

@@ -14,13 +14,28 @@
  *
  * gRPC-Web's text mode takes the same path, each frame (shared as well)
  * in its own padded base64 (see grpc-web-text.ts). Everything else (JSON
- * formats, other methods) passes on to connect-node; the request checks, limits and messages are
- * those of the connect-node path, which shares {@link openWatch} with this one.
+ * formats, other methods) passes on to connect-node.
+ *
+ * Only the bytes take another path, not the call: every call here passes
+ * through the same interceptors as connect-node's calls (metrics, the
+ * binary-only check, error hygiene, and whatever check is added there),
+ * with the same context values (the caller), as a connect `StreamRequest`
+ * whose response stream ends when the watch ends; the status written is
+ * the error as the interceptors left it. The request checks, limits and
+ * messages are those of the connect-node path, which shares
+ * {@link openWatch} with this one.
  */
 import http from "node:http";
 import { gunzip } from "node:zlib";
 import { fromBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  type Interceptor,
+  type StreamRequest,
+  type StreamResponse,
+} from "@connectrpc/connect";
 import {
   endStreamFlag,
   endStreamToJson,
@@ -30,11 +45,12 @@ import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grp
 import { trailerFlag, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
+  BridgeService,
   type WatchVariablesRequest,
   WatchVariablesRequestSchema,
 } from "../gen/snakepit/bridge/bridge_pb.js";
 import type { BridgeCore } from "./bridge-core.js";
-import { safeMessage } from "./error-hygiene.js";
+import { callerKey } from "./caller.js";
 import {
   createBase64Decoder,
   encodeGrpcWebTextChunk,
@@ -91,10 +107,24 @@ export interface WatchEndpointOptions {
   /** Largest request message read; larger ones fail with RESOURCE_EXHAUSTED. */
   readonly maxRequestBytes: number;
   readonly logger: Logger;
-  /** Told how each call ended (`undefined`: OK) and how long it lasted. */
-  readonly onEnd?: (code: Code | undefined, seconds: number) => void;
-  /** The public client a request comes from (undefined for a worker), for per-client limits. */
-  readonly clientOf?: (req: NodeRequest) => string | undefined;
+  /** The interceptors of the connect-node routes, outermost first: every call passes them. */
+  readonly interceptors: readonly Interceptor[];
+  /** The context values of a request, as the connect-node routes make them (the caller). */
+  readonly contextValues: (req: NodeRequest) => ContextValues;
+}
+
+const watchMethod = BridgeService.method.watchVariables;
+type WatchRequest = StreamRequest<typeof watchMethod.input, typeof watchMethod.output>;
+type WatchResponse = StreamResponse<typeof watchMethod.input, typeof watchMethod.output>;
+type WatchCall = (req: WatchRequest) => Promise<WatchResponse>;
+
+/** Wraps `next` in `interceptors`, the first outermost (as connect does). */
+function intercepted(next: WatchCall, interceptors: readonly Interceptor[]): WatchCall {
+  let call = next;
+  for (let i = interceptors.length - 1; i >= 0; i--) {
+    call = (interceptors[i] as Interceptor)(call as never) as unknown as WatchCall;
+  }
+  return call;
 }
 
 /**
@@ -104,6 +134,7 @@ export interface WatchEndpointOptions {
 export function createWatchEndpoint(
   options: WatchEndpointOptions,
 ): (req: NodeRequest, res: NodeResponse) => boolean {
+  const chain = (open: WatchCall) => intercepted(open, options.interceptors);
   return (req, res) => {
     // Every RPC passes here first: the cheapest test goes first.
     const url = req.url;
@@ -117,7 +148,7 @@ export function createWatchEndpoint(
     }
     const protocol = protocolOf(req);
     if (protocol === undefined) return false;
-    serve(options, protocol, req, res);
+    serve(options, chain, protocol, req, res);
     return true;
   };
 }
@@ -153,34 +184,36 @@ function protocolOf(req: NodeRequest): Protocol | undefined {
 
 function serve(
   options: WatchEndpointOptions,
+  chain: (open: WatchCall) => WatchCall,
   protocol: Protocol,
   req: NodeRequest,
   res: NodeResponse,
 ): void {
-  const started = performance.now();
   const abort = new AbortController();
   let ended = false;
   let deadline: ReturnType<typeof setTimeout> | undefined;
   let watcher: Watcher | undefined;
+
+  // How the watch ended (its sink's `end`, the deadline, the client gone):
+  // the response stream the interceptors see ends with it.
+  let endWatch: (error: ConnectError | undefined) => void = () => {};
+  const watchEnded = new Promise<ConnectError | undefined>((resolve) => {
+    endWatch = resolve;
+  });
 
   /** Sends the status (once): in the headers when nothing was written yet. */
   const finish = (error: ConnectError | undefined) => {
     if (ended) return;
     ended = true;
     clearTimeout(deadline);
-    options.onEnd?.(error?.code, (performance.now() - started) / 1000);
     if (res.destroyed || res.writableEnded) return;
-    const safe =
-      error === undefined
-        ? undefined
-        : new ConnectError(safeMessage(error.rawMessage), error.code, error.metadata);
     if (protocol.kind === "connect") {
       // Connect ends every stream, a refused one too, with an end-stream frame.
-      const json = JSON.stringify(endStreamToJson(new Headers(), safe, undefined));
+      const json = JSON.stringify(endStreamToJson(new Headers(), error, undefined));
       res.end(frameWith(endStreamFlag, Buffer.from(json)));
       return;
     }
-    const status = setTrailerStatus(new Headers(), safe);
+    const status = setTrailerStatus(new Headers(), error);
     if (!res.headersSent) {
       // Trailers-only: the status travels in the headers.
       for (const [k, v] of status) res.setHeader(k, v);
@@ -212,17 +245,17 @@ function serve(
       sendHeaders();
       return out.write(frames);
     },
-    end: finish,
+    end: (error) => endWatch(error),
   };
 
   // The client went away (a reset, a closed connection): the hub drops the
-  // stream at once.
+  // stream at once, and the call ends as canceled.
   res.once("close", () => {
     if (!ended) {
       ended = true;
       clearTimeout(deadline);
-      options.onEnd?.(Code.Canceled, (performance.now() - started) / 1000);
     }
+    endWatch(new ConnectError("the client went away", Code.Canceled));
     abort.abort();
   });
   out.on("drain", () => watcher?.resume());
@@ -230,49 +263,90 @@ function serve(
   res.statusCode = 200;
   res.setHeader("content-type", protocol.contentType);
 
+  const values = options.contextValues(req);
+  const caller = values.get(callerKey);
+  const request: WatchRequest = {
+    stream: true,
+    service: BridgeService,
+    method: watchMethod,
+    requestMethod: "POST",
+    url: req.url ?? "",
+    signal: abort.signal,
+    header: headersOf(req),
+    contextValues: values,
+    // Read when the call asks for it, inside the interceptors: a request
+    // that cannot be read fails the call as connect-node's would.
+    message: readOnce(() =>
+      readRequest(
+        req,
+        headerOf(req, protocol.kind === "connect" ? "connect-content-encoding" : "grpc-encoding") ??
+          "identity",
+        options.maxRequestBytes,
+        protocol.text === true,
+      ),
+    ),
+  };
+  const open: WatchCall = async (call) => {
+    let message: WatchVariablesRequest | undefined;
+    for await (const m of call.message) message = m;
+    if (message === undefined) {
+      throw new ConnectError("protocol error: missing input message", Code.InvalidArgument);
+    }
+    const opened = await openWatch(
+      options.core,
+      message,
+      abort.signal,
+      sink,
+      caller.kind === "worker" ? undefined : caller.client,
+    );
+    if (ended || abort.signal.aborted) {
+      // The stream closed (or its deadline passed) while the session was read.
+      opened.end();
+    } else {
+      watcher = opened;
+      // The headers go out now, also when there was nothing to send yet.
+      sendHeaders();
+    }
+    return {
+      stream: true,
+      service: BridgeService,
+      method: watchMethod,
+      header: new Headers(),
+      trailer: new Headers(),
+      message: untilEnded(watchEnded),
+    };
+  };
+
   const timeout =
     protocol.kind === "connect"
       ? parseConnectTimeout(headerOf(req, "connect-timeout-ms"), Number.MAX_SAFE_INTEGER)
       : parseTimeout(headerOf(req, "grpc-timeout"), Number.MAX_SAFE_INTEGER);
-  if (timeout.error !== undefined) {
-    finish(timeout.error);
-    req.resume();
-    return;
-  }
   if (timeout.timeoutMs !== undefined) {
     deadline = setTimeout(() => {
       const error = new ConnectError("the deadline expired", Code.DeadlineExceeded);
-      if (watcher === undefined) finish(error);
+      if (watcher === undefined) endWatch(error);
       else watcher.end(error);
-      abort.abort();
+      abort.abort(error);
     }, timeout.timeoutMs);
     deadline.unref();
   }
 
-  const encodingHeader = protocol.kind === "connect" ? "connect-content-encoding" : "grpc-encoding";
-  readRequest(
-    req,
-    headerOf(req, encodingHeader) ?? "identity",
-    options.maxRequestBytes,
-    protocol.text === true,
-  )
-    .then(async (message) => {
-      if (ended) return;
-      const opened = await openWatch(
-        options.core,
-        message,
-        abort.signal,
-        sink,
-        options.clientOf?.(req),
-      );
-      if (ended) {
-        // The stream closed (or its deadline passed) while the session was read.
-        opened.end();
-        return;
+  const bad = timeout.error;
+  chain(
+    bad === undefined
+      ? open
+      : async () => {
+          req.resume();
+          throw bad;
+        },
+  )(request)
+    .then(async (response) => {
+      // The watch's frames went straight to the socket; this stream only
+      // ends (or fails) when the watch does, after every interceptor saw it.
+      for await (const _ of response.message) {
+        // A watch yields nothing here.
       }
-      watcher = opened;
-      // The headers go out now, also when there was nothing to send yet.
-      sendHeaders();
+      finish(undefined);
     })
     .catch((reason: unknown) => {
       const error = ConnectError.from(reason);
@@ -281,6 +355,35 @@ function serve(
       }
       finish(error);
     });
+}
+
+/** An iterable of one message, read (once) when it is first iterated. */
+async function* readOnce<T>(read: () => Promise<T>): AsyncIterable<T> {
+  yield await read();
+}
+
+/** A response stream with no messages that ends as the watch does. */
+function untilEnded(ended: Promise<ConnectError | undefined>): AsyncIterable<never> {
+  return {
+    [Symbol.asyncIterator]: () => ({
+      async next(): Promise<IteratorResult<never>> {
+        const error = await ended;
+        if (error !== undefined) throw error;
+        return { done: true, value: undefined };
+      },
+    }),
+  };
+}
+
+/** The request's headers as connect's `Headers` (HTTP/2 pseudo-headers left out). */
+function headersOf(req: NodeRequest): Headers {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (name.startsWith(":") || value === undefined) continue;
+    if (Array.isArray(value)) for (const v of value) headers.append(name, v);
+    else headers.set(name, value);
+  }
+  return headers;
 }
 
 function headerOf(req: NodeRequest, name: string): string | null {
