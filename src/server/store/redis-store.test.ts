@@ -2,7 +2,7 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { startRedis, type TestRedis } from "../../../test/support/redis-server.js";
 import { describeSessionStoreContract } from "../../../test/support/session-store-contract.js";
-import { encodeRecord } from "./redis-codec.js";
+import { encodeRecord } from "./redis/codec.js";
 import { createRedisStore, type RedisStore } from "./redis-store.js";
 import type { StoreEvent, VariableRecord } from "./session-store.js";
 

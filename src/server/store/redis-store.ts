@@ -31,7 +31,7 @@
  * shared tool directory and audit trail) are one closure over one
  * connection and one copy of the sessions, and each reads or updates the
  * state of the others; the scripts and the codec, which do not, are in
- * redis-scripts.ts and redis-codec.ts.
+ * redis-scripts.ts and redis/codec.ts.
  */
 import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -62,7 +62,7 @@ import {
   encodeRecord,
   encodeSession,
   type FeedChange,
-} from "./redis-codec.js";
+} from "./redis/codec.js";
 import { scripts } from "./redis-scripts.js";
 import {
   createTransaction,

@@ -4,14 +4,14 @@
  * carry) are written as `{"$num":"NaN"}`. Only values are decoded that way,
  * so no other field (metadata, tool data) can be mistaken for a number.
  */
-import type { JsonValue, VariableType, VariableValue } from "../../values/index.js";
+import type { JsonValue, VariableType, VariableValue } from "../../../values/index.js";
 import type {
   DependencyEdge,
   HistoryEntry,
   SessionRecord,
   VariableChange,
   VariableRecord,
-} from "./session-store.js";
+} from "../session-store.js";
 
 const special = (_key: string, v: unknown): unknown =>
   typeof v === "number" && !Number.isFinite(v) ? { $num: String(v) } : v;
