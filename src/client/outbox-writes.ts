@@ -57,8 +57,12 @@ export interface OutboxWrite {
 /** The outbox of a context. */
 export interface OutboxWrites {
   enqueue(identifier: string, value: VariableValue, options?: WriteOptions): OutboxWrite;
-  /** Shows the stored writes as pending and starts replaying them. */
-  start(): Promise<void>;
+  /**
+   * Shows the stored writes as pending and starts replaying them (on the
+   * next task: the application subscribes to events first); with
+   * `discard`, forgets them instead (the session is new).
+   */
+  start(options: { discard: boolean }): Promise<void>;
   /** Stops replaying; writes not answered stay stored. */
   stop(): void;
   /** Forgets the session's stored writes (the session ends). */
@@ -476,17 +480,18 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
   return {
     enqueue,
 
-    async start() {
+    async start({ discard }) {
       let records: OutboxRecord[] = [];
       try {
-        records = await store.load(sessionId);
+        if (discard) await store.clear(sessionId);
+        else records = await store.load(sessionId);
       } catch (error) {
-        events.emit("persistence-degraded", { error });
+        timers.setTimeout(() => events.emit("persistence-degraded", { error }), 0);
       }
       for (const record of records) {
         if (overlay.get(record.key) === undefined) overlay.add(pendingOf(record));
       }
-      kick();
+      if (records.length > 0) timers.setTimeout(kick, 0);
     },
 
     stop() {

@@ -435,7 +435,10 @@ export async function createSessionContext(
     coherence,
     outbox,
   });
-  await outbox?.start();
+  // A session the server just created (again) has nothing to do with the
+  // writes an ended session of that id left: they are dropped, as hydrate
+  // drops its persisted values.
+  await outbox?.start({ discard: created });
   const optimistic = new WeakMap<VariableSnapshot, Peeked>();
 
   const ctx: SessionContext = {

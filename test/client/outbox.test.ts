@@ -175,6 +175,25 @@ describe.each(protocols)("the outbox over %s", (protocol) => {
     }).toEqual({ stored: { version: 1 }, history: [0, 1] });
   });
 
+  it("writes an ended session left are dropped when the bridge creates the session again", async () => {
+    const outbox = memoryOutbox();
+    const ctx = await fresh(outbox);
+    await goOffline(ctx);
+    await ctx.enqueue("x", 5).stored;
+    await ctx.close();
+    await bridge.client().cleanupSession({ sessionId: ctx.sessionId, force: true });
+    proxy.restore();
+    const next = await start(outbox, ctx.sessionId);
+    // Same name, same version 0: the old compare-and-swap would match it.
+    await next.register("x", "integer", 0);
+    expect({
+      created: next.created,
+      pending: next.pendingWrites(),
+      stored: await outbox.load(ctx.sessionId),
+    }).toEqual({ created: true, pending: [], stored: [] });
+    expect(await next.get("x", { bypassCache: true })).toBe(0);
+  });
+
   it("a write whose reply is lost after it was applied is sent again under its key and applied once", async () => {
     const ctx = await fresh();
     proxy.holdReplies();
