@@ -1,7 +1,7 @@
 /**
  * The SessionStore contract suite, shared by the memory and Redis store
  * tests. It lives here, outside src/, so the build never ships it (it
- * imports vitest). It is one file of about 500 lines on purpose: the
+ * imports vitest). It is one file of about 700 lines on purpose: the
  * contract reads best as one list of what every backend must do, and each
  * part of it is a short test.
  */
