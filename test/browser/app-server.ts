@@ -29,6 +29,12 @@ export interface AppServer {
    * a stop, on another port); calls already forwarded stay where they went.
    */
   retarget(bridgeUrl: string): void;
+  /**
+   * The next call of `method` reaches the bridge, which applies it, and its
+   * reply is lost: the page's connection is destroyed instead (the worst
+   * moment for a write). Resolves when that happened.
+   */
+  loseReply(method: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -54,6 +60,7 @@ export async function startAppServer(bridgeUrl: string, appJs: string): Promise<
   let target = new URL(bridgeUrl);
   const counts = new Map<string, Map<string, number>>();
   const held = new Map<string, { stage: "request" | "response"; until: Promise<void> }>();
+  const losing = new Map<string, () => void>();
 
   const server = createServer(async (req, res) => {
     const path = req.url ?? "/";
@@ -71,6 +78,16 @@ export async function startAppServer(bridgeUrl: string, appJs: string): Promise<
         { host: target.hostname, port: target.port, method: req.method, path, headers },
         async (answer) => {
           if (hold?.stage === "response") await hold.until;
+          const lost = losing.get(method);
+          if (lost !== undefined) {
+            losing.delete(method);
+            answer.resume();
+            answer.once("end", () => {
+              req.socket.destroy();
+              lost();
+            });
+            return;
+          }
           res.writeHead(answer.statusCode ?? 502, answer.headers);
           answer.pipe(res);
         },
@@ -110,6 +127,10 @@ export async function startAppServer(bridgeUrl: string, appJs: string): Promise<
     retarget(url) {
       target = new URL(url);
     },
+    loseReply: (method) =>
+      new Promise<void>((resolve) => {
+        losing.set(method, resolve);
+      }),
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
