@@ -31,7 +31,8 @@
  * shared tool directory and audit trail) are one closure over one
  * connection and one copy of the sessions, and each reads or updates the
  * state of the others; the scripts and the codec, which do not, are in
- * redis-scripts.ts and redis/codec.ts.
+ * redis/scripts.ts (with redis/script.ts, redis/lua-functions.ts,
+ * redis/tools-script.ts) and redis/codec.ts.
  */
 import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -63,7 +64,16 @@ import {
   encodeSession,
   type FeedChange,
 } from "./redis/codec.js";
-import { scripts } from "./redis-scripts.js";
+import { keySpace, runScript } from "./redis/script.js";
+import {
+  type CommitReply,
+  commitScript,
+  createScript,
+  endScript,
+  loadScript,
+  type StoredSession,
+} from "./redis/scripts.js";
+import { toolsScript } from "./redis/tools-script.js";
 import {
   createTransaction,
   createView,
@@ -135,16 +145,6 @@ interface Cached {
   rev: string;
 }
 
-type Reply = (string | Reply[] | null)[] | null;
-
-interface Scripted {
-  ubLoad(...args: string[]): Promise<Reply>;
-  ubCreate(...args: string[]): Promise<Reply>;
-  ubCommit(...args: string[]): Promise<Reply>;
-  ubEnd(...args: string[]): Promise<number | null>;
-  ubTools(...args: string[]): Promise<string[]>;
-}
-
 /** Extra real time a session's keys outlive its expiry, so a replica always ends it first. */
 const GRACE_MS = 10 * 60_000;
 const MAX_ATTEMPTS = 16;
@@ -179,8 +179,6 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   // The feed reader blocks up to 5 s per read; a read unanswered well past
   // that (a frozen Redis) fails, so the loop notices.
   const reader = new Redis(options.url, { ...connection, commandTimeout: 10_000 });
-  for (const [name, definition] of Object.entries(scripts)) redis.defineCommand(name, definition);
-  const run = redis as unknown as Scripted;
   // The connection's own error says more than connect()'s rejection
   // ("Connection is closed"): e.g. "connect ECONNREFUSED 127.0.0.1:6379".
   let lastError: Error | undefined;
@@ -213,23 +211,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     clearTimeout(connectTimer);
   }
 
-  const keys = (sessionId: string): string[] => {
-    const tag = `${prefix}{${sessionId}}`;
-    return [
-      `${tag}:s`,
-      `${tag}:v`,
-      `${tag}:h`,
-      `${tag}:d`,
-      `${tag}:g`,
-      `${prefix}sessions`,
-      `${prefix}feed`,
-      `${prefix}variables`,
-      `${prefix}tools`,
-      `${prefix}toolsper`,
-      `${prefix}clients`,
-      `${prefix}feedseq`,
-    ];
-  };
+  const keys = keySpace(prefix);
 
   // What Redis said reaches the log (sampled: every caller of a failing
   // store would otherwise write a line), never the caller: its address and
@@ -282,29 +264,40 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const load = async (sessionId: string): Promise<Cached | undefined> => {
     const cached = cache.get(sessionId);
     const reply = await call(() =>
-      run.ubLoad(...keys(sessionId), cached?.rev ?? "", String(now()), String(GRACE_MS), sessionId),
+      runScript(redis, loadScript, keys.of(sessionId), {
+        cachedRev: cached?.rev ?? "",
+        now: String(now()),
+        graceMs: String(GRACE_MS),
+        sessionId,
+      }),
     );
-    if (reply === null || reply[0] === "expired") {
-      cache.delete(sessionId);
-      // Due but not swept yet: end it now (the sweeper would, soon).
-      if (reply !== null) {
+    switch (reply.result) {
+      case "absent":
+        cache.delete(sessionId);
+        return undefined;
+      case "expired":
+        cache.delete(sessionId);
+        // Due but not swept yet: end it now (the sweeper would, soon).
         endSession(sessionId, "expired", now()).catch((error: unknown) => {
           options.logger?.debug("ending an expired session failed", { error: String(error) });
         });
+        return undefined;
+      case "same":
+        // (Only a copy's revision can be the same.)
+        if (cached !== undefined) {
+          if (cached.state.record.expiresAt !== reply.expiresAt) {
+            cached.state.record = { ...cached.state.record, expiresAt: reply.expiresAt };
+          }
+          remember(sessionId, cached);
+          return cached;
+        }
+        throw unavailable(new Error("the load script found a revision never asked"));
+      case "full": {
+        const fresh: Cached = { state: stateOf(reply.stored, reply.expiresAt), rev: reply.rev };
+        remember(sessionId, fresh);
+        return fresh;
       }
-      return undefined;
     }
-    const expiresAt = Number(reply[2]);
-    if (reply[0] === "same" && cached !== undefined) {
-      if (cached.state.record.expiresAt !== expiresAt) {
-        cached.state.record = { ...cached.state.record, expiresAt };
-      }
-      remember(sessionId, cached);
-      return cached;
-    }
-    const fresh: Cached = { state: stateFromReply(reply, expiresAt), rev: String(reply[1]) };
-    remember(sessionId, fresh);
-    return fresh;
   };
 
   /** What one or more transactions staged, as the commit script takes it. */
@@ -379,7 +372,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     w.deps === undefined &&
     w.rec === undefined;
   // Empty objects must reach Lua as objects: cjson reads [] and {} alike.
-  const writesJson = (w: Writes) =>
+  // A new session's carry its sliding TTL.
+  const writesJson = (w: Writes, ttlMs?: number) =>
     JSON.stringify({
       vset: Object.fromEntries(w.vset),
       vdel: [...w.vdel],
@@ -391,6 +385,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       bytes: String(w.bytes),
       ...(w.deps === undefined ? {} : { deps: w.deps }),
       ...(w.rec === undefined ? {} : { rec: w.rec }),
+      ...(ttlMs === undefined ? {} : { ttl: String(ttlMs) }),
     });
 
   /** Serializes what a transaction staged for the commit script. */
@@ -459,20 +454,20 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     publish({ type: "change", change });
   };
 
+  /** Ends a session (if due by `dueBy`, for expiry); resolves to the number of variables it held. */
   const endSession = async (sessionId: string, reason: "cleanup" | "expired", dueBy?: number) => {
-    const n = await call(() =>
-      run.ubEnd(
-        ...keys(sessionId),
+    const reply = await call(() =>
+      runScript(redis, endScript, keys.of(sessionId), {
         sessionId,
         reason,
-        feedLength,
-        dueBy === undefined ? "" : String(dueBy),
+        feedMaxLen: feedLength,
+        dueBy: dueBy === undefined ? "" : String(dueBy),
         feedMaxAgeMs,
-      ),
+      }),
     );
-    if (n !== null) appended("t", "e", "sid", sessionId, "why", reason);
+    if (reply.result === "ended") appended("t", "e", "sid", sessionId, "why", reason);
     cache.delete(sessionId);
-    return n;
+    return reply.result === "ended" ? reply.variables : null;
   };
 
   /** One feed entry, with what delivering it takes. */
@@ -497,7 +492,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     for (const [sessionId, ids] of need) {
       const list = [...ids];
       asked.push([sessionId, list]);
-      pipeline.hmget(keys(sessionId)[1] as string, ...list);
+      pipeline.hmget(keys.of(sessionId).vars, ...list);
     }
     const replies = (await call(() => pipeline.exec())) ?? [];
     asked.forEach(([sessionId, ids], k) => {
@@ -519,8 +514,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
 
   // The change feed: one reader loop per replica. `lastNumber` is the
   // number (field `n`) of the last entry delivered.
-  const feedKey = `${prefix}feed`;
-  const feedCounterKey = `${prefix}feedseq`;
+  const { feed: feedKey, feedSeq: feedCounterKey } = keys.deployment;
   let lastId = "0-0";
   let lastNumber = 0;
   let delivered = "0-0";
@@ -733,7 +727,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     try {
       const t = now();
       const due = await redis.zrangebyscore(
-        `${prefix}sessions`,
+        keys.deployment.expiry,
         "-inf",
         String(t),
         "LIMIT",
@@ -841,46 +835,45 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         settle();
         return;
       }
-      let reply: Reply;
+      let reply: CommitReply;
       const ev = encodeFeedChanges(changes);
       const rev = Number((current as Cached).rev) + 1;
       keepOwn(sessionId, rev, changes);
       try {
         reply = await call(() =>
-          run.ubCommit(
-            ...keys(sessionId),
-            (current as Cached).rev,
-            String(now()),
-            String(GRACE_MS),
+          runScript(redis, commitScript, keys.of(sessionId), {
+            expectedRev: (current as Cached).rev,
+            now: String(now()),
+            graceMs: String(GRACE_MS),
             sessionId,
             replica,
-            writesJson(writes),
-            ev,
-            feedLength,
+            payload: writesJson(writes),
+            changes: ev,
+            feedMaxLen: feedLength,
             feedMaxAgeMs,
-          ),
+          }),
         );
       } catch (e) {
         cache.delete(sessionId);
         for (const job of jobs) job.reject(e);
         return;
       }
-      if (reply === null || reply[0] === "expired") {
+      if (reply.result === "absent" || reply.result === "expired") {
         ownChanges.delete(ownKey(sessionId, String(rev)));
         cache.delete(sessionId);
         for (const job of jobs) job.resolve(undefined);
         return;
       }
-      if (reply[0] === "ok") {
+      if (reply.result === "ok") {
         if (changes.length > 0)
           appended("t", "c", "sid", sessionId, "rev", String(rev), "r", replica, "ev", ev);
-        working.record = { ...working.record, expiresAt: Number(reply[2]) };
+        working.record = { ...working.record, expiresAt: reply.expiresAt };
         current.state = working;
-        current.rev = String(reply[1]);
+        current.rev = reply.rev;
         settle();
         return;
       }
-      if (reply[0] === "clientbytes") {
+      if (reply.result === "clientbytes") {
         // Together they take the session's client past its bytes: each is
         // judged on its own, so a change that fits is not refused for
         // another's growth.
@@ -936,34 +929,33 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       const rev = Number(current.rev) + 1;
       keepOwn(sessionId, rev, tx.changes);
       const reply = await call(() =>
-        run.ubCommit(
-          ...keys(sessionId),
-          current.rev,
-          String(now()),
-          String(GRACE_MS),
+        runScript(redis, commitScript, keys.of(sessionId), {
+          expectedRev: current.rev,
+          now: String(now()),
+          graceMs: String(GRACE_MS),
           sessionId,
           replica,
-          json,
-          ev,
-          feedLength,
+          payload: json,
+          changes: ev,
+          feedMaxLen: feedLength,
           feedMaxAgeMs,
-        ),
+        }),
       );
-      if (reply === null || reply[0] !== "ok") ownChanges.delete(ownKey(sessionId, String(rev)));
-      if (reply === null || reply[0] === "expired") {
+      if (reply.result !== "ok") ownChanges.delete(ownKey(sessionId, String(rev)));
+      if (reply.result === "absent" || reply.result === "expired") {
         cache.delete(sessionId);
         return undefined;
       }
       // Decided on the current revision (the script checks it first).
-      if (reply[0] === "clientbytes") {
-        throw clientBytesReached(Number(reply[1]), Number(reply[2]), Number(reply[3]));
+      if (reply.result === "clientbytes") {
+        throw clientBytesReached(reply.held, reply.adding, reply.max);
       }
-      if (reply[0] === "ok") {
+      if (reply.result === "ok") {
         if (tx.changes.length > 0)
           appended("t", "c", "sid", sessionId, "rev", String(rev), "r", replica, "ev", ev);
         tx.commit();
-        current.rev = String(reply[1]);
-        current.state.record = { ...current.state.record, expiresAt: Number(reply[2]) };
+        current.rev = reply.rev;
+        current.state.record = { ...current.state.record, expiresAt: reply.expiresAt };
         return { value };
       }
       // Another replica committed first: run again on its result, after a
@@ -984,26 +976,33 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const sharedTools: SharedToolDirectory = {
     async register(sessionId, tools, workerId, limits) {
       const sid = sessionId ?? "";
-      const sessionKey = sid === "" ? `${prefix}tools` : (keys(sid)[0] as string);
       const list = JSON.stringify(tools.map((t) => ({ name: t.name, doc: JSON.stringify(t) })));
+      const { deployment } = keys;
       const reply = await call(() =>
-        run.ubTools(
-          sessionKey,
-          `${prefix}tools`,
-          `${prefix}toolsper`,
-          feedKey,
-          feedCounterKey,
-          sid,
-          workerId,
-          String(limits.maxTools),
-          String(limits.maxToolsPerSession),
-          feedLength,
-          replica,
-          list,
-          feedMaxAgeMs,
+        runScript(
+          redis,
+          toolsScript,
+          {
+            // A global registration reads no session: any key of the deployment does.
+            session: sid === "" ? deployment.tools : keys.of(sid).session,
+            tools: deployment.tools,
+            toolCounts: deployment.toolCounts,
+            feed: deployment.feed,
+            feedSeq: deployment.feedSeq,
+          },
+          {
+            sessionId: sid,
+            owner: workerId,
+            maxTools: String(limits.maxTools),
+            maxPerSession: String(limits.maxToolsPerSession),
+            feedMaxLen: feedLength,
+            replica,
+            toolsJson: list,
+            feedMaxAgeMs,
+          },
         ),
       );
-      switch (reply[0]) {
+      switch (reply.result) {
         case "ok":
           appended("t", "tools", "sid", sid, "r", replica, "ev", list);
           return;
@@ -1011,23 +1010,23 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           throw sessionEndedBeforeTools();
         case "taken":
           throw new ConnectError(
-            `tool name '${reply[1]}' is registered by another worker; choose another name`,
+            `tool name '${reply.name}' is registered by another worker; choose another name`,
             Code.AlreadyExists,
           );
         case "full":
           throw new ConnectError(
-            `the bridge holds ${reply[1]} remote tools; these would exceed the limit of ${limits.maxTools} (--max-tools)`,
+            `the bridge holds ${reply.held} remote tools; these would exceed the limit of ${limits.maxTools} (--max-tools)`,
             Code.ResourceExhausted,
           );
-        default:
+        case "sessionfull":
           throw new ConnectError(
-            `the session holds ${reply[1]} tools; more would exceed the limit of ${limits.maxToolsPerSession} (--max-tools-per-session)`,
+            `the session holds ${reply.held} tools; more would exceed the limit of ${limits.maxToolsPerSession} (--max-tools-per-session)`,
             Code.ResourceExhausted,
           );
       }
     },
     async list() {
-      const all = await call(() => redis.hgetall(`${prefix}tools`));
+      const all = await call(() => redis.hgetall(keys.deployment.tools));
       return Object.values(all).map((doc) => JSON.parse(doc) as SharedTool);
     },
     subscribe(listener) {
@@ -1038,7 +1037,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     },
   };
 
-  const auditKey = `${prefix}audit`;
+  const auditKey = keys.audit;
   const auditLength = String(options.auditLength ?? 10_000);
   // Every call a public client fails is audited: while Redis refuses
   // writes, one line each would let any client flood the log.
@@ -1101,56 +1100,48 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       const state = emptySessionState(record);
       const tx = createTransaction(state);
       setup?.(tx.api);
-      const payload = JSON.parse(payloadOf(tx, state, true).json) as Record<string, unknown>;
-      payload.ttl = String(init.ttlMs);
-      payload.nvar = String(payload.nvar);
+      const writes = noWrites(state);
+      stage(writes, tx, state, true);
       const ev = encodeFeedChanges(tx.changes);
       keepOwn(init.id, 1, tx.changes);
       const reply = await call(() =>
-        run.ubCreate(
-          ...keys(init.id),
-          String(t),
-          String(GRACE_MS),
-          init.id,
+        runScript(redis, createScript, keys.of(init.id), {
+          now: String(t),
+          graceMs: String(GRACE_MS),
+          sessionId: init.id,
           replica,
-          String(maxSessions),
-          JSON.stringify(payload),
-          ev,
-          feedLength,
-          init.quota?.client ?? "",
-          String(init.quota?.max ?? 0),
+          maxSessions: String(maxSessions),
+          payload: writesJson(writes, init.ttlMs),
+          changes: ev,
+          feedMaxLen: feedLength,
+          quotaClient: init.quota?.client ?? "",
+          quotaMax: String(init.quota?.max ?? 0),
           feedMaxAgeMs,
-          String(init.quota?.maxBytes ?? 0),
-        ),
+          quotaMaxBytes: String(init.quota?.maxBytes ?? 0),
+        }),
       );
-      if (reply?.[0] !== "ok") ownChanges.delete(ownKey(init.id, "1"));
-      else if (tx.changes.length > 0)
-        appended("t", "c", "sid", init.id, "rev", "1", "r", replica, "ev", ev);
-      if (reply?.[0] === "quota") {
-        throw clientQuotaReached(Number(reply[1]), init.quota?.max ?? 0);
+      if (reply.result !== "ok") ownChanges.delete(ownKey(init.id, "1"));
+      switch (reply.result) {
+        case "quota":
+          throw clientQuotaReached(reply.held, init.quota?.max ?? 0);
+        case "clientbytes":
+          throw clientBytesReached(reply.held, writes.bytes, init.quota?.maxBytes ?? 0);
+        case "full":
+          throw sessionLimitReached(maxSessions);
+        case "exists": {
+          const existing = await load(init.id);
+          if (existing !== undefined) return { session: existing.state.record, created: false };
+          // It ended between the two calls: create it after all.
+          return store.createSession(init, maxSessions, setup);
+        }
+        case "ok":
+          if (tx.changes.length > 0)
+            appended("t", "c", "sid", init.id, "rev", "1", "r", replica, "ev", ev);
+          tx.commit();
+          state.record = { ...state.record, expiresAt: reply.expiresAt };
+          remember(init.id, { state, rev: reply.rev });
+          return { session: state.record, created: true };
       }
-      if (reply?.[0] === "clientbytes") {
-        throw clientBytesReached(
-          Number(reply[1]),
-          state.bytes + tx.staged().bytes,
-          init.quota?.maxBytes ?? 0,
-        );
-      }
-      if (reply?.[0] === "exists") {
-        const existing = await load(init.id);
-        if (existing !== undefined) return { session: existing.state.record, created: false };
-        // It ended between the two calls: create it after all.
-        return store.createSession(init, maxSessions, setup);
-      }
-      if (reply?.[0] === "full") throw sessionLimitReached(maxSessions);
-      tx.commit();
-      state.record = {
-        ...state.record,
-        nextVariableSeq: state.record.nextVariableSeq,
-        expiresAt: Number(reply?.[2] ?? record.expiresAt),
-      };
-      remember(init.id, { state, rev: String(reply?.[1] ?? "1") });
-      return { session: state.record, created: true };
     },
 
     async read(sessionId, fn) {
@@ -1168,7 +1159,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
 
     async stats() {
       const [sessions, variables] = await call(() =>
-        Promise.all([redis.zcard(`${prefix}sessions`), redis.get(`${prefix}variables`)]),
+        Promise.all([
+          redis.zcard(keys.deployment.expiry),
+          redis.get(keys.deployment.variableCount),
+        ]),
       );
       return { sessions, variables: Number(variables ?? 0) };
     },
@@ -1198,31 +1192,23 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   };
   return store;
 
-  function stateFromReply(reply: NonNullable<Reply>, expiresAt: number): SessionState {
-    const record = { ...decodeSession(String(reply[3])), expiresAt };
-    const state = emptySessionState(record);
-    const pairs = (r: unknown): [string, string][] => {
-      const flat = (r ?? []) as string[];
-      const out: [string, string][] = [];
-      for (let i = 0; i + 1 < flat.length; i += 2)
-        out.push([flat[i] as string, flat[i + 1] as string]);
-      return out;
-    };
-    for (const [id, text] of pairs(reply[4])) {
+  function stateOf(stored: StoredSession, expiresAt: number): SessionState {
+    const state = emptySessionState({ ...decodeSession(stored.record), expiresAt });
+    for (const [id, text] of stored.vars) {
       const v = decodeRecord(text);
       state.vars.set(id, v);
       state.byName.set(v.name, id);
     }
-    for (const [id, text] of pairs(reply[5])) {
+    for (const [id, text] of stored.history) {
       state.history ??= new Map();
       state.history.set(id, decodeHistory(text));
     }
-    for (const [key, text] of pairs(reply[6])) {
+    for (const [key, text] of stored.data) {
       state.data ??= new Map();
       state.data.set(key, decodeData(text));
     }
-    state.deps = decodeDependencies(String(reply[7] ?? ""));
-    state.bytes = Number(reply[8] ?? 0);
+    state.deps = decodeDependencies(stored.deps);
+    state.bytes = stored.bytes;
     return state;
   }
 }

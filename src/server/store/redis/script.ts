@@ -1,0 +1,187 @@
+/**
+ * A Lua script of the Redis store, with its keys and arguments by name and
+ * the decoder of its reply. The Lua reads names, not positions: the text
+ * sent to Redis begins by binding each key to `KEYS[i]` and each argument
+ * to `ARGV[i]`, in the order the definition lists them, and
+ * {@link runScript} sends the keys and arguments it is given by name in
+ * that same order, so no caller counts positions.
+ */
+import { createHash } from "node:crypto";
+import type { Redis } from "ioredis";
+
+/** Every key the scripts touch, by the name the Lua knows it by. */
+export interface ScriptKeys {
+  /** The session's hash: `rev`, `exp`, `ttl`, `rec`, `bytes`, and `client`, `cmax`, `tools` when set. */
+  readonly session: string;
+  /** The session's variables: id → record. */
+  readonly vars: string;
+  /** The session's history: variable id → past versions. */
+  readonly history: string;
+  /** The session's data: key → entry. */
+  readonly data: string;
+  /** The session's dependency list. */
+  readonly deps: string;
+  /** The deployment's live sessions by expiry time (a sorted set). */
+  readonly expiry: string;
+  /** The deployment's change feed (a stream). */
+  readonly feed: string;
+  /** The number of the feed's last entry. */
+  readonly feedSeq: string;
+  /** The deployment's variable count. */
+  readonly variableCount: string;
+  /** The deployment's remote tools: `sessionId|name` → tool. */
+  readonly tools: string;
+  /** Remote tools per session: session id → count. */
+  readonly toolCounts: string;
+  /** Live sessions per client (field: the client) and their bytes (field: `bytes:` and the client). */
+  readonly clients: string;
+}
+
+/** The name of a script key. */
+export type KeyName = keyof ScriptKeys;
+
+/** The deployment's keys, which no session owns. */
+export type DeploymentKeys = Omit<ScriptKeys, "session" | "vars" | "history" | "data" | "deps">;
+
+/**
+ * Where a deployment keeps everything, under one prefix. A session's own
+ * keys share its `{id}` hash tag; the rest are the deployment's, so the
+ * store needs a single Redis primary (not Redis Cluster).
+ */
+export interface KeySpace {
+  readonly deployment: DeploymentKeys;
+  /** The shared audit trail (a stream; no script touches it). */
+  readonly audit: string;
+  /** Every script key, the session's own for `sessionId`. */
+  of(sessionId: string): ScriptKeys;
+}
+
+/** The key space of the deployment whose keys begin with `prefix`. */
+export function keySpace(prefix: string): KeySpace {
+  const deployment: DeploymentKeys = {
+    expiry: `${prefix}sessions`,
+    feed: `${prefix}feed`,
+    feedSeq: `${prefix}feedseq`,
+    variableCount: `${prefix}variables`,
+    tools: `${prefix}tools`,
+    toolCounts: `${prefix}toolsper`,
+    clients: `${prefix}clients`,
+  };
+  return {
+    deployment,
+    audit: `${prefix}audit`,
+    of(sessionId) {
+      const tag = `${prefix}{${sessionId}}`;
+      return {
+        session: `${tag}:s`,
+        vars: `${tag}:v`,
+        history: `${tag}:h`,
+        data: `${tag}:d`,
+        deps: `${tag}:g`,
+        ...deployment,
+      };
+    },
+  };
+}
+
+/**
+ * Lua functions several scripts share. `keys` and `args` are the names
+ * the functions read besides their parameters: every script that includes
+ * them must bind those names too ({@link defineScript} checks).
+ */
+export interface LuaFunctions {
+  readonly lua: string;
+  readonly keys: readonly KeyName[];
+  readonly args: readonly string[];
+  /** Functions these call, defined before them in every script that includes them. */
+  readonly uses?: readonly LuaFunctions[];
+}
+
+/** A script ready to run: see {@link defineScript}. */
+export interface Script<K extends KeyName, A extends string, R> {
+  /** What logs and errors call it. */
+  readonly name: string;
+  readonly keys: readonly K[];
+  readonly args: readonly A[];
+  /** The whole text sent to Redis: the bindings, the shared functions, the body. */
+  readonly lua: string;
+  /** Its SHA-1, which EVALSHA names it by. */
+  readonly sha: string;
+  /** Turns the reply Redis sent into a named object; throws on one the script cannot send. */
+  readonly decode: (reply: unknown) => R;
+}
+
+/** Definition of a script; see {@link defineScript}. */
+export interface ScriptDefinition<K extends KeyName, A extends string, R> {
+  readonly name: string;
+  /** The keys it touches, bound in this order to KEYS. */
+  readonly keys: readonly K[];
+  /** Its arguments (strings), bound in this order to ARGV. */
+  readonly args: readonly A[];
+  /** Shared functions it calls (with those they use). */
+  readonly functions?: readonly LuaFunctions[];
+  readonly body: string;
+  readonly decode: (reply: unknown) => R;
+}
+
+/**
+ * Makes a script of a definition.
+ *
+ * @throws Error when a shared function reads a name the script does not
+ *   bind (at import: a test that loads the store finds it).
+ */
+export function defineScript<const K extends KeyName, const A extends string, R>(
+  definition: ScriptDefinition<K, A, R>,
+): Script<K, A, R> {
+  const { name, keys, args, body, decode } = definition;
+  const functions: LuaFunctions[] = [];
+  const include = (f: LuaFunctions) => {
+    if (functions.includes(f)) return;
+    for (const used of f.uses ?? []) include(used);
+    functions.push(f);
+  };
+  for (const f of definition.functions ?? []) include(f);
+  const bound = new Set<string>([...keys, ...args]);
+  for (const f of functions) {
+    const missing = [...f.keys, ...f.args].filter((n) => !bound.has(n));
+    if (missing.length > 0) {
+      throw new Error(`script ${name} includes Lua that reads ${missing.join(", ")}, unbound`);
+    }
+  }
+  const bind = (names: readonly string[], table: string) =>
+    names.map((n, i) => `local ${n} = ${table}[${i + 1}]\n`).join("");
+  const lua = `${bind(keys, "KEYS")}${bind(args, "ARGV")}${functions.map((f) => f.lua).join("")}${body}`;
+  return { name, keys, args, lua, sha: createHash("sha1").update(lua).digest("hex"), decode };
+}
+
+/**
+ * Runs a script and decodes its reply: EVALSHA with the script's KEYS then
+ * ARGV, each in the order it binds them, and the whole script (EVAL) when
+ * this Redis has not cached it yet (a new or restarted Redis).
+ */
+export async function runScript<K extends KeyName, A extends string, R>(
+  redis: Redis,
+  script: Script<K, A, R>,
+  keys: Pick<ScriptKeys, K>,
+  args: Readonly<Record<A, string>>,
+): Promise<R> {
+  const argv: string[] = [];
+  for (const k of script.keys) argv.push(keys[k]);
+  for (const a of script.args) argv.push(args[a]);
+  let reply: unknown;
+  try {
+    reply = await redis.evalsha(script.sha, script.keys.length, ...argv);
+  } catch (e) {
+    // (NOSCRIPT is the error code of Redis's reply.)
+    if (!(e instanceof Error && e.message.startsWith("NOSCRIPT"))) throw e;
+    reply = await redis.eval(script.lua, script.keys.length, ...argv);
+  }
+  return script.decode(reply);
+}
+
+/** The error a decoder throws for a reply its script cannot send. */
+export function unexpectedReply(script: string, reply: unknown): Error {
+  return new Error(
+    `unexpected reply from the ${script} script: ${JSON.stringify(reply)?.slice(0, 200)}`,
+  );
+}
