@@ -26,17 +26,14 @@
  * feed and the variable count are per deployment, so this store needs a
  * single Redis primary (not Redis Cluster).
  *
- * The file is long (about 1,000 lines) because its parts (the copy of the
- * sessions, the commit with its retry, the feed reader, the sweeper, the
- * shared tool directory and audit trail) are one closure over one
- * connection and one copy of the sessions, and each reads or updates the
- * state of the others; the scripts and the codec, which do not, are in
- * redis/scripts.ts (with redis/script.ts, redis/lua-functions.ts,
- * redis/tools-script.ts) and redis/codec.ts.
+ * Its parts are moving to `./redis/`: the connection and its status
+ * (connection.ts), the copies of sessions (session-cache.ts), the change
+ * feed's reader (feed-reader.ts, feed-delivery.ts, feed-writes.ts), the
+ * scripts (scripts.ts) and the codec are there; the commit with its
+ * retry, the sweeper, the shared tool directory and audit trail are here.
  */
 import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { Redis } from "ioredis";
 import {
   clientBytesReached,
   clientQuotaReached,
@@ -51,19 +48,19 @@ import type { SharedAuditTrail, SharedTool, SharedToolDirectory } from "../tools
 import {
   decodeData,
   decodeDependencies,
-  decodeFeedChanges,
   decodeHistory,
   decodeRecord,
   decodeSession,
-  deletedRecord,
   encodeData,
   encodeDependencies,
   encodeFeedChanges,
   encodeHistory,
   encodeRecord,
   encodeSession,
-  type FeedChange,
 } from "./redis/codec.js";
+import { connect } from "./redis/connection.js";
+import { startFeedReader } from "./redis/feed-reader.js";
+import { createFeedWrites } from "./redis/feed-writes.js";
 import { keySpace, runScript } from "./redis/script.js";
 import {
   type CommitReply,
@@ -73,6 +70,7 @@ import {
   loadScript,
   type StoredSession,
 } from "./redis/scripts.js";
+import { type Cached, createSessionCache } from "./redis/session-cache.js";
 import { toolsScript } from "./redis/tools-script.js";
 import {
   createTransaction,
@@ -85,11 +83,10 @@ import type {
   SessionRecord,
   SessionStore,
   SessionTransaction,
-  StoreEvent,
-  SubscribeOptions,
   VariableChange,
-  VariableRecord,
 } from "./session-store.js";
+
+export { RedisConnectError } from "./redis/connection.js";
 
 /** Options of {@link createRedisStore}. */
 export interface RedisStoreOptions {
@@ -131,18 +128,13 @@ export interface FeedAppended {
 export interface RedisStore extends SessionStore {
   /** What this replica appended to the change feed since it started. */
   feedAppended(): FeedAppended;
-  /** False while Redis cannot be reached. */
+  /** False while Redis cannot be reached or the change feed is not followed. */
   readonly healthy: boolean;
   /**
    * Resolves once this replica has delivered every change committed before
    * the call (tests use it to wait for the feed).
    */
   caughtUp(): Promise<void>;
-}
-
-interface Cached {
-  state: SessionState;
-  rev: string;
 }
 
 /** Extra real time a session's keys outlive its expiry, so a replica always ends it first. */
@@ -160,105 +152,20 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const prefix = options.keyPrefix ?? "ub:";
   const feedLength = String(options.feedLength ?? 100_000);
   const feedMaxAgeMs = String(options.feedMaxAgeMs ?? 300_000);
-  const cacheSize = options.cacheSize ?? 10_000;
   // The one URL check of the project (the CLI's too): a malformed URL fails here.
   const shownUrl = parseRedisUrl(options.url).redacted;
   const replica = randomBytes(6).toString("base64url");
-  const connection = {
-    lazyConnect: true,
-    connectTimeout: options.connectTimeoutMs ?? 5000,
-    // Calls fail at once while Redis is away (UNAVAILABLE), never queue.
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    retryStrategy: (times: number) => Math.min(50 * 2 ** times, 2000),
-  };
-  const redis = new Redis(options.url, {
-    ...connection,
-    commandTimeout: options.commandTimeoutMs ?? 2000,
+  const connection = await connect({
+    url: options.url,
+    shownUrl,
+    connectTimeoutMs: options.connectTimeoutMs ?? 5000,
+    commandTimeoutMs: options.commandTimeoutMs ?? 2000,
+    logger: options.logger,
   });
-  // The feed reader blocks up to 5 s per read; a read unanswered well past
-  // that (a frozen Redis) fails, so the loop notices.
-  const reader = new Redis(options.url, { ...connection, commandTimeout: 10_000 });
-  // The connection's own error says more than connect()'s rejection
-  // ("Connection is closed"): e.g. "connect ECONNREFUSED 127.0.0.1:6379".
-  let lastError: Error | undefined;
-  const onError = (error: Error) => {
-    lastError = error;
-    options.logger?.debug("redis connection error", { error: error.message });
-  };
-  redis.on("error", onError);
-  reader.on("error", onError);
-  const connectTimeoutMs = options.connectTimeoutMs ?? 5000;
-  let connectTimer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    // ioredis' connectTimeout covers the TCP connection only; a Redis that
-    // accepts but never answers must not hold the start either.
-    await Promise.race([
-      Promise.all([redis.connect(), reader.connect()]),
-      new Promise((_, reject) => {
-        connectTimer = setTimeout(
-          () => reject(new Error(`no answer within ${connectTimeoutMs} ms`)),
-          connectTimeoutMs,
-        );
-      }),
-    ]);
-  } catch (e) {
-    redis.disconnect();
-    reader.disconnect();
-    const reason = lastError?.message ?? (e instanceof Error ? e.message : String(e));
-    throw new RedisConnectError(shownUrl, reason, e);
-  } finally {
-    clearTimeout(connectTimer);
-  }
-
+  const { commands: redis, call, unavailable } = connection;
   const keys = keySpace(prefix);
 
-  // What Redis said reaches the log (sampled: every caller of a failing
-  // store would otherwise write a line), never the caller: its address and
-  // replies (script hashes, OOM text) are internal.
-  const storeFailures = options.logger
-    ? createLogSampler(options.logger, { level: "warn", msg: "session store call failed" })
-    : undefined;
-  const unavailable = (e: unknown): ConnectError => {
-    if (e instanceof ConnectError) return e;
-    const message = e instanceof Error ? e.message : String(e);
-    storeFailures?.report({ store: shownUrl, error: message });
-    // Redis at its maxmemory with noeviction refuses writes with "OOM …":
-    // retrying does not help until space is freed.
-    if (/^(?:ERR Error running script.*)?OOM\b|\bOOM command not allowed/.test(message)) {
-      return new ConnectError(
-        "the session store is full (its memory limit is reached): the write was refused and nothing changed; it will succeed once sessions expire or are cleaned up",
-        Code.ResourceExhausted,
-        undefined,
-        undefined,
-        e,
-      );
-    }
-    return new ConnectError(
-      "the session store is unavailable; retry shortly",
-      Code.Unavailable,
-      undefined,
-      undefined,
-      e,
-    );
-  };
-  const call = async <T>(p: () => Promise<T>): Promise<T> => {
-    try {
-      return await p();
-    } catch (e) {
-      throw unavailable(e);
-    }
-  };
-
-  const cache = new Map<string, Cached>();
-  const remember = (sessionId: string, cached: Cached) => {
-    cache.delete(sessionId);
-    cache.set(sessionId, cached);
-    if (cache.size > cacheSize) {
-      const oldest = cache.keys().next().value;
-      if (oldest !== undefined) cache.delete(oldest);
-    }
-  };
+  const cache = createSessionCache(options.cacheSize ?? 10_000);
 
   /** The session's current state, refreshed (1 round trip), or undefined when it is gone. */
   const load = async (sessionId: string): Promise<Cached | undefined> => {
@@ -288,13 +195,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           if (cached.state.record.expiresAt !== reply.expiresAt) {
             cached.state.record = { ...cached.state.record, expiresAt: reply.expiresAt };
           }
-          remember(sessionId, cached);
+          cache.remember(sessionId, cached);
           return cached;
         }
         throw unavailable(new Error("the load script found a revision never asked"));
       case "full": {
         const fresh: Cached = { state: stateOf(reply.stored, reply.expiresAt), rev: reply.rev };
-        remember(sessionId, fresh);
+        cache.remember(sessionId, fresh);
         return fresh;
       }
     }
@@ -395,64 +302,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     return { json: writesJson(w), empty: isEmpty(w) };
   };
 
-  const listeners = new Map<(event: StoreEvent) => void, SubscribeOptions["sessions"]>();
   const toolListeners = new Set<(tools: readonly SharedTool[]) => void>();
-  const publish = (event: StoreEvent) => {
-    for (const listener of listeners.keys()) listener(event);
-  };
-  /** Whether a subscriber wants the changes of a session. */
-  const wanted = (sessionId: string) => {
-    for (const sessions of listeners.values()) {
-      if (sessions === undefined || sessions(sessionId)) return true;
-    }
-    return false;
-  };
-
-  // What this replica appended to the feed, for feedAppended().
-  let appendedEntries = 0;
-  let appendedBytes = 0;
-  /** Counts one appended entry: `fields` are its field names and values. */
-  const appended = (...fields: string[]) => {
-    appendedEntries++;
-    // The script adds the entry's number: "n" and up to 16 digits.
-    appendedBytes += 17;
-    for (const f of fields) appendedBytes += Buffer.byteLength(f);
-  };
-
-  // The changes of this replica's commits until the feed delivers them, by
-  // the revision the commit makes and the session: its own subscribers get
-  // them without reading them back from Redis. A commit whose outcome was
-  // never known may leave one behind; the cap bounds those.
-  const ownChanges = new Map<string, readonly VariableChange[]>();
-  const OWN_CHANGES_MAX = 4096;
-  const ownKey = (sessionId: string, rev: string) => `${rev} ${sessionId}`;
-  const keepOwn = (sessionId: string, rev: number, changes: readonly VariableChange[]) => {
-    if (changes.length === 0) return;
-    ownChanges.set(ownKey(sessionId, String(rev)), changes);
-    if (ownChanges.size > OWN_CHANGES_MAX) {
-      const oldest = ownChanges.keys().next().value;
-      if (oldest !== undefined) ownChanges.delete(oldest);
-    }
-  };
-
-  // Value versions delivered ahead of their own feed entry (another
-  // replica's write, read back after a newer write replaced it), by session
-  // and variable: entries up to that version are not delivered again, so
-  // versions never go backwards. A mark goes when its own entry arrives.
-  const ahead = new Map<string, number>();
-  const publishChange = (change: VariableChange, entryVersion: number) => {
-    const { kind, variable } = change;
-    if (kind === "value_changed" || kind === "registered") {
-      const key = `${change.sessionId}\n${variable.id}`;
-      const mark = ahead.get(key);
-      if (mark !== undefined) {
-        if (entryVersion >= mark) ahead.delete(key);
-        if (variable.version <= mark) return;
-      }
-      if (variable.version > entryVersion) ahead.set(key, variable.version);
-    }
-    publish({ type: "change", change });
-  };
+  const feedWrites = createFeedWrites();
 
   /** Ends a session (if due by `dueBy`, for expiry); resolves to the number of variables it held. */
   const endSession = async (sessionId: string, reason: "cleanup" | "expired", dueBy?: number) => {
@@ -465,264 +316,28 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         feedMaxAgeMs,
       }),
     );
-    if (reply.result === "ended") appended("t", "e", "sid", sessionId, "why", reason);
+    if (reply.result === "ended") feedWrites.countEnd(sessionId, reason);
     cache.delete(sessionId);
     return reply.result === "ended" ? reply.variables : null;
   };
 
-  /** One feed entry, with what delivering it takes. */
-  interface Entry {
-    readonly id: string;
-    readonly f: Readonly<Record<string, string>>;
-    /** This replica's own commit, as it made it. */
-    own?: readonly VariableChange[] | undefined;
-    /** Another replica's commit, as the feed says it (no values). */
-    changes?: readonly FeedChange[];
-  }
-
-  /**
-   * Reads the current records of variables other replicas' entries name:
-   * one round trip for a whole batch of entries.
-   */
-  const readRecords = async (need: ReadonlyMap<string, ReadonlySet<string>>) => {
-    const out = new Map<string, VariableRecord>();
-    if (need.size === 0) return out;
-    const asked: [string, string[]][] = [];
-    const pipeline = redis.pipeline();
-    for (const [sessionId, ids] of need) {
-      const list = [...ids];
-      asked.push([sessionId, list]);
-      pipeline.hmget(keys.of(sessionId).vars, ...list);
-    }
-    const replies = (await call(() => pipeline.exec())) ?? [];
-    asked.forEach(([sessionId, ids], k) => {
-      const [error, texts] = replies[k] ?? [new Error("no reply")];
-      if (error) throw unavailable(error);
-      (texts as (string | null)[]).forEach((text, i) => {
-        if (text === null) return;
-        // A record this code cannot read must not stop the feed for all
-        // (read again and again): its change is left out, and said so.
-        try {
-          out.set(`${sessionId}\n${ids[i]}`, decodeRecord(text));
-        } catch (error) {
-          options.logger?.error("unreadable variable record", { variable: ids[i], error });
-        }
-      });
-    });
-    return out;
-  };
-
-  // The change feed: one reader loop per replica. `lastNumber` is the
-  // number (field `n`) of the last entry delivered.
-  const { feed: feedKey, feedSeq: feedCounterKey } = keys.deployment;
-  let lastId = "0-0";
-  let lastNumber = 0;
-  let delivered = "0-0";
-  let closed = false;
-  const waiters: { id: string; resolve: () => void }[] = [];
-  const settleWaiters = () => {
-    for (let i = waiters.length - 1; i >= 0; i--) {
-      const w = waiters[i] as (typeof waiters)[number];
-      if (compareIds(delivered, w.id) >= 0) {
-        waiters.splice(i, 1);
-        w.resolve();
-      }
-    }
-  };
-
-  /** Changes may have been missed: every subscriber must resynchronize. */
-  const resync = (reason: string) => {
-    cache.clear();
-    ahead.clear();
-    publish({ type: "resync", reason });
-  };
-
-  /** Delivers a batch of entries in feed order, after reading what they need. */
-  const deliverBatch = async (batch: readonly [string, string[]][]) => {
-    const entries: Entry[] = [];
-    const need = new Map<string, Set<string>>();
-    for (const [id, fields] of batch) {
-      const f: Record<string, string> = {};
-      for (let i = 0; i + 1 < fields.length; i += 2)
-        f[fields[i] as string] = fields[i + 1] as string;
-      const entry: Entry = { id, f };
-      entries.push(entry);
-      if (f.t !== "c") continue;
-      const sessionId = f.sid ?? "";
-      const key = ownKey(sessionId, f.rev ?? "");
-      // (Another replica's commit of that revision clears what this
-      // replica's failed attempt at it left behind.)
-      entry.own = f.r === replica ? ownChanges.get(key) : undefined;
-      ownChanges.delete(key);
-      if (entry.own !== undefined || !wanted(sessionId)) continue;
-      try {
-        entry.changes = decodeFeedChanges(f.ev ?? "[]");
-      } catch (error) {
-        options.logger?.error("unreadable change feed entry", { id, error });
-      }
-      for (const change of entry.changes ?? []) {
-        if (change.deleted !== undefined || change.record !== undefined) continue;
-        let ids = need.get(sessionId);
-        if (ids === undefined) {
-          ids = new Set();
-          need.set(sessionId, ids);
-        }
-        ids.add(change.id);
-      }
-    }
-    const records = await readRecords(need);
-    for (const entry of entries) {
-      // Entries are numbered one by one: a jump means a trim took entries
-      // this replica had not read (it fell behind, or was away), and a
-      // number that goes back a feed Redis lost and began again. (Entries
-      // without a number come from replicas of an older version; 0 is no
-      // number known yet.)
-      const n = entry.f.n === undefined ? undefined : Number(entry.f.n);
-      if (n !== undefined && n !== lastNumber + 1 && lastNumber !== 0) {
-        resync(
-          n > lastNumber
-            ? `the change feed was trimmed past ${n - lastNumber - 1} entries this replica had not read (feed length or age limit)`
-            : "the change feed began again (Redis lost it)",
-        );
-      }
-      if (n !== undefined) lastNumber = n;
-      deliver(entry, records);
-    }
-  };
-
-  const deliver = (
-    { id, f, own, changes }: Entry,
-    records: ReadonlyMap<string, VariableRecord>,
-  ) => {
-    const sessionId = f.sid ?? "";
-    if (f.t === "e") {
-      cache.delete(sessionId);
-      for (const key of ahead.keys()) if (key.startsWith(`${sessionId}\n`)) ahead.delete(key);
-      publish({
-        type: "session_ended",
-        sessionId,
-        reason: f.why === "cleanup" ? "cleanup" : "expired",
-      });
-    } else if (f.t === "tools") {
-      // This replica applied its own registrations when it made them.
-      if (f.r !== replica) {
-        try {
-          const tools = (JSON.parse(f.ev ?? "[]") as { doc: string }[]).map(
-            (t) => JSON.parse(t.doc) as SharedTool,
-          );
-          for (const listener of toolListeners) listener(tools);
-        } catch (error) {
-          options.logger?.error("unreadable tool registration in the feed", { id, error });
-        }
-      }
-    } else if (f.t === "c") {
-      // Another replica's commit makes this copy stale; this replica's own
-      // commits were applied to it already.
-      // (This replica's own entry may arrive before its commit's reply.)
-      const cached = cache.get(sessionId);
-      if (f.r !== replica && cached !== undefined && Number(cached.rev) < Number(f.rev)) {
-        cache.delete(sessionId);
-      }
-      for (const change of own ?? []) publishChange(change, change.variable.version);
-      for (const change of changes ?? []) {
-        const variable =
-          change.record ??
-          (change.deleted !== undefined
-            ? deletedRecord(change.deleted)
-            : records.get(`${sessionId}\n${change.id}`));
-        // Gone since (a later entry deletes it or ends the session), or a
-        // variable of a session made again since: later entries say so.
-        if (variable === undefined || variable.version < change.version) continue;
-        publishChange(
-          {
-            sessionId,
-            kind: change.kind,
-            variable,
-            source: change.source ?? variable.optimization?.optimizerId ?? variable.changedBy,
-            metadata:
-              change.metadata ??
-              (change.kind === "registered"
-                ? variable.metadata
-                : change.kind === "value_changed"
-                  ? variable.changeMetadata
-                  : {}),
-            timestamp: change.timestamp,
-          },
-          change.version,
-        );
-      }
-    }
-    delivered = id;
-  };
-
-  const tail = await call(() =>
-    redis.multi().xrevrange(feedKey, "+", "-", "COUNT", 1).get(feedCounterKey).exec(),
-  );
-  lastId = (tail?.[0]?.[1] as [string, string[]][] | undefined)?.[0]?.[0] ?? "0-0";
-  lastNumber = Number(tail?.[1]?.[1] ?? 0);
-  delivered = lastId;
-  let readerHealthy = true;
-
-  const readLoop = async () => {
-    let failed = false;
-    // Every disconnect is checked for a gap once the reader is back, even
-    // when ioredis answered the blocking read by sending it again.
-    reader.on("close", () => {
-      failed = true;
-    });
-    while (!closed) {
-      try {
-        if (failed) {
-          // Back after a disconnect: resume from the last id, unless the
-          // feed dropped entries after it (then subscribers must resync).
-          // (Until this answers, the replica stays "away": a read that
-          // succeeded first would skip a gap silently.) Entries numbered
-          // past the next one say the same once they arrive; this sees a
-          // deleted entry or a lost feed at once.
-          let maxDeleted: string;
-          try {
-            const info = (await reader.call("XINFO", "STREAM", feedKey)) as unknown[];
-            maxDeleted = String(field(info, "max-deleted-entry-id") ?? "0-0");
-          } catch (error) {
-            // No feed at all: a Redis that lost it lost what came after lastId.
-            if (!String(error).includes("no such key")) throw error;
-            maxDeleted = lastId === "0-0" ? "0-0" : "+";
-          }
-          if (maxDeleted === "+" || compareIds(maxDeleted, lastId) > 0) {
-            resync("the change feed lost entries while this replica was away from Redis");
-            // Resynchronized already: the numbers' jump is not another gap.
-            lastNumber = 0;
-          }
-          failed = false;
-          readerHealthy = true;
-        }
-        const reply = await reader.xread("COUNT", 512, "BLOCK", 5000, "STREAMS", feedKey, lastId);
-        const batch = (reply?.[0]?.[1] ?? []) as [string, string[]][];
-        if (batch.length > 0) {
-          await deliverBatch(batch);
-          lastId = (batch.at(-1) as [string, string[]])[0];
-        }
-        settleWaiters();
-      } catch (error) {
-        if (closed) break;
-        if (!failed) {
-          options.logger?.warn("change feed interrupted; reconnecting", {
-            store: shownUrl,
-            error: error instanceof Error ? error.message : String(error),
-          });
-        }
-        failed = true;
-        readerHealthy = false;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
-  };
-  const reading = readLoop();
+  const feed = await startFeedReader({
+    connection,
+    keys,
+    cache,
+    feedWrites,
+    replica,
+    onTools: (tools) => {
+      for (const listener of toolListeners) listener(tools);
+    },
+    shownUrl,
+    logger: options.logger,
+  });
 
   // Expiry: every replica sweeps the index; each session ends once.
   let sweeping = false;
   const sweep = async () => {
-    if (sweeping || closed) return;
+    if (sweeping || connection.closing) return;
     sweeping = true;
     try {
       const t = now();
@@ -838,7 +453,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       let reply: CommitReply;
       const ev = encodeFeedChanges(changes);
       const rev = Number((current as Cached).rev) + 1;
-      keepOwn(sessionId, rev, changes);
+      feedWrites.keep(sessionId, rev, changes);
       try {
         reply = await call(() =>
           runScript(redis, commitScript, keys.of(sessionId), {
@@ -859,14 +474,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         return;
       }
       if (reply.result === "absent" || reply.result === "expired") {
-        ownChanges.delete(ownKey(sessionId, String(rev)));
+        feedWrites.forget(sessionId, rev);
         cache.delete(sessionId);
         for (const job of jobs) job.resolve(undefined);
         return;
       }
       if (reply.result === "ok") {
-        if (changes.length > 0)
-          appended("t", "c", "sid", sessionId, "rev", String(rev), "r", replica, "ev", ev);
+        if (changes.length > 0) feedWrites.countCommit(sessionId, String(rev), replica, ev);
         working.record = { ...working.record, expiresAt: reply.expiresAt };
         current.state = working;
         current.rev = reply.rev;
@@ -877,12 +491,12 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         // Together they take the session's client past its bytes: each is
         // judged on its own, so a change that fits is not refused for
         // another's growth.
-        ownChanges.delete(ownKey(sessionId, String(rev)));
+        feedWrites.forget(sessionId, rev);
         for (const job of jobs) await attempt(sessionId, job.fn).then(job.resolve, job.reject);
         return;
       }
       // Another replica wrote first: run them all again on the current state.
-      ownChanges.delete(ownKey(sessionId, String(rev)));
+      feedWrites.forget(sessionId, rev);
       cache.delete(sessionId);
       if (round >= MAX_ATTEMPTS) {
         const error = new ConnectError(
@@ -927,7 +541,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       }
       const ev = encodeFeedChanges(tx.changes);
       const rev = Number(current.rev) + 1;
-      keepOwn(sessionId, rev, tx.changes);
+      feedWrites.keep(sessionId, rev, tx.changes);
       const reply = await call(() =>
         runScript(redis, commitScript, keys.of(sessionId), {
           expectedRev: current.rev,
@@ -941,7 +555,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           feedMaxAgeMs,
         }),
       );
-      if (reply.result !== "ok") ownChanges.delete(ownKey(sessionId, String(rev)));
+      if (reply.result !== "ok") feedWrites.forget(sessionId, rev);
       if (reply.result === "absent" || reply.result === "expired") {
         cache.delete(sessionId);
         return undefined;
@@ -951,8 +565,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         throw clientBytesReached(reply.held, reply.adding, reply.max);
       }
       if (reply.result === "ok") {
-        if (tx.changes.length > 0)
-          appended("t", "c", "sid", sessionId, "rev", String(rev), "r", replica, "ev", ev);
+        if (tx.changes.length > 0) feedWrites.countCommit(sessionId, String(rev), replica, ev);
         tx.commit();
         current.rev = reply.rev;
         current.state.record = { ...current.state.record, expiresAt: reply.expiresAt };
@@ -1004,7 +617,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       );
       switch (reply.result) {
         case "ok":
-          appended("t", "tools", "sid", sid, "r", replica, "ev", list);
+          feedWrites.countTools(sid, replica, list);
           return;
         case "nosession":
           throw sessionEndedBeforeTools();
@@ -1076,15 +689,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     sharedAudit,
 
     get healthy() {
-      return redis.status === "ready" && reader.status === "ready" && readerHealthy;
+      return connection.healthy;
     },
 
-    async caughtUp() {
-      const tailNow = await call(() => redis.xrevrange(feedKey, "+", "-", "COUNT", 1));
-      const target = tailNow[0]?.[0];
-      if (target === undefined || compareIds(delivered, target) >= 0) return;
-      await new Promise<void>((resolve) => waiters.push({ id: target, resolve }));
-    },
+    caughtUp: () => feed.caughtUp(),
 
     async createSession(init, maxSessions, setup) {
       const t = now();
@@ -1103,7 +711,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       const writes = noWrites(state);
       stage(writes, tx, state, true);
       const ev = encodeFeedChanges(tx.changes);
-      keepOwn(init.id, 1, tx.changes);
+      feedWrites.keep(init.id, 1, tx.changes);
       const reply = await call(() =>
         runScript(redis, createScript, keys.of(init.id), {
           now: String(t),
@@ -1120,7 +728,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           quotaMaxBytes: String(init.quota?.maxBytes ?? 0),
         }),
       );
-      if (reply.result !== "ok") ownChanges.delete(ownKey(init.id, "1"));
+      if (reply.result !== "ok") feedWrites.forget(init.id, 1);
       switch (reply.result) {
         case "quota":
           throw clientQuotaReached(reply.held, init.quota?.max ?? 0);
@@ -1135,11 +743,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           return store.createSession(init, maxSessions, setup);
         }
         case "ok":
-          if (tx.changes.length > 0)
-            appended("t", "c", "sid", init.id, "rev", "1", "r", replica, "ev", ev);
+          if (tx.changes.length > 0) feedWrites.countCommit(init.id, "1", replica, ev);
           tx.commit();
           state.record = { ...state.record, expiresAt: reply.expiresAt };
-          remember(init.id, { state, rev: reply.rev });
+          cache.remember(init.id, { state, rev: reply.rev });
           return { session: state.record, created: true };
       }
     },
@@ -1167,27 +774,15 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       return { sessions, variables: Number(variables ?? 0) };
     },
 
-    feedAppended() {
-      return { entries: appendedEntries, bytes: appendedBytes };
-    },
+    feedAppended: () => feedWrites.appended(),
 
-    subscribe(listener, subscribeOptions) {
-      listeners.set(listener, subscribeOptions?.sessions);
-      return () => {
-        listeners.delete(listener);
-      };
-    },
+    subscribe: (listener, subscribeOptions) => feed.subscribe(listener, subscribeOptions),
 
     async close() {
-      if (closed) return;
-      closed = true;
+      if (connection.closing) return;
       if (sweeper !== undefined) clearInterval(sweeper);
-      listeners.clear();
       toolListeners.clear();
-      reader.disconnect();
-      await reading;
-      await redis.quit().catch(() => redis.disconnect());
-      for (const w of waiters.splice(0)) w.resolve();
+      await connection.close(() => feed.stop());
     },
   };
   return store;
@@ -1224,28 +819,4 @@ function cloneState(state: SessionState): SessionState {
     data: state.data === undefined ? undefined : new Map(state.data),
     bytes: state.bytes,
   };
-}
-
-/** Why {@link createRedisStore} could not connect; `reason` is the message without the URL. */
-export class RedisConnectError extends Error {
-  override name = "RedisConnectError";
-  constructor(
-    url: string,
-    readonly reason: string,
-    cause: unknown,
-  ) {
-    super(`cannot connect to the session store at ${url}: ${reason}`, { cause });
-  }
-}
-
-/** Stream ids compared as (ms, seq). */
-function compareIds(a: string, b: string): number {
-  const [am = 0, as = 0] = a.split("-").map(Number);
-  const [bm = 0, bs = 0] = b.split("-").map(Number);
-  return am !== bm ? am - bm : as - bs;
-}
-
-function field(reply: unknown[], name: string): unknown {
-  for (let i = 0; i + 1 < reply.length; i += 2) if (reply[i] === name) return reply[i + 1];
-  return undefined;
 }

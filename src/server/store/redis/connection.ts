@@ -1,0 +1,223 @@
+/**
+ * The Redis store's connection: two ioredis clients, one for calls and
+ * scripts and one for the change feed's blocking reads, with one status
+ * for both. The status changes in one place ({@link RedisConnection}'s
+ * `setStatus`); the store's health, and whether its loops go on, follow
+ * from it.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { Redis } from "ioredis";
+import { createLogSampler } from "../../log-sampler.js";
+import type { Logger } from "../../logger.js";
+import { type KeyName, runScript, type Script, type ScriptKeys } from "./script.js";
+
+/**
+ * Where the connection is:
+ * - "connecting": opening both connections (createRedisStore has not returned);
+ * - "ready": both are up and the feed reader follows the feed;
+ * - "degraded": one is down (ioredis reconnects it, calls fail with
+ *   UNAVAILABLE meanwhile), or the feed reader failed and has not checked
+ *   the feed for a gap since;
+ * - "closing": close() was called; the loops stop;
+ * - "closed": both are released, or opening them failed.
+ */
+export type ConnectionStatus = "connecting" | "ready" | "degraded" | "closing" | "closed";
+
+/** Options of {@link connect}. */
+export interface ConnectOptions {
+  readonly url: string;
+  /** The URL with its password hidden, for messages and logs. */
+  readonly shownUrl: string;
+  readonly connectTimeoutMs: number;
+  readonly commandTimeoutMs: number;
+  readonly logger?: Logger | undefined;
+}
+
+/** The two connections and their status. */
+export interface RedisConnection {
+  /** Calls and scripts; a command unanswered within the command timeout fails. */
+  readonly commands: Redis;
+  /** The change feed's blocking reads. */
+  readonly feed: Redis;
+  readonly status: ConnectionStatus;
+  /** Status "ready". */
+  readonly healthy: boolean;
+  /** Status "closing" or "closed": the loops stop. */
+  readonly closing: boolean;
+  /** Runs `p`, turning what it throws into UNAVAILABLE or RESOURCE_EXHAUSTED (see {@link unavailable}). */
+  call<T>(p: () => Promise<T>): Promise<T>;
+  /**
+   * What a caller is told when Redis failed: UNAVAILABLE, or
+   * RESOURCE_EXHAUSTED when Redis is full. What Redis said goes to the log
+   * (sampled), never to the caller: its address and replies are internal.
+   */
+  unavailable(e: unknown): ConnectError;
+  /** Runs a script on the command connection, through {@link call}, and decodes its reply. */
+  run<K extends KeyName, A extends string, R>(
+    script: Script<K, A, R>,
+    keys: Pick<ScriptKeys, K>,
+    args: Readonly<Record<A, string>>,
+  ): Promise<R>;
+  /**
+   * Makes the status follow the feed reader too: "ready" only while
+   * `following()` is true. The reader calls {@link update} when it changes.
+   */
+  follow(following: () => boolean): void;
+  /** Derives the status again after something it follows changed. */
+  update(): void;
+  /**
+   * Closes: status "closing", the feed connection dropped, `drain` awaited
+   * (the feed reader stops), the command connection quit, status "closed".
+   * Resolves at once when closing began already.
+   */
+  close(drain: () => Promise<void>): Promise<void>;
+}
+
+/**
+ * Opens both connections.
+ *
+ * @throws RedisConnectError when Redis cannot be reached within `connectTimeoutMs`.
+ */
+export async function connect(options: ConnectOptions): Promise<RedisConnection> {
+  const { shownUrl, connectTimeoutMs, logger } = options;
+  const shared = {
+    lazyConnect: true,
+    connectTimeout: connectTimeoutMs,
+    // Calls fail at once while Redis is away (UNAVAILABLE), never queue.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    retryStrategy: (times: number) => Math.min(50 * 2 ** times, 2000),
+  };
+  const commands = new Redis(options.url, { ...shared, commandTimeout: options.commandTimeoutMs });
+  // The feed reader blocks up to 5 s per read; a read unanswered well past
+  // that (a frozen Redis) fails, so the loop notices.
+  const feed = new Redis(options.url, { ...shared, commandTimeout: 10_000 });
+
+  let status: ConnectionStatus = "connecting";
+  let following = () => true;
+  /** The one place the status changes: "closing" only goes on to "closed", which is final. */
+  const setStatus = (next: ConnectionStatus) => {
+    if (status === "closed" || (status === "closing" && next !== "closed")) return;
+    status = next;
+  };
+  const derived = (): ConnectionStatus =>
+    commands.status === "ready" && feed.status === "ready" && following() ? "ready" : "degraded";
+  const update = () => {
+    if (status === "ready" || status === "degraded") setStatus(derived());
+  };
+  // ioredis sets its own status and then emits an event of that name;
+  // these are the ones into and out of "ready".
+  for (const client of [commands, feed]) {
+    for (const event of ["ready", "close", "end"]) client.on(event, update);
+  }
+
+  // The connection's own error says more than connect()'s rejection
+  // ("Connection is closed"): e.g. "connect ECONNREFUSED 127.0.0.1:6379".
+  let lastError: Error | undefined;
+  const onError = (error: Error) => {
+    lastError = error;
+    logger?.debug("redis connection error", { error: error.message });
+  };
+  commands.on("error", onError);
+  feed.on("error", onError);
+  let connectTimer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    // ioredis' connectTimeout covers the TCP connection only; a Redis that
+    // accepts but never answers must not hold the start either.
+    await Promise.race([
+      Promise.all([commands.connect(), feed.connect()]),
+      new Promise((_, reject) => {
+        connectTimer = setTimeout(
+          () => reject(new Error(`no answer within ${connectTimeoutMs} ms`)),
+          connectTimeoutMs,
+        );
+      }),
+    ]);
+  } catch (e) {
+    setStatus("closed");
+    commands.disconnect();
+    feed.disconnect();
+    const reason = lastError?.message ?? (e instanceof Error ? e.message : String(e));
+    throw new RedisConnectError(shownUrl, reason, e);
+  } finally {
+    clearTimeout(connectTimer);
+  }
+  setStatus(derived());
+
+  // Sampled: every caller of a failing store would otherwise write a line.
+  const storeFailures = logger
+    ? createLogSampler(logger, { level: "warn", msg: "session store call failed" })
+    : undefined;
+  const unavailable = (e: unknown): ConnectError => {
+    if (e instanceof ConnectError) return e;
+    const message = e instanceof Error ? e.message : String(e);
+    storeFailures?.report({ store: shownUrl, error: message });
+    // Redis at its maxmemory with noeviction refuses writes with "OOM …":
+    // retrying does not help until space is freed.
+    if (/^(?:ERR Error running script.*)?OOM\b|\bOOM command not allowed/.test(message)) {
+      return new ConnectError(
+        "the session store is full (its memory limit is reached): the write was refused and nothing changed; it will succeed once sessions expire or are cleaned up",
+        Code.ResourceExhausted,
+        undefined,
+        undefined,
+        e,
+      );
+    }
+    return new ConnectError(
+      "the session store is unavailable; retry shortly",
+      Code.Unavailable,
+      undefined,
+      undefined,
+      e,
+    );
+  };
+  const call = async <T>(p: () => Promise<T>): Promise<T> => {
+    try {
+      return await p();
+    } catch (e) {
+      throw unavailable(e);
+    }
+  };
+
+  return {
+    commands,
+    feed,
+    get status() {
+      return status;
+    },
+    get healthy() {
+      return status === "ready";
+    },
+    get closing() {
+      return status === "closing" || status === "closed";
+    },
+    call,
+    unavailable,
+    run: (script, keys, args) => call(() => runScript(commands, script, keys, args)),
+    follow(next) {
+      following = next;
+      update();
+    },
+    update,
+    async close(drain) {
+      if (status === "closing" || status === "closed") return;
+      setStatus("closing");
+      feed.disconnect();
+      await drain();
+      await commands.quit().catch(() => commands.disconnect());
+      setStatus("closed");
+    },
+  };
+}
+
+/** Why {@link connect} could not connect; `reason` is the message without the URL. */
+export class RedisConnectError extends Error {
+  override name = "RedisConnectError";
+  constructor(
+    url: string,
+    readonly reason: string,
+    cause: unknown,
+  ) {
+    super(`cannot connect to the session store at ${url}: ${reason}`, { cause });
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * The copies of sessions a replica keeps, tagged with the session's
+ * revision in Redis, least recently used dropped first.
+ */
+import type { SessionState } from "../session-state.js";
+
+/** A session's state as of revision `rev`. */
+export interface Cached {
+  state: SessionState;
+  rev: string;
+}
+
+/** The copies; see the module comment. */
+export interface SessionCache {
+  get(sessionId: string): Cached | undefined;
+  /** Keeps `cached` as the most recently used copy. */
+  remember(sessionId: string, cached: Cached): void;
+  delete(sessionId: string): void;
+  clear(): void;
+}
+
+/** A cache of at most `size` sessions. */
+export function createSessionCache(size: number): SessionCache {
+  const cache = new Map<string, Cached>();
+  return {
+    get: (sessionId) => cache.get(sessionId),
+    remember(sessionId, cached) {
+      cache.delete(sessionId);
+      cache.set(sessionId, cached);
+      if (cache.size > size) {
+        const oldest = cache.keys().next().value;
+        if (oldest !== undefined) cache.delete(oldest);
+      }
+    },
+    delete(sessionId) {
+      cache.delete(sessionId);
+    },
+    clear() {
+      cache.clear();
+    },
+  };
+}
