@@ -29,8 +29,9 @@
  * Its parts are moving to `./redis/`: the connection and its status
  * (connection.ts), the copies of sessions (session-cache.ts), the change
  * feed's reader (feed-reader.ts, feed-delivery.ts, feed-writes.ts), the
- * scripts (scripts.ts) and the codec are there; the commit with its
- * retry, the sweeper, the shared tool directory and audit trail are here.
+ * committer (committer.ts, staging.ts), the scripts (scripts.ts) and the
+ * codec are there; the sweeper, the shared tool directory and audit trail
+ * are here.
  */
 import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -45,46 +46,18 @@ import type { Logger } from "../logger.js";
 import { parseRedisUrl } from "../redis-url.js";
 import type { AuditEntry } from "../tools/audit-trail.js";
 import type { SharedAuditTrail, SharedTool, SharedToolDirectory } from "../tools/shared-tools.js";
-import {
-  decodeData,
-  decodeDependencies,
-  decodeHistory,
-  decodeRecord,
-  decodeSession,
-  encodeData,
-  encodeDependencies,
-  encodeFeedChanges,
-  encodeHistory,
-  encodeRecord,
-  encodeSession,
-} from "./redis/codec.js";
+import { encodeFeedChanges } from "./redis/codec.js";
+import { createCommitter } from "./redis/committer.js";
 import { connect } from "./redis/connection.js";
 import { startFeedReader } from "./redis/feed-reader.js";
 import { createFeedWrites } from "./redis/feed-writes.js";
 import { keySpace, runScript } from "./redis/script.js";
-import {
-  type CommitReply,
-  commitScript,
-  createScript,
-  endScript,
-  loadScript,
-  type StoredSession,
-} from "./redis/scripts.js";
+import { createScript, endScript, loadScript } from "./redis/scripts.js";
 import { type Cached, createSessionCache } from "./redis/session-cache.js";
+import { noWrites, payloadOf, stage, stateOf } from "./redis/staging.js";
 import { toolsScript } from "./redis/tools-script.js";
-import {
-  createTransaction,
-  createView,
-  emptySessionState,
-  type SessionState,
-  type StagingTransaction,
-} from "./session-state.js";
-import type {
-  SessionRecord,
-  SessionStore,
-  SessionTransaction,
-  VariableChange,
-} from "./session-store.js";
+import { createTransaction, createView, emptySessionState } from "./session-state.js";
+import type { SessionRecord, SessionStore } from "./session-store.js";
 
 export { RedisConnectError } from "./redis/connection.js";
 
@@ -139,7 +112,6 @@ export interface RedisStore extends SessionStore {
 
 /** Extra real time a session's keys outlive its expiry, so a replica always ends it first. */
 const GRACE_MS = 10 * 60_000;
-const MAX_ATTEMPTS = 16;
 
 /**
  * Connects and returns the store.
@@ -207,101 +179,6 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     }
   };
 
-  /** What one or more transactions staged, as the commit script takes it. */
-  interface Writes {
-    readonly vset: Map<string, string>;
-    readonly vdel: Set<string>;
-    readonly hset: Map<string, string>;
-    readonly hdel: Set<string>;
-    readonly dset: Map<string, string>;
-    readonly ddel: Set<string>;
-    nvar: number;
-    deps: string | undefined;
-    rec: string | undefined;
-    bytes: number;
-  }
-  const noWrites = (state: SessionState): Writes => ({
-    vset: new Map(),
-    vdel: new Set(),
-    hset: new Map(),
-    hdel: new Set(),
-    dset: new Map(),
-    ddel: new Set(),
-    nvar: 0,
-    deps: undefined,
-    rec: undefined,
-    bytes: state.bytes,
-  });
-  /**
-   * Adds what `tx` staged against `state` (before it is committed there) to
-   * `w`; a later transaction's writes replace an earlier one's.
-   */
-  const stage = (w: Writes, tx: StagingTransaction, state: SessionState, withRecord: boolean) => {
-    const staged = tx.staged();
-    for (const [id, record] of staged.vars ?? []) {
-      const before = state.vars.has(id);
-      if (record === null) {
-        w.vset.delete(id);
-        w.vdel.add(id);
-        if (before) w.nvar--;
-      } else {
-        w.vdel.delete(id);
-        w.vset.set(id, encodeRecord(record));
-        if (!before) w.nvar++;
-      }
-    }
-    for (const [id, entries] of staged.history ?? []) {
-      if (entries === null || entries.length === 0) {
-        w.hset.delete(id);
-        w.hdel.add(id);
-      } else {
-        w.hdel.delete(id);
-        w.hset.set(id, encodeHistory(entries));
-      }
-    }
-    for (const [key, entry] of staged.data ?? []) {
-      if (entry === undefined) {
-        w.dset.delete(key);
-        w.ddel.add(key);
-      } else {
-        w.ddel.delete(key);
-        w.dset.set(key, encodeData(entry.value, entry.bytes));
-      }
-    }
-    if (staged.deps !== undefined) w.deps = encodeDependencies(staged.deps);
-    if (withRecord || staged.seq !== state.record.nextVariableSeq) {
-      w.rec = encodeSession({ ...state.record, nextVariableSeq: staged.seq });
-    }
-    w.bytes = state.bytes + staged.bytes;
-  };
-  const isEmpty = (w: Writes) =>
-    w.vset.size + w.vdel.size + w.hset.size + w.hdel.size + w.dset.size + w.ddel.size === 0 &&
-    w.deps === undefined &&
-    w.rec === undefined;
-  // Empty objects must reach Lua as objects: cjson reads [] and {} alike.
-  // A new session's carry its sliding TTL.
-  const writesJson = (w: Writes, ttlMs?: number) =>
-    JSON.stringify({
-      vset: Object.fromEntries(w.vset),
-      vdel: [...w.vdel],
-      hset: Object.fromEntries(w.hset),
-      hdel: [...w.hdel],
-      dset: Object.fromEntries(w.dset),
-      ddel: [...w.ddel],
-      nvar: w.nvar,
-      bytes: String(w.bytes),
-      ...(w.deps === undefined ? {} : { deps: w.deps }),
-      ...(w.rec === undefined ? {} : { rec: w.rec }),
-      ...(ttlMs === undefined ? {} : { ttl: String(ttlMs) }),
-    });
-
-  /** Serializes what a transaction staged for the commit script. */
-  const payloadOf = (tx: StagingTransaction, state: SessionState, withRecord: boolean) => {
-    const w = noWrites(state);
-    stage(w, tx, state, withRecord);
-    return { json: writesJson(w), empty: isEmpty(w) };
-  };
-
   const toolListeners = new Set<(tools: readonly SharedTool[]) => void>();
   const feedWrites = createFeedWrites();
 
@@ -361,230 +238,6 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const interval = options.sweepIntervalMs ?? 1000;
   const sweeper = interval > 0 ? setInterval(() => void sweep(), interval) : undefined;
   sweeper?.unref();
-
-  // Transactions of one session run one at a time in this replica, so they
-  // conflict only with other replicas'. Those that queue up while one
-  // commits are committed together (group commit): each runs on the state
-  // the ones before it left, and one script writes them all.
-  interface Job {
-    readonly fn: (tx: SessionTransaction) => unknown;
-    readonly resolve: (result: { value: unknown } | undefined) => void;
-    readonly reject: (error: unknown) => void;
-  }
-  const pending = new Map<string, Job[]>();
-
-  const commit = <T>(
-    sessionId: string,
-    fn: (tx: SessionTransaction) => T,
-  ): Promise<{ value: T } | undefined> =>
-    new Promise((resolve, reject) => {
-      const job: Job = { fn, resolve: resolve as Job["resolve"], reject };
-      const queue = pending.get(sessionId);
-      if (queue !== undefined) {
-        queue.push(job);
-        return;
-      }
-      pending.set(sessionId, [job]);
-      void drain(sessionId);
-    });
-
-  const drain = async (sessionId: string) => {
-    for (;;) {
-      const jobs = pending.get(sessionId) ?? [];
-      if (jobs.length === 0) {
-        pending.delete(sessionId);
-        return;
-      }
-      // Later arrivals queue behind this batch.
-      pending.set(sessionId, []);
-      if (jobs.length === 1) {
-        const [job] = jobs as [Job];
-        await attempt(sessionId, job.fn).then(job.resolve, job.reject);
-      } else {
-        await batch(sessionId, jobs);
-      }
-    }
-  };
-
-  /** Commits several queued transactions of one session in one script. */
-  const batch = async (sessionId: string, jobs: readonly Job[]) => {
-    for (let round = 1; ; round++) {
-      let current: Cached | undefined;
-      try {
-        current = await load(sessionId);
-      } catch (e) {
-        for (const job of jobs) job.reject(e);
-        return;
-      }
-      if (current === undefined) {
-        for (const job of jobs) job.resolve(undefined);
-        return;
-      }
-      const outcomes: ({ value: unknown } | { error: unknown })[] = [];
-      // The batch runs on a copy of its own: until the script has committed
-      // it, readers on this replica must not see any of it.
-      const working = cloneState(current.state);
-      const writes = noWrites(working);
-      const changes: VariableChange[] = [];
-      for (const job of jobs) {
-        const tx = createTransaction(working);
-        try {
-          const value = job.fn(tx.api);
-          stage(writes, tx, working, false);
-          changes.push(...tx.changes);
-          // The next transaction sees this one's writes.
-          tx.commit();
-          outcomes.push({ value });
-        } catch (error) {
-          outcomes.push({ error });
-        }
-      }
-      const settle = () => {
-        jobs.forEach((job, k) => {
-          const outcome = outcomes[k] as (typeof outcomes)[number];
-          if ("error" in outcome) job.reject(outcome.error);
-          else job.resolve({ value: outcome.value });
-        });
-      };
-      if (isEmpty(writes) && changes.length === 0) {
-        settle();
-        return;
-      }
-      let reply: CommitReply;
-      const ev = encodeFeedChanges(changes);
-      const rev = Number((current as Cached).rev) + 1;
-      feedWrites.keep(sessionId, rev, changes);
-      try {
-        reply = await call(() =>
-          runScript(redis, commitScript, keys.of(sessionId), {
-            expectedRev: (current as Cached).rev,
-            now: String(now()),
-            graceMs: String(GRACE_MS),
-            sessionId,
-            replica,
-            payload: writesJson(writes),
-            changes: ev,
-            feedMaxLen: feedLength,
-            feedMaxAgeMs,
-          }),
-        );
-      } catch (e) {
-        cache.delete(sessionId);
-        for (const job of jobs) job.reject(e);
-        return;
-      }
-      if (reply.result === "absent" || reply.result === "expired") {
-        feedWrites.forget(sessionId, rev);
-        cache.delete(sessionId);
-        for (const job of jobs) job.resolve(undefined);
-        return;
-      }
-      if (reply.result === "ok") {
-        if (changes.length > 0) feedWrites.countCommit(sessionId, String(rev), replica, ev);
-        working.record = { ...working.record, expiresAt: reply.expiresAt };
-        current.state = working;
-        current.rev = reply.rev;
-        settle();
-        return;
-      }
-      if (reply.result === "clientbytes") {
-        // Together they take the session's client past its bytes: each is
-        // judged on its own, so a change that fits is not refused for
-        // another's growth.
-        feedWrites.forget(sessionId, rev);
-        for (const job of jobs) await attempt(sessionId, job.fn).then(job.resolve, job.reject);
-        return;
-      }
-      // Another replica wrote first: run them all again on the current state.
-      feedWrites.forget(sessionId, rev);
-      cache.delete(sessionId);
-      if (round >= MAX_ATTEMPTS) {
-        const error = new ConnectError(
-          `the session changed ${round} times while these changes were being made; retry`,
-          Code.Aborted,
-        );
-        for (const job of jobs) job.reject(error);
-        return;
-      }
-      await new Promise((r) => setTimeout(r, Math.random() * 2 * round));
-    }
-  };
-
-  const attempt = async <T>(
-    sessionId: string,
-    fn: (tx: SessionTransaction) => T,
-  ): Promise<{ value: T } | undefined> => {
-    for (let attempt = 1; ; attempt++) {
-      // First try on the copy this replica has (the commit checks its
-      // revision, so a stale copy only costs a retry): 1 round trip for a
-      // write when nobody else wrote meanwhile, 2 otherwise.
-      const cached = attempt === 1 ? cache.get(sessionId) : undefined;
-      const current = cached ?? (await load(sessionId));
-      if (current === undefined) return undefined;
-      const tx = createTransaction(current.state);
-      let value: T;
-      try {
-        value = fn(tx.api);
-      } catch (e) {
-        // A refusal decided on a copy that may be stale is decided again
-        // on the current state; one from the current state stands.
-        if (cached === undefined) throw e;
-        cache.delete(sessionId);
-        continue;
-      }
-      const { json, empty } = payloadOf(tx, current.state, false);
-      if (empty && tx.changes.length === 0) {
-        if (cached === undefined) return { value };
-        // Nothing to write, but the answer came from the copy: confirm it.
-        cache.delete(sessionId);
-        continue;
-      }
-      const ev = encodeFeedChanges(tx.changes);
-      const rev = Number(current.rev) + 1;
-      feedWrites.keep(sessionId, rev, tx.changes);
-      const reply = await call(() =>
-        runScript(redis, commitScript, keys.of(sessionId), {
-          expectedRev: current.rev,
-          now: String(now()),
-          graceMs: String(GRACE_MS),
-          sessionId,
-          replica,
-          payload: json,
-          changes: ev,
-          feedMaxLen: feedLength,
-          feedMaxAgeMs,
-        }),
-      );
-      if (reply.result !== "ok") feedWrites.forget(sessionId, rev);
-      if (reply.result === "absent" || reply.result === "expired") {
-        cache.delete(sessionId);
-        return undefined;
-      }
-      // Decided on the current revision (the script checks it first).
-      if (reply.result === "clientbytes") {
-        throw clientBytesReached(reply.held, reply.adding, reply.max);
-      }
-      if (reply.result === "ok") {
-        if (tx.changes.length > 0) feedWrites.countCommit(sessionId, String(rev), replica, ev);
-        tx.commit();
-        current.rev = reply.rev;
-        current.state.record = { ...current.state.record, expiresAt: reply.expiresAt };
-        return { value };
-      }
-      // Another replica committed first: run again on its result, after a
-      // short random pause so that racing replicas spread out (not after a
-      // first try on a stale copy: that is no race).
-      cache.delete(sessionId);
-      if (cached !== undefined) continue;
-      if (attempt >= MAX_ATTEMPTS) {
-        throw new ConnectError(
-          `the session changed ${attempt} times while this change was being made; retry`,
-          Code.Aborted,
-        );
-      }
-      await new Promise((r) => setTimeout(r, Math.random() * 2 * attempt));
-    }
-  };
 
   const sharedTools: SharedToolDirectory = {
     async register(sessionId, tools, workerId, limits) {
@@ -719,7 +372,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           sessionId: init.id,
           replica,
           maxSessions: String(maxSessions),
-          payload: writesJson(writes, init.ttlMs),
+          payload: payloadOf(writes, init.ttlMs),
           changes: ev,
           feedMaxLen: feedLength,
           quotaClient: init.quota?.client ?? "",
@@ -757,7 +410,18 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       return { value: fn(createView(current.state)) };
     },
 
-    transact: commit,
+    transact: createCommitter({
+      connection,
+      keys,
+      cache,
+      load,
+      feedWrites,
+      replica,
+      now,
+      graceMs: GRACE_MS,
+      feedMaxLen: feedLength,
+      feedMaxAgeMs,
+    }),
 
     async deleteSession(sessionId, reason) {
       const n = await endSession(sessionId, reason);
@@ -786,37 +450,4 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     },
   };
   return store;
-
-  function stateOf(stored: StoredSession, expiresAt: number): SessionState {
-    const state = emptySessionState({ ...decodeSession(stored.record), expiresAt });
-    for (const [id, text] of stored.vars) {
-      const v = decodeRecord(text);
-      state.vars.set(id, v);
-      state.byName.set(v.name, id);
-    }
-    for (const [id, text] of stored.history) {
-      state.history ??= new Map();
-      state.history.set(id, decodeHistory(text));
-    }
-    for (const [key, text] of stored.data) {
-      state.data ??= new Map();
-      state.data.set(key, decodeData(text));
-    }
-    state.deps = decodeDependencies(stored.deps);
-    state.bytes = stored.bytes;
-    return state;
-  }
-}
-
-/** A copy of a state that a transaction can be committed to without touching the original. */
-function cloneState(state: SessionState): SessionState {
-  return {
-    record: state.record,
-    vars: new Map(state.vars),
-    byName: new Map(state.byName),
-    history: state.history === undefined ? undefined : new Map(state.history),
-    deps: state.deps,
-    data: state.data === undefined ? undefined : new Map(state.data),
-    bytes: state.bytes,
-  };
 }
