@@ -483,8 +483,15 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
     async start({ discard }) {
       let records: OutboxRecord[] = [];
       try {
-        if (discard) await store.clear(sessionId);
-        else records = await store.load(sessionId);
+        records = await store.load(sessionId);
+        if (discard && records.length > 0) {
+          await store.update(
+            sessionId,
+            records.map((r) => r.key),
+            [],
+          );
+          records = [];
+        }
       } catch (error) {
         timers.setTimeout(() => events.emit("persistence-degraded", { error }), 0);
       }

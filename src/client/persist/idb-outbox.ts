@@ -22,7 +22,7 @@
  * @module
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { clear, createStore, promisifyRequest, type UseStore } from "idb-keyval";
+import { clear, promisifyRequest, type UseStore } from "idb-keyval";
 import {
   checkRoom,
   isOutboxMessage,
@@ -53,7 +53,7 @@ const STORE = "writes";
 export function idbOutbox(options: IdbOutboxOptions = {}): OutboxStore {
   const limits = outboxLimits(options);
   const prefix = options.prefix ?? "unified-bridge-outbox";
-  const stores = new Map<string, { name: Promise<string>; use: UseStore }>();
+  const stores = new Map<string, { name: Promise<string>; use: UseStore; close(): void }>();
   // Where the runtime has no Web Locks, one page's contexts still take turns.
   const pageTurns = memoryOutbox(limits);
 
@@ -72,15 +72,41 @@ export function idbOutbox(options: IdbOutboxOptions = {}): OutboxStore {
     let store = stores.get(sessionId);
     if (store === undefined) {
       const name = idbDatabaseName(sessionId, prefix);
-      let use: UseStore | undefined;
+      // One connection, opened on first use and closed whenever another
+      // connection wants to delete the database (a cleanup in another tab),
+      // so a deletion is never left waiting for it.
+      let db: Promise<IDBDatabase> | undefined;
+      const open = async () => {
+        const request = factory().open(await name);
+        request.onupgradeneeded = () => request.result.createObjectStore(STORE);
+        const database = await promisifyRequest(request);
+        database.onversionchange = () => {
+          database.close();
+          db = undefined;
+        };
+        database.onclose = () => {
+          db = undefined;
+        };
+        return database;
+      };
       store = {
         name,
         use: async (mode, callback) => {
-          if (use === undefined) {
-            factory(); // Fails clearly where there is no IndexedDB.
-            use = createStore(await name, STORE);
-          }
-          return use(mode, callback);
+          db ??= open();
+          const opened = db;
+          opened.catch(() => {
+            if (db === opened) db = undefined;
+          });
+          const database = await opened;
+          return callback(database.transaction(STORE, mode).objectStore(STORE));
+        },
+        close() {
+          const current = db;
+          db = undefined;
+          current?.then(
+            (database) => database.close(),
+            () => undefined,
+          );
         },
       };
       stores.set(sessionId, store);
@@ -189,8 +215,11 @@ export function idbOutbox(options: IdbOutboxOptions = {}): OutboxStore {
     },
 
     async clear(sessionId) {
-      const { name } = storeOf(sessionId);
+      const store = storeOf(sessionId);
+      const { name } = store;
       await run(sessionId, "clearing the outbox", (use) => clear(use));
+      // Our own connection would hold the deletion up.
+      store.close();
       stores.delete(sessionId);
       const dbName = await name;
       try {
