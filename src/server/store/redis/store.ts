@@ -1,0 +1,316 @@
+/**
+ * A {@link SessionStore} on Redis, for several bridge replicas serving the
+ * same sessions: what one replica writes, every replica reads, watches and
+ * expires, and nothing acknowledged is lost when a replica dies.
+ *
+ * Each replica keeps a copy of the sessions it serves, tagged with the
+ * session's revision in Redis (session-cache.ts). A read runs one script
+ * that refreshes the sliding TTL and returns the session only if its
+ * revision moved (1 round trip). A transaction commits what it staged
+ * with one script that checks the revision (committer.ts). Changes reach
+ * every replica's subscribers, its own included, from the change feed
+ * (feed-reader.ts), so every replica sees them in commit order; the feed
+ * is trimmed by length and age. Expiry is an index of sessions by expiry
+ * time that every replica sweeps (sweeper.ts); the script that ends a
+ * session runs once, whoever wins. Remote tools and the audit trail are
+ * shared by every replica (shared-tools.ts, shared-audit.ts).
+ *
+ * The session's own keys share its `{id}` hash tag; the expiry index, the
+ * feed and the variable count are per deployment, so this store needs a
+ * single Redis primary (not Redis Cluster).
+ */
+import { randomBytes } from "node:crypto";
+import { clientBytesReached, clientQuotaReached, sessionLimitReached } from "../../errors.js";
+import type { Logger } from "../../logger.js";
+import { parseRedisUrl } from "../../redis-url.js";
+import { createTransaction, createView, emptySessionState } from "../session-state.js";
+import type { SessionEndReason, SessionRecord, SessionStore } from "../session-store.js";
+import { encodeFeedChanges } from "./codec.js";
+import { createCommitter } from "./committer.js";
+import { connect } from "./connection.js";
+import { startFeedReader } from "./feed-reader.js";
+import { createFeedWrites } from "./feed-writes.js";
+import { keySpace } from "./script.js";
+import { createScript, endScript, loadScript } from "./scripts.js";
+import { type Cached, createSessionCache } from "./session-cache.js";
+import { createSharedAudit } from "./shared-audit.js";
+import { createSharedTools } from "./shared-tools.js";
+import { noWrites, payloadOf, stage, stateOf } from "./staging.js";
+import { startSweeper } from "./sweeper.js";
+
+/** Options of {@link createRedisStore}. */
+export interface RedisStoreOptions {
+  /** `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS). */
+  readonly url: string;
+  /** Prepended to every key, so several deployments can share one Redis (default "ub:"). */
+  readonly keyPrefix?: string;
+  /** Clock in epoch milliseconds; expiry follows it (tests replace it). */
+  readonly now?: () => number;
+  /** How often this replica sweeps expired sessions (default 1000 ms; 0 disables it). */
+  readonly sweepIntervalMs?: number;
+  /** How long connecting may take before createRedisStore rejects (default 5000 ms). */
+  readonly connectTimeoutMs?: number;
+  /** How long one command may take before the call fails with UNAVAILABLE (default 2000 ms). */
+  readonly commandTimeoutMs?: number;
+  /** Entries the change feed keeps (approximately; default 100,000). */
+  readonly feedLength?: number;
+  /**
+   * How long the change feed keeps an entry (approximately; default
+   * 300,000 ms). A replica away from Redis longer than this ends its watch
+   * streams so that their clients resynchronize.
+   */
+  readonly feedMaxAgeMs?: number;
+  /** Entries the shared audit trail keeps (approximately; default 10,000). */
+  readonly auditLength?: number;
+  /** Sessions whose copy a replica keeps (least recently used dropped; default 10,000). */
+  readonly cacheSize?: number;
+  readonly logger?: Logger;
+}
+
+/** What this replica appended to the change feed since it started. */
+export interface FeedAppended {
+  readonly entries: number;
+  /** Bytes of the entries' fields and values (Redis adds its own overhead). */
+  readonly bytes: number;
+}
+
+/** The Redis store, with its connection state. */
+export interface RedisStore extends SessionStore {
+  /** What this replica appended to the change feed since it started. */
+  feedAppended(): FeedAppended;
+  /** False while Redis cannot be reached or the change feed is not followed. */
+  readonly healthy: boolean;
+  /**
+   * Resolves once this replica has delivered every change committed before
+   * the call (tests use it to wait for the feed).
+   */
+  caughtUp(): Promise<void>;
+}
+
+/** Extra real time a session's keys outlive its expiry, so a replica always ends it first. */
+const GRACE_MS = 10 * 60_000;
+
+/**
+ * Connects and returns the store.
+ *
+ * @throws RedisConnectError naming the URL (its password hidden) when
+ *   Redis cannot be reached within `connectTimeoutMs`.
+ */
+export async function createRedisStore(options: RedisStoreOptions): Promise<RedisStore> {
+  const now = options.now ?? Date.now;
+  const keys = keySpace(options.keyPrefix ?? "ub:");
+  const feedMaxLen = String(options.feedLength ?? 100_000);
+  const feedMaxAgeMs = String(options.feedMaxAgeMs ?? 300_000);
+  // The one URL check of the project (the CLI's too): a malformed URL fails here.
+  const shownUrl = parseRedisUrl(options.url).redacted;
+  const replica = randomBytes(6).toString("base64url");
+  const { logger } = options;
+  const connection = await connect({
+    url: options.url,
+    shownUrl,
+    connectTimeoutMs: options.connectTimeoutMs ?? 5000,
+    commandTimeoutMs: options.commandTimeoutMs ?? 2000,
+    logger,
+  });
+  const cache = createSessionCache(options.cacheSize ?? 10_000);
+  const feedWrites = createFeedWrites();
+
+  /** The session's current state, refreshed (1 round trip), or undefined when it is gone. */
+  const load = async (sessionId: string): Promise<Cached | undefined> => {
+    const cached = cache.get(sessionId);
+    const reply = await connection.run(loadScript, keys.of(sessionId), {
+      cachedRev: cached?.rev ?? "",
+      now: String(now()),
+      graceMs: String(GRACE_MS),
+      sessionId,
+    });
+    switch (reply.result) {
+      case "absent":
+        cache.delete(sessionId);
+        return undefined;
+      case "expired":
+        cache.delete(sessionId);
+        // Due but not swept yet: end it now (the sweeper would, soon).
+        endSession(sessionId, "expired", now()).catch((error: unknown) => {
+          logger?.debug("ending an expired session failed", { error: String(error) });
+        });
+        return undefined;
+      case "same":
+        // (Only a copy's revision can be the same.)
+        if (cached !== undefined) {
+          if (cached.state.record.expiresAt !== reply.expiresAt) {
+            cached.state.record = { ...cached.state.record, expiresAt: reply.expiresAt };
+          }
+          cache.remember(sessionId, cached);
+          return cached;
+        }
+        throw connection.unavailable(
+          new Error("the load script found the revision of a copy this replica does not hold"),
+        );
+      case "full": {
+        const fresh: Cached = { state: stateOf(reply.stored, reply.expiresAt), rev: reply.rev };
+        cache.remember(sessionId, fresh);
+        return fresh;
+      }
+    }
+  };
+
+  /** Ends a session (if due by `dueBy`, for expiry); resolves to what it held, or undefined. */
+  const endSession = async (sessionId: string, reason: SessionEndReason, dueBy?: number) => {
+    const reply = await connection.run(endScript, keys.of(sessionId), {
+      sessionId,
+      reason,
+      feedMaxLen,
+      dueBy: dueBy === undefined ? "" : String(dueBy),
+      feedMaxAgeMs,
+    });
+    if (reply.result === "ended") feedWrites.countEnd(sessionId, reason);
+    cache.delete(sessionId);
+    return reply.result === "ended" ? { variables: reply.variables } : undefined;
+  };
+
+  const tools = createSharedTools({
+    connection,
+    keys,
+    feedWrites,
+    replica,
+    feedMaxLen,
+    feedMaxAgeMs,
+  });
+  const feed = await startFeedReader({
+    connection,
+    keys,
+    cache,
+    feedWrites,
+    replica,
+    onTools: tools.publish,
+    shownUrl,
+    logger,
+  }).catch(async (e: unknown) => {
+    // (Where the feed ends could not be read.)
+    await connection.close(async () => {});
+    throw e;
+  });
+  const stopSweeping = startSweeper({
+    connection,
+    expiryKey: keys.deployment.expiry,
+    intervalMs: options.sweepIntervalMs ?? 1000,
+    now,
+    end: (sessionId, dueBy) => endSession(sessionId, "expired", dueBy),
+    logger,
+  });
+
+  const store: RedisStore = {
+    sharedTools: tools.directory,
+    sharedAudit: createSharedAudit({
+      connection,
+      key: keys.audit,
+      length: options.auditLength ?? 10_000,
+      logger,
+    }),
+
+    get healthy() {
+      return connection.healthy;
+    },
+
+    caughtUp: () => feed.caughtUp(),
+
+    async createSession(init, maxSessions, setup) {
+      const t = now();
+      const record: SessionRecord = {
+        id: init.id,
+        metadata: init.metadata,
+        createdAt: t,
+        ttlMs: init.ttlMs,
+        expiresAt: t + init.ttlMs,
+        allowedTools: init.allowedTools,
+        nextVariableSeq: 1,
+      };
+      const state = emptySessionState(record);
+      const tx = createTransaction(state);
+      setup?.(tx.api);
+      const writes = noWrites(state);
+      stage(writes, tx, state, true);
+      const changes = encodeFeedChanges(tx.changes);
+      feedWrites.keep(init.id, 1, tx.changes);
+      const reply = await connection.run(createScript, keys.of(init.id), {
+        now: String(t),
+        graceMs: String(GRACE_MS),
+        sessionId: init.id,
+        replica,
+        maxSessions: String(maxSessions),
+        payload: payloadOf(writes, init.ttlMs),
+        changes,
+        feedMaxLen,
+        quotaClient: init.quota?.client ?? "",
+        quotaMax: String(init.quota?.max ?? 0),
+        feedMaxAgeMs,
+        quotaMaxBytes: String(init.quota?.maxBytes ?? 0),
+      });
+      if (reply.result !== "ok") feedWrites.forget(init.id, 1);
+      switch (reply.result) {
+        case "quota":
+          throw clientQuotaReached(reply.held, init.quota?.max ?? 0);
+        case "clientbytes":
+          throw clientBytesReached(reply.held, writes.bytes, init.quota?.maxBytes ?? 0);
+        case "full":
+          throw sessionLimitReached(maxSessions);
+        case "exists": {
+          const existing = await load(init.id);
+          if (existing !== undefined) return { session: existing.state.record, created: false };
+          // It ended between the two calls: create it after all.
+          return store.createSession(init, maxSessions, setup);
+        }
+        case "ok":
+          if (tx.changes.length > 0) feedWrites.countCommit(init.id, "1", replica, changes);
+          tx.commit();
+          state.record = { ...state.record, expiresAt: reply.expiresAt };
+          cache.remember(init.id, { state, rev: reply.rev });
+          return { session: state.record, created: true };
+      }
+    },
+
+    async read(sessionId, fn) {
+      const current = await load(sessionId);
+      if (current === undefined) return undefined;
+      return { value: fn(createView(current.state)) };
+    },
+
+    transact: createCommitter({
+      connection,
+      keys,
+      cache,
+      load,
+      feedWrites,
+      replica,
+      now,
+      graceMs: GRACE_MS,
+      feedMaxLen,
+      feedMaxAgeMs,
+    }),
+
+    deleteSession: (sessionId, reason) => endSession(sessionId, reason),
+
+    async stats() {
+      const [sessions, variables] = await connection.call(() =>
+        Promise.all([
+          connection.commands.zcard(keys.deployment.expiry),
+          connection.commands.get(keys.deployment.variableCount),
+        ]),
+      );
+      return { sessions, variables: Number(variables ?? 0) };
+    },
+
+    feedAppended: () => feedWrites.appended(),
+
+    subscribe: (listener, subscribeOptions) => feed.subscribe(listener, subscribeOptions),
+
+    async close() {
+      if (connection.closing) return;
+      stopSweeping();
+      tools.clear();
+      await connection.close(() => feed.stop());
+    },
+  };
+  return store;
+}
