@@ -118,12 +118,14 @@ export async function once<T>(
   apply: (tx: SessionTransaction) => T,
 ): Promise<T> {
   if (writeKey === undefined) return transact(apply);
-  // Set when the callback answered from memory: such an answer (a replayed
-  // refusal, a reused key) is not a new refusal to remember.
-  let answered = false;
+  // The error the write itself threw in the callback's latest run (the
+  // store may run it again: only that run counts). A failure the store
+  // raised on its own (contention, a byte limit), or an answer from memory
+  // (a replayed refusal, a reused key), is not a refusal to remember.
+  let refusal: unknown;
   try {
     return await transact((tx) => {
-      answered = true;
+      refusal = undefined;
       const seen = recall(tx, writeKey, now());
       if (seen !== undefined) {
         if (seen.code !== undefined) {
@@ -131,8 +133,13 @@ export async function once<T>(
         }
         return write.replay(tx, seen.ok ?? null);
       }
-      answered = false;
-      const result = apply(tx);
+      let result: T;
+      try {
+        result = apply(tx);
+      } catch (e) {
+        refusal = e;
+        throw e;
+      }
       remember(
         tx,
         writeKey,
@@ -142,8 +149,8 @@ export async function once<T>(
       return result;
     });
   } catch (e) {
-    if (answered || !(e instanceof ConnectError) || !REMEMBERED_REFUSALS.has(e.code)) throw e;
-    const refusal: Remembered = {
+    if (e !== refusal || !(e instanceof ConnectError) || !REMEMBERED_REFUSALS.has(e.code)) throw e;
+    const remembered: Remembered = {
       t: now(),
       f: writeKey.fingerprint,
       code: e.code,
@@ -153,7 +160,7 @@ export async function once<T>(
     // fails (the session ended, the store is away) the caller still gets
     // the refusal, and a retry is decided again: nothing can apply twice.
     await transact((tx) => {
-      if (recall(tx, writeKey, now()) === undefined) remember(tx, writeKey, refusal, now());
+      if (recall(tx, writeKey, now()) === undefined) remember(tx, writeKey, remembered, now());
     }).catch(() => undefined);
     throw e;
   }
