@@ -46,18 +46,13 @@ export type {
   VariableSchema,
   WriteOptions,
 } from "./schema.js";
-export type {
-  Peeked,
-  PeekOptions,
-  SessionContext,
-  SessionContextOptions,
-} from "./session-context.js";
+export type { SessionContext, SessionContextOptions } from "./session-context.js";
 export { createSessionContext } from "./session-context.js";
 export type { SessionContextEvents } from "./session-events.js";
 export type { ToolArgs, ToolInfo } from "./session-tools.js";
 export type { TimerProvider } from "./timers.js";
 export type { HistoryEntry } from "./variable-reads.js";
-export type { VariableSnapshot } from "./variable-snapshot.js";
+export type { Peeked, PeekOptions, VariableSnapshot } from "./variable-snapshot.js";
 export type { BatchBuilder, BatchResult } from "./variable-writes.js";
 export type { WatchOptions } from "./watch-coherence.js";
 export { workerFetch } from "./worker-fetch.js";

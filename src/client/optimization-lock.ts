@@ -1,14 +1,29 @@
 import type { CallOptions } from "@connectrpc/connect";
 import type { LocalCopy } from "./local-copy.js";
-import type { SessionContext } from "./session-context.js";
 import type { SessionRpc } from "./session-rpc.js";
 import { sentRepeatable, sentWrite, writeOutcome } from "./write-outcome.js";
 
 /** The optimization lock: one optimizer at a time may write a locked variable. */
-export type OptimizationLock = Pick<
-  SessionContext,
-  "startOptimization" | "stopOptimization" | "withOptimizationLock"
->;
+export interface OptimizationLock {
+  startOptimization(
+    identifier: string,
+    optimizerId: string,
+    config?: Readonly<Record<string, string>>,
+  ): Promise<string>;
+  stopOptimization(
+    identifier: string,
+    options?: { optimizerId?: string; force?: boolean },
+  ): Promise<void>;
+  /**
+   * Locks the variables for `optimizerId`, runs `fn`, and always releases
+   * them. Inside `fn`, write with `{ optimizerId }`.
+   */
+  withOptimizationLock<T>(
+    identifiers: readonly string[],
+    optimizerId: string,
+    fn: () => Promise<T>,
+  ): Promise<T>;
+}
 
 /** Creates the lock calls of a context. */
 export function createOptimizationLock(rpc: SessionRpc, local: LocalCopy): OptimizationLock {

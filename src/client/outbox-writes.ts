@@ -25,7 +25,7 @@ import type { SessionRpc } from "./session-rpc.js";
 import type { TimerProvider } from "./timers.js";
 import type { VariableReads } from "./variable-reads.js";
 import { decodeVariable, type VariableSnapshot } from "./variable-snapshot.js";
-import { type PreparedWrite, prepareWrite } from "./variable-writes.js";
+import { type PreparedWrite, prepareWrite } from "./write-encoding.js";
 import {
   newIdempotencyKey,
   OutcomeUnknownError,

@@ -7,8 +7,6 @@
  * overlay: the confirmed value was never touched.
  */
 import type { VariableValue } from "../values/index.js";
-import type { Emitter } from "./events.js";
-import type { SessionContextEvents } from "./session-events.js";
 import type { VariableCache } from "./variable-cache.js";
 import type { VariableSnapshot } from "./variable-snapshot.js";
 
@@ -55,10 +53,21 @@ export interface PendingOverlay {
   readonly size: number;
 }
 
+/** How the overlay tells what changed (a context's "pending" event). */
+export interface PendingAnnouncer {
+  /** Whether anyone listens: nothing is built for an event nobody hears. */
+  listening(): boolean;
+  announce(event: {
+    readonly name: string;
+    readonly writes: number;
+    readonly snapshot: VariableSnapshot | undefined;
+  }): void;
+}
+
 /** Creates an empty overlay over `cache`. */
 export function createPendingOverlay(
   cache: VariableCache,
-  events: Emitter<SessionContextEvents>,
+  events: PendingAnnouncer,
 ): PendingOverlay {
   const byKey = new Map<string, PendingWrite>();
   // Per name, oldest first: the newest is what an optimistic reader sees.
@@ -90,12 +99,8 @@ export function createPendingOverlay(
   };
 
   const announce = (name: string) => {
-    if (!events.has("pending")) return;
-    events.emit("pending", {
-      name,
-      writes: byName.get(name)?.length ?? 0,
-      snapshot: snapshot(name),
-    });
+    if (!events.listening()) return;
+    events.announce({ name, writes: byName.get(name)?.length ?? 0, snapshot: snapshot(name) });
   };
 
   return {

@@ -17,12 +17,12 @@ import {
   type Transport,
 } from "@connectrpc/connect";
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
-import type { JsonValue, ValueOf, VariableType, VariableValue } from "../values/index.js";
+import type { JsonValue, VariableValue } from "../values/index.js";
 import { defaultAffinityHeader, withAffinityHeader } from "./affinity-header.js";
 import { createConnection } from "./connection-state.js";
 import { createEmitter } from "./events.js";
 import { createLocalCopy } from "./local-copy.js";
-import { createOptimizationLock } from "./optimization-lock.js";
+import { createOptimizationLock, type OptimizationLock } from "./optimization-lock.js";
 import type { OutboxStore } from "./outbox.js";
 import { createOutboxWrites, type OutboxWrite } from "./outbox-writes.js";
 import { createPendingOverlay, type PendingWrite } from "./pending-writes.js";
@@ -44,15 +44,9 @@ import { systemTimers, type TimerProvider } from "./timers.js";
 import { withHonestTransportErrors } from "./transport-errors.js";
 import { createVariableCache } from "./variable-cache.js";
 import { createVariableHandles } from "./variable-handles.js";
-import { createVariableReads, type HistoryEntry } from "./variable-reads.js";
-import type { VariableSnapshot } from "./variable-snapshot.js";
-import {
-  type BatchBuilder,
-  type BatchOptions,
-  type BatchResult,
-  createVariableWrites,
-  type RegisterOptions,
-} from "./variable-writes.js";
+import { createVariableReads, type ReadMethods } from "./variable-reads.js";
+import type { Peeked, PeekOptions, VariableSnapshot } from "./variable-snapshot.js";
+import { createVariableWrites, type VariableWrites } from "./variable-writes.js";
 import type { WatchOptions } from "./watch-coherence.js";
 import { fromServerReply } from "./write-outcome.js";
 
@@ -121,23 +115,6 @@ export interface SessionContextOptions {
   readonly timers?: TimerProvider;
 }
 
-/** A cached variable and how much it can be trusted. */
-export interface Peeked<V extends VariableValue = VariableValue> {
-  /**
-   * The confirmed snapshot, or with `{ pending: true }` the optimistic one
-   * when a write of it is pending (its `pending` field is then true).
-   */
-  readonly snapshot: VariableSnapshot<V>;
-  /** Served from persistence and not revalidated yet. */
-  readonly possiblyStale: boolean;
-}
-
-/** Options of {@link SessionContext.peek}. */
-export interface PeekOptions {
-  /** Show the newest pending write's value, if any (default: confirmed only). */
-  readonly pending?: boolean;
-}
-
 /**
  * A session on a bridge server, with a local cache. The TypeScript port of
  * snakepit's Python SessionContext.
@@ -157,7 +134,11 @@ export interface PeekOptions {
  * await vars.temperature.get();         // 0 round trips: served from the cache
  * ```
  */
-export interface SessionContext extends AsyncDisposable {
+export interface SessionContext
+  extends ReadMethods,
+    VariableWrites,
+    OptimizationLock,
+    AsyncDisposable {
   readonly sessionId: string;
   /**
    * Whether opening this context created the session on the server (a new
@@ -175,16 +156,8 @@ export interface SessionContext extends AsyncDisposable {
    */
   readonly openedOffline: boolean;
 
-  register<T extends VariableType>(
-    name: string,
-    type: T,
-    initialValue: ValueOf<T>,
-    options?: RegisterOptions,
-  ): Promise<VariableSnapshot<ValueOf<T>>>;
   /** A variable's value, by name or id. */
   get(identifier: string, options?: ReadOptions): Promise<VariableValue>;
-  /** A variable's snapshot, by name or id. */
-  getVariable(identifier: string, options?: ReadOptions): Promise<VariableSnapshot>;
   /**
    * The cached snapshot, without any call. The same frozen object is
    * returned until the cached entry changes (a new version, or a version
@@ -193,15 +166,6 @@ export interface SessionContext extends AsyncDisposable {
    * (`snapshot.pending` true, every other field confirmed).
    */
   peek(identifier: string, options?: PeekOptions): Peeked | undefined;
-  /** Every cached snapshot, without any call. */
-  cached(): Peeked[];
-  /**
-   * Writes a variable; resolves with the stored snapshot. Validated locally
-   * first; shown as pending (see `peek`) until answered. With an `outbox`,
-   * the write is stored first and this resolves when the server applied
-   * it, however long the bridge is unreachable (see {@link enqueue}).
-   */
-  set(identifier: string, value: VariableValue, options?: WriteOptions): Promise<VariableSnapshot>;
   /**
    * Hands a write to the outbox and returns its two promises: `stored`
    * (kept locally, it will be sent) and `committed` (the server applied
@@ -210,48 +174,6 @@ export interface SessionContext extends AsyncDisposable {
   enqueue(identifier: string, value: VariableValue, options?: WriteOptions): OutboxWrite;
   /** Writes made and not answered yet, oldest first (the outbox's included). */
   pendingWrites(): PendingWrite[];
-  /**
-   * Sets a variable, registering it with an inferred type if it does not
-   * exist: the original's `ctx["x"] = v`. Needs `autoRegister: true`; emits
-   * "registered" when it registers.
-   */
-  assign(name: string, value: VariableValue): Promise<VariableSnapshot>;
-  exists(identifier: string): Promise<boolean>;
-  /** Variables whose names match a glob ('*', '?'). */
-  list(pattern?: string): Promise<VariableSnapshot[]>;
-  delete(identifier: string): Promise<void>;
-  /** Many variables in one call (cache hits need none); NOT_FOUND if any is missing. */
-  getMany(
-    identifiers: readonly string[],
-    options?: ReadOptions,
-  ): Promise<Record<string, VariableSnapshot>>;
-  /** Many writes in one call; atomic: all or nothing. */
-  setMany(
-    updates: Readonly<Record<string, VariableValue>>,
-    options?: BatchOptions,
-  ): Promise<BatchResult>;
-  batch(): BatchBuilder;
-  history(identifier: string, options?: { limit?: number }): Promise<HistoryEntry[]>;
-  /** Writes the value of `version` as a new version. */
-  rollback(identifier: string, version: number): Promise<VariableSnapshot>;
-  startOptimization(
-    identifier: string,
-    optimizerId: string,
-    config?: Readonly<Record<string, string>>,
-  ): Promise<string>;
-  stopOptimization(
-    identifier: string,
-    options?: { optimizerId?: string; force?: boolean },
-  ): Promise<void>;
-  /**
-   * Locks the variables for `optimizerId`, runs `fn`, and always releases
-   * them. Inside `fn`, write with `{ optimizerId }`.
-   */
-  withOptimizationLock<T>(
-    identifiers: readonly string[],
-    optimizerId: string,
-    fn: () => Promise<T>,
-  ): Promise<T>;
   /** A typed handle on one variable. */
   variable<V extends VariableValue = VariableValue>(
     name: string,
@@ -388,7 +310,10 @@ export async function createSessionContext(
   const reads = createVariableReads(rpc, local, () =>
     connection.state.status === "resyncing" ? connection.state.run : undefined,
   );
-  const overlay = createPendingOverlay(cache, events);
+  const overlay = createPendingOverlay(cache, {
+    listening: () => events.has("pending"),
+    announce: (event) => events.emit("pending", event),
+  });
   const outbox =
     options.outbox === undefined
       ? undefined

@@ -3,7 +3,6 @@ import type { Emitter } from "./events.js";
 import type { LocalCopy } from "./local-copy.js";
 import type { PendingOverlay } from "./pending-writes.js";
 import type { BoundVariables, VariableHandle, VariableSchema } from "./schema.js";
-import type { SessionContext } from "./session-context.js";
 import type { SessionContextEvents } from "./session-events.js";
 import type { SessionRpc } from "./session-rpc.js";
 import type { VariableReads } from "./variable-reads.js";
@@ -17,7 +16,8 @@ export interface VariableHandles {
     name: string,
     ttlMs?: number,
   ): VariableHandle<V>;
-  bind: SessionContext["bind"];
+  /** Declares variables once and returns typed handles; one round trip. */
+  bind<S extends VariableSchema>(schema: S): Promise<BoundVariables<S>>;
 }
 
 /** What handles read and write through. */

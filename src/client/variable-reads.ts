@@ -4,9 +4,8 @@ import { decodeValue, type VariableValue, validateValue } from "../values/index.
 import type { LocalCopy } from "./local-copy.js";
 import { collectPages } from "./paged-listing.js";
 import type { ReadOptions } from "./schema.js";
-import type { SessionContext } from "./session-context.js";
 import type { SessionRpc } from "./session-rpc.js";
-import type { VariableSnapshot } from "./variable-snapshot.js";
+import type { Peeked, VariableSnapshot } from "./variable-snapshot.js";
 
 /** One entry of a variable's history. */
 export interface HistoryEntry {
@@ -17,16 +16,31 @@ export interface HistoryEntry {
   readonly metadata: Readonly<Record<string, string>>;
 }
 
+/** The reads a {@link SessionContext} offers (besides `get` and `peek`). */
+export interface ReadMethods {
+  /** A variable's snapshot, by name or id. */
+  getVariable(identifier: string, options?: ReadOptions): Promise<VariableSnapshot>;
+  /** Every cached snapshot, without any call. */
+  cached(): Peeked[];
+  exists(identifier: string): Promise<boolean>;
+  /** Variables whose names match a glob ('*', '?'). */
+  list(pattern?: string): Promise<VariableSnapshot[]>;
+  /** Many variables in one call (cache hits need none); NOT_FOUND if any is missing. */
+  getMany(
+    identifiers: readonly string[],
+    options?: ReadOptions,
+  ): Promise<Record<string, VariableSnapshot>>;
+  history(identifier: string, options?: { limit?: number }): Promise<HistoryEntry[]>;
+}
+
 /** The reads of a SessionContext: cache first, one shared request per miss. */
-export interface VariableReads
-  extends Pick<
-    SessionContext,
-    "getVariable" | "getMany" | "exists" | "list" | "history" | "peek" | "cached"
-  > {
+export interface VariableReads extends ReadMethods {
+  /** The confirmed cached entry (SessionContext.peek without pending values). */
+  peek(identifier: string): Peeked | undefined;
   /** Asks the server; concurrent calls for the same identifier share one request. */
   fetchOne(identifier: string, bypassCache: boolean): Promise<VariableSnapshot>;
-  /** SessionContext.get: its hot path. */
-  getValue: SessionContext["get"];
+  /** SessionContext.get, its hot path: a variable's value, by name or id. */
+  getValue(identifier: string, options?: ReadOptions): Promise<VariableValue>;
 }
 
 /**

@@ -34,6 +34,23 @@ export interface VariableSnapshot<V extends VariableValue = VariableValue> {
   readonly pending?: true;
 }
 
+/** A cached variable and how much it can be trusted. */
+export interface Peeked<V extends VariableValue = VariableValue> {
+  /**
+   * The confirmed snapshot, or with `{ pending: true }` the optimistic one
+   * when a write of it is pending (its `pending` field is then true).
+   */
+  readonly snapshot: VariableSnapshot<V>;
+  /** Served from persistence and not revalidated yet. */
+  readonly possiblyStale: boolean;
+}
+
+/** Options of {@link SessionContext.peek}. */
+export interface PeekOptions {
+  /** Show the newest pending write's value, if any (default: confirmed only). */
+  readonly pending?: boolean;
+}
+
 /** A snapshot together with the wire message it came from. */
 export interface DecodedVariable {
   readonly snapshot: VariableSnapshot;

@@ -15,13 +15,12 @@ import type { LocalCopy } from "./local-copy.js";
 import type { OutboxWrites } from "./outbox-writes.js";
 import type { PendingOverlay, PendingWrite } from "./pending-writes.js";
 import type { WriteOptions } from "./schema.js";
-import type { SessionContext } from "./session-context.js";
 import type { SessionContextEvents } from "./session-events.js";
 import type { SessionRpc } from "./session-rpc.js";
-import type { VariableCache } from "./variable-cache.js";
 import type { VariableReads } from "./variable-reads.js";
 import type { VariableSnapshot } from "./variable-snapshot.js";
 import { createWriteCoalescer, type QueuedWrite, type WriteOutcome } from "./write-coalescer.js";
+import { prepareWrite } from "./write-encoding.js";
 import { sentKeyedWrite, writeOutcome } from "./write-outcome.js";
 
 /** Result of {@link SessionContext.setMany}. */
@@ -91,40 +90,37 @@ export function declare(
   };
 }
 
-/** A value checked and encoded for a write. */
-export interface PreparedWrite {
-  /** The value as validated (normalized by the variable's type). */
-  readonly value: VariableValue;
-  readonly any: Any;
-  readonly binary?: Uint8Array;
-}
-
-/**
- * Validates a write against what the cache knows of the variable, with the
- * server's rules, and encodes it for the wire. A variable the cache does
- * not hold is encoded by the value's shape; the server then validates it
- * against the variable's real type and constraints.
- */
-export function prepareWrite(
-  cache: VariableCache,
-  identifier: string,
-  value: VariableValue,
-  binaryThreshold: number,
-): PreparedWrite {
-  const entry = cache.peek(identifier);
-  if (entry !== undefined) {
-    const { type, name } = entry.variable.snapshot;
-    const normalized = validateValue(type, value, entry.variable.constraints, name);
-    return { value: normalized, ...encodeValue(type, normalized, { binaryThreshold }) };
-  }
-  return { value, ...encodeValue(shapeType(value), value, { binaryThreshold }) };
-}
-
 /** The writes of a SessionContext: write-through, validated locally first. */
-export type VariableWrites = Pick<
-  SessionContext,
-  "register" | "set" | "assign" | "setMany" | "batch" | "delete" | "rollback"
->;
+export interface VariableWrites {
+  register<T extends VariableType>(
+    name: string,
+    type: T,
+    initialValue: ValueOf<T>,
+    options?: RegisterOptions,
+  ): Promise<VariableSnapshot<ValueOf<T>>>;
+  /**
+   * Writes a variable; resolves with the stored snapshot. Validated locally
+   * first; shown as pending (see `peek`) until answered. With an `outbox`,
+   * the write is stored first and this resolves when the server applied
+   * it, however long the bridge is unreachable (see `enqueue`).
+   */
+  set(identifier: string, value: VariableValue, options?: WriteOptions): Promise<VariableSnapshot>;
+  /**
+   * Sets a variable, registering it with an inferred type if it does not
+   * exist: the original's `ctx["x"] = v`. Needs `autoRegister: true`; emits
+   * "registered" when it registers.
+   */
+  assign(name: string, value: VariableValue): Promise<VariableSnapshot>;
+  delete(identifier: string): Promise<void>;
+  /** Many writes in one call; atomic: all or nothing. */
+  setMany(
+    updates: Readonly<Record<string, VariableValue>>,
+    options?: BatchOptions,
+  ): Promise<BatchResult>;
+  batch(): BatchBuilder;
+  /** Writes the value of `version` as a new version. */
+  rollback(identifier: string, version: number): Promise<VariableSnapshot>;
+}
 
 /** What the writes need besides the session and the local copy. */
 export interface WriteParts {
@@ -411,10 +407,3 @@ export function createVariableWrites(
 }
 
 const NO_BYTES = new Uint8Array(0);
-
-/** The wire type a value of unknown variable type is sent as. */
-function shapeType(value: VariableValue): VariableType {
-  if (typeof value === "object" && value !== null && !Array.isArray(value)) return "tensor";
-  if (typeof value === "string") return "string";
-  return inferType(value);
-}
