@@ -365,6 +365,18 @@ export async function createSessionContext(
   // drops its persisted values.
   await outbox?.start({ discard: created });
   const optimistic = new WeakMap<VariableSnapshot, Peeked>();
+  /** peek with `{ pending: true }`: the optimistic snapshot when a write is pending. */
+  const peekPending = (identifier: string): Peeked | undefined => {
+    const confirmed = cache.peek(identifier)?.peeked;
+    const view = confirmed === undefined ? undefined : overlay.snapshot(identifier);
+    if (confirmed === undefined || view === undefined) return confirmed;
+    let peeked = optimistic.get(view);
+    if (peeked === undefined) {
+      peeked = Object.freeze({ snapshot: view, possiblyStale: confirmed.possiblyStale });
+      optimistic.set(view, peeked);
+    }
+    return peeked;
+  };
 
   const ctx: SessionContext = {
     sessionId,
@@ -376,18 +388,9 @@ export async function createSessionContext(
     get: reads.getValue,
     getVariable: reads.getVariable,
 
-    peek(identifier, peek) {
-      const confirmed = reads.peek(identifier);
-      if (peek?.pending !== true || confirmed === undefined) return confirmed;
-      const view = overlay.snapshot(identifier);
-      if (view === undefined) return confirmed;
-      let peeked = optimistic.get(view);
-      if (peeked === undefined) {
-        peeked = Object.freeze({ snapshot: view, possiblyStale: confirmed.possiblyStale });
-        optimistic.set(view, peeked);
-      }
-      return peeked;
-    },
+    // The confirmed read is the hot path: one lookup, as reads.peek.
+    peek: (identifier, peek) =>
+      peek?.pending === true ? peekPending(identifier) : cache.peek(identifier)?.peeked,
     cached: reads.cached,
     set: writes.set,
     enqueue(identifier, value, write) {
