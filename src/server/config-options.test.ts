@@ -1,8 +1,15 @@
 import { readFileSync } from "node:fs";
-import { describe, expect, it } from "vitest";
-import { defaultServerConfig, optionEntries, pickGroup, serverOptions } from "./config-options.js";
-import { defaultConnectionLimits } from "./http-front.js";
-import { defaultLimits, limitsFrom } from "./limits.js";
+import { describe, expect, expectTypeOf, it } from "vitest";
+import {
+  defaultServerConfig,
+  type OptionKeys,
+  optionEntries,
+  pickGroup,
+  serverOptions,
+} from "./config-options.js";
+import * as front from "./http-front.js";
+import { type ConnectionLimits, defaultConnectionLimits } from "./http-front-defaults.js";
+import { defaultLimits, type Limits, limitsFrom } from "./limits.js";
 
 const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
 
@@ -39,12 +46,18 @@ describe("the option table", () => {
     }
   });
 
-  it("is where the server limits and the connection limits get their defaults", () => {
+  it("offers every server limit and connection limit, with its default", () => {
+    // The groups name exactly the fields of the settings they feed (the
+    // name length, fixed, is no option); typecheck fails otherwise.
+    expectTypeOf<OptionKeys<"limits">>().toEqualTypeOf<Exclude<keyof Limits, "maxNameLength">>();
+    expectTypeOf<OptionKeys<"connection">>().toEqualTypeOf<keyof ConnectionLimits>();
     expect(defaultLimits).toEqual({
       ...pickGroup(defaultServerConfig, "limits"),
       maxNameLength: 128,
     });
     expect(defaultConnectionLimits).toEqual(pickGroup(defaultServerConfig, "connection"));
+    expect(front.defaultConnectionLimits).toEqual(defaultConnectionLimits);
+    expect(front.defaultCorsAllowHeaders).toEqual(defaultServerConfig.corsAllowHeaders);
     expect(Object.keys(defaultConnectionLimits).sort()).toEqual(
       [
         "headersTimeoutMs",

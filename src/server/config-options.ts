@@ -2,9 +2,11 @@
  * Every option of `unified-bridge serve`, in one table: flag, environment
  * variable, default, help, how a value is parsed and checked, and which
  * group of settings it belongs to. The server config type, its defaults,
- * the default limits, the connection limits of the HTTP fronts, the CLI
- * parser and `serve --help` are all derived from it, so adding an option is
- * one entry here.
+ * the CLI parser and `serve --help` are all derived from it, so adding an
+ * option is one entry here. An option of a group is a field of that group's
+ * settings (the server's `Limits`, a front's `ConnectionLimits`) and takes
+ * its default from them: those modules sit below this table and never
+ * import it.
  *
  * (Over 400 lines because it is that one table: about 50 entries of a few
  * lines each, kept together on purpose.)
@@ -23,15 +25,16 @@ import {
   token,
   workerAllowList,
 } from "./config-values.js";
-import type { Limits } from "./limits.js";
+import { defaultConnectionLimits, defaultCorsAllowHeaders } from "./http-front-defaults.js";
+import { defaultLimits } from "./limits.js";
 import { isLogLevel, type LogLevel, logLevels } from "./logger.js";
 import { parseRedisUrl } from "./redis-url.js";
 
 /** The settings an option feeds besides the config itself. */
 export type OptionGroup =
-  /** A field of the server's {@link Limits} (`limits.ts`) of the same name. */
+  /** A field of the server's `Limits` (`limits.ts`) of the same name. */
   | "limits"
-  /** A field of the HTTP fronts' connection limits (`http-front.ts`) of the same name. */
+  /** A field of the HTTP fronts' `ConnectionLimits` (`http-front-defaults.ts`) of the same name. */
   | "connection";
 
 /** One option: how users set it and what it means. */
@@ -152,7 +155,7 @@ export const serverOptions = {
   maxSessionsPerClient: option({
     flag: "max-sessions-per-client",
     placeholder: "<n>",
-    default: 256,
+    default: defaultLimits.maxSessionsPerClient,
     help: "Live sessions one public client (by address; see --trusted-proxy) may have created; more fail with RESOURCE_EXHAUSTED, so one client cannot fill the session table.",
     parse: (raw) => integer(raw, 1),
     group: "limits",
@@ -192,26 +195,7 @@ export const serverOptions = {
   corsAllowHeaders: option({
     flag: "cors-allow-headers",
     placeholder: "<header,...>",
-    // Those Connect and gRPC-Web clients send (connect-es's
-    // cors.allowedHeaders), the worker token (authorization), a request id
-    // for tracing, and the session id header a client sends for
-    // session-affine routing.
-    default: [
-      "authorization",
-      "content-type",
-      "connect-protocol-version",
-      "connect-timeout-ms",
-      "connect-content-encoding",
-      "connect-accept-encoding",
-      "content-encoding",
-      "accept-encoding",
-      "grpc-timeout",
-      "grpc-message-type",
-      "x-grpc-web",
-      "x-user-agent",
-      "x-request-id",
-      "x-session-id",
-    ],
+    default: [...defaultCorsAllowHeaders],
     help: "Request headers browsers may send cross-origin (the preflight's Access-Control-Allow-Headers); the list replaces the default, so include the protocol headers; repeat the flag or separate with commas.",
     parse: headerNames,
     repeatable: true,
@@ -226,7 +210,7 @@ export const serverOptions = {
   maxSessionTtlSeconds: option({
     flag: "max-session-ttl",
     placeholder: "<seconds>",
-    default: 7200,
+    default: defaultLimits.maxSessionTtlSeconds,
     help: "Longest session lifetime a client may ask for with ttl_seconds.",
     parse: (raw) => integer(raw, 1, 365 * 24 * 3600),
     group: "limits",
@@ -242,7 +226,7 @@ export const serverOptions = {
   maxSessions: option({
     flag: "max-sessions",
     placeholder: "<n>",
-    default: 10_000,
+    default: defaultLimits.maxSessions,
     help: "Sessions held at once; InitializeSession fails with RESOURCE_EXHAUSTED beyond.",
     parse: (raw) => integer(raw, 1),
     group: "limits",
@@ -250,7 +234,7 @@ export const serverOptions = {
   maxVariablesPerSession: option({
     flag: "max-variables-per-session",
     placeholder: "<n>",
-    default: 1000,
+    default: defaultLimits.maxVariablesPerSession,
     help: "Variables per session.",
     parse: (raw) => integer(raw, 1),
     group: "limits",
@@ -258,7 +242,7 @@ export const serverOptions = {
   maxValueBytes: option({
     flag: "max-value-bytes",
     placeholder: "<size>",
-    default: MiB,
+    default: defaultLimits.maxValueBytes,
     help: "Largest encoded variable value (bytes, or with KiB/MiB/GiB).",
     parse: (raw) => bytes(raw),
     group: "limits",
@@ -266,7 +250,7 @@ export const serverOptions = {
   maxMetadataEntries: option({
     flag: "max-metadata-entries",
     placeholder: "<n>",
-    default: 32,
+    default: defaultLimits.maxMetadataEntries,
     help: "Metadata entries per session or variable.",
     parse: (raw) => integer(raw, 0),
     group: "limits",
@@ -274,7 +258,7 @@ export const serverOptions = {
   maxMetadataBytes: option({
     flag: "max-metadata-bytes",
     placeholder: "<size>",
-    default: 4096,
+    default: defaultLimits.maxMetadataBytes,
     help: "Total metadata size per session or variable (bytes, or with KiB/MiB).",
     parse: (raw) => bytes(raw, 0),
     group: "limits",
@@ -282,7 +266,7 @@ export const serverOptions = {
   historyLimit: option({
     flag: "history-limit",
     placeholder: "<n>",
-    default: 100,
+    default: defaultLimits.historyLimit,
     help: "Versions kept per variable for history and rollback.",
     parse: (raw) => integer(raw, 1),
     group: "limits",
@@ -290,7 +274,7 @@ export const serverOptions = {
   historyMaxBytes: option({
     flag: "history-max-bytes",
     placeholder: "<size>",
-    default: MiB,
+    default: defaultLimits.historyMaxBytes,
     help: "Bytes of past values kept per variable; the oldest versions go first.",
     parse: (raw) => bytes(raw, 0),
     group: "limits",
@@ -298,7 +282,7 @@ export const serverOptions = {
   maxSessionBytes: option({
     flag: "max-session-bytes",
     placeholder: "<size>",
-    default: 16 * MiB,
+    default: defaultLimits.maxSessionBytes,
     help: "Bytes one session may hold (values, history and tool data); writes beyond fail with RESOURCE_EXHAUSTED, history is trimmed first.",
     parse: (raw) => bytes(raw),
     group: "limits",
@@ -306,7 +290,7 @@ export const serverOptions = {
   maxBytesPerClient: option({
     flag: "max-bytes-per-client",
     placeholder: "<size>",
-    default: 256 * MiB,
+    default: defaultLimits.maxBytesPerClient,
     help: "Bytes the live sessions one public client (by address; see --trusted-proxy) created may hold together; writes that would grow them beyond, and new sessions of a client at the limit, fail with RESOURCE_EXHAUSTED, so one client cannot fill the server's memory within its session quota.",
     parse: (raw) => bytes(raw),
     group: "limits",
@@ -314,7 +298,7 @@ export const serverOptions = {
   maxWatchersPerSession: option({
     flag: "max-watchers-per-session",
     placeholder: "<n>",
-    default: 1024,
+    default: defaultLimits.maxWatchersPerSession,
     help: "Watch streams open on one session.",
     parse: (raw) => integer(raw, 1),
     group: "limits",
@@ -322,7 +306,7 @@ export const serverOptions = {
   maxWatchersPerClient: option({
     flag: "max-watchers-per-client",
     placeholder: "<n>",
-    default: 1024,
+    default: defaultLimits.maxWatchersPerClient,
     help: "Watch streams one public client (see --client-prefix-v4/-v6) may have open across all sessions, so one client cannot take every stream the server holds.",
     parse: (raw) => integer(raw, 1),
     group: "limits",
@@ -330,7 +314,7 @@ export const serverOptions = {
   maxWatchers: option({
     flag: "max-watchers",
     placeholder: "<n>",
-    default: 10_000,
+    default: defaultLimits.maxWatchers,
     help: "Watch streams open across all sessions.",
     parse: (raw) => integer(raw, 1),
     group: "limits",
@@ -338,7 +322,7 @@ export const serverOptions = {
   maxToolsPerSession: option({
     flag: "max-tools-per-session",
     placeholder: "<n>",
-    default: 64,
+    default: defaultLimits.maxToolsPerSession,
     help: "Session-scoped tools one session may hold.",
     parse: (raw) => integer(raw, 0),
     group: "limits",
@@ -346,7 +330,7 @@ export const serverOptions = {
   maxTools: option({
     flag: "max-tools",
     placeholder: "<n>",
-    default: 1024,
+    default: defaultLimits.maxTools,
     help: "Remote tools registered by workers, global and session-scoped together.",
     parse: (raw) => integer(raw, 0),
     group: "limits",
@@ -354,7 +338,7 @@ export const serverOptions = {
   maxToolBytes: option({
     flag: "max-tool-bytes",
     placeholder: "<size>",
-    default: 16 * 1024,
+    default: defaultLimits.maxToolBytes,
     help: "Size of one tool registration (name, description, parameters, metadata).",
     parse: (raw) => bytes(raw),
     group: "limits",
@@ -362,7 +346,7 @@ export const serverOptions = {
   maxToolCallsPerSession: option({
     flag: "max-tool-calls-per-session",
     placeholder: "<n>",
-    default: 16,
+    default: defaultLimits.maxToolCallsPerSession,
     help: "Tool calls of one session running at once; more fail with RESOURCE_EXHAUSTED.",
     parse: (raw) => integer(raw, 1),
     group: "limits",
@@ -370,7 +354,7 @@ export const serverOptions = {
   maxExpensiveToolCalls: option({
     flag: "max-expensive-tool-calls",
     placeholder: "<n>",
-    default: 0,
+    default: defaultLimits.maxExpensiveToolCalls,
     help: "Calls of expensive tools (those that declare expensive: true, or remote ones registered with metadata expensive=true) running at once across all clients; more wait in a queue served round-robin by client. 0: one per CPU.",
     parse: (raw) => integer(raw, 0),
     group: "limits",
@@ -378,7 +362,7 @@ export const serverOptions = {
   maxQueuedExpensiveCallsPerClient: option({
     flag: "max-queued-expensive-calls-per-client",
     placeholder: "<n>",
-    default: 8,
+    default: defaultLimits.maxQueuedExpensiveCallsPerClient,
     help: "Calls of expensive tools one public client (by address; see --trusted-proxy) may have waiting for a slot of --max-expensive-tool-calls; more fail with RESOURCE_EXHAUSTED.",
     parse: (raw) => integer(raw, 0),
     group: "limits",
@@ -393,7 +377,7 @@ export const serverOptions = {
   maxForwardedCallsPerClient: option({
     flag: "max-forwarded-calls-per-client",
     placeholder: "<n>",
-    default: 8,
+    default: defaultLimits.maxForwardedCallsPerClient,
     help: "Calls of remote tools (forwarded to workers) one public client (by address; see --trusted-proxy) may have in flight, across its sessions; more fail with RESOURCE_EXHAUSTED, so one client cannot occupy the workers.",
     parse: (raw) => integer(raw, 1),
     group: "limits",
@@ -429,7 +413,7 @@ export const serverOptions = {
   maxReplyBytes: option({
     flag: "max-reply-bytes",
     placeholder: "<size>",
-    default: 16 * MiB,
+    default: defaultLimits.maxReplyBytes,
     help: "Largest reply message (bytes, or with KiB/MiB/GiB); a larger reply fails with RESOURCE_EXHAUSTED. Python grpcio clients accept 4 MiB unless told otherwise.",
     parse: (raw) => bytes(raw),
     group: "limits",
@@ -437,7 +421,7 @@ export const serverOptions = {
   compressMinBytes: option({
     flag: "compress-min-bytes",
     placeholder: "<size>",
-    default: 64 * 1024,
+    default: defaultLimits.compressMinBytes,
     help: "Smallest reply compressed (bytes, or with KiB/MiB/GiB) for a client that accepts gzip or brotli; smaller replies go uncompressed: measured on loopback, compressing them cost more CPU and latency than the bytes saved.",
     parse: (raw) => bytes(raw),
     group: "limits",
@@ -445,7 +429,7 @@ export const serverOptions = {
   maxConnections: option({
     flag: "max-connections",
     placeholder: "<n>",
-    default: 4096,
+    default: defaultConnectionLimits.maxConnections,
     help: "Open connections per listener; more are refused.",
     parse: (raw) => integer(raw, 1),
     group: "connection",
@@ -453,7 +437,7 @@ export const serverOptions = {
   maxConnectionsPerClient: option({
     flag: "max-connections-per-client",
     placeholder: "<n>",
-    default: 256,
+    default: defaultConnectionLimits.maxConnectionsPerClient,
     help: "Open connections one client address (grouped by --client-prefix-v4/-v6) may hold per listener; more are refused at accept. A --trusted-proxy is not counted.",
     parse: (raw) => integer(raw, 1),
     group: "connection",
@@ -461,7 +445,7 @@ export const serverOptions = {
   maxStreamsPerConnection: option({
     flag: "max-streams-per-connection",
     placeholder: "<n>",
-    default: 256,
+    default: defaultConnectionLimits.maxStreamsPerConnection,
     help: "HTTP/2 calls in flight on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).",
     parse: (raw) => integer(raw, 1, 0x7fff_ffff),
     group: "connection",
@@ -469,7 +453,7 @@ export const serverOptions = {
   idleTimeoutMs: option({
     flag: "idle-timeout-ms",
     placeholder: "<ms>",
-    default: 120_000,
+    default: defaultConnectionLimits.idleTimeoutMs,
     help: "A connection with no call in flight for this long is closed.",
     parse: (raw) => integer(raw, 1000, 86_400_000),
     group: "connection",
@@ -477,7 +461,7 @@ export const serverOptions = {
   headersTimeoutMs: option({
     flag: "headers-timeout-ms",
     placeholder: "<ms>",
-    default: 10_000,
+    default: defaultConnectionLimits.headersTimeoutMs,
     help: "Time a new connection, or an HTTP/1.1 request, gets to send its headers.",
     parse: (raw) => integer(raw, 100, 3_600_000),
     group: "connection",
@@ -485,7 +469,7 @@ export const serverOptions = {
   requestTimeoutMs: option({
     flag: "request-timeout-ms",
     placeholder: "<ms>",
-    default: 30_000,
+    default: defaultConnectionLimits.requestTimeoutMs,
     help: "Time a call gets to send its whole request (every RPC sends one message); a call still sending is reset.",
     parse: (raw) => integer(raw, 100, 3_600_000),
     group: "connection",
@@ -493,7 +477,7 @@ export const serverOptions = {
   writeStallTimeoutMs: option({
     flag: "write-stall-timeout-ms",
     placeholder: "<ms>",
-    default: 30_000,
+    default: defaultConnectionLimits.writeStallTimeoutMs,
     help: "A reply the peer stops reading for this long is reset and its memory released.",
     parse: (raw) => integer(raw, 100, 3_600_000),
     group: "connection",
@@ -579,9 +563,3 @@ export function pickGroup<G extends OptionGroup>(
   }
   return out as Pick<ServerConfig, OptionKeys<G>>;
 }
-
-/** The default {@link Limits}: the config's defaults, and the fixed name length. */
-export const defaultLimits: Limits = Object.freeze({
-  ...pickGroup(defaultServerConfig, "limits"),
-  maxNameLength: 128,
-});

@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { formatBytes } from "./limits.js";
 import { redactSessionId } from "./logger.js";
+import { formatBytes } from "./message-text.js";
 
 /**
  * The errors about sessions, in one place: every store, the service and the

@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { JsonValue } from "../values/index.js";
-import { clip, utf8Length } from "./limits.js";
+import { utf8Length } from "../values/utf8-length.js";
+import { clip } from "./message-text.js";
 import type { SessionTransaction, SessionView, VariableRecord } from "./store/session-store.js";
 
 /**

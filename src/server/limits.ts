@@ -1,24 +1,94 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { utf8Length } from "../values/utf8-length.js";
-import { defaultLimits, type OptionKeys, type ServerConfig } from "./config-options.js";
+import { quote } from "./message-text.js";
 
-/** The one UTF-8 byte count, shared with the client's checks. */
-export { utf8Length };
+const MiB = 1024 * 1024;
 
 /**
- * Server limits: what any one caller can make the server hold. Each is an
- * option of the server config (the options of group "limits" in
- * `config-options.ts`, where each one's meaning and default are), except
- * the name length, which is fixed.
+ * Server limits: what any one caller can make the server hold. Each field
+ * but the name length, which is fixed, is the server option of the same
+ * name (group "limits" in `config-options.ts`, where its flag, its
+ * environment variable and its full meaning are), with its default from
+ * {@link defaultLimits}.
  */
-export interface Limits extends Readonly<Pick<ServerConfig, OptionKeys<"limits">>> {
-  /** Longest variable name. */
+export interface Limits {
+  /** Live sessions one public client may have created (`--max-sessions-per-client`). */
+  readonly maxSessionsPerClient: number;
+  /** Longest session lifetime a client may ask for, in seconds (`--max-session-ttl`). */
+  readonly maxSessionTtlSeconds: number;
+  /** Sessions held at once (`--max-sessions`). */
+  readonly maxSessions: number;
+  /** Variables per session (`--max-variables-per-session`). */
+  readonly maxVariablesPerSession: number;
+  /** Largest encoded variable value, in bytes (`--max-value-bytes`). */
+  readonly maxValueBytes: number;
+  /** Metadata entries per session or variable (`--max-metadata-entries`). */
+  readonly maxMetadataEntries: number;
+  /** Metadata bytes per session or variable (`--max-metadata-bytes`). */
+  readonly maxMetadataBytes: number;
+  /** Versions kept per variable (`--history-limit`). */
+  readonly historyLimit: number;
+  /** Bytes of past values kept per variable (`--history-max-bytes`). */
+  readonly historyMaxBytes: number;
+  /** Bytes one session may hold (`--max-session-bytes`). */
+  readonly maxSessionBytes: number;
+  /** Bytes the live sessions of one public client may hold together (`--max-bytes-per-client`). */
+  readonly maxBytesPerClient: number;
+  /** Watch streams open on one session (`--max-watchers-per-session`). */
+  readonly maxWatchersPerSession: number;
+  /** Watch streams one public client may have open (`--max-watchers-per-client`). */
+  readonly maxWatchersPerClient: number;
+  /** Watch streams open across all sessions (`--max-watchers`). */
+  readonly maxWatchers: number;
+  /** Session-scoped tools one session may hold (`--max-tools-per-session`). */
+  readonly maxToolsPerSession: number;
+  /** Remote tools registered by workers (`--max-tools`). */
+  readonly maxTools: number;
+  /** Size of one tool registration, in bytes (`--max-tool-bytes`). */
+  readonly maxToolBytes: number;
+  /** Tool calls of one session running at once (`--max-tool-calls-per-session`). */
+  readonly maxToolCallsPerSession: number;
+  /** Calls of expensive tools running at once; 0: one per CPU (`--max-expensive-tool-calls`). */
+  readonly maxExpensiveToolCalls: number;
+  /** Calls of expensive tools one public client may have waiting (`--max-queued-expensive-calls-per-client`). */
+  readonly maxQueuedExpensiveCallsPerClient: number;
+  /** Calls of remote tools one public client may have in flight (`--max-forwarded-calls-per-client`). */
+  readonly maxForwardedCallsPerClient: number;
+  /** Largest reply message, in bytes (`--max-reply-bytes`). */
+  readonly maxReplyBytes: number;
+  /** Smallest reply compressed, in bytes (`--compress-min-bytes`). */
+  readonly compressMinBytes: number;
+  /** Longest variable name (fixed). */
   readonly maxNameLength: number;
 }
 
-// Defined with the options it comes from and only re-exported here: this
-// module (which the option parsers import) needs nothing at load time.
-export { defaultLimits };
+/** The limits of a server not told otherwise: the defaults of their options. */
+export const defaultLimits: Limits = Object.freeze({
+  maxSessionsPerClient: 256,
+  maxSessionTtlSeconds: 7200,
+  maxSessions: 10_000,
+  maxVariablesPerSession: 1000,
+  maxValueBytes: MiB,
+  maxMetadataEntries: 32,
+  maxMetadataBytes: 4096,
+  historyLimit: 100,
+  historyMaxBytes: MiB,
+  maxSessionBytes: 16 * MiB,
+  maxBytesPerClient: 256 * MiB,
+  maxWatchersPerSession: 1024,
+  maxWatchersPerClient: 1024,
+  maxWatchers: 10_000,
+  maxToolsPerSession: 64,
+  maxTools: 1024,
+  maxToolBytes: 16 * 1024,
+  maxToolCallsPerSession: 16,
+  maxExpensiveToolCalls: 0,
+  maxQueuedExpensiveCallsPerClient: 8,
+  maxForwardedCallsPerClient: 8,
+  maxReplyBytes: 16 * MiB,
+  compressMinBytes: 64 * 1024,
+  maxNameLength: 128,
+});
 
 /** The limits among `source`'s fields (e.g. a server config), defaults for the rest. */
 export function limitsFrom(source: Partial<Record<keyof Limits, unknown>>): Limits {
@@ -82,29 +152,4 @@ export function metadataBytes(metadata: Readonly<Record<string, string>>): numbe
   let bytes = 0;
   for (const key in metadata) bytes += utf8Length(key) + utf8Length(metadata[key] as string);
   return bytes;
-}
-
-/** A byte count for messages: "512 bytes", "256 KiB", "17.2 MiB". */
-export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} bytes`;
-  const [size, unit] = bytes < 1024 * 1024 ? [bytes / 1024, "KiB"] : [bytes / 1024 / 1024, "MiB"];
-  // One decimal, rounded up: a figure just over a limit must not read as
-  // the limit itself. The epsilon keeps float noise (1.1 * 10) from rounding up.
-  const rounded = Math.ceil(size * 10 - 1e-9) / 10;
-  return `${Number.isInteger(rounded) ? rounded : rounded.toFixed(1)} ${unit}`;
-}
-
-/**
- * A client-supplied string as a message may show it: at most `max` code
- * points (never half a character) and well-formed, so the message can
- * always be sent back.
- */
-export function clip(text: string, max = 80): string {
-  const points = Array.from(text.toWellFormed());
-  return points.length <= max ? points.join("") : `${points.slice(0, max).join("")}…`;
-}
-
-/** {@link clip}, in single quotes. */
-export function quote(text: string, max = 80): string {
-  return `'${clip(text, max)}'`;
 }

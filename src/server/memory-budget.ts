@@ -1,6 +1,6 @@
 import { getHeapStatistics } from "node:v8";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { formatBytes } from "./limits.js";
+import { formatBytes } from "./message-text.js";
 
 /**
  * The process-wide memory budget (`--memory-budget`): while the memory the

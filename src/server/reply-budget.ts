@@ -1,6 +1,6 @@
 import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { clientOf, isWorker } from "./caller.js";
-import { formatBytes } from "./limits.js";
+import { formatBytes } from "./message-text.js";
 
 /**
  * Bytes of replies in flight per client. Each reply is at most

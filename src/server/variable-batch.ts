@@ -8,7 +8,8 @@ import {
 import type { BridgeCore } from "./bridge-core.js";
 import { compileGlob } from "./glob.js";
 import { type KeyedWrite, once, recordAt, type WriteKey } from "./idempotency.js";
-import { formatBytes, type Limits } from "./limits.js";
+import type { Limits } from "./limits.js";
+import { formatBytes } from "./message-text.js";
 import { byName } from "./order.js";
 import type { SessionTransaction, SessionView, VariableRecord } from "./store/session-store.js";
 import type { PreparedWrite, RegisterInput, VariableOps, WriteInput } from "./variable-ops.js";

@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { formatBytes, type Limits, metadataBytes } from "./limits.js";
+import { type Limits, metadataBytes } from "./limits.js";
+import { formatBytes } from "./message-text.js";
 import type {
   HistoryEntry,
   SessionTransaction,

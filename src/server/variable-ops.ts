@@ -11,18 +11,11 @@ import {
   type VariableValue,
   valueByteSize,
 } from "../values/index.js";
+import { utf8Length } from "../values/utf8-length.js";
 import { IDEMPOTENCY_DATA_PREFIX } from "./idempotency.js";
 import { variableId } from "./ids.js";
-import {
-  checkMetadata,
-  checkVariableName,
-  clip,
-  formatBytes,
-  type Limits,
-  metadataBytes,
-  quote,
-  utf8Length,
-} from "./limits.js";
+import { checkMetadata, checkVariableName, type Limits, metadataBytes } from "./limits.js";
+import { clip, formatBytes, quote } from "./message-text.js";
 import type {
   SessionTransaction,
   SessionView,

@@ -3,9 +3,9 @@ import { type Client, Code, ConnectError, createClient } from "@connectrpc/conne
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { BridgeService, type ToolChunk } from "../../gen/snakepit/bridge/bridge_pb.js";
 import { convertJsonAny } from "../../values/index.js";
-import { clip } from "../limits.js";
 import { createKeyedLogSampler } from "../log-sampler.js";
 import { type Logger, redactSessionId } from "../logger.js";
+import { clip } from "../message-text.js";
 import type { RegisteredTool } from "./tool-registry.js";
 import { finalChunk, type RunOutcome, type ToolCall, type ToolFinish } from "./tool-run.js";
 

@@ -1,5 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { defaultLimits, type Limits, quote, utf8Length } from "../limits.js";
+import { utf8Length } from "../../values/utf8-length.js";
+import { defaultLimits, type Limits } from "../limits.js";
+import { quote } from "../message-text.js";
 import { byName } from "../order.js";
 import type { AuditTrail, ToolOutcome } from "./audit-trail.js";
 import { hasType, PARAMETER_TYPES } from "./tool-arguments.js";

@@ -7,7 +7,7 @@
  */
 import { isIP } from "node:net";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { quote } from "../limits.js";
+import { quote } from "../message-text.js";
 
 /**
  * A parsed worker address. `host` is canonical, as the connection will use
