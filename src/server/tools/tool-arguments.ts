@@ -1,6 +1,5 @@
 import type { JsonValue } from "../../values/index.js";
-import type { ToolArguments, ToolParameterType } from "./tool-definition.js";
-import type { RegisteredTool } from "./tool-registry.js";
+import type { ToolArguments, ToolParameter, ToolParameterType } from "./tool-definition.js";
 
 /** The parameter types a tool may declare (ParameterSpec.type, as this bridge names them). */
 export const PARAMETER_TYPES: readonly ToolParameterType[] = [
@@ -19,7 +18,7 @@ export const PARAMETER_TYPES: readonly ToolParameterType[] = [
  * types right, no unknown names; fills in defaults.
  */
 export function bindArguments(
-  tool: Pick<RegisteredTool, "name" | "parameters">,
+  tool: { readonly name: string; readonly parameters: readonly ToolParameter[] },
   args: Readonly<Record<string, JsonValue>>,
 ): ToolArguments {
   const bound: Record<string, JsonValue> = {};
