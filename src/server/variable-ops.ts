@@ -9,9 +9,9 @@ import {
   parseVariableType,
   type VariableType,
   type VariableValue,
-  valueByteSize,
 } from "../values/index.js";
 import { utf8Length } from "../values/utf8-length.js";
+import { valueByteSize } from "../values/value-byte-size.js";
 import { IDEMPOTENCY_DATA_PREFIX } from "./idempotency.js";
 import { variableId } from "./ids.js";
 import { checkMetadata, checkVariableName, type Limits, metadataBytes } from "./limits.js";

@@ -4,6 +4,12 @@
  * codec of the snakepit bridge protocol. Runtime-neutral (browsers, Workers,
  * Node).
  *
+ * This is the public `unified-bridge/values`: what an application needs to
+ * make, check, encode and decode values, and the limits that decide which
+ * values and constraints are valid. Helpers only the server uses (the
+ * payload size of a value, converting a JSON Any between its forms, the
+ * type-URL parser) are imported from their own modules.
+ *
  * @example
  * import { parseConstraints, validateValue, encodeValue, decodeValue } from "unified-bridge/values";
  *
@@ -38,16 +44,14 @@ export { decodeValue } from "./decode-value.js";
 export { type EncodedValue, type EncodeOptions, encodeValue } from "./encode-value.js";
 export { inferType } from "./infer-type.js";
 export {
-  convertJsonAny,
   decodeJsonAny,
   encodeJsonAny,
   type JsonAnyForm,
   type JsonValue,
   STRING_VALUE_TYPE_URL,
 } from "./json-any.js";
-export { MAX_JSON_DEPTH, nestsDeeperThan } from "./json-depth.js";
-export { type ParsedTypeUrl, parseTypeUrl, TYPE_URL_PREFIX, typeUrlFor } from "./type-url.js";
-export { valueByteSize } from "./value-byte-size.js";
+export { MAX_JSON_DEPTH } from "./json-depth.js";
+export { TYPE_URL_PREFIX } from "./type-url.js";
 export { isVariableId, variableId } from "./variable-id.js";
 export {
   isVariableType,

@@ -2,7 +2,7 @@ import type { Any } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { BridgeService, type ToolChunk } from "../../gen/snakepit/bridge/bridge_pb.js";
-import { convertJsonAny } from "../../values/index.js";
+import { convertJsonAny } from "../../values/json-any.js";
 import { createKeyedLogSampler } from "../log-sampler.js";
 import { type Logger, redactSessionId } from "../logger.js";
 import { clip } from "../message-text.js";

@@ -14,7 +14,7 @@
  * Values are read in either form from every peer.
  */
 import type { HandlerContext } from "@connectrpc/connect";
-import { convertJsonAny, type JsonAnyForm } from "../../values/index.js";
+import { convertJsonAny, type JsonAnyForm } from "../../values/json-any.js";
 import type { ToolResult } from "./tool-executor.js";
 
 /** The form of the tool results a call over `protocolName` receives. */
