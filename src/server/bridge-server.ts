@@ -41,7 +41,8 @@ export interface BridgeServerOptions extends Partial<ServerConfig> {
   readonly logger?: Logger;
   /**
    * A session store to use instead of a new in-memory one; required when
-   * `store` names Redis. The server does not close a store it was given.
+   * `store` names Redis: open one with `createRedisStore({ url })` (from
+   * `unified-bridge/server`). The server does not close a store it was given.
    * A store with a `healthy` field (the Redis store) fails `/healthz` while
    * it is false.
    */
@@ -146,7 +147,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   const limits: Limits = limitsFrom(config);
   if (options.sessionStore === undefined && config.store !== "memory") {
     throw new Error(
-      "store names Redis: open the Redis store first and pass it as sessionStore (createBridgeServer does not connect anywhere itself)",
+      "store names Redis: open the Redis store first and pass it as sessionStore, e.g. { sessionStore: await createRedisStore({ url }) } with createRedisStore from unified-bridge/server (createBridgeServer does not connect anywhere itself)",
     );
   }
   const store = options.sessionStore ?? createMemoryStore({ now });

@@ -10,13 +10,19 @@
  * await server.start();
  * process.on("SIGTERM", () => void server.stop());
  * ```
+ *
+ * Several replicas serve the same sessions from one Redis:
+ * ```ts
+ * const sessionStore = await createRedisStore({ url: "redis://127.0.0.1:6379/0" });
+ * const server = createBridgeServer({ sessionStore });
+ * ```
  * @module
  */
 
 export type { BridgeAddresses, BridgeServer, BridgeServerOptions } from "./bridge-server.js";
+export { createBridgeServer } from "./bridge-server.js";
 export type { Caller } from "./caller.js";
 export { callerKey } from "./caller.js";
-export { createBridgeServer } from "./bridge-server.js";
 export type { RedisStoreConfig, ServerConfig } from "./config.js";
 export { defaultServerConfig, parseServerConfig } from "./config.js";
 export type { Limits } from "./limits.js";
@@ -26,9 +32,13 @@ export { createLogger, redactSessionId } from "./logger.js";
 export type { MetricsRegistry } from "./metrics.js";
 export type { MemoryStoreOptions } from "./store/memory-store.js";
 export { createMemoryStore } from "./store/memory-store.js";
+export type { FeedAppended, RedisStore, RedisStoreOptions } from "./store/redis-store.js";
+export { createRedisStore } from "./store/redis-store.js";
 export type {
   DependencyEdge,
-  HistoryEntry,
+  // Named apart from the client's HistoryEntry (what `history()` returns):
+  // a store's entry also carries the bytes it counts for.
+  HistoryEntry as HistoryRecord,
   OptimizationLock,
   SessionEndReason,
   SessionInit,
