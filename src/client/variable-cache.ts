@@ -32,8 +32,12 @@ export type PutOutcome = "stored" | "unchanged" | "older";
  * The client's variable cache. One entry per variable, indexed by id and by
  * name; lookups, puts and invalidation are O(1). Versions never go
  * backwards: a response or pushed update older than what is cached is
- * dropped, and a deleted variable cannot be resurrected by a late response
- * (ids are never reused). While the watch stream is healthy the cache is
+ * dropped. A response that arrives after its variable was deleted is
+ * dropped too (ids are never reused, so the id tells), while the cache
+ * remembers the deletion: it keeps up to 10,001 deleted ids and forgets
+ * them all at the next deletion, after which a late response for any of
+ * them (even the one deleted just before) could put its variable back.
+ * While the watch stream is healthy the cache is
  * "live": every entry is kept current by pushed changes, so entries are
  * fresh whatever their age; otherwise each entry is fresh for its TTL.
  */
@@ -51,7 +55,7 @@ export interface VariableCache {
     variable: DecodedVariable,
     options?: { sameVersion?: boolean; possiblyStale?: boolean },
   ): PutOutcome;
-  /** Forgets a deleted variable for good. */
+  /** Forgets a deleted variable, and drops late responses for it (see above for how long). */
   remove(id: string): CacheEntry | undefined;
   /** Drops one entry (it will be fetched again). */
   invalidate(identifier: string): void;
