@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vites
 import { startRedis, type TestRedis } from "../../../test/support/redis-server.js";
 import { describeSessionStoreContract } from "../../../test/support/session-store-contract.js";
 import { encodeRecord } from "./redis/codec.js";
+import { commitScript } from "./redis/scripts.js";
 import { createRedisStore, type RedisStore } from "./redis-store.js";
 import type { StoreEvent, VariableRecord } from "./session-store.js";
 
@@ -226,5 +227,33 @@ describe("the Redis store's change feed", () => {
       type: "change",
       change: { sessionId: "old", variable: { version: 3, value: "from an old replica" } },
     });
+  });
+});
+
+describe("the Redis store's scripts", () => {
+  it("run again after Redis forgot them (SCRIPT FLUSH, as a restart does), and are cached again", async () => {
+    const store = await createRedisStore({
+      url: `redis://127.0.0.1:${redis.port}`,
+      keyPrefix: `flush${n++}:`,
+      sweepIntervalMs: 0,
+    });
+    const admin = new Redis(`redis://127.0.0.1:${redis.port}`);
+    onTestFinished(async () => {
+      admin.disconnect();
+      await store.close();
+    });
+    const session = { metadata: {}, ttlMs: 60_000, allowedTools: [] };
+    await store.createSession({ id: "s", ...session }, 10);
+    await admin.script("FLUSH");
+    expect(await admin.script("EXISTS", commitScript.sha)).toEqual([0]);
+
+    const put = await store.transact("s", (tx) => {
+      tx.setData("k", "v", 1);
+      return "put";
+    });
+    expect(put).toEqual({ value: "put" });
+    expect(await admin.script("EXISTS", commitScript.sha)).toEqual([1]);
+    expect((await store.read("s", (view) => view.data("k")))?.value).toBe("v");
+    expect(await store.deleteSession("s", "cleanup")).toEqual({ variables: 0 });
   });
 });
