@@ -9,7 +9,7 @@ const root = fileURLToPath(new URL("..", import.meta.url));
 const script = join(root, "scripts/import-cycles.mjs");
 
 /** The directories kept free of import cycles; one more is one more entry. */
-const acyclic = ["src/server", "src/values"];
+const acyclic = ["src/client", "src/server", "src/values"];
 
 function findCycles(cwd: string, dirs: readonly string[]) {
   const run = spawnSync(process.execPath, [script, ...dirs], {

@@ -32,8 +32,21 @@ export { createLogger, redactSessionId } from "./logger.js";
 export type { MetricsRegistry } from "./metrics.js";
 export type { MemoryStoreOptions } from "./store/memory-store.js";
 export { createMemoryStore } from "./store/memory-store.js";
+
+import type { RedisStore, RedisStoreOptions } from "./store/redis-store.js";
+
 export type { FeedAppended, RedisStore, RedisStoreOptions } from "./store/redis-store.js";
-export { createRedisStore } from "./store/redis-store.js";
+
+/**
+ * Opens a Redis session store (see `./store/redis-store.ts`) to pass as
+ * `sessionStore`. The Redis client (ioredis) is loaded on this first call,
+ * not when this module is imported: a bridge on the memory store never
+ * loads it.
+ */
+export async function createRedisStore(options: RedisStoreOptions): Promise<RedisStore> {
+  const { createRedisStore: open } = await import("./store/redis-store.js");
+  return open(options);
+}
 export type {
   DependencyEdge,
   // Named apart from the client's HistoryEntry (what `history()` returns):
