@@ -90,7 +90,10 @@ export interface BridgeServer extends AsyncDisposable {
   start(): Promise<BridgeAddresses>;
   /**
    * Stops accepting calls, ends watch streams with UNAVAILABLE (clients
-   * reconnect elsewhere), lets in-flight calls finish, then closes.
+   * reconnect elsewhere), lets in-flight calls finish, then closes. Also
+   * releases a server that never started, or whose `start()` failed (its
+   * subscription to the store, its timers): call it in every case. A
+   * stopped server cannot start again.
    */
   stop(): Promise<void>;
   /**
@@ -299,8 +302,25 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   let fronts: HttpFront[] | undefined;
   let statsTimer: ReturnType<typeof setInterval> | undefined;
 
+  // What the server holds from its creation on (its store subscription,
+  // worker links, timers), released once, by stop(), whether or not the
+  // server ever started or its start failed.
+  let released = false;
+  const release = async () => {
+    if (released) return;
+    released = true;
+    unsubscribe();
+    workerTools.close();
+    executor.close();
+    memory.close();
+    if (options.sessionStore === undefined) await store.close();
+  };
+
   const stop = async () => {
-    if (fronts === undefined) return;
+    if (fronts === undefined) {
+      await release();
+      return;
+    }
     const closing = fronts;
     fronts = undefined;
     if (statsTimer !== undefined) clearInterval(statsTimer);
@@ -314,11 +334,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       closing.filter((f) => f !== admin).map((f) => f.close({ graceMs: config.shutdownGraceMs })),
     );
     await admin?.close({ graceMs: config.shutdownGraceMs });
-    unsubscribe();
-    workerTools.close();
-    executor.close();
-    memory.close();
-    if (options.sessionStore === undefined) await store.close();
+    await release();
     logger.info("stopped");
   };
 
@@ -334,6 +350,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     onAudit: (listener) => audit.subscribe(listener),
     async start() {
       if (fronts !== undefined) throw new Error("the bridge server is already started");
+      if (released) throw new Error("the bridge server was stopped: create a new one");
       const interceptors = [...bridgeInterceptors(metrics), ...(options.interceptors ?? [])];
       const connectionLimits = pickGroup(config, "connection");
       const clientPrefix = { v4: config.clientPrefixV4, v6: config.clientPrefixV6 };
