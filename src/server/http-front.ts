@@ -10,7 +10,7 @@
  * connection starting with the HTTP/2 client preface ("prior knowledge",
  * RFC 9113 §3.3) is HTTP/2, anything else is HTTP/1.
  *
- * It is longer than the other modules (about 650 lines) because the
+ * It is longer than the other modules (about 600 lines) because the
  * protocol sniffing, the per-connection limits and timeouts, and the
  * graceful shutdown all act on the same sockets and servers, and each needs
  * the others' state.
@@ -26,13 +26,21 @@ import {
   cors,
   type Interceptor,
 } from "@connectrpc/connect";
-import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import { defaultServerConfig, pickGroup } from "./config-options.js";
+import {
+  armHttp1Timeouts,
+  clampDeadline,
+  closeIfBodyUnread,
+  handOffToHttp1,
+  handOffToHttp2,
+  type NodeRequest,
+  type NodeResponse,
+  resetOnWriteStall,
+} from "./edge-compat.js";
 import { createLogSampler } from "./log-sampler.js";
 import type { Logger } from "./logger.js";
 import type { MetricsRegistry } from "./metrics.js";
 import { requestErrorGate, requestErrorInterceptor } from "./request-errors.js";
-import { clampDeadline } from "./request-head.js";
 import { refuseRequest } from "./request-refusal.js";
 import { createRpcHandler } from "./rpc-handler.js";
 
@@ -135,11 +143,6 @@ const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
 // Browsers cache a preflight at most this long (Chromium caps at 2 hours).
 const preflightMaxAgeSeconds = 7200;
-
-// The request and response types connect-node accepts: HTTP/1 or HTTP/2 compat.
-type NodeHandler = ReturnType<typeof connectNodeAdapter>;
-type NodeRequest = Parameters<NodeHandler>[0];
-type NodeResponse = Parameters<NodeHandler>[1];
 
 interface Connection {
   readonly socket: net.Socket;
@@ -428,36 +431,21 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     socket.on("end", onEnd);
   }
 
-  // Both servers take over the socket's native handle, so later bytes bypass
-  // the JS stream; the bytes already read go back into the stream and both
-  // deliver those first, from process.nextTick, which runs before the next
-  // read callback.
+  // Both servers take over the socket's native handle and read the bytes
+  // already read first (see edge-compat.ts).
   function handOff(conn: Connection, received: Buffer, isH2: boolean): void {
     const { socket } = conn;
-    socket.unshift(received);
     if (isH2) {
       conn.kind = "http2";
-      // As http2's own net.Server would: a peer's FIN ends the connection.
-      socket.allowHalfOpen = false;
-      // The server emits 'session' synchronously from 'connection'; catching
-      // it here ties the session to its socket (session.socket is a proxy).
-      const onSession = (session: http2.ServerHttp2Session) => {
-        conn.session = session;
-        watchHttp2Session(conn, session);
-        // A connection classified after close() began gets GOAWAY right away.
-        if (closing !== undefined) session.close();
-      };
-      http2Server.once("session", onSession);
-      // The HTTP/2 session reads the unshifted bytes itself (it drains the
-      // socket's buffer when it takes over).
-      http2Server.emit("connection", socket);
-      http2Server.off("session", onSession);
+      const session = handOffToHttp2(http2Server, socket, received);
+      if (session === undefined) return;
+      conn.session = session;
+      watchHttp2Session(conn, session);
+      // A connection classified after close() began gets GOAWAY right away.
+      if (closing !== undefined) session.close();
     } else {
       conn.kind = "http1";
-      http1Server.emit("connection", socket);
-      // The HTTP/1 parser consumes the handle directly; the bytes we read
-      // reach it through 'data' once the socket flows again.
-      socket.resume();
+      handOffToHttp1(http1Server, socket, received);
     }
   }
 
@@ -539,9 +527,9 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
         netServer.listen({ host: options.host, port: options.port }, () => {
           netServer.off("error", onError);
           netServer.on("error", (error) => logger.error("server socket error", { error }));
-          // http.Server arms its headers/request timeout checks on 'listening';
-          // it never listens itself (this front owns the port), so tell it.
-          http1Server.emit("listening");
+          // The HTTP/1 server never listens itself (this front owns the
+          // port): its headers and request timeouts are started here.
+          armHttp1Timeouts(http1Server);
           const address = netServer.address() as net.AddressInfo;
           resolve({ host: options.host, port: address.port });
         });
@@ -555,105 +543,6 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       return closing;
     },
   };
-}
-
-/** Bytes of a reply handed to HTTP/2 at a time, so that its progress shows. */
-const writePieceBytes = 64 * 1024;
-
-type WriteCallback = (error?: Error | null) => void;
-
-/**
- * Resets `stream` when a write of its response makes no progress for `ms`.
- *
- * Node's own `stream.setTimeout` cannot tell: its timeout is put off
- * whenever the session sends anything at all (another stream's bytes, a
- * PING acknowledgement, the reset of another stalled stream), so a peer
- * that never read but sent a PING now and then kept its replies, and their
- * memory, for as long as it liked. Here a large write goes out in pieces,
- * the next once the last was taken, and each piece taken re-arms the
- * timer. One timer per stream, restarted by each write rather than made
- * anew (a watch stream writes once per update); it lapses unused once the
- * stream has been quiet for `ms`, so a quiet watch holds none.
- */
-function resetOnWriteStall(stream: http2.ServerHttp2Stream, ms: number): void {
-  const write = stream._write.bind(stream);
-  const writev = stream._writev?.bind(stream);
-  let stall: ReturnType<typeof setTimeout> | undefined;
-  let writing = false;
-  const onStall = () => {
-    stall = undefined;
-    if (writing && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
-  };
-  const stop = () => {
-    writing = false;
-  };
-  /** Arms the timer for one write; the returned callback ends it. */
-  const start = (callback: WriteCallback): WriteCallback => {
-    writing = true;
-    if (stall === undefined) stall = setTimeout(onStall, ms).unref();
-    else stall.refresh();
-    return (error) => {
-      stop();
-      callback(error);
-    };
-  };
-  const writeInPieces = (chunk: Buffer, encoding: BufferEncoding, done: WriteCallback) => {
-    let offset = 0;
-    const next = (error?: Error | null) => {
-      if (error != null || offset === chunk.length) {
-        done(error);
-        return;
-      }
-      // Http2Stream drops a write to a destroyed stream without calling back.
-      if (stream.destroyed) {
-        done(new Error("the stream was closed before its reply was written"));
-        return;
-      }
-      stall?.refresh();
-      const end = Math.min(offset + writePieceBytes, chunk.length);
-      const piece = chunk.subarray(offset, end);
-      offset = end;
-      write(piece, encoding, next);
-    };
-    next();
-  };
-  // Writable's hooks for stream implementations, which is what
-  // Http2Stream is; both are guarded so that no write escapes the timer.
-  stream._write = (chunk: unknown, encoding, callback) => {
-    const done = start(callback);
-    if (Buffer.isBuffer(chunk) && chunk.length > writePieceBytes) {
-      writeInPieces(chunk, encoding, done);
-    } else {
-      write(chunk, encoding, done);
-    }
-  };
-  if (writev !== undefined) {
-    stream._writev = (chunks, callback) => {
-      const done = start(callback);
-      let bytes = 0;
-      for (const { chunk } of chunks) bytes += Buffer.isBuffer(chunk) ? chunk.length : 0;
-      if (bytes <= writePieceBytes) {
-        writev(chunks, done);
-        return;
-      }
-      // Large: one after the other, in pieces.
-      let index = 0;
-      const next = (error?: Error | null) => {
-        const entry = chunks[index++];
-        if (error != null || entry === undefined) {
-          done(error);
-          return;
-        }
-        if (Buffer.isBuffer(entry.chunk)) writeInPieces(entry.chunk, entry.encoding, next);
-        else write(entry.chunk, entry.encoding, next);
-      };
-      next();
-    };
-  }
-  stream.once("close", () => {
-    stop();
-    clearTimeout(stall);
-  });
 }
 
 function send(
@@ -715,26 +604,4 @@ function createCorsPolicy(
     }
     return false;
   };
-}
-
-/**
- * A response may be sent before its request body was read: a request over
- * readMaxBytes is refused as soon as its size is known. On HTTP/1.1 the
- * client may then stop sending that body half-way and reuse the connection,
- * so the server would read the next request as the rest of the old body
- * and never answer it. Such a response closes the connection instead
- * (`Connection: close`, decided when its headers go out).
- */
-function closeIfBodyUnread(req: http.IncomingMessage, res: http.ServerResponse): void {
-  // A request without a body (a GET probe) has nothing left to read, though
-  // Node marks it complete only once its end has been consumed.
-  const length = req.headers["content-length"];
-  const hasBody =
-    req.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0");
-  if (!hasBody) return;
-  const writeHead = res.writeHead;
-  res.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
-    if (!req.complete) this.shouldKeepAlive = false;
-    return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args);
-  } as typeof res.writeHead;
 }

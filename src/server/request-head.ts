@@ -1,10 +1,9 @@
 /**
- * What the front checks and evens out in a request's head before any
- * handler sees it, for headers that the libraries behind it would
- * otherwise trip over: a malformed authority (connect-node builds the
- * request URL with `new URL`, which throws), and a deadline longer than a
- * Node timer can hold (Node fires such a timer after 1 ms, so a client
- * asking for 11,000 years would get DEADLINE_EXCEEDED at once).
+ * What the front checks in a request's authority before any handler sees
+ * it: connect-node builds the request URL from it with `new URL`, which
+ * throws on a malformed one (see `connectNodeAuthority` in edge-compat.ts,
+ * which also holds the other header the front evens out, the deadline:
+ * `clampDeadline`).
  */
 import { isIP } from "node:net";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -52,38 +51,6 @@ export function ownAuthority(socket: {
   const { localAddress = "localhost", localPort } = socket;
   const host = localAddress.includes(":") ? `[${localAddress}]` : localAddress;
   return localPort === undefined ? host : `${host}:${localPort}`;
-}
-
-/** The longest delay a Node timer holds: 2^31 − 1 ms, about 24.8 days. */
-export const maxTimerMs = 2 ** 31 - 1;
-
-const grpcUnitMs: Readonly<Record<string, number>> = {
-  H: 3_600_000,
-  M: 60_000,
-  S: 1000,
-  m: 1,
-  u: 0.001,
-  n: 0.000_001,
-};
-
-/**
- * Clamps a `grpc-timeout` or `connect-timeout-ms` longer than
- * {@link maxTimerMs} to that (`596H`, `2147483647`): the deadline the
- * client asked for is beyond any call's life, and the protocols' own
- * parsers still judge malformed values.
- */
-export function clampDeadline(headers: Record<string, string | string[] | undefined>): void {
-  const grpc = headers["grpc-timeout"];
-  if (typeof grpc === "string") {
-    const m = /^(\d{1,8})([HMSmun])$/.exec(grpc);
-    if (m !== null && Number(m[1]) * (grpcUnitMs[m[2] as string] ?? 0) > maxTimerMs) {
-      headers["grpc-timeout"] = `${Math.floor(maxTimerMs / 3_600_000)}H`;
-    }
-  }
-  const connect = headers["connect-timeout-ms"];
-  if (typeof connect === "string" && /^\d{1,10}$/.test(connect) && Number(connect) > maxTimerMs) {
-    headers["connect-timeout-ms"] = String(maxTimerMs);
-  }
 }
 
 /** `::1:8080` → `[::1]:8080`, `::1` → `[::1]`; undefined for anything else. */

@@ -4,15 +4,10 @@
  * reset the stream, the server cut a reply nobody read) is logged through
  * the server's logger. connect-node's own adapter prints each one to stderr
  * with a stack trace, which any client could trigger at will. It also
- * serves gRPC-Web's text mode, which connect-node refuses (grpc-web-text.ts).
- *
- * When a call ends, connect aborts its handler context's signal, without a
- * reason when the call succeeded; `AbortController.abort()` then builds a
- * `DOMException` with a stack trace, on every call. In a CPU profile of
- * SetVariable load that cost more than the handler's own work, so the
- * handler context is given a reason made once ({@link callEnded}) for a
- * call that ended without one. A call that fails still aborts with its
- * own error.
+ * serves gRPC-Web's text mode, which connect-node refuses (grpc-web-text.ts),
+ * checks the request's authority first (request-head.ts), and gives every
+ * handler context a reason for its end ({@link callEnded}). What it relies
+ * on in connect and connect-node is in edge-compat.ts.
  */
 
 import {
@@ -23,14 +18,17 @@ import {
   type ContextValues,
   createConnectRouter,
   createContextValues,
-  type HandlerContext,
 } from "@connectrpc/connect";
-import type { connectNodeAdapter } from "@connectrpc/connect-node";
-import {
-  universalRequestFromNodeRequest,
-  universalResponseToNodeResponse,
-} from "@connectrpc/connect-node";
 import { callerKey } from "./caller.js";
+import {
+  abortWithReason,
+  connectNodeAuthority,
+  type NodeHandler,
+  type NodeRequest,
+  type NodeResponse,
+  universalRequestOf,
+  writeUniversalResponse,
+} from "./edge-compat.js";
 import { fromGrpcWebText, toGrpcWebText } from "./grpc-web-text.js";
 import type { Logger } from "./logger.js";
 import { nodeResponseKey } from "./reply-budget.js";
@@ -41,10 +39,6 @@ import {
 } from "./reply-compression.js";
 import { checkAuthority, ownAuthority } from "./request-head.js";
 import { refuseRequest } from "./request-refusal.js";
-
-type NodeHandler = ReturnType<typeof connectNodeAdapter>;
-type NodeRequest = Parameters<NodeHandler>[0];
-type NodeResponse = Parameters<NodeHandler>[1];
 
 /** Options of {@link createRpcHandler}: connect's router options and a few of the adapter's. */
 export interface RpcHandlerOptions extends ConnectRouterOptions {
@@ -57,25 +51,9 @@ export interface RpcHandlerOptions extends ConnectRouterOptions {
 
 /**
  * The reason a handler context's signal carries once its call has ended
- * without an error: what the handler's own cleanup sees in `signal.reason`.
+ * without an error (see {@link abortWithReason}).
  */
-export const callEnded: ConnectError = Object.freeze(
-  new ConnectError("the call has ended", Code.Canceled),
-);
-
-/**
- * Gives `context.abort()` a reason when it is called without one (see the
- * module comment). connect 2.2 passes its request gate the very context
- * object its handler factories abort when the call ends (its internal
- * `HandlerContextController`, whose `abort` the public type leaves out);
- * `rpc-handler.test.ts` checks that this still holds.
- */
-function abortWithReason(context: HandlerContext): void {
-  const controller = context as HandlerContext & { abort?: (reason?: unknown) => void };
-  const abort = controller.abort;
-  if (typeof abort !== "function") return;
-  controller.abort = (reason?: unknown) => abort.call(controller, reason ?? callEnded);
-}
+export { callEnded } from "./edge-compat.js";
 
 /** Creates the handler; see the module comment. */
 export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
@@ -99,7 +77,7 @@ export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
     // connect-node builds the request URL from the client's Host (or
     // :authority) with `new URL`, which throws on a malformed one: checked
     // first, and a missing one (legal in HTTP/1.0) is the listener's own.
-    const given = "authority" in req ? req.authority : req.headers.host;
+    const given = connectNodeAuthority.of(req);
     const authority = checkAuthority(given, ownAuthority(req.socket));
     if (!authority.ok) {
       options.logger.debug("request refused", {
@@ -109,22 +87,17 @@ export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
       refuseRequest(req, res, authority.error);
       return;
     }
-    if (authority.authority !== given) {
-      // Where connect-node reads it: HTTP/2 prefers :authority (an empty
-      // one included), HTTP/1 has only Host.
-      if ("authority" in req) req.headers[":authority"] = authority.authority;
-      else req.headers.host = authority.authority;
-    }
+    if (authority.authority !== given) connectNodeAuthority.set(req, authority.authority);
     const values = options.contextValues?.(req) ?? createContextValues();
     // Reply budgets hold until the response has closed (reply-budget.ts).
     values.set(nodeResponseKey, res);
-    const uReq = universalRequestFromNodeRequest(req, res, undefined, values);
+    const uReq = universalRequestOf(req, res, values);
     // gRPC-Web's text mode is the binary mode in base64: decoded here, so
     // that every handler serves it.
     const binary = fromGrpcWebText(uReq);
     const call = () =>
       handler(binary ?? uReq).then((uRes) =>
-        universalResponseToNodeResponse(binary ? toGrpcWebText(uRes) : uRes, res),
+        writeUniversalResponse(binary ? toGrpcWebText(uRes) : uRes, res),
       );
     // Compressing a reply is bounded per client and stops when the caller
     // is gone (reply-compression.ts), which needs to know the call.
