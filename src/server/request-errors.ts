@@ -19,19 +19,18 @@
  *   construction a failure to decode the request, and is replaced there, so
  *   that metrics and the other interceptors see the code the client gets.
  * - {@link requestErrorGate}, a `requestGate`, which connect runs before the
- *   body is read. It listens to the call's abort signal: every handler
- *   (Connect, gRPC and gRPC-Web, unary and streaming) calls
- *   `context.abort(error)` with the error and only then writes the status
- *   from that same error object. A decoding failure aborting a call that
- *   never reached the interceptors is corrected in place, before it is
- *   written.
+ *   body is read. A decoding failure of a call that never reached the
+ *   interceptors, and a size-limit refusal, are corrected before the error
+ *   is written ({@link correctBeforeWritten}).
  *
  * Errors raised later, such as a response that cannot be serialized, or the
  * same texts thrown by an implementation (relaying a peer's garbage), are
- * the server's and stay INTERNAL. This relies on connect-es 2.2 internals
- * (the handlers' abort-then-write order, the texts matched below);
- * request-errors.test.ts pins the behaviour on every protocol, so an upgrade
- * that changes them fails there.
+ * the server's and stay INTERNAL. What connect offers to tell these errors
+ * apart is only their texts, and the correction relies on the order in
+ * which its handlers abort and write: both are connect-es 2.2 internals,
+ * kept in edge-compat.ts ({@link connectRequestFailure},
+ * {@link correctBeforeWritten}); request-errors.test.ts pins the behaviour
+ * on every protocol, so an upgrade that changes them fails there.
  */
 import {
   Code,
@@ -40,6 +39,12 @@ import {
   type HandlerContext,
   type Interceptor,
 } from "@connectrpc/connect";
+import {
+  type ConnectRequestFailure,
+  connectRequestFailure,
+  correctBeforeWritten,
+  type ErrorCorrection,
+} from "./edge-compat.js";
 
 /** Set once a call reaches {@link requestErrorInterceptor}. */
 const reachedInterceptors = createContextKey(false, {
@@ -70,7 +75,7 @@ async function* decodingErrorsOf<T>(messages: AsyncIterable<T>, typeName: string
   try {
     yield* messages;
   } catch (e) {
-    const message = decodingFailure(e, typeName);
+    const message = decodingFailure(connectRequestFailure(e), typeName);
     if (message === undefined) throw e;
     throw new ConnectError(message, Code.InvalidArgument, undefined, undefined, e);
   }
@@ -84,72 +89,41 @@ async function* decodingErrorsOf<T>(messages: AsyncIterable<T>, typeName: string
  * premature EOF".
  */
 export function requestErrorGate(context: HandlerContext): void {
-  const { signal } = context;
   const typeName = context.method.input.typeName;
-  signal.addEventListener(
-    "abort",
-    () => {
-      const reason: unknown = signal.reason;
-      const limit = sizeLimitFailure(reason);
-      if (limit !== undefined) {
-        reclassify(reason as ConnectError, limit, Code.ResourceExhausted);
-        return;
-      }
-      if (context.values.get(reachedInterceptors)) return;
-      const message = decodingFailure(reason, typeName);
-      if (message !== undefined) reclassify(reason as ConnectError, message);
-    },
-    { once: true },
-  );
+  correctBeforeWritten(context, (reason): ErrorCorrection | undefined => {
+    const failure = connectRequestFailure(reason);
+    if (failure?.kind === "size") {
+      return { message: sizeLimitMessage(failure), code: Code.ResourceExhausted };
+    }
+    if (context.values.get(reachedInterceptors)) return undefined;
+    const message = decodingFailure(failure, typeName);
+    return message === undefined ? undefined : { message, code: Code.InvalidArgument };
+  });
 }
-
-/**
- * Turns `error` into INVALID_ARGUMENT with `message`, in place: the handler
- * writes the status from this very object once the abort listeners return.
- */
-function reclassify(error: ConnectError, message: string, code = Code.InvalidArgument): void {
-  const writable: { -readonly [K in keyof ConnectError]: ConnectError[K] } = error;
-  const replacement = new ConnectError(message, code);
-  writable.code = replacement.code;
-  writable.rawMessage = replacement.rawMessage;
-  writable.message = replacement.message;
-}
-
-// connect-es 2.2 (protocol/serialization.js) wraps protobuf-es's error in a
-// new ConnectError with this prefix and without a cause, so the text is the
-// only handle on it. Its counterpart "serialize binary: " is for responses.
-const parseBinaryPrefix = "parse binary: ";
-// protocol/envelope.js envelopeDecompress, for a message whose compressed
-// flag is set although the request named no compression.
-const compressedWithoutEncoding = "received compressed envelope, but do not know how to decompress";
 
 /**
  * What went wrong decoding a request of type `typeName`, for the client, if
- * `e` is one of the INTERNAL errors connect raises for undecodable requests;
- * otherwise undefined. The callers ensure structurally that `e` was raised
- * while reading the request; this is the one place that knows connect's
- * texts for these errors.
+ * `failure` is one of the failures connect raises for undecodable requests
+ * (INTERNAL, as if the server were at fault); otherwise undefined. The
+ * callers ensure structurally that it was raised while reading the request.
  */
-function decodingFailure(e: unknown, typeName: string): string | undefined {
-  if (!(e instanceof ConnectError) || e.code !== Code.Internal) return undefined;
-  if (e.rawMessage.startsWith(parseBinaryPrefix)) {
-    const reason = e.rawMessage.slice(parseBinaryPrefix.length);
-    return `request is not a valid ${typeName} message: ${reason}`;
+function decodingFailure(
+  failure: ConnectRequestFailure | undefined,
+  typeName: string,
+): string | undefined {
+  switch (failure?.kind) {
+    case "parse":
+      return `request is not a valid ${typeName} message: ${failure.detail}`;
+    case "compressed-without-encoding":
+      return "request message is flagged as compressed, but the request names no compression (grpc-encoding or connect-content-encoding)";
+    case "decompress":
+      // connect-node reports zlib's data errors as INVALID_ARGUMENT, but
+      // others, such as a gzip stream cut short (Z_BUF_ERROR), as INTERNAL.
+      return `request could not be decompressed: ${failure.error.message}`;
+    default:
+      return undefined;
   }
-  if (e.rawMessage === compressedWithoutEncoding) {
-    return "request message is flagged as compressed, but the request names no compression (grpc-encoding or connect-content-encoding)";
-  }
-  // connect-node reports zlib's data errors as INVALID_ARGUMENT, but others,
-  // such as a gzip stream cut short (Z_BUF_ERROR), as INTERNAL; the zlib
-  // error is the cause.
-  const zlib = zlibError(e.cause);
-  if (zlib !== undefined) return `request could not be decompressed: ${zlib.message}`;
-  return undefined;
 }
-
-// protocol/limit-io.js: a request over readMaxBytes, a reply over writeMaxBytes.
-const sizeLimit =
-  /^message size (?:(\d+) )?is larger than configured (readMaxBytes|writeMaxBytes) (\d+)$/;
 
 /**
  * connect's size-limit refusals, reworded to name the server's settings:
@@ -159,15 +133,11 @@ const sizeLimit =
  * service before it is built; connect's own check behind it keeps its text
  * where the call has already ended.)
  */
-function sizeLimitFailure(e: unknown): string | undefined {
-  if (!(e instanceof ConnectError) || e.code !== Code.ResourceExhausted) return undefined;
-  const m = sizeLimit.exec(e.rawMessage);
-  if (m === null) return undefined;
-  const [, size, which, limit] = m;
-  if (which === "writeMaxBytes") {
-    return `the reply is ${size} bytes; the limit is ${limit} bytes (--max-reply-bytes): ask for less at once`;
+function sizeLimitMessage(failure: Extract<ConnectRequestFailure, { kind: "size" }>): string {
+  if (failure.which === "reply") {
+    return `the reply is ${failure.size} bytes; the limit is ${failure.limit} bytes (--max-reply-bytes): ask for less at once`;
   }
-  return requestOverLimit(Number(limit), size === undefined ? undefined : Number(size));
+  return requestOverLimit(failure.limit, failure.size);
 }
 
 /**
@@ -183,9 +153,4 @@ export function requestOverLimit(
 ): string {
   const sizeText = size === undefined ? "over the limit" : `${size} bytes`;
   return `the request is ${sizeText}${when}; the limit is ${limit} bytes (--max-request-bytes)`;
-}
-
-function zlibError(cause: unknown): Error | undefined {
-  if (!(cause instanceof Error) || !("code" in cause)) return undefined;
-  return typeof cause.code === "string" && cause.code.startsWith("Z_") ? cause : undefined;
 }
