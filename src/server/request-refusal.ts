@@ -9,19 +9,15 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
-  codeToHttpStatus,
-  endStreamFlag,
-  endStreamToJson,
-  errorToJsonBytes,
-} from "@connectrpc/connect/protocol-connect";
-import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import type { connectNodeAdapter } from "@connectrpc/connect-node";
+  connectEndStreamFrame,
+  connectErrorBody,
+  connectHttpStatus,
+  grpcStatus,
+  type NodeRequest,
+  type NodeResponse,
+} from "./edge-compat.js";
 import { safeMessage } from "./error-hygiene.js";
 import { grpcWebTextContentType, isGrpcWebText } from "./grpc-web-text.js";
-
-type NodeHandler = ReturnType<typeof connectNodeAdapter>;
-type NodeRequest = Parameters<NodeHandler>[0];
-type NodeResponse = Parameters<NodeHandler>[1];
 
 /** The protocol a request speaks, as far as answering an error goes. */
 export type ReplyProtocol = "grpc" | "grpc-web" | "connect-stream" | "connect-unary" | "http";
@@ -84,20 +80,19 @@ function writeRefusal(
             ? grpcWebTextContentType
             : "application/grpc-web+proto",
       );
-      for (const [k, v] of setTrailerStatus(new Headers(), error)) res.setHeader(k, v);
+      for (const [k, v] of grpcStatus(error)) res.setHeader(k, v);
       res.end();
       return;
     }
     case "connect-stream": {
-      const json = Buffer.from(JSON.stringify(endStreamToJson(new Headers(), error, undefined)));
       res.statusCode = 200;
       res.setHeader("content-type", "application/connect+proto");
-      res.end(frameWith(endStreamFlag, json));
+      res.end(connectEndStreamFrame(error));
       return;
     }
     case "connect-unary": {
-      const body = errorToJsonBytes(error, undefined);
-      res.statusCode = codeToHttpStatus(error.code);
+      const body = connectErrorBody(error);
+      res.statusCode = connectHttpStatus(error.code);
       res.setHeader("content-type", "application/json");
       res.setHeader("content-length", body.length);
       res.end(body);
@@ -105,20 +100,11 @@ function writeRefusal(
     }
     case "http": {
       const body = `${error.rawMessage}\n`;
-      res.statusCode = error.code === Code.Internal ? 500 : codeToHttpStatus(error.code);
+      res.statusCode = error.code === Code.Internal ? 500 : connectHttpStatus(error.code);
       res.setHeader("content-type", "text/plain; charset=utf-8");
       res.setHeader("content-length", Buffer.byteLength(body));
       res.end(body);
       return;
     }
   }
-}
-
-/** A message envelope (gRPC, gRPC-Web and Connect streams alike): `flags`, length, `data`. */
-export function frameWith(flags: number, data: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(5 + data.length);
-  frame[0] = flags;
-  frame.writeUInt32BE(data.length, 1);
-  frame.set(data, 5);
-  return frame;
 }

@@ -25,7 +25,6 @@
  * messages are those of the connect-node path, which shares
  * {@link openWatch} with this one.
  */
-import http from "node:http";
 import { gunzip } from "node:zlib";
 import { fromBinary } from "@bufbuild/protobuf";
 import {
@@ -37,20 +36,21 @@ import {
   type StreamResponse,
 } from "@connectrpc/connect";
 import {
-  endStreamFlag,
-  endStreamToJson,
-  parseTimeout as parseConnectTimeout,
-} from "@connectrpc/connect/protocol-connect";
-import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { trailerFlag, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
-import type { connectNodeAdapter } from "@connectrpc/connect-node";
-import {
   BridgeService,
   type WatchVariablesRequest,
   WatchVariablesRequestSchema,
 } from "../gen/snakepit/bridge/bridge_pb.js";
 import type { BridgeCore } from "./bridge-core.js";
 import { callerKey } from "./caller.js";
+import {
+  connectEndStreamFrame,
+  directWriter,
+  grpcStatus,
+  grpcWebTrailerFrame,
+  type NodeRequest,
+  type NodeResponse,
+  parseDeadline,
+} from "./edge-compat.js";
 import {
   createBase64Decoder,
   encodeGrpcWebTextChunk,
@@ -59,18 +59,8 @@ import {
 } from "./grpc-web-text.js";
 import type { Logger } from "./logger.js";
 import { requestOverLimit } from "./request-errors.js";
-import { frameWith } from "./request-refusal.js";
 import { checkBatch } from "./variable-batch.js";
 import type { FrameSink, Watcher } from "./watch-hub.js";
-
-// The request and response types connect-node accepts: HTTP/1 or HTTP/2 compat.
-type NodeHandler = ReturnType<typeof connectNodeAdapter>;
-type NodeRequest = Parameters<NodeHandler>[0];
-type NodeResponse = Parameters<NodeHandler>[1];
-/** What this module writes with, common to both response types. */
-interface FrameWriter {
-  write(chunk: Uint8Array): boolean;
-}
 
 /** The path of the method this module serves. */
 export const watchVariablesPath = "/snakepit.bridge.BridgeService/WatchVariables";
@@ -209,17 +199,16 @@ function serve(
     if (res.destroyed || res.writableEnded) return;
     if (protocol.kind === "connect") {
       // Connect ends every stream, a refused one too, with an end-stream frame.
-      const json = JSON.stringify(endStreamToJson(new Headers(), error, undefined));
-      res.end(frameWith(endStreamFlag, Buffer.from(json)));
+      res.end(connectEndStreamFrame(error));
       return;
     }
-    const status = setTrailerStatus(new Headers(), error);
+    const status = grpcStatus(error);
     if (!res.headersSent) {
       // Trailers-only: the status travels in the headers.
       for (const [k, v] of status) res.setHeader(k, v);
       res.end();
     } else if (protocol.kind === "grpc-web") {
-      const trailer = frameWith(trailerFlag, trailerSerialize(status));
+      const trailer = grpcWebTrailerFrame(status);
       res.end(protocol.text === true ? encodeGrpcWebTextChunk(trailer) : trailer);
     } else {
       res.addTrailers(Object.fromEntries(status));
@@ -229,13 +218,7 @@ function serve(
 
   // On HTTP/2 the frames go to the stream itself, past the compatibility
   // response (the headers and the end still go through it).
-  const out: FrameWriter & NodeJS.EventEmitter =
-    "stream" in req ? req.stream : (res as http.ServerResponse);
-  const sendHeaders = () => {
-    if (res.headersSent) return;
-    if (res instanceof http.ServerResponse) res.flushHeaders();
-    else res.writeHead(200);
-  };
+  const { target: out, sendHeaders } = directWriter(req, res);
   const sink: FrameSink = {
     text: protocol.text === true,
     write: (frames) => {
@@ -319,8 +302,8 @@ function serve(
 
   const timeout =
     protocol.kind === "connect"
-      ? parseConnectTimeout(headerOf(req, "connect-timeout-ms"), Number.MAX_SAFE_INTEGER)
-      : parseTimeout(headerOf(req, "grpc-timeout"), Number.MAX_SAFE_INTEGER);
+      ? parseDeadline("connect", headerOf(req, "connect-timeout-ms"))
+      : parseDeadline("grpc", headerOf(req, "grpc-timeout"));
   if (timeout.timeoutMs !== undefined) {
     deadline = setTimeout(() => {
       const error = new ConnectError("the deadline expired", Code.DeadlineExceeded);

@@ -1,5 +1,6 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { type VariableUpdate, VariableUpdateSchema } from "../gen/snakepit/bridge/bridge_pb.js";
+import { frameEnvelope } from "./edge-compat.js";
 import { encodeGrpcWebTextChunk } from "./grpc-web-text.js";
 import type { VariableChange, VariableRecord } from "./store/session-store.js";
 import { timestamp, toVariableMessage } from "./variable-message.js";
@@ -39,7 +40,7 @@ export function encodedUpdate(message: VariableUpdate, key: string): EncodedUpda
     version: VERSIONED.has(message.updateType) ? message.variable?.version : undefined,
     message,
     get frame() {
-      frame ??= frameOf(toBinary(VariableUpdateSchema, message));
+      frame ??= frameEnvelope(0, toBinary(VariableUpdateSchema, message));
       return frame;
     },
     get textFrame() {
@@ -47,15 +48,6 @@ export function encodedUpdate(message: VariableUpdate, key: string): EncodedUpda
       return textFrame;
     },
   };
-}
-
-/** Prefixes a serialized message with the streaming frame header. */
-export function frameOf(payload: Uint8Array): Uint8Array {
-  const frame = Buffer.allocUnsafe(5 + payload.length);
-  frame[0] = 0;
-  frame.writeUInt32BE(payload.length, 1);
-  frame.set(payload, 5);
-  return frame;
 }
 
 /** The update for a committed change. */
