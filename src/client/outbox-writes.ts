@@ -25,7 +25,7 @@ import type { SessionRpc } from "./session-rpc.js";
 import type { TimerProvider } from "./timers.js";
 import type { VariableReads } from "./variable-reads.js";
 import { decodeVariable, type VariableSnapshot } from "./variable-snapshot.js";
-import { type PreparedWrite, prepareWrite } from "./write-encoding.js";
+import { type PreparedWrite, prepareWrite, setVariableRequest } from "./write-encoding.js";
 import {
   newIdempotencyKey,
   OutcomeUnknownError,
@@ -205,16 +205,15 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
       call(),
       (idempotencyKey, options) =>
         rpc.client.setVariable(
-          {
+          setVariableRequest({
             sessionId,
-            variableIdentifier: record.name,
-            value: fromBinary(AnySchema, record.value),
-            binaryValue: record.binary ?? NO_BYTES,
+            identifier: record.name,
+            any: fromBinary(AnySchema, record.value),
+            binary: record.binary,
             metadata: record.metadata,
-            expectedVersion: expectedVersion ?? 0,
-            expectVersionZero: expectedVersion === 0,
+            expectedVersion,
             idempotencyKey,
-          },
+          }),
           options,
         ),
       timers,
@@ -524,8 +523,6 @@ export function createOutboxWrites(parts: OutboxParts): OutboxWrites {
     clear: () => store.clear(sessionId),
   };
 }
-
-const NO_BYTES = new Uint8Array(0);
 
 function refusalOf(error: ConnectError): { code: number; message: string } {
   return { code: error.code, message: error.rawMessage };

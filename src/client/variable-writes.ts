@@ -20,7 +20,7 @@ import type { SessionRpc } from "./session-rpc.js";
 import type { VariableReads } from "./variable-reads.js";
 import type { VariableSnapshot } from "./variable-snapshot.js";
 import { createWriteCoalescer, type QueuedWrite, type WriteOutcome } from "./write-coalescer.js";
-import { prepareWrite } from "./write-encoding.js";
+import { prepareWrite, setVariableRequest } from "./write-encoding.js";
 import { sentKeyedWrite, writeOutcome } from "./write-outcome.js";
 
 /** Result of {@link SessionContext.setMany}. */
@@ -158,16 +158,15 @@ export function createVariableWrites(
         : `set '${w.identifier}' at expected version ${expectedVersion}`;
     const res = await sentKeyedWrite(what, call, (idempotencyKey, options) =>
       client.setVariable(
-        {
+        setVariableRequest({
           sessionId,
-          variableIdentifier: w.identifier,
-          value: w.any,
-          binaryValue: w.binary ?? NO_BYTES,
+          identifier: w.identifier,
+          any: w.any,
+          binary: w.binary,
           metadata: w.metadata,
-          expectedVersion: expectedVersion ?? 0,
-          expectVersionZero: expectedVersion === 0,
+          expectedVersion,
           idempotencyKey,
-        },
+        }),
         options,
       ),
     );

@@ -3,7 +3,9 @@
  * once (variable-writes.ts) and one kept in the outbox (outbox-writes.ts).
  * @module
  */
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Any } from "@bufbuild/protobuf/wkt";
+import type { SetVariableRequestSchema } from "../gen/snakepit/bridge/bridge_pb.js";
 import {
   encodeValue,
   inferType,
@@ -47,4 +49,34 @@ function shapeType(value: VariableValue): VariableType {
   if (typeof value === "object" && value !== null && !Array.isArray(value)) return "tensor";
   if (typeof value === "string") return "string";
   return inferType(value);
+}
+
+const NO_BYTES = new Uint8Array(0);
+
+/** One write as SetVariable sends it; `expectedVersion` makes it a compare-and-swap. */
+export interface SetRequestParts {
+  readonly sessionId: string;
+  readonly identifier: string;
+  readonly any: Any;
+  readonly binary: Uint8Array | undefined;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly expectedVersion: number | undefined;
+  readonly idempotencyKey: string;
+}
+
+/** The SetVariable request of a write (version 0 expected travels as its own flag). */
+export function setVariableRequest(
+  parts: SetRequestParts,
+): MessageInitShape<typeof SetVariableRequestSchema> {
+  const { expectedVersion } = parts;
+  return {
+    sessionId: parts.sessionId,
+    variableIdentifier: parts.identifier,
+    value: parts.any,
+    binaryValue: parts.binary ?? NO_BYTES,
+    metadata: parts.metadata,
+    expectedVersion: expectedVersion ?? 0,
+    expectVersionZero: expectedVersion === 0,
+    idempotencyKey: parts.idempotencyKey,
+  };
 }
