@@ -398,7 +398,8 @@ export const connectNodeAuthority = {
  * authority check, the reply budget's response and the compression scope.
  * Breaks: every RPC through connect-node. Upstream: `onError` and a
  * request/response transform option on `connectNodeAdapter`.
- * Pinned by: "abortWithReason" (a call over every protocol through them).
+ * Pinned by: "universalRequestOf / writeUniversalResponse"; "abortWithReason"
+ * (calls over every protocol through them).
  */
 export function universalRequestOf(
   req: NodeRequest,

@@ -160,7 +160,8 @@ function isByteStream(body: UniversalServerRequest["body"]): body is AsyncIterab
 /**
  * `source` with each chunk mapped, passing `throw` and `return` through:
  * connect learns from them that a reply could not be written (and aborts
- * the call), which a generator's `for await` would turn into a plain return.
+ * the call), which a generator's `for await` would turn into a plain return
+ * (see `writeUniversalResponse` in edge-compat.ts).
  */
 function mapChunks(
   source: AsyncIterable<Uint8Array>,
