@@ -26,7 +26,6 @@ import {
   cors,
   type Interceptor,
 } from "@connectrpc/connect";
-import { defaultServerConfig, pickGroup } from "./config-options.js";
 import {
   armHttp1Timeouts,
   clampDeadline,
@@ -37,12 +36,24 @@ import {
   type NodeResponse,
   resetOnWriteStall,
 } from "./edge-compat.js";
+import {
+  type ConnectionLimits,
+  defaultConnectionLimits,
+  defaultCorsAllowHeaders,
+} from "./http-front-defaults.js";
 import { createLogSampler } from "./log-sampler.js";
 import type { Logger } from "./logger.js";
 import type { MetricsRegistry } from "./metrics.js";
 import { requestErrorGate, requestErrorInterceptor } from "./request-errors.js";
 import { refuseRequest } from "./request-refusal.js";
 import { createRpcHandler } from "./rpc-handler.js";
+
+// A front's defaults live below the option table, which builds on them.
+export {
+  type ConnectionLimits,
+  defaultConnectionLimits,
+  defaultCorsAllowHeaders,
+} from "./http-front-defaults.js";
 
 /** What {@link createHttpFront} serves and how; fixed at construction. */
 export interface HttpFrontOptions {
@@ -88,29 +99,6 @@ export interface HttpFrontOptions {
   logger: Logger;
 }
 
-/** What one peer can hold on a front, and for how long. */
-export interface ConnectionLimits {
-  /** Open connections; more are refused at accept. */
-  readonly maxConnections: number;
-  /** Open connections of one client (see {@link HttpFrontOptions.clientOfPeer}); more are refused at accept. */
-  readonly maxConnectionsPerClient: number;
-  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. */
-  readonly maxStreamsPerConnection: number;
-  /** A connection with no request in flight for this long is closed. */
-  readonly idleTimeoutMs: number;
-  /** Time to classify a new connection, and to receive an HTTP/1 request's headers. */
-  readonly headersTimeoutMs: number;
-  /** Time to receive a whole request. */
-  readonly requestTimeoutMs: number;
-  /** A response with bytes the peer has not taken for this long is reset. */
-  readonly writeStallTimeoutMs: number;
-}
-
-/** The limits a front applies unless told otherwise: the server config's defaults. */
-export const defaultConnectionLimits: ConnectionLimits = Object.freeze(
-  pickGroup(defaultServerConfig, "connection"),
-);
-
 /** A listening (or ready to listen) front; see {@link createHttpFront}. */
 export interface HttpFront {
   /** Bind the port. Rejects with the `listen` error (e.g. `EADDRINUSE`). */
@@ -132,12 +120,6 @@ export interface HttpFront {
   /** Connections open now. */
   readonly connectionCount: number;
 }
-
-/**
- * The request headers a cross-origin caller may send unless told otherwise:
- * the server config's default (`--cors-allow-headers`).
- */
-export const defaultCorsAllowHeaders: readonly string[] = defaultServerConfig.corsAllowHeaders;
 
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
