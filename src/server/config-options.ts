@@ -28,6 +28,7 @@ import {
 import { defaultConnectionLimits, defaultCorsAllowHeaders } from "./http-front-defaults.js";
 import { defaultLimits } from "./limits.js";
 import { isLogLevel, type LogLevel, logLevels } from "./logger.js";
+import { clip, misspells } from "./message-text.js";
 import { parseRedisUrl } from "./redis-url.js";
 
 /** The settings an option feeds besides the config itself. */
@@ -506,7 +507,13 @@ export const serverOptions = {
     default: "memory",
     help: 'Where sessions live: "memory" (this process only, gone when it exits) or a Redis server as redis://[user:password@]host[:port][/db], rediss:// for TLS, port 6379 and database 0 unless given; bridges on one Redis with one key prefix share their sessions. The Redis client (ioredis) is loaded only then.',
     parse: (raw) => {
-      if (raw.trim().toLowerCase() === "memory") return "memory";
+      const word = raw.trim();
+      if (word.toLowerCase() === "memory") return "memory";
+      if (misspells(word, "memory")) {
+        throw new Error(
+          `"${clip(word, 32)}" is no store: did you mean memory? Write memory, or a Redis server as redis://[user:password@]host[:port][/db]`,
+        );
+      }
       return { kind: "redis", url: parseRedisUrl(raw).url };
     },
   }),

@@ -223,6 +223,12 @@ describe("parseServerConfig", () => {
       /--store: "redis" is not a URL; write redis:\/\/\[user:password@\]host/,
     ],
     [[], { UB_STORE: "postgres" }, /UB_STORE: "postgres" is not a URL; write redis:\/\//],
+    [
+      ["--store", "memry"],
+      {},
+      /--store: "memry" is no store: did you mean memory\? Write memory, or/,
+    ],
+    [[], { UB_STORE: "Memroy" }, /UB_STORE: "Memroy" is no store: did you mean memory\?/],
     [["--store-key-prefix", "a b"], {}, /--store-key-prefix: must be 1 to 64 printable ASCII/],
     [[], { UB_STORE_KEY_PREFIX: "p".repeat(65) }, /UB_STORE_KEY_PREFIX: must be 1 to 64/],
     [["--store-key-prefix", "ключ:"], {}, /--store-key-prefix: must be 1 to 64 printable ASCII/],

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { clip, formatBytes, quote } from "./message-text.js";
+import { clip, formatBytes, misspells, quote } from "./message-text.js";
 
 describe("clip and quote", () => {
   it("keep at most max code points, never half a character, and mark the cut", () => {
@@ -27,5 +27,21 @@ describe("formatBytes", () => {
   it("rounds up, so a figure over a limit never reads as the limit", () => {
     expect(formatBytes(16 * 1024 * 1024 + 1)).toBe("16.1 MiB");
     expect(formatBytes(1025)).toBe("1.1 KiB");
+  });
+});
+
+describe("misspells", () => {
+  it("takes up to two letters inserted, removed or changed, case aside, for the word meant", () => {
+    const words = ["memry", "memroy", "Memory2", "MEMORY", "mem", "redis", "memoryyyy", "menory"];
+    expect(words.map((w) => [w, misspells(w, "memory")])).toEqual([
+      ["memry", true],
+      ["memroy", true],
+      ["Memory2", true],
+      ["MEMORY", false],
+      ["mem", false],
+      ["redis", false],
+      ["memoryyyy", false],
+      ["menory", true],
+    ]);
   });
 });

@@ -29,3 +29,28 @@ export function formatBytes(bytes: number): string {
   const rounded = Math.ceil(size * 10 - 1e-9) / 10;
   return `${Number.isInteger(rounded) ? rounded : rounded.toFixed(1)} ${unit}`;
 }
+
+/**
+ * Whether `word` looks like a misspelling of `meant` (case aside): at most
+ * two letters inserted, removed or changed, for "did you mean …?" hints.
+ */
+export function misspells(word: string, meant: string): boolean {
+  const a = word.toLowerCase();
+  const b = meant.toLowerCase();
+  if (a === b || Math.abs(a.length - b.length) > 2) return false;
+  // Levenshtein distance, one row at a time.
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      next[j] = Math.min(
+        (row[j] as number) + 1,
+        (next[j - 1] as number) + 1,
+        (row[j - 1] as number) + cost,
+      );
+    }
+    row = next;
+  }
+  return (row[b.length] as number) <= 2;
+}
