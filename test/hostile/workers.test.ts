@@ -191,6 +191,31 @@ async function rawWorker(declared: number, body: number, fill: number) {
   return { address: `127.0.0.1:${port}`, sent };
 }
 
+/** A worker that ends its connection under every call (GOAWAY with an error, as a dying process's runtime may). */
+async function dyingWorker() {
+  const server = http2.createServer();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.on("error", () => undefined);
+    s.on("close", () => sessions.delete(s));
+  });
+  server.on("stream", (stream) => {
+    stream.on("error", () => undefined);
+    stream.session?.destroy(undefined, http2.constants.NGHTTP2_INTERNAL_ERROR);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sessions) s.destroy();
+      }),
+  );
+  return { address: `127.0.0.1:${port}` };
+}
+
 function captureLogs() {
   const lines: string[] = [];
   return {
@@ -232,5 +257,30 @@ describe("worker replies", () => {
     const logged = logs.lines.filter((l) => l.includes('"forwarded tool call failed"'));
     expect(logged).toHaveLength(1);
     expect(logged[0]).toContain(worker.address);
+  });
+
+  it("a worker whose connection dies under a call is reported as that, in words, unary and streaming", async () => {
+    const worker = await dyingWorker();
+    const logs = captureLogs();
+    const b = await startBridge({ logger: logs.logger });
+    cleanups.push(() => b.stop());
+    await b
+      .workerClient()
+      .registerTools({ workerId: "dying", tools: [tool("gone", worker.address)] });
+    const { sessionId } = await b.client().initializeSession({});
+    const unary = await b.client().executeTool({ sessionId, toolName: "gone" });
+    const chunks: string[] = [];
+    for await (const chunk of b.client().executeStreamingTool({ sessionId, toolName: "gone" })) {
+      if (chunk.isFinal) chunks.push(chunk.metadata.error ?? "");
+    }
+    const expected =
+      "the connection to the worker hosting tool 'gone' broke during the call; try again later";
+    expect({ success: unary.success, error: unary.errorMessage }).toEqual({
+      success: false,
+      error: expected,
+    });
+    expect(chunks.join("")).toContain(expected);
+    // The transport's own words (an HTTP/2 error code) stay in the log.
+    expect(logs.lines.some((l) => l.includes("forwarded tool call failed"))).toBe(true);
   });
 });

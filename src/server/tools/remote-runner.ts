@@ -107,7 +107,12 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
    * name, never where its worker is: transport errors (which name the
    * address) are logged for the operator and summarized for the caller.
    */
-  const forwardFailure = (tool: RegisteredTool, e: unknown, sessionId: string): string => {
+  const forwardFailure = (
+    tool: RegisteredTool,
+    e: unknown,
+    sessionId: string,
+    signal: AbortSignal,
+  ): string => {
     const err = ConnectError.from(e);
     const target = tool.target as RemoteTarget;
     forwardFailures.report(
@@ -126,8 +131,16 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
       case Code.DeadlineExceeded:
         return `the worker hosting tool '${tool.name}' did not answer within ${timeoutMs} ms (deadline_exceeded)`;
       case Code.Canceled:
+        // Not cancelled by the caller: connect-node reports a connection
+        // the worker ended under the call as canceled.
+        if (!signal.aborted) {
+          return `the connection to the worker hosting tool '${tool.name}' broke during the call; try again later`;
+        }
         return `the call of tool '${tool.name}' was cancelled (canceled)`;
       default:
+        if (!err.isWireError && brokenConnection(err)) {
+          return `the connection to the worker hosting tool '${tool.name}' broke during the call; try again later`;
+        }
         if (!err.isWireError) {
           // The bridge could not read the worker's reply (too big, not
           // protobuf, a broken stream): the parser's words, which may quote
@@ -192,7 +205,7 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
           metadata: response.metadata,
         };
       } catch (e) {
-        return { outcome: "error", error: forwardFailure(tool, e, call.sessionId) };
+        return { outcome: "error", error: forwardFailure(tool, e, call.sessionId, signal) };
       }
     },
 
@@ -215,7 +228,7 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
         }
         finish("ok");
       } catch (e) {
-        const message = forwardFailure(tool, e, call.sessionId);
+        const message = forwardFailure(tool, e, call.sessionId, signal);
         finish("error", message);
         yield finalChunk(1, null, { error: message });
       }
@@ -232,4 +245,17 @@ function rawParameters(parameters: Readonly<Record<string, Any>>): Record<string
   const out: Record<string, Any> = {};
   for (const [k, v] of Object.entries(parameters)) out[k] = convertJsonAny(v, "raw-json");
   return out;
+}
+
+/**
+ * Whether a failure the bridge raised itself (not the worker's status) is
+ * the connection to the worker ending under the call (an HTTP/2 session or
+ * stream closed with an error code, a reset, a hang-up), as opposed to a
+ * reply it could not read. Matched on Node's and connect-node's texts,
+ * which are for the log only; `test/hostile/workers.test.ts` pins both.
+ */
+function brokenConnection(err: ConnectError): boolean {
+  return /(session|stream) closed|ECONNRESET|EPIPE|socket hang up|GOAWAY|NGHTTP2/i.test(
+    err.rawMessage,
+  );
 }
