@@ -27,6 +27,12 @@ const packages = {
 
 const names = Object.keys(packages);
 
+// `--list`: the package names, one per line (for checks of other lists).
+if (process.argv.includes("--list")) {
+  console.log(names.join("\n"));
+  process.exit(0);
+}
+
 function installed(name) {
   // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax
   const r = spawnSync("dpkg-query", ["-W", "-f=${Status}", name], { encoding: "utf8" });

@@ -95,3 +95,12 @@ describe("the test prerequisites", () => {
     );
   });
 });
+
+describe("the package list", () => {
+  it("is the one .ci/run installs", () => {
+    const listed = spawnSync(process.execPath, [script, "--list"], { encoding: "utf8" });
+    const ci = readFileSync(new URL("../.ci/run", import.meta.url), "utf8");
+    const debs = /^debs=\(([^)]*)\)$/m.exec(ci)?.[1]?.split(/\s+/) ?? [];
+    expect(debs.sort()).toEqual(listed.stdout.trim().split("\n").sort());
+  });
+});
