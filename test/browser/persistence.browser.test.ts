@@ -1,44 +1,15 @@
-import type { BrowserContext, Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type RunningBridge, startBridge } from "../support/bridge.js";
-import { launchChromium } from "../support/chromium.js";
-import { type AppServer, bundleApp, startAppServer } from "./app-server.js";
+import type { Page } from "playwright-core";
+import { describe, expect, it } from "vitest";
+import { pageSuite } from "./page-suite.js";
 
-// Real Chromium, real IndexedDB and BroadcastChannel, the real bridge. The
+// Real Chromium, real IndexedDB and BroadcastChannel, the real suite.bridge. The
 // page reaches the bridge through the page server's same-origin proxy, which
 // counts calls per tab and can hold one back (see app-server.ts). `window.app`
 // is typed by the global declaration in fixture/app.ts.
 
-let bridge: RunningBridge;
-let server: AppServer;
-let browser: { context: BrowserContext; close(): Promise<void> };
-/** Uncaught errors of any page: each fails the test that caused it. */
-const pageErrors: Error[] = [];
+const suite = pageSuite();
 
-beforeAll(async () => {
-  const [appJs, started] = await Promise.all([bundleApp(), startBridge()]);
-  bridge = started;
-  server = await startAppServer(bridge.url, appJs);
-  browser = await launchChromium();
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-  await bridge?.stop();
-});
-
-afterEach(() => {
-  expect(pageErrors.splice(0)).toEqual([]);
-});
-
-async function tab(name: string): Promise<Page> {
-  const page = await browser.context.newPage();
-  page.on("pageerror", (error) => pageErrors.push(error));
-  await page.goto(`${server.origin}/?tab=${name}`);
-  await page.waitForFunction(() => window.app !== undefined);
-  return page;
-}
+const tab = (name: string): Promise<Page> => suite.open(`tab=${name}`);
 
 /** A session with three variables, persisted by the page `page`. */
 async function seed(page: Page, options: { watch?: boolean } = {}): Promise<string> {
@@ -61,15 +32,15 @@ describe("persistence in Chromium", { timeout: 30_000 }, () => {
     const page = await tab("reload");
     const sessionId = await seed(page);
 
-    server.reset();
-    const release = server.hold("GetVariables");
+    suite.server.reset();
+    const release = suite.server.hold("GetVariables");
     try {
       await page.reload();
       await page.waitForFunction(() => window.app !== undefined);
       await page.evaluate((id) => window.app.open({ sessionId: id }), sessionId);
 
       // The revalidation call has reached the proxy and is held there...
-      await expect.poll(() => server.calls("reload").GetVariables).toBe(1);
+      await expect.poll(() => suite.server.calls("reload").GetVariables).toBe(1);
       // ...and the page already shows the persisted values.
       expect(await page.evaluate(() => window.app.isRevalidated())).toBe(false);
       expect(await page.evaluate(() => window.app.cached())).toEqual([
@@ -90,7 +61,7 @@ describe("persistence in Chromium", { timeout: 30_000 }, () => {
       ["steps", 3, false],
       ["temperature", 0.9, false],
     ]);
-    expect(server.calls("reload")).toEqual({
+    expect(suite.server.calls("reload")).toEqual({
       InitializeSession: 1,
       WatchVariables: 1,
       GetVariables: 1,
@@ -108,7 +79,7 @@ describe("persistence in Chromium", { timeout: 30_000 }, () => {
     await reader.evaluate((id) => window.app.open({ sessionId: id, watch: false }), sessionId);
     await reader.evaluate(() => window.app.revalidated());
     const seen = (await reader.evaluate(() => window.app.changes())).length;
-    server.reset();
+    suite.server.reset();
 
     const version = await writer.evaluate(() => window.app.set("temperature", 1.5));
     await writer.evaluate(() => window.app.remove("model"));
@@ -123,8 +94,8 @@ describe("persistence in Chromium", { timeout: 30_000 }, () => {
       { name: "steps", value: 3, version: 0, possiblyStale: false },
       { name: "temperature", value: 1.5, version, possiblyStale: false },
     ]);
-    expect(server.calls("reader")).toEqual({});
-    expect(server.calls("writer")).toEqual({ SetVariable: 1, DeleteVariable: 1 });
+    expect(suite.server.calls("reader")).toEqual({});
+    expect(suite.server.calls("writer")).toEqual({ SetVariable: 1, DeleteVariable: 1 });
 
     await reader.evaluate(() => window.app.close(false));
     await writer.evaluate(() => window.app.close(true));
@@ -141,7 +112,7 @@ describe("persistence in Chromium", { timeout: 30_000 }, () => {
     await reader.evaluate((id) => window.app.open({ sessionId: id, watch: false }), sessionId);
     await reader.evaluate(() => window.app.revalidated());
 
-    const release = server.hold("SetVariable", "response");
+    const release = suite.server.hold("SetVariable", "response");
     const written = writer.evaluate(() => window.app.set("temperature", 1.5));
     try {
       // The bridge applied the write and the writer's watch delivered it...

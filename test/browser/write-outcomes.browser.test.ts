@@ -8,41 +8,16 @@
  * the same cases, on all three protocols, is test/client/write-outcomes.test.ts.
  */
 import type { Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type RunningBridge, startBridge } from "../support/bridge.js";
-import { launchChromium } from "../support/chromium.js";
-import { type AppServer, bundleApp, startAppServer } from "./app-server.js";
+import { describe, expect, it } from "vitest";
+import { pageSuite } from "./page-suite.js";
 
-let bridge: RunningBridge;
-let server: AppServer;
-let browser: Awaited<ReturnType<typeof launchChromium>>;
-const pageErrors: Error[] = [];
-
-beforeAll(async () => {
-  const [appJs, started] = await Promise.all([bundleApp(), startBridge()]);
-  bridge = started;
-  server = await startAppServer(bridge.url, appJs);
-  browser = await launchChromium();
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-  await bridge?.stop();
-});
-
-afterEach(() => {
-  expect(pageErrors.splice(0)).toEqual([]);
-});
+const suite = pageSuite();
 
 async function openPage(
   tab: string,
   transport: string,
 ): Promise<{ page: Page; sessionId: string }> {
-  const page = await browser.context.newPage();
-  page.on("pageerror", (error) => pageErrors.push(error));
-  await page.goto(`${server.origin}/?tab=${tab}&transport=${transport}`);
-  await page.waitForFunction(() => window.app !== undefined);
+  const page = await suite.open(`tab=${tab}&transport=${transport}`);
   const sessionId = await page.evaluate(() => window.app.open({ watch: false }));
   await page.evaluate(() => window.app.register("counter", "integer", 0));
   return { page, sessionId };
@@ -50,7 +25,7 @@ async function openPage(
 
 /** The stored versions of `counter`, oldest first, read past the page. */
 async function history(sessionId: string): Promise<number[]> {
-  const res = await bridge
+  const res = await suite.bridge
     .client()
     .getVariableHistory({ sessionId, variableIdentifier: "counter" });
   return res.entries.map((e) => e.version).reverse();
@@ -62,14 +37,14 @@ describe.each(["connect", "grpc-web"])(
   (transport) => {
     it("a set whose reply is lost after it was applied is sent again and applied once", async () => {
       const { page, sessionId } = await openPage(`lost-set-${transport}`, transport);
-      server.reset();
-      const lost = server.loseReply("SetVariable");
+      suite.server.reset();
+      const lost = suite.server.loseReply("SetVariable");
       const version = await page.evaluate(() => window.app.set("counter", 1));
       await lost;
       expect({
         version,
         // The first call and its resend: both reached the bridge.
-        calls: server.calls(`lost-set-${transport}`).SetVariable,
+        calls: suite.server.calls(`lost-set-${transport}`).SetVariable,
         history: await history(sessionId),
       }).toEqual({ version: 1, calls: 2, history: [0, 1] });
       await page.close();
@@ -77,7 +52,7 @@ describe.each(["connect", "grpc-web"])(
 
     it("a compare-and-swap whose reply is lost is not a conflict with itself, and counts once", async () => {
       const { page, sessionId } = await openPage(`lost-cas-${transport}`, transport);
-      const lost = server.loseReply("SetVariable");
+      const lost = suite.server.loseReply("SetVariable");
       const result = await page.evaluate(() => window.app.setExpecting("counter", 1, 0));
       await lost;
       // The same compare-and-swap made again is a real conflict now.
