@@ -142,14 +142,7 @@ describe("worker addresses", () => {
  */
 async function rawWorker(declared: number, body: number, fill: number) {
   const sent = { bytes: 0 };
-  const server = http2.createServer();
-  const sessions = new Set<http2.ServerHttp2Session>();
-  server.on("session", (s) => {
-    sessions.add(s);
-    s.on("close", () => sessions.delete(s));
-  });
-  server.on("stream", (stream) => {
-    stream.on("error", () => undefined); // a reset by the caller is expected
+  const { address } = await fakeWorker((stream) => {
     stream.resume();
     stream.respond(
       { ":status": 200, "content-type": "application/grpc+proto" },
@@ -178,21 +171,21 @@ async function rawWorker(declared: number, body: number, fill: number) {
     stream.write(prefix);
     pump();
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as AddressInfo).port;
-  cleanups.push(
-    () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        // Open sessions would keep close() waiting.
-        for (const s of sessions) s.destroy();
-      }),
-  );
-  return { address: `127.0.0.1:${port}`, sent };
+  return { address, sent };
 }
 
 /** A worker that ends its connection under every call (GOAWAY with an error, as a dying process's runtime may). */
-async function dyingWorker() {
+function dyingWorker() {
+  return fakeWorker((stream) => {
+    stream.session?.destroy(undefined, http2.constants.NGHTTP2_INTERNAL_ERROR);
+  });
+}
+
+/**
+ * An HTTP/2 server on a free loopback port whose every stream `onStream`
+ * answers; stopped after the test, its open sessions destroyed.
+ */
+async function fakeWorker(onStream: (stream: http2.ServerHttp2Stream) => void) {
   const server = http2.createServer();
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (s) => {
@@ -201,8 +194,8 @@ async function dyingWorker() {
     s.on("close", () => sessions.delete(s));
   });
   server.on("stream", (stream) => {
-    stream.on("error", () => undefined);
-    stream.session?.destroy(undefined, http2.constants.NGHTTP2_INTERNAL_ERROR);
+    stream.on("error", () => undefined); // a reset by the caller is expected
+    onStream(stream);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as AddressInfo).port;
@@ -210,6 +203,7 @@ async function dyingWorker() {
     () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
+        // Open sessions would keep close() waiting.
         for (const s of sessions) s.destroy();
       }),
   );
