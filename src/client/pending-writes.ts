@@ -48,7 +48,7 @@ export interface PendingOverlay {
   latest(name: string): PendingWrite | undefined;
   /** Every pending write, oldest first. */
   list(): PendingWrite[];
-  /** Forgets every pending write without events (the context closes). */
+  /** Forgets every pending write without events (the context closed). */
   clear(): void;
   readonly size: number;
 }

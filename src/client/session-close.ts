@@ -3,6 +3,7 @@ import type { Connection } from "./connection-state.js";
 import type { Emitter } from "./events.js";
 import type { LocalCopy } from "./local-copy.js";
 import type { OutboxWrites } from "./outbox-writes.js";
+import type { PendingOverlay } from "./pending-writes.js";
 import type { PersistenceAdapter, PersistenceWriter } from "./persistence.js";
 import type { SessionContextEvents } from "./session-events.js";
 import type { SessionRpc } from "./session-rpc.js";
@@ -20,6 +21,8 @@ export interface CloseParts {
   readonly stopHeartbeat: () => void;
   /** Settles when the watch loop (or the one-off revalidation) is over. */
   readonly coherence: Promise<void>;
+  /** Writes shown as pending: forgotten with the cache. */
+  readonly overlay: PendingOverlay;
   /** The outbox, if the context has one: stopped on close, cleared by a cleanup. */
   readonly outbox: OutboxWrites | undefined;
 }
@@ -86,6 +89,7 @@ export function createClose(parts: CloseParts): (options?: { cleanup?: boolean }
       if (cleanup) await cleanUp();
     } finally {
       local.cache.clear();
+      parts.overlay.clear();
       parts.events.clear();
     }
   };

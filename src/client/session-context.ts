@@ -359,6 +359,7 @@ export async function createSessionContext(
     stopHeartbeat,
     coherence,
     outbox,
+    overlay,
   });
   // A session the server just created (again) has nothing to do with the
   // writes an ended session of that id left: they are dropped, as hydrate

@@ -17,7 +17,7 @@ import { fromServerReply } from "./write-outcome.js";
  * The error a call should end with: `Aborted` only from a server's reply,
  * `Canceled` only when the caller's `signal` aborted.
  */
-export function honestTransportError(reason: unknown, signal?: AbortSignal): unknown {
+function honestTransportError(reason: unknown, signal?: AbortSignal): unknown {
   if (!(reason instanceof ConnectError) || fromServerReply(reason)) return reason;
   const misleading =
     reason.code === Code.Aborted || (reason.code === Code.Canceled && signal?.aborted !== true);

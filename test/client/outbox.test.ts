@@ -288,6 +288,8 @@ describe("pending values without an outbox", () => {
       ctx.on("refused", (e) => refusals.push(Code[e.error.code]));
       const write = ctx.set("x", 1);
       expect(ctx.peek("x", { pending: true })?.snapshot).toMatchObject({ value: 1, pending: true });
+      const handle = ctx.variable<number>("x");
+      expect([handle.peek({ pending: true })?.value, handle.peek()?.value]).toEqual([1, 0]);
       expect(ctx.peek("x")?.snapshot.value).toBe(0);
       await write;
       const conflict = await rejectionOf(ctx.set("x", 2, { expectedVersion: 0 }));
@@ -308,8 +310,12 @@ describe("pending values without an outbox", () => {
         shown: 1,
       });
       expect(() => ctx.enqueue("x", 3)).toThrow(ConnectError);
+      // A write still in flight when the context closes is no longer shown.
+      void ctx.set("x", 4).catch(() => undefined);
+      expect(ctx.pendingWrites()).toHaveLength(1);
     } finally {
       await ctx.close();
     }
+    expect(ctx.pendingWrites()).toEqual([]);
   });
 });
