@@ -3,6 +3,7 @@ import {
   createTransaction,
   createView,
   emptySessionState,
+  newSessionRecord,
   type SessionState,
 } from "./session-state.js";
 import type {
@@ -213,17 +214,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
         // The limit in force is the one the latest session was created under.
         share.maxBytes = maxBytes;
       }
-      const t = now();
       const state: MemorySessionState = {
-        ...emptySessionState({
-          id: init.id,
-          metadata: init.metadata,
-          createdAt: t,
-          ttlMs: init.ttlMs,
-          expiresAt: t + init.ttlMs,
-          allowedTools: init.allowedTools,
-          nextVariableSeq: 1,
-        }),
+        ...emptySessionState(newSessionRecord(init, now())),
         bucket: Number.NaN,
         client: share,
       };

@@ -8,6 +8,7 @@ import { isVariableId } from "../ids.js";
 import type {
   DependencyEdge,
   HistoryEntry,
+  SessionInit,
   SessionRecord,
   SessionTransaction,
   SessionView,
@@ -37,6 +38,19 @@ export interface DataEntry {
 
 /** Frozen empty dependency list shared by sessions without dependencies. */
 export const NO_DEPENDENCIES: readonly DependencyEdge[] = Object.freeze([]);
+
+/** The record of a session created now (`t`, epoch ms) from its init. */
+export function newSessionRecord(init: SessionInit, t: number): SessionRecord {
+  return {
+    id: init.id,
+    metadata: init.metadata,
+    createdAt: t,
+    ttlMs: init.ttlMs,
+    expiresAt: t + init.ttlMs,
+    allowedTools: init.allowedTools,
+    nextVariableSeq: 1,
+  };
+}
 
 /** A new, empty session state. */
 export function emptySessionState(record: SessionRecord): SessionState {

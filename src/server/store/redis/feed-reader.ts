@@ -1,22 +1,5 @@
-/**
- * The change feed's reader: one loop per replica reads the feed (a Redis
- * Stream) and delivers its entries (feed-delivery.ts) to this replica's
- * subscribers in commit order, its own commits included.
- *
- * Entries are numbered one by one. A number that jumps means a trim took
- * entries this replica had not read, one that goes back a feed Redis lost
- * and began again, and an entry deleted after the last one read (looked
- * for on reconnecting) the same: subscribers are then told to
- * resynchronize.
- */
-import type { Logger } from "../../logger.js";
-import type { SharedTool } from "../../tools/shared-tools.js";
 import type { StoreEvent, SubscribeOptions } from "../session-store.js";
-import type { RedisConnection } from "./connection.js";
-import { createFeedDelivery } from "./feed-delivery.js";
-import type { FeedWrites } from "./feed-writes.js";
-import type { KeySpace } from "./script.js";
-import type { SessionCache } from "./session-cache.js";
+import { createFeedDelivery, type FeedDeliveryOptions } from "./feed-delivery.js";
 
 /**
  * Where the reader is:
@@ -30,17 +13,8 @@ import type { SessionCache } from "./session-cache.js";
 export type FeedReaderState = "following" | "reconnected" | "failed";
 
 /** Options of {@link startFeedReader}. */
-export interface FeedReaderOptions {
-  readonly connection: RedisConnection;
-  readonly keys: KeySpace;
-  readonly cache: SessionCache;
-  readonly feedWrites: FeedWrites;
-  /** This replica's id, as its entries carry it. */
-  readonly replica: string;
-  /** Receives the tools other replicas register. */
-  readonly onTools: (tools: readonly SharedTool[]) => void;
+export interface FeedReaderOptions extends FeedDeliveryOptions {
   readonly shownUrl: string;
-  readonly logger?: Logger | undefined;
 }
 
 /** The running reader. */

@@ -23,8 +23,13 @@ import { randomBytes } from "node:crypto";
 import { clientBytesReached, clientQuotaReached, sessionLimitReached } from "../../errors.js";
 import type { Logger } from "../../logger.js";
 import { parseRedisUrl } from "../../redis-url.js";
-import { createTransaction, createView, emptySessionState } from "../session-state.js";
-import type { SessionEndReason, SessionRecord, SessionStore } from "../session-store.js";
+import {
+  createTransaction,
+  createView,
+  emptySessionState,
+  newSessionRecord,
+} from "../session-state.js";
+import type { SessionEndReason, SessionStore } from "../session-store.js";
 import { encodeFeedChanges } from "./codec.js";
 import { createCommitter } from "./committer.js";
 import { connect } from "./connection.js";
@@ -217,15 +222,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
 
     async createSession(init, maxSessions, setup) {
       const t = now();
-      const record: SessionRecord = {
-        id: init.id,
-        metadata: init.metadata,
-        createdAt: t,
-        ttlMs: init.ttlMs,
-        expiresAt: t + init.ttlMs,
-        allowedTools: init.allowedTools,
-        nextVariableSeq: 1,
-      };
+      const record = newSessionRecord(init, t);
       const state = emptySessionState(record);
       const tx = createTransaction(state);
       setup?.(tx.api);
