@@ -1,3 +1,14 @@
+/**
+ * The change feed's reader: one loop per replica reads the feed (a Redis
+ * Stream) and delivers its entries (feed-delivery.ts) to this replica's
+ * subscribers in commit order, its own commits included.
+ *
+ * Entries are numbered one by one. A number that jumps means a trim took
+ * entries this replica had not read, one that goes back a feed Redis lost
+ * and began again, and an entry deleted after the last one read (looked
+ * for on reconnecting) the same: subscribers are then told to
+ * resynchronize.
+ */
 import type { StoreEvent, SubscribeOptions } from "../session-store.js";
 import { createFeedDelivery, type FeedDeliveryOptions } from "./feed-delivery.js";
 
