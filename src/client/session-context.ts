@@ -6,7 +6,8 @@
  * (optimization-lock.ts), typed handles (variable-handles.ts), the cache
  * with persistence and tabs (local-copy.ts), revalidation, watch and
  * heartbeat (session-sync.ts), the connection state machine
- * (connection-state.ts) and closing (session-close.ts).
+ * (connection-state.ts), pending values (pending-writes.ts), the outbox
+ * (outbox-writes.ts) and closing (session-close.ts).
  * @module
  */
 import {
