@@ -194,6 +194,17 @@ describe.each(protocols)("the outbox over %s", (protocol) => {
     expect(await next.get("x", { bypassCache: true })).toBe(0);
   });
 
+  it("close({ cleanup: true }) ends the session and clears its outbox", async () => {
+    const outbox = memoryOutbox();
+    const ctx = await fresh(outbox);
+    await goOffline(ctx);
+    await ctx.enqueue("x", 5).stored;
+    proxy.restore();
+    // The write may or may not be sent before the cleanup: either way nothing stays stored.
+    await ctx.close({ cleanup: true });
+    expect(await outbox.load(ctx.sessionId)).toEqual([]);
+  });
+
   it("a write whose reply is lost after it was applied is sent again under its key and applied once", async () => {
     const ctx = await fresh();
     proxy.holdReplies();
