@@ -200,6 +200,8 @@ describe.each(protocols)("the outbox over %s", (protocol) => {
     await goOffline(ctx);
     await ctx.enqueue("x", 5).stored;
     proxy.restore();
+    // Back on a working connection first (the cut one may still be in use).
+    await until(() => ctx.cache.live, "the context live again");
     // The write may or may not be sent before the cleanup: either way nothing stays stored.
     await ctx.close({ cleanup: true });
     expect(await outbox.load(ctx.sessionId)).toEqual([]);
