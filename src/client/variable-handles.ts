@@ -7,7 +7,7 @@ import type { SessionContextEvents } from "./session-events.js";
 import type { SessionRpc } from "./session-rpc.js";
 import type { VariableReads } from "./variable-reads.js";
 import type { VariableSnapshot } from "./variable-snapshot.js";
-import { declare, type VariableWrites } from "./variable-writes.js";
+import { declare, patternsReady, type VariableWrites } from "./variable-writes.js";
 import { sentRepeatable } from "./write-outcome.js";
 
 /** Typed handles on variables, one at a time or a whole schema at once. */
@@ -62,6 +62,7 @@ export function createVariableHandles(
     // ones already there (ifAbsent): binding never resets a shared value.
     async bind(schema) {
       const names = Object.keys(schema);
+      await patternsReady(Object.values(schema));
       const declarations = names.map((name) => {
         const d = schema[name] as VariableSchema[string];
         return declare(name, d.type, d.default, d, parts.binaryThreshold);

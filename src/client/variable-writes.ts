@@ -4,6 +4,7 @@ import type { Variable } from "../gen/snakepit/bridge/bridge_pb.js";
 import {
   encodeValue,
   inferType,
+  loadPatternEngine,
   parseConstraints,
   type ValueOf,
   type VariableType,
@@ -64,6 +65,17 @@ export interface Declaration {
   readonly initialBinaryValue: Uint8Array;
   readonly constraintsJson: string;
   readonly metadata: Readonly<Record<string, string>>;
+}
+
+/**
+ * Loads the pattern engine before declarations that need it, so that
+ * {@link declare} checks their patterns (and initial values against them)
+ * here as the server would. Declarations without one never load it.
+ */
+export async function patternsReady(
+  options: readonly { readonly constraints?: Readonly<Record<string, unknown>> }[],
+): Promise<void> {
+  if (options.some((o) => o.constraints?.pattern != null)) await loadPatternEngine();
 }
 
 /**
@@ -326,6 +338,7 @@ export function createVariableWrites(
   };
 
   const register: VariableWrites["register"] = async (name, type, initialValue, extra = {}) => {
+    await patternsReady([extra]);
     const declaration = declare(name, type, initialValue, extra, binaryThreshold);
     const res = await sentKeyedWrite(
       () => `register '${name}'`,

@@ -10,6 +10,8 @@ import { compileGlob } from "./glob.js";
 import { type KeyedWrite, once, recordAt, type WriteKey } from "./idempotency.js";
 import type { Limits } from "./limits.js";
 import { formatBytes } from "./message-text.js";
+// For its effect: exact pattern checks from the first request on.
+import "./pattern-checks.js";
 import { byName } from "./order.js";
 import type { SessionTransaction, SessionView, VariableRecord } from "./store/session-store.js";
 import type { PreparedWrite, RegisterInput, VariableOps, WriteInput } from "./variable-ops.js";

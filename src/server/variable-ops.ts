@@ -16,6 +16,8 @@ import { IDEMPOTENCY_DATA_PREFIX } from "./idempotency.js";
 import { variableId } from "./ids.js";
 import { checkMetadata, checkVariableName, type Limits, metadataBytes } from "./limits.js";
 import { clip, formatBytes, quote } from "./message-text.js";
+// For its effect: exact pattern checks from the first request on.
+import "./pattern-checks.js";
 import type {
   SessionTransaction,
   SessionView,

@@ -1,10 +1,17 @@
 import { Code } from "@connectrpc/connect";
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { thrownBy } from "../../test/support/errors.js";
 import { checkValue, validateValue } from "./check-value.js";
 import { parseConstraints } from "./constraints.js";
+import { loadPatternEngine } from "./pattern-engine.js";
 import { MAX_TENSOR_DIMENSIONS, type VariableType } from "./variable-type.js";
+
+// Exact pattern checks, as the server makes them (pattern-engine.test.ts
+// covers a client's first pattern, met before the engine has loaded).
+beforeAll(async () => {
+  await loadPatternEngine();
+});
 
 type Case = readonly [
   type: VariableType,

@@ -13,6 +13,11 @@ import {
   PATTERN_CHECK_BUDGET,
 } from "./compile-pattern.js";
 import { parseConstraints } from "./constraints.js";
+import { providePatternEngine } from "./pattern-engine.js";
+
+// As on the server: the engine is there before the first parse (the
+// deferred form a client may see first is pattern-engine.test.ts's).
+providePatternEngine(RE2JS);
 
 const refusal = (pattern: string) =>
   thrownBy(() => parseConstraints("string", { pattern }), Code.InvalidArgument).rawMessage;

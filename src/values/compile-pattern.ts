@@ -1,5 +1,6 @@
-import { RE2JS } from "re2js";
+import type { RE2JS } from "re2js";
 import { describeValue, invalidArgument, truncateText } from "./describe-value.js";
+import { loadedPatternEngine, loadPatternEngine, type PatternEngine } from "./pattern-engine.js";
 
 /**
  * Longest `pattern` constraint, in UTF-16 units. Compiling takes time in
@@ -46,8 +47,18 @@ export interface CompiledPattern {
    * {@link PATTERN_CHECK_BUDGET}; `test` must not be given longer ones.
    */
   readonly maxValueLength: number;
-  /** Whether the pattern matches anywhere in `s`. */
+  /**
+   * Whether the pattern matches anywhere in `s`. Always true while the
+   * pattern is {@link CompiledPattern.deferred}: the check is the server's.
+   */
   readonly test: (s: string) => boolean;
+  /**
+   * True while the pattern engine is still loading (a client that met its
+   * first pattern): `instructions` is an estimate, `maxValueLength` is
+   * unbounded and `test` accepts everything. The first use after the
+   * engine arrives compiles the pattern for real.
+   */
+  readonly deferred: boolean;
 }
 
 /**
@@ -57,10 +68,16 @@ export interface CompiledPattern {
  * compilePattern("^[a-z]+$").maxValueLength; // 16666 (6 instructions)
  * compilePattern("(?:a|ab|b){1000}c"); // throws "pattern: repeat count 1000 exceeds the limit of 256"
  *
+ * Without the pattern engine loaded (see pattern-engine.ts) the pattern is
+ * checked for everything its text shows and returned
+ * {@link CompiledPattern.deferred}, and the engine starts loading; the
+ * server always has the engine, so it always compiles at once.
+ *
  * @throws ConnectError with `Code.InvalidArgument` when `v` is not a string,
  *   is longer than {@link MAX_PATTERN_LENGTH}, repeats more than
  *   {@link MAX_PATTERN_REPEAT} times, compiles (or would compile) to more than
- *   {@link MAX_PATTERN_INSTRUCTIONS}, or is not valid RE2 syntax.
+ *   {@link MAX_PATTERN_INSTRUCTIONS}, or is not valid RE2 syntax (the last
+ *   two, for a deferred pattern, at its first use after the engine loads).
  */
 export function compilePattern(v: unknown): CompiledPattern {
   if (typeof v !== "string") {
@@ -86,9 +103,15 @@ export function compilePattern(v: unknown): CompiledPattern {
       `pattern would compile to about ${shape.estimatedInstructions} instructions; the limit is ${MAX_PATTERN_INSTRUCTIONS} (use fewer or smaller repeats)`,
     );
   }
+  const engine = loadedPatternEngine();
+  return engine === undefined ? deferredPattern(v, shape) : compileWith(engine, v);
+}
+
+/** Compiles `source`, already within the text limits, with the engine. */
+function compileWith(engine: PatternEngine, v: string): CompiledPattern {
   let re: RE2JS;
   try {
-    re = RE2JS.compile(v);
+    re = engine.compile(v);
   } catch (e) {
     // re2js reports "error parsing regexp: <reason>: `<fragment>`"; keep the reason.
     const reason = (e instanceof Error ? e.message : String(e)).replace(
@@ -108,6 +131,38 @@ export function compilePattern(v: unknown): CompiledPattern {
     instructions,
     maxValueLength: Math.floor(PATTERN_CHECK_BUDGET / Math.max(instructions, 1)),
     test: (s: string) => matchesAnywhere(re, s),
+    deferred: false,
+  });
+}
+
+/**
+ * A pattern whose engine is still loading: accepts every value until the
+ * engine is there, then compiles once and behaves as compiled.
+ */
+function deferredPattern(source: string, shape: PatternShape): CompiledPattern {
+  let compiled: CompiledPattern | undefined;
+  const current = (): CompiledPattern | undefined => {
+    if (compiled === undefined) {
+      const engine = loadedPatternEngine();
+      if (engine !== undefined) compiled = compileWith(engine, source);
+    }
+    return compiled;
+  };
+  // Loading failures (an offline page that never fetched the chunk) leave
+  // the pattern deferred; the server still checks every value.
+  loadPatternEngine().catch(() => undefined);
+  return Object.freeze({
+    source,
+    get instructions() {
+      return current()?.instructions ?? shape.estimatedInstructions;
+    },
+    get maxValueLength() {
+      return current()?.maxValueLength ?? Number.POSITIVE_INFINITY;
+    },
+    test: (s: string) => current()?.test(s) ?? true,
+    get deferred() {
+      return current() === undefined;
+    },
   });
 }
 

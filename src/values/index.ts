@@ -51,6 +51,7 @@ export {
   STRING_VALUE_TYPE_URL,
 } from "./json-any.js";
 export { MAX_JSON_DEPTH } from "./json-depth.js";
+export { loadPatternEngine } from "./pattern-engine.js";
 export { TYPE_URL_PREFIX } from "./type-url.js";
 export { isVariableId, variableId } from "./variable-id.js";
 export {

@@ -9,6 +9,12 @@ import { describe, expect, it } from "vitest";
 /** Ceiling on the gzipped client: a regression guard, well above today's size. */
 const MAX_GZIP_KIB = 200;
 
+/**
+ * Ceiling on what the README's browser example downloads before it has met
+ * a pattern constraint: a regression guard a little above today's 57 KiB.
+ */
+const MAX_FIRST_CHUNK_GZIP_KIB = 62;
+
 /** Node-only globals that would throw (or be undefined) in a browser. */
 const NODE_GLOBALS: readonly [string, RegExp][] = [
   ["process.", /\bprocess\./],
@@ -85,5 +91,58 @@ export * from "./src/client/persist/idb.ts";`;
       (e: unknown) => e as { errors: Message[] },
     );
     expect(format(error?.errors ?? []).join("\n")).toMatch(/node:fs/);
+  });
+});
+
+describe("the README's browser example, split as a bundler splits it", () => {
+  // examples/browser.ts with the package's entry points as source paths.
+  const entry = `import { createConnectTransport } from "@connectrpc/connect-web";
+import { createSessionContext } from "./src/client/index.ts";
+import { idbPersistence } from "./src/client/persist/idb.ts";
+const ctx = await createSessionContext({
+  transport: createConnectTransport({ baseUrl: location.origin, useBinaryFormat: true }),
+  sessionId: new URLSearchParams(location.search).get("session") ?? undefined,
+  persistence: idbPersistence(),
+});
+ctx.on("change", ({ name, snapshot }) => console.log(name, snapshot));`;
+
+  it("leaves the pattern engine (re2js) to a chunk loaded only when a pattern is met", async ({
+    annotate,
+  }) => {
+    const result = await build({
+      stdin: { contents: entry, resolveDir: process.cwd(), sourcefile: "entry.ts", loader: "ts" },
+      bundle: true,
+      splitting: true,
+      outdir: "split",
+      minify: true,
+      platform: "browser",
+      format: "esm",
+      target: "es2022",
+      write: false,
+      metafile: true,
+      logLevel: "silent",
+    });
+    const outputs = Object.entries(result.metafile.outputs);
+    const first = outputs.find(([, o]) => o.entryPoint !== undefined);
+    if (first === undefined) throw new Error("no entry chunk");
+    const inFirst = Object.keys(first[1].inputs);
+    expect(inFirst.filter((path) => path.includes("node_modules/re2js"))).toEqual([]);
+    // re2js is still bundled: in a chunk of its own, behind the dynamic import.
+    const lazy = outputs.filter(([, o]) =>
+      Object.keys(o.inputs).some((path) => path.includes("node_modules/re2js")),
+    );
+    expect(lazy).toHaveLength(1);
+
+    const size = (path: string) => {
+      const file = result.outputFiles.find((f) => f.path.endsWith(path.replace(/^split\//, "")));
+      if (file === undefined) throw new Error(`no output ${path}`);
+      return gzipSync(file.contents, { level: 9 }).byteLength;
+    };
+    const firstGzip = size(first[0]);
+    const lazyGzip = size(lazy[0]?.[0] ?? "");
+    const line = `README browser example: ${kib(firstGzip)} KiB gzip at first, re2js chunk ${kib(lazyGzip)} KiB gzip on the first pattern`;
+    console.log(line);
+    await annotate(line);
+    expect(firstGzip / 1024).toBeLessThan(MAX_FIRST_CHUNK_GZIP_KIB);
   });
 });
