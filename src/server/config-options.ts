@@ -27,7 +27,7 @@ import {
 } from "./config-values.js";
 import { defaultConnectionLimits, defaultCorsAllowHeaders } from "./http-front-defaults.js";
 import { defaultLimits } from "./limits.js";
-import { isLogLevel, type LogLevel, logLevels } from "./logger.js";
+import { isLogLevel, type LogFormat, type LogLevel, logLevels } from "./logger.js";
 import { clip, misspells } from "./message-text.js";
 import { parseRedisUrl } from "./redis-url.js";
 
@@ -499,6 +499,19 @@ export const serverOptions = {
       const level = raw.trim().toLowerCase();
       if (!isLogLevel(level)) throw new Error(`must be one of ${logLevels.join(", ")}`);
       return level;
+    },
+  }),
+  logFormat: option<"auto" | LogFormat>({
+    flag: "log-format",
+    placeholder: "<auto|json|pretty>",
+    default: "auto",
+    help: "How log lines are written: json (one JSON object per line, for log shippers), pretty (one readable line: time, level, message, fields) or auto (pretty when stdout is a terminal, json otherwise).",
+    parse: (raw) => {
+      const format = raw.trim().toLowerCase();
+      if (format !== "auto" && format !== "json" && format !== "pretty") {
+        throw new Error("must be one of auto, json, pretty");
+      }
+      return format;
     },
   }),
   store: option<"memory" | RedisStoreConfig>({

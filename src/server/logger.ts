@@ -3,11 +3,14 @@
  *
  * One line per event, `{"level","time",...fields,"msg"}`, so that log
  * shippers (Docker, journald, Loki) can index fields without parsing prose.
+ * On a terminal the same lines are written for a person instead
+ * (`format: "pretty"`, pino-pretty): time, level, message, then the fields.
  * The server logs in one place; the client library never logs. The
  * {@link Logger} interface is what the server's code calls (message first,
  * then fields), so an embedder can hand in any logger of that shape.
  */
 import { type DestinationStream, type Logger as PinoLogger, pino } from "pino";
+import { prettyFactory } from "pino-pretty";
 
 /** Severity, lowest first. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -46,8 +49,15 @@ export interface LogSink {
   write(chunk: string): unknown;
 }
 
+/** How lines are written: JSON for machines, or one readable line for a person. */
+export type LogFormat = "json" | "pretty";
+
 /** Options for {@link createLogger}; fixed at construction. */
 export interface LoggerOptions {
+  /** Default `"json"`. */
+  format?: LogFormat;
+  /** With `format: "pretty"`: colour the level (for a terminal). Default false. */
+  colorize?: boolean;
   /** Default `"info"`. */
   level?: LogLevel;
   /**
@@ -97,10 +107,27 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       },
       redact: { paths: sessionKeys, censor: censorSessionId },
     },
-    (options.sink ?? process.stdout) as DestinationStream,
+    (options.format === "pretty"
+      ? prettySink(options.sink ?? process.stdout, options.colorize ?? false)
+      : (options.sink ?? process.stdout)) as DestinationStream,
   );
   const fields = options.fields ?? {};
   return wrap(Object.keys(fields).length === 0 ? base : base.child(loggable(fields)), level);
+}
+
+/**
+ * A sink that writes each JSON line as one readable line, at once and in
+ * order: pino-pretty's formatter called in the write itself, not its
+ * stream transport, which formats asynchronously and so could let a line
+ * written straight to the sink (the ready line) overtake earlier ones.
+ */
+function prettySink(sink: LogSink, colorize: boolean): LogSink {
+  const format = prettyFactory({
+    colorize,
+    translateTime: "SYS:HH:MM:ss.l",
+    singleLine: true,
+  });
+  return { write: (line: string) => sink.write(format(line)) };
 }
 
 function wrap(p: PinoLogger, level: LogLevel): Logger {

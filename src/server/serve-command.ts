@@ -10,8 +10,8 @@
  */
 import { pino } from "pino";
 import { type BridgeAddresses, createBridgeServer } from "./bridge-server.js";
-import { parseServerConfig } from "./config.js";
-import { createLogger } from "./logger.js";
+import { parseServerConfig, type ServerConfig } from "./config.js";
+import { createLogger, type LogSink } from "./logger.js";
 import { parseRedisUrl } from "./redis-url.js";
 import { type HealthReportingStore, openRedisStore } from "./store-loader.js";
 import type { ToolDefinition } from "./tools/tool-definition.js";
@@ -31,10 +31,16 @@ export interface ServeOptions {
 // keep their order and the event loop never waits for a slow log reader;
 // every exit below writes out what is buffered first.
 const stdout = pino.destination({ dest: 1, sync: false });
-stdout.on("error", (error: NodeJS.ErrnoException) => {
-  // Whoever read stdout went away: the bridge keeps serving without logs.
-  if (error.code !== "EPIPE") throw error;
-});
+// Until the listeners are bound, lines are written at once instead: a
+// start-up failure's reason (on stderr) is then the last line a person
+// sees, never overtaken by a log line still on its way.
+const startupStdout = pino.destination({ dest: 1, sync: true });
+for (const stream of [stdout, startupStdout]) {
+  stream.on("error", (error: NodeJS.ErrnoException) => {
+    // Whoever read stdout went away: the bridge keeps serving without logs.
+    if (error.code !== "EPIPE") throw error;
+  });
+}
 
 /**
  * Runs `serve` with `argv` (the options after the command) and `env`;
@@ -57,7 +63,15 @@ export async function runServe(
     return;
   }
 
-  const logger = createLogger({ level: config.logLevel, sink: stdout });
+  let sink: LogSink = startupStdout;
+  const terminal = process.stdout.isTTY === true;
+  const logger = createLogger({
+    level: config.logLevel,
+    sink: { write: (line) => sink.write(line) },
+    format: config.logFormat === "auto" ? (terminal ? "pretty" : "json") : config.logFormat,
+    // https://no-color.org: any value turns colour off.
+    colorize: terminal && (env.NO_COLOR ?? "") === "",
+  });
   // The Redis store is opened before the server exists, so that an
   // unreachable Redis stops startup with one line instead of a server that
   // fails every call.
@@ -114,8 +128,9 @@ export async function runServe(
     addresses = await server.start();
   } catch (e) {
     // Exiting drops the store's connection too; nothing was written yet.
-    fail(startupMessage(e));
+    fail(startupMessage(e, config));
   }
+  sink = stdout;
   options.onListening?.(addresses);
   const { url, workerUrl, adminUrl } = addresses;
   stdout.write(
@@ -141,15 +156,42 @@ export function exit(code: number): never {
   process.exit(code);
 }
 
-function startupMessage(e: unknown): string {
+/** The listeners' settings, as `startupMessage` names them. */
+type ListenerSettings = Pick<
+  ServerConfig,
+  "host" | "port" | "workerHost" | "workerPort" | "adminHost" | "adminPort"
+>;
+
+function startupMessage(e: unknown, config: ListenerSettings): string {
   const err = e as { code?: unknown; address?: unknown; port?: unknown } | null;
   const where = `${String(err?.address ?? "?")}:${String(err?.port ?? "?")}`;
   const code = err?.code;
+  // Which setting chose the port that failed: the public, worker or admin
+  // listener's (a port given to two of them names both).
+  const listeners = [
+    { port: config.port, host: config.host, flag: "port", hostFlag: "host" },
+    {
+      port: config.workerPort,
+      host: config.workerHost,
+      flag: "worker-port",
+      hostFlag: "worker-host",
+    },
+    { port: config.adminPort, host: config.adminHost, flag: "admin-port", hostFlag: "admin-host" },
+  ].filter((l) => l.port !== null && l.port === err?.port);
+  const named = (flags: string[]) =>
+    flags.length === 0
+      ? undefined
+      : flags.map((f) => `--${f} (UB_${f.toUpperCase().replace(/-/g, "_")})`).join(" or ");
   if (code === "EADDRINUSE") {
-    return `cannot listen on ${where}: the port is already in use; choose another with --port, --worker-port or --admin-port (UB_PORT, UB_WORKER_PORT, UB_ADMIN_PORT)`;
+    const which =
+      named(listeners.map((l) => l.flag)) ??
+      "--port, --worker-port or --admin-port (UB_PORT, UB_WORKER_PORT, UB_ADMIN_PORT)";
+    return `cannot listen on ${where}: the port is already in use (another bridge running?); choose another with ${which}`;
   }
   if (code === "EADDRNOTAVAIL") {
-    return `cannot listen on ${where}: no such local address; check --host, --worker-host or --admin-host`;
+    const which =
+      named(listeners.map((l) => l.hostFlag)) ?? "--host, --worker-host or --admin-host";
+    return `cannot listen on ${where}: no such local address; check ${which}`;
   }
   if (code === "EACCES") {
     return `cannot listen on ${where}: permission denied; use a port above 1023`;

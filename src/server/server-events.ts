@@ -116,7 +116,11 @@ export function reportAudit(
       if (entry.action === "register" && entry.outcome !== "ok") {
         refusedRegistrations.report({ event: fields.event, outcome: entry.outcome }, fields);
       } else {
-        logger.info(entry.action === "register" ? "tool registered" : "tool removed", fields);
+        const msg = entry.action === "register" ? "tool registered" : "tool removed";
+        // A bridge's own tools, registered at every start, are no news;
+        // what workers register and remove is.
+        if (entry.target === "local" && entry.sessionId === "") logger.debug(msg, fields);
+        else logger.info(msg, fields);
       }
       return;
     }

@@ -18,7 +18,7 @@ import {
 import { formatDefault } from "../../src/server/config.js";
 import { optionEntries } from "../../src/server/config-options.js";
 import { encodeValue } from "../../src/values/index.js";
-import { cleanEnv, cliSuite } from "../support/cli.js";
+import { cleanEnv, cliSuite, freePorts as freePortsArgs } from "../support/cli.js";
 import { startRedis } from "../support/redis-server.js";
 import { startTcpProbe } from "../support/tcp-probe.js";
 
@@ -220,25 +220,61 @@ describe("unified-bridge serve --help", () => {
     expect(stderr).toContain(fragment);
   });
 
-  it("says in one line that the port is taken", async () => {
+  it("says in one line, written last, which port is taken and which option chose it", async () => {
     const blocker = net.createServer();
     await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
     const port = (blocker.address() as net.AddressInfo).port;
     try {
-      const { code, stderr } = await cli.run([
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        String(port),
-      ]);
-      expect(code).toBe(1);
-      expect(stderr).toBe(
-        `unified-bridge: cannot listen on 127.0.0.1:${port}: the port is already in use; choose another with --port, --worker-port or --admin-port (UB_PORT, UB_WORKER_PORT, UB_ADMIN_PORT)\n`,
-      );
+      for (const [flag, named] of [
+        ["--port", "--port (UB_PORT)"],
+        ["--worker-port", "--worker-port (UB_WORKER_PORT)"],
+        ["--admin-port", "--admin-port (UB_ADMIN_PORT)"],
+      ] as const) {
+        const ports = ["--port", "0", "--worker-port", "0", "--admin-port", "0"];
+        ports[ports.indexOf(flag) + 1] = String(port);
+        // Debug lines on stdout come before the reason, never after it.
+        const { code, stdout, stderr } = await cli.run([
+          "serve",
+          ...ports,
+          "--log-level",
+          "debug",
+          "--log-format",
+          "json",
+        ]);
+        expect(code).toBe(1);
+        expect(stdout).toContain('"msg":"tool registered"');
+        expect(stderr).toBe(
+          `unified-bridge: cannot listen on 127.0.0.1:${port}: the port is already in use (another bridge running?); choose another with ${named}\n`,
+        );
+      }
     } finally {
       blocker.close();
     }
+  });
+
+  it("writes readable lines with --log-format pretty, JSON with json, and refuses other formats", async () => {
+    const pretty = await cli.serve([...freePortsArgs, "--log-format", "pretty"]);
+    pretty.child.kill("SIGTERM");
+    await pretty.exited;
+    const stopping = pretty
+      .stdout()
+      .split("\n")
+      .find((line) => line.includes("stopping"));
+    // e.g. `[19:24:54.451] INFO: stopping {"signal":"SIGTERM","graceMs":10000}`
+    expect(stopping).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: stopping \{"signal":"SIGTERM",/);
+
+    const json = await cli.serve([...freePortsArgs, "--log-format", "json"]);
+    json.child.kill("SIGTERM");
+    await json.exited;
+    const line = json
+      .stdout()
+      .split("\n")
+      .find((l) => l.includes("stopping"));
+    expect(JSON.parse(line ?? "")).toMatchObject({ level: "info", msg: "stopping" });
+
+    const refused = await cli.run(["serve", "--log-format", "xml"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("must be one of auto, json, pretty");
   });
 });
 
@@ -263,7 +299,7 @@ describe("unified-bridge serve --store <redis-url>", () => {
     expect(stdout).toBe("");
     expect(stderr).toMatch(/^unified-bridge: [^\n]+\n$/);
     expect(stderr).toContain(
-      `unified-bridge: cannot open the Redis store at redis://alice:***@127.0.0.1:${port}/0: `,
+      `unified-bridge: cannot open the Redis store at redis://alice:***@127.0.0.1:${port}/0: nothing accepts connections there (connection refused): is redis-server running, and is --store right?`,
     );
     expect(`${stdout}${stderr}`).not.toContain("s3cret");
   });

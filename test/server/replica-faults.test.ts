@@ -8,6 +8,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { createLogger } from "../../src/server/logger.js";
 import { createRedisStore, type RedisStore } from "../../src/server/store/redis-store.js";
 import { decodeValue, encodeValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
@@ -88,6 +89,44 @@ describe("a bridge on the Redis store, when Redis fails", () => {
     // The watch opened before the outage goes on, from where it was.
     const update = (await watch.next()).value as VariableUpdate;
     expect([update.updateType, update.variable?.version]).toEqual(["value_changed", 1]);
+  }, 30_000);
+
+  it("logs the loss and the return of Redis once each, in words, never ioredis's internals", async () => {
+    const redis = await startRedis();
+    cleanup.push(() => redis.stop());
+    const lines: { level: string; msg: string; reason?: string; error?: string }[] = [];
+    const logger = createLogger({ sink: { write: (line) => lines.push(JSON.parse(line)) } });
+    const store = await createRedisStore({ url: redis.url, commandTimeoutMs: 1000, logger });
+    const bridge = await startBridge({ sessionStore: store });
+    cleanup.push(async () => {
+      await bridge.stop();
+      await store.close();
+    });
+    const c = bridge.client();
+    const { sessionId } = await c.initializeSession({});
+
+    await redis.kill();
+    // Calls while it is away: each fails; together they write one sampled line.
+    for (let i = 0; i < 20; i++) {
+      await c.getVariable({ sessionId, variableIdentifier: "n" }).catch(() => undefined);
+    }
+    const lost = () => lines.filter((l) => l.msg.startsWith("Redis connection lost"));
+    await eventually(async () => expect(lost()).toHaveLength(1));
+    expect(lost()[0]?.level).toBe("warn");
+    // Reconnection attempts go on (refused every 50 ms to 2 s): still one line.
+    await sleep(1500);
+    expect(lost()).toHaveLength(1);
+
+    await redis.restart();
+    await eventually(async () =>
+      expect(lines.filter((l) => l.msg === "Redis connection back")).toHaveLength(1),
+    );
+    const texts = JSON.stringify(lines);
+    expect(texts).not.toMatch(/enableOfflineQueue|Stream isn't writeable/);
+    const failures = lines.filter((l) => l.msg === "session store call failed");
+    expect(failures.length).toBeGreaterThan(0);
+    expect(failures.length).toBeLessThan(5);
+    for (const f of failures) expect(f.error).toMatch(/Redis|connection/);
   }, 30_000);
 
   it("answers a frozen Redis with UNAVAILABLE within the command timeout, then serves again when it thaws", async () => {

@@ -9,6 +9,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { createLogSampler } from "../../log-sampler.js";
 import type { Logger } from "../../logger.js";
+import { describeRedisError } from "./redis-errors.js";
 import { type KeyName, runScript, type Script, type ScriptKeys } from "./script.js";
 
 /**
@@ -102,8 +103,23 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
   };
   const derived = (): ConnectionStatus =>
     commands.status === "ready" && feed.status === "ready" && following() ? "ready" : "degraded";
+  // When a connection went down: its loss and its return are logged once
+  // each, however many reconnection attempts lie between.
+  let lostSince: number | undefined;
   const update = () => {
-    if (status === "ready" || status === "degraded") setStatus(derived());
+    if (status !== "ready" && status !== "degraded") return;
+    setStatus(derived());
+    const down = commands.status !== "ready" || feed.status !== "ready";
+    if (down && lostSince === undefined) {
+      lostSince = Date.now();
+      logger?.warn("Redis connection lost; calls fail with UNAVAILABLE until it is back", {
+        store: shownUrl,
+        ...(lastError === undefined ? {} : { reason: describeRedisError(lastError) }),
+      });
+    } else if (!down && lostSince !== undefined) {
+      logger?.info("Redis connection back", { store: shownUrl, downMs: Date.now() - lostSince });
+      lostSince = undefined;
+    }
   };
   // ioredis sets its own status and then emits an event of that name;
   // these are the ones into and out of "ready".
@@ -116,7 +132,7 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
   let lastError: Error | undefined;
   const onError = (error: Error) => {
     lastError = error;
-    logger?.debug("redis connection error", { error: error.message });
+    logger?.debug("redis connection error", { error: describeRedisError(error) });
   };
   commands.on("error", onError);
   feed.on("error", onError);
@@ -137,8 +153,7 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
     setStatus("closed");
     commands.disconnect();
     feed.disconnect();
-    const reason = lastError?.message ?? (e instanceof Error ? e.message : String(e));
-    throw new RedisConnectError(shownUrl, reason, e);
+    throw new RedisConnectError(shownUrl, describeRedisError(lastError ?? e), e);
   } finally {
     clearTimeout(connectTimer);
   }
@@ -151,7 +166,7 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
   const unavailable = (e: unknown): ConnectError => {
     if (e instanceof ConnectError) return e;
     const message = e instanceof Error ? e.message : String(e);
-    storeFailures?.report({ store: shownUrl, error: message });
+    storeFailures?.report({ store: shownUrl, error: describeRedisError(e) });
     // Redis at its maxmemory with noeviction refuses writes with "OOM …":
     // retrying does not help until space is freed.
     if (/^(?:ERR Error running script.*)?OOM\b|\bOOM command not allowed/.test(message)) {
