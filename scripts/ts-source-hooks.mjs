@@ -1,15 +1,34 @@
 /**
  * Lets Node 24 run src/ from source: src/ imports its siblings with `.js`
  * specifiers (what tsc emits), so a relative `.js` import that does not
- * exist resolves to the `.ts` file beside it. Used with
- * --experimental-transform-types (src/gen has enums) by `npm run serve`.
+ * exist resolves to the `.ts` file beside it, and the package's own name
+ * (`unified-bridge`, `unified-bridge/server`, …) resolves to its sources
+ * through tsconfig.json's "paths", the one alias map. Used with
+ * --experimental-transform-types (src/gen has enums) by `npm run serve
+ * -- --help` and by the examples' npm scripts (`npm run example:node`, …).
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { registerHooks } from "node:module";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const root = new URL("../", import.meta.url);
+
+/** tsconfig.json's "paths", as file URLs (its comments are whole lines). */
+const aliases = (() => {
+  const text = readFileSync(new URL("tsconfig.json", root), "utf8").replace(/^\s*\/\/.*$/gm, "");
+  const paths = JSON.parse(text).compilerOptions.paths;
+  return new Map(
+    Object.entries(paths).map(([name, [target]]) => [
+      name,
+      pathToFileURL(fileURLToPath(new URL(target, root))).href,
+    ]),
+  );
+})();
 
 registerHooks({
   resolve(specifier, context, nextResolve) {
+    const alias = aliases.get(specifier);
+    if (alias !== undefined) return nextResolve(alias, context);
     if ((specifier.startsWith("./") || specifier.startsWith("../")) && specifier.endsWith(".js")) {
       const ts = new URL(`${specifier.slice(0, -3)}.ts`, context.parentURL);
       if (ts.protocol === "file:" && existsSync(fileURLToPath(ts))) {

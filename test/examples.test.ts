@@ -1,19 +1,19 @@
 /**
- * The README's usage examples are real files in examples/, and this suite
- * runs each one where it is meant to run: Node against a real bridge, the
- * browser example in Chromium, the Worker in workerd. It also checks that
- * the README shows exactly that code, so the two cannot drift apart.
+ * The examples in examples/ run as their READMEs say: this suite runs each
+ * one's npm script exactly (`npm run example:node`, `example:browser`,
+ * `example:worker`) in a process of its own, against a real bridge, and
+ * drives what it serves (the page in Chromium, the Worker in workerd over
+ * HTTP). It also checks that README shows exactly the examples' code, so
+ * the two cannot drift apart.
  */
+import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
-import { Miniflare } from "miniflare";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { nodeExample } from "../examples/node.js";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { decodeJsonAny, encodeValue } from "../src/values/index.js";
-import { startAppServer } from "./browser/app-server.js";
 import { type RunningBridge, startBridge } from "./support/bridge.js";
 import { launchChromium } from "./support/chromium.js";
+import { waitFor } from "./support/wait.js";
 
 const root = (path: string) => fileURLToPath(new URL(`../${path}`, import.meta.url));
 const readme = readFileSync(root("README.md"), "utf8");
@@ -30,23 +30,56 @@ function region(file: string): string {
   return lines.map((l) => l.slice(indent)).join("\n");
 }
 
-/** Bundles an entry for a browser or Worker, the package name resolved to the sources. */
-async function bundle(entry: string, conditions: string[]): Promise<string> {
-  const result = await build({
-    entryPoints: [root(entry)],
-    bundle: true,
-    write: false,
-    format: "esm",
-    platform: "browser",
-    conditions,
-    target: "es2022",
-    logLevel: "silent",
-    // The package name resolves through tsconfig.json's "paths", the one alias map.
-    tsconfig: root("tsconfig.json"),
+/** A running `npm run <script>`, its output so far, and how it ended. */
+interface Script {
+  readonly child: ChildProcess;
+  output(): string;
+  readonly exited: Promise<number | null>;
+}
+
+const running: ChildProcess[] = [];
+afterEach(() => {
+  for (const child of running.splice(0)) {
+    // npm, and the node it started, in their own process group.
+    if (child.exitCode === null && child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, "SIGTERM");
+      } catch {
+        // Gone already.
+      }
+    }
+  }
+});
+
+/** Runs `npm run <name>` from the project root, as its README says. */
+function npmRun(name: string, env: Record<string, string> = {}): Script {
+  const child = spawn("npm", ["run", "-s", name], {
+    cwd: root(""),
+    env: { ...process.env, ...env },
+    detached: true,
   });
-  const text = result.outputFiles[0]?.text;
-  if (text === undefined) throw new Error(`esbuild produced nothing for ${entry}`);
-  return text;
+  running.push(child);
+  let out = "";
+  child.stdout?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  return { child, output: () => out, exited };
+}
+
+/** Waits until the script printed a line matching `pattern`; returns the match. */
+async function printed(script: Script, pattern: RegExp): Promise<RegExpExecArray> {
+  return waitFor(
+    () => {
+      const match = pattern.exec(script.output());
+      if (match === null) throw new Error(`not printed yet: ${pattern}\n${script.output()}`);
+      return match;
+    },
+    { timeoutMs: 45_000, intervalMs: 100 },
+  );
 }
 
 let bridge: RunningBridge;
@@ -58,113 +91,73 @@ afterAll(async () => {
 });
 
 describe("README examples", () => {
-  it.each(["examples/node.ts", "examples/browser.ts", "examples/worker.ts"])(
-    "shows %s exactly",
-    (file) => {
-      expect(readme).toContain(region(file));
-    },
-  );
+  it.each([
+    "examples/node/example.ts",
+    "examples/browser/example.ts",
+    "examples/cloudflare-worker/worker.ts",
+  ])("shows %s exactly", (file) => {
+    expect(readme).toContain(region(file));
+  });
 
-  it("Node: binds, writes through the cache, refuses bad input locally", async () => {
-    const lines: string[] = [];
-    const spy = vi.spyOn(console, "log").mockImplementation((line: unknown) => {
-      lines.push(String(line));
-    });
-    try {
-      await nodeExample(bridge.url);
-    } finally {
-      spy.mockRestore();
-    }
-    expect(lines).toEqual([
+  it("npm run example:node: binds, writes through the cache, refuses bad input locally", async () => {
+    const script = npmRun("example:node");
+    expect(await script.exited).toBe(0);
+    expect(script.output().trim().split("\n")).toEqual([
+      expect.stringMatching(/^bridge: http:\/\/127\.0\.0\.1:\d+ \(started by this example\)$/),
       "0.9",
       "ConnectError: [invalid_argument] variable 'temperature': value 2.5 is above maximum 2",
     ]);
-  });
+  }, 60_000);
 
-  it("Worker: appends to the session's conversation from workerd", async () => {
-    const script = await bundle("examples/worker.ts", ["workerd", "worker", "browser"]);
-    const mf = new Miniflare({
-      modules: true,
-      script,
-      bindings: { BRIDGE_URL: bridge.url },
-      compatibilityDate: "2026-04-26",
+  it("npm run example:worker: appends to the session's conversation from workerd", async () => {
+    const script = npmRun("example:worker", { BRIDGE_URL: bridge.url, PORT: "0" });
+    const [, url] = await printed(script, /listening on (http:\/\/127\.0\.0\.1:\d+\/)/);
+    const { sessionId } = await bridge.client().initializeSession({});
+    const post = (body: string) =>
+      fetch(url ?? "", { method: "POST", headers: { "x-session": sessionId }, body });
+    expect((await post("hello from the edge")).status).toBe(200);
+    const res = await post("and again");
+    expect(await res.json()).toMatchObject({
+      count: 2,
+      messages: [{ content: "hello from the edge" }, { content: "and again" }],
     });
-    try {
-      const { sessionId } = await bridge.client().initializeSession({});
-      const res = await mf.dispatchFetch("http://worker/", {
-        method: "POST",
-        headers: { "x-session": sessionId },
-        body: "hello from the edge",
-      });
-      expect(res.status).toBe(200);
-      expect(await res.json()).toMatchObject({
-        count: 1,
-        messages: [{ role: "user", content: "hello from the edge" }],
-      });
-      const history = await bridge
-        .client()
-        .executeTool({ sessionId, toolName: "conversation_history" });
-      expect(decodeJsonAny(history.result)).toMatchObject({ count: 1 });
-    } finally {
-      await mf.dispose();
-    }
-  });
+    const history = await bridge
+      .client()
+      .executeTool({ sessionId, toolName: "conversation_history" });
+    expect(decodeJsonAny(history.result)).toMatchObject({ count: 2 });
+  }, 60_000);
 
-  it("browser: renders changes pushed by another client, in Chromium", async () => {
-    const page = `
-      import { browserExample } from ${JSON.stringify(root("examples/browser.ts"))};
-      const list = document.getElementById("vars");
-      window.ready = browserExample((name, snapshot) => {
-        const item = document.createElement("li");
-        item.textContent = name + "=" + (snapshot === undefined ? "deleted" : JSON.stringify(snapshot.value));
-        list.append(item);
-      });
-    `;
-    const result = await build({
-      stdin: { contents: page, resolveDir: root("test"), loader: "ts" },
-      bundle: true,
-      write: false,
-      format: "esm",
-      platform: "browser",
-      logLevel: "silent",
-      alias: {
-        "unified-bridge/persist/idb": root("src/client/persist/idb.ts"),
-        "unified-bridge": root("src/client/index.ts"),
-      },
-    });
-    const app = await startAppServer(bridge.url, result.outputFiles[0]?.text ?? "");
+  it("npm run example:browser: the page renders changes from itself, another tab and another client, in Chromium", async () => {
+    const script = npmRun("example:browser", { BRIDGE_URL: bridge.url, PORT: "0" });
+    const [, url] = await printed(script, /open (http:\/\/127\.0\.0\.1:\d+\/)/);
     const chromium = await launchChromium();
     try {
-      const c = bridge.client();
-      const { sessionId } = await c.initializeSession({});
-      await c.registerVariable({
+      const tab = await chromium.context.newPage();
+      await tab.goto(url ?? "");
+      // The page made a session and put its link in the address bar.
+      await tab.waitForFunction(() => new URL(location.href).searchParams.has("session"), null, {
+        timeout: 30_000,
+      });
+      const sessionId = new URL(tab.url()).searchParams.get("session") ?? "";
+      await tab.getByText("clicks = 0 (version 0)").waitFor();
+
+      await tab.getByRole("button", { name: "clicks + 1" }).click();
+      await tab.getByText("clicks = 1 (version 1)").waitFor();
+
+      // A second tab with the link, and a client elsewhere, share the session.
+      const second = await chromium.context.newPage();
+      await second.goto(tab.url());
+      await second.getByText("clicks = 1 (version 1)").waitFor();
+      await bridge.client().registerVariable({
         sessionId,
         name: "threshold",
         type: "float",
-        initialValue: encodeValue("float", 0.5).any,
+        initialValue: encodeValue("float", 0.8).any,
       });
-      const tab = await chromium.context.newPage();
-      await tab.goto(`${app.origin}/?session=${sessionId}`);
-      await tab.waitForFunction(
-        () => (window as unknown as { ready?: Promise<unknown> }).ready !== undefined,
-      );
-      await tab.evaluate(async () => {
-        const ctx = await (window as unknown as { ready: Promise<{ cache: { live: boolean } }> })
-          .ready;
-        for (let i = 0; i < 200 && !ctx.cache.live; i++)
-          await new Promise((r) => setTimeout(r, 10));
-      });
-      await c.setVariable({
-        sessionId,
-        variableIdentifier: "threshold",
-        value: encodeValue("float", 0.8).any,
-      });
-      await tab.waitForFunction(() =>
-        document.getElementById("vars")?.textContent?.includes("threshold=0.8"),
-      );
+      await tab.getByText("threshold = 0.8 (version 0)").waitFor();
+      await second.getByText("threshold = 0.8 (version 0)").waitFor();
     } finally {
       await chromium.close();
-      await app.close();
     }
-  });
+  }, 90_000);
 });

@@ -95,7 +95,7 @@ export * from "./src/client/persist/idb.ts";`;
 });
 
 describe("the README's browser example, split as a bundler splits it", () => {
-  // examples/browser.ts with the package's entry points as source paths.
+  // examples/browser/example.ts with the package's entry points as source paths.
   const entry = `import { createConnectTransport } from "@connectrpc/connect-web";
 import { createSessionContext } from "./src/client/index.ts";
 import { idbPersistence } from "./src/client/persist/idb.ts";

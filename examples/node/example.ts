@@ -1,5 +1,5 @@
-// The README's Node example, run by test/examples.test.ts against a real
-// bridge. The part between the region markers is what the README shows.
+// The README's Node example (the part between the region markers), run by
+// `npm run example:node` (main.ts), which test/examples.test.ts runs.
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { createSessionContext } from "unified-bridge";
 

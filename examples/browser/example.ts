@@ -1,5 +1,6 @@
-// The README's browser example, run in Chromium by test/examples.test.ts.
-// The part between the region markers is what the README shows.
+// The README's browser example (the part between the region markers), run
+// by the page of `npm run example:browser` (main.ts), which
+// test/examples.test.ts opens in Chromium.
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { createSessionContext, type SessionContext, type VariableSnapshot } from "unified-bridge";
 import { idbPersistence } from "unified-bridge/persist/idb";
