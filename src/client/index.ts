@@ -17,7 +17,7 @@
  * await ctx.register("temperature", "float", 0.7, { constraints: { min: 0, max: 2 } });
  * await ctx.set("temperature", 0.9);
  * ```
- * @module
+ * @packageDocumentation
  */
 
 export type {
@@ -28,8 +28,10 @@ export type {
   VariableValue,
 } from "../values/index.js";
 export { defaultAffinityHeader } from "./affinity-header.js";
+export type { OptimizationLock } from "./optimization-lock.js";
 export type {
   OutboxLimits,
+  OutboxMessage,
   OutboxOptions,
   OutboxRecord,
   OutboxStore,
@@ -51,9 +53,15 @@ export { createSessionContext } from "./session-context.js";
 export type { SessionContextEvents } from "./session-events.js";
 export type { ToolArgs, ToolInfo } from "./session-tools.js";
 export type { TimerProvider } from "./timers.js";
-export type { HistoryEntry } from "./variable-reads.js";
+export type { HistoryEntry, ReadMethods } from "./variable-reads.js";
 export type { Peeked, PeekOptions, VariableSnapshot } from "./variable-snapshot.js";
-export type { BatchBuilder, BatchResult } from "./variable-writes.js";
+export type {
+  BatchBuilder,
+  BatchOptions,
+  BatchResult,
+  RegisterOptions,
+  VariableWrites,
+} from "./variable-writes.js";
 export type { WatchOptions } from "./watch-coherence.js";
 export { workerFetch } from "./worker-fetch.js";
 export type { FailedWrite } from "./write-outcome.js";

@@ -97,7 +97,7 @@ export interface SessionContextOptions {
    * (default: true in pages, where there are tabs; false elsewhere).
    */
   readonly tabSync?: boolean;
-  /** Let {@link SessionContext.assign} register unknown variables (default false). */
+  /** Let {@link VariableWrites.assign} register unknown variables (default false). */
   readonly autoRegister?: boolean;
   /**
    * Embeddings and tensors with more numbers than this travel in the

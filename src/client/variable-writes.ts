@@ -24,7 +24,7 @@ import { createWriteCoalescer, type QueuedWrite, type WriteOutcome } from "./wri
 import { prepareWrite, setVariableRequest } from "./write-encoding.js";
 import { sentKeyedWrite, writeOutcome } from "./write-outcome.js";
 
-/** Result of {@link SessionContext.setMany}. */
+/** Result of {@link VariableWrites.setMany}. */
 export interface BatchResult {
   /** False only for an atomic batch that was refused as a whole. */
   readonly success: boolean;
