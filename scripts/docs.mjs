@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * `npm run docs`: the client's API reference, generated from its TSDoc.
+ * `npm run docs`: the client's API reference, generated from its TSDoc,
+ * and the tables of docs/ generated from code and data (doc-tables.ts).
  *
  * Compiles the declarations into a temporary directory (never into dist/,
  * which other runs may use), has API Extractor read the public API of the
@@ -63,6 +64,11 @@ try {
   }
   console.log("docs: the client's public API passed API Extractor's checks");
   if (!check) {
+    // The tables of docs/ that restate code or data (scripts/doc-tables.ts).
+    run(process.execPath, [
+      ...["--disable-warning=ExperimentalWarning", "--experimental-transform-types"],
+      ...["--import", "./scripts/ts-source-hooks.mjs", "scripts/doc-tables.ts"],
+    ]);
     run(process.execPath, [
       join(root, "node_modules/@microsoft/api-documenter/bin/api-documenter"),
       ...["markdown", "-i", model, "-o", join(root, "docs/api")],

@@ -1,7 +1,7 @@
 // `npm run example:browser`: serves the example page on Vite's dev server
 // and forwards its RPCs to the bridge, so the page reaches the bridge from
 // its own origin (no CORS; in production Envoy or any reverse proxy does the
-// same, see README "Deploying"). The bridge is BRIDGE_URL's, or, without
+// same, see docs/deploying.md). The bridge is BRIDGE_URL's, or, without
 // it, one this script starts in-process. PORT chooses the page's port
 // (default 5174; 0: any free one). Ctrl-C stops both.
 import { createBridgeServer, createLogger } from "unified-bridge/server";

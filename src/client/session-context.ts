@@ -89,7 +89,7 @@ export interface SessionContextOptions {
    * and {@link SessionContext.enqueue} store the write first, show it as
    * pending, and send the stored writes in order; while the bridge is
    * unreachable they wait, across reloads with `idbOutbox`, and are sent
-   * when it is back, by one tab. See README, "Offline writes".
+   * when it is back, by one tab. See docs/client.md, "Offline writes".
    */
   readonly outbox?: OutboxStore;
   /**

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { describe, expect, expectTypeOf, it } from "vitest";
 import {
   defaultServerConfig,
@@ -14,7 +14,15 @@ import {
 } from "./http-front-defaults.js";
 import { defaultLimits, type Limits, limitsFrom } from "./limits.js";
 
-const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
+// README and the documentation beside it, read as one text.
+const readme = [
+  "README.md",
+  ...readdirSync(new URL("../../docs/", import.meta.url))
+    .filter((f) => f.endsWith(".md"))
+    .map((f) => `docs/${f}`),
+]
+  .map((f) => readFileSync(new URL(`../../${f}`, import.meta.url), "utf8"))
+  .join("\n\n");
 
 /** README's way of writing a default: "10,000", "1 MiB", "1,800 s", "120,000 ms". */
 function readmeNumber(text: string): number {
