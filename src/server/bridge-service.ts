@@ -335,6 +335,16 @@ export function createBridgeService(
       );
       return { success: true, toolIds, errorMessage: "" };
     },
+
+    // The host calls it on a worker (telemetry-reader.ts); nothing to serve here.
+    // biome-ignore lint/correctness/useYield: it refuses before any event.
+    async *streamTelemetry() {
+      throw new ConnectError(
+        "StreamTelemetry is served by snakepit workers to their host, not by the bridge (the bridge reads it from its workers)",
+        Code.Unimplemented,
+      );
+    },
+
     async *watchVariables(req, ctx) {
       // gRPC, gRPC-Web and Connect binary calls are served by
       // watch-endpoint.ts; this path serves the rest, with the same checks.

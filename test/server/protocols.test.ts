@@ -492,6 +492,22 @@ const cases: Record<MethodKey, Case> = {
     });
   },
 
+  async streamTelemetry(c, protocol) {
+    // A host calls it on a worker: the bridge refuses it, whatever it is sent.
+    async function* controls() {
+      yield { control: { case: "toggle" as const, value: { enabled: true } } };
+    }
+    const refused = await errorOf(collect(c.streamTelemetry(controls())));
+    if (protocol === "grpc") {
+      expect(refused.code).toBe(Code.Unimplemented);
+      expect(refused.rawMessage).toMatch(/served by snakepit workers/);
+    } else {
+      // These clients speak HTTP/1.1, where a bidirectional stream cannot
+      // run: the server's Connect handler answers 505 before the RPC.
+      expect(refused.rawMessage).toBe("HTTP 505");
+    }
+  },
+
   async watchVariables(c) {
     const sessionId = await session(c, { x: 0, y: 0 });
     const abort = new AbortController();
