@@ -15,6 +15,7 @@ import { createReplyBudget } from "./reply-budget.js";
 import { INLINE_BYTES, measured, PAGE_BYTES, pageBudget, pageOf } from "./reply-pages.js";
 import { cleanupSession, openSession } from "./session-ops.js";
 import type { SessionTransaction, VariableRecord } from "./store/session-store.js";
+import { traceCall } from "./tools/correlation-id.js";
 import { originOf, type ToolExecutor } from "./tools/tool-executor.js";
 import type { RegisteredTool } from "./tools/tool-registry.js";
 import { resultForCaller } from "./tools/tool-value-form.js";
@@ -291,17 +292,18 @@ export function createBridgeService(
     // An ExecuteToolRequest is a ToolCall as it stands; ExecuteElixirTool's
     // request has no binary parameters.
     // Results in the form the caller reads (tool-value-form.ts).
+    // Each call carries a correlation id to the worker and the logs (correlation-id.ts).
     executeTool: async (req, ctx) =>
       resultForCaller(
-        await executor.execute(req, ctx.signal, ctx.requestHeader, originOf(ctx)),
+        await executor.execute(traceCall(req, ctx), ctx.signal, ctx.requestHeader, originOf(ctx)),
         ctx,
       ),
     executeStreamingTool: (req, ctx) =>
-      executor.stream(req, ctx.signal, ctx.requestHeader, originOf(ctx)),
+      executor.stream(traceCall(req, ctx), ctx.signal, ctx.requestHeader, originOf(ctx)),
     executeElixirTool: async (req, ctx) =>
       resultForCaller(
         await executor.execute(
-          { ...req, binaryParameters: {} },
+          traceCall({ ...req, binaryParameters: {} }, ctx),
           ctx.signal,
           ctx.requestHeader,
           originOf(ctx),
