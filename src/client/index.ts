@@ -51,7 +51,7 @@ export type {
 export type { SessionContext, SessionContextOptions } from "./session-context.js";
 export { createSessionContext } from "./session-context.js";
 export type { SessionContextEvents } from "./session-events.js";
-export type { ToolArgs, ToolInfo } from "./session-tools.js";
+export type { ToolArgs, ToolCallResult, ToolInfo } from "./session-tools.js";
 export type { TimerProvider } from "./timers.js";
 export type { HistoryEntry, ReadMethods } from "./variable-reads.js";
 export type { Peeked, PeekOptions, VariableSnapshot } from "./variable-snapshot.js";

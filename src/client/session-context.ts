@@ -39,7 +39,15 @@ import { createClose } from "./session-close.js";
 import type { SessionContextEvents } from "./session-events.js";
 import type { SessionRpc } from "./session-rpc.js";
 import { createResync, hydrate, startCoherence, startHeartbeat } from "./session-sync.js";
-import { callTool, listTools, streamTool, type ToolArgs, type ToolInfo } from "./session-tools.js";
+import {
+  callTool,
+  callToolResult,
+  listTools,
+  streamTool,
+  type ToolArgs,
+  type ToolCallResult,
+  type ToolInfo,
+} from "./session-tools.js";
 import { openTabChannel } from "./tab-channel.js";
 import { systemTimers, type TimerProvider } from "./timers.js";
 import { withHonestTransportErrors } from "./transport-errors.js";
@@ -184,6 +192,12 @@ export interface SessionContext
   bind<S extends VariableSchema>(schema: S): Promise<BoundVariables<S>>;
   listTools(): Promise<ToolInfo[]>;
   callTool(name: string, args?: ToolArgs, options?: { signal?: AbortSignal }): Promise<JsonValue>;
+  /** Like callTool, with the tool's binary result (`binary`) and metadata too. */
+  callToolResult(
+    name: string,
+    args?: ToolArgs,
+    options?: { signal?: AbortSignal },
+  ): Promise<ToolCallResult>;
   streamTool(
     name: string,
     args?: ToolArgs,
@@ -423,6 +437,8 @@ export async function createSessionContext(
     listTools: () => listTools(client, sessionId),
     callTool: (name, args = {}, extra = {}) =>
       callTool(client, sessionId, name, args, extra.signal),
+    callToolResult: (name, args = {}, extra = {}) =>
+      callToolResult(client, sessionId, name, args, extra.signal),
     streamTool: (name, args = {}, extra = {}) =>
       streamTool(client, sessionId, name, args, extra.signal),
 

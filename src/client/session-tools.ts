@@ -21,6 +21,21 @@ export interface ToolInfo {
 /** Arguments of a tool call: JSON values by parameter name. */
 export type ToolArgs = Readonly<Record<string, JsonValue>>;
 
+/** Everything a successful tool call returned. */
+export interface ToolCallResult {
+  /** The result, decoded into a plain JavaScript value. */
+  readonly value: JsonValue;
+  /**
+   * The tool's opaque binary result (snakepit v0.13 `binary_result`: large
+   * or non-JSON data beside `value`), or `undefined` when it sent none.
+   */
+  readonly binary: Uint8Array | undefined;
+  /** The response's metadata (a worker's own, e.g. its format of `binary`). */
+  readonly metadata: Readonly<Record<string, string>>;
+  /** How long the call ran on the server, in milliseconds. */
+  readonly executionTimeMs: number;
+}
+
 const decoder = new TextDecoder();
 
 /** Lists the tools a session may call. */
@@ -49,17 +64,22 @@ export async function listTools(
 }
 
 /**
- * Calls a tool and returns its result. A tool failure (reported in-band by
- * the server) becomes a ConnectError: NOT_FOUND for an unknown tool,
- * INVALID_ARGUMENT for bad arguments, UNKNOWN when the tool itself failed.
+ * Calls a tool and returns all it returned: the decoded value, the binary
+ * result and the metadata. Results come in every form tools write (see
+ * {@link decodeJsonAny}): JSON under the StringValue type URL, snakepit
+ * v0.13's `snakepit.map` / `snakepit.list` / `snakepit.<type>`, and
+ * `google.protobuf.Value` / `Struct` / `ListValue`. A tool failure
+ * (reported in-band by the server) becomes a ConnectError: NOT_FOUND for an
+ * unknown tool, INVALID_ARGUMENT for bad arguments, UNKNOWN when the tool
+ * itself failed; a result that cannot be decoded is INVALID_ARGUMENT.
  */
-export async function callTool(
+export async function callToolResult(
   client: Client<typeof BridgeService>,
   sessionId: string,
   name: string,
   args: ToolArgs,
   signal?: AbortSignal,
-): Promise<JsonValue> {
+): Promise<ToolCallResult> {
   const response = await client.executeTool(
     { sessionId, toolName: name, parameters: encodeArgs(args) },
     signal === undefined ? {} : { signal },
@@ -70,7 +90,23 @@ export async function callTool(
       codeForKind(response.metadata.error_kind),
     );
   }
-  return decodeJsonAny(response.result);
+  return {
+    value: decodeJsonAny(response.result),
+    binary: response.binaryResult.length === 0 ? undefined : response.binaryResult,
+    metadata: response.metadata,
+    executionTimeMs: Number(response.executionTimeMs),
+  };
+}
+
+/** Calls a tool and returns its decoded result (see {@link callToolResult}). */
+export async function callTool(
+  client: Client<typeof BridgeService>,
+  sessionId: string,
+  name: string,
+  args: ToolArgs,
+  signal?: AbortSignal,
+): Promise<JsonValue> {
+  return (await callToolResult(client, sessionId, name, args, signal)).value;
 }
 
 /**

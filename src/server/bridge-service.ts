@@ -15,6 +15,7 @@ import { createReplyBudget } from "./reply-budget.js";
 import { INLINE_BYTES, measured, PAGE_BYTES, pageBudget, pageOf } from "./reply-pages.js";
 import { cleanupSession, openSession } from "./session-ops.js";
 import type { SessionTransaction, VariableRecord } from "./store/session-store.js";
+import { traceCall } from "./tools/correlation-id.js";
 import { originOf, type ToolExecutor } from "./tools/tool-executor.js";
 import type { RegisteredTool } from "./tools/tool-registry.js";
 import { resultForCaller } from "./tools/tool-value-form.js";
@@ -291,17 +292,18 @@ export function createBridgeService(
     // An ExecuteToolRequest is a ToolCall as it stands; ExecuteElixirTool's
     // request has no binary parameters.
     // Results in the form the caller reads (tool-value-form.ts).
+    // Each call carries a correlation id to the worker and the logs (correlation-id.ts).
     executeTool: async (req, ctx) =>
       resultForCaller(
-        await executor.execute(req, ctx.signal, ctx.requestHeader, originOf(ctx)),
+        await executor.execute(traceCall(req, ctx), ctx.signal, ctx.requestHeader, originOf(ctx)),
         ctx,
       ),
     executeStreamingTool: (req, ctx) =>
-      executor.stream(req, ctx.signal, ctx.requestHeader, originOf(ctx)),
+      executor.stream(traceCall(req, ctx), ctx.signal, ctx.requestHeader, originOf(ctx)),
     executeElixirTool: async (req, ctx) =>
       resultForCaller(
         await executor.execute(
-          { ...req, binaryParameters: {} },
+          traceCall({ ...req, binaryParameters: {} }, ctx),
           ctx.signal,
           ctx.requestHeader,
           originOf(ctx),
@@ -335,6 +337,16 @@ export function createBridgeService(
       );
       return { success: true, toolIds, errorMessage: "" };
     },
+
+    // The host calls it on a worker (telemetry-reader.ts); nothing to serve here.
+    // biome-ignore lint/correctness/useYield: it refuses before any event.
+    async *streamTelemetry() {
+      throw new ConnectError(
+        "StreamTelemetry is served by snakepit workers to their host, not by the bridge (the bridge reads it from its workers)",
+        Code.Unimplemented,
+      );
+    },
+
     async *watchVariables(req, ctx) {
       // gRPC, gRPC-Web and Connect binary calls are served by
       // watch-endpoint.ts; this path serves the rest, with the same checks.

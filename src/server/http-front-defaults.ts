@@ -39,8 +39,8 @@ export const defaultConnectionLimits: ConnectionLimits = Object.freeze({
  * The request headers a cross-origin caller may send unless told otherwise
  * (`--cors-allow-headers`): those Connect and gRPC-Web clients send
  * (connect-es's `cors.allowedHeaders`), the worker token (authorization), a
- * request id for tracing, and the session id header a client sends for
- * session-affine routing.
+ * request id for tracing, the session id header a client sends for
+ * session-affine routing, and snakepit's correlation id of tool calls.
  */
 export const defaultCorsAllowHeaders: readonly string[] = Object.freeze([
   "authorization",
@@ -57,4 +57,5 @@ export const defaultCorsAllowHeaders: readonly string[] = Object.freeze([
   "x-user-agent",
   "x-request-id",
   "x-session-id",
+  "x-snakepit-correlation-id",
 ]);

@@ -74,6 +74,18 @@ export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
       options.fallback(req, res);
       return;
     }
+    if (handler.method.methodKind === "bidi_streaming" && req.httpVersionMajor < 2) {
+      // connect-node would answer a bare HTTP 505, which clients report as UNKNOWN.
+      refuseRequest(
+        req,
+        res,
+        new ConnectError(
+          `${handler.method.name} is a bidirectional stream, which needs HTTP/2 (gRPC); HTTP/1.1 cannot carry it`,
+          Code.Unimplemented,
+        ),
+      );
+      return;
+    }
     // connect-node builds the request URL from the client's Host (or
     // :authority) with `new URL`, which throws on a malformed one: checked
     // first, and a missing one (legal in HTTP/1.0) is the listener's own.

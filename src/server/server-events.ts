@@ -140,6 +140,7 @@ export function reportAudit(
           duration_ms: entry.durationMs,
           target: entry.target,
           ...(entry.error === undefined ? {} : { error: entry.error }),
+          ...(entry.correlationId === undefined ? {} : { correlation_id: entry.correlationId }),
         },
       );
       return;
@@ -153,6 +154,7 @@ export function reportAudit(
       outcome: entry.outcome,
       target: entry.target,
       ...(entry.error === undefined ? {} : { error: entry.error }),
+      ...(entry.correlationId === undefined ? {} : { correlation_id: entry.correlationId }),
     });
   });
 }

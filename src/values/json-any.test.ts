@@ -1,5 +1,14 @@
-import { create, toBinary } from "@bufbuild/protobuf";
-import { type Any, AnySchema, anyPack, anyUnpack, StringValueSchema } from "@bufbuild/protobuf/wkt";
+import { create, fromJson, toBinary } from "@bufbuild/protobuf";
+import {
+  type Any,
+  AnySchema,
+  anyPack,
+  anyUnpack,
+  ListValueSchema,
+  StringValueSchema,
+  StructSchema,
+  ValueSchema,
+} from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -115,6 +124,55 @@ describe("decodeJsonAny", () => {
     expect(decodeJsonAny(anyOf("type.googleapis.com/snakepit.float", '"NaN"'))).toBeNaN();
   });
 
+  it("decodes snakepit v0.13's map and list results", () => {
+    // What a v0.13 worker's ExecuteTool returns for a dict and a list.
+    expect(
+      decodeJsonAny(anyOf("type.googleapis.com/snakepit.map", '{"message": "hi", "n": [1, 2.5]}')),
+    ).toEqual({ message: "hi", n: [1, 2.5] });
+    expect(decodeJsonAny(anyOf("type.googleapis.com/snakepit.list", '[1, "two", {}]'))).toEqual([
+      1,
+      "two",
+      {},
+    ]);
+    expect(decodeJsonAny(anyOf("type.googleapis.com/snakepit.float", "5.0"))).toBe(5);
+  });
+
+  it("decodes google.protobuf.Value, Struct and ListValue, as JSON text or packed", () => {
+    const value = "type.googleapis.com/google.protobuf.Value";
+    expect(decodeJsonAny(anyOf(value, "3"))).toBe(3);
+    expect(decodeJsonAny(anyPack(ValueSchema, fromJson(ValueSchema, { a: [1] })))).toEqual({
+      a: [1],
+    });
+    expect(decodeJsonAny(anyPack(StructSchema, fromJson(StructSchema, { k: "v" })))).toEqual({
+      k: "v",
+    });
+    expect(decodeJsonAny(anyPack(ListValueSchema, fromJson(ListValueSchema, [null])))).toEqual([
+      null,
+    ]);
+  });
+
+  it.each([
+    [
+      anyOf("type.googleapis.com/snakepit.map", "[1]"),
+      "snakepit.map tool value must be a JSON object",
+    ],
+    [
+      anyOf("type.googleapis.com/snakepit.list", "{}"),
+      "snakepit.list tool value must be a JSON array",
+    ],
+    [
+      anyOf("type.googleapis.com/snakepit.list", "oops"),
+      "snakepit.list tool value is not UTF-8 JSON",
+    ],
+    [
+      anyOf("type.googleapis.com/snakepit.map", '{"loss": NaN}'),
+      'snakepit.map tool value is not UTF-8 JSON (NaN and Infinity are not JSON: send them as the strings "NaN", "Infinity", "-Infinity")',
+    ],
+    [anyOf("type.googleapis.com/snakepit.map.binary", "{}"), "unsupported type URL"],
+  ])("refuses %o", (any, message) => {
+    expect(errorOf(() => decodeJsonAny(any)).rawMessage).toContain(message);
+  });
+
   it.each([
     [anyOf("type.googleapis.com/google.protobuf.Int32Value", "1"), "unsupported type URL"],
     [anyOf(STRING_VALUE, new Uint8Array([0xff])), "tool value is not valid UTF-8"],
@@ -176,7 +234,32 @@ describe("convertJsonAny", () => {
     expect(convertJsonAny(wellFormed, "string-value")).toBe(wellFormed);
   });
 
+  it("gives workers and gRPC callers a packed Value, Struct or ListValue as raw JSON", () => {
+    const packedStruct = anyPack(StructSchema, fromJson(StructSchema, { a: [1, "x"] }));
+    const raw = convertJsonAny(packedStruct, "raw-json");
+    expect(raw.typeUrl).toBe(STRING_VALUE);
+    expect(text(raw.value)).toBe('{"a":[1,"x"]}');
+    // JSON text is already what they read.
+    const jsonText = anyOf("type.googleapis.com/google.protobuf.Value", "2");
+    expect(convertJsonAny(jsonText, "raw-json")).toBe(jsonText);
+  });
+
+  it("gives Connect and gRPC-Web callers a JSON-text Value as a packed Value", () => {
+    const jsonText = anyOf("type.googleapis.com/google.protobuf.Value", '{"n":2}');
+    const wellFormed = convertJsonAny(jsonText, "string-value");
+    expect(wellFormed.typeUrl).toBe(jsonText.typeUrl);
+    const unpacked = anyUnpack(wellFormed, ValueSchema);
+    expect(unpacked?.kind.case).toBe("structValue");
+    expect(decodeJsonAny(wellFormed)).toEqual({ n: 2 });
+    const packedList = anyPack(ListValueSchema, fromJson(ListValueSchema, [1]));
+    expect(convertJsonAny(packedList, "string-value")).toBe(packedList);
+  });
+
   it("leaves other Anys and undecodable values as they are", () => {
+    const v013Map = anyOf("type.googleapis.com/snakepit.map", '{"a":1}');
+    expect(convertJsonAny(v013Map, "string-value")).toBe(v013Map);
+    const broken = anyOf("type.googleapis.com/google.protobuf.Value", "{oops");
+    expect(convertJsonAny(broken, "raw-json")).toBe(broken);
     const variable = encodeValue("float", 0.5).any;
     expect(convertJsonAny(variable, "raw-json")).toBe(variable);
     const notUtf8 = anyOf(STRING_VALUE, new Uint8Array([0xff, 0xfe]));

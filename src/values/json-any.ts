@@ -6,6 +6,14 @@ import { decodeValue } from "./decode-value.js";
 import { invalidArgument, truncateText } from "./describe-value.js";
 import { MAX_JSON_DEPTH, nestsDeeperThan } from "./json-depth.js";
 import { specialFloatToString } from "./special-floats.js";
+import {
+  decodeStructValue,
+  notJsonHint,
+  packStructValue,
+  parseJsonBytes,
+  type StructKind,
+  structKindOf,
+} from "./struct-value.js";
 import { TYPE_URL_PREFIX } from "./type-url.js";
 import { isVariableType } from "./variable-type.js";
 
@@ -92,12 +100,34 @@ export function encodeJsonAny(value: JsonValue, form: JsonAnyForm = "string-valu
  * different forms (a public client and a snakepit worker).
  */
 export function convertJsonAny(any: Any, form: JsonAnyForm): Any {
+  const kind = structKindOf(any.typeUrl);
+  if (kind !== undefined) return convertStructAny(any, kind, form);
   if (any.typeUrl.slice(any.typeUrl.lastIndexOf("/") + 1) !== STRING_VALUE_NAME) return any;
   if (any.value.length > 0 && isPackedStringValue(any.value) === (form === "string-value")) {
     return any;
   }
   try {
     return encodeJsonAny(decodeJsonAny(any), form);
+  } catch {
+    // Deliberate: undecodable bytes are relayed unchanged; the receiver reports them.
+    return any;
+  }
+}
+
+/**
+ * A `google.protobuf.Value`, `Struct` or `ListValue` tool value in `form`:
+ * raw JSON (under the StringValue type URL, which every snakepit version
+ * reads) for workers and gRPC callers, a packed message of its own type for
+ * the rest.
+ */
+function convertStructAny(any: Any, kind: StructKind, form: JsonAnyForm): Any {
+  try {
+    const decoded = decodeStructValue(kind, any.value);
+    if (form === "raw-json") {
+      return decoded.form === "json" ? any : encodeJsonAny(decoded.value, "raw-json");
+    }
+    if (decoded.form === "packed") return any;
+    return create(AnySchema, { typeUrl: any.typeUrl, value: packStructValue(kind, decoded.value) });
   } catch {
     // Deliberate: undecodable bytes are relayed unchanged; the receiver reports them.
     return any;
@@ -160,13 +190,22 @@ function decodeUtf8(bytes: Uint8Array): string {
  *   convention), or with a really packed StringValue whose string holds JSON
  *   (or plain text, returned as a string); plain non-JSON text is returned as
  *   a string too; an empty value is the empty string;
+ * - `…google.protobuf.Value`, `…Struct` and `…ListValue`, as raw JSON text
+ *   (what snakepit v0.13's `call_elixir_tool` sends for numbers) or as
+ *   packed messages;
+ * - `…snakepit.map` (a JSON object) and `…snakepit.list` (a JSON array),
+ *   which snakepit v0.13 workers return for dicts and lists;
  * - `…snakepit.<type>` values (see {@link decodeValue}), normalized.
  *
  * A missing Any, or one with neither type URL nor value, is `null`.
  *
+ * @example
+ * decodeJsonAny({ typeUrl: "type.googleapis.com/snakepit.map", value: utf8('{"a":1}') }); // { a: 1 }
+ *
  * @throws ConnectError with `Code.InvalidArgument` for other type URLs, for
- *   bytes that are not UTF-8 and for JSON nesting deeper than
- *   {@link MAX_JSON_DEPTH} levels.
+ *   bytes that are not UTF-8, for a typed value that is not JSON of its
+ *   type (NaN and Infinity included: JSON has no such numbers), and for
+ *   nesting deeper than {@link MAX_JSON_DEPTH} levels.
  */
 export function decodeJsonAny(any: Any | undefined): JsonValue {
   if (any === undefined || (any.typeUrl === "" && any.value.length === 0)) return null;
@@ -176,14 +215,33 @@ export function decodeJsonAny(any: Any | undefined): JsonValue {
     if (isPackedStringValue(bytes)) return parseJsonOrText(unpackString(bytes));
     return parseJsonOrText(decodeUtf8(bytes));
   }
+  const kind = structKindOf(any.typeUrl);
+  if (kind !== undefined) return decodeStructValue(kind, bytes).value;
   const base = any.typeUrl.replace(/\.binary$/, "");
   const name = base.slice(Math.max(base.lastIndexOf("/"), base.lastIndexOf(".")) + 1);
+  if ((name === "map" || name === "list") && base === any.typeUrl) return decodeJsonOf(name, bytes);
   if (!isVariableType(name)) {
     throw invalidArgument(
-      `unsupported type URL '${truncateText(any.typeUrl)}' for a tool value: expected ${STRING_VALUE_TYPE_URL} or ${TYPE_URL_PREFIX}<type>`,
+      `unsupported type URL '${truncateText(any.typeUrl)}' for a tool value: expected ${STRING_VALUE_TYPE_URL}, google.protobuf.Value, Struct or ListValue, ${TYPE_URL_PREFIX}map or list, or ${TYPE_URL_PREFIX}<variable type>`,
     );
   }
   const { type, value } = decodeValue(any);
   // Tensors are plain {shape, data} objects, so every normalized value is JSON.
   return validateValue(type, value) as unknown as JsonValue;
+}
+
+/** A snakepit v0.13 `map` (a JSON object) or `list` (a JSON array) value. */
+function decodeJsonOf(name: "map" | "list", bytes: Uint8Array): JsonValue {
+  const value = parseJsonBytes(bytes);
+  if (value === undefined) {
+    throw invalidArgument(`snakepit.${name} tool value is not UTF-8 JSON${notJsonHint(bytes)}`);
+  }
+  const isList = Array.isArray(value);
+  const isMap = typeof value === "object" && value !== null && !isList;
+  if (name === "map" ? !isMap : !isList) {
+    throw invalidArgument(
+      `snakepit.${name} tool value must be a JSON ${name === "map" ? "object" : "array"}`,
+    );
+  }
+  return value;
 }

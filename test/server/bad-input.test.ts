@@ -1594,8 +1594,10 @@ describe("raw request bytes: never INTERNAL or UNKNOWN, never an internal messag
     )
     .map(([before, bad, after]) => concat(utf8.encode(before), bad, utf8.encode(after)));
 
+  // StreamTelemetry is not served: it is UNIMPLEMENTED before any message is read.
+  const servedMethods = methods.filter((m) => m !== BridgeService.method.streamTelemetry);
   const stringFieldArb = fc
-    .constantFrom(...methods)
+    .constantFrom(...servedMethods)
     .chain((method) =>
       fc.tuple(fc.constant(method), fc.constantFrom(...stringPaths(method.input))),
     );

@@ -492,6 +492,21 @@ const cases: Record<MethodKey, Case> = {
     });
   },
 
+  async streamTelemetry(c, protocol) {
+    // A host calls it on a worker: the bridge refuses it, whatever it is sent.
+    async function* controls() {
+      yield { control: { case: "toggle" as const, value: { enabled: true } } };
+    }
+    const refused = await errorOf(collect(c.streamTelemetry(controls())));
+    expect(refused.code).toBe(Code.Unimplemented);
+    expect(refused.rawMessage).toMatch(
+      // These clients speak HTTP/1.1, where a bidirectional stream cannot run.
+      protocol === "grpc"
+        ? /^StreamTelemetry is served by snakepit workers to their host, not by the bridge/
+        : /^StreamTelemetry is a bidirectional stream, which needs HTTP\/2/,
+    );
+  },
+
   async watchVariables(c) {
     const sessionId = await session(c, { x: 0, y: 0 });
     const abort = new AbortController();

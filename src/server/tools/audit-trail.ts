@@ -28,6 +28,8 @@ export interface AuditEntry {
   readonly streaming: boolean;
   /** The registering worker's id, for remote tools' registrations and removals. */
   readonly worker?: string;
+  /** An execution's correlation id (x-snakepit-correlation-id), sent to its worker too. */
+  readonly correlationId?: string;
 }
 
 /** Which entries {@link AuditTrail.entries} returns. */

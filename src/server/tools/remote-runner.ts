@@ -6,6 +6,7 @@ import { convertJsonAny } from "../../values/json-any.js";
 import { createKeyedLogSampler } from "../log-sampler.js";
 import { type Logger, redactSessionId } from "../logger.js";
 import { clip } from "../message-text.js";
+import { correlationHeader, correlationIdIn } from "./correlation-id.js";
 import type { RegisteredTool } from "./tool-registry.js";
 import { finalChunk, type RunOutcome, type ToolCall, type ToolFinish } from "./tool-run.js";
 
@@ -110,19 +111,21 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
   const forwardFailure = (
     tool: RegisteredTool,
     e: unknown,
-    sessionId: string,
+    call: ToolCall,
     signal: AbortSignal,
   ): string => {
     const err = ConnectError.from(e);
     const target = tool.target as RemoteTarget;
+    const correlationId = correlationIdIn(call);
     forwardFailures.report(
       { code: Code[err.code] },
       {
-        session: redactSessionId(sessionId),
+        session: redactSessionId(call.sessionId),
         tool: tool.name,
         worker: target.workerId,
         address: target.address.display,
         error: err.rawMessage,
+        ...(correlationId === undefined ? {} : { correlation_id: correlationId }),
       },
     );
     switch (err.code) {
@@ -157,11 +160,25 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
     }
   };
 
-  /** The worker's client and the options of a call forwarded to it. */
-  const forward = (tool: RegisteredTool, signal: AbortSignal, via: readonly string[]) => ({
-    client: workerClient((tool.target as RemoteTarget).address.url),
-    options: { signal, timeoutMs, headers: { [viaHeader]: [...via, instanceId].join(",") } },
-  });
+  /**
+   * The worker's client and the options of a call forwarded to it: the
+   * forwarding path, and the correlation id in the header v0.13 workers read
+   * (it is in the request's metadata too).
+   */
+  const forward = (
+    tool: RegisteredTool,
+    call: ToolCall,
+    signal: AbortSignal,
+    via: readonly string[],
+  ) => {
+    const headers: Record<string, string> = { [viaHeader]: [...via, instanceId].join(",") };
+    const correlationId = correlationIdIn(call);
+    if (correlationId !== undefined) headers[correlationHeader] = correlationId;
+    return {
+      client: workerClient((tool.target as RemoteTarget).address.url),
+      options: { signal, timeoutMs, headers },
+    };
+  };
 
   return {
     pathOf(headers) {
@@ -185,7 +202,7 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
     },
 
     async execute(tool, call, signal, via) {
-      const { client, options } = forward(tool, signal, via);
+      const { client, options } = forward(tool, call, signal, via);
       try {
         const response = await client.executeTool(
           {
@@ -201,16 +218,17 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
         return {
           outcome: response.success ? "ok" : "error",
           result: response.result,
+          binaryResult: response.binaryResult,
           error: response.errorMessage,
           metadata: response.metadata,
         };
       } catch (e) {
-        return { outcome: "error", error: forwardFailure(tool, e, call.sessionId, signal) };
+        return { outcome: "error", error: forwardFailure(tool, e, call, signal) };
       }
     },
 
     async *stream(tool, call, signal, via, finish) {
-      const { client, options } = forward(tool, signal, via);
+      const { client, options } = forward(tool, call, signal, via);
       try {
         for await (const chunk of client.executeStreamingTool(
           {
@@ -228,7 +246,7 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
         }
         finish("ok");
       } catch (e) {
-        const message = forwardFailure(tool, e, call.sessionId, signal);
+        const message = forwardFailure(tool, e, call, signal);
         finish("error", message);
         yield finalChunk(1, null, { error: message });
       }

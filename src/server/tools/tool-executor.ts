@@ -7,6 +7,7 @@ import { clientOf, isWorker } from "../caller.js";
 import type { Logger } from "../logger.js";
 import { quote } from "../message-text.js";
 import type { ToolOutcome } from "./audit-trail.js";
+import { correlationIdIn } from "./correlation-id.js";
 import { createFairGate } from "./fair-gate.js";
 import { createLocalRunner } from "./local-runner.js";
 import { createRemoteRunner } from "./remote-runner.js";
@@ -20,6 +21,8 @@ export type { ToolCall } from "./tool-run.js";
 export interface ToolResult {
   readonly success: boolean;
   readonly result: Any | undefined;
+  /** ExecuteToolResponse.binary_result: a worker's opaque payload, empty when none. */
+  readonly binaryResult?: Uint8Array;
   readonly errorMessage: string;
   readonly metadata: Record<string, string>;
   readonly executionTimeMs: bigint;
@@ -130,6 +133,7 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
     target: string,
     streaming: boolean,
   ) => {
+    const correlationId = correlationIdIn(call);
     core.audit.record({
       action: "execute",
       sessionId: call.sessionId,
@@ -140,6 +144,7 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
       ...(error === undefined ? {} : { error }),
       target,
       streaming,
+      ...(correlationId === undefined ? {} : { correlationId }),
     });
   };
 
@@ -225,6 +230,7 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
     return {
       success: ok,
       result: ran.result,
+      ...(ran.binaryResult === undefined ? {} : { binaryResult: ran.binaryResult }),
       errorMessage: ran.error,
       // Extension: tells clients why a call failed without parsing text.
       metadata: ok ? metadata : { ...metadata, error_kind: ran.outcome },

@@ -23,6 +23,8 @@ export interface ToolCall {
 export interface RunOutcome {
   readonly outcome: ToolOutcome;
   readonly result?: Any | undefined;
+  /** A worker's opaque binary result (snakepit v0.13 `binary_result`), relayed as is. */
+  readonly binaryResult?: Uint8Array | undefined;
   /** Why it failed ("" when it did not). */
   readonly error: string;
   readonly metadata?: Record<string, string>;
