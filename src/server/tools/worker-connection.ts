@@ -21,6 +21,12 @@ export interface WorkerConnection {
     options: Omit<http2.ClientSessionRequestOptions, "signal">,
   ): Promise<http2.ClientHttp2Stream>;
   notifyResponseByteRead(stream: http2.ClientHttp2Stream): void;
+  /**
+   * GOAWAY frames received so far: a call that failed after one may have
+   * been refused unprocessed by a worker closing its connection (and may be
+   * sent again on a new one).
+   */
+  readonly goaways: number;
   /** Closes the connection now, failing what runs on it. */
   close(): void;
 }
@@ -40,6 +46,7 @@ export function createWorkerConnection(
 ): WorkerConnection {
   const authority = new URL(url).origin;
   let current: { session: http2.ClientHttp2Session; ready: Promise<void> } | undefined;
+  let goaways = 0;
 
   const usable = (session: http2.ClientHttp2Session) => !session.closed && !session.destroyed;
 
@@ -53,7 +60,10 @@ export function createWorkerConnection(
     const retire = () => {
       if (current?.session === session) current = undefined;
     };
-    session.on("goaway", retire);
+    session.on("goaway", () => {
+      goaways++;
+      retire();
+    });
     session.on("close", retire);
     session.setTimeout(options.idleMs, () => session.close());
     // An idle check connection never keeps the process alive.
@@ -85,6 +95,9 @@ export function createWorkerConnection(
 
   return {
     authority,
+    get goaways() {
+      return goaways;
+    },
     async request(method, path, headers, requestOptions) {
       const { session, ready } =
         current !== undefined && usable(current.session) ? current : open();

@@ -4,8 +4,8 @@
  * service answers `grpc.health.v1.Health/Check`; snakepit's own workers
  * (v0.4.3 and v0.13) serve only BridgeService, whose `Ping` they answer;
  * a minimal worker (the demo's) serves neither, yet answers every call
- * with a gRPC status. The probe finds each worker's dialect once and keeps
- * using it.
+ * with a gRPC status, which shows its process is there. The probe finds
+ * each worker's dialect once and keeps using it until a check fails.
  */
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -23,7 +23,7 @@ export interface WorkerProbe {
    * Never rejects.
    */
   check(address: WorkerAddress, signal: AbortSignal): Promise<string | undefined>;
-  /** Closes the connection to an address and forgets its dialect. */
+  /** Closes the connection to an address and forgets its dialect (a failed check does too). */
   forget(address: WorkerAddress): void;
   /** Closes every connection. */
   close(): void;
@@ -40,7 +40,7 @@ export interface WorkerProbeOptions {
 }
 
 /** Which call shows that a worker is alive. */
-type Dialect = "health" | "ping" | "any";
+type Dialect = "health" | "ping";
 
 interface Link {
   readonly connection: WorkerConnection;
@@ -88,9 +88,11 @@ export function createWorkerProbe(options: WorkerProbeOptions): WorkerProbe {
     return link;
   };
 
-  const check = async (link: Link, signal: AbortSignal): Promise<string | undefined> => {
-    // One deadline for the check, however many calls it takes.
-    const deadline = Date.now() + options.timeoutMs;
+  const check = async (
+    link: Link,
+    signal: AbortSignal,
+    deadline: number,
+  ): Promise<string | undefined> => {
     const call = () => ({ signal, timeoutMs: Math.max(1, deadline - Date.now()) });
     if (link.dialect === "health") {
       try {
@@ -117,27 +119,45 @@ export function createWorkerProbe(options: WorkerProbeOptions): WorkerProbe {
     } catch (e) {
       const error = ConnectError.from(e);
       if (!answered(error)) return failure(error);
-      // A worker serving neither call still answered with a status of its
-      // own: its process is there and serving gRPC.
-      if (error.code === Code.Unimplemented) link.dialect = "any";
+      // A status of the worker's own (UNIMPLEMENTED from one serving
+      // neither call, like the demo's): its process is there, serving gRPC.
       return undefined;
     }
   };
 
+  const forget = (address: WorkerAddress) => {
+    links.get(address.display)?.connection.close();
+    links.delete(address.display);
+  };
+
   return {
     async check(address, signal) {
+      let failed: string | undefined;
+      // One deadline for the check, however many calls it takes.
+      const deadline = Date.now() + options.timeoutMs;
       try {
-        return await check(linkTo(address), signal);
+        const link = linkTo(address);
+        const goaways = link.connection.goaways;
+        failed = await check(link, signal, deadline);
+        // A worker closing its connection (GOAWAY, as servers with a
+        // maximum connection age do) may refuse a call it never began: that
+        // says nothing about its health, so the check runs once more on a
+        // new connection.
+        if (failed !== undefined && link.connection.goaways > goaways && Date.now() < deadline) {
+          failed = await check(link, signal, deadline);
+        }
       } catch (e) {
-        // Whatever else went wrong (the client refused the address, say) is
-        // a failed check, never an exception out of the checking loop.
-        return failure(ConnectError.from(e));
+        // Whatever else went wrong is a failed check, never an exception
+        // out of the checking loop.
+        failed = failure(ConnectError.from(e));
       }
+      // After a failure the next check starts afresh: a new connection
+      // (the old one may be dead without having said so) and the dialect
+      // found again (whatever serves there now may be another program).
+      if (failed !== undefined) forget(address);
+      return failed;
     },
-    forget(address) {
-      links.get(address.display)?.connection.close();
-      links.delete(address.display);
-    },
+    forget,
     close() {
       for (const link of links.values()) link.connection.close();
       links.clear();
