@@ -25,6 +25,7 @@ import type { ToolDefinition } from "./tools/tool-definition.js";
 import { createToolExecutor } from "./tools/tool-executor.js";
 import { createToolRegistry } from "./tools/tool-registry.js";
 import { createWorkerAddressPolicy } from "./tools/worker-address.js";
+import { createWorkerLiveness, type RegisteredWorker } from "./tools/worker-liveness.js";
 import { createWorkerTools } from "./tools/worker-tools.js";
 import { createVariableOps } from "./variable-ops.js";
 import { createWatchEndpoint } from "./watch-endpoint.js";
@@ -120,6 +121,11 @@ export interface BridgeServer extends AsyncDisposable {
   readonly store: SessionStore;
   /** This bridge's metrics (its own prom-client registry), as the admin listener serves them. */
   readonly metrics: MetricsRegistry;
+  /**
+   * The worker addresses holding tools registered with a worker_address,
+   * with their health (as the admin listener's `GET /workers` shows them).
+   */
+  registeredWorkers(): RegisteredWorker[];
 }
 
 /**
@@ -198,7 +204,20 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     ownHosts: () => ownHosts.map((h) => h.toLowerCase()),
     ownPorts: () => ownPorts,
   });
-  const workerTools = createWorkerTools(core, { workerAddresses, logger });
+  const liveness = createWorkerLiveness({
+    tools,
+    intervalMs: config.workerCheckIntervalMs,
+    timeoutMs: config.workerCheckTimeoutMs,
+    failures: config.workerCheckFailures,
+    maxConnections: config.maxWorkerConnections,
+    logger,
+    now,
+  });
+  const workerTools = createWorkerTools(core, {
+    workerAddresses,
+    logger,
+    onRegistered: (address) => liveness.registered(address),
+  });
   const service = createBridgeService(core, { executor, workerTools });
 
   const metrics = createMetrics();
@@ -229,6 +248,12 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     [...listeners].map(([listener, f]) => ({ labels: { listener }, value: f.connectionCount })),
   );
   metrics.gauge("bridge_remote_tools", "Tools registered by workers.", () => tools.remoteCount);
+  metrics.gauge(
+    "bridge_registered_workers",
+    "Worker addresses holding registered tools, by health: up, failing (tools still offered), gone (tools withdrawn), unchecked (--worker-check-interval 0).",
+    ["state"],
+    () => Object.entries(liveness.counts()).map(([state, value]) => ({ labels: { state }, value })),
+  );
   // A shared store's change feed: what this replica's writes add to it.
   if ("feedAppended" in store && typeof store.feedAppended === "function") {
     const appended = () => (store as RedisStore).feedAppended();
@@ -310,6 +335,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     if (released) return;
     released = true;
     unsubscribe();
+    liveness.close();
     workerTools.close();
     executor.close();
     memory.close();
@@ -348,6 +374,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     readAuditTrail: async (filter) =>
       store.sharedAudit === undefined ? audit.entries(filter) : store.sharedAudit.read(filter),
     onAudit: (listener) => audit.subscribe(listener),
+    registeredWorkers: () => liveness.registeredWorkers(),
     async start() {
       if (fronts !== undefined) throw new Error("the bridge server is already started");
       if (released) throw new Error("the bridge server was stopped: create a new one");
@@ -416,6 +443,13 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
                 ...(shutdown.signal.aborted ? { draining: true } : {}),
               }),
               metrics,
+              workers: () => ({
+                workers: liveness.registeredWorkers().map((w) => ({
+                  kind: "registered",
+                  ...w,
+                  since: new Date(w.since).toISOString(),
+                })),
+              }),
               limits: connectionLimits,
               logger,
             });
@@ -442,6 +476,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       }
       const [pub, wrk, adm] = bound;
       ownPorts = bound.filter((b) => b !== undefined).map((b) => b.port);
+      liveness.start();
       await refreshStats();
       statsTimer = setInterval(() => void refreshStats(), 1000);
       statsTimer.unref();

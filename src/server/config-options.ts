@@ -390,6 +390,31 @@ export const serverOptions = {
     help: "Worker connections kept open for forwarded calls; the least recently used one is closed beyond.",
     parse: (raw) => integer(raw, 1),
   }),
+  workerCheckIntervalMs: option({
+    flag: "worker-check-interval",
+    placeholder: "<ms>",
+    default: 2000,
+    help: "How often each worker that registered tools with a worker_address is health-checked (grpc.health.v1 Check, else BridgeService Ping); after --worker-check-failures failures in a row its tools are withdrawn (not listed; calls fail with UNAVAILABLE) until it answers or registers again. 0 turns the checks off.",
+    parse: (raw) => {
+      const ms = integer(raw, 0, 3_600_000);
+      if (ms > 0 && ms < 100) throw new Error("must be 0 (off) or at least 100 ms");
+      return ms;
+    },
+  }),
+  workerCheckTimeoutMs: option({
+    flag: "worker-check-timeout",
+    placeholder: "<ms>",
+    default: 1000,
+    help: "How long one worker health check may take before it counts as failed.",
+    parse: (raw) => integer(raw, 50, 600_000),
+  }),
+  workerCheckFailures: option({
+    flag: "worker-check-failures",
+    placeholder: "<n>",
+    default: 3,
+    help: "Failed health checks in a row after which a worker's tools are withdrawn.",
+    parse: (raw) => integer(raw, 1, 100),
+  }),
   watchBufferSize: option({
     flag: "watch-buffer-size",
     placeholder: "<n>",

@@ -88,6 +88,8 @@ export interface HttpFrontOptions {
   health?: () => { ok: boolean; [k: string]: unknown };
   /** Rendered by `GET /metrics`. */
   metrics?: MetricsRegistry;
+  /** Served as JSON by `GET /workers`. */
+  workers?: () => unknown;
   /** Connection limits and timeouts; see {@link ConnectionLimits}. */
   limits?: Partial<ConnectionLimits>;
   /**
@@ -322,7 +324,8 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     const path = (req.url ?? "").split("?", 1)[0];
     if (
       !(path === "/healthz" && options.health !== undefined) &&
-      !(path === "/metrics" && metrics !== undefined)
+      !(path === "/metrics" && metrics !== undefined) &&
+      !(path === "/workers" && options.workers !== undefined)
     ) {
       send(res, 404, "text/plain; charset=utf-8", "not found\n");
       return;
@@ -336,6 +339,11 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     if (path === "/healthz") {
       const [status, body] = healthReport();
       send(res, status, "application/json", `${JSON.stringify(body)}\n`, head);
+      return;
+    }
+    if (path === "/workers") {
+      const body = (options.workers as () => unknown)();
+      send(res, 200, "application/json", `${JSON.stringify(body)}\n`, head);
       return;
     }
     const registry = metrics as MetricsRegistry;

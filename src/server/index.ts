@@ -80,3 +80,4 @@ export type {
   ToolSession,
   ToolVariable,
 } from "./tools/tool-definition.js";
+export type { RegisteredWorker, WorkerState } from "./tools/worker-liveness.js";

@@ -300,7 +300,8 @@ describe("worker connections", () => {
     const workers = await Promise.all(
       Array.from({ length: 6 }, () => bridge({ autoCreateSessions: true, builtinTools: false })),
     );
-    const b = await bridge({ maxWorkerConnections: 2 });
+    // (Health checks off: they keep connections of their own.)
+    const b = await bridge({ maxWorkerConnections: 2, workerCheckIntervalMs: 0 });
     const { sessionId } = await b.client().initializeSession({});
     for (const [i, worker] of workers.entries()) {
       worker.server.registerTool({

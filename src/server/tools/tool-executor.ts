@@ -185,6 +185,13 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
     };
     try {
       const tool = await resolve(call);
+      if (tool !== undefined && core.tools.isWithdrawn(tool)) {
+        // Not "unreachable, try again later": its worker failed its health
+        // checks, so the tool is no longer listed either.
+        const error = workerGone(call.toolName);
+        record(call, now(), "error", error.rawMessage, targetLabel(tool), streaming);
+        throw error;
+      }
       if (tool !== undefined) {
         try {
           if (tool.target.kind === "remote" && !origin.worker) {
@@ -289,6 +296,14 @@ interface Run {
   readonly release: () => void;
   readonly started: number;
   readonly tool: RegisteredTool | undefined;
+}
+
+/** The refusal of a call whose tool's worker is withdrawn (see worker-liveness.ts). */
+function workerGone(name: string): ConnectError {
+  return new ConnectError(
+    `the worker hosting tool '${name}' is gone: it stopped answering health checks, so the tool is withdrawn until the worker answers again or registers again`,
+    Code.Unavailable,
+  );
 }
 
 const anonymousOrigin: CallOrigin = Object.freeze({ client: "", worker: false });

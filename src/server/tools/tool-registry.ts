@@ -77,9 +77,15 @@ export interface ToolRegistry {
     workerId: string,
     options?: { readonly audit?: boolean },
   ): Record<string, string>;
-  /** The tool a session sees under a name: its own first, then global. */
+  /**
+   * The tool a session sees under a name: its own first, then global. A
+   * withdrawn tool is found too, so a call can say its worker is gone.
+   */
   lookup(sessionId: string, name: string): RegisteredTool | undefined;
-  /** Every tool a session sees, session-scoped ones shadowing global ones. */
+  /**
+   * Every tool a session sees, session-scoped ones shadowing global ones;
+   * the tools of withdrawn workers are left out.
+   */
   list(sessionId: string): RegisteredTool[];
   /**
    * The tools a session may call: those of {@link list} its allowlist names
@@ -92,6 +98,22 @@ export interface ToolRegistry {
   unregisterLocal(name: string): boolean;
   /** Remote tools held, global and session-scoped. */
   readonly remoteCount: number;
+  /** The live remote tools held now, grouped by worker address (`display`). */
+  remoteByAddress(): Map<string, RemoteGroup>;
+  /**
+   * Withdraws (or restores) the tools served at a worker address (`display`):
+   * withdrawn ones stay registered, keep their names and count against the
+   * limits, but are not listed; see {@link isWithdrawn}.
+   */
+  setWithdrawn(address: string, withdrawn: boolean): void;
+  /** Whether a tool's worker is withdrawn (never for a local tool). */
+  isWithdrawn(tool: RegisteredTool): boolean;
+}
+
+/** The remote tools served at one worker address. */
+export interface RemoteGroup {
+  readonly address: WorkerAddress;
+  readonly tools: readonly RegisteredTool[];
 }
 
 /** Options of {@link createToolRegistry}. */
@@ -109,6 +131,8 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
   const global = new Map<string, RegisteredTool>();
   const scoped = new Map<string, Map<string, RegisteredTool>>();
   let remoteCount = 0;
+  // Worker addresses (display) whose tools are withdrawn.
+  const withdrawn = new Set<string>();
 
   const record = (
     action: "register" | "remove",
@@ -312,7 +336,9 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
           else drop(tools, tool, "expired");
         }
       }
-      return [...seen.values()];
+      // After shadowing: a session's withdrawn tool hides a global one of its
+      // name, as it would on a call.
+      return [...seen.values()].filter((t) => !registry.isWithdrawn(t));
     },
 
     visible(sessionId, allowed) {
@@ -329,6 +355,29 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
       for (const tool of [...tools.values()]) drop(tools, tool, "session ended");
       scoped.delete(sessionId);
       return count;
+    },
+
+    remoteByAddress() {
+      const groups = new Map<string, { address: WorkerAddress; tools: RegisteredTool[] }>();
+      const note = (tool: RegisteredTool) => {
+        if (tool.target.kind !== "remote" || !alive(tool)) return;
+        const key = tool.target.address.display;
+        const group = groups.get(key);
+        if (group === undefined) groups.set(key, { address: tool.target.address, tools: [tool] });
+        else group.tools.push(tool);
+      };
+      for (const tool of global.values()) note(tool);
+      for (const map of scoped.values()) for (const tool of map.values()) note(tool);
+      return groups;
+    },
+
+    setWithdrawn(address, value) {
+      if (value) withdrawn.add(address);
+      else withdrawn.delete(address);
+    },
+
+    isWithdrawn(tool) {
+      return tool.target.kind === "remote" && withdrawn.has(tool.target.address.display);
     },
 
     unregisterLocal(name) {

@@ -39,10 +39,27 @@ export interface WorkerTools {
 /** Creates the worker tool registration of a core. */
 export function createWorkerTools(
   core: BridgeCore,
-  options: { readonly workerAddresses: WorkerAddressPolicy; readonly logger: Logger },
+  options: {
+    readonly workerAddresses: WorkerAddressPolicy;
+    readonly logger: Logger;
+    /**
+     * Called after each registration (here or, with a multi-node store, on
+     * another replica) with the worker addresses it named: a worker that
+     * registers is there (see worker-liveness.ts).
+     */
+    readonly onRegistered?: (address: WorkerAddress) => void;
+  },
 ): WorkerTools {
   const { tools, store, settings } = core;
   const { workerAddresses, logger } = options;
+  const registeredAt = (registered: readonly ToolInput[]) => {
+    const seen = new Set<string>();
+    for (const tool of registered) {
+      if (tool.target.kind !== "remote" || seen.has(tool.target.address.display)) continue;
+      seen.add(tool.target.address.display);
+      options.onRegistered?.(tool.target.address);
+    }
+  };
 
   const registerChecked = async (
     req: RegisterToolsRequest,
@@ -59,7 +76,11 @@ export function createWorkerTools(
       client,
     );
     const shared = store.sharedTools;
-    if (shared === undefined) return tools.registerRemote(accepted, workerId);
+    if (shared === undefined) {
+      const ids = tools.registerRemote(accepted, workerId);
+      registeredAt(accepted);
+      return ids;
+    }
     // Several replicas: checked here against what this replica knows, then
     // once for all replicas (atomically, in the store), then applied here;
     // the others apply it from the store's feed.
@@ -70,7 +91,9 @@ export function createWorkerTools(
       workerId,
       settings.limits,
     );
-    return tools.applyRemote(accepted, workerId);
+    const ids = tools.applyRemote(accepted, workerId);
+    registeredAt(accepted);
+    return ids;
   };
 
   // Anyone reaching the public port can have registrations refused as fast
@@ -137,7 +160,10 @@ export function createWorkerTools(
       byWorker.set(t.workerId, group);
     }
     // The replica that took the registration audited it.
-    for (const [workerId, group] of byWorker) tools.applyRemote(group, workerId, { audit: false });
+    for (const [workerId, group] of byWorker) {
+      tools.applyRemote(group, workerId, { audit: false });
+      registeredAt(group);
+    }
   };
 
   let unsubscribe: (() => void) | undefined;
