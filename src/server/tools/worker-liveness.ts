@@ -167,7 +167,8 @@ export function createWorkerLiveness(options: WorkerLivenessOptions): WorkerLive
       gate.release();
       return;
     }
-    const started = now();
+    // Elapsed time on the monotonic clock: `now` may be a test's, or jump.
+    const started = performance.now();
     let failure: string | undefined;
     try {
       failure = await probe.check(entry.address, stopping.signal);
@@ -178,7 +179,7 @@ export function createWorkerLiveness(options: WorkerLivenessOptions): WorkerLive
     settle(entry, failure);
     // At a steady rate per address, so checks spread at first stay spread;
     // never right after a check that took the whole interval.
-    const elapsed = now() - started;
+    const elapsed = performance.now() - started;
     schedule(entry, Math.max(intervalMs - elapsed, intervalMs / 10));
   };
 
