@@ -443,13 +443,9 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
                 ...(shutdown.signal.aborted ? { draining: true } : {}),
               }),
               metrics,
-              workers: () => ({
-                workers: liveness.registeredWorkers().map((w) => ({
-                  kind: "registered",
-                  ...w,
-                  since: new Date(w.since).toISOString(),
-                })),
-              }),
+              json: {
+                "/workers": () => ({ workers: liveness.registeredWorkers() }),
+              },
               limits: connectionLimits,
               logger,
             });

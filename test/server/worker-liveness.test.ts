@@ -189,12 +189,11 @@ describe("a self-registered worker that dies", () => {
     const gone = stateOf(bridge, address);
     expect(gone).toMatchObject({ state: "gone", tools: ["py_echo"], workerIds: ["py-liveness"] });
     expect(gone?.lastError).toMatch(/UNAVAILABLE|ECONNREFUSED/);
+    expect(Date.parse(gone?.since ?? "")).toBeGreaterThanOrEqual(killedAt);
     const listing = (await (await fetch(`${bridge.adminUrl}/workers`)).json()) as {
       workers: Record<string, unknown>[];
     };
-    expect(listing.workers).toEqual([
-      expect.objectContaining({ kind: "registered", address, state: "gone", tools: ["py_echo"] }),
-    ]);
+    expect(listing.workers).toEqual([{ ...gone, kind: "registered" }]);
     const metrics = await (await fetch(`${bridge.adminUrl}/metrics`)).text();
     expect(metrics).toContain('bridge_registered_workers{state="gone"} 1');
 
@@ -207,7 +206,7 @@ describe("a self-registered worker that dies", () => {
       { timeoutMs: 2 * INTERVAL_MS + 1000 },
     );
     expect(await echo(client, sessionId, "back")).toBe("back");
-    expect(stateOf(bridge, address)).toMatchObject({ state: "up", lastError: undefined });
+    expect(stateOf(bridge, address)).toMatchObject({ state: "up", lastError: null });
   }, 60_000);
 
   it("is restored at once when it registers again, and withdrawn again if it still does not answer", async () => {
@@ -385,20 +384,21 @@ describe("a worker registering many addresses", () => {
     // Never two at once at one address.
     expect(Math.max(...[...perAddress.values()].map((p) => p.max))).toBe(1);
     // A fixed number of checks in flight (16): each of these holds its slot
-    // for the whole timeout, so no span shorter than that sees more than 16
-    // begin; half of it leaves room for the time connecting takes. (Counting
-    // open calls instead would race with the servers seeing a timed-out
-    // call's connection close, in this same process.) Without the bound,
-    // all 40 would begin within the first interval.
-    const window = TIMEOUT_MS / 2;
+    // for the whole timeout, so a slot begins at most one check per 500 ms;
+    // in any 2 s, with up to 500 ms more for the time connecting takes on a
+    // loaded machine, 16 slots begin at most 16 × 6 checks. Without the
+    // bound, the 40 addresses, each checked again right after its timeout,
+    // begin about 150. (Counting calls open at once instead would race with
+    // the servers seeing a timed-out call's connection close.)
+    const window = 4 * TIMEOUT_MS;
     let busiest = 0;
     for (let first = 0, last = 0; last < starts.length; last++) {
       while ((starts[last] as number) - (starts[first] as number) >= window) first++;
       busiest = Math.max(busiest, last - first + 1);
     }
-    expect(busiest).toBeLessThanOrEqual(16);
+    expect(busiest).toBeLessThanOrEqual(16 * ((window + TIMEOUT_MS) / TIMEOUT_MS + 1));
     // ...and they do run side by side.
-    expect(busiest).toBeGreaterThan(4);
+    expect(busiest).toBeGreaterThan(16);
     const { sessionId } = await bridge.client().initializeSession({});
     expect((await listed(bridge.client(), sessionId)).filter((n) => n.startsWith("hang_"))).toEqual(
       [],

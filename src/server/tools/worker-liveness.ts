@@ -24,8 +24,13 @@ import { createWorkerProbe, type WorkerProbe } from "./worker-probe.js";
  */
 export type WorkerState = "up" | "failing" | "gone" | "unchecked";
 
-/** A worker address holding registered tools, as the admin listing shows it. */
+/**
+ * A worker address holding registered tools, as the admin listing
+ * (`GET /workers`) shows it beside the workers of other kinds.
+ */
 export interface RegisteredWorker {
+  /** A worker that started itself and registered its tools. */
+  readonly kind: "registered";
   /** `host:port`, as registered. */
   readonly address: string;
   readonly state: WorkerState;
@@ -34,9 +39,9 @@ export interface RegisteredWorker {
   /** The worker_ids its tools were registered under, sorted. */
   readonly workerIds: readonly string[];
   /** Why its last check failed, while it is `failing` or `gone`. */
-  readonly lastError: string | undefined;
-  /** Epoch ms since when it is in this state (or since it was first seen). */
-  readonly since: number;
+  readonly lastError: string | null;
+  /** Since when it is in this state (or since it was first seen), ISO 8601. */
+  readonly since: string;
 }
 
 /** Health checks of registered workers; see {@link createWorkerLiveness}. */
@@ -162,7 +167,8 @@ export function createWorkerLiveness(options: WorkerLivenessOptions): WorkerLive
       gate.release();
       return;
     }
-    const started = now();
+    // Elapsed time on the monotonic clock: `now` may be a test's, or jump.
+    const started = performance.now();
     let failure: string | undefined;
     try {
       failure = await probe.check(entry.address, stopping.signal);
@@ -173,7 +179,7 @@ export function createWorkerLiveness(options: WorkerLivenessOptions): WorkerLive
     settle(entry, failure);
     // At a steady rate per address, so checks spread at first stay spread;
     // never right after a check that took the whole interval.
-    const elapsed = now() - started;
+    const elapsed = performance.now() - started;
     schedule(entry, Math.max(intervalMs - elapsed, intervalMs / 10));
   };
 
@@ -236,6 +242,7 @@ export function createWorkerLiveness(options: WorkerLivenessOptions): WorkerLive
         .map(([display, group]): RegisteredWorker => {
           const entry = entries.get(display);
           return {
+            kind: "registered",
             address: display,
             state: entry?.state ?? (checking ? "up" : "unchecked"),
             tools: [...new Set(group.tools.map((t) => t.name))].sort(),
@@ -244,8 +251,8 @@ export function createWorkerLiveness(options: WorkerLivenessOptions): WorkerLive
                 group.tools.map((t) => (t.target.kind === "remote" ? t.target.workerId : "")),
               ),
             ].sort(),
-            lastError: entry?.lastError,
-            since: entry?.since ?? now(),
+            lastError: entry?.lastError ?? null,
+            since: new Date(entry?.since ?? now()).toISOString(),
           };
         })
         .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
