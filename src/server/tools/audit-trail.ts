@@ -28,6 +28,11 @@ export interface AuditEntry {
   readonly streaming: boolean;
   /** The registering worker's id, for remote tools' registrations and removals. */
   readonly worker?: string;
+  /**
+   * For executions: the identity the caller acted for (the subject of the
+   * identity JWT that created the session, carried by its tokens).
+   */
+  readonly subject?: string;
 }
 
 /** Which entries {@link AuditTrail.entries} returns. */
