@@ -168,8 +168,8 @@ export async function forgedTokens(real: string, key: string): Promise<Record<st
   return {
     // Signed with the bridge's own key, but over.
     expired: await sign({ ...claims, iat: now - 7200, exp: now - 3600 }, key),
-    // The claims changed to owner, the signature kept.
-    tampered: `${head}.${b64({ ...claims, role: "owner" })}.${signature}`,
+    // The claims changed (owner, a day longer), the signature kept.
+    tampered: `${head}.${b64({ ...claims, role: "owner", exp: Number(claims.exp) + 86_400 })}.${signature}`,
     // A well-formed token under the bridge's key id, signed with another key.
     "other key": await sign({ ...claims, role: "owner" }, newKey()),
     // Signed with a key the bridge does not hold at all.

@@ -122,7 +122,8 @@ export function createAccessCheck(options: AccessCheckOptions): Interceptor {
   };
 }
 
-type Refuse = (
+/** Makes a refusal: code, message, the roles needed and held, the cause. */
+export type Refuse = (
   code: Code,
   message: string,
   required?: Role,
@@ -131,7 +132,7 @@ type Refuse = (
 ) => ConnectError;
 
 /** A refusal of `method` with its AccessDenied detail. */
-function refusal(method: string): Refuse {
+export function refusal(method: string): Refuse {
   return (code, message, required, granted, cause) => {
     const value: MessageInitShape<typeof AccessDeniedSchema> = {
       requiredRole: toWireRole(required),

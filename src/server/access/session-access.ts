@@ -7,7 +7,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AccessRole } from "../../gen/snakepit/bridge/bridge_pb.js";
 import type { SessionRecord } from "../store/session-store.js";
-import type { AccessMode } from "./access-check.js";
+import { type AccessMode, refusal } from "./access-check.js";
 import type { Grant } from "./access-grant.js";
 import { roleIn } from "./access-grant.js";
 import type { AccessTokens, MintedToken } from "./access-tokens.js";
@@ -62,6 +62,9 @@ export interface SessionAccess {
   ): Promise<MintedToken & { readonly role: Role }>;
 }
 
+const refuseOpen = refusal("InitializeSession");
+const refuseMint = refusal("MintToken");
+
 /** Creates the session-level access decisions. */
 export function createSessionAccess(options: SessionAccessOptions): SessionAccess {
   const { tokens, tokenTtlMs, now } = options;
@@ -86,33 +89,36 @@ export function createSessionAccess(options: SessionAccessOptions): SessionAcces
         metadata,
         checkCreate: () => {
           if (grant.kind === "token") {
-            throw new ConnectError(
-              "the session of this access token has ended; a token cannot create it again: open a new session",
+            throw refuseOpen(
               Code.PermissionDenied,
+              "the session of this access token has ended; a token cannot create it again: open a new session",
+              undefined,
+              grant.role,
             );
           }
           if (
             options.identityRequired &&
             (grant.kind === "anonymous" || grant.kind === "session-id")
           ) {
-            throw new ConnectError(
-              "creating a session on this bridge needs an identity: send your identity provider's JWT as authorization: Bearer <jwt>",
+            throw refuseOpen(
               Code.Unauthenticated,
+              "creating a session on this bridge needs an identity: send your identity provider's JWT as authorization: Bearer <jwt>",
             );
           }
         },
         checkReopen: (session) => {
           const owner = session.metadata[ownerMetadataKey];
           if (grant.kind === "anonymous") {
-            throw new ConnectError(
-              "the session exists; reopening it needs an access token for it (authorization: Bearer <token>)",
+            throw refuseOpen(
               Code.PermissionDenied,
+              "the session exists; reopening it needs an access token for it (authorization: Bearer <token>)",
+              "viewer",
             );
           }
           if (grant.kind === "identity" && owner !== grant.subject) {
-            throw new ConnectError(
-              "the session was created by another identity: only its owner may reopen it",
+            throw refuseOpen(
               Code.PermissionDenied,
+              "the session was created by another identity: only its owner may reopen it",
             );
           }
         },
@@ -146,9 +152,11 @@ export function createSessionAccess(options: SessionAccessOptions): SessionAcces
       }
       const own = roleIn(grant, session.id);
       if (own === undefined || !covers(own, role)) {
-        throw new ConnectError(
-          `MintToken: a token of role ${role} needs that role or higher in the session${own === undefined ? "" : `; the caller has ${own}`}`,
+        throw refuseMint(
           Code.PermissionDenied,
+          `MintToken: a token of role ${role} needs that role or higher in the session${own === undefined ? "" : `; the caller has ${own}`}`,
+          role,
+          own,
         );
       }
       const wanted = now() + (ttlSeconds === 0 ? tokenTtlMs : ttlSeconds * 1000);
