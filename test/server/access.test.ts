@@ -3,7 +3,7 @@
  * session answers, what each role may do, MintToken's bounds, reopening,
  * tools' roles, workers, key rotation, both modes, and external identity.
  */
-import { generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -12,6 +12,7 @@ import { Code } from "@connectrpc/connect";
 import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccessRole } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { parseServerConfig } from "../../src/server/config.js";
 import { decodeValue, encodeJsonAny, encodeValue } from "../../src/values/index.js";
 import { accessDetail, bearer, newKey, seedVariables } from "../support/access.js";
 import { bridgePerTest, type RunningBridge, startBridge } from "../support/bridge.js";
@@ -348,5 +349,70 @@ describe("external identity", () => {
     );
     const audited = bridge.server.auditTrail({ sessionId, tool: "conversation_history" });
     expect(audited.at(-1)?.subject).toBe("ada");
+  });
+});
+
+describe("access settings at start-up", () => {
+  let dir = "";
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "ub-access-config-"));
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+  const parse = (argv: string[], env: Record<string, string> = {}) => {
+    try {
+      return parseServerConfig(argv, env);
+    } catch (e) {
+      return e as Error;
+    }
+  };
+
+  it("refuses weak token keys, naming the setting and never the key", () => {
+    for (const weak of ["a".repeat(44), "abcdefghijk1".repeat(4), "short"]) {
+      const byFlag = parse(["--access", "tokens", "--token-key", weak]);
+      expect(byFlag).toBeInstanceOf(Error);
+      expect((byFlag as Error).message).toMatch(/^--token-key: .*openssl rand -base64 32/);
+      expect((byFlag as Error).message).not.toContain(weak);
+      const byEnv = parse([], { UB_ACCESS: "tokens", UB_TOKEN_KEY: weak });
+      expect((byEnv as Error).message).toMatch(/^UB_TOKEN_KEY: /);
+    }
+  });
+
+  it("needs a key for tokens mode, from the flag, the environment or a file", async () => {
+    expect((parse(["--access", "tokens"]) as Error).message).toMatch(
+      /--access is tokens, which needs a key .*--token-key/,
+    );
+    const second = newKey();
+    const byEnv = parse([], { UB_ACCESS: "tokens", UB_TOKEN_KEY: `${key},${second}` });
+    expect(byEnv).toMatchObject({ access: "tokens", tokenKeys: [key, second] });
+    const file = path.join(dir, "keys");
+    await writeFile(file, `# newest first\n${second}\n\n${key}\n`, { mode: 0o600 });
+    expect(parse(["--access", "tokens", "--token-key-file", file])).toMatchObject({
+      tokenKeys: [second, key],
+    });
+    expect((parse(["--token-key", key, "--token-key-file", file]) as Error).message).toMatch(
+      /both set/,
+    );
+    await writeFile(file, "a".repeat(40));
+    const weakFile = parse(["--token-key-file", file]) as Error;
+    expect(weakFile.message).toMatch(/line 1: must not be easy to guess/);
+    expect(weakFile.message).not.toContain("a".repeat(40));
+  });
+
+  it("refuses a worker token of a JWT's form, and identity settings without a key file", async () => {
+    const jws = () => randomBytes(16).toString("base64url");
+    expect((parse(["--worker-token", `${jws()}.${jws()}.${jws()}`]) as Error).message).toMatch(
+      /--worker-token: must not have the form of a JWT/,
+    );
+    expect((parse(["--jwt-issuer", "https://idp"]) as Error).message).toMatch(
+      /--jwt-issuer .*need --jwt-public-key/,
+    );
+    const bad = path.join(dir, "not-a-key.pem");
+    await writeFile(bad, "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n");
+    expect((parse(["--jwt-public-key", bad]) as Error).message).toMatch(
+      /^--jwt-public-key: .*neither a PEM public key/,
+    );
+    const secret = path.join(dir, "secret.json");
+    await writeFile(secret, JSON.stringify({ keys: [{ kty: "oct", k: "c2VjcmV0" }] }));
+    expect((parse(["--jwt-public-key", secret]) as Error).message).toMatch(/public keys only/);
   });
 });
