@@ -264,7 +264,7 @@ describe("key rotation", () => {
 describe("session-id mode", () => {
   const start = bridgePerTest();
   it("opens a session by its id alone, and holds a token's caller to the token's role", async () => {
-    const bridge = await start({ access: "session-id" });
+    const bridge = await start({ access: "session-id", tokenKeys: [key] });
     const { sessionId, owner } = await open(bridge);
     // The id alone: every right, as always, and an owner token on reopening.
     const c = bridge.client();
@@ -281,6 +281,21 @@ describe("session-id mode", () => {
     await rejectionOf(
       c.getVariable({ sessionId, variableIdentifier: "x" }, bearer(`${viewer}x`)),
       Code.Unauthenticated,
+    );
+  });
+
+  it("answers no token unasked without configured keys, yet mints on request", async () => {
+    // A random key of this process: its tokens would fail on any other
+    // replica, where the session id alone works.
+    const bridge = await start({ access: "session-id" });
+    const { sessionId, owner } = await open(bridge);
+    expect(owner).toBe("");
+    const minted = await bridge.client().mintToken({ sessionId, role: AccessRole.VIEWER });
+    await rejectionOf(
+      bridge
+        .client()
+        .setVariable({ sessionId, variableIdentifier: "x", value: int(1) }, bearer(minted.token)),
+      Code.PermissionDenied,
     );
   });
 });

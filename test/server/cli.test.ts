@@ -84,7 +84,9 @@ describe("unified-bridge serve", () => {
     ]);
     expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(server.url).not.toBe("http://127.0.0.1:0");
-    expect(server.stdout()).toMatch(/^unified-bridge listening on .*; store: memory; access: session-id; workers: /m);
+    expect(server.stdout()).toMatch(
+      /^unified-bridge listening on .*; store: memory; access: session-id; workers: /m,
+    );
     const c = grpcClient(server.url);
     expect((await c.ping({ message: "hello" })).message).toBe("hello");
 

@@ -126,6 +126,11 @@ export function createSessionAccess(options: SessionAccessOptions): SessionAcces
     },
 
     async tokenAfterOpen(grant, session, created) {
+      // In session-id mode the id opens the session anyway; a token is
+      // answered only when the keys are configured, since one signed with
+      // this process's random key fails on every other replica and after a
+      // restart, where the id alone would have worked.
+      if (options.mode === "session-id" && tokens.ephemeral) return undefined;
       // Who had every right in the session before the call gets them in a
       // token: its creator, a worker, the owner's identity, and in
       // session-id mode whoever named it. A token's holder keeps its token.

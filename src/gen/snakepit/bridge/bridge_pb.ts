@@ -398,7 +398,8 @@ export type InitializeSessionResponse = Message<"snakepit.bridge.InitializeSessi
    * Extension: an owner token for the session, answered when this call
    * created it, and when the caller reopened it with full rights (a worker,
    * the session id alone in session-id mode, or the identity that owns
-   * it); empty otherwise. Send it as "authorization: Bearer <token>".
+   * it); empty otherwise, and always in session-id mode on a bridge without
+   * configured token keys. Send it as "authorization: Bearer <token>".
    *
    * @generated from field: string access_token = 15;
    */
