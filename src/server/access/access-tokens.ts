@@ -10,7 +10,7 @@
  * (at most `--token-ttl`). Signing and verifying is jose's; the HMAC
  * comparison is WebCrypto's, in constant time.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, createSecretKey, type KeyObject, randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { decodeProtectedHeader, errors, type JWTPayload, jwtVerify, SignJWT } from "jose";
 import { isRole, type Role } from "./roles.js";
@@ -61,7 +61,8 @@ export interface AccessTokens {
 
 interface RingKey {
   readonly kid: string;
-  readonly secret: Uint8Array;
+  /** A KeyObject made once: jose would import raw bytes again on every call. */
+  readonly secret: KeyObject;
 }
 
 /** Verified tokens remembered at once (a few hundred bytes each). */
@@ -81,7 +82,7 @@ export function createAccessTokens(options: {
   const source = ephemeral ? [randomBytes(32).toString("base64url")] : options.keys;
   const ring: RingKey[] = source.map((key) => ({
     kid: keyId(key),
-    secret: new TextEncoder().encode(key),
+    secret: createSecretKey(Buffer.from(key, "utf8")),
   }));
   const byKid = new Map(ring.map((k) => [k.kid, k]));
   const signer = ring[0] as RingKey;
