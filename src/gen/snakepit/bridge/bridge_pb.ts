@@ -16,7 +16,10 @@
 //   (validation, e.g. "variable 'temperature': value 2.5 is above maximum 2"),
 //   ALREADY_EXISTS, ABORTED (compare-and-swap mismatch, the message gives the
 //   current version), FAILED_PRECONDITION (optimization lock),
-//   RESOURCE_EXHAUSTED (limits) and PERMISSION_DENIED (tool permissions).
+//   RESOURCE_EXHAUSTED (limits), PERMISSION_DENIED (tool permissions, and
+//   access: a role or session the caller's token does not cover) and
+//   UNAUTHENTICATED (no access token where one is needed, or a bad one).
+//   Access refusals carry an AccessDenied error detail (extension).
 //   Tool RPCs report tool failures in-band instead: success = false and
 //   error_message, as the original server did.
 // * A failed call changes nothing: value, version, history and metadata stay
