@@ -327,7 +327,9 @@ describe("unified-bridge serve --store <redis-url>", () => {
         const prefix = ["--store", store, "--store-key-prefix", "cli-test:"];
         const a = await serve([...args, ...prefix]);
         const b = await serve([...args, ...prefix]);
-        expect(a.stdout()).toContain(`; store: ${redis.url}/0 (key prefix cli-test:); workers: `);
+        expect(a.stdout()).toContain(
+          `; store: ${redis.url}/0 (key prefix cli-test:); access: session-id; workers: `,
+        );
 
         const { sessionId } = await grpcClient(a.url).initializeSession({
           initialVariables: [
