@@ -7,7 +7,8 @@
  * with persistence and tabs (local-copy.ts), revalidation, watch and
  * heartbeat (session-sync.ts), the connection state machine
  * (connection-state.ts), pending values (pending-writes.ts), the outbox
- * (outbox-writes.ts) and closing (session-close.ts).
+ * (outbox-writes.ts), access tokens (access-token.ts, mint-token.ts) and
+ * closing (session-close.ts).
  * @module
  */
 import {
@@ -281,11 +282,11 @@ export async function createSessionContext(
   // The id is known up front when attaching, and once the server minted it otherwise.
   let affinityKey = given ?? "";
   const header = options.affinityHeader === true ? defaultAffinityHeader : options.affinityHeader;
-  const honest = withAccessToken(withHonestTransportErrors(options.transport), tokens);
+  const authorized = withAccessToken(withHonestTransportErrors(options.transport), tokens);
   const transport =
     typeof header === "string" && header !== ""
-      ? withAffinityHeader(honest, header, () => affinityKey)
-      : honest;
+      ? withAffinityHeader(authorized, header, () => affinityKey)
+      : authorized;
   const client = createClient(BridgeService, transport);
   const call = options.callOptions ?? {};
   const init = await client
