@@ -135,21 +135,42 @@ async function textCall(
   res.headers.forEach((value, name) => {
     fields.set(name, value);
   });
-  // Streaming replies come in padded base64 pieces; read until the trailer.
-  const text = await res.text();
-  const bytes = Buffer.concat(
-    (text.match(/[A-Za-z0-9+/]+={0,2}/g) ?? []).map((p) => Buffer.from(p, "base64")),
-  );
-  for (let at = 0; at + 5 <= bytes.length; ) {
-    const length = bytes.readUInt32BE(at + 1);
-    if (((bytes[at] ?? 0) & 0x80) !== 0) {
-      for (const line of bytes.toString("utf8", at + 5, at + 5 + length).split("\r\n")) {
-        const colon = line.indexOf(":");
-        if (colon > 0) fields.set(line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim());
+  // Replies come in padded base64 pieces: read until the trailer, or (a
+  // stream that goes on, e.g. an allowed watch) until its first message.
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  let text = "";
+  let done = false;
+  let messages = 0;
+  while (!done) {
+    const chunk = await reader.read();
+    if (chunk.done) break;
+    text += new TextDecoder().decode(chunk.value);
+    const bytes = Buffer.concat(
+      (text.match(/[A-Za-z0-9+/]+={0,2}/g) ?? []).map((p) => Buffer.from(p, "base64")),
+    );
+    for (let at = 0; at + 5 <= bytes.length; ) {
+      const length = bytes.readUInt32BE(at + 1);
+      if (at + 5 + length > bytes.length) break;
+      if (((bytes[at] ?? 0) & 0x80) !== 0) {
+        for (const line of bytes.toString("utf8", at + 5, at + 5 + length).split("\r\n")) {
+          const colon = line.indexOf(":");
+          if (colon > 0) {
+            fields.set(line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim());
+          }
+        }
+        done = true;
+      } else {
+        messages++;
       }
+      at += 5 + length;
     }
-    at += 5 + length;
+    if (messages > 0 && !done) {
+      // Served: the call was allowed.
+      await reader.cancel();
+      return { code: "OK", message: "", detail: undefined };
+    }
   }
+  await reader.cancel().catch(() => undefined);
   // The status as connect's own gRPC code reads it, details included.
   const error = findTrailerError(new Headers([...fields]));
   if (error === undefined && fields.get("grpc-status") !== "0") {
