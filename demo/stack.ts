@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import { createLogger, createServer, type ViteDevServer } from "vite";
@@ -38,6 +39,14 @@ export interface StackOptions {
    * when python3, grpcio, scikit-learn and protoc are installed, false never.
    */
   readonly python?: "auto" | false;
+  /**
+   * Who may use a session (default "tokens"): "tokens", where the page
+   * holds its session's owner token and a view-only link opens the session
+   * for watching only; "session-id", where the session id opens it with
+   * every right (a view-only link is then not offered: the id it carries
+   * would open everything).
+   */
+  readonly access?: "tokens" | "session-id";
   /**
    * Watch the page's files and reload it when they change (default true);
    * tests turn it off, so an edit during a run cannot reload their pages.
@@ -122,6 +131,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       host,
       port: bridgePort,
       workerPort,
+      access: options.access ?? "tokens",
+      // One key for the stack's life: tokens stay valid when the bridge is
+      // stopped and started again (an outage), never beyond the process.
+      tokenKeys: [randomBytes(32).toString("base64")],
       // Browsers reach the bridge through the proxy (same origin); this
       // also lets a page served elsewhere call it directly.
       corsOrigins: [`http://${host}:${vitePort}`, `http://localhost:${vitePort}`],

@@ -54,11 +54,12 @@ console.log(`
   Spam filter tuning demo (unified-bridge)
 
   ➜  Open:    ${stack.url}
-  ➜  Bridge:  ${stack.bridgeUrl}  (gRPC h2c, gRPC-Web, Connect; in-memory sessions)
+  ➜  Bridge:  ${stack.bridgeUrl}  (gRPC h2c, gRPC-Web, Connect; in-memory sessions; access: tokens)
   ➜  Workers: ${stack.workerTarget}  (worker listener: RegisterTools)
   ➜  Python:  ${python}
 
-  Share a session: open the page, then "Open in another tab" (the URL carries ?session=…).${
+  Share a session: open the page, then "Copy link" or "Open in another tab" (the link
+  carries the session and its access token); "Copy view-only link" shares it to watch only.${
     // Keys need a terminal; under a process manager or a pipe there is none.
     process.stdin.isTTY
       ? `

@@ -61,6 +61,10 @@ export async function startDemoBridge(options: {
   workerPort: number;
   corsOrigins: readonly string[];
   logLevel: Logger["level"];
+  /** Who may use a session (see `--access`); default session-id. */
+  access?: "tokens" | "session-id";
+  /** Keys that sign access tokens, the same for every server of this bridge. */
+  tokenKeys?: readonly string[];
 }): Promise<DemoBridge> {
   // The evaluation tool reaches the Python worker's tool the way any client
   // does: a call to the bridge, which forwards it to the worker.
@@ -81,6 +85,8 @@ export async function startDemoBridge(options: {
       logger,
       sessionStore: store,
       tools,
+      access: options.access ?? "session-id",
+      tokenKeys: [...(options.tokenKeys ?? [])],
     });
     return { server, addresses: await server.start() };
   };
@@ -95,7 +101,7 @@ export async function startDemoBridge(options: {
   const { url, port, workerUrl } = first.addresses;
   // The same ports every time, also when the first start picked free ones.
   const workerPort = workerUrl === undefined ? options.workerPort : Number(new URL(workerUrl).port);
-  callTool = loopbackToolCall(url);
+  callTool = loopbackToolCall(workerUrl ?? url);
 
   let server: BridgeServer | undefined = first.server;
   let closed = false;
@@ -138,7 +144,8 @@ export async function startDemoBridge(options: {
 /**
  * A {@link ToolCall} through the bridge at `url`: the evaluation tool
  * reaches the Python worker's tool the way any client does, with a call to
- * the bridge, which forwards it to the worker.
+ * the bridge, which forwards it to the worker. Give the worker listener's
+ * URL: a call from the server itself needs no access token there.
  */
 export function loopbackToolCall(url: string): ToolCall {
   const client = createClient(

@@ -32,8 +32,9 @@ await runServe(
   { UB_MAX_REQUEST_BYTES: String(MAX_REQUEST_BYTES), ...process.env },
   {
     tools: createSpamTools(createSpamProgram({ callTool: (call) => callTool(call) })),
-    onListening: ({ url }) => {
-      callTool = loopbackToolCall(url);
+    onListening: ({ url, workerUrl }) => {
+      // The worker listener: the tool's own calls need no access token.
+      callTool = loopbackToolCall(workerUrl ?? url);
     },
   },
 );

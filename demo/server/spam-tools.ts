@@ -122,7 +122,8 @@ export function createSpamTools(program: SpamProgram = createSpamProgram()): Too
     name: DATASET_TOOL,
     description:
       "Loads (once) and summarizes the SpamAssassin corpus: messages and spam per split of the deterministic train/dev/test split.",
-    metadata: { category: "demo" },
+    // Reads only: a view-only link's page shows the dataset too.
+    metadata: { category: "demo", access_role: "viewer" },
     async handler() {
       const corpus = await program.corpus();
       return {
@@ -139,7 +140,8 @@ export function createSpamTools(program: SpamProgram = createSpamProgram()): Too
     description:
       "Runs the program configured by the session's variables on one message (a raw e-mail with headers, or plain text used as the body) and returns its spam probability and strongest features.",
     parameters: [{ name: "text", type: "string", required: true, description: "The message." }],
-    metadata: { category: "demo" },
+    // Writes nothing in the session: a viewer may try the program too.
+    metadata: { category: "demo", access_role: "viewer" },
     // Trains the configured program first unless a recent call did.
     expensive: true,
     async handler(args, { session }) {

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { writeOutcome } from "../../src/client/index.ts";
+import { AccessError, writeOutcome } from "../../src/client/index.ts";
 
 /** An error as a person should read it: what happened and what to do. */
 export interface Explained {
@@ -72,6 +72,24 @@ export function explain(error: unknown, doing: string): Explained {
       detail: `The connection failed while ${doing}, after the change was sent: it may or may not have been applied. The page shows the stored value once the connection is back; check it before changing it again.`,
       code: e.code,
     };
+  }
+  if (error instanceof AccessError) {
+    // The bridge said which role was missing: say it in the page's words.
+    const needs =
+      error.requiredRole === undefined ? "" : ` (it needs the ${error.requiredRole} role)`;
+    return e.code === Code.Unauthenticated
+      ? {
+          title: "This link gives no access",
+          detail: `${server}. Ask the session's owner for a new link${needs}, or open a new session.`,
+          server,
+          code: e.code,
+        }
+      : {
+          title: "Not allowed with this link",
+          detail: `${server}${needs}. Ask the session's owner for a link with more rights, or open a new session.`,
+          server,
+          code: e.code,
+        };
   }
   if (isUnreachable(e)) {
     return {

@@ -21,6 +21,7 @@ import { createHistoryDrawer } from "./history-drawer.ts";
 import { createProgramCard } from "./program-card.ts";
 import { createTunePanel } from "./tune-panel.ts";
 import { createVariablesPanel } from "./variables-panel.ts";
+import { keepViewOnly } from "./view-only.ts";
 
 /**
  * The demo page: opens (or creates) the session named in the URL, shows the
@@ -29,9 +30,18 @@ import { createVariablesPanel } from "./variables-panel.ts";
  * outbox in IndexedDB: while the bridge is unreachable they are kept (also
  * across reloads, when the page opens without the bridge) and sent when it
  * is back.
+ *
+ * Access: on a bridge that needs tokens (`--access tokens`, the demo's
+ * default), the page keeps its session's token in sessionStorage (this tab,
+ * reloads included); links carry a token in the fragment (`#access=…`,
+ * never sent to a server): "Copy link" the page's own, "Copy view-only
+ * link" a viewer token minted for it. A page opened with a viewer token
+ * shows everything live and disables every control that would write.
  */
 
 const params = new URLSearchParams(location.search);
+/** The token a link carried (`#access=…`), read once: the address bar drops it. */
+const linkToken = new URLSearchParams(location.hash.slice(1)).get("access") ?? undefined;
 /** The bridge's base URL: the page's origin (Vite's proxy, or Envoy in production) unless given. */
 const bridgeUrl = params.get("bridge") ?? location.origin;
 const trials = clampInt(params.get("trials"), 20, 1, 100);
@@ -106,11 +116,13 @@ function setConn(state: "connecting" | "live" | "reconnecting" | "down" | "ended
 async function open(): Promise<SessionContext> {
   const transport = createConnectTransport({ baseUrl: bridgeUrl, useBinaryFormat: true });
   const wanted = params.get("session") ?? undefined;
+  const token = linkToken ?? storedToken(wanted);
   for (let attempt = 1; ; attempt++) {
     try {
       const ctx = await createSessionContext({
         transport,
         sessionId: wanted,
+        ...(token === undefined ? {} : { token }),
         persistence,
         outbox,
         // Back within a few seconds of the bridge (the default waits up to 10 s).
@@ -156,15 +168,42 @@ async function start(): Promise<void> {
   const started = performance.now();
   const url = new URL(location.href);
   url.searchParams.set("session", ctx.sessionId);
+  // The token stays in this tab (sessionStorage), not in the address bar,
+  // where it would be copied along with the link by accident.
+  url.hash = "";
   history.replaceState(null, "", url);
-  const copy = h("button", { type: "button", class: "ghost small" }, "Copy link");
-  copy.addEventListener("click", async () => {
-    await navigator.clipboard?.writeText(url.href).catch(() => undefined);
-    copy.textContent = "Copied";
-    setTimeout(() => {
-      copy.textContent = "Copy link";
-    }, 1500);
+  storeToken(ctx.sessionId, ctx.accessToken);
+  /** A link to this session carrying `token`, if there is one. */
+  const linkWith = (token: string | undefined) =>
+    token === undefined ? url.href : `${url.href}#access=${token}`;
+  const link = linkWith(ctx.accessToken);
+  const viewOnly = ctx.accessRole === "viewer";
+  const copy = copyButton("Copy link", async () => link, {
+    title: viewOnly
+      ? "A link to watch this session (view-only, as this page)"
+      : "A link to this session with this page's rights",
   });
+  const viewLink = h("a", { class: "small", "data-view-link": "", hidden: true }, "view-only link");
+  const reason = viewOnlyLinkRefusal(ctx);
+  const copyView = copyButton(
+    "Copy view-only link",
+    async () => {
+      // Twelve hours at most, and never longer than this page's own token.
+      const minted = await ctx.mintToken({ role: "viewer", ttlSeconds: 12 * 3600 });
+      const href = linkWith(minted.token);
+      viewLink.setAttribute("href", href);
+      viewLink.hidden = false;
+      return href;
+    },
+    {
+      title:
+        reason ??
+        "A link that shows this session live to whoever opens it, and lets them change nothing",
+      "data-action": "copy-view-link",
+    },
+    (e) => notify(explain(e, "making a view-only link")),
+  );
+  if (reason !== undefined) copyView.disabled = true;
   replaceChildren(
     sessionBox,
     "Session ",
@@ -173,10 +212,13 @@ async function start(): Promise<void> {
       { title: ctx.sessionId, "data-session": ctx.sessionId },
       `${ctx.sessionId.slice(0, 8)}…`,
     ),
+    viewOnly ? h("span", { class: "pill", "data-role": "viewer" }, "View only") : null,
     copy,
+    viewOnly ? null : copyView,
+    viewLink,
     h(
       "a",
-      { href: url.href, target: "_blank", rel: "noopener", class: "small" },
+      { href: link, target: "_blank", rel: "noopener", class: "small", "data-tab-link": "" },
       "Open in another tab",
     ),
   );
@@ -225,6 +267,21 @@ async function start(): Promise<void> {
     h("div", { class: "column" }, tune.element),
     history_.element,
   );
+
+  if (viewOnly) {
+    document.body.classList.add("view-only");
+    keepViewOnly(main);
+    notify(
+      {
+        title: "View-only link",
+        detail:
+          "You see this session live: its variables, runs and chart. Changing it needs an editor's link from its owner, so the controls that would are disabled.",
+        code: undefined,
+      },
+      "info",
+      true,
+    );
+  }
 
   const currentConfig = (): ProgramConfig | undefined => {
     try {
@@ -309,6 +366,9 @@ async function start(): Promise<void> {
       await Promise.all([persistence.clear(ctx.sessionId), outbox.clear(ctx.sessionId)]).catch(
         () => undefined,
       );
+      // The ended session's token cannot create it again: the new one
+      // answers a new token.
+      forgetToken(ctx.sessionId);
       location.reload();
     });
     const fresh = h("a", { href: `${location.pathname}`, class: "small" }, "or open a new session");
@@ -347,8 +407,10 @@ async function start(): Promise<void> {
   }
   void program.loadDataset();
   // 2. Declare the variables (one call; existing ones are kept as they are).
+  // A viewer may not declare anything: the session's owner has, and the
+  // values arrive with the watch stream.
   try {
-    await ctx.bind({ ...programSchema, [RUNS_VARIABLE]: runsDeclaration });
+    if (!viewOnly) await ctx.bind({ ...programSchema, [RUNS_VARIABLE]: runsDeclaration });
   } catch (e) {
     notify(explain(e, "declaring the program's variables"));
     throw e;
@@ -373,7 +435,79 @@ async function start(): Promise<void> {
   setConn("live", "Live");
   revalidatedOnce = true;
   await watchPython(ctx, tune);
-  void tune.scoreOnLoad();
+  // Scoring records an evaluation in the session: not a viewer's to do.
+  if (!viewOnly) void tune.scoreOnLoad();
+}
+
+/**
+ * Why this page may not make view-only links, or undefined when it may:
+ * it needs the owner's token, on a bridge that needs tokens (in
+ * session-id mode the link would carry the session id, which opens
+ * everything).
+ */
+function viewOnlyLinkRefusal(ctx: SessionContext): string | undefined {
+  if (ctx.accessToken === undefined) {
+    return "This bridge opens sessions by their id (--access session-id): a view-only link would carry the id, which opens everything. Run the bridge with --access tokens.";
+  }
+  if (ctx.accessRole !== "owner") {
+    return `Only the session's owner makes view-only links; this page has a ${ctx.accessRole ?? "limited"} link.`;
+  }
+  return undefined;
+}
+
+/** A button that copies what `text()` makes, saying so for a moment. */
+function copyButton(
+  label: string,
+  text: () => Promise<string>,
+  props: Record<string, string>,
+  onError?: (e: unknown) => void,
+): HTMLButtonElement {
+  const button = h("button", { type: "button", class: "ghost small", ...props }, label);
+  button.addEventListener("click", async () => {
+    try {
+      const copied = await text();
+      await navigator.clipboard?.writeText(copied).catch(() => undefined);
+      button.textContent = "Copied";
+    } catch (e) {
+      onError?.(e);
+    }
+    setTimeout(() => {
+      button.textContent = label;
+    }, 1500);
+  });
+  return button;
+}
+
+/** sessionStorage's key of a session's token. */
+const tokenKey = (sessionId: string) => `unified-bridge-demo:token:${sessionId}`;
+
+/** The token this tab kept for `sessionId`, if any. */
+function storedToken(sessionId: string | undefined): string | undefined {
+  if (sessionId === undefined) return undefined;
+  try {
+    return sessionStorage.getItem(tokenKey(sessionId)) ?? undefined;
+  } catch {
+    return undefined; // storage unavailable: links carry the token
+  }
+}
+
+/** Forgets a session's token (its session ended). */
+function forgetToken(sessionId: string): void {
+  try {
+    sessionStorage.removeItem(tokenKey(sessionId));
+  } catch {
+    // Storage unavailable: nothing was kept.
+  }
+}
+
+/** Keeps a session's token in this tab, for reloads. */
+function storeToken(sessionId: string, token: string | undefined): void {
+  if (token === undefined) return;
+  try {
+    sessionStorage.setItem(tokenKey(sessionId), token);
+  } catch {
+    // Storage unavailable (private mode): a reload then needs the link again.
+  }
 }
 
 /** Tells the Tune card whether the Python worker's module is registered, now and every 15 s. */

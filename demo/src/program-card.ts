@@ -39,10 +39,20 @@ export function createProgramCard(
     { class: "muted small", "data-dataset": "" },
     "Asking the bridge about the corpus…",
   );
-  const text = h("textarea", { rows: 5, spellcheck: "false", "aria-label": "Message to classify" });
+  // Trying the program changes nothing in the session: a view-only page keeps it.
+  const text = h("textarea", {
+    rows: 5,
+    spellcheck: "false",
+    "aria-label": "Message to classify",
+    "data-reads": "",
+  });
   text.value = SAMPLE;
   const verdict = h("div", { class: "verdict", "data-verdict": "" });
-  const run = h("button", { type: "button", class: "small" }, "Run the program on this message");
+  const run = h(
+    "button",
+    { type: "button", class: "small", "data-reads": "" },
+    "Run the program on this message",
+  );
   run.addEventListener("click", async () => {
     run.disabled = true;
     replaceChildren(verdict, h("span", { class: "muted" }, "running…"));

@@ -132,6 +132,8 @@ export function createVariablesPanel(
             class: "ghost small",
             type: "button",
             "data-history": name,
+            // Opens the history: a view-only page keeps it.
+            "data-reads": "",
             onclick: () => options.onHistory(name),
           },
           "History",

@@ -27,7 +27,12 @@ export type {
   VariableType,
   VariableValue,
 } from "../values/index.js";
+export type { AccessRoleName } from "./access-error.js";
+export { AccessError, accessRoles } from "./access-error.js";
+export type { TokenClaims } from "./access-token.js";
+export { tokenClaims } from "./access-token.js";
 export { defaultAffinityHeader } from "./affinity-header.js";
+export type { MintedToken } from "./mint-token.js";
 export type { OptimizationLock } from "./optimization-lock.js";
 export type {
   OutboxLimits,

@@ -7,7 +7,8 @@
  * with persistence and tabs (local-copy.ts), revalidation, watch and
  * heartbeat (session-sync.ts), the connection state machine
  * (connection-state.ts), pending values (pending-writes.ts), the outbox
- * (outbox-writes.ts) and closing (session-close.ts).
+ * (outbox-writes.ts), access tokens (access-token.ts, mint-token.ts) and
+ * closing (session-close.ts).
  * @module
  */
 import {
@@ -19,10 +20,13 @@ import {
 } from "@connectrpc/connect";
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import type { JsonValue, VariableValue } from "../values/index.js";
+import type { AccessRoleName } from "./access-error.js";
+import { createTokenSource, tokenClaims, withAccessToken } from "./access-token.js";
 import { defaultAffinityHeader, withAffinityHeader } from "./affinity-header.js";
 import { createConnection } from "./connection-state.js";
 import { createEmitter } from "./events.js";
 import { createLocalCopy } from "./local-copy.js";
+import { type MintedToken, mintToken } from "./mint-token.js";
 import { createOptimizationLock, type OptimizationLock } from "./optimization-lock.js";
 import type { OutboxStore } from "./outbox.js";
 import { createOutboxWrites, type OutboxWrite } from "./outbox-writes.js";
@@ -68,8 +72,26 @@ export interface SessionContextOptions {
    * Workers, connect-node's transports in Node.
    */
   readonly transport: Transport;
-  /** Attach to this session (created if missing); omit to get a new one. */
+  /**
+   * Attach to this session (created if missing); omit to get a new one,
+   * or, with a `token` or `getToken`, the token's session.
+   */
   readonly sessionId?: string | undefined;
+  /**
+   * An access token for the session (e.g. from a share link), sent as
+   * `authorization: Bearer <token>` on every call. Without `token` and
+   * `getToken`, the context sends the owner token the bridge answers when
+   * it creates the session ({@link SessionContext.accessToken}).
+   */
+  readonly token?: string;
+  /**
+   * Fetches an access token from the app (its backend, a worker minting
+   * them): called before the first call, and again whenever the token has
+   * less than `refreshTokenBeforeMs` left. Not together with `token`.
+   */
+  readonly getToken?: () => Promise<string>;
+  /** How long before a `getToken` token expires it is fetched again (ms, default 60000). */
+  readonly refreshTokenBeforeMs?: number;
   /** Metadata of a new session. */
   readonly metadata?: Readonly<Record<string, string>>;
   /** Sliding TTL of a new session (s); 0 or omitted: the server's default. */
@@ -149,6 +171,25 @@ export interface SessionContext
     OptimizationLock,
     AsyncDisposable {
   readonly sessionId: string;
+  /**
+   * The access token the context sends: the one it was given or last
+   * fetched, or the owner token the bridge answered when the context
+   * created the session; undefined without one (a bridge in session-id
+   * mode opens the session by its id).
+   */
+  readonly accessToken: string | undefined;
+  /**
+   * The role {@link accessToken} grants, as the token says (for choosing
+   * what to offer; the bridge checks every call); undefined without one.
+   */
+  readonly accessRole: AccessRoleName | undefined;
+  /**
+   * Mints a token for this session, e.g. a view-only link's: of `role`
+   * (no higher than this context's), for `ttlSeconds` (default: the
+   * bridge's `--token-ttl`), and never outliving this context's token.
+   * Needs the owner role.
+   */
+  mintToken(options: { role: AccessRoleName; ttlSeconds?: number }): Promise<MintedToken>;
   /**
    * Whether opening this context created the session on the server (a new
    * session, or an id whose session had expired). Persisted values of an
@@ -234,20 +275,38 @@ export async function createSessionContext(
   options: SessionContextOptions,
 ): Promise<SessionContext> {
   const timers = options.timers ?? systemTimers;
+  if (options.token !== undefined && options.getToken !== undefined) {
+    throw new ConnectError(
+      "pass token or getToken, not both: getToken fetches the tokens it replaces",
+      Code.InvalidArgument,
+    );
+  }
+  const tokens = createTokenSource({
+    token: options.token,
+    getToken: options.getToken,
+    refreshBeforeMs: options.refreshTokenBeforeMs ?? 60_000,
+    timers,
+  });
+  // A token names its session: attaching with one needs no id.
+  const given =
+    options.sessionId ??
+    (options.token === undefined && options.getToken === undefined
+      ? undefined
+      : tokenClaims((await tokens.current()) ?? "").sessionId);
   // The id is known up front when attaching, and once the server minted it otherwise.
-  let affinityKey = options.sessionId ?? "";
+  let affinityKey = given ?? "";
   const header = options.affinityHeader === true ? defaultAffinityHeader : options.affinityHeader;
-  const honest = withHonestTransportErrors(options.transport);
+  const authorized = withAccessToken(withHonestTransportErrors(options.transport), tokens);
   const transport =
     typeof header === "string" && header !== ""
-      ? withAffinityHeader(honest, header, () => affinityKey)
-      : honest;
+      ? withAffinityHeader(authorized, header, () => affinityKey)
+      : authorized;
   const client = createClient(BridgeService, transport);
   const call = options.callOptions ?? {};
   const init = await client
     .initializeSession(
       {
-        sessionId: options.sessionId ?? "",
+        sessionId: given ?? "",
         metadata: options.metadata ?? {},
         ttlSeconds: options.ttlSeconds ?? 0,
         allowedTools: [...(options.allowedTools ?? [])],
@@ -259,12 +318,13 @@ export async function createSessionContext(
       // bridge: what was kept shows, writes wait in the outbox.
       const kept = options.persistence !== undefined || options.outbox !== undefined;
       const error = ConnectError.from(reason);
-      if (options.sessionId === undefined || !kept || fromServerReply(error)) throw reason;
+      if (given === undefined || !kept || fromServerReply(error)) throw reason;
       return undefined;
     });
+  if (init !== undefined) tokens.adopt(init.accessToken);
   const openedOffline = init === undefined;
   const created = init?.created ?? false;
-  const sessionId = init?.sessionId || (options.sessionId ?? "");
+  const sessionId = init?.sessionId || (given ?? "");
   affinityKey = sessionId;
   const rpc: SessionRpc = { client, sessionId, call };
   const events = createEmitter<SessionContextEvents>();
@@ -396,6 +456,13 @@ export async function createSessionContext(
 
   const ctx: SessionContext = {
     sessionId,
+    get accessToken() {
+      return tokens.token;
+    },
+    get accessRole() {
+      return tokens.token === undefined ? undefined : tokenClaims(tokens.token).role;
+    },
+    mintToken: (mint) => mintToken(client, sessionId, mint, call),
     created,
     revalidated: connection.revalidated,
     openedOffline,

@@ -3,10 +3,17 @@ import { networkInterfaces } from "node:os";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
+import { createAccessCheck } from "./access/access-check.js";
+import { createAccessTokens } from "./access/access-tokens.js";
+import { loadIdentityVerifier } from "./access/identity.js";
+import { isRole } from "./access/roles.js";
+import { toolRoleMetadataKey } from "./access/rpc-roles.js";
+import { createSessionAccess } from "./access/session-access.js";
+import { readTokenKeyFile } from "./access/token-keys.js";
 import { binaryOnlyInterceptor } from "./binary-only.js";
 import { createBridgeCore } from "./bridge-core.js";
 import { createBridgeService } from "./bridge-service.js";
-import { callerResolver, peerClientOf } from "./caller.js";
+import { callerResolver, createTokenThrottle, peerClientOf } from "./caller.js";
 import { defaultServerConfig, pickGroup, type ServerConfig } from "./config-options.js";
 import { errorHygieneInterceptor } from "./error-hygiene.js";
 import { createHealthService } from "./health-service.js";
@@ -68,7 +75,8 @@ export interface BridgeServerOptions extends Partial<ServerConfig> {
    * the bridge's own (metrics, the binary-only check, error hygiene), so
    * what they throw is counted and made safe to send like any error.
    * `req.contextValues.get(callerKey)` is the caller (`unified-bridge/server`
-   * exports `callerKey`).
+   * exports `callerKey`). They run after the access check (`access`): a
+   * call they see was allowed.
    */
   readonly interceptors?: readonly Interceptor[];
 }
@@ -116,9 +124,17 @@ export interface BridgeServer extends AsyncDisposable {
   readAuditTrail(filter?: AuditFilter): Promise<AuditEntry[]>;
   /** Calls `listener` after every tool execution; returns the unsubscribe function. */
   onAudit(listener: (entry: AuditEntry) => void): () => void;
-  /** The BridgeService and grpc.health.v1.Health routes, for mounting in another Connect server. */
+  /**
+   * The BridgeService and grpc.health.v1.Health routes, for mounting in
+   * another Connect server. The access check is one of the listeners'
+   * interceptors: mounted elsewhere, the routes are checked only with
+   * {@link accessCheck} among that server's interceptors (and a caller
+   * there is public unless its `callerKey` value says otherwise).
+   */
   readonly routes: (router: ConnectRouter) => void;
   readonly store: SessionStore;
+  /** The access check every call on the listeners passes (see README, "Security"). */
+  readonly accessCheck: Interceptor;
   /** This bridge's metrics (its own prom-client registry), as the admin listener serves them. */
   readonly metrics: MetricsRegistry;
   /**
@@ -218,7 +234,45 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     logger,
     onRegistered: (address) => liveness.registered(address),
   });
-  const service = createBridgeService(core, { executor, workerTools });
+  const tokenKeys =
+    config.tokenKeys.length === 0 && config.tokenKeyFile !== ""
+      ? readTokenKeyFile(config.tokenKeyFile)
+      : config.tokenKeys;
+  const tokens = createAccessTokens({ keys: tokenKeys, now });
+  if (tokens.ephemeral && config.access === "tokens") {
+    logger.warn(
+      "no token key configured: access tokens are signed with a random key of this process, so they end with it and no other replica accepts them; set tokenKeys (--token-key)",
+    );
+  }
+  const identity =
+    config.jwtPublicKey === ""
+      ? undefined
+      : loadIdentityVerifier({
+          publicKeyFile: config.jwtPublicKey,
+          issuer: config.jwtIssuer,
+          audience: config.jwtAudience,
+          now,
+        });
+  const sessionAccess = createSessionAccess({
+    mode: config.access,
+    tokens,
+    tokenTtlMs: config.tokenTtlSeconds * 1000,
+    identityRequired: identity !== undefined && config.access === "tokens",
+    now,
+  });
+  // Wrong tokens of either kind count alike, per client, on the public port.
+  const tokenThrottle = createTokenThrottle();
+  const accessCheck = createAccessCheck({
+    mode: config.access,
+    tokens,
+    identity,
+    throttle: tokenThrottle,
+    toolRole: (sessionId, name) => {
+      const role = tools.lookup(sessionId, name)?.metadata[toolRoleMetadataKey];
+      return isRole(role) ? role : "editor";
+    },
+  });
+  const service = createBridgeService(core, { executor, workerTools, access: sessionAccess });
 
   const metrics = createMetrics();
   const unsubscribe = followStore(store, { hub, tools, metrics, logger });
@@ -367,6 +421,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   return {
     routes,
     store,
+    accessCheck,
     metrics,
     registerTool,
     unregisterTool: (name) => tools.unregisterLocal(name),
@@ -378,12 +433,17 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     async start() {
       if (fronts !== undefined) throw new Error("the bridge server is already started");
       if (released) throw new Error("the bridge server was stopped: create a new one");
-      const interceptors = [...bridgeInterceptors(metrics), ...(options.interceptors ?? [])];
+      const interceptors = [
+        ...bridgeInterceptors(metrics),
+        accessCheck,
+        ...(options.interceptors ?? []),
+      ];
       const connectionLimits = pickGroup(config, "connection");
       const clientPrefix = { v4: config.clientPrefixV4, v6: config.clientPrefixV6 };
       const rpcFront = (listener: "public" | "worker", host: string, port: number) => {
         const contextValues = callerResolver({
           listener,
+          throttle: tokenThrottle,
           workerToken: config.workerToken,
           trustedProxies: config.trustedProxies,
           clientPrefix,

@@ -7,6 +7,9 @@ import {
   VariableHistoryEntrySchema,
   VariableSchema,
 } from "../gen/snakepit/bridge/bridge_pb.js";
+import { grantOf } from "./access/access-grant.js";
+import { toWireRole } from "./access/roles.js";
+import type { SessionAccess } from "./access/session-access.js";
 import type { BridgeCore } from "./bridge-core.js";
 import { clientOf, isWorker, requireWorker } from "./caller.js";
 import { type KeyedWrite, once, recordAt, writeKeyOf } from "./idempotency.js";
@@ -42,6 +45,8 @@ import { openWatch } from "./watch-endpoint.js";
 export interface BridgeServiceParts {
   readonly executor: ToolExecutor;
   readonly workerTools: WorkerTools;
+  /** Who may open sessions and mint tokens (the rest is the access check's). */
+  readonly access: SessionAccess;
 }
 
 /**
@@ -55,7 +60,7 @@ export function createBridgeService(
   parts: BridgeServiceParts,
 ): ServiceImpl<typeof BridgeService> {
   const { ops, tools, settings } = core;
-  const { executor, workerTools } = parts;
+  const { executor, workerTools, access } = parts;
   const now = core.now;
   const checkBatch = (count: number, what: string) => checkBatchOf(settings.limits, count, what);
   const checkReply = (records: Iterable<Pick<VariableRecord, "bytes" | "name">>, what: string) =>
@@ -88,17 +93,25 @@ export function createBridgeService(
         metadata.enable_telemetry = String(req.config.enableTelemetry);
       }
       const worker = isWorker(ctx);
+      const grant = grantOf(ctx);
+      const opening = access.open(grant, metadata);
       const { session, created, variables } = await openSession(
         core,
         {
           sessionId: req.sessionId,
-          metadata,
+          metadata: opening.metadata,
           ttlSeconds: req.ttlSeconds,
           allowedTools: req.allowedTools,
           initialVariables: req.initialVariables.map(registerInputOf),
         },
-        { worker, client: worker ? "" : clientOf(ctx) },
+        {
+          worker,
+          client: worker ? "" : clientOf(ctx),
+          checkCreate: opening.checkCreate,
+          checkReopen: opening.checkReopen,
+        },
       );
+      const token = await access.tokenAfterOpen(grant, session, created);
       // Both listings are bounded first pages (map entries also carry the
       // name as key): a 26-byte reopen must not cost a whole session.
       const vars = variableSizes();
@@ -133,6 +146,19 @@ export function createBridgeService(
         ),
         initialVariablesNextPageToken: variablePage.nextPageToken,
         availableToolsNextPageToken: toolPage.nextPageToken,
+        ...(token === undefined
+          ? {}
+          : { accessToken: token.token, accessTokenExpiresAt: timestamp(token.expiresAt) }),
+      };
+    },
+
+    async mintToken(req, ctx) {
+      const session = await core.read(req.sessionId, (view) => view.session);
+      const minted = await access.mint(grantOf(ctx), session, req.role, req.ttlSeconds);
+      return {
+        token: minted.token,
+        expiresAt: timestamp(minted.expiresAt),
+        role: toWireRole(minted.role),
       };
     },
 

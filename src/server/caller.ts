@@ -72,6 +72,11 @@ export function callerResolver(options: {
   readonly clientPrefix?: ClientPrefix;
   /** How wrong tokens are throttled per client. */
   readonly tokenThrottle?: TokenThrottleOptions;
+  /**
+   * The throttle itself, when another check shares it (the access check
+   * counts wrong access tokens in it); made from `tokenThrottle` if absent.
+   */
+  readonly throttle?: TokenThrottle;
   /** Told (sampled) when a client starts a cool-down. */
   readonly logger?: Logger;
 }): (req: CallerRequest) => ContextValues {
@@ -97,7 +102,7 @@ export function callerResolver(options: {
       });
   }
   const expected = options.workerToken === "" ? undefined : digest(options.workerToken);
-  const throttle = createTokenThrottle(options.tokenThrottle);
+  const throttle = options.throttle ?? createTokenThrottle(options.tokenThrottle);
   const throttled =
     options.logger === undefined
       ? undefined
@@ -114,6 +119,10 @@ export function callerResolver(options: {
       const waiting = throttle.check(client);
       if (waiting !== undefined) {
         caller = { ...caller, tokenThrottle: waiting };
+      } else if (isJws(auth.slice(7).trim())) {
+        // An access or identity token (a JWT): never the worker token,
+        // which cannot have that form (config-values.ts). The access check
+        // verifies it, and counts it here when it is wrong.
       } else if (
         expected !== undefined &&
         timingSafeEqual(digest(auth.slice(7).trim()), expected)
@@ -127,6 +136,11 @@ export function callerResolver(options: {
     }
     return createContextValues().set(callerKey, caller);
   };
+}
+
+/** Whether a bearer value has the form of a JWS in compact form: three base64url parts. */
+export function isJws(value: string): boolean {
+  return /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(value);
 }
 
 /** How {@link callerResolver} throttles wrong worker tokens. */
@@ -156,7 +170,10 @@ interface Strikes {
 }
 
 /** Wrong-token counters per client; see {@link TokenThrottleOptions}. */
-function createTokenThrottle(options: TokenThrottleOptions = {}) {
+export type TokenThrottle = ReturnType<typeof createTokenThrottle>;
+
+/** Wrong-token counters per client; see {@link TokenThrottleOptions}. */
+export function createTokenThrottle(options: TokenThrottleOptions = {}) {
   const settings = {
     maxFailures: options.maxFailures ?? 10,
     windowMs: options.windowMs ?? 60_000,

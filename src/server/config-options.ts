@@ -12,6 +12,8 @@
  * lines each, kept together on purpose.)
  */
 
+import { type AccessMode, accessModes } from "./access/access-check.js";
+import { tokenKeys, workerToken } from "./access/token-keys.js";
 import {
   boolean,
   bytes,
@@ -22,7 +24,6 @@ import {
   nonEmpty,
   origins,
   portOrOff,
-  token,
   workerAllowList,
 } from "./config-values.js";
 import { defaultConnectionLimits, defaultCorsAllowHeaders } from "./http-front-defaults.js";
@@ -113,7 +114,7 @@ export const serverOptions = {
     placeholder: "<token>",
     default: "",
     help: "Secret that makes a caller on the public port a worker when sent as authorization: Bearer <token>; at least 32 characters, not made by hand (openssl rand -base64 32). A flag's value shows in ps: prefer --worker-token-file or the environment variable. Unset: no caller on the public port is a worker.",
-    parse: token,
+    parse: workerToken,
     secret: true,
   }),
   workerTokenFile: option({
@@ -130,6 +131,64 @@ export const serverOptions = {
     help: 'Where registered tools may send calls: host:port patterns a worker_address must match, e.g. 10.0.0.7:50100, *.workers.internal:*, 127.0.0.1:50100-50199 ("*" for any host or port); repeat the flag or separate with commas. The bridge\'s own ports are always refused.',
     parse: workerAllowList,
     repeatable: true,
+  }),
+  access: option<AccessMode>({
+    flag: "access",
+    placeholder: "<tokens|session-id>",
+    default: "session-id",
+    help: "Who may use a session on the public port. tokens: every call needs an access token (authorization: Bearer <token>) naming the session, a role (viewer, editor, tuner, owner) and an expiry; the session id alone opens nothing; anyone may still create a session (InitializeSession answers its owner token). Use it in production. session-id: the session id opens its session with every right, as in snakepit, and a caller that sends a token is held to its role. Workers act for every session in both.",
+    parse: (raw) => {
+      const mode = raw.trim().toLowerCase();
+      if (!(accessModes as readonly string[]).includes(mode)) {
+        throw new Error(`must be one of ${accessModes.join(", ")}`);
+      }
+      return mode as AccessMode;
+    },
+  }),
+  tokenKeys: option({
+    flag: "token-key",
+    env: "UB_TOKEN_KEY",
+    placeholder: "<key>",
+    default: [] as string[],
+    help: "Secret that signs and verifies access tokens (HS256), made as the worker token is (openssl rand -base64 32). Several for rotation: repeat the flag or separate with commas; the first signs, all verify, so put a new key first and drop the old one once --token-ttl has passed. Every replica needs the same keys. Required with --access tokens; without any, tokens are signed with a random key of this process. Prefer --token-key-file or the environment variable: a flag's value shows in ps.",
+    parse: tokenKeys,
+    repeatable: true,
+    secret: true,
+  }),
+  tokenKeyFile: option({
+    flag: "token-key-file",
+    placeholder: "<path>",
+    default: "",
+    help: "File of token keys, one per line, the first signing (lines starting with # are skipped); read at startup. Not together with --token-key.",
+    parse: nonEmpty,
+  }),
+  tokenTtlSeconds: option({
+    flag: "token-ttl",
+    placeholder: "<seconds>",
+    default: 43_200,
+    help: "Lifetime of the owner token InitializeSession answers, and the longest MintToken grants. A token cannot be revoked before it expires: keep it short where links are shared widely.",
+    parse: (raw) => integer(raw, 60, 30 * 24 * 3600),
+  }),
+  jwtPublicKey: option({
+    flag: "jwt-public-key",
+    placeholder: "<path>",
+    default: "",
+    help: "Public key (PEM key or certificate) or JWKS file of an identity provider, read at startup (never fetched). A caller presenting a JWT it verifies (authorization: Bearer <jwt>) is identified by its sub: the sessions it creates are its own, and no other subject may reopen them. Set, creating a session needs such a JWT in --access tokens.",
+    parse: nonEmpty,
+  }),
+  jwtIssuer: option({
+    flag: "jwt-issuer",
+    placeholder: "<iss>",
+    default: "",
+    help: "The iss identity JWTs must carry (with --jwt-public-key).",
+    parse: nonEmpty,
+  }),
+  jwtAudience: option({
+    flag: "jwt-audience",
+    placeholder: "<aud>",
+    default: "",
+    help: "An aud identity JWTs must carry (with --jwt-public-key).",
+    parse: nonEmpty,
   }),
   adminHost: option({
     flag: "admin-host",

@@ -8,6 +8,7 @@
  */
 import { closeSync, openSync, readSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { resolveAccessSettings } from "./access/access-options.js";
 import {
   defaultServerConfig,
   optionEntries,
@@ -82,6 +83,11 @@ export function parseServerConfig(
       readTokenFile(result.workerTokenFile, source),
       source,
     );
+  }
+  try {
+    resolveAccessSettings(result, (key) => sources.get(key) ?? settingName(key));
+  } catch (e) {
+    throw new ConfigError((e as Error).message, { cause: e });
   }
   return result;
 }

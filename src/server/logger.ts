@@ -83,6 +83,19 @@ const reservedKeys = new Set(["time", "level", "msg"]);
 const sessionKeys = ["session", "sessionId", "session_id"];
 
 /**
+ * Fields that hold a credential (an access or identity token, the worker
+ * token, a signing key): never written, whatever the call site passed.
+ */
+const secretKeys = [
+  "token",
+  "accessToken",
+  "access_token",
+  "authorization",
+  "workerToken",
+  "tokenKeys",
+];
+
+/**
  * Create a JSON-lines logger.
  *
  * @example
@@ -105,7 +118,11 @@ export function createLogger(options: LoggerOptions = {}): Logger {
         level: (label) => ({ level: label }),
         log: loggable,
       },
-      redact: { paths: sessionKeys, censor: censorSessionId },
+      redact: {
+        paths: [...sessionKeys, ...secretKeys],
+        censor: (value, path) =>
+          secretKeys.includes(path.at(-1) ?? "") ? "[Redacted]" : censorSessionId(value),
+      },
     },
     (options.format === "pretty"
       ? prettySink(options.sink ?? process.stdout, options.colorize ?? false)

@@ -134,7 +134,7 @@ export async function runServe(
   options.onListening?.(addresses);
   const { url, workerUrl, adminUrl } = addresses;
   stdout.write(
-    `unified-bridge listening on ${url} (gRPC h2c, gRPC-Web, Connect); store: ${storeLabel}; workers: ${workerUrl ?? "off"}; admin: ${adminUrl ?? "off"}\n`,
+    `unified-bridge listening on ${url} (gRPC h2c, gRPC-Web, Connect); store: ${storeLabel}; access: ${config.access}; workers: ${workerUrl ?? "off"}; admin: ${adminUrl ?? "off"}\n`,
   );
 }
 

@@ -34,6 +34,13 @@ export interface OpenRequest {
 export interface OpenCaller {
   readonly worker: boolean;
   readonly client: string;
+  /**
+   * Refuses (throws) when the caller may not create a session; called
+   * before anything is created. Absent: it may.
+   */
+  readonly checkCreate?: () => void;
+  /** Refuses (throws) when the caller may not reopen `session`. Absent: it may. */
+  readonly checkReopen?: (session: SessionRecord) => void;
 }
 
 /**
@@ -86,6 +93,14 @@ export async function openSession(
     for (const input of req.initialVariables) core.ops.register(tx, input);
   };
   let result: { session: SessionRecord; created: boolean };
+  const { checkCreate, checkReopen } = caller;
+  if (checkCreate !== undefined || checkReopen !== undefined) {
+    // Who may create and who may reopen differ: which one this call is
+    // decides, before anything is created.
+    const existing = chosen ? await core.find(sessionId, (view) => view.session) : undefined;
+    if (existing === undefined) checkCreate?.();
+    else checkReopen?.(existing.value);
+  }
   if (chosen && !settings.clientSessionIds && !caller.worker) {
     // Public callers may reopen a session by id, never create one
     // under an id of their choosing.
@@ -118,6 +133,8 @@ export async function openSession(
     );
   }
   const { session, created } = result;
+  // (A session created by another call in between is checked as a reopen.)
+  if (!created) checkReopen?.(session);
   if (!created) checkSameSettings(session, req.ttlSeconds, ttlMs, init.allowedTools);
   const variables = await core.read(sessionId, (view) => [...view.variables()].sort(byName));
   return { session, created, variables };

@@ -1,5 +1,6 @@
 import type { Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, expect } from "vitest";
+import type { BridgeServerOptions } from "../../src/server/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 import { launchChromium } from "../support/chromium.js";
 import { type AppServer, bundleApp, startAppServer } from "./app-server.js";
@@ -17,10 +18,11 @@ export interface PageSuite {
 
 /**
  * Registers the hooks of a suite on the test page (fixture/app.ts): a
- * bridge, the page server in front of it, Chromium, and a check after
- * each test that no page threw an uncaught error.
+ * bridge (started with `options.bridge`), the page server in front of it,
+ * Chromium, and a check after each test that no page threw an uncaught
+ * error.
  */
-export function pageSuite(): PageSuite {
+export function pageSuite(options: { readonly bridge?: BridgeServerOptions } = {}): PageSuite {
   let bridge: RunningBridge | undefined;
   let server: AppServer | undefined;
   let browser: Awaited<ReturnType<typeof launchChromium>> | undefined;
@@ -31,7 +33,7 @@ export function pageSuite(): PageSuite {
   };
 
   beforeAll(async () => {
-    const [appJs, started] = await Promise.all([bundleApp(), startBridge()]);
+    const [appJs, started] = await Promise.all([bundleApp(), startBridge(options.bridge)]);
     bridge = started;
     server = await startAppServer(started.url, appJs);
     browser = await launchChromium();

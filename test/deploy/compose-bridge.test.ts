@@ -18,7 +18,7 @@ import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { decodeValue, encodeValue } from "../../src/values/index.js";
 import { cleanEnv, cliSuite, node } from "../support/cli.js";
 import { startRedis, type TestRedis } from "../support/redis-server.js";
-import { bridgeEntrypoint, composeFile } from "./compose.js";
+import { bridgeEntrypoint, composeFile, operatorEnvironment } from "./compose.js";
 
 const cli = cliSuite();
 let redis: TestRedis;
@@ -51,11 +51,14 @@ type Started =
  * the store pointed at this test's Redis and ports picked free;
  * `workerNetworkPrefix` stands in for the container's network.
  */
-async function startReplica(workerNetworkPrefix?: string): Promise<Started> {
+async function startReplica(
+  workerNetworkPrefix?: string,
+  operator: Readonly<Record<string, string>> = operatorEnvironment,
+): Promise<Started> {
   const bridge = (await composeFile()).services.bridge;
   const command = [...(bridge?.command ?? [])];
   command[command.indexOf("--store") + 1] = redis.url;
-  const env = { ...bridge?.environment };
+  const env = { ...bridge?.environment, ...operator };
   if (workerNetworkPrefix !== undefined) env.WORKER_NETWORK_PREFIX = workerNetworkPrefix;
   const [shell = "", ...args] = await bridgeEntrypoint();
   const child = spawn(
@@ -130,17 +133,47 @@ describe("the compose bridge replica, run as compose starts it", () => {
   }, async () => {
     const { url, workerUrl } = await replica();
     const chosen = "chosen-by-a-public-client-0001";
+    const withToken = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
     expect(await codeOf(clientOf(url).initializeSession({ sessionId: chosen }))).toBe(
       Code.NotFound,
     );
     const minted = await clientOf(url).initializeSession({});
     expect(minted.sessionId).not.toBe("");
-    // A minted session is reopened by id on the public port, and a worker
-    // still creates sessions under ids of its choosing.
-    expect((await clientOf(url).initializeSession({ sessionId: minted.sessionId })).created).toBe(
-      false,
+    // A minted session is reopened on the public port with its token (the
+    // id alone opens nothing), and a worker still creates sessions under
+    // ids of its choosing.
+    expect(await codeOf(clientOf(url).initializeSession({ sessionId: minted.sessionId }))).toBe(
+      Code.PermissionDenied,
     );
+    expect(
+      (
+        await clientOf(url).initializeSession(
+          { sessionId: minted.sessionId },
+          withToken(minted.accessToken),
+        )
+      ).created,
+    ).toBe(false);
     expect((await clientOf(workerUrl).initializeSession({ sessionId: chosen })).created).toBe(true);
+  });
+
+  it("needs a token for every public call, and will not start without the key that signs them", {
+    timeout: 60_000,
+  }, async () => {
+    const { url } = await replica();
+    const client = clientOf(url);
+    const session = await client.initializeSession({
+      initialVariables: [
+        { name: "n", type: "integer", initialValue: encodeValue("integer", 1).any },
+      ],
+    });
+    const read = { sessionId: session.sessionId, variableIdentifier: "n" };
+    expect(await codeOf(client.getVariable(read))).toBe(Code.Unauthenticated);
+    const auth = { headers: { authorization: `Bearer ${session.accessToken}` } };
+    expect(decodeValue((await client.getVariable(read, auth)).variable?.value).value).toBe(1);
+    // Without UB_TOKEN_KEY the replica refuses to start, saying what to set.
+    const keyless = await startReplica("127.0.0.", { UB_TOKEN_KEY: "" });
+    expect(keyless).toMatchObject({ code: 1 });
+    expect("output" in keyless ? keyless.output : "").toMatch(/UB_TOKEN_KEY/);
   });
 
   it("keeps the default 4 MiB request limit and serves no demo tool", {
@@ -148,16 +181,17 @@ describe("the compose bridge replica, run as compose starts it", () => {
   }, async () => {
     const { url } = await replica();
     const client = clientOf(url);
-    expect(await codeOf(client.ping({ message: "x".repeat(6 * 1024 ** 2) }))).toBe(
+    const session = await client.initializeSession({});
+    const auth = { headers: { authorization: `Bearer ${session.accessToken}` } };
+    expect(await codeOf(client.ping({ message: "x".repeat(6 * 1024 ** 2) }, auth))).toBe(
       Code.ResourceExhausted,
     );
-    expect((await client.ping({ message: "x".repeat(1024 ** 2) })).message).toContain("x");
-    const session = await client.initializeSession({});
+    expect((await client.ping({ message: "x".repeat(1024 ** 2) }, auth)).message).toContain("x");
     expect(Object.keys(session.availableTools).filter((t) => t.startsWith("spam_"))).toEqual([]);
-    const reply = await client.executeTool({
-      sessionId: session.sessionId,
-      toolName: "spam_evaluate",
-    });
+    const reply = await client.executeTool(
+      { sessionId: session.sessionId, toolName: "spam_evaluate" },
+      auth,
+    );
     expect(reply.success).toBe(false);
     expect(reply.errorMessage).toMatch(/not found/i);
   });
@@ -184,16 +218,15 @@ describe("the compose bridge replica, run as compose starts it", () => {
       const used = Number(/used_memory:(\d+)/.exec(await admin.info("memory"))?.[1]);
       await admin.config("SET", "maxmemory", String(used + 8 * 1024 ** 2));
       const filler = await client.initializeSession({});
+      const asFiller = { headers: { authorization: `Bearer ${filler.accessToken}` } };
       const value = encodeValue("string", "y".repeat(512 * 1024)).any;
       let refused: ConnectError | undefined;
       for (let i = 0; i < 200 && refused === undefined; i++) {
         try {
-          await client.registerVariable({
-            sessionId: filler.sessionId,
-            name: `v${i}`,
-            type: "string",
-            initialValue: value,
-          });
+          await client.registerVariable(
+            { sessionId: filler.sessionId, name: `v${i}`, type: "string", initialValue: value },
+            asFiller,
+          );
         } catch (e) {
           refused = ConnectError.from(e);
         }
@@ -206,10 +239,10 @@ describe("the compose bridge replica, run as compose starts it", () => {
       expect(refused?.rawMessage).not.toMatch(/OOM|redis:\/\/|script/i);
       // Nothing was evicted: the other session reads as it was written.
       await admin.config("SET", "maxmemory", "0");
-      const read = await client.getVariable({
-        sessionId: kept.sessionId,
-        variableIdentifier: "kept",
-      });
+      const read = await client.getVariable(
+        { sessionId: kept.sessionId, variableIdentifier: "kept" },
+        { headers: { authorization: `Bearer ${kept.accessToken}` } },
+      );
       expect(decodeValue(read.variable?.value).value).toBe("still here");
       expect(Number(/evicted_keys:(\d+)/.exec(await admin.info("stats"))?.[1])).toBe(0);
     } finally {

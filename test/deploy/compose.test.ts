@@ -100,6 +100,9 @@ describe("docker-compose.yml", () => {
     expect(services.bridge?.deploy?.replicas).toBeGreaterThanOrEqual(2);
     const config = await replicaConfig();
     expect(config.store).toEqual({ kind: "redis", url: "redis://redis:6379" });
+    // Every public call needs an access token, signed with the operator's key.
+    expect(config.access).toBe("tokens");
+    expect(services.bridge?.environment).toHaveProperty("UB_TOKEN_KEY");
     // Public and admin listeners reachable from Envoy; the worker listener
     // is bound by the entrypoint (compose-bridge.test.ts), never to all.
     expect([config.host, config.adminHost]).toEqual(["0.0.0.0", "0.0.0.0"]);

@@ -4,6 +4,7 @@
  * by the bridge's own option parser.
  */
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
 import { parseServerConfig, type ServerConfig } from "../../src/server/config.js";
@@ -92,11 +93,25 @@ export async function bridgeEntrypoint(): Promise<string[]> {
   return entrypoint.map((arg) => arg.replaceAll("$$", "$"));
 }
 
-/** The bridge replicas' configuration, parsed from their command and environment as the CLI does. */
+/**
+ * What an operator sets besides the compose file: the access token key
+ * (`UB_TOKEN_KEY`, which the file leaves to the environment).
+ */
+export const operatorEnvironment: Readonly<Record<string, string>> = {
+  UB_TOKEN_KEY: randomBytes(32).toString("base64"),
+};
+
+/**
+ * The bridge replicas' configuration, parsed from their command and
+ * environment (with {@link operatorEnvironment}) as the CLI does.
+ */
 export async function replicaConfig(): Promise<ServerConfig> {
   const bridge = (await composeFile()).services.bridge;
   if (bridge?.command?.[0] !== "serve") throw new Error("the bridge service does not run serve");
-  const config = parseServerConfig(bridge.command.slice(1), bridge.environment ?? {});
+  const config = parseServerConfig(bridge.command.slice(1), {
+    ...bridge.environment,
+    ...operatorEnvironment,
+  });
   if ("help" in config) throw new Error("the bridge service asks for help");
   return config;
 }

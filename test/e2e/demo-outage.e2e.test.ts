@@ -36,6 +36,9 @@ beforeAll(async () => {
     vitePort: 0,
     workerPort: 0,
     watch: false,
+    // Other people open the session by its id alone, as in snakepit; the
+    // view-only link's suite runs the demo as npm start does (tokens).
+    access: "session-id",
     python: false,
     logLevel: "error",
     viteLogLevel: "error",

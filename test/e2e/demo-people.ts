@@ -32,6 +32,9 @@ export async function startDemoPeople(options: { python: boolean }): Promise<Dem
     vitePort: 0,
     workerPort: 0,
     watch: false,
+    // Other people open the session by its id alone, as in snakepit; the
+    // view-only link's suite runs the demo as npm start does (tokens).
+    access: "session-id",
     ...(options.python ? {} : { python: false as const }),
     logLevel: "error",
     viteLogLevel: "error",

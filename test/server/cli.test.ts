@@ -84,7 +84,9 @@ describe("unified-bridge serve", () => {
     ]);
     expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(server.url).not.toBe("http://127.0.0.1:0");
-    expect(server.stdout()).toMatch(/^unified-bridge listening on .*; store: memory; workers: /m);
+    expect(server.stdout()).toMatch(
+      /^unified-bridge listening on .*; store: memory; access: session-id; workers: /m,
+    );
     const c = grpcClient(server.url);
     expect((await c.ping({ message: "hello" })).message).toBe("hello");
 
@@ -361,7 +363,9 @@ describe("unified-bridge serve --store <redis-url>", () => {
         const prefix = ["--store", store, "--store-key-prefix", "cli-test:"];
         const a = await serve([...args, ...prefix]);
         const b = await serve([...args, ...prefix]);
-        expect(a.stdout()).toContain(`; store: ${redis.url}/0 (key prefix cli-test:); workers: `);
+        expect(a.stdout()).toContain(
+          `; store: ${redis.url}/0 (key prefix cli-test:); access: session-id; workers: `,
+        );
 
         const { sessionId } = await grpcClient(a.url).initializeSession({
           initialVariables: [

@@ -11,6 +11,7 @@ import { type Timestamp, timestampMs } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  AccessRole,
   BridgeService,
   type ToolChunk,
   type Variable,
@@ -637,6 +638,26 @@ const cases: Record<MethodKey, Case> = {
     expect([variable?.version, valueIn(variable)]).toEqual([3, 10]);
     const gone = await errorOf(
       c.rollbackVariable({ sessionId, variableIdentifier: "x", targetVersion: 42 }),
+    );
+    expect(gone.code).toBe(Code.NotFound);
+  },
+
+  async mintToken(c) {
+    const sessionId = await session(c, { x: 1 });
+    const res = await c.mintToken({ sessionId, role: AccessRole.VIEWER, ttlSeconds: 60 });
+    expect(res.role).toBe(AccessRole.VIEWER);
+    expect(ms(res.expiresAt) - Date.now()).toBeGreaterThan(50_000);
+    expect(ms(res.expiresAt) - Date.now()).toBeLessThanOrEqual(61_000);
+    // The token reads the session and writes nothing in it.
+    const auth = { headers: { authorization: `Bearer ${res.token}` } };
+    const { variable } = await c.getVariable({ sessionId, variableIdentifier: "x" }, auth);
+    expect(valueIn(variable)).toBe(1);
+    const denied = await errorOf(
+      c.setVariable({ sessionId, variableIdentifier: "x", value: int(2) }, auth),
+    );
+    expect(denied.code).toBe(Code.PermissionDenied);
+    const gone = await errorOf(
+      c.mintToken({ sessionId: "no-such-session-0000000000", role: AccessRole.VIEWER }),
     );
     expect(gone.code).toBe(Code.NotFound);
   },

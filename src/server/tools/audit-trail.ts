@@ -30,6 +30,11 @@ export interface AuditEntry {
   readonly worker?: string;
   /** An execution's correlation id (x-snakepit-correlation-id), sent to its worker too. */
   readonly correlationId?: string;
+  /**
+   * For executions: the identity the caller acted for (the subject of the
+   * identity JWT that created the session, carried by its tokens).
+   */
+  readonly subject?: string;
 }
 
 /** Which entries {@link AuditTrail.entries} returns. */

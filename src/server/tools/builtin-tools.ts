@@ -86,7 +86,8 @@ export const conversationHistoryTool: ToolDefinition = {
       description: "Only the last N messages (0 = all).",
     },
   ],
-  metadata: { category: "session" },
+  // Reads only: a viewer's token may call it (access_role, rpc-roles.ts).
+  metadata: { category: "session", access_role: "viewer" },
   async handler(args, { session }) {
     const history = await session.getData(CONVERSATION_KEY);
     const messages = Array.isArray(history) ? history : [];
@@ -132,7 +133,7 @@ export const exportVariablesTool: ToolDefinition = {
   description:
     "Streams the session's variables matching a glob (one chunk each: name, type, value, version); the final chunk holds the count.",
   parameters: [{ name: "pattern", type: "string", default: "*", description: "Glob over names." }],
-  metadata: { category: "variables", streaming: "true" },
+  metadata: { category: "variables", streaming: "true", access_role: "viewer" },
   async *stream(args, { session, signal }) {
     const variables = await session.listVariables(String(args.pattern));
     for (const v of variables) {

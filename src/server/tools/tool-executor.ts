@@ -2,6 +2,7 @@ import { availableParallelism } from "node:os";
 import type { Any } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { ToolChunk } from "../../gen/snakepit/bridge/bridge_pb.js";
+import { grantOf } from "../access/access-grant.js";
 import type { BridgeCore } from "../bridge-core.js";
 import { clientOf, isWorker } from "../caller.js";
 import type { Logger } from "../logger.js";
@@ -35,11 +36,15 @@ export interface ToolResult {
 export interface CallOrigin {
   readonly client: string;
   readonly worker: boolean;
+  /** The identity the caller acts for (an identity JWT's subject), for the audit trail. */
+  readonly subject?: string | undefined;
 }
 
 /** The {@link CallOrigin} of an RPC. */
 export function originOf(ctx: HandlerContext): CallOrigin {
-  return { client: clientOf(ctx), worker: isWorker(ctx) };
+  const grant = grantOf(ctx);
+  const subject = grant.kind === "token" || grant.kind === "identity" ? grant.subject : undefined;
+  return { client: clientOf(ctx), worker: isWorker(ctx), subject };
 }
 
 /**
@@ -127,6 +132,7 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
 
   const record = (
     call: ToolCall,
+    origin: CallOrigin,
     startedAt: number,
     outcome: ToolOutcome,
     error: string | undefined,
@@ -145,14 +151,18 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
       target,
       streaming,
       ...(correlationId === undefined ? {} : { correlationId }),
+      ...(origin.subject === undefined ? {} : { subject: origin.subject }),
     });
   };
 
   /** Resolves the tool and checks the session may call it. */
-  const resolve = async (call: ToolCall): Promise<RegisteredTool | undefined> => {
+  const resolve = async (
+    call: ToolCall,
+    origin: CallOrigin,
+  ): Promise<RegisteredTool | undefined> => {
     const allowed = await core.read(call.sessionId, (view) => view.session.allowedTools);
     if (allowed.length > 0 && !allowed.includes(call.toolName)) {
-      record(call, now(), "denied", "not in the session's tool allowlist", "local", false);
+      record(call, origin, now(), "denied", "not in the session's tool allowlist", "local", false);
       throw new ConnectError(
         `tool ${quote(call.toolName)} is not allowed in this session (allowed: ${allowed.join(", ")})`,
         Code.PermissionDenied,
@@ -184,12 +194,12 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
       for (const r of releases.splice(0).reverse()) r();
     };
     try {
-      const tool = await resolve(call);
+      const tool = await resolve(call, origin);
       if (tool !== undefined && core.tools.isWithdrawn(tool)) {
         // Not "unreachable, try again later": its worker failed its health
         // checks, so the tool is no longer listed either.
         const error = workerGone(call.toolName);
-        record(call, now(), "error", error.rawMessage, targetLabel(tool), streaming);
+        record(call, origin, now(), "error", error.rawMessage, targetLabel(tool), streaming);
         throw error;
       }
       if (tool !== undefined) {
@@ -205,6 +215,7 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
           if (error.code === Code.ResourceExhausted) {
             record(
               call,
+              origin,
               now(),
               "resource_exhausted",
               error.rawMessage,
@@ -216,7 +227,7 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
         }
       }
       // Time spent waiting for a slot is not the tool's execution time.
-      return { via, release, started: now(), tool };
+      return { via, release, started: now(), tool, origin };
     } catch (e) {
       release();
       throw e;
@@ -232,7 +243,15 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
           ? await remote.execute(tool, call, signal, run.via)
           : await local.execute(tool, call, signal);
     const ok = ran.outcome === "ok";
-    record(call, started, ran.outcome, ok ? undefined : ran.error, targetLabel(tool), false);
+    record(
+      call,
+      run.origin,
+      started,
+      ran.outcome,
+      ok ? undefined : ran.error,
+      targetLabel(tool),
+      false,
+    );
     const metadata = ran.metadata ?? {};
     return {
       success: ok,
@@ -252,13 +271,13 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
   ): AsyncGenerator<ToolChunk> {
     const { tool, started } = run;
     if (tool === undefined) {
-      record(call, started, "not_found", "tool not found", "local", true);
+      record(call, run.origin, started, "not_found", "tool not found", "local", true);
       yield finalChunk(1, null, { error: `Tool not found: ${call.toolName}` });
       return;
     }
     const target = targetLabel(tool);
     const finish = (outcome: ToolOutcome, error?: string) =>
-      record(call, started, outcome, error, target, true);
+      record(call, run.origin, started, outcome, error, target, true);
     if (tool.target.kind === "remote") yield* remote.stream(tool, call, signal, run.via, finish);
     else yield* local.stream(tool, call, signal, finish, () => now() - started);
   }
@@ -296,6 +315,7 @@ interface Run {
   readonly release: () => void;
   readonly started: number;
   readonly tool: RegisteredTool | undefined;
+  readonly origin: CallOrigin;
 }
 
 /** The refusal of a call whose tool's worker is withdrawn (see worker-liveness.ts). */
