@@ -51,14 +51,8 @@ export function createAccessCheck(options: AccessCheckOptions): Interceptor {
   const { mode, tokens, identity, throttle } = options;
   const context: RuleContext = { toolRole: options.toolRole };
 
-  /** The credential in the request's authorization header (a JWT), verified. */
-  const credentialOf = async (
-    header: Headers,
-    client: string,
-    refuse: Refuse,
-  ): Promise<Credential | undefined> => {
-    const bearer = bearerOf(header);
-    if (bearer === undefined || !isJws(bearer)) return undefined;
+  /** A bearer token in JWS form (an access or identity token), verified. */
+  const verify = async (bearer: string, client: string, refuse: Refuse): Promise<Credential> => {
     try {
       if (tokens.isOurs(bearer) || identity === undefined) {
         const claims = await tokens.verify(bearer);
@@ -95,7 +89,12 @@ export function createAccessCheck(options: AccessCheckOptions): Interceptor {
         `${method}: too many wrong tokens from this client (${waiting.maxFailures} within ${Math.round(waiting.windowMs / 1000)} s), so its tokens are not checked for now; wait ${Math.ceil(waiting.waitMs / 1000)} s`,
       );
     }
-    const credential = await credentialOf(req.header, caller.client, refuse);
+    // No await without a token: most calls in session-id mode have none.
+    const bearer = bearerOf(req.header);
+    const credential =
+      bearer !== undefined && isJws(bearer)
+        ? await verify(bearer, caller.client, refuse)
+        : undefined;
     if (credential === undefined && caller.badToken && mode === "tokens") {
       throw refuse(
         Code.Unauthenticated,
