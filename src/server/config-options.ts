@@ -19,6 +19,7 @@ import {
   integer,
   ipList,
   keyPrefix,
+  list,
   nonEmpty,
   origins,
   portOrOff,
@@ -30,6 +31,7 @@ import { defaultLimits } from "./limits.js";
 import { isLogLevel, type LogLevel, logLevels } from "./logger.js";
 import { clip, misspells } from "./message-text.js";
 import { parseRedisUrl } from "./redis-url.js";
+import { splitCommandLine } from "./workers/command-line.js";
 
 /** The settings an option feeds besides the config itself. */
 export type OptionGroup =
@@ -130,6 +132,43 @@ export const serverOptions = {
     help: 'Where registered tools may send calls: host:port patterns a worker_address must match, e.g. 10.0.0.7:50100, *.workers.internal:*, 127.0.0.1:50100-50199 ("*" for any host or port); repeat the flag or separate with commas. The bridge\'s own ports are always refused.',
     parse: workerAllowList,
     repeatable: true,
+  }),
+  workerCommand: option({
+    flag: "worker-command",
+    placeholder: "<command>",
+    default: [] as readonly string[],
+    help: 'Python worker command the bridge runs and supervises, e.g. "python3 grpc_server.py --adapter snakepit_bridge.adapters.showcase.ShowcaseAdapter" (stock snakepit v0.4.3 or v0.13 workers, or any worker keeping their contract); split into words like a shell would for plain quoting, never run by a shell. The bridge adds --port 0, --elixir-address (the worker listener, which must be on) and --snakepit-run-id unless given. Unset: no worker pool.',
+    parse: (raw) => splitCommandLine(raw),
+  }),
+  workerCount: option({
+    flag: "worker-count",
+    placeholder: "<n>",
+    default: 1,
+    help: "Processes of --worker-command to run; a session's calls stay on one of them while it lives, other sessions go to the least busy.",
+    parse: (raw) => integer(raw, 1, 64),
+  }),
+  workerTools: option({
+    flag: "worker-tool",
+    env: "UB_WORKER_TOOLS",
+    placeholder: "<name>",
+    default: [] as readonly string[],
+    help: "A tool the workers serve without registering it (snakepit's showcase serves ping, add, … only through execute_tool), listed and routed like the tools they register; repeat the flag or separate with commas.",
+    parse: (raw) => list(raw),
+    repeatable: true,
+  }),
+  workerHealthIntervalMs: option({
+    flag: "worker-health-interval-ms",
+    placeholder: "<ms>",
+    default: 2000,
+    help: "How often each pool worker is pinged; three missed pings in a row restart it. Also the interval of v0.13 workers' heartbeats to the bridge.",
+    parse: (raw) => integer(raw, 100, 600_000),
+  }),
+  workerMaxRestarts: option({
+    flag: "worker-max-restarts",
+    placeholder: "<n>",
+    default: 5,
+    help: "Restarts of a pool worker in a row (backoff 0.5 s, doubling up to 30 s; a minute of service resets the count) before it is reported failed and left down.",
+    parse: (raw) => integer(raw, 0, 1000),
   }),
   adminHost: option({
     flag: "admin-host",

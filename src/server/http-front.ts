@@ -88,6 +88,8 @@ export interface HttpFrontOptions {
   health?: () => { ok: boolean; [k: string]: unknown };
   /** Rendered by `GET /metrics`. */
   metrics?: MetricsRegistry;
+  /** More JSON documents served on GET, by path (e.g. `/workers`). */
+  json?: Readonly<Record<string, () => unknown>>;
   /** Connection limits and timeouts; see {@link ConnectionLimits}. */
   limits?: Partial<ConnectionLimits>;
   /**
@@ -320,9 +322,14 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
 
   function serveNonRpc(req: NodeRequest, res: NodeResponse): void {
     const path = (req.url ?? "").split("?", 1)[0];
+    const json =
+      path !== undefined && options.json !== undefined && Object.hasOwn(options.json, path)
+        ? options.json[path]
+        : undefined;
     if (
       !(path === "/healthz" && options.health !== undefined) &&
-      !(path === "/metrics" && metrics !== undefined)
+      !(path === "/metrics" && metrics !== undefined) &&
+      json === undefined
     ) {
       send(res, 404, "text/plain; charset=utf-8", "not found\n");
       return;
@@ -333,6 +340,10 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       return;
     }
     const head = req.method === "HEAD";
+    if (json !== undefined) {
+      send(res, 200, "application/json", `${JSON.stringify(json())}\n`, head);
+      return;
+    }
     if (path === "/healthz") {
       const [status, body] = healthReport();
       send(res, status, "application/json", `${JSON.stringify(body)}\n`, head);
