@@ -38,6 +38,7 @@ export const showcaseTools = [
   "get_counter",
   "stream_progress",
   "sleep_task",
+  "get_worker_info",
 ];
 
 /** A temporary copy of one version's worker code, stubs generated. */

@@ -357,6 +357,7 @@ export function createWorkerPool(config: WorkerPoolConfig, options: WorkerPoolOp
           metadata: response.metadata,
         };
       } catch (e) {
+        await exitOrTimeout(worker, e);
         if (worker.gone.aborted || signal.aborted) throw e;
         return { outcome: "error", error: failure(call, e) };
       }
@@ -386,6 +387,7 @@ export function createWorkerPool(config: WorkerPoolConfig, options: WorkerPoolOp
         }
         if (!finished) finish("ok");
       } catch (e) {
+        await exitOrTimeout(worker, e);
         if (worker.gone.aborted) {
           const error = lost(worker, call, e) as ConnectError;
           if (!finished) finish("error", error.rawMessage);
@@ -461,6 +463,24 @@ export function createWorkerPool(config: WorkerPoolConfig, options: WorkerPoolOp
       return counts;
     },
   };
+}
+
+/**
+ * A killed worker's connection breaks a moment before its exit is seen: on
+ * a transport error (not a status the worker sent), waits up to half a
+ * second for the exit, so the call is reported as cut short by it.
+ */
+async function exitOrTimeout(worker: PoolWorker, e: unknown): Promise<void> {
+  if (worker.gone.aborted || ConnectError.from(e).isWireError) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(done, 500);
+    function done() {
+      clearTimeout(timer);
+      worker.gone.removeEventListener("abort", done);
+      resolve();
+    }
+    worker.gone.addEventListener("abort", done);
+  });
 }
 
 function unreachable(): never {
