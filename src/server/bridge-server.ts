@@ -29,6 +29,7 @@ import { createWorkerTools } from "./tools/worker-tools.js";
 import { createVariableOps } from "./variable-ops.js";
 import { createWatchEndpoint } from "./watch-endpoint.js";
 import { createWatchHub } from "./watch-hub.js";
+import type { PoolWorkerInfo } from "./workers/pool-worker.js";
 import { createWorkerPool, type WorkerPool, type WorkerPoolConfig } from "./workers/worker-pool.js";
 
 /**
@@ -139,6 +140,8 @@ export interface BridgeServer extends AsyncDisposable {
   readonly store: SessionStore;
   /** This bridge's metrics (its own prom-client registry), as the admin listener serves them. */
   readonly metrics: MetricsRegistry;
+  /** The Python pool workers, as `GET /workers` on the admin listener lists them. */
+  workers(): PoolWorkerInfo[];
 }
 
 /**
@@ -416,6 +419,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     readAuditTrail: async (filter) =>
       store.sharedAudit === undefined ? audit.entries(filter) : store.sharedAudit.read(filter),
     onAudit: (listener) => audit.subscribe(listener),
+    workers: () => pool?.list() ?? [],
     async start() {
       if (fronts !== undefined) throw new Error("the bridge server is already started");
       if (released) throw new Error("the bridge server was stopped: create a new one");

@@ -80,3 +80,6 @@ export type {
   ToolSession,
   ToolVariable,
 } from "./tools/tool-definition.js";
+export { splitCommandLine } from "./workers/command-line.js";
+export type { PoolWorkerInfo, PoolWorkerState } from "./workers/pool-worker.js";
+export type { WorkerPoolConfig } from "./workers/worker-pool.js";
