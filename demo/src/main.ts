@@ -10,6 +10,7 @@ import {
   PROGRAM_VARIABLES,
   type ProgramConfig,
   type ProgramVariable,
+  PYTHON_CLASSIFIER,
   PYTHON_TRAIN_TOOL,
   programSchema,
   toProgramConfig,
@@ -187,6 +188,8 @@ async function start(): Promise<void> {
     editorId: `editor-${tabId}`,
     onHistory: (name) => void history_.open(name),
     onError,
+    // Not offered until the Python worker's tool is seen registered.
+    unavailableChoices: [PYTHON_CLASSIFIER],
   });
   const program = createProgramCard(ctx, { onError });
   const tune = createTunePanel(ctx, {
@@ -198,6 +201,7 @@ async function start(): Promise<void> {
     seed,
     onError,
     onRunning: (running) => document.body.classList.toggle("tuning", running),
+    onPython: (available) => panel.setUnavailableChoices(available ? [] : [PYTHON_CLASSIFIER]),
   });
 
   replaceChildren(
@@ -376,7 +380,10 @@ async function start(): Promise<void> {
   void tune.scoreOnLoad();
 }
 
-/** Tells the Tune card whether the Python worker's module is registered, now and every 15 s. */
+/**
+ * Tells the Tune card whether the Python worker's module is registered, now
+ * and every 2 s: the bridge withdraws it while its worker restarts.
+ */
 async function watchPython(ctx: SessionContext, tune: ReturnType<typeof createTunePanel>) {
   const check = async () => {
     try {
@@ -387,7 +394,7 @@ async function watchPython(ctx: SessionContext, tune: ReturnType<typeof createTu
     }
   };
   await check();
-  setInterval(() => void check(), 15_000);
+  setInterval(() => void check(), 2000);
 }
 
 /** A random id kept in this browser's localStorage (a fresh one when storage is unavailable). */
