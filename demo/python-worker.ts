@@ -98,8 +98,9 @@ export async function preparePythonWorker(): Promise<PythonWorker> {
       command: [PYTHON, join(import.meta.dirname, "python/spam_worker.py")],
       count: 1,
       env: { PYTHONPATH: out, PYTHONDONTWRITEBYTECODE: "1" },
-      // A killed worker is back within a second or two.
+      // A killed worker is back within a few seconds.
       restartBackoffMs: 500,
+      maxRestarts: 10,
       healthIntervalMs: 1000,
     },
     cleanup,
