@@ -368,7 +368,14 @@ export function createWorkerPool(config: WorkerPoolConfig, options: WorkerPoolOp
     signal: AbortSignal,
     finish: ToolFinish,
   ): AsyncGenerator<ToolChunk> {
-    const worker = route(call);
+    let worker: PoolWorker;
+    try {
+      worker = route(call);
+    } catch (e) {
+      // Audited like any failed call, then the caller gets the pool's status.
+      finish("error", ConnectError.from(e).rawMessage);
+      throw e;
+    }
     const client = worker.client ?? unreachable();
     worker.inFlight++;
     try {
