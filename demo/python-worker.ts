@@ -101,7 +101,6 @@ export async function preparePythonWorker(): Promise<PythonWorker> {
       // A killed worker is back within a few seconds.
       restartBackoffMs: 500,
       maxRestarts: 10,
-      healthIntervalMs: 1000,
     },
     cleanup,
   };

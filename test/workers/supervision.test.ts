@@ -139,6 +139,22 @@ describe.skipIf(missing !== undefined)(`pool supervision ${missing ?? ""}`, () =
       expect(metrics).toMatch(/bridge_python_workers\{state="ready"\} 2/);
     }, 60_000);
 
+    it("lets a worker busy with a long call be, though it answers no Ping meanwhile", async () => {
+      await readyWorkers(bridge.adminUrl, 2);
+      const before = await workersOf(bridge.adminUrl);
+      const { sessionId } = await bridge.client().initializeSession({});
+      // Six health intervals: v0.4.3 runs the sleep on its event loop.
+      const reply = await bridge.client().executeTool({
+        sessionId,
+        toolName: "sleep_task",
+        parameters: params({ duration_ms: 3000, task_number: 2 }),
+      });
+      expect(reply.success).toBe(true);
+      expect(json(reply.result)).toEqual({ task_number: 2, slept_ms: 3000 });
+      const after = await workersOf(bridge.adminUrl);
+      expect(after.map((w) => [w.pid, w.restarts])).toEqual(before.map((w) => [w.pid, w.restarts]));
+    }, 60_000);
+
     it("tells a session whose idle worker died, once, that its worker-side state was lost", async () => {
       await readyWorkers(bridge.adminUrl, 2);
       const c = await sessionOnWorker();

@@ -267,18 +267,25 @@ export function createPoolWorker(
     let busy = false;
     healthTimer = setInterval(() => {
       if (busy || generation !== thisRun || state !== "ready" || client === undefined) return;
+      // A worker running calls is judged by their deadlines, not by Ping:
+      // v0.4.3 runs a sync tool on its event loop, and a long fit can hold
+      // Python's GIL, so a busy worker may not answer Ping in time.
+      if (worker.inFlight > 0) {
+        missed = 0;
+        return;
+      }
       busy = true;
       client
         .ping(
           { message: "health" },
-          { signal: gone.signal, timeoutMs: Math.max(1000, settings.healthIntervalMs) },
+          { signal: gone.signal, timeoutMs: Math.max(2000, settings.healthIntervalMs) },
         )
         .then(
           () => {
             missed = 0;
           },
           (e: unknown) => {
-            if (generation !== thisRun || state !== "ready") return;
+            if (generation !== thisRun || state !== "ready" || worker.inFlight > 0) return;
             missed++;
             lastError = `health check failed: ${ConnectError.from(e).rawMessage}`;
             if (missed >= MISSED_PINGS) {
