@@ -1,31 +1,28 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { promisify } from "node:util";
+import type { WorkerPoolConfig } from "../src/server/workers/worker-pool.ts";
 
 /**
- * Starts the demo's Python worker (demo/python/spam_worker.py) when this
- * machine has what it needs: Debian's python3 with grpcio and scikit-learn,
- * and protoc with the gRPC Python plugin, which compile the bridge's own
- * proto for it (nothing is downloaded). Without them the demo runs without
- * the Python module and says why.
+ * The demo's Python worker (demo/python/spam_worker.py), run by the bridge's
+ * worker pool when this machine has what it needs: Debian's python3 with
+ * grpcio and scikit-learn, and protoc with the gRPC Python plugin, which
+ * compile the bridge's own proto for it (nothing is downloaded). Without
+ * them the demo runs without the Python module and says why.
  */
 
-/** Where the worker stands. */
+/** Whether the worker can run here. */
 export type PythonWorker =
   | {
       readonly running: true;
       /** e.g. "scikit-learn 1.4.2". */
       readonly runtime: string;
-      /**
-       * Has the worker register its tool again, e.g. on a bridge that was
-       * stopped and started again with an empty tool registry; rejects
-       * with the bridge's refusal, or when no answer comes within 15 s.
-       */
-      register(): Promise<void>;
-      stop(): Promise<void>;
+      /** What the bridge's worker pool runs (`createBridgeServer({ workers })`). */
+      readonly pool: WorkerPoolConfig;
+      /** Removes the generated modules (once the bridge has stopped the worker). */
+      cleanup(): Promise<void>;
     }
   | { readonly running: false; readonly reason: string };
 
@@ -53,14 +50,23 @@ async function missing(): Promise<string | undefined> {
   return undefined;
 }
 
-/** Starts the worker against the bridge's worker listener (host:port). */
-export async function startPythonWorker(options: {
-  readonly bridgeWorker: string;
-  /** How long to wait for the worker's registration (default 30 s). */
-  readonly timeoutMs?: number;
-}): Promise<PythonWorker> {
+/**
+ * Checks what the worker needs and compiles the bridge's proto for it; the
+ * worker itself is run by the bridge's worker pool, which starts it, waits
+ * for its ready line, restarts it when it dies and stops it with the bridge.
+ */
+export async function preparePythonWorker(): Promise<PythonWorker> {
   const lacking = await missing();
   if (lacking !== undefined) return { running: false, reason: lacking };
+  let sklearn: string;
+  try {
+    const { stdout } = await run(PYTHON, ["-c", "import sklearn; print(sklearn.__version__)"], {
+      timeout: 20_000,
+    });
+    sklearn = stdout.trim();
+  } catch (error) {
+    return { running: false, reason: `scikit-learn does not load: ${message(error)}` };
+  }
 
   const out = await mkdtemp(join(tmpdir(), "ub-demo-python-"));
   const cleanup = () => rm(out, { recursive: true, force: true });
@@ -85,124 +91,18 @@ export async function startPythonWorker(options: {
     await cleanup();
     return { running: false, reason: `protoc could not compile the proto: ${message(error)}` };
   }
-
-  const child = spawn(
-    PYTHON,
-    [join(import.meta.dirname, "python/spam_worker.py"), "--bridge", options.bridgeWorker],
-    {
-      env: { ...process.env, PYTHONPATH: out, PYTHONDONTWRITEBYTECODE: "1", PYTHONUNBUFFERED: "1" },
-      stdio: ["pipe", "pipe", "pipe"],
-    },
-  );
-  let stderr = "";
-  child.stderr?.on("data", (chunk: Buffer) => {
-    stderr = (stderr + chunk.toString()).slice(-4000);
-  });
-  const tail = () => stderr.trim().split("\n").slice(-3).join(" | ");
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.stdin?.end();
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
-      await exited;
-      clearTimeout(timer);
-    }
-    await cleanup();
-  };
-  const replies = jsonLines(child);
-  // Writing to a worker that has just exited fails with EPIPE; the exit
-  // itself is what the waiting call reports.
-  child.stdin?.on("error", () => undefined);
-
-  try {
-    const line = await replies.next(
-      (l) => l.ready === true,
-      options.timeoutMs ?? 30_000,
-      "registration",
-    );
-    const runtime = `scikit-learn ${typeof line.sklearn === "string" ? line.sklearn : "?"}`;
-    // One registration at a time: each waits for its own answer line.
-    let turn: Promise<unknown> = Promise.resolve();
-    const register = () => {
-      const next = turn.then(async () => {
-        const answer = replies.next((l) => "registered" in l, 15_000, "answer");
-        child.stdin?.write("register\n");
-        const reply = await answer;
-        if (reply.registered !== true) {
-          throw new Error(`the worker could not register its tool again: ${String(reply.error)}`);
-        }
-      });
-      turn = next.catch(() => undefined);
-      return next;
-    };
-    return { running: true, runtime, register, stop };
-  } catch (error) {
-    await stop();
-    const why = message(error);
-    return { running: false, reason: tail() === "" ? why : `${why}: ${tail()}` };
-  }
-}
-
-/**
- * The worker's JSON lines on stdout; `next(match)` waits for the next one
- * that matches (lines that are not JSON, e.g. a library's warning, are
- * skipped), failing when the worker exits or `timeoutMs` passes (the
- * message names `what` was awaited).
- */
-function jsonLines(child: ChildProcess) {
-  type Line = Record<string, unknown>;
-  const waiting = new Set<{ match: (line: Line) => boolean; resolve: (line: Line) => void }>();
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  lines.on("line", (text) => {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      return; // Not one of the worker's answers.
-    }
-    if (typeof parsed !== "object" || parsed === null) return;
-    for (const waiter of waiting) {
-      if (waiter.match(parsed as Line)) {
-        waiting.delete(waiter);
-        waiter.resolve(parsed as Line);
-      }
-    }
-  });
-  let exit: string | undefined;
-  const failures = new Set<(why: string) => void>();
-  child.once("exit", (code) => {
-    exit = `the worker exited (code ${code})`;
-    for (const fail of failures) fail(exit);
-  });
   return {
-    next(match: (line: Line) => boolean, timeoutMs: number, what: string): Promise<Line> {
-      return new Promise((resolve, reject) => {
-        if (exit !== undefined) {
-          reject(new Error(exit));
-          return;
-        }
-        const done = () => {
-          clearTimeout(timer);
-          waiting.delete(waiter);
-          failures.delete(fail);
-        };
-        const fail = (why: string) => {
-          done();
-          reject(new Error(why));
-        };
-        const waiter = {
-          match,
-          resolve: (line: Line) => {
-            done();
-            resolve(line);
-          },
-        };
-        const timer = setTimeout(() => fail(`no ${what} within ${timeoutMs} ms`), timeoutMs);
-        waiting.add(waiter);
-        failures.add(fail);
-      });
+    running: true,
+    runtime: `scikit-learn ${sklearn}`,
+    pool: {
+      command: [PYTHON, join(import.meta.dirname, "python/spam_worker.py")],
+      count: 1,
+      env: { PYTHONPATH: out, PYTHONDONTWRITEBYTECODE: "1" },
+      // A killed worker is back within a few seconds.
+      restartBackoffMs: 500,
+      maxRestarts: 10,
     },
+    cleanup,
   };
 }
 

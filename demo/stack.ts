@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import { createLogger, createServer, type ViteDevServer } from "vite";
-import { type PythonWorker, startPythonWorker } from "./python-worker.ts";
+import { type PythonWorker, preparePythonWorker } from "./python-worker.ts";
 import type { DemoBridge } from "./server/demo-bridge.ts";
 
 /**
@@ -35,8 +35,9 @@ export interface StackOptions {
   /** The bridge's worker listener port; 0 picks a free one (default 50052). */
   readonly workerPort?: number;
   /**
-   * Start the Python worker (its scikit-learn module): "auto" (default)
-   * when python3, grpcio, scikit-learn and protoc are installed, false never.
+   * Run the Python worker (its scikit-learn module) in the bridge's worker
+   * pool: "auto" (default) when python3, grpcio, scikit-learn and protoc are
+   * installed, false never.
    */
   readonly python?: "auto" | false;
   /**
@@ -64,6 +65,8 @@ export interface Stack {
   readonly workerTarget: string;
   /** The Python worker: running, or why not. */
   readonly python: PythonWorker;
+  /** The pid of the Python worker serving now, if one is ready. */
+  pythonPid(): number | undefined;
   /** Whether the bridge listens right now (false after {@link Stack.stopBridge}). */
   readonly bridgeListening: boolean;
   /**
@@ -74,8 +77,8 @@ export interface Stack {
   stopBridge(): Promise<void>;
   /**
    * Starts a new bridge server on the same ports with the same store: the
-   * sessions come back as they were, and the Python worker (when it runs)
-   * registers its tool again on the new server's empty registry.
+   * sessions come back as they were, and the new server starts its Python
+   * worker (when there is one).
    */
   startBridge(): Promise<void>;
   /** Stops the page server, then the bridge. */
@@ -95,6 +98,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     options.workerPort === 0 ? await freePort(host) : (options.workerPort ?? 50052);
   const target = `http://${host.includes(":") ? `[${host}]` : host}:${bridgePort}`;
 
+  const prepared: PythonWorker =
+    options.python === false
+      ? { running: false, reason: "not asked for" }
+      : await preparePythonWorker();
   let bridge: DemoBridge | undefined;
   // While the bridge is stopped on purpose (stopBridge), every call the
   // page makes fails in the proxy with ECONNREFUSED and is answered 502, as
@@ -139,18 +146,17 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       // also lets a page served elsewhere call it directly.
       corsOrigins: [`http://${host}:${vitePort}`, `http://localhost:${vitePort}`],
       logLevel: options.logLevel ?? "warn",
+      ...(prepared.running ? { workers: prepared.pool } : {}),
     });
     await vite.listen();
   } catch (error) {
     await bridge?.stop().catch(() => undefined);
     await vite.close().catch(() => undefined);
+    if (prepared.running) await prepared.cleanup();
     throw error;
   }
   const running = bridge;
-  const python: PythonWorker =
-    options.python === false
-      ? { running: false, reason: "not asked for" }
-      : await startPythonWorker({ bridgeWorker: running.workerTarget });
+  const python = prepared.running ? await pythonReady(running, prepared) : prepared;
   const url = vite.resolvedUrls?.local[0] ?? `http://${host}:${vitePort}/`;
   let stopping: Promise<void> | undefined;
   return {
@@ -161,21 +167,44 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     get bridgeListening() {
       return running.listening;
     },
+    pythonPid: () => running.pythonWorkers().find((w) => w.state === "ready")?.pid ?? undefined,
     stopBridge: () => running.stopServer(),
     async startBridge() {
       if (running.listening) return;
       await running.startServer();
-      if (python.running) await python.register();
     },
     stop() {
       stopping ??= (async () => {
-        if (python.running) await python.stop();
         await vite.close();
+        // Stops the Python worker too.
         await running.stop();
+        if (prepared.running) await prepared.cleanup();
       })();
       return stopping;
     },
   };
+}
+
+/**
+ * Waits (up to 30 s) for the bridge's Python worker to serve, so the page
+ * offers its module from the first look; says why when it does not.
+ */
+async function pythonReady(
+  bridge: DemoBridge,
+  prepared: Extract<PythonWorker, { running: true }>,
+): Promise<PythonWorker> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const [worker] = bridge.pythonWorkers();
+    if (worker?.state === "ready") return prepared;
+    if (worker?.state === "failed" || Date.now() > deadline) {
+      return {
+        running: false,
+        reason: `the worker did not start (${worker?.lastError ?? "no answer within 30 s"})`,
+      };
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 /** A port that was free a moment ago (the OS picks it). */

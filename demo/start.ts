@@ -101,7 +101,7 @@ const toggleBridge = async () => {
       console.log("Starting the bridge…");
       await stack.startBridge();
       console.log(
-        `  ✓ Bridge listening again at ${stack.bridgeUrl} with the sessions as they were${stack.python.running ? " (the Python worker registered its tool again)" : ""}; the page sends the kept edits.`,
+        `  ✓ Bridge listening again at ${stack.bridgeUrl} with the sessions as they were${stack.python.running ? " (its Python worker starts again)" : ""}; the page sends the kept edits.`,
       );
     }
   } catch (error) {

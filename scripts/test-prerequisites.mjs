@@ -23,6 +23,8 @@ const packages = {
   "libprotobuf-dev": "the well-known .proto files protoc includes",
   "docker-compose": "validating the production compose file (docker-compose config)",
   "python3-sklearn": "the demo's Python classifier worker",
+  "python3-numpy": "snakepit's stock showcase adapter, run by the worker pool suites",
+  "python3-psutil": "snakepit's stock showcase adapter, run by the worker pool suites",
 };
 
 const names = Object.keys(packages);

@@ -10,18 +10,34 @@ uint32, indices uint16, counts uint8, labels uint8, all little-endian); it
 fits sklearn's LogisticRegression on log(1 + count) features scaled to unit
 length and answers with the weights and the bias.
 
-Usage (demo/python-worker.ts starts it for `npm start` and the tests):
-    PYTHONPATH=<generated snakepit/bridge modules> \\
-        /usr/bin/python3 demo/python/spam_worker.py --bridge 127.0.0.1:50052
+Two ways to run it:
 
-Prints one JSON line {"ready": true, "port": N, "sklearn": "x.y"} once the
-tool is registered, then serves until stdin closes or SIGTERM. A line
-"register" on stdin registers the tool again (answered by one JSON line),
-for a bridge that restarted with an empty tool registry.
+- Under the bridge's worker pool (what `npm start` and the tests do), with
+  the contract of snakepit's stock grpc_server.py: the bridge runs it with
+  --port, --elixir-address (its worker listener) and --snakepit-run-id. It
+  serves on 127.0.0.1:<port>, prints `GRPC_READY:<port>` once it serves
+  (snakepit v0.4.3's ready signal; v0.13's ready file too, when
+  SNAKEPIT_READY_FILE is set), and, like snakepit's BaseAdapter, registers
+  its tool (without an address: the bridge knows where its workers are) on
+  the first call of each session. It serves until SIGTERM.
+
+      PYTHONPATH=<generated snakepit/bridge modules> /usr/bin/python3 \\
+          demo/python/spam_worker.py --port 0 --elixir-address 127.0.0.1:50052
+
+- On its own (docker-compose's worker), registering the remote tool with its
+  address on the bridge's worker listener:
+
+      PYTHONPATH=... /usr/bin/python3 demo/python/spam_worker.py --bridge 127.0.0.1:50052
+
+  It prints one JSON line {"ready": true, "port": N, "sklearn": "x.y"} once
+  the tool is registered, then serves until stdin closes or SIGTERM. A line
+  "register" on stdin registers the tool again (answered by one JSON line),
+  for a bridge that restarted with an empty tool registry.
 """
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -93,7 +109,16 @@ def train(request):
 
 
 class SpamWorker(pb_grpc.BridgeServiceServicer):
+    def __init__(self, on_call=None):
+        # Pool mode: called with each request first (registers the tool per session).
+        self.on_call = on_call
+
+    def Ping(self, request, context):
+        return pb.PingResponse(message=f"Pong from Python: {request.message}")
+
     def ExecuteTool(self, request, context):
+        if self.on_call is not None:
+            self.on_call(request)
         if request.tool_name != TOOL:
             return pb.ExecuteToolResponse(
                 success=False, error_message=f"unknown tool {request.tool_name}"
@@ -135,9 +160,83 @@ def commands(stub, registration, done):
     done.set()
 
 
+def registration_request(session_id, worker_id, metadata):
+    return pb.RegisterToolsRequest(
+        session_id=session_id,
+        worker_id=worker_id,
+        tools=[
+            pb.ToolRegistration(
+                name=TOOL,
+                description=(
+                    "Fits scikit-learn's LogisticRegression on the spam program's "
+                    "training rows (binary CSR) and returns its weights and bias."
+                ),
+                parameters=[
+                    pb.ParameterSpec(name="rows", type="integer", required=True),
+                    pb.ParameterSpec(name="columns", type="integer", required=True),
+                    pb.ParameterSpec(name="smoothing", type="float", required=True),
+                ],
+                metadata={
+                    **metadata,
+                    "runtime": f"Python {sys.version.split()[0]}, scikit-learn {sklearn.__version__}",
+                },
+            )
+        ],
+    )
+
+
+def serve_in_pool(args):
+    """The stock snakepit worker contract, for the bridge's worker pool."""
+    channel = grpc.insecure_channel(args.elixir_address)
+    stub = pb_grpc.BridgeServiceStub(channel)
+    worker_id = f"spam-worker-{uuid.uuid4().hex[:8]}"
+    registered = set()
+    lock = threading.Lock()
+
+    def on_call(request):
+        # As snakepit's BaseAdapter does: the tool is registered for each
+        # session the first time it calls; a failure is logged, not fatal.
+        with lock:
+            if request.session_id in registered:
+                return
+            registered.add(request.session_id)
+        try:
+            stub.RegisterTools(registration_request(request.session_id, worker_id, {}), timeout=10)
+        except grpc.RpcError as e:
+            print(f"RegisterTools failed: {e.code().name}: {e.details()}", file=sys.stderr, flush=True)
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2),
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE)],
+    )
+    pb_grpc.add_BridgeServiceServicer_to_server(SpamWorker(on_call), server)
+    port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    if port == 0:
+        sys.exit(f"spam_worker.py: cannot listen on port {args.port}")
+    server.start()
+    ready_file = os.environ.get("SNAKEPIT_READY_FILE")
+    if ready_file:
+        with open(f"{ready_file}.tmp", "w", encoding="utf-8") as f:
+            f.write(str(port))
+        os.replace(f"{ready_file}.tmp", ready_file)
+    print(f"GRPC_READY:{port}", flush=True)
+    print(f"spam_worker.py: serving {TOOL} on 127.0.0.1:{port} (scikit-learn {sklearn.__version__})", file=sys.stderr, flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    server.stop(1).wait(2)
+    channel.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bridge", required=True, help="the bridge's worker listener host:port")
+    parser.add_argument("--bridge", help="on its own: the bridge's worker listener host:port")
+    parser.add_argument("--port", type=int, help="in the pool: the port to serve on (0 picks one)")
+    parser.add_argument(
+        "--elixir-address", help="in the pool: the bridge's worker listener host:port"
+    )
+    parser.add_argument("--snakepit-run-id", default="", help="in the pool: the bridge's run id (unused)")
     parser.add_argument(
         "--listen",
         default="127.0.0.1:0",
@@ -153,6 +252,11 @@ def main():
         help="allow a bridge and a listen address off loopback (plaintext gRPC: only on a private network)",
     )
     args = parser.parse_args()
+    if args.elixir_address is not None:
+        serve_in_pool(args)
+        return
+    if args.bridge is None:
+        parser.error("give --bridge (on its own) or --elixir-address (in the bridge's worker pool)")
     loopback = ("127.0.0.1", "localhost", "[::1]")
     listen_host = args.listen.rsplit(":", 1)[0]
     if not args.private_network:
@@ -177,26 +281,8 @@ def main():
     channel = grpc.insecure_channel(args.bridge)
     grpc.channel_ready_future(channel).result(timeout=10)
     stub = pb_grpc.BridgeServiceStub(channel)
-    registration = pb.RegisterToolsRequest(
-        worker_id=f"spam-worker-{uuid.uuid4().hex[:8]}",
-        tools=[
-            pb.ToolRegistration(
-                name=TOOL,
-                description=(
-                    "Fits scikit-learn's LogisticRegression on the spam program's "
-                    "training rows (binary CSR) and returns its weights and bias."
-                ),
-                parameters=[
-                    pb.ParameterSpec(name="rows", type="integer", required=True),
-                    pb.ParameterSpec(name="columns", type="integer", required=True),
-                    pb.ParameterSpec(name="smoothing", type="float", required=True),
-                ],
-                metadata={
-                    "worker_address": advertise,
-                    "runtime": f"Python {sys.version.split()[0]}, scikit-learn {sklearn.__version__}",
-                },
-            )
-        ],
+    registration = registration_request(
+        "", f"spam-worker-{uuid.uuid4().hex[:8]}", {"worker_address": advertise}
     )
     registered = stub.RegisterTools(registration, timeout=10)
     if not registered.success:

@@ -7,6 +7,8 @@ import {
   createLogger,
   createMemoryStore,
   type Logger,
+  type PoolWorkerInfo,
+  type WorkerPoolConfig,
 } from "../../src/server/index.ts";
 import { decodeJsonAny, encodeJsonAny } from "../../src/values/index.ts";
 import type { ToolCall } from "./python-module.ts";
@@ -21,6 +23,8 @@ export interface DemoBridge {
   readonly workerTarget: string;
   /** Whether the bridge server listens right now (false between stopServer and startServer). */
   readonly listening: boolean;
+  /** The Python worker the bridge runs (none while it is stopped). */
+  pythonWorkers(): PoolWorkerInfo[];
   /**
    * Stops the bridge server, as an outage would: watch streams end, new
    * connections are refused. The sessions stay in the store.
@@ -29,8 +33,8 @@ export interface DemoBridge {
   /**
    * Starts a new bridge server on the same ports with the same store: the
    * sessions, their variables and versions are as they were. Tools that
-   * workers registered are not (each server has its own registry): the
-   * worker registers them again.
+   * workers registered are not (each server has its own registry): its
+   * own Python worker starts again with it.
    */
   startServer(): Promise<void>;
   /** Stops the bridge server and closes the store. */
@@ -47,7 +51,8 @@ export const MAX_REQUEST_BYTES = 16 * 1024 * 1024;
 /**
  * The bridge server of the demo: the library's server with an in-memory
  * store, the built-in tools and the spam program's tools, and a worker
- * listener on which a Python worker may register its classifier module.
+ * listener: the bridge runs the demo's Python worker (its classifier module)
+ * in its worker pool, and other workers may register tools there.
  *
  * The store is made here and handed to the server (`sessionStore`), so it
  * outlives the server: {@link DemoBridge.stopServer} and
@@ -65,6 +70,8 @@ export async function startDemoBridge(options: {
   access?: "tokens" | "session-id";
   /** Keys that sign access tokens, the same for every server of this bridge. */
   tokenKeys?: readonly string[];
+  /** The Python worker the bridge runs in its worker pool, if any. */
+  workers?: WorkerPoolConfig;
 }): Promise<DemoBridge> {
   // The evaluation tool reaches the Python worker's tool the way any client
   // does: a call to the bridge, which forwards it to the worker.
@@ -87,6 +94,7 @@ export async function startDemoBridge(options: {
       tools,
       access: options.access ?? "session-id",
       tokenKeys: [...(options.tokenKeys ?? [])],
+      ...(options.workers === undefined ? {} : { workers: options.workers }),
     });
     return { server, addresses: await server.start() };
   };
@@ -126,6 +134,7 @@ export async function startDemoBridge(options: {
     get listening() {
       return server !== undefined;
     },
+    pythonWorkers: () => server?.workers() ?? [],
     stopServer,
     startServer: () =>
       serially(async () => {

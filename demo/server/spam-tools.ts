@@ -110,7 +110,25 @@ export function createSpamTools(program: SpamProgram = createSpamProgram()): Too
         });
         wake = undefined;
       }
-      const evaluation = await run;
+      let evaluation: Awaited<typeof run>;
+      try {
+        evaluation = await run;
+      } catch (error) {
+        // A trial that failed (the Python worker died under it, say) is
+        // marked in the run log, so every tab's trial log says why; the
+        // optimizer decides whether the run goes on.
+        if (record?.kind === "trial" && record.trial > 0) {
+          await updateRunLog(session, {
+            kind: "trial_failed",
+            id: record.id,
+            optimizerId: record.optimizerId,
+            trial: record.trial,
+            config,
+            message: error instanceof Error ? error.message : String(error),
+          }).catch(() => undefined); // the failure itself is what the caller hears
+        }
+        throw error;
+      }
       const result = { kind: "result" as const, split, config, ...evaluation };
       results.set(key, result);
       if (results.size > 500) results.delete(results.keys().next().value as string);

@@ -52,6 +52,18 @@ export interface TrialRecord extends ScoredConfig {
   readonly trial: number;
 }
 
+/**
+ * A trial that could not be scored, e.g. because the Python worker died
+ * under it: the run goes on without it.
+ */
+export interface FailedTrial {
+  readonly trial: number;
+  readonly config: ProgramConfig;
+  /** Why, in words. */
+  readonly message: string;
+  readonly at: number;
+}
+
 /** How a run ended, or that it is still going. */
 export type RunStatus = "running" | "done" | "stopped" | "failed" | "abandoned";
 
@@ -72,6 +84,8 @@ export interface RunRecord {
   readonly stopRequested: boolean;
   readonly initial: ScoredConfig | undefined;
   readonly results: readonly TrialRecord[];
+  /** Trials that failed (absent in logs written before trials could fail). */
+  readonly failures?: readonly FailedTrial[];
   /** How it ended, in words. */
   readonly message: string | undefined;
   readonly finishedAt: number | undefined;
@@ -111,6 +125,15 @@ export type RunChange =
       /** 0: the initial configuration. */
       readonly trial: number;
       readonly result: ScoredConfig;
+    }
+  | {
+      readonly kind: "trial_failed";
+      readonly id: string;
+      readonly optimizerId: string;
+      /** 1 or more: the initial configuration cannot fail on its own. */
+      readonly trial: number;
+      readonly config: ProgramConfig;
+      readonly message: string;
     }
   | {
       readonly kind: "finish";
@@ -155,6 +178,17 @@ export function parseRunLog(value: unknown): RunLog {
         typeof r.status === "string" &&
         Array.isArray(r.results) &&
         r.results.every(scored) &&
+        (r.failures === undefined ||
+          (Array.isArray(r.failures) &&
+            r.failures.every(
+              (f: Partial<FailedTrial> | null) =>
+                typeof f === "object" &&
+                f !== null &&
+                typeof f.trial === "number" &&
+                typeof f.message === "string" &&
+                typeof f.config === "object" &&
+                f.config !== null,
+            ))) &&
         (r.initial === undefined || r.initial === null || scored(r.initial))
       );
     });
@@ -226,7 +260,7 @@ export function applyRunChange(log: RunLog, change: RunChange, now: number): Run
       const run = mine(change.id, change.optimizerId);
       const result = { ...change.result, at: now };
       if (change.trial === 0) return replace({ ...run, initial: result, updatedAt: now });
-      if (run.results.length >= Math.min(run.planned, MAX_TRIALS)) {
+      if (trialsDone(run) >= Math.min(run.planned, MAX_TRIALS)) {
         throw new Error(`tuning run '${run.id}' already has its ${run.planned} trials`);
       }
       return replace({
@@ -234,6 +268,20 @@ export function applyRunChange(log: RunLog, change: RunChange, now: number): Run
         results: [...run.results, { ...result, trial: change.trial }],
         updatedAt: now,
       });
+    }
+    case "trial_failed": {
+      const run = mine(change.id, change.optimizerId);
+      if (change.trial < 1) throw new Error("only trials 1 and up can fail on their own");
+      if (trialsDone(run) >= Math.min(run.planned, MAX_TRIALS)) {
+        throw new Error(`tuning run '${run.id}' already has its ${run.planned} trials`);
+      }
+      const failure: FailedTrial = {
+        trial: change.trial,
+        config: change.config,
+        message: change.message.slice(0, 300),
+        at: now,
+      };
+      return replace({ ...run, failures: [...(run.failures ?? []), failure], updatedAt: now });
     }
     case "finish":
       return replace({
@@ -305,4 +353,9 @@ export function bestOf(run: RunRecord): { trial: number; scored: ScoredConfig } 
     if (r.metrics.f1 > best.scored.metrics.f1) best = { trial: r.trial, scored: r };
   }
   return best;
+}
+
+/** Trials of a run that are over: scored or failed. */
+export function trialsDone(run: RunRecord): number {
+  return run.results.length + (run.failures?.length ?? 0);
 }

@@ -10,6 +10,7 @@ import {
   PROGRAM_VARIABLES,
   type ProgramConfig,
   type ProgramVariable,
+  PYTHON_CLASSIFIER,
   PYTHON_TRAIN_TOOL,
   programSchema,
   toProgramConfig,
@@ -229,6 +230,8 @@ async function start(): Promise<void> {
     editorId: `editor-${tabId}`,
     onHistory: (name) => void history_.open(name),
     onError,
+    // Not offered until the Python worker's tool is seen registered.
+    unavailableChoices: [PYTHON_CLASSIFIER],
   });
   const program = createProgramCard(ctx, { onError });
   const tune = createTunePanel(ctx, {
@@ -240,6 +243,7 @@ async function start(): Promise<void> {
     seed,
     onError,
     onRunning: (running) => document.body.classList.toggle("tuning", running),
+    onPython: (available) => panel.setUnavailableChoices(available ? [] : [PYTHON_CLASSIFIER]),
   });
 
   replaceChildren(
@@ -510,7 +514,10 @@ function storeToken(sessionId: string, token: string | undefined): void {
   }
 }
 
-/** Tells the Tune card whether the Python worker's module is registered, now and every 15 s. */
+/**
+ * Tells the Tune card whether the Python worker's module is registered, now
+ * and every 2 s: the bridge withdraws it while its worker restarts.
+ */
 async function watchPython(ctx: SessionContext, tune: ReturnType<typeof createTunePanel>) {
   const check = async () => {
     try {
@@ -521,7 +528,7 @@ async function watchPython(ctx: SessionContext, tune: ReturnType<typeof createTu
     }
   };
   await check();
-  setInterval(() => void check(), 15_000);
+  setInterval(() => void check(), 2000);
 }
 
 /** A random id kept in this browser's localStorage (a fresh one when storage is unavailable). */

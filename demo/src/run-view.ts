@@ -3,6 +3,7 @@ import { PROGRAM_VARIABLES, type ProgramConfig } from "../shared/program.ts";
 import {
   bestOf,
   type EvaluationRecord,
+  type FailedTrial,
   type RunRecord,
   type ScoredConfig,
 } from "../shared/tuning-runs.ts";
@@ -249,10 +250,30 @@ export function createRunView(
         ),
         h("td", { class: "num" }, r.cached ? "cached" : `${(r.ms / 1000).toFixed(1)} s`),
       );
+    // A failed trial (its module's worker died under it): no score, and why.
+    const failedRow = (f: FailedTrial) =>
+      h(
+        "tr",
+        { class: "failed", "data-trial-row": String(f.trial), "data-trial-failed": "" },
+        h("td", {}, String(f.trial)),
+        h("td", { class: "num" }, "failed"),
+        h(
+          "td",
+          { class: "config" },
+          describeConfig(f.config),
+          h("div", { class: "why" }, f.message),
+        ),
+        h("td", {}, h("span", { class: "badge" }, "—")),
+        h("td", { class: "num" }, ""),
+      );
+    const trials: { trial: number; el: HTMLElement }[] = [
+      ...run.results.map((r) => ({ trial: r.trial, el: row(String(r.trial), r.trial, r) })),
+      ...(run.failures ?? []).map((f) => ({ trial: f.trial, el: failedRow(f) })),
+    ].sort((a, b) => a.trial - b.trial);
     replaceChildren(
       log,
       run.initial === undefined ? null : row("initial", 0, run.initial),
-      ...run.results.map((r) => row(String(r.trial), r.trial, r)),
+      ...trials.map((t) => t.el),
     );
     logBox.scrollTop = logBox.scrollHeight;
   };

@@ -45,6 +45,8 @@ export function seededRandom(seed: number): () => number {
 export interface SearchSpace {
   /** The next configuration to try, given the best so far. */
   propose(trial: number, trials: number, best: ProgramConfig | undefined): ProgramConfig;
+  /** Stops proposing a module (e.g. the Python worker's, after it failed). */
+  drop(classifier: Classifier): void;
 }
 
 /** Creates the search over the program's variables, with the classifier modules available. */
@@ -54,7 +56,8 @@ export function createSearchSpace(
 ): SearchSpace {
   const random = seededRandom(seed);
   const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)] as T;
-  const CLASSIFIERS = classifiers.length > 0 ? classifiers : BRIDGE_CLASSIFIERS;
+  let CLASSIFIERS: readonly Classifier[] =
+    classifiers.length > 0 ? classifiers : BRIDGE_CLASSIFIERS;
   // Every module once, early, in a seeded order.
   const firstLook = [...CLASSIFIERS].sort(() => random() - 0.5);
   const logUniform = (min: number, max: number) =>
@@ -122,9 +125,18 @@ export function createSearchSpace(
     propose(trial, trials, best) {
       const exploring = trial <= Math.max(1, Math.ceil(trials / 3));
       const module = firstLook[trial - 1];
-      if (module !== undefined) return { ...sample(), classifier: module };
+      if (module !== undefined && CLASSIFIERS.includes(module)) {
+        return { ...sample(), classifier: module };
+      }
       if (best === undefined || exploring || random() < 0.2) return sample();
-      return mutate(best);
+      const next = mutate(best);
+      return CLASSIFIERS.includes(next.classifier)
+        ? next
+        : { ...next, classifier: pick(CLASSIFIERS) };
+    },
+    drop(classifier) {
+      const rest = CLASSIFIERS.filter((c) => c !== classifier);
+      if (rest.length > 0) CLASSIFIERS = rest;
     },
   };
 }

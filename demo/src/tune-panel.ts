@@ -6,7 +6,7 @@ import {
   type ProgramConfig,
   PYTHON_CLASSIFIER,
 } from "../shared/program.ts";
-import { emptyLog, type RunLog, type RunRecord } from "../shared/tuning-runs.ts";
+import { emptyLog, type RunLog, type RunRecord, trialsDone } from "../shared/tuning-runs.ts";
 import { h, score } from "./dom.ts";
 import { type Explained, explain } from "./errors.ts";
 import { createLockNotice } from "./lock-notice.ts";
@@ -55,6 +55,8 @@ export function createTunePanel(
     readonly onRunning: (running: boolean) => void;
     /** Names of variables with an unsaved edit in the variables panel. */
     readonly pendingDrafts: () => string[];
+    /** Told whether the Python worker's module can be used now. */
+    readonly onPython?: (available: boolean) => void;
   },
 ): TunePanel {
   const control = (name: string, label: string, value: number, min: number, max?: number) =>
@@ -190,7 +192,7 @@ export function createTunePanel(
       return;
     }
     const units = run.planned + 1; // the initial score, then each trial
-    const done = (run.initial === undefined ? 0 : 1) + run.results.length;
+    const done = (run.initial === undefined ? 0 : 1) + trialsDone(run);
     let fraction = run.status === "running" ? done / units : 1;
     const mine = running?.runId === run.id;
     if (mine && stage !== undefined && stage.runId === run.id && stage.unit === done) {
@@ -204,17 +206,21 @@ export function createTunePanel(
     progress.dataset.progressValue = String(pct);
     const spent = (run.finishedAt ?? Date.now()) - run.startedAt;
     if (run.status === "running") {
-      const lastAt = run.results[run.results.length - 1]?.at ?? run.initial?.at;
+      const lastAt =
+        Math.max(
+          run.results[run.results.length - 1]?.at ?? 0,
+          run.failures?.[run.failures.length - 1]?.at ?? 0,
+        ) || run.initial?.at;
       const perUnit =
         done === 0 || lastAt === undefined ? undefined : (lastAt - run.startedAt) / done;
       const left =
         perUnit === undefined ? "estimating…" : `about ${elapsed(perUnit * (units - done))} left`;
-      progressText.textContent = `${run.results.length} of ${run.planned} trials done · ${elapsed(spent)} elapsed · ${left}`;
+      progressText.textContent = `${trialsDone(run)} of ${run.planned} trials done${failedNote(run)} · ${elapsed(spent)} elapsed · ${left}`;
       stageText.textContent = mine
         ? (stage?.message ?? "")
         : `run by ${run.optimizerId} in another tab${run.stopRequested ? " · stop requested" : ""}`;
     } else {
-      progressText.textContent = `${run.status === "done" ? "Done" : run.status === "stopped" ? "Stopped" : run.status === "failed" ? "Failed" : "Abandoned"}: ${run.results.length} of ${run.planned} trials in ${elapsed(spent)}`;
+      progressText.textContent = `${run.status === "done" ? "Done" : run.status === "stopped" ? "Stopped" : run.status === "failed" ? "Failed" : "Abandoned"}: ${trialsDone(run)} of ${run.planned} trials${failedNote(run)} in ${elapsed(spent)}`;
       stageText.textContent = "";
     }
   };
@@ -314,6 +320,14 @@ export function createTunePanel(
         },
         onTrialStart: (trial, config) =>
           say("trial", `Trial ${trial} of ${trials}: ${describeConfig(config)}`),
+        onTrialFailed: (trial, _config, message) => {
+          // Its module is gone for now: not offered until the worker is back.
+          setPython(undefined);
+          say(
+            "trial",
+            `Trial ${trial} failed: ${message}. The run goes on with the bridge's modules.`,
+          );
+        },
         onFinishing: (best) =>
           say(
             "finishing",
@@ -372,6 +386,16 @@ export function createTunePanel(
   });
 
   redraw();
+  function setPython(runtime: string | undefined): void {
+    python = runtime;
+    pythonNote.dataset.python = runtime === undefined ? "off" : "on";
+    pythonNote.textContent =
+      runtime === undefined
+        ? "The Python worker is not running: the optimizer tries the bridge's three modules."
+        : `A Python worker (${runtime}) hosts the module ${PYTHON_CLASSIFIER}: the optimizer tries it too, and its trials are marked "Python".`;
+    options.onPython?.(runtime !== undefined);
+  }
+
   return {
     element,
     setForeignLock(optimizerId, trial) {
@@ -407,14 +431,7 @@ export function createTunePanel(
       drawCurrent();
       refreshButtons();
     },
-    setPython(runtime) {
-      python = runtime;
-      pythonNote.dataset.python = runtime === undefined ? "off" : "on";
-      pythonNote.textContent =
-        runtime === undefined
-          ? "The Python worker is not running: the optimizer tries the bridge's three modules."
-          : `A Python worker (${runtime}) hosts the module ${PYTHON_CLASSIFIER}: the optimizer tries it too, and its trials are marked "Python".`;
-    },
+    setPython,
     async scoreOnLoad() {
       if (currentConfig === undefined || knownScore(currentConfig) !== undefined || locked())
         return;
@@ -428,4 +445,10 @@ export function createTunePanel(
       }
     },
   };
+}
+
+/** " (1 failed)" when trials of the run failed. */
+function failedNote(run: RunRecord): string {
+  const n = run.failures?.length ?? 0;
+  return n === 0 ? "" : ` (${n} failed)`;
 }

@@ -6,6 +6,7 @@ import {
   type EvaluationResult,
   PROGRAM_VARIABLES,
   type ProgramConfig,
+  PYTHON_CLASSIFIER,
   toProgramConfig,
 } from "../shared/program.ts";
 import { RUNS_TOOL } from "../shared/tuning-runs.ts";
@@ -42,6 +43,8 @@ export interface TuneOutcome {
     readonly trial: number;
   };
   readonly trials: readonly Trial[];
+  /** Trials that failed (the Python worker died under them, say); the run went on. */
+  readonly failed: readonly { readonly trial: number; readonly message: string }[];
   /** Stopped by the user before the last trial. */
   readonly stopped: boolean;
   readonly planned: number;
@@ -63,6 +66,8 @@ export interface TuneOptions {
   /** A trial starts (its candidate is written). */
   readonly onTrialStart?: (trial: number, config: ProgramConfig) => void;
   readonly onTrial?: (trial: Trial) => void;
+  /** A trial failed; the run goes on without its module. */
+  readonly onTrialFailed?: (trial: number, config: ProgramConfig, message: string) => void;
   readonly onProgress?: (progress: EvaluationProgress, trial: number) => void;
   /** The lock is taken (true) or released (false). */
   readonly onLock?: (held: boolean) => void;
@@ -122,6 +127,7 @@ export async function runTuning(ctx: SessionContext, options: TuneOptions): Prom
       options.onBaseline?.(baseline);
       let best: TuneOutcome["best"] = { config: initialConfig, result: baseline, trial: 0 };
       const trials: Trial[] = [];
+      const failed: { trial: number; message: string }[] = [];
       let stopped = false;
       let failure: unknown;
       try {
@@ -133,9 +139,22 @@ export async function runTuning(ctx: SessionContext, options: TuneOptions): Prom
           const candidate = space.propose(t, options.trials, best.config);
           options.onTrialStart?.(t, candidate);
           const batch = await writeAsOptimizer(candidate, String(t));
-          const result = await evaluate(ctx, { record: recordAs(t) }, undefined, (p) =>
-            options.onProgress?.(p, t),
-          );
+          let result: EvaluationResult;
+          try {
+            result = await evaluate(ctx, { record: recordAs(t) }, undefined, (p) =>
+              options.onProgress?.(p, t),
+            );
+          } catch (error) {
+            // The Python worker's module failed this trial (its worker died
+            // or is restarting): the bridge marked the trial failed in the
+            // run log, and the run goes on with the bridge's modules.
+            if (signal.aborted || candidate.classifier !== PYTHON_CLASSIFIER) throw error;
+            const message = error instanceof Error ? error.message : String(error);
+            space.drop(PYTHON_CLASSIFIER);
+            failed.push({ trial: t, message });
+            options.onTrialFailed?.(t, candidate, message);
+            continue;
+          }
           for (const name of PROGRAM_VARIABLES) {
             const written = batch.variables[name]?.version;
             if (written !== undefined && result.versions[name] !== written) {
@@ -172,6 +191,7 @@ export async function runTuning(ctx: SessionContext, options: TuneOptions): Prom
         initial: { config: initialConfig, result: baseline },
         best,
         trials,
+        failed,
         stopped,
         planned: options.trials,
       };
@@ -208,9 +228,16 @@ export function describeEnd(outcome: TuneOutcome): string {
     best.trial === 0
       ? "No trial beat the initial configuration, so it was restored"
       : `The session now holds the best configuration (trial ${best.trial}, dev F1 ${best.result.metrics.f1.toFixed(4)})`;
-  return stopped
-    ? `Stopped after ${trials.length} of ${outcome.planned} trials. ${kept}; the lock is released.`
-    : `Finished ${trials.length} trials. ${kept}; the lock is released.`;
+  const failures =
+    outcome.failed.length === 0
+      ? ""
+      : ` ${outcome.failed.length === 1 ? "Trial" : "Trials"} ${outcome.failed.map((f) => f.trial).join(", ")} failed (${outcome.failed[0]?.message.slice(0, 120)}); the run went on without ${PYTHON_CLASSIFIER}.`;
+  // The run log keeps at most 400 characters of it.
+  return (
+    stopped
+      ? `Stopped after ${trials.length} of ${outcome.planned} trials.${failures} ${kept}; the lock is released.`
+      : `Finished ${trials.length} trials.${failures} ${kept}; the lock is released.`
+  ).slice(0, 400);
 }
 
 /**

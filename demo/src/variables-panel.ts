@@ -31,6 +31,11 @@ export interface VariablesPanel {
   setFreshness(freshness: Freshness): void;
   /** Variables with an edit not saved yet (kept while an optimizer holds the lock). */
   pendingDrafts(): string[];
+  /**
+   * Choices not offered right now (a module whose tool is not registered),
+   * unless a variable holds one already.
+   */
+  setUnavailableChoices(choices: readonly string[]): void;
 }
 
 interface Row {
@@ -62,9 +67,12 @@ export function createVariablesPanel(
     readonly editorId: string;
     readonly onHistory: (name: string) => void;
     readonly onError: (error: Explained) => void;
+    /** Choices not offered until {@link VariablesPanel.setUnavailableChoices} says otherwise. */
+    readonly unavailableChoices?: readonly string[];
   },
 ): VariablesPanel {
   const rows = new Map<string, Row>();
+  let unavailable = new Set(options.unavailableChoices ?? []);
   const tbody = h("tbody");
   const table = h(
     "table",
@@ -313,7 +321,9 @@ export function createVariablesPanel(
           "aria-label": snapshot.name,
           onchange: () => void write(row, select.value),
         },
-        ...allowed.map((option) => h("option", { value: option }, option)),
+        ...allowed
+          .filter((option) => !unavailable.has(option) || option === String(value))
+          .map((option) => h("option", { value: option }, option)),
       );
       select.value = String(value);
       select.disabled = locked;
@@ -426,6 +436,18 @@ export function createVariablesPanel(
     },
     pendingDrafts() {
       return [...rows.values()].filter((r) => r.dirty).map((r) => r.snapshot?.name ?? "");
+    },
+    setUnavailableChoices(choices) {
+      const next = new Set(choices);
+      if ([...next].join("\n") === [...unavailable].join("\n")) return;
+      unavailable = next;
+      // Selects are drawn again with the choices offered now; one being
+      // edited keeps its state.
+      for (const row of rows.values()) {
+        if (!(row.input instanceof HTMLSelectElement) || row.shown === undefined) continue;
+        if (document.activeElement === row.input) continue;
+        renderEditor(row, row.shown, row.snapshot?.lockedBy !== undefined);
+      }
     },
   };
 }

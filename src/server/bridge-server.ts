@@ -37,6 +37,8 @@ import { createWorkerTools } from "./tools/worker-tools.js";
 import { createVariableOps } from "./variable-ops.js";
 import { createWatchEndpoint } from "./watch-endpoint.js";
 import { createWatchHub } from "./watch-hub.js";
+import type { PoolWorkerInfo } from "./workers/pool-worker.js";
+import { createWorkerPool, type WorkerPool, type WorkerPoolConfig } from "./workers/worker-pool.js";
 
 /**
  * Options of {@link createBridgeServer}: the server config plus embedding
@@ -79,6 +81,24 @@ export interface BridgeServerOptions extends Partial<ServerConfig> {
    * call they see was allowed.
    */
   readonly interceptors?: readonly Interceptor[];
+  /**
+   * A pool of Python workers the bridge runs, supervises and routes calls
+   * to (stock snakepit `grpc_server.py`, v0.4.3 or v0.13); overrides
+   * `workerCommand`/`workerCount`. Needs the worker listener: with
+   * `workerPort` unset it opens on a free port.
+   *
+   * @example
+   * ```ts
+   * createBridgeServer({
+   *   workers: {
+   *     command: ["python3", "grpc_server.py", "--adapter", "my_app.MyAdapter"],
+   *     count: 2,
+   *     cwd: "/srv/snakepit/priv/python",
+   *   },
+   * });
+   * ```
+   */
+  readonly workers?: WorkerPoolConfig;
 }
 
 /** Where a started bridge listens. */
@@ -142,6 +162,8 @@ export interface BridgeServer extends AsyncDisposable {
    * with their health (as the admin listener's `GET /workers` shows them).
    */
   registeredWorkers(): RegisteredWorker[];
+  /** The Python pool workers, as `GET /workers` on the admin listener lists them. */
+  workers(): PoolWorkerInfo[];
 }
 
 /**
@@ -175,6 +197,19 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       "store names Redis: open the Redis store first and pass it as sessionStore, e.g. { sessionStore: await createRedisStore({ url }) } with createRedisStore from unified-bridge/server (createBridgeServer does not connect anywhere itself)",
     );
   }
+  const poolConfig: WorkerPoolConfig | undefined =
+    options.workers ??
+    (config.workerCommand.length === 0
+      ? undefined
+      : {
+          command: config.workerCommand,
+          count: config.workerCount,
+          tools: config.workerTools,
+          healthIntervalMs: config.workerHealthIntervalMs,
+          maxRestarts: config.workerMaxRestarts,
+        });
+  // Pool workers call the bridge back on the worker listener.
+  if (poolConfig !== undefined && config.workerPort === null) config.workerPort = 0;
   const store = options.sessionStore ?? createMemoryStore({ now });
   const shutdown = new AbortController();
   const hub = createWatchHub({
@@ -272,10 +307,45 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       return isRole(role) ? role : "editor";
     },
   });
-  const service = createBridgeService(core, { executor, workerTools, access: sessionAccess });
-
   const metrics = createMetrics();
+  const workerRestarts = metrics.counter(
+    "bridge_python_worker_restarts_total",
+    "Restarts of the bridge's Python pool workers, by worker.",
+    ["worker"],
+  );
+  const pool: WorkerPool | undefined =
+    poolConfig === undefined
+      ? undefined
+      : createWorkerPool(poolConfig, {
+          tools,
+          logger: logger.child({ component: "workers" }),
+          callTimeoutMs: options.remoteToolTimeoutMs ?? 30_000,
+          readMaxBytes: limits.maxReplyBytes,
+          onRestart: (worker) => workerRestarts.inc({ worker }),
+        });
+  const service = createBridgeService(core, {
+    executor,
+    workerTools,
+    access: sessionAccess,
+    ...(pool === undefined ? {} : { pool }),
+  });
+
   const unsubscribe = followStore(store, { hub, tools, metrics, logger });
+  const unsubscribePool =
+    pool === undefined
+      ? () => undefined
+      : store.subscribe((event) => {
+          if (event.type === "session_ended") pool.sessionEnded(event.sessionId);
+        });
+  if (pool !== undefined) {
+    metrics.gauge(
+      "bridge_python_workers",
+      "The bridge's Python pool workers, by state.",
+      ["state"],
+      () =>
+        Object.entries(pool.countByState()).map(([state, value]) => ({ labels: { state }, value })),
+    );
+  }
 
   let stats = { sessions: 0, variables: 0 };
   let statsFailing = false;
@@ -390,6 +460,8 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     released = true;
     unsubscribe();
     liveness.close();
+    unsubscribePool();
+    await pool?.stop();
     workerTools.close();
     executor.close();
     memory.close();
@@ -430,6 +502,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       store.sharedAudit === undefined ? audit.entries(filter) : store.sharedAudit.read(filter),
     onAudit: (listener) => audit.subscribe(listener),
     registeredWorkers: () => liveness.registeredWorkers(),
+    workers: () => pool?.list() ?? [],
     async start() {
       if (fronts !== undefined) throw new Error("the bridge server is already started");
       if (released) throw new Error("the bridge server was stopped: create a new one");
@@ -504,7 +577,11 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
               }),
               metrics,
               json: {
-                "/workers": () => ({ workers: liveness.registeredWorkers() }),
+                // The pool's workers, then those that registered themselves
+                // (each entry's `kind` says which).
+                "/workers": () => ({
+                  workers: [...(pool?.list() ?? []), ...liveness.registeredWorkers()],
+                }),
               },
               limits: connectionLimits,
               logger,
@@ -538,6 +615,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       statsTimer.unref();
       const address = pub as { host: string; port: number };
       const url = urlOf(address);
+      if (pool !== undefined && wrk !== undefined) pool.start(dialable(wrk));
       logger.debug("listening", {
         url,
         worker: wrk === undefined ? "off" : urlOf(wrk),
@@ -558,6 +636,13 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
 function urlOf(address: { host: string; port: number }): string {
   const host = address.host.includes(":") ? `[${address.host}]` : address.host;
   return `http://${host}:${address.port}`;
+}
+
+/** host:port a local process dials to reach a listener (a wildcard host means loopback). */
+function dialable(address: { host: string; port: number }): string {
+  const host =
+    address.host === "0.0.0.0" ? "127.0.0.1" : address.host === "::" ? "::1" : address.host;
+  return host.includes(":") ? `[${host}]:${address.port}` : `${host}:${address.port}`;
 }
 
 /** This machine's interface addresses (a worker address naming one is this machine). */

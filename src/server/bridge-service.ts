@@ -40,6 +40,7 @@ import {
   toVariableMessage,
 } from "./variable-message.js";
 import { openWatch } from "./watch-endpoint.js";
+import type { WorkerPool } from "./workers/worker-pool.js";
 
 /** What the service needs besides the core. */
 export interface BridgeServiceParts {
@@ -47,6 +48,8 @@ export interface BridgeServiceParts {
   readonly workerTools: WorkerTools;
   /** Who may open sessions and mint tokens (the rest is the access check's). */
   readonly access: SessionAccess;
+  /** The Python worker pool, when the bridge runs one. */
+  readonly pool?: Pick<WorkerPool, "claimRegistration" | "answersHeartbeat">;
 }
 
 /**
@@ -60,7 +63,7 @@ export function createBridgeService(
   parts: BridgeServiceParts,
 ): ServiceImpl<typeof BridgeService> {
   const { ops, tools, settings } = core;
-  const { executor, workerTools, access } = parts;
+  const { executor, workerTools, access, pool } = parts;
   const now = core.now;
   const checkBatch = (count: number, what: string) => checkBatchOf(settings.limits, count, what);
   const checkReply = (records: Iterable<Pick<VariableRecord, "bytes" | "name">>, what: string) =>
@@ -183,7 +186,12 @@ export function createBridgeService(
       };
     },
 
-    async heartbeat(req) {
+    async heartbeat(req, ctx) {
+      // A pool worker's heartbeat: answered without refreshing the session,
+      // which only its clients keep alive.
+      if (pool?.answersHeartbeat(req.sessionId) === true && isWorker(ctx)) {
+        return { serverTime: timestamp(now()), sessionValid: true };
+      }
       const alive = await core.find(req.sessionId, () => true);
       return { serverTime: timestamp(now()), sessionValid: alive !== undefined };
     },
@@ -352,6 +360,10 @@ export function createBridgeService(
     },
 
     async registerTools(req, ctx) {
+      // A pool worker registers its tools for each session it serves, with
+      // no address: the pool knows the worker and already lists them.
+      const claimed = isWorker(ctx) ? pool?.claimRegistration(req) : undefined;
+      if (claimed !== undefined) return { success: true, toolIds: claimed, errorMessage: "" };
       const toolIds = await workerTools.register(
         req,
         () => {

@@ -21,6 +21,7 @@ import {
   integer,
   ipList,
   keyPrefix,
+  list,
   nonEmpty,
   origins,
   portOrOff,
@@ -31,6 +32,7 @@ import { defaultLimits } from "./limits.js";
 import { isLogLevel, type LogFormat, type LogLevel, logLevels } from "./logger.js";
 import { clip, misspells } from "./message-text.js";
 import { parseRedisUrl } from "./redis-url.js";
+import { splitCommandLine } from "./workers/command-line.js";
 
 /** The settings an option feeds besides the config itself. */
 export type OptionGroup =
@@ -189,6 +191,43 @@ export const serverOptions = {
     default: "",
     help: "An aud identity JWTs must carry (with --jwt-public-key).",
     parse: nonEmpty,
+  }),
+  workerCommand: option({
+    flag: "worker-command",
+    placeholder: "<command>",
+    default: [] as readonly string[],
+    help: 'Python worker command the bridge runs and supervises, e.g. "python3 grpc_server.py --adapter snakepit_bridge.adapters.showcase.ShowcaseAdapter" (stock snakepit v0.4.3 or v0.13 workers, or any worker keeping their contract); split into words like a shell would for plain quoting, never run by a shell. The bridge adds --port 0, --elixir-address (the worker listener, which must be on) and --snakepit-run-id unless given. Unset: no worker pool.',
+    parse: (raw) => splitCommandLine(raw),
+  }),
+  workerCount: option({
+    flag: "worker-count",
+    placeholder: "<n>",
+    default: 1,
+    help: "Processes of --worker-command to run; a session's calls stay on one of them while it lives, other sessions go to the least busy.",
+    parse: (raw) => integer(raw, 1, 64),
+  }),
+  workerTools: option({
+    flag: "worker-tool",
+    env: "UB_WORKER_TOOLS",
+    placeholder: "<name>",
+    default: [] as readonly string[],
+    help: "A tool the workers serve without registering it (snakepit's showcase serves ping, add, … only through execute_tool), listed and routed like the tools they register; repeat the flag or separate with commas.",
+    parse: (raw) => list(raw),
+    repeatable: true,
+  }),
+  workerHealthIntervalMs: option({
+    flag: "worker-health-interval-ms",
+    placeholder: "<ms>",
+    default: 2000,
+    help: "How often each pool worker is pinged; three missed pings in a row restart it. Also the interval of v0.13 workers' heartbeats to the bridge.",
+    parse: (raw) => integer(raw, 100, 600_000),
+  }),
+  workerMaxRestarts: option({
+    flag: "worker-max-restarts",
+    placeholder: "<n>",
+    default: 5,
+    help: "Restarts of a pool worker in a row (backoff 0.5 s, doubling up to 30 s; a minute of service resets the count) before it is reported failed and left down.",
+    parse: (raw) => integer(raw, 0, 1000),
   }),
   adminHost: option({
     flag: "admin-host",

@@ -81,3 +81,6 @@ export type {
   ToolVariable,
 } from "./tools/tool-definition.js";
 export type { RegisteredWorker, WorkerState } from "./tools/worker-liveness.js";
+export { splitCommandLine } from "./workers/command-line.js";
+export type { PoolWorkerInfo, PoolWorkerState } from "./workers/pool-worker.js";
+export type { WorkerPoolConfig } from "./workers/worker-pool.js";

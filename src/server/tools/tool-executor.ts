@@ -13,7 +13,7 @@ import { createFairGate } from "./fair-gate.js";
 import { createLocalRunner } from "./local-runner.js";
 import { createRemoteRunner } from "./remote-runner.js";
 import type { RegisteredTool } from "./tool-registry.js";
-import { finalChunk, type ToolCall } from "./tool-run.js";
+import { finalChunk, type RunOutcome, type ToolCall } from "./tool-run.js";
 
 export { viaHeader } from "./remote-runner.js";
 export type { ToolCall } from "./tool-run.js";
@@ -172,9 +172,11 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
   };
 
   const targetLabel = (tool: RegisteredTool | undefined) =>
-    tool === undefined || tool.target.kind === "local"
+    tool === undefined
       ? "local"
-      : `remote:${tool.target.address.display}`;
+      : tool.target.kind === "remote"
+        ? `remote:${tool.target.address.display}`
+        : tool.target.kind;
 
   /**
    * What both kinds of call do before running the tool: the forwarding path
@@ -204,7 +206,7 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
       }
       if (tool !== undefined) {
         try {
-          if (tool.target.kind === "remote" && !origin.worker) {
+          if (tool.target.kind !== "local" && !origin.worker) {
             releases.push(forwardedByClient.admit(origin.client));
           }
           if (isExpensive(tool)) {
@@ -236,12 +238,24 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
 
   const runUnary = async (call: ToolCall, signal: AbortSignal, run: Run): Promise<ToolResult> => {
     const { tool, started } = run;
-    const ran =
-      tool === undefined
-        ? { outcome: "not_found" as const, error: `Tool not found: ${call.toolName}` }
-        : tool.target.kind === "remote"
-          ? await remote.execute(tool, call, signal, run.via)
-          : await local.execute(tool, call, signal);
+    let ran: RunOutcome;
+    if (tool === undefined) {
+      ran = { outcome: "not_found", error: `Tool not found: ${call.toolName}` };
+    } else if (tool.target.kind === "pool") {
+      try {
+        ran = await tool.target.runner.execute(call, signal);
+      } catch (e) {
+        // The pool could not serve the call (no worker, a worker lost):
+        // audited, then the caller gets the pool's status.
+        const error = ConnectError.from(e);
+        record(call, run.origin, started, "error", error.rawMessage, "pool", false);
+        throw error;
+      }
+    } else if (tool.target.kind === "remote") {
+      ran = await remote.execute(tool, call, signal, run.via);
+    } else {
+      ran = await local.execute(tool, call, signal);
+    }
     const ok = ran.outcome === "ok";
     record(
       call,
@@ -279,6 +293,7 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
     const finish = (outcome: ToolOutcome, error?: string) =>
       record(call, run.origin, started, outcome, error, target, true);
     if (tool.target.kind === "remote") yield* remote.stream(tool, call, signal, run.via, finish);
+    else if (tool.target.kind === "pool") yield* tool.target.runner.stream(call, signal, finish);
     else yield* local.stream(tool, call, signal, finish, () => now() - started);
   }
 

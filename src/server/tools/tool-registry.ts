@@ -6,6 +6,7 @@ import { byName } from "../order.js";
 import type { AuditTrail, ToolOutcome } from "./audit-trail.js";
 import { hasType, PARAMETER_TYPES } from "./tool-arguments.js";
 import type { ToolDefinition, ToolParameter } from "./tool-definition.js";
+import type { PoolToolRunner } from "./tool-run.js";
 import type { WorkerAddress } from "./worker-address.js";
 
 const TOOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
@@ -13,6 +14,8 @@ const TOOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 /** Where a registered tool runs. */
 export type ToolTarget =
   | { readonly kind: "local"; readonly definition: ToolDefinition }
+  /** A tool of the bridge's Python worker pool: registered as local, so reserved like one. */
+  | { readonly kind: "pool"; readonly runner: PoolToolRunner }
   | {
       readonly kind: "remote";
       readonly address: WorkerAddress;
@@ -148,7 +151,8 @@ export function createToolRegistry(options: ToolRegistryOptions = {}): ToolRegis
       durationMs: 0,
       outcome,
       ...(error === undefined ? {} : { error }),
-      target: tool.target.kind === "local" ? "local" : `remote:${tool.target.address.display}`,
+      target:
+        tool.target.kind === "remote" ? `remote:${tool.target.address.display}` : tool.target.kind,
       streaming: false,
       ...(tool.target.kind === "remote" ? { worker: tool.target.workerId } : {}),
     });

@@ -33,6 +33,18 @@ export interface RunOutcome {
 /** Told how a streaming run ended, before its last chunk goes out. */
 export type ToolFinish = (outcome: ToolOutcome, error?: string) => void;
 
+/**
+ * Runs the tools of the bridge's Python worker pool (`workers/worker-pool.ts`).
+ * Tool failures are in-band like a remote tool's; a call the pool cannot
+ * serve (no worker ready, its worker died under it or lost the session's
+ * state) throws a ConnectError.
+ */
+export interface PoolToolRunner {
+  execute(call: ToolCall, signal: AbortSignal): Promise<RunOutcome>;
+  /** Relays the worker's chunks; calls `finish` once, before the last one. */
+  stream(call: ToolCall, signal: AbortSignal, finish: ToolFinish): AsyncGenerator<ToolChunk>;
+}
+
 const encoder = new TextEncoder();
 
 /** A chunk of a streaming tool's output, as JSON. */
