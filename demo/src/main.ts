@@ -113,6 +113,10 @@ async function open(): Promise<SessionContext> {
         sessionId: wanted,
         persistence,
         outbox,
+        // Every call names the session (x-session-id), so a proxy in front of
+        // several bridges (README "Deploying": Envoy's ring hash) keeps one
+        // session's calls and its watch stream on one replica.
+        affinityHeader: true,
         // Back within a few seconds of the bridge (the default waits up to 10 s).
         watch: { maxBackoffMs: 4000 },
         heartbeatMs: 60_000,

@@ -1,0 +1,163 @@
+/**
+ * The demo's finish, in real Chromium against the stack `npm start` runs
+ * (with the Python worker): the page's calls carry the session's affinity
+ * header; Enter saves a value once and the Save button goes; "press
+ * Evaluate" is shown only beside an enabled Evaluate; a run's estimate
+ * counts only its own trials and does not jump; a tab watching another's
+ * run shows that run's settings; the page fits a phone without sideways
+ * scrolling and with Tune near the top; Tune and Evaluate are disabled,
+ * saying why, while the bridge is unreachable. Screenshots go to
+ * test-results/ (ignored by git).
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import type { Client } from "@connectrpc/connect";
+import type { Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Stack } from "../../demo/stack.ts";
+import type { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
+import { decodeValue } from "../../src/values/index.js";
+import { waitFor } from "../support/wait.js";
+import { type DemoPeople, startDemoPeople } from "./demo-people.js";
+
+const SHOTS = "test-results";
+/** The page's RPCs, as the Vite proxy forwards them. */
+const RPC_PATH = "/snakepit.bridge.BridgeService/";
+/** The header envoy/envoy.yaml hashes on (src/client/affinity-header.ts). */
+const AFFINITY = "x-session-id";
+
+let people: DemoPeople;
+let stack: Stack;
+let bridge: Client<typeof BridgeService>;
+/** The session of the hand edits (first two tests). */
+let editSession: string;
+/** The session of the default run, watched and shown on a phone. */
+let runSession: string;
+/** The tab of the hand edits. */
+let editor: Page;
+/** The tab that runs the default run. */
+let tuner: Page;
+
+interface RunShape {
+  id: string;
+  status: string;
+  planned: number;
+  seed: number;
+  startedAt: number;
+  finishedAt?: number;
+  initial?: { at: number };
+  results: { trial: number; ms: number; cached: boolean; at: number; config: { ngrams: string } }[];
+}
+
+beforeAll(async () => {
+  people = await startDemoPeople({ python: true });
+  ({ stack, bridge } = people);
+  mkdirSync(SHOTS, { recursive: true });
+}, 90_000);
+
+afterAll(async () => {
+  await people?.stop();
+});
+
+/** The session's runs as the bridge holds them. */
+async function runsOf(sessionId: string): Promise<RunShape[]> {
+  const { variable } = await bridge.getVariable({ sessionId, variableIdentifier: "tuning_runs" });
+  const raw = decodeValue(variable?.value).value;
+  return typeof raw === "string" && raw !== ""
+    ? (JSON.parse(raw) as { runs: RunShape[] }).runs
+    : [];
+}
+
+/** A variable's version as the bridge holds it. */
+async function versionOf(sessionId: string, name: string): Promise<number> {
+  const { variable } = await bridge.getVariable({
+    sessionId,
+    variableIdentifier: name,
+    bypassCache: true,
+  });
+  return variable?.version ?? -1;
+}
+
+/**
+ * Has the page record, from its first script on, every time it shows "press
+ * Evaluate": beside an enabled Evaluate (fine) or a disabled one, or before
+ * the page's own score on load arrived (both wrong).
+ */
+async function recordEvaluateHints(p: Page): Promise<void> {
+  await p.addInitScript(() => {
+    const seen = { enabled: 0, wrong: [] as string[], scored: false };
+    (window as unknown as { hints: typeof seen }).hints = seen;
+    const check = () => {
+      const current = document.querySelector("[data-current-score]");
+      const button = document.querySelector<HTMLButtonElement>('[data-action="evaluate"]');
+      if (current === null || button === null) return;
+      if ((current.getAttribute("data-score") ?? "") !== "") seen.scored = true;
+      const text = current.textContent ?? "";
+      if (!text.includes("press Evaluate")) return;
+      if (button.disabled || button.hidden) seen.wrong.push(`"${text}" beside a disabled Evaluate`);
+      else if (!seen.scored) seen.wrong.push(`"${text}" while the page scores on load`);
+      else seen.enabled++;
+    };
+    new MutationObserver(check).observe(document, {
+      subtree: true,
+      childList: true,
+      attributes: true,
+      characterData: true,
+    });
+  });
+}
+
+const hintsIn = (p: Page) =>
+  p.evaluate(() => (window as unknown as { hints: { enabled: number; wrong: string[] } }).hints);
+
+async function openLive(p: Page, url: string): Promise<string> {
+  await p.goto(url);
+  await p.waitForSelector('.pill[data-freshness="live"]', { timeout: 30_000 });
+  return (await p.getAttribute("[data-session]", "data-session")) ?? "";
+}
+
+/** Waits until the page's test-split scores of the run's comparison are in (no call in flight). */
+async function comparisonScored(p: Page): Promise<void> {
+  await p.waitForSelector('[data-test="best"]', { timeout: 60_000 });
+  await p.waitForFunction(
+    () => !document.querySelector('[data-test="best"]')?.textContent?.includes("…"),
+    undefined,
+    { timeout: 60_000 },
+  );
+}
+
+describe("the demo's finish", () => {
+  it("sends the session's affinity header with every call once the session is known", async () => {
+    editor = await people.alice.context.newPage();
+    const page = editor;
+    await recordEvaluateHints(page);
+    const calls: { rpc: string; key: string | undefined }[] = [];
+    page.on("request", (r) => {
+      const at = r.url().indexOf(RPC_PATH);
+      if (at >= 0)
+        calls.push({ rpc: r.url().slice(at + RPC_PATH.length), key: r.headers()[AFFINITY] });
+    });
+    editSession = await openLive(page, `${stack.url}?trials=20&seed=7`);
+    await page.waitForSelector('[data-current-score][data-score^="0."]', { timeout: 60_000 });
+    // Only the call that creates the session goes without it: there is no id yet.
+    const without = calls.filter((c) => c.key === undefined).map((c) => c.rpc);
+    expect(without).toEqual(["InitializeSession"]);
+    const rpcs = new Set(calls.map((c) => c.rpc));
+    for (const rpc of ["WatchVariables", "RegisterVariables", "ExecuteStreamingTool"]) {
+      expect(rpcs, `the page made no ${rpc} call`).toContain(rpc);
+    }
+    expect(new Set(calls.filter((c) => c.key !== undefined).map((c) => c.key))).toEqual(
+      new Set([editSession]),
+    );
+
+    // A tab opening the shared link sends it from its first call.
+    const second = await people.bob.context.newPage();
+    const secondCalls: (string | undefined)[] = [];
+    second.on("request", (r) => {
+      if (r.url().includes(RPC_PATH)) secondCalls.push(r.headers()[AFFINITY]);
+    });
+    await openLive(second, `${stack.url}?session=${editSession}`);
+    expect(secondCalls.length).toBeGreaterThan(2);
+    expect(new Set(secondCalls)).toEqual(new Set([editSession]));
+    await second.close();
+  }, 120_000);
+});
