@@ -160,4 +160,40 @@ describe("the demo's finish", () => {
     expect(new Set(secondCalls)).toEqual(new Set([editSession]));
     await second.close();
   }, 120_000);
+
+  it("saves a value once on Enter: the Save button goes, and the same value is not written again", async () => {
+    const page = editor;
+    await page.fill('[data-input="threshold"]', "0.3");
+    expect(await page.isVisible('[data-save="threshold"]')).toBe(true);
+    // Enter, and what the row shows right after it (before any promise settles).
+    const saveAfterEnter = await page.$eval('[data-input="threshold"]', (input) => {
+      input.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+      return document.querySelector<HTMLButtonElement>('[data-save="threshold"]')?.hidden;
+    });
+    expect(saveAfterEnter).toBe(true);
+    await waitFor(async () => expect(await versionOf(editSession, "threshold")).toBe(1), {
+      timeoutMs: 15_000,
+    });
+    await page.waitForFunction(
+      () => document.querySelector('tr[data-var="threshold"] .version')?.textContent === "v1",
+    );
+    expect(await page.isVisible('[data-save="threshold"]')).toBe(false);
+
+    // The same number written differently, by Enter and by Save: nothing to write.
+    await page.fill('[data-input="threshold"]', "0.30");
+    await page.press('[data-input="threshold"]', "Enter");
+    expect(await page.isVisible('[data-save="threshold"]')).toBe(false);
+    await page.fill('[data-input="threshold"]', "0.300");
+    await page.click('[data-save="threshold"]');
+    expect(await page.isVisible('[data-save="threshold"]')).toBe(false);
+    // A later edit goes through the same outbox, in order: once it is on the
+    // bridge, any threshold write made before it would be too.
+    await page.fill('[data-input="smoothing"]', "2");
+    await page.press('[data-input="smoothing"]', "Enter");
+    await waitFor(async () => expect(await versionOf(editSession, "smoothing")).toBe(1), {
+      timeoutMs: 15_000,
+    });
+    expect(await versionOf(editSession, "threshold")).toBe(1);
+    expect(await page.inputValue('[data-input="threshold"]')).toBe("0.3");
+  }, 60_000);
 });
