@@ -10,6 +10,7 @@ import { emptyLog, type RunLog, type RunRecord } from "../shared/tuning-runs.ts"
 import { h, score } from "./dom.ts";
 import { type Explained, explain } from "./errors.ts";
 import { createLockNotice } from "./lock-notice.ts";
+import { createRunEstimate } from "./run-estimate.ts";
 import { createRunView, describeConfig } from "./run-view.ts";
 import { describeEnd, evaluate, runTuning } from "./tuner.ts";
 
@@ -131,6 +132,8 @@ export function createTunePanel(
   /** How this tab's last run ended, shown until the run log says so too. */
   let ended: { runId: string; state: string; text: string } | undefined;
   let stage: { runId: string; unit: number; share: number; message: string } | undefined;
+  /** The time left shown for the latest run. */
+  const estimate = createRunEstimate();
   /** Progress shown per run: it never goes back. */
   let shown = { runId: "", fraction: 0 };
 
@@ -202,13 +205,16 @@ export function createTunePanel(
     bar.style.width = `${pct}%`;
     progress.setAttribute("aria-valuenow", String(pct));
     progress.dataset.progressValue = String(pct);
-    const spent = (run.finishedAt ?? Date.now()) - run.startedAt;
+    const now = Date.now();
+    const spent = (run.finishedAt ?? now) - run.startedAt;
     if (run.status === "running") {
-      const lastAt = run.results[run.results.length - 1]?.at ?? run.initial?.at;
-      const perUnit =
-        done === 0 || lastAt === undefined ? undefined : (lastAt - run.startedAt) / done;
+      const leftMs = estimate.next(run, now);
       const left =
-        perUnit === undefined ? "estimating…" : `about ${elapsed(perUnit * (units - done))} left`;
+        leftMs === undefined
+          ? "estimating…"
+          : leftMs < 1000
+            ? "almost done"
+            : `about ${elapsed(leftMs)} left`;
       progressText.textContent = `${run.results.length} of ${run.planned} trials done · ${elapsed(spent)} elapsed · ${left}`;
       stageText.textContent = mine
         ? (stage?.message ?? "")

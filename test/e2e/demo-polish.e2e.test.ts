@@ -10,6 +10,7 @@
  * test-results/ (ignored by git).
  */
 import { mkdirSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import type { Client } from "@connectrpc/connect";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -196,4 +197,74 @@ describe("the demo's finish", () => {
     expect(await versionOf(editSession, "threshold")).toBe(1);
     expect(await page.inputValue('[data-input="threshold"]')).toBe("0.3");
   }, 60_000);
+
+  it("estimates a run from its own trials only, without jumps", async () => {
+    tuner = await people.alice.context.newPage();
+    await recordEvaluateHints(tuner);
+    runSession = await openLive(tuner, `${stack.url}?trials=20&seed=7`);
+    await tuner.waitForSelector('[data-current-score][data-score^="0."]', { timeout: 60_000 });
+    await tuner.waitForSelector('[data-python="on"]', { timeout: 30_000 });
+    await tuner.evaluate(() => {
+      const texts: string[] = [];
+      (window as unknown as { progress: string[] }).progress = texts;
+      const el = document.querySelector("[data-progress]") as HTMLElement;
+      const record = () => {
+        const text = el.textContent ?? "";
+        if (texts[texts.length - 1] !== text) texts.push(text);
+      };
+      new MutationObserver(record).observe(el, {
+        subtree: true,
+        childList: true,
+        characterData: true,
+      });
+    });
+    await tuner.click('[data-action="tune"]');
+    await tuner.waitForSelector('[data-tune-status="done"], [data-tune-status="failed"]', {
+      timeout: 300_000,
+    });
+    expect(await tuner.getAttribute("[data-tune-status]", "data-tune-status")).toBe("done");
+    const texts = await tuner.evaluate(
+      () => (window as unknown as { progress: string[] }).progress,
+    );
+
+    const running = texts.filter((t) => t.includes("trials done"));
+    const beforeFirst = running.filter((t) => t.startsWith("0 of 20"));
+    expect(beforeFirst.length).toBeGreaterThan(0);
+    for (const text of beforeFirst) expect(text).toMatch(/estimating…$/);
+    const estimates = running
+      .map((t) => /about (\d+):(\d{2}) left$/.exec(t))
+      .filter((m) => m !== null)
+      .map((m) => Number(m[1]) * 60 + Number(m[2]));
+    expect(estimates.length).toBeGreaterThan(3);
+    // No jump: from one redraw to the next (about a second) the estimate
+    // rises by at most 40 % or 5 s.
+    const jumps = estimates
+      .slice(1)
+      .map((left, i) => [estimates[i] ?? 0, left] as const)
+      .filter(([before, after]) => after - before > Math.max(5, 0.4 * before));
+    expect(jumps, `estimates shown: ${estimates.join(", ")}`).toEqual([]);
+
+    // The run's own figures, for the README.
+    const run = (await runsOf(runSession)).at(-1);
+    expect(run?.status).toBe("done");
+    const fresh = (run?.results ?? []).filter((r) => !r.cached).map((r) => r.ms);
+    const bigrams = (run?.results ?? [])
+      .filter((r) => !r.cached && r.config.ngrams !== "unigrams")
+      .map((r) => r.ms);
+    writeFileSync(
+      `${SHOTS}/polish-run.json`,
+      JSON.stringify(
+        {
+          seconds: ((run?.finishedAt ?? 0) - (run?.startedAt ?? 0)) / 1000,
+          loadAverage: loadavg()[0],
+          trialMs: { min: Math.min(...fresh), max: Math.max(...fresh) },
+          bigramMs: bigrams,
+          estimates,
+        },
+        null,
+        2,
+      ),
+    );
+    await comparisonScored(tuner);
+  }, 360_000);
 });
