@@ -125,6 +125,13 @@ export function createTunePanel(
   let python: string | undefined;
   let running: { controller: AbortController; runId: string } | undefined;
   let enabled = true;
+  /**
+   * The current configuration is being scored: by the page on load (from
+   * the start until scoreOnLoad has settled) or by Evaluate.
+   */
+  let scoring: "load" | "evaluate" | undefined = "load";
+  /** Dev scores this tab got back (the run log may bring them a moment later), by configuration. */
+  const scoredHere = new Map<string, { f1: number; byYou: boolean }>();
   let foreignLock: string | undefined;
   let foreignTrial: string | undefined;
   /** Local state of this tab's run: its status line and the stage within the trial. */
@@ -147,8 +154,10 @@ export function createTunePanel(
     tune.disabled = !enabled || foreignLock !== undefined;
     trialsInput.disabled = busy;
     seedInput.disabled = busy;
-    evaluateButton.disabled = !enabled || locked() || currentConfig === undefined;
+    evaluateButton.disabled =
+      !enabled || locked() || currentConfig === undefined || scoring !== undefined;
     view.setWritable(enabled && !locked());
+    drawCurrent();
   };
 
   const setStatus = (state: string, text: string) => {
@@ -159,6 +168,8 @@ export function createTunePanel(
   /** The score the log knows for a configuration (a trial, an initial score, an evaluation). */
   const knownScore = (config: ProgramConfig): number | undefined => {
     const same = JSON.stringify(config);
+    const here = scoredHere.get(same);
+    if (here !== undefined) return here.f1;
     for (const e of [...log.evaluations].reverse())
       if (JSON.stringify(e.config) === same) return e.metrics.f1;
     for (const run of [...log.runs].reverse()) {
@@ -173,10 +184,22 @@ export function createTunePanel(
     if (currentConfig === undefined) return;
     const known = knownScore(currentConfig);
     current.dataset.score = known === undefined ? "" : score(known);
+    if (known !== undefined) {
+      const byYou = scoredHere.get(JSON.stringify(currentConfig))?.byYou === true;
+      current.textContent = `the current configuration scores dev F1 ${score(known)}${byYou ? " (your point on the chart)" : ""}`;
+      return;
+    }
+    // "press Evaluate" only where Evaluate can be pressed and is the way to a score.
     current.textContent =
-      known === undefined
-        ? "the current configuration has not been scored yet: press Evaluate"
-        : `the current configuration scores dev F1 ${score(known)}`;
+      scoring === "evaluate"
+        ? "Evaluating the current configuration…"
+        : locked()
+          ? "the current configuration has not been scored yet: the run is scoring it"
+          : !enabled
+            ? "the current configuration has not been scored yet"
+            : scoring === "load"
+              ? "Scoring the current configuration…"
+              : "the current configuration has not been scored yet: press Evaluate";
   };
 
   const elapsed = (ms: number) => {
@@ -363,16 +386,15 @@ export function createTunePanel(
   });
 
   evaluateButton.addEventListener("click", async () => {
-    evaluateButton.disabled = true;
-    current.textContent = "Evaluating the current configuration…";
+    scoring = "evaluate";
+    refreshButtons();
     try {
       const result = await evaluate(ctx, { record: { record: "you", by: options.editorId } });
-      current.dataset.score = score(result.metrics.f1);
-      current.textContent = `the current configuration scores dev F1 ${score(result.metrics.f1)} (your point on the chart)`;
+      scoredHere.set(JSON.stringify(result.config), { f1: result.metrics.f1, byYou: true });
     } catch (e) {
       options.onError(explain(e, "evaluating the current configuration"));
-      drawCurrent();
     } finally {
+      scoring = undefined;
       refreshButtons();
     }
   });
@@ -422,15 +444,17 @@ export function createTunePanel(
           : `A Python worker (${runtime}) hosts the module ${PYTHON_CLASSIFIER}: the optimizer tries it too, and its trials are marked "Python".`;
     },
     async scoreOnLoad() {
-      if (currentConfig === undefined || knownScore(currentConfig) !== undefined || locked())
-        return;
       try {
+        if (currentConfig === undefined || knownScore(currentConfig) !== undefined || locked())
+          return;
+        refreshButtons();
         const result = await evaluate(ctx, { record: { record: "load", by: options.editorId } });
-        current.dataset.score = score(result.metrics.f1);
-        current.textContent = `the current configuration scores dev F1 ${score(result.metrics.f1)}`;
+        scoredHere.set(JSON.stringify(result.config), { f1: result.metrics.f1, byYou: false });
       } catch (e) {
-        current.textContent = "could not score the current configuration";
         options.onError(explain(e, "scoring the current configuration"));
+      } finally {
+        scoring = undefined;
+        refreshButtons();
       }
     },
   };

@@ -267,4 +267,18 @@ describe("the demo's finish", () => {
     );
     await comparisonScored(tuner);
   }, 360_000);
+
+  it("says 'press Evaluate' only beside an enabled Evaluate: not while the page scores on load, nor during a run", async () => {
+    // The hand edits left the configuration unscored: the hint, and Evaluate works.
+    await editor.waitForSelector('[data-current-score]:has-text("press Evaluate")');
+    expect(await editor.isEnabled('[data-action="evaluate"]')).toBe(true);
+    await editor.click('[data-action="evaluate"]');
+    await editor.waitForSelector("svg.chart [data-you]", { timeout: 60_000 });
+    const edited = await hintsIn(editor);
+    expect(edited.wrong).toEqual([]);
+    expect(edited.enabled).toBeGreaterThan(0);
+    await editor.close();
+    // The tuning tab: a load, then a default run.
+    expect((await hintsIn(tuner)).wrong).toEqual([]);
+  }, 90_000);
 });
