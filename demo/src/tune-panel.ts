@@ -147,13 +147,35 @@ export function createTunePanel(
   const latest = (): RunRecord | undefined => log.runs[log.runs.length - 1];
   const locked = () => foreignLock !== undefined || running !== undefined;
 
+  /** This tab's own trials and seed, kept while the fields show another tab's run. */
+  let ownSettings: { trials: string; seed: string } | undefined;
+  /** The fields show the settings of a run another tab is running (read-only), else this tab's. */
+  const showSettings = (): boolean => {
+    const run = latest();
+    const watched = run?.status === "running" && running?.runId !== run.id ? run : undefined;
+    if (watched !== undefined) {
+      ownSettings ??= { trials: trialsInput.value, seed: seedInput.value };
+      trialsInput.value = String(watched.planned);
+      seedInput.value = String(watched.seed);
+    } else if (ownSettings !== undefined) {
+      trialsInput.value = ownSettings.trials;
+      seedInput.value = ownSettings.seed;
+      ownSettings = undefined;
+    }
+    const title = watched === undefined ? "" : `The settings of the run by ${watched.optimizerId}`;
+    trialsInput.title = title;
+    seedInput.title = title;
+    return watched !== undefined;
+  };
+
   const refreshButtons = () => {
     const busy = running !== undefined;
+    const watching = showSettings();
     tune.hidden = busy;
     stop.hidden = !busy;
     tune.disabled = !enabled || foreignLock !== undefined;
-    trialsInput.disabled = busy;
-    seedInput.disabled = busy;
+    trialsInput.disabled = busy || watching;
+    seedInput.disabled = busy || watching;
     evaluateButton.disabled =
       !enabled || locked() || currentConfig === undefined || scoring !== undefined;
     view.setWritable(enabled && !locked());

@@ -281,4 +281,35 @@ describe("the demo's finish", () => {
     // The tuning tab: a load, then a default run.
     expect((await hintsIn(tuner)).wrong).toEqual([]);
   }, 90_000);
+
+  it("shows a watched run's settings, read-only while it runs, in another browser", async () => {
+    // On the session of the hand edits: the default run stays the latest of its own session.
+    const runner = await people.alice.context.newPage();
+    await openLive(runner, `${stack.url}?session=${editSession}`);
+    const watcher = await people.bob.context.newPage();
+    await openLive(watcher, `${stack.url}?session=${editSession}`);
+    expect(await watcher.inputValue('[data-control="trials"]')).toBe("20");
+    await runner.fill('[data-control="trials"]', "60");
+    await runner.fill('[data-control="seed"]', "3");
+    await runner.click('[data-action="tune"]');
+    await watcher.waitForSelector('[data-tune-status="running"]', { timeout: 60_000 });
+    // Polled in the page: the stack shares this process with the run's training.
+    await watcher.waitForFunction(
+      () =>
+        document.querySelector<HTMLInputElement>('[data-control="trials"]')?.value === "60" &&
+        document.querySelector<HTMLInputElement>('[data-control="seed"]')?.value === "3",
+      undefined,
+      { timeout: 30_000 },
+    );
+    expect(await watcher.isDisabled('[data-control="trials"]')).toBe(true);
+    expect(await watcher.isDisabled('[data-control="seed"]')).toBe(true);
+    await runner.click('[data-action="stop"]');
+    await watcher.waitForSelector('[data-tune-status="stopped"]', { timeout: 120_000 });
+    // Its own settings come back once the run is over.
+    expect(await watcher.isEnabled('[data-control="trials"]')).toBe(true);
+    expect(await watcher.inputValue('[data-control="trials"]')).toBe("20");
+    expect(await watcher.inputValue('[data-control="seed"]')).toBe("7");
+    await Promise.all([comparisonScored(runner), comparisonScored(watcher)]);
+    await Promise.all([runner.close(), watcher.close()]);
+  }, 240_000);
 });
