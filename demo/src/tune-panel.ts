@@ -27,8 +27,11 @@ export interface TunePanel {
   readonly element: HTMLElement;
   /** Another optimizer holds the lock (or nobody: undefined); `trial` is its last write's label. */
   setForeignLock(optimizerId: string | undefined, trial?: string): void;
-  /** Tells the panel whether the session is usable. */
-  setEnabled(enabled: boolean): void;
+  /**
+   * Tells the panel whether the session is usable now; when it is not,
+   * `reason` says why beside Tune (and as Tune's and Evaluate's title).
+   */
+  setEnabled(enabled: boolean, reason?: string): void;
   /** The session's run log changed (or was read). */
   setLog(log: RunLog): void;
   /** The program's current values (undefined while some are unknown). */
@@ -82,6 +85,11 @@ export function createTunePanel(
   );
   const current = h("span", { "data-current-score": "" }, "Scoring the current configuration…");
   const pythonNote = h("p", { class: "small muted", "data-python": "off" }, "");
+  const disabledNote = h("p", {
+    class: "disabled-note small",
+    "data-tune-disabled": "",
+    hidden: true,
+  });
   const bar = h("div", { class: "bar" });
   const progress = h(
     "div",
@@ -113,6 +121,7 @@ export function createTunePanel(
       tune,
       stop,
     ),
+    disabledNote,
     notice.element,
     progress,
     h("div", { class: "progress-line" }, progressText, stageText),
@@ -125,6 +134,7 @@ export function createTunePanel(
   let python: string | undefined;
   let running: { controller: AbortController; runId: string } | undefined;
   let enabled = true;
+  let disabledReason = "";
   /**
    * The current configuration is being scored: by the page on load (from
    * the start until scoreOnLoad has settled) or by Evaluate.
@@ -174,6 +184,10 @@ export function createTunePanel(
     tune.hidden = busy;
     stop.hidden = !busy;
     tune.disabled = !enabled || foreignLock !== undefined;
+    disabledNote.hidden = enabled;
+    disabledNote.textContent = enabled ? "" : disabledReason;
+    tune.title = enabled ? "" : disabledReason;
+    evaluateButton.title = enabled ? "" : disabledReason;
     trialsInput.disabled = busy || watching;
     seedInput.disabled = busy || watching;
     evaluateButton.disabled =
@@ -430,8 +444,9 @@ export function createTunePanel(
       notice.show(foreignLock, foreignTrial, log);
       refreshButtons();
     },
-    setEnabled(value) {
+    setEnabled(value, reason) {
       enabled = value;
+      disabledReason = reason ?? "";
       refreshButtons();
     },
     setLog(next) {

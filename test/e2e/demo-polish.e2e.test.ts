@@ -312,4 +312,27 @@ describe("the demo's finish", () => {
     await Promise.all([comparisonScored(runner), comparisonScored(watcher)]);
     await Promise.all([runner.close(), watcher.close()]);
   }, 240_000);
+
+  it("disables Tune and Evaluate, saying why, while the bridge is unreachable", async () => {
+    const page = await people.alice.context.newPage();
+    await openLive(page, `${stack.url}?session=${editSession}`);
+    await page.waitForSelector('[data-current-score][data-score^="0."]', { timeout: 60_000 });
+    // No evaluation of the page is cut off by the stop (the comparison's test scores).
+    if ((await runsOf(editSession)).length > 0) await comparisonScored(page);
+    expect(await page.isEnabled('[data-action="tune"]')).toBe(true);
+    expect(await page.isEnabled('[data-action="evaluate"]')).toBe(true);
+    await stack.stopBridge();
+    await page.waitForSelector('[data-conn="down"]', { timeout: 15_000 });
+    await page.waitForSelector('[data-action="tune"]:disabled', { timeout: 30_000 });
+    expect(await page.isDisabled('[data-action="evaluate"]')).toBe(true);
+    expect(await page.getAttribute('[data-action="tune"]', "title")).toMatch(/bridge/i);
+    expect(await page.textContent("[data-tune-disabled]")).toMatch(/bridge is not reachable/);
+    expect(await page.isVisible("[data-tune-disabled]")).toBe(true);
+
+    await stack.startBridge();
+    await page.waitForSelector('[data-conn="live"]', { timeout: 30_000 });
+    await page.waitForSelector('[data-action="tune"]:enabled', { timeout: 30_000 });
+    expect(await page.isEnabled('[data-action="evaluate"]')).toBe(true);
+    expect(await page.isVisible("[data-tune-disabled]")).toBe(false);
+  }, 90_000);
 });
