@@ -249,12 +249,13 @@ export function createRunView(
         ),
         h("td", { class: "num" }, r.cached ? "cached" : `${(r.ms / 1000).toFixed(1)} s`),
       );
+    // Newest first, right under the header: the latest trial is in view
+    // without scrolling the box, and no row sits half under the sticky header.
     replaceChildren(
       log,
+      ...[...run.results].reverse().map((r) => row(String(r.trial), r.trial, r)),
       run.initial === undefined ? null : row("initial", 0, run.initial),
-      ...run.results.map((r) => row(String(r.trial), r.trial, r)),
     );
-    logBox.scrollTop = logBox.scrollHeight;
   };
 
   const drawResults = () => {
