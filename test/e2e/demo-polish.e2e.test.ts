@@ -256,6 +256,7 @@ describe("the demo's finish", () => {
     const run = (await runsOf(runSession)).at(-1);
     expect(run?.status).toBe("done");
     const results = run?.results ?? [];
+    await comparisonScored(tuner);
     writeFileSync(
       `${SHOTS}/polish-run.json`,
       JSON.stringify(
@@ -264,6 +265,14 @@ describe("the demo's finish", () => {
           loadAverage: loadavg()[0],
           initialF1: run?.initial?.metrics.f1,
           bestF1: Math.max(...results.map((r) => r.metrics.f1)),
+          testF1: {
+            initial: await tuner.textContent('[data-test="initial"]'),
+            best: await tuner.textContent('[data-test="best"]'),
+          },
+          words: {
+            initial: await tuner.textContent('[data-confusion="initial"]'),
+            best: await tuner.textContent('[data-confusion="best"]'),
+          },
           estimates,
           trials: results.map((r) => ({
             trial: r.trial,
@@ -278,7 +287,6 @@ describe("the demo's finish", () => {
         2,
       ),
     );
-    await comparisonScored(tuner);
   }, 360_000);
 
   it("says 'press Evaluate' only beside an enabled Evaluate: not while the page scores on load, nor during a run", async () => {
