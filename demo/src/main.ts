@@ -126,6 +126,10 @@ async function open(): Promise<SessionContext> {
         ...(token === undefined ? {} : { token }),
         persistence,
         outbox,
+        // Every call names the session (x-session-id), so a proxy in front of
+        // several bridges (README "Deploying": Envoy's ring hash) keeps one
+        // session's calls and its watch stream on one replica.
+        affinityHeader: true,
         // Back within a few seconds of the bridge (the default waits up to 10 s).
         watch: { maxBackoffMs: 4000 },
         heartbeatMs: 60_000,
@@ -333,6 +337,19 @@ async function start(): Promise<void> {
   ctx.on("change", ({ snapshot, origin }) => {
     if (snapshot !== undefined) show(snapshot, origin);
   });
+  // Tune and Evaluate need the bridge: off, saying why, while it is not live.
+  let ended = false;
+  const syncEnabled = () => {
+    if (ended) tune.setEnabled(false, "This session has ended on the server.");
+    else if (ctx.cache.live) tune.setEnabled(true);
+    else
+      tune.setEnabled(
+        false,
+        "The bridge is not reachable right now: Tune and Evaluate are back when the page is live again (edits are kept meanwhile).",
+      );
+  };
+  for (const type of ["stale", "reconnecting", "resynchronized"] as const)
+    ctx.on(type, syncEnabled);
   let revalidatedOnce = false;
   ctx.on("stale", () => {
     setConn("reconnecting", "Connection lost · reconnecting…");
@@ -363,7 +380,8 @@ async function start(): Promise<void> {
   );
   ctx.on("session-ended", () => {
     setConn("ended", "Session ended");
-    tune.setEnabled(false);
+    ended = true;
+    syncEnabled();
     const restart = h("button", { type: "button", class: "small" }, "Start it again");
     restart.addEventListener("click", async () => {
       // Edits kept for the ended session would be sent to the new one.
@@ -393,6 +411,7 @@ async function start(): Promise<void> {
   });
 
   if (ctx.openedOffline) {
+    syncEnabled();
     // The bridge was unreachable: what this browser kept is shown, edits
     // are kept in the outbox, and the rest waits until the watch stream is
     // back and has revalidated the values (the outbox then sends the edits).
@@ -437,6 +456,7 @@ async function start(): Promise<void> {
         }`
       : "Values from the server";
   setConn("live", "Live");
+  syncEnabled();
   revalidatedOnce = true;
   await watchPython(ctx, tune);
   // Scoring records an evaluation in the session: not a viewer's to do.

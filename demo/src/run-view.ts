@@ -266,16 +266,17 @@ export function createRunView(
         h("td", {}, h("span", { class: "badge" }, "—")),
         h("td", { class: "num" }, ""),
       );
+    // Newest first, right under the header: the latest trial is in view
+    // without scrolling the box, and no row sits half under the sticky header.
     const trials: { trial: number; el: HTMLElement }[] = [
       ...run.results.map((r) => ({ trial: r.trial, el: row(String(r.trial), r.trial, r) })),
       ...(run.failures ?? []).map((f) => ({ trial: f.trial, el: failedRow(f) })),
-    ].sort((a, b) => a.trial - b.trial);
+    ].sort((a, b) => b.trial - a.trial);
     replaceChildren(
       log,
-      run.initial === undefined ? null : row("initial", 0, run.initial),
       ...trials.map((t) => t.el),
+      run.initial === undefined ? null : row("initial", 0, run.initial),
     );
-    logBox.scrollTop = logBox.scrollHeight;
   };
 
   const drawResults = () => {

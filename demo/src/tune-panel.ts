@@ -10,6 +10,7 @@ import { emptyLog, type RunLog, type RunRecord, trialsDone } from "../shared/tun
 import { h, score } from "./dom.ts";
 import { type Explained, explain } from "./errors.ts";
 import { createLockNotice } from "./lock-notice.ts";
+import { createRunEstimate } from "./run-estimate.ts";
 import { createRunView, describeConfig } from "./run-view.ts";
 import { describeEnd, evaluate, runTuning } from "./tuner.ts";
 
@@ -26,8 +27,11 @@ export interface TunePanel {
   readonly element: HTMLElement;
   /** Another optimizer holds the lock (or nobody: undefined); `trial` is its last write's label. */
   setForeignLock(optimizerId: string | undefined, trial?: string): void;
-  /** Tells the panel whether the session is usable. */
-  setEnabled(enabled: boolean): void;
+  /**
+   * Tells the panel whether the session is usable now; when it is not,
+   * `reason` says why beside Tune (and as Tune's and Evaluate's title).
+   */
+  setEnabled(enabled: boolean, reason?: string): void;
   /** The session's run log changed (or was read). */
   setLog(log: RunLog): void;
   /** The program's current values (undefined while some are unknown). */
@@ -83,6 +87,11 @@ export function createTunePanel(
   );
   const current = h("span", { "data-current-score": "" }, "Scoring the current configuration…");
   const pythonNote = h("p", { class: "small muted", "data-python": "off" }, "");
+  const disabledNote = h("p", {
+    class: "disabled-note small",
+    "data-tune-disabled": "",
+    hidden: true,
+  });
   const bar = h("div", { class: "bar" });
   const progress = h(
     "div",
@@ -114,6 +123,7 @@ export function createTunePanel(
       tune,
       stop,
     ),
+    disabledNote,
     notice.element,
     progress,
     h("div", { class: "progress-line" }, progressText, stageText),
@@ -126,6 +136,14 @@ export function createTunePanel(
   let python: string | undefined;
   let running: { controller: AbortController; runId: string } | undefined;
   let enabled = true;
+  let disabledReason = "";
+  /**
+   * The current configuration is being scored: by the page on load (from
+   * the start until scoreOnLoad has settled) or by Evaluate.
+   */
+  let scoring: "load" | "evaluate" | undefined = "load";
+  /** Dev scores this tab got back (the run log may bring them a moment later), by configuration. */
+  const scoredHere = new Map<string, { f1: number; byYou: boolean }>();
   let foreignLock: string | undefined;
   let foreignTrial: string | undefined;
   /** Local state of this tab's run: its status line and the stage within the trial. */
@@ -133,21 +151,51 @@ export function createTunePanel(
   /** How this tab's last run ended, shown until the run log says so too. */
   let ended: { runId: string; state: string; text: string } | undefined;
   let stage: { runId: string; unit: number; share: number; message: string } | undefined;
+  /** The time left shown for the latest run. */
+  const estimate = createRunEstimate();
   /** Progress shown per run: it never goes back. */
   let shown = { runId: "", fraction: 0 };
 
   const latest = (): RunRecord | undefined => log.runs[log.runs.length - 1];
   const locked = () => foreignLock !== undefined || running !== undefined;
 
+  /** This tab's own trials and seed, kept while the fields show another tab's run. */
+  let ownSettings: { trials: string; seed: string } | undefined;
+  /** The fields show the settings of a run another tab is running (read-only), else this tab's. */
+  const showSettings = (): boolean => {
+    const run = latest();
+    const watched = run?.status === "running" && running?.runId !== run.id ? run : undefined;
+    if (watched !== undefined) {
+      ownSettings ??= { trials: trialsInput.value, seed: seedInput.value };
+      trialsInput.value = String(watched.planned);
+      seedInput.value = String(watched.seed);
+    } else if (ownSettings !== undefined) {
+      trialsInput.value = ownSettings.trials;
+      seedInput.value = ownSettings.seed;
+      ownSettings = undefined;
+    }
+    const title = watched === undefined ? "" : `The settings of the run by ${watched.optimizerId}`;
+    trialsInput.title = title;
+    seedInput.title = title;
+    return watched !== undefined;
+  };
+
   const refreshButtons = () => {
     const busy = running !== undefined;
+    const watching = showSettings();
     tune.hidden = busy;
     stop.hidden = !busy;
     tune.disabled = !enabled || foreignLock !== undefined;
-    trialsInput.disabled = busy;
-    seedInput.disabled = busy;
-    evaluateButton.disabled = !enabled || locked() || currentConfig === undefined;
+    disabledNote.hidden = enabled;
+    disabledNote.textContent = enabled ? "" : disabledReason;
+    tune.title = enabled ? "" : disabledReason;
+    evaluateButton.title = enabled ? "" : disabledReason;
+    trialsInput.disabled = busy || watching;
+    seedInput.disabled = busy || watching;
+    evaluateButton.disabled =
+      !enabled || locked() || currentConfig === undefined || scoring !== undefined;
     view.setWritable(enabled && !locked());
+    drawCurrent();
   };
 
   const setStatus = (state: string, text: string) => {
@@ -158,6 +206,8 @@ export function createTunePanel(
   /** The score the log knows for a configuration (a trial, an initial score, an evaluation). */
   const knownScore = (config: ProgramConfig): number | undefined => {
     const same = JSON.stringify(config);
+    const here = scoredHere.get(same);
+    if (here !== undefined) return here.f1;
     for (const e of [...log.evaluations].reverse())
       if (JSON.stringify(e.config) === same) return e.metrics.f1;
     for (const run of [...log.runs].reverse()) {
@@ -172,10 +222,22 @@ export function createTunePanel(
     if (currentConfig === undefined) return;
     const known = knownScore(currentConfig);
     current.dataset.score = known === undefined ? "" : score(known);
+    if (known !== undefined) {
+      const byYou = scoredHere.get(JSON.stringify(currentConfig))?.byYou === true;
+      current.textContent = `the current configuration scores dev F1 ${score(known)}${byYou ? " (your point on the chart)" : ""}`;
+      return;
+    }
+    // "press Evaluate" only where Evaluate can be pressed and is the way to a score.
     current.textContent =
-      known === undefined
-        ? "the current configuration has not been scored yet: press Evaluate"
-        : `the current configuration scores dev F1 ${score(known)}`;
+      scoring === "evaluate"
+        ? "Evaluating the current configuration…"
+        : locked()
+          ? "the current configuration has not been scored yet: the run is scoring it"
+          : !enabled
+            ? "the current configuration has not been scored yet"
+            : scoring === "load"
+              ? "Scoring the current configuration…"
+              : "the current configuration has not been scored yet: press Evaluate";
   };
 
   const elapsed = (ms: number) => {
@@ -204,17 +266,16 @@ export function createTunePanel(
     bar.style.width = `${pct}%`;
     progress.setAttribute("aria-valuenow", String(pct));
     progress.dataset.progressValue = String(pct);
-    const spent = (run.finishedAt ?? Date.now()) - run.startedAt;
+    const now = Date.now();
+    const spent = (run.finishedAt ?? now) - run.startedAt;
     if (run.status === "running") {
-      const lastAt =
-        Math.max(
-          run.results[run.results.length - 1]?.at ?? 0,
-          run.failures?.[run.failures.length - 1]?.at ?? 0,
-        ) || run.initial?.at;
-      const perUnit =
-        done === 0 || lastAt === undefined ? undefined : (lastAt - run.startedAt) / done;
+      const leftMs = estimate.next(run, now);
       const left =
-        perUnit === undefined ? "estimating…" : `about ${elapsed(perUnit * (units - done))} left`;
+        leftMs === undefined
+          ? "estimating…"
+          : leftMs < 1000
+            ? "almost done"
+            : `about ${elapsed(leftMs)} left`;
       progressText.textContent = `${trialsDone(run)} of ${run.planned} trials done${failedNote(run)} · ${elapsed(spent)} elapsed · ${left}`;
       stageText.textContent = mine
         ? (stage?.message ?? "")
@@ -371,16 +432,15 @@ export function createTunePanel(
   });
 
   evaluateButton.addEventListener("click", async () => {
-    evaluateButton.disabled = true;
-    current.textContent = "Evaluating the current configuration…";
+    scoring = "evaluate";
+    refreshButtons();
     try {
       const result = await evaluate(ctx, { record: { record: "you", by: options.editorId } });
-      current.dataset.score = score(result.metrics.f1);
-      current.textContent = `the current configuration scores dev F1 ${score(result.metrics.f1)} (your point on the chart)`;
+      scoredHere.set(JSON.stringify(result.config), { f1: result.metrics.f1, byYou: true });
     } catch (e) {
       options.onError(explain(e, "evaluating the current configuration"));
-      drawCurrent();
     } finally {
+      scoring = undefined;
       refreshButtons();
     }
   });
@@ -404,8 +464,9 @@ export function createTunePanel(
       notice.show(foreignLock, foreignTrial, log);
       refreshButtons();
     },
-    setEnabled(value) {
+    setEnabled(value, reason) {
       enabled = value;
+      disabledReason = reason ?? "";
       refreshButtons();
     },
     setLog(next) {
@@ -433,15 +494,17 @@ export function createTunePanel(
     },
     setPython,
     async scoreOnLoad() {
-      if (currentConfig === undefined || knownScore(currentConfig) !== undefined || locked())
-        return;
       try {
+        if (currentConfig === undefined || knownScore(currentConfig) !== undefined || locked())
+          return;
+        refreshButtons();
         const result = await evaluate(ctx, { record: { record: "load", by: options.editorId } });
-        current.dataset.score = score(result.metrics.f1);
-        current.textContent = `the current configuration scores dev F1 ${score(result.metrics.f1)}`;
+        scoredHere.set(JSON.stringify(result.config), { f1: result.metrics.f1, byYou: false });
       } catch (e) {
-        current.textContent = "could not score the current configuration";
         options.onError(explain(e, "scoring the current configuration"));
+      } finally {
+        scoring = undefined;
+        refreshButtons();
       }
     },
   };

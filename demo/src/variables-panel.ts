@@ -349,7 +349,18 @@ export function createVariablesPanel(
     save.hidden = true;
     const commit = () => {
       const checked = validate(row);
-      if (checked.ok) void write(row, checked.value);
+      if (!checked.ok) return;
+      // The edit is handed over: no Save left to press a second time.
+      row.dirty = false;
+      save.hidden = true;
+      const current = (row.shown ?? snapshot).value;
+      if (JSON.stringify(checked.value) === JSON.stringify(current)) {
+        // The value it already has (or will have, when pending), perhaps
+        // written differently ("0.30"): nothing to write, show it as stored.
+        input.value = showValue(current);
+        return;
+      }
+      write(row, checked.value);
     };
     input.addEventListener("input", () => {
       row.dirty = input.value !== showValue((row.shown ?? snapshot).value);
