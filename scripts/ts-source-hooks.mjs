@@ -13,9 +13,15 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 const root = new URL("../", import.meta.url);
 
-/** tsconfig.json's "paths", as file URLs (its comments are whole lines). */
+/**
+ * tsconfig.json's "paths", as file URLs (its comments are whole lines);
+ * none where it is absent (the demo's tools image runs src/ without it and
+ * imports nothing by the package's name).
+ */
 const aliases = (() => {
-  const text = readFileSync(new URL("tsconfig.json", root), "utf8").replace(/^\s*\/\/.*$/gm, "");
+  const file = new URL("tsconfig.json", root);
+  if (!existsSync(file)) return new Map();
+  const text = readFileSync(file, "utf8").replace(/^\s*\/\/.*$/gm, "");
   const paths = JSON.parse(text).compilerOptions.paths;
   return new Map(
     Object.entries(paths).map(([name, [target]]) => [
