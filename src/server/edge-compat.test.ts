@@ -8,7 +8,7 @@
  *
  * (Over 400 lines: one small server per reliance.)
  */
-import { once } from "node:events";
+import { EventEmitter, once } from "node:events";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -60,6 +60,7 @@ import {
   parseDeadline,
   resetOnWriteStall,
   universalRequestOf,
+  workerSessionManager,
   writeUniversalResponse,
 } from "./edge-compat.js";
 import type { HttpFront } from "./http-front.js";
@@ -683,4 +684,40 @@ describe("protocol pieces", () => {
   });
   // Read by connect's own clients: test/server/watch.test.ts (watches) and
   // test/hostile/front-fuzz.test.ts (refusals).
+});
+
+describe("workerSessionManager", () => {
+  /** An HTTP/2 server that answers every request, then says GOAWAY on the idle connection. */
+  async function goawayServer() {
+    const server = http2.createServer();
+    server.on("stream", (stream) => {
+      stream.respond({ ":status": 200 });
+      stream.end("ok");
+      // Once the stream is done, the connection is idle: tell it to go away.
+      stream.on("close", () => {
+        if (!stream.session?.destroyed) stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR);
+      });
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const { port } = server.address() as net.AddressInfo;
+    return { server, url: `http://127.0.0.1:${port}` };
+  }
+
+  it("hooks the session of the manager's ready state (the internals it relies on)", async () => {
+    const { server, url } = await goawayServer();
+    try {
+      const manager = workerSessionManager(url, { idleConnectionTimeoutMs: 5000 });
+      await manager.connect();
+      const state = (manager as unknown as { s: { t: string; conn?: http2.ClientHttp2Session } }).s;
+      expect(state.t).toBe("ready");
+      const conn = state.conn;
+      expect(conn).toBeInstanceOf(EventEmitter);
+      // The manager's own listener, and the guard that outlives it.
+      expect(conn?.listenerCount("error")).toBeGreaterThanOrEqual(2);
+      manager.abort();
+    } finally {
+      server.close();
+    }
+  });
 });

@@ -35,6 +35,9 @@
  * - {@link correctBeforeWritten}: handlers abort with an error, then write
  *   it; `ConnectError` is writable.
  * - {@link connectRequestFailure}: connect's error texts.
+ * - {@link workerSessionManager}: connect-node's Http2SessionManager's
+ *   `setState` and the `conn` of its "ready" state, to keep a session's late
+ *   error from being uncaught (connect-es issue 1768).
  * - protocol pieces ({@link grpcStatus}, {@link grpcWebTrailerFrame},
  *   {@link connectEndStreamFrame}, {@link connectErrorBody},
  *   {@link connectHttpStatus}, {@link parseDeadline}): connect's @private
@@ -47,6 +50,7 @@
  *
  * (Over 600 lines: each reliance carries its own account.)
  */
+import { EventEmitter } from "node:events";
 import http from "node:http";
 import http2 from "node:http2";
 import type net from "node:net";
@@ -66,6 +70,7 @@ import {
 import { trailerFlag, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import {
   type connectNodeAdapter,
+  Http2SessionManager,
   universalRequestFromNodeRequest,
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
@@ -682,3 +687,52 @@ export function connectErrorBody(error: ConnectError): Uint8Array {
 export function connectHttpStatus(code: Code): number {
   return codeToHttpStatus(code);
 }
+
+// ---------------------------------------------------------------------------
+// workerSessionManager
+
+/**
+ * connect-node's `Http2SessionManager` for the bridge's calls to workers,
+ * with every HTTP/2 session it opens kept from raising a late error as an
+ * uncaught exception, which would end the bridge.
+ *
+ * Why: when a worker sends GOAWAY on an idle connection (a Python worker
+ * stopping does), the manager destroys the session with an error that Node
+ * raises after the socket closed; if the manager left the session's state
+ * before that (a new call saw the destroyed session and reconnected), it has
+ * removed its error listeners and the error is uncaught: connect-es issue
+ * 1768, fixed by its open pull request 1769 with the same guard as here. The
+ * manager already guards `abort()` this way.
+ *
+ * Relies on: the manager's private `setState(state)`, called with every new
+ * state, and the `conn` (the `ClientHttp2Session`) of its "ready" state.
+ * Breaks if: connect-node renames either; the guard then silently stops
+ * (the session is used as before). Goes when connect-node ships 1769.
+ * Pinned by: edge-compat.test.ts "workerSessionManager" (the hook sees the
+ * ready state's session and leaves the guard on it). The race itself (a
+ * GOAWAY's deferred error after the state changed) is timing-dependent and
+ * not reproduced here; upstream's pull request has a test for it.
+ */
+export function workerSessionManager(
+  url: string,
+  options: ConstructorParameters<typeof Http2SessionManager>[1],
+): Http2SessionManager {
+  const manager = new Http2SessionManager(url, options);
+  const internal = manager as unknown as { setState?: (state: unknown) => void };
+  const setState = internal.setState;
+  if (typeof setState === "function") {
+    internal.setState = function (this: unknown, state: unknown) {
+      const conn = (state as { t?: unknown; conn?: unknown } | null)?.conn;
+      if ((state as { t?: unknown }).t === "ready" && conn instanceof EventEmitter) {
+        // Errors still reach the manager's own listener while it holds
+        // the session; this one only keeps a late one from being uncaught.
+        conn.on("error", ignoreLateError);
+      }
+      setState.call(this, state);
+    };
+  }
+  return manager;
+}
+
+/** A session's error after the manager let go of it: nothing waits for it. */
+function ignoreLateError(): void {}

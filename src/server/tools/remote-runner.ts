@@ -1,8 +1,9 @@
 import type { Any } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport, type Http2SessionManager } from "@connectrpc/connect-node";
 import { BridgeService, type ToolChunk } from "../../gen/snakepit/bridge/bridge_pb.js";
 import { convertJsonAny } from "../../values/json-any.js";
+import { workerSessionManager } from "../edge-compat.js";
 import { createKeyedLogSampler } from "../log-sampler.js";
 import { type Logger, redactSessionId } from "../logger.js";
 import { clip } from "../message-text.js";
@@ -83,7 +84,7 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
     }
     // An idle worker connection is closed after a minute; a dead one is
     // found by PING before it is used again.
-    const manager = new Http2SessionManager(url, {
+    const manager = workerSessionManager(url, {
       idleConnectionTimeoutMs: 60_000,
       pingIntervalMs: 30_000,
     });

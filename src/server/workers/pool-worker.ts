@@ -7,8 +7,9 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport, type Http2SessionManager } from "@connectrpc/connect-node";
 import { BridgeService, type ToolRegistration } from "../../gen/snakepit/bridge/bridge_pb.js";
+import { workerSessionManager } from "../edge-compat.js";
 import type { Logger } from "../logger.js";
 import type { OrphanGuard } from "./orphan-guard.js";
 import {
@@ -200,7 +201,7 @@ export function createPoolWorker(
   const becomeReady = async (thisRun: number, p: number) => {
     if (generation !== thisRun || state !== "starting") return;
     port = p;
-    manager = new Http2SessionManager(`http://127.0.0.1:${p}`, {
+    manager = workerSessionManager(`http://127.0.0.1:${p}`, {
       idleConnectionTimeoutMs: 5 * 60_000,
     });
     client = createClient(
