@@ -6,7 +6,7 @@
  * GetVariables(100) ≥ 20× the variables per second of GetVariable (a batch
  * pays the per-call cost once).
  */
-import { encodeValue } from "unified-bridge/values";
+import { encodeValue } from "unified-session-bridge/values";
 import { startBridgeProcess } from "./support/bridge-process.ts";
 import { type Measured, pairedRatios, sideBySide, startLoadPool } from "./support/load-pool.ts";
 import { type BenchContext, type BenchResult, formatRate } from "./support/result.ts";

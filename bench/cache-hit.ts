@@ -25,8 +25,8 @@
 import type { Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Bench } from "tinybench";
-import { createSessionContext, type VariableSchema } from "unified-bridge";
-import { createBridgeServer, createLogger } from "unified-bridge/server";
+import { createSessionContext, type VariableSchema } from "unified-session-bridge";
+import { createBridgeServer, createLogger } from "unified-session-bridge/server";
 import type { BenchContext, BenchResult } from "./support/result.ts";
 import { median, round } from "./support/stats.ts";
 

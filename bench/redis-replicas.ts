@@ -8,7 +8,7 @@
  * - the 1,000-watcher fan-out split over the two replicas (500 on each,
  *   writes through A): informational, beside the single-node fan-out.
  */
-import { encodeValue } from "unified-bridge/values";
+import { encodeValue } from "unified-session-bridge/values";
 import { type BridgeProcess, startBridgeProcess } from "./support/bridge-process.ts";
 import { type ChildWorker, startChild } from "./support/child-processes.ts";
 import { clockOffset, wallClock } from "./support/clock.ts";

@@ -9,7 +9,7 @@
  * statistics (scripts run, over a fixed number of sequential calls).
  */
 import { Redis } from "ioredis";
-import { encodeValue } from "unified-bridge/values";
+import { encodeValue } from "unified-session-bridge/values";
 import { startBridgeProcess } from "./support/bridge-process.ts";
 import { type Measured, pairedRatios, sideBySide, startLoadPool } from "./support/load-pool.ts";
 import { startRedisServer } from "./support/redis-server.ts";

@@ -22,8 +22,8 @@ import {
   type SessionContext,
   type SessionContextOptions,
   type VariableSchema,
-} from "unified-bridge";
-import { createBridgeServer, createLogger } from "unified-bridge/server";
+} from "unified-session-bridge";
+import { createBridgeServer, createLogger } from "unified-session-bridge/server";
 import type { BenchContext, BenchResult } from "./support/result.ts";
 
 /** Calls seen by one counting transport. */

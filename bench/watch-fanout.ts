@@ -22,7 +22,7 @@
  * server CPU per delivery, server RSS and JS heap per open stream (after a
  * full collection in the server).
  */
-import { encodeValue } from "unified-bridge/values";
+import { encodeValue } from "unified-session-bridge/values";
 import { type BridgeProcess, startBridgeProcess } from "./support/bridge-process.ts";
 import { type ChildWorker, startChild } from "./support/child-processes.ts";
 import { clockOffset, wallClock } from "./support/clock.ts";

@@ -35,7 +35,7 @@
  * (reported as `clockOffsetMs`).
  */
 import { Redis } from "ioredis";
-import { encodeValue } from "unified-bridge/values";
+import { encodeValue } from "unified-session-bridge/values";
 import { type BridgeProcess, startBridgeProcess } from "./support/bridge-process.ts";
 import { type ChildWorker, startChild } from "./support/child-processes.ts";
 import { clockOffset } from "./support/clock.ts";

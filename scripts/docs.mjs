@@ -5,7 +5,7 @@
  *
  * Compiles the declarations into a temporary directory (never into dist/,
  * which other runs may use), has API Extractor read the public API of the
- * package entry `unified-bridge` (src/client/index.ts) from them, and
+ * package entry `unified-session-bridge` (src/client/index.ts) from them, and
  * API Documenter write it as Markdown to docs/api/ (one page per export).
  * Any warning of API Extractor (a type the API uses but does not export, a
  * broken `{@link}`) fails the run. `--check` stops after the analysis and
@@ -49,7 +49,11 @@ try {
           "ae-missing-release-tag": { logLevel: "none" },
           default: { logLevel: "warning" },
         },
-        tsdocMessageReporting: { default: { logLevel: "warning" } },
+        tsdocMessageReporting: {
+          // protoc-gen-es marks the generated code it writes `@generated`.
+          "tsdoc-undefined-tag": { logLevel: "none" },
+          default: { logLevel: "warning" },
+        },
       },
     },
     configObjectFullPath: undefined,

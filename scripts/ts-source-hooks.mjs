@@ -2,7 +2,7 @@
  * Lets Node 24 run src/ from source: src/ imports its siblings with `.js`
  * specifiers (what tsc emits), so a relative `.js` import that does not
  * exist resolves to the `.ts` file beside it, and the package's own name
- * (`unified-bridge`, `unified-bridge/server`, …) resolves to its sources
+ * (`unified-session-bridge`, `unified-session-bridge/server`, …) resolves to its sources
  * through tsconfig.json's "paths", the one alias map. Used with
  * --experimental-transform-types (src/gen has enums) by `npm run serve
  * -- --help` and by the examples' npm scripts (`npm run example:node`, …).

@@ -5,7 +5,7 @@
  */
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { encodeValue } from "unified-bridge/values";
+import { encodeValue } from "unified-session-bridge/values";
 import type { ServeAddresses } from "../workers/serve-bridge.ts";
 import { type ChildWorker, startChild } from "./child-processes.ts";
 import { BridgeService } from "./internals.ts";

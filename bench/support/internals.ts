@@ -3,8 +3,8 @@
  * export, in one place: the generated service and messages (for clients
  * that make raw calls), the pieces a bare echo server is assembled from,
  * the Redis store, and what fills a store directly. Everything else the
- * benchmarks import by the package's own name (`unified-bridge`,
- * `unified-bridge/server`, `unified-bridge/values`), as users do; those
+ * benchmarks import by the package's own name (`unified-session-bridge`,
+ * `unified-session-bridge/server`, `unified-session-bridge/values`), as users do; those
  * resolve to `dist/` too, through the package's exports.
  */
 export {

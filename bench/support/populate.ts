@@ -8,8 +8,8 @@
  * response does.
  */
 import type { Any } from "@bufbuild/protobuf/wkt";
-import type { Limits, SessionStore } from "unified-bridge/server";
-import { encodeValue, type VariableType, type VariableValue } from "unified-bridge/values";
+import type { Limits, SessionStore } from "unified-session-bridge/server";
+import { encodeValue, type VariableType, type VariableValue } from "unified-session-bridge/values";
 import { createVariableOps, toVariableMessage } from "./internals.ts";
 
 /** One variable to declare in every session. */

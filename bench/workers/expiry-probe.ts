@@ -8,7 +8,7 @@
  * per session, to stdout, which the runner points at a file) is included.
  */
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { createBridgeServer, createLogger, defaultLimits } from "unified-bridge/server";
+import { createBridgeServer, createLogger, defaultLimits } from "unified-session-bridge/server";
 import { serveRequests } from "../support/child-processes.ts";
 import { type Declaration, populateSessions } from "../support/populate.ts";
 

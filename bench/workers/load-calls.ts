@@ -14,7 +14,7 @@ import type { Any } from "@bufbuild/protobuf/wkt";
 import { type Client, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { Redis } from "ioredis";
-import { encodeValue } from "unified-bridge/values";
+import { encodeValue } from "unified-session-bridge/values";
 import { serveRequests } from "../support/child-processes.ts";
 import {
   BatchGetVariablesRequestSchema,

@@ -15,7 +15,7 @@ import http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { decodeValue } from "unified-bridge/values";
+import { decodeValue } from "unified-session-bridge/values";
 import { serveRequests } from "../support/child-processes.ts";
 import {
   BridgeService,

@@ -17,7 +17,7 @@
  */
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { Redis } from "ioredis";
-import { createSessionContext, type SessionContext } from "unified-bridge";
+import { createSessionContext, type SessionContext } from "unified-session-bridge";
 import { serveRequests } from "../support/child-processes.ts";
 import { percentile } from "../support/stats.ts";
 

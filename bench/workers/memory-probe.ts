@@ -9,8 +9,8 @@
  *   filled through `support/populate.ts`.
  */
 import { createClient, createRouterTransport } from "@connectrpc/connect";
-import { createBridgeServer, createLogger, defaultLimits } from "unified-bridge/server";
-import { encodeValue } from "unified-bridge/values";
+import { createBridgeServer, createLogger, defaultLimits } from "unified-session-bridge/server";
+import { encodeValue } from "unified-session-bridge/values";
 import { serveRequests } from "../support/child-processes.ts";
 import { BridgeService } from "../support/internals.ts";
 import { populateSessions, tenSettings } from "../support/populate.ts";

@@ -7,7 +7,7 @@
  */
 import http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { encodeValue } from "unified-bridge/values";
+import { encodeValue } from "unified-session-bridge/values";
 import { serveRequests } from "../support/child-processes.ts";
 import { VariableUpdateSchema, WatchVariablesRequestSchema } from "../support/internals.ts";
 import { cpuReading, memoryReading } from "../support/process-readings.ts";

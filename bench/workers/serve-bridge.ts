@@ -10,7 +10,7 @@ import {
   createBridgeServer,
   createLogger,
   defaultServerConfig,
-} from "unified-bridge/server";
+} from "unified-session-bridge/server";
 import { serveRequests } from "../support/child-processes.ts";
 import {
   BridgeService,

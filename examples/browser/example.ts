@@ -2,8 +2,12 @@
 // by the page of `npm run example:browser` (main.ts), which
 // test/examples.test.ts opens in Chromium.
 import { createConnectTransport } from "@connectrpc/connect-web";
-import { createSessionContext, type SessionContext, type VariableSnapshot } from "unified-bridge";
-import { idbPersistence } from "unified-bridge/persist/idb";
+import {
+  createSessionContext,
+  type SessionContext,
+  type VariableSnapshot,
+} from "unified-session-bridge";
+import { idbPersistence } from "unified-session-bridge/persist/idb";
 
 /** Opens the page's session; `render` is called with every change. */
 export async function browserExample(

@@ -1,7 +1,7 @@
 // The page of `npm run example:browser`: opens the session of its
 // `?session=` link (a new one without), renders every variable as it
 // changes, from this tab, other tabs or other clients, and writes one.
-import type { VariableSnapshot } from "unified-bridge";
+import type { VariableSnapshot } from "unified-session-bridge";
 import { browserExample } from "./example.ts";
 
 const element = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;

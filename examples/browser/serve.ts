@@ -4,7 +4,7 @@
 // same, see docs/deploying.md). The bridge is BRIDGE_URL's, or, without
 // it, one this script starts in-process. PORT chooses the page's port
 // (default 5174; 0: any free one). Ctrl-C stops both.
-import { createBridgeServer, createLogger } from "unified-bridge/server";
+import { createBridgeServer, createLogger } from "unified-session-bridge/server";
 import { createServer } from "vite";
 
 const given = process.env.BRIDGE_URL;

@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { build } from "esbuild";
 import { Miniflare } from "miniflare";
-import { createBridgeServer, createLogger } from "unified-bridge/server";
+import { createBridgeServer, createLogger } from "unified-session-bridge/server";
 
 const here = (file: string) => new URL(file, import.meta.url).pathname;
 const given = process.env.BRIDGE_URL;

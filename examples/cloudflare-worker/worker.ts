@@ -1,5 +1,5 @@
 import { createConnectTransport } from "@connectrpc/connect-web";
-import { createSessionContext, workerFetch } from "unified-bridge";
+import { createSessionContext, workerFetch } from "unified-session-bridge";
 
 export default {
   async fetch(request: Request, env: { BRIDGE_URL: string }): Promise<Response> {

@@ -1,7 +1,7 @@
 // The README's Node example (the part between the region markers), run by
 // `npm run example:node` (main.ts), which test/examples.test.ts runs.
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { createSessionContext } from "unified-bridge";
+import { createSessionContext } from "unified-session-bridge";
 
 /** Runs the example against the bridge at `baseUrl`. */
 export async function nodeExample(baseUrl: string): Promise<void> {

@@ -1,7 +1,7 @@
 // `npm run example:node`: runs examples/node/example.ts (the README's Node
 // example) against the bridge at BRIDGE_URL, or, without it, against a
 // bridge this script starts in-process on a free port and stops at the end.
-import { createBridgeServer, createLogger } from "unified-bridge/server";
+import { createBridgeServer, createLogger } from "unified-session-bridge/server";
 import { nodeExample } from "./example.ts";
 
 const given = process.env.BRIDGE_URL;

@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * import { createConnectTransport } from "@connectrpc/connect-web";
- * import { createSessionContext } from "unified-bridge";
+ * import { createSessionContext } from "unified-session-bridge";
  *
  * const ctx = await createSessionContext({
  *   transport: createConnectTransport({
@@ -20,6 +20,7 @@
  * @packageDocumentation
  */
 
+export type { AccessRole } from "../gen/snakepit/bridge/bridge_pb.js";
 export type {
   JsonValue,
   Tensor,

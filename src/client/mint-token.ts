@@ -3,7 +3,7 @@ import type { CallOptions, Client } from "@connectrpc/connect";
 import type { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
 import { type AccessRoleName, roleName, wireRole } from "./access-error.js";
 
-/** A token {@link mintToken} made. */
+/** A token {@link SessionContext.mintToken} made. */
 export interface MintedToken {
   /** Send it as `authorization: Bearer <token>`, or pass it as `token` to createSessionContext. */
   readonly token: string;

@@ -153,7 +153,7 @@ export interface SessionContextOptions {
  * @example
  * ```ts
  * import { createConnectTransport } from "@connectrpc/connect-web";
- * import { createSessionContext } from "unified-bridge";
+ * import { createSessionContext } from "unified-session-bridge";
  *
  * const ctx = await createSessionContext({
  *   transport: createConnectTransport({ baseUrl: location.origin, useBinaryFormat: true }),
@@ -179,7 +179,7 @@ export interface SessionContext
    */
   readonly accessToken: string | undefined;
   /**
-   * The role {@link accessToken} grants, as the token says (for choosing
+   * The role {@link SessionContext.accessToken} grants, as the token says (for choosing
    * what to offer; the bridge checks every call); undefined without one.
    */
   readonly accessRole: AccessRoleName | undefined;

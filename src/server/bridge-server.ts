@@ -52,7 +52,7 @@ export interface BridgeServerOptions extends Partial<ServerConfig> {
   /**
    * A session store to use instead of a new in-memory one; required when
    * `store` names Redis: open one with `createRedisStore({ url })` (from
-   * `unified-bridge/server`). The server does not close a store it was given.
+   * `unified-session-bridge/server`). The server does not close a store it was given.
    * A store with a `healthy` field (the Redis store) fails `/healthz` while
    * it is false.
    */
@@ -76,7 +76,7 @@ export interface BridgeServerOptions extends Partial<ServerConfig> {
    * the directly served WatchVariables streams included; they run inside
    * the bridge's own (metrics, the binary-only check, error hygiene), so
    * what they throw is counted and made safe to send like any error.
-   * `req.contextValues.get(callerKey)` is the caller (`unified-bridge/server`
+   * `req.contextValues.get(callerKey)` is the caller (`unified-session-bridge/server`
    * exports `callerKey`). They run after the access check (`access`): a
    * call they see was allowed.
    */
@@ -172,7 +172,7 @@ export interface BridgeServer extends AsyncDisposable {
  *
  * @example
  * ```ts
- * import { createBridgeServer } from "unified-bridge/server";
+ * import { createBridgeServer } from "unified-session-bridge/server";
  *
  * const server = createBridgeServer({ port: 50051 });
  * server.registerTool({

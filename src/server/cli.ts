@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `unified-bridge` command: `unified-bridge serve [options]`.
+ * The `unified-bridge` command (also installed as `unified-session-bridge`, the package's name): `unified-bridge serve [options]`.
  *
  * Prints one line to stdout once the port is bound (scripts and humans wait
  * for it), stops gracefully on SIGTERM/SIGINT and exits 1 with a one-line

@@ -4,7 +4,7 @@
  *
  * @example
  * ```ts
- * import { createBridgeServer } from "unified-bridge/server";
+ * import { createBridgeServer } from "unified-session-bridge/server";
  *
  * const server = createBridgeServer({ port: 50051, corsOrigins: ["http://localhost:5173"] });
  * await server.start();

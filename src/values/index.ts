@@ -4,14 +4,14 @@
  * codec of the snakepit bridge protocol. Runtime-neutral (browsers, Workers,
  * Node).
  *
- * This is the public `unified-bridge/values`: what an application needs to
+ * This is the public `unified-session-bridge/values`: what an application needs to
  * make, check, encode and decode values, and the limits that decide which
  * values and constraints are valid. Helpers only the server uses (the
  * payload size of a value, converting a JSON Any between its forms, the
  * type-URL parser) are imported from their own modules.
  *
  * @example
- * import { parseConstraints, validateValue, encodeValue, decodeValue } from "unified-bridge/values";
+ * import { parseConstraints, validateValue, encodeValue, decodeValue } from "unified-session-bridge/values";
  *
  * const constraints = parseConstraints("float", '{"min":0,"max":2}');
  * const value = validateValue("float", 0.7, constraints, "temperature");

@@ -24,7 +24,7 @@ export function loadedPatternEngine(): PatternEngine | undefined {
 /**
  * Loads the engine (once; later calls share the first). Await it before
  * parsing constraints when pattern checks must be exact from the first
- * value on, e.g. in a Node process that uses `unified-bridge/values` alone.
+ * value on, e.g. in a Node process that uses `unified-session-bridge/values` alone.
  */
 export function loadPatternEngine(): Promise<PatternEngine> {
   if (engine !== undefined) return Promise.resolve(engine);

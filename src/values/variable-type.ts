@@ -57,7 +57,7 @@ export function parseVariableType(s: string): VariableType {
 /**
  * A dense tensor: `data` is the row-major flattening of an array of the given
  * `shape`, so `data.length` equals the product of `shape` (1 for `[]`), with
- * at most `MAX_TENSOR_DIMENSIONS` (from `unified-bridge/values`) dimensions.
+ * at most `MAX_TENSOR_DIMENSIONS` (from `unified-session-bridge/values`) dimensions.
  */
 export interface Tensor {
   shape: number[];

@@ -6,8 +6,8 @@
  *
  * @example
  * ```ts
- * import { createSessionContext } from "unified-bridge";
- * import { idbOutbox, idbPersistence } from "unified-bridge/persist/idb";
+ * import { createSessionContext } from "unified-session-bridge";
+ * import { idbOutbox, idbPersistence } from "unified-session-bridge/persist/idb";
  *
  * const ctx = await createSessionContext({
  *   transport,

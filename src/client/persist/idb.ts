@@ -9,8 +9,8 @@
  * @example
  * ```ts
  * import { createConnectTransport } from "@connectrpc/connect-web";
- * import { createSessionContext } from "unified-bridge";
- * import { idbPersistence } from "unified-bridge/persist/idb";
+ * import { createSessionContext } from "unified-session-bridge";
+ * import { idbPersistence } from "unified-session-bridge/persist/idb";
  *
  * const ctx = await createSessionContext({
  *   transport: createConnectTransport({ baseUrl: location.origin, useBinaryFormat: true }),
