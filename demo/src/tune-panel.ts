@@ -18,10 +18,11 @@ import { describeEnd, evaluate, runTuning } from "./tuner.ts";
  * The Tune card: trial count and seed, Tune / Stop, the current
  * configuration's score with "Evaluate", run-level progress, and the run
  * itself (chart, log, comparison) as the session's run log holds it, so
- * every tab shows the same run live and a reload restores it. (A little
- * over 400 lines: the controls, the run they start and the progress of
- * that run share their state; the lock notice and the run's drawing live in
- * lock-notice.ts and run-view.ts.)
+ * every tab shows the same run live and a reload restores it. (About 500
+ * lines: the controls, the current score, the run they start and the
+ * progress of that run share their state; the lock notice, the run's
+ * drawing and its time estimate live in lock-notice.ts, run-view.ts and
+ * run-estimate.ts.)
  */
 export interface TunePanel {
   readonly element: HTMLElement;
