@@ -4,20 +4,11 @@
 // same, see docs/deploying.md). The bridge is BRIDGE_URL's, or, without
 // it, one this script starts in-process. PORT chooses the page's port
 // (default 5174; 0: any free one). Ctrl-C stops both.
-import { createBridgeServer, createLogger } from "unified-session-bridge/server";
 import { createServer } from "vite";
+import { exampleBridge } from "../bridge.ts";
 
-const given = process.env.BRIDGE_URL;
-const bridge =
-  given === undefined
-    ? createBridgeServer({
-        port: 0,
-        workerPort: null,
-        adminPort: null,
-        logger: createLogger({ level: "warn" }),
-      })
-    : undefined;
-const bridgeUrl = given ?? (await bridge?.start())?.url ?? "";
+const bridge = await exampleBridge();
+const bridgeUrl = bridge.url;
 
 const vite = await createServer({
   root: import.meta.dirname,
@@ -40,7 +31,7 @@ console.log(`browser example: open ${vite.resolvedUrls?.local[0] ?? "?"} (bridge
 
 const stop = async () => {
   await vite.close();
-  await bridge?.stop();
+  await bridge.stop();
   process.exit(0);
 };
 process.once("SIGINT", stop);

@@ -5,20 +5,11 @@
 import { readFileSync } from "node:fs";
 import { build } from "esbuild";
 import { Miniflare } from "miniflare";
-import { createBridgeServer, createLogger } from "unified-session-bridge/server";
+import { exampleBridge } from "../bridge.ts";
 
 const here = (file: string) => new URL(file, import.meta.url).pathname;
-const given = process.env.BRIDGE_URL;
-const bridge =
-  given === undefined
-    ? createBridgeServer({
-        port: 0,
-        workerPort: null,
-        adminPort: null,
-        logger: createLogger({ level: "warn" }),
-      })
-    : undefined;
-const bridgeUrl = given ?? (await bridge?.start())?.url ?? "";
+const bridge = await exampleBridge();
+const bridgeUrl = bridge.url;
 
 // What wrangler does: bundle for workerd, here with the package's name
 // resolved to its sources (tsconfig.json "paths").
@@ -52,7 +43,7 @@ console.log(
 
 const stop = async () => {
   await mf.dispose();
-  await bridge?.stop();
+  await bridge.stop();
   process.exit(0);
 };
 process.once("SIGINT", stop);
