@@ -38,6 +38,7 @@ import { createVariableOps } from "./variable-ops.js";
 import { createWatchEndpoint } from "./watch-endpoint.js";
 import { createWatchHub } from "./watch-hub.js";
 import type { PoolWorkerInfo } from "./workers/pool-worker.js";
+import { createTelemetryReader, type TelemetryReader } from "./workers/telemetry-reader.js";
 import { createWorkerPool, type WorkerPool, type WorkerPoolConfig } from "./workers/worker-pool.js";
 
 /**
@@ -313,6 +314,8 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     "Restarts of the bridge's Python pool workers, by worker.",
     ["worker"],
   );
+  /** The telemetry readers of the ready pool workers, by worker id. */
+  const telemetry = new Map<string, TelemetryReader>();
   const pool: WorkerPool | undefined =
     poolConfig === undefined
       ? undefined
@@ -322,6 +325,25 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
           callTimeoutMs: options.remoteToolTimeoutMs ?? 30_000,
           readMaxBytes: limits.maxReplyBytes,
           onRestart: (worker) => workerRestarts.inc({ worker }),
+          // Each ready worker's telemetry (snakepit v0.13's StreamTelemetry),
+          // read until it goes; a v0.4.3 worker has none and is asked again
+          // with backoff, at most every 30 s.
+          onReady: (workerId, address) => {
+            void telemetry.get(workerId)?.close();
+            telemetry.set(
+              workerId,
+              createTelemetryReader({
+                address,
+                workerId,
+                metrics,
+                logger: logger.child({ component: "workers", worker: workerId }),
+              }),
+            );
+          },
+          onDown: (workerId) => {
+            void telemetry.get(workerId)?.close();
+            telemetry.delete(workerId);
+          },
         });
   const service = createBridgeService(core, {
     executor,
@@ -462,6 +484,8 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     liveness.close();
     unsubscribePool();
     await pool?.stop();
+    await Promise.all([...telemetry.values()].map((reader) => reader.close()));
+    telemetry.clear();
     workerTools.close();
     executor.close();
     memory.close();

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ToolRegistrationSchema } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { decodeJsonAny, encodeJsonAny, type JsonValue } from "../../src/values/index.js";
 import { protocols, type RunningBridge, startBridge } from "../support/bridge.js";
+import { waitFor } from "../support/wait.js";
 import {
   codeOf,
   copySnakepit,
@@ -46,7 +47,12 @@ describe.skipIf(missing !== undefined)(
       beforeAll(async () => {
         copy = await copySnakepit(version);
         bridge = await startBridge({
-          workers: { command: copy.command, count: 2, tools: showcaseTools },
+          workers: {
+            command: copy.command,
+            count: 2,
+            // v0.13's showcase also has a tool that emits telemetry events.
+            tools: version === "v0.4.3" ? showcaseTools : [...showcaseTools, "telemetry_demo"],
+          },
         });
         await readyWorkers(bridge.adminUrl, 2);
       }, 60_000);
@@ -185,6 +191,32 @@ describe.skipIf(missing !== undefined)(
         });
         const denied = await codeOf(client.executeTool({ sessionId, toolName: "add" }));
         expect(denied.code).toBe(Code.PermissionDenied);
+      });
+
+      it("reads each v0.13 worker's telemetry into the bridge's metrics", async () => {
+        const metrics = async () => (await fetch(`${bridge.adminUrl}/metrics`)).text();
+        if (version === "v0.4.3") {
+          // v0.4.3 has no StreamTelemetry: its readers never connect.
+          expect(await metrics()).not.toMatch(/bridge_worker_telemetry_stream_up\{[^}]*\} 1/);
+          return;
+        }
+        await waitFor(async () => {
+          const text = await metrics();
+          expect(text).toMatch(/bridge_worker_telemetry_stream_up\{worker="pool-1"\} 1/);
+          expect(text).toMatch(/bridge_worker_telemetry_stream_up\{worker="pool-2"\} 1/);
+        });
+        const client = bridge.client();
+        const { sessionId } = await client.initializeSession({});
+        const demo = await client.executeTool({
+          sessionId,
+          toolName: "telemetry_demo",
+          parameters: { delay_ms: encodeJsonAny(2) },
+        });
+        expect(demo.success, demo.errorMessage).toBe(true);
+        // The worker's events of that call arrive as counted series.
+        await waitFor(async () =>
+          expect(await metrics()).toMatch(/bridge_worker_telemetry_events_total\{worker="pool-\d"/),
+        );
       });
     });
   },

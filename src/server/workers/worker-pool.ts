@@ -82,6 +82,10 @@ export interface WorkerPoolOptions {
   readonly readMaxBytes: number;
   /** Told of each restart, by worker id (for the restarts counter). */
   readonly onRestart?: (workerId: string) => void;
+  /** Told when a worker is ready, with its worker id and gRPC address (host:port). */
+  readonly onReady?: (workerId: string, address: string) => void;
+  /** Told when a ready worker goes (exits, is stopped or stops answering). */
+  readonly onDown?: (workerId: string) => void;
 }
 
 /** A running pool. */
@@ -226,10 +230,15 @@ export function createWorkerPool(config: WorkerPoolConfig, options: WorkerPoolOp
         n,
         settings,
         {
-          ready: () => syncTools(),
+          ready: (worker) => {
+            syncTools();
+            const address = worker.info().address;
+            if (address !== null) options.onReady?.(`pool-${worker.number}`, address);
+          },
           down: (worker) => {
             worker.sessions = 0;
             syncTools();
+            options.onDown?.(`pool-${worker.number}`);
           },
           restarted: (worker) => options.onRestart?.(`pool-${worker.number}`),
         },
