@@ -13,13 +13,13 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { snakepitDir } from "../workers/snakepit.js";
 import { waitFor } from "./wait.js";
 
 const run = promisify(execFile);
 
 /** Where snakepit's own code is kept (see its README.md). */
-export const snakepitRoot = process.env.UB_SNAKEPIT_ROOT ?? "/work/shared/snakepit";
-const priv = join(snakepitRoot, "v0.13.0/priv");
+const priv = join(snakepitDir, "v0.13.0/priv");
 const python = "/usr/bin/python3";
 const repo = resolve(fileURLToPath(new URL(".", import.meta.url)), "../..");
 const wrapper = join(repo, "test/python/v013_worker.py");
@@ -30,7 +30,7 @@ const wrapper = join(repo, "test/python/v013_worker.py");
  */
 export function v013Unavailable(): string | undefined {
   if (!existsSync(join(priv, "python/grpc_server.py"))) {
-    return `snakepit v0.13.0 is not at ${priv} (set UB_SNAKEPIT_ROOT to a copy of its priv/ tree's parent)`;
+    return `snakepit v0.13.0 is not at ${priv} (set UB_SNAKEPIT_DIR to the folder holding v0.4.3/ and v0.13.0/)`;
   }
   for (const [file, pkg] of [
     [python, "python3"],
