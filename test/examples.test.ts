@@ -1,7 +1,7 @@
 /**
  * The examples in examples/ run as their READMEs say: this suite runs each
  * one's npm script exactly (`npm run example:node`, `example:browser`,
- * `example:worker`) in a process of its own, against a real bridge, and
+ * `example:worker`, `example:python-worker`) in a process of its own, against a real bridge, and
  * drives what it serves (the page in Chromium, the Worker in workerd over
  * HTTP). It also checks that README shows exactly the examples' code, so
  * the two cannot drift apart.
@@ -108,6 +108,15 @@ describe("README examples", () => {
       "ConnectError: [invalid_argument] variable 'temperature': value 2.5 is above maximum 2",
     ]);
   }, 60_000);
+
+  it("npm run example:python-worker: a Python worker in the pool serves its tool to a Node client", async () => {
+    const script = npmRun("example:python-worker");
+    expect(await script.exited).toBe(0);
+    expect(script.output().trim().split("\n").slice(-2)).toEqual([
+      "true",
+      "{ words: 5, longest: 'shared' }",
+    ]);
+  }, 90_000);
 
   it("npm run example:worker: appends to the session's conversation from workerd", async () => {
     const script = npmRun("example:worker", { BRIDGE_URL: bridge.url, PORT: "0" });

@@ -326,8 +326,8 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
           readMaxBytes: limits.maxReplyBytes,
           onRestart: (worker) => workerRestarts.inc({ worker }),
           // Each ready worker's telemetry (snakepit v0.13's StreamTelemetry),
-          // read until it goes; a v0.4.3 worker has none and is asked again
-          // with backoff, at most every 30 s.
+          // read until it goes; a worker without one (v0.4.3) answers
+          // UNIMPLEMENTED once and is left alone.
           onReady: (workerId, address) => {
             void telemetry.get(workerId)?.close();
             telemetry.set(

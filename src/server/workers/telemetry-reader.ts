@@ -276,7 +276,11 @@ export function createTelemetryReader(options: TelemetryReaderOptions): Telemetr
       }
     } catch (e) {
       const err = ConnectError.from(e);
-      if (!stop.signal.aborted) {
+      if (err.code === Code.Unimplemented && !opened) {
+        // A worker without telemetry (snakepit v0.4.3, or one of its own):
+        // nothing to read, and asking again would not change that.
+        unsupported = true;
+      } else if (!stop.signal.aborted) {
         streamFailures.report(
           { worker: workerId, code: Code[err.code] },
           { address: address.display, error: clip(err.rawMessage, 300) },
@@ -305,12 +309,19 @@ export function createTelemetryReader(options: TelemetryReaderOptions): Telemetr
       stop.signal.addEventListener("abort", done, { once: true });
     });
 
+  let unsupported = false;
   const loop = (async () => {
     let backoff = initialBackoffMs;
     for (let first = true; !stop.signal.aborted; first = false) {
       if (!first) reconnects.inc({ worker: workerId });
       const opened = await readOnce();
       if (stop.signal.aborted) break;
+      if (unsupported) {
+        logger.info("worker has no telemetry stream (StreamTelemetry is UNIMPLEMENTED); not read", {
+          worker: workerId,
+        });
+        break;
+      }
       // A stream that opened starts the backoff over; failures to open double it.
       backoff = opened ? initialBackoffMs : Math.min(maxBackoffMs, backoff * 2);
       // ±20 % so that workers restarted together do not reconnect in step.
