@@ -15,6 +15,26 @@ import { createBridgeServer, createLogger } from "unified-session-bridge/server"
 const root = join(import.meta.dirname, "../..");
 // The bridge's own proto, compiled for Python (what snakepit ships pregenerated).
 const stubs = mkdtempSync(join(tmpdir(), "ub-example-python-"));
+const missing = [
+  ["/usr/bin/python3", "python3-grpcio", ["-c", "import grpc"]],
+  ["protoc", "protobuf-compiler", ["--version"]],
+  ["/usr/bin/grpc_python_plugin", "protobuf-compiler-grpc", ["--version"]],
+].filter(([file, , args]) => {
+  try {
+    execFileSync(file as string, args as string[], { stdio: "ignore" });
+    return false;
+  } catch (e) {
+    // The plugin exits non-zero on --version; only "not found" counts.
+    return (e as { code?: unknown }).code === "ENOENT" || file === "/usr/bin/python3";
+  }
+});
+if (missing.length > 0) {
+  rmSync(stubs, { recursive: true, force: true });
+  console.error(
+    `example:python-worker needs the Debian packages ${missing.map(([, pkg]) => pkg).join(", ")}: sudo apt-get install ${missing.map(([, pkg]) => pkg).join(" ")}`,
+  );
+  process.exit(1);
+}
 execFileSync("protoc", [
   "-I",
   join(root, "proto"),
