@@ -6,17 +6,13 @@
  * protoc into a temporary copy of priv/. test/python/v013_worker.py adds two
  * tools (a binary result, the call's correlation id) to the stock ones.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { cp, mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
-import { snakepitDir } from "../workers/snakepit.js";
+import { copySnakepit, snakepitDir } from "../workers/snakepit.js";
 import { waitFor } from "./wait.js";
-
-const run = promisify(execFile);
 
 /** Where snakepit's own code is kept (see its README.md). */
 const priv = join(snakepitDir, "v0.13.0/priv");
@@ -51,22 +47,9 @@ export interface V013Tree {
 
 /** Copies priv/ to a temporary directory and generates the Python stubs there. */
 export async function prepareV013Tree(): Promise<V013Tree> {
-  const dir = await mkdtemp(join(tmpdir(), "ub-snakepit-v013-"));
-  await cp(priv, dir, { recursive: true });
-  const pythonDir = join(dir, "python");
-  await run(
-    "/usr/bin/protoc",
-    [
-      "-I",
-      "../proto",
-      "--python_out=.",
-      "--grpc_python_out=.",
-      "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin",
-      "../proto/snakepit_bridge.proto",
-    ],
-    { cwd: pythonDir, timeout: 30_000 },
-  );
-  return { pythonDir, remove: () => rm(dir, { recursive: true, force: true }) };
+  // The same copy the worker pool's suites make (stubs generated in it).
+  const copy = await copySnakepit("v0.13.0");
+  return { pythonDir: copy.dir, remove: copy.remove };
 }
 
 /** A running v0.13 worker. */
