@@ -28,6 +28,8 @@ export function tokenClaims(token: string): TokenClaims {
   const payload = token.split(".")[1];
   if (payload === undefined) return none;
   let claims: { sid?: unknown; role?: unknown; exp?: unknown };
+  // By hand, not jose's decodeJwt: that adds 0.5 KiB gzipped to a browser
+  // bundle (measured with test/client/bundle.test.ts) for three claims.
   try {
     const base64 = payload.replace(/-/g, "+").replace(/_/g, "/");
     const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
