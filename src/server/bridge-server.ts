@@ -163,7 +163,7 @@ export interface BridgeServer extends AsyncDisposable {
    * with their health (as the admin listener's `GET /workers` shows them).
    */
   registeredWorkers(): RegisteredWorker[];
-  /** The Python pool workers, as `GET /workers` on the admin listener lists them. */
+  /** The Python pool workers (`GET /workers` on the admin listener lists them, then {@link BridgeServer.registeredWorkers}). */
   workers(): PoolWorkerInfo[];
 }
 

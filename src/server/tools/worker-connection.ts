@@ -7,6 +7,12 @@
  * listener (connect-es issue 1768), which Node raises as an uncaught
  * exception. Anything that goes wrong here fails the call that was using the
  * connection, never the process.
+ *
+ * Health checks use it; forwarded calls use connect-node's manager with
+ * the same guard added (`workerSessionManager` in edge-compat.ts), which
+ * they need for its PING check of connections that went dead while idle.
+ * A check needs no PING (it is one), but counts GOAWAYs (see `goaways`),
+ * which the manager does not expose.
  */
 import http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
