@@ -49,9 +49,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
 }
 export type {
   DependencyEdge,
-  // Named apart from the client's HistoryEntry (what `history()` returns):
-  // a store's entry also carries the bytes it counts for.
-  HistoryEntry as HistoryRecord,
+  HistoryRecord,
   OptimizationLock,
   SessionEndReason,
   SessionInit,

@@ -2,7 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { type Limits, metadataBytes } from "./limits.js";
 import { formatBytes } from "./message-text.js";
 import type {
-  HistoryEntry,
+  HistoryRecord,
   SessionTransaction,
   SessionView,
   VariableRecord,
@@ -35,7 +35,7 @@ export function planHistory(
   tx: SessionTransaction,
   current: VariableRecord,
   next: VariableRecord,
-  replaced: HistoryEntry,
+  replaced: HistoryRecord,
 ): { drop: number; keepReplaced: boolean } {
   const past = tx.history(current.id);
   let pastBytes = 0;
@@ -45,11 +45,11 @@ export function planHistory(
   let keepReplaced = maxPast > 0 && replaced.bytes <= limits.historyMaxBytes;
   let drop = keepReplaced ? Math.max(0, past.length + 1 - maxPast) : past.length;
   let kept = keepReplaced ? replaced.bytes : 0;
-  for (let i = drop; i < past.length; i++) kept += (past[i] as HistoryEntry).bytes;
+  for (let i = drop; i < past.length; i++) kept += (past[i] as HistoryRecord).bytes;
   const others = tx.bytes - current.bytes - pastBytes;
   const fits = () =>
     kept <= limits.historyMaxBytes && others + next.bytes + kept <= limits.maxSessionBytes;
-  while (drop < past.length && !fits()) kept -= (past[drop++] as HistoryEntry).bytes;
+  while (drop < past.length && !fits()) kept -= (past[drop++] as HistoryRecord).bytes;
   if (keepReplaced && !fits()) {
     keepReplaced = false;
     kept = 0;
@@ -77,7 +77,7 @@ export function recordBytes(
  * The history entry of a record's current version. It keeps the write's
  * metadata but not the variable's, and counts for that much less.
  */
-export function currentEntry(record: VariableRecord): HistoryEntry {
+export function currentEntry(record: VariableRecord): HistoryRecord {
   return {
     version: record.version,
     value: record.value,
@@ -89,6 +89,6 @@ export function currentEntry(record: VariableRecord): HistoryEntry {
 }
 
 /** A variable's retained versions, oldest first, the current one last. */
-export function historyOf(view: SessionView, record: VariableRecord): HistoryEntry[] {
+export function historyOf(view: SessionView, record: VariableRecord): HistoryRecord[] {
   return [...view.history(record.id), currentEntry(record)];
 }

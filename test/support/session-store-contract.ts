@@ -15,7 +15,7 @@ import {
   writeKeyOf,
 } from "../../src/server/idempotency.js";
 import type {
-  HistoryEntry,
+  HistoryRecord,
   SessionStore,
   SessionTransaction,
   StoreEvent,
@@ -93,7 +93,7 @@ export function describeSessionStoreContract(
       changeMetadata: {},
       bytes,
     });
-    const entry = (version: number, bytes = 8): HistoryEntry => ({
+    const entry = (version: number, bytes = 8): HistoryRecord => ({
       version,
       value: version,
       timestamp: version,

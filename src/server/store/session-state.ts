@@ -7,7 +7,7 @@ import type { JsonValue } from "../../values/index.js";
 import { isVariableId } from "../ids.js";
 import type {
   DependencyEdge,
-  HistoryEntry,
+  HistoryRecord,
   SessionInit,
   SessionRecord,
   SessionTransaction,
@@ -22,7 +22,7 @@ export interface SessionState {
   readonly vars: Map<string, VariableRecord>;
   readonly byName: Map<string, string>;
   /** Past versions by variable id; created by the first write. */
-  history: Map<string, HistoryEntry[]> | undefined;
+  history: Map<string, HistoryRecord[]> | undefined;
   deps: readonly DependencyEdge[];
   /** Created on first use: most sessions never hold tool data. */
   data: Map<string, DataEntry> | undefined;
@@ -111,7 +111,7 @@ export function createTransaction(state: SessionState) {
   // transactions touch one or two of them, and reads none.
   let vars: Map<string, VariableRecord | null> | undefined;
   let names: Map<string, string | null> | undefined;
-  let history: Map<string, HistoryEntry[] | null> | undefined;
+  let history: Map<string, HistoryRecord[] | null> | undefined;
   let data: Map<string, DataEntry | undefined> | undefined;
   /** Change in the session's bytes staged so far. */
   let bytes = 0;
@@ -123,7 +123,7 @@ export function createTransaction(state: SessionState) {
     names ??= new Map();
     names.set(name, id);
   };
-  const stageHistory = (id: string, entries: HistoryEntry[] | null) => {
+  const stageHistory = (id: string, entries: HistoryRecord[] | null) => {
     history ??= new Map();
     history.set(id, entries);
   };
@@ -141,7 +141,7 @@ export function createTransaction(state: SessionState) {
     if (staged !== undefined) return staged ?? undefined;
     return state.byName.get(name);
   };
-  const getHistory = (id: string): readonly HistoryEntry[] => {
+  const getHistory = (id: string): readonly HistoryRecord[] => {
     const staged = history?.get(id);
     if (staged !== undefined) return staged ?? [];
     return state.history?.get(id) ?? [];
@@ -151,7 +151,7 @@ export function createTransaction(state: SessionState) {
    * in place: copied on first write, since committed arrays are shared with
    * every view that read them.
    */
-  const ownHistory = (id: string): HistoryEntry[] => {
+  const ownHistory = (id: string): HistoryRecord[] => {
     const staged = history?.get(id);
     if (staged !== undefined && staged !== null) return staged;
     const own = staged === null ? [] : [...(state.history?.get(id) ?? [])];

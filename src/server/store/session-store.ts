@@ -43,8 +43,12 @@ export interface OptimizationLock {
   readonly startedAt: number;
 }
 
-/** One retained past value of a variable. */
-export interface HistoryEntry {
+/**
+ * One retained past value of a variable, as a store keeps it. Named apart
+ * from the client's `HistoryEntry` (what `history()` returns): a store's
+ * record also carries the bytes it counts for.
+ */
+export interface HistoryRecord {
   readonly version: number;
   readonly value: VariableValue;
   readonly timestamp: number;
@@ -107,7 +111,7 @@ export interface SessionView {
    * Retained past versions of a variable, oldest first. The current version
    * is the record itself and is not repeated here.
    */
-  history(variableId: string): readonly HistoryEntry[];
+  history(variableId: string): readonly HistoryRecord[];
   dependencies(): readonly DependencyEdge[];
   /** Free-form session data for server-side tools (e.g. a conversation). */
   data(key: string): JsonValue | undefined;
@@ -135,7 +139,7 @@ export interface SessionTransaction extends SessionView {
   /** Removes a variable with its history and dependency edges. */
   deleteVariable(id: string): void;
   /** Appends a history entry (the newest). */
-  appendHistory(variableId: string, entry: HistoryEntry): void;
+  appendHistory(variableId: string, entry: HistoryRecord): void;
   /** Drops the `count` oldest history entries of a variable. */
   dropHistory(variableId: string, count: number): void;
   addDependency(edge: DependencyEdge): void;

@@ -7,7 +7,7 @@
 import type { JsonValue, VariableType, VariableValue } from "../../../values/index.js";
 import type {
   DependencyEdge,
-  HistoryEntry,
+  HistoryRecord,
   SessionRecord,
   VariableChange,
   VariableRecord,
@@ -42,12 +42,12 @@ export function decodeRecord(text: string): VariableRecord {
   return { ...raw, value: decodeValue(raw.value) };
 }
 
-export function encodeHistory(entries: readonly HistoryEntry[]): string {
+export function encodeHistory(entries: readonly HistoryRecord[]): string {
   return JSON.stringify(entries.map((e) => ({ ...e, value: encodeValue(e.value) })));
 }
 
-export function decodeHistory(text: string): HistoryEntry[] {
-  const raw = JSON.parse(text) as (HistoryEntry & { value: string })[];
+export function decodeHistory(text: string): HistoryRecord[] {
+  const raw = JSON.parse(text) as (HistoryRecord & { value: string })[];
   return raw.map((e) => ({ ...e, value: decodeValue(e.value) }));
 }
 
