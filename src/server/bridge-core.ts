@@ -1,4 +1,5 @@
 import { sessionIdRequired, sessionNotFound } from "./errors.js";
+import { isClientSessionId, MAX_SESSION_ID_LENGTH } from "./ids.js";
 import type { Limits } from "./limits.js";
 import type { MemoryBudget } from "./memory-budget.js";
 import type { SessionStore, SessionTransaction, SessionView } from "./store/session-store.js";
@@ -124,18 +125,5 @@ export function createBridgeCore(
 
 /** An id no session can have (empty, or longer than any id) never reaches the store. */
 function canNameSession(sessionId: string): boolean {
-  return sessionId !== "" && sessionId.length <= MAX_SESSION_ID;
-}
-
-const MAX_SESSION_ID = 256;
-const CLIENT_SESSION_ID = /^[A-Za-z0-9_-]{16,256}$/;
-
-/**
- * Whether a client may create a session under this id: 16 to 256
- * characters of `[A-Za-z0-9_-]` (base64url, as minted ids are). Short or
- * guessable ids would let anyone squat or join them; 16 characters leave
- * room for 96 bits of randomness.
- */
-export function isClientSessionId(id: string): boolean {
-  return CLIENT_SESSION_ID.test(id);
+  return sessionId !== "" && sessionId.length <= MAX_SESSION_ID_LENGTH;
 }

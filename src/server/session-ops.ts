@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type BridgeCore, isClientSessionId } from "./bridge-core.js";
+import type { BridgeCore } from "./bridge-core.js";
 import { sessionEnded, sessionIdsMinted } from "./errors.js";
-import { mintSessionId } from "./ids.js";
+import { isClientSessionId, mintSessionId } from "./ids.js";
 import { checkMetadata } from "./limits.js";
 import { quote } from "./message-text.js";
 import { byName } from "./order.js";
