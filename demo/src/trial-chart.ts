@@ -261,7 +261,10 @@ export function renderTrialChart(
     item("python", "trained in Python"),
     all.some((p) => p.f1 < yMin) ? item("clamped", `below ${yMin.toFixed(2)} (score shown)`) : null,
   );
-  return h("figure", { class: "chart-figure" }, svg, legend);
+  // Shown instead of the axis titles where the chart is too narrow for both
+  // them and legible tick labels (styles.css).
+  const caption = h("figcaption", { class: "chart-caption" }, "Dev F1 (spam) per trial");
+  return h("figure", { class: "chart-figure" }, caption, svg, legend);
 }
 
 /** The knobs the second plot can show. */

@@ -386,7 +386,53 @@ describe("the demo's finish", () => {
       const head = rect(log.querySelector("thead th")).bottom;
       const rows = [...log.querySelectorAll("tbody tr")].map(rect);
       const topRow = rows.find((r) => r.bottom > head + 0.5);
+      // Words of the comparison split over two lines ("NaiveBaye/s").
+      const brokenWords: string[] = [];
+      for (const cell of document.querySelectorAll("table.compare :is(th, td)")) {
+        const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node !== null; node = walker.nextNode()) {
+          const text = node.textContent ?? "";
+          for (const word of text.matchAll(/\S+/g)) {
+            const range = document.createRange();
+            range.setStart(node, word.index);
+            range.setEnd(node, word.index + word[0].length);
+            const lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+            if (lines.size > 1) brokenWords.push(word[0]);
+          }
+        }
+      }
+      // The charts' labels as large as they appear on screen, in CSS pixels.
+      const smallLabels = [...document.querySelectorAll("main svg text")]
+        .filter((el) => rect(el).width > 0)
+        .map((el) => {
+          // The length of a unit vector on screen, rotated labels included.
+          const m = (el as SVGTextElement).getScreenCTM();
+          const scale = m === null ? 1 : Math.hypot(m.a, m.b);
+          const size = Number.parseFloat(getComputedStyle(el).fontSize) * scale;
+          return { text: el.textContent ?? "", size: Math.round(size * 10) / 10 };
+        })
+        .filter((label) => label.size < 9);
+      // Labels of one chart drawn over each other.
+      const overlapping: string[] = [];
+      for (const svg of document.querySelectorAll("main svg")) {
+        const labels = [...svg.querySelectorAll("text")]
+          .map((el) => ({ text: el.textContent ?? "", box: rect(el) }))
+          .filter(({ box }) => box.width > 0);
+        labels.forEach((a, i) => {
+          for (const b of labels.slice(i + 1)) {
+            const apart =
+              a.box.right <= b.box.left + 0.5 ||
+              b.box.right <= a.box.left + 0.5 ||
+              a.box.bottom <= b.box.top + 0.5 ||
+              b.box.bottom <= a.box.top + 0.5;
+            if (!apart) overlapping.push(`${a.text} / ${b.text}`);
+          }
+        });
+      }
       return {
+        brokenWords,
+        smallLabels,
+        overlapping,
         width: document.scrollingElement?.scrollWidth ?? 0,
         scrolling,
         outside,
@@ -403,6 +449,9 @@ describe("the demo's finish", () => {
     expect(layout.tuneTop).toBeLessThan(1.5 * 844);
     expect(layout.rows).toBe(21); // the initial score and 20 trials: the log scrolls
     expect(layout.headCovers).toBe(false);
+    expect(layout.brokenWords).toEqual([]);
+    expect(layout.smallLabels).toEqual([]);
+    expect(layout.overlapping).toEqual([]);
     await phone.close();
   }, 120_000);
 
