@@ -3,6 +3,7 @@ import { isClientSessionId, MAX_SESSION_ID_LENGTH } from "./ids.js";
 import type { Limits } from "./limits.js";
 import type { MemoryBudget } from "./memory-budget.js";
 import type { SessionStore, SessionTransaction, SessionView } from "./store/session-store.js";
+import type { ServerTimers } from "./timers.js";
 import type { AuditTrail } from "./tools/audit-trail.js";
 import type { ToolRegistry } from "./tools/tool-registry.js";
 import type { VariableOps } from "./variable-ops.js";
@@ -32,6 +33,8 @@ export interface BridgeCore {
   readonly audit: AuditTrail;
   readonly settings: CoreSettings;
   readonly now: () => number;
+  /** The server's timers: deadlines and pauses of the handlers and tools. */
+  readonly timers: ServerTimers;
   /**
    * The process's memory budget: while it is exceeded, new sessions and
    * transactions that grow a session are refused (see {@link transact}).

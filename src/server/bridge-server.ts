@@ -26,6 +26,7 @@ import { followStore, reportAudit } from "./server-events.js";
 import { createMemoryStore } from "./store/memory-store.js";
 import type { RedisStore } from "./store/redis-store.js";
 import type { SessionStore } from "./store/session-store.js";
+import { type ServerTimers, systemTimers, type TimerHandle } from "./timers.js";
 import { type AuditEntry, type AuditFilter, createAuditTrail } from "./tools/audit-trail.js";
 import { builtinTools } from "./tools/builtin-tools.js";
 import type { ToolDefinition } from "./tools/tool-definition.js";
@@ -64,8 +65,21 @@ export interface BridgeServerOptions extends Partial<ServerConfig> {
   readonly tools?: readonly ToolDefinition[];
   /** How long a call forwarded to a worker may take (default 30 s). */
   readonly remoteToolTimeoutMs?: number;
-  /** Clock in epoch milliseconds (tests replace it). */
+  /**
+   * Clock in epoch milliseconds (default: `timers.now`). Replacing only the
+   * clock moves what it stamps and compares (expiry times, token
+   * lifetimes) while every timer keeps Node's pace.
+   */
   readonly now?: () => number;
+  /**
+   * The timers and clock every part of the server schedules with: expiry
+   * sweeps, memory sampling, health and keepalive ticks, log sampling
+   * windows, connection and drain deadlines, worker checks, restarts and
+   * backoff (default: Node's timers and `Date.now`). A test gives its own
+   * to drive that time instead of sleeping through it. A given
+   * `sessionStore` keeps the timers it was opened with.
+   */
+  readonly timers?: ServerTimers;
   /**
    * What the memory budget measures, in bytes (default: heap in use plus
    * external memory); tests replace it to hold the process over its budget.
@@ -190,7 +204,8 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   for (const key of Object.keys(defaultServerConfig) as (keyof ServerConfig)[]) {
     if (options[key] !== undefined) Object.assign(config, { [key]: options[key] });
   }
-  const now = options.now ?? Date.now;
+  const timers = options.timers ?? systemTimers;
+  const now = options.now ?? timers.now;
   const logger = options.logger ?? createLogger({ level: config.logLevel });
   const limits: Limits = limitsFrom(config);
   if (options.sessionStore === undefined && config.store !== "memory") {
@@ -211,7 +226,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
         });
   // Pool workers call the bridge back on the worker listener.
   if (poolConfig !== undefined && config.workerPort === null) config.workerPort = 0;
-  const store = options.sessionStore ?? createMemoryStore({ now });
+  const store = options.sessionStore ?? createMemoryStore({ now, timers });
   const shutdown = new AbortController();
   const hub = createWatchHub({
     bufferSize: config.watchBufferSize,
@@ -220,11 +235,13 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     maxPerClient: limits.maxWatchersPerClient,
     keepaliveMs: config.watchKeepaliveMs,
     now,
+    timers,
   });
   const audit = createAuditTrail();
   const tools = createToolRegistry({ now, limits, audit });
   const memory = createMemoryBudget({
     limit: resolveMemoryBudget(config.memoryBudget),
+    timers,
     ...(options.memorySample === undefined ? {} : { sample: options.memorySample }),
   });
   const core = createBridgeCore({
@@ -235,6 +252,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     tools,
     audit,
     now,
+    timers,
     settings: {
       limits,
       sessionTtlMs: config.sessionTtlSeconds * 1000,
@@ -264,6 +282,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     maxConnections: config.maxWorkerConnections,
     logger,
     now,
+    timers,
   });
   const workerTools = createWorkerTools(core, {
     workerAddresses,
@@ -297,7 +316,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     now,
   });
   // Wrong tokens of either kind count alike, per client, on the public port.
-  const tokenThrottle = createTokenThrottle();
+  const tokenThrottle = createTokenThrottle({ now });
   const accessCheck = createAccessCheck({
     mode: config.access,
     tokens,
@@ -324,6 +343,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
           logger: logger.child({ component: "workers" }),
           callTimeoutMs: options.remoteToolTimeoutMs ?? 30_000,
           readMaxBytes: limits.maxReplyBytes,
+          timers,
           onRestart: (worker) => workerRestarts.inc({ worker }),
           // Each ready worker's telemetry (snakepit v0.13's StreamTelemetry),
           // read until it goes; a worker without one (v0.4.3) answers
@@ -337,6 +357,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
                 workerId,
                 metrics,
                 logger: logger.child({ component: "workers", worker: workerId }),
+                timers,
               }),
             );
           },
@@ -434,11 +455,11 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     ],
   );
 
-  reportAudit(audit, { metrics, logger, shared: store.sharedAudit });
+  reportAudit(audit, { metrics, logger, shared: store.sharedAudit, timers });
 
   /** Readiness, for GET /healthz and grpc.health.v1.Health alike. */
   const ready = () => !shutdown.signal.aborted && storeHealth().store !== "unavailable";
-  const health = createHealthService({ ready, shutdownSignal: shutdown.signal });
+  const health = createHealthService({ ready, shutdownSignal: shutdown.signal, timers });
   const routes = (router: ConnectRouter) => {
     router.service(BridgeService, service);
     router.service(Health, health);
@@ -471,7 +492,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
   }
 
   let fronts: HttpFront[] | undefined;
-  let statsTimer: ReturnType<typeof setInterval> | undefined;
+  let statsTimer: TimerHandle | undefined;
 
   // What the server holds from its creation on (its store subscription,
   // worker links, timers), released once, by stop(), whether or not the
@@ -499,7 +520,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     }
     const closing = fronts;
     fronts = undefined;
-    if (statsTimer !== undefined) clearInterval(statsTimer);
+    timers.clearInterval(statsTimer);
     shutdown.abort();
     hub.endAll(new ConnectError("server is shutting down; reconnect", Code.Unavailable));
     // In-flight calls (forwarded tool calls included) get the grace period.
@@ -545,6 +566,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
           trustedProxies: config.trustedProxies,
           clientPrefix,
           logger,
+          timers,
         });
         // The direct WatchVariables path: its own bytes, the same
         // interceptors and caller as every other call.
@@ -570,6 +592,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
           compressMinBytes: config.compressMinBytes,
           limits: connectionLimits,
           logger,
+          timers,
         });
       };
       const publicFront = rpcFront("public", config.host, config.port);
@@ -609,6 +632,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
               },
               limits: connectionLimits,
               logger,
+              timers,
             });
       await workerTools.follow();
       const started = [publicFront, workerFront, adminFront].filter(
@@ -635,7 +659,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
       ownPorts = bound.filter((b) => b !== undefined).map((b) => b.port);
       liveness.start();
       await refreshStats();
-      statsTimer = setInterval(() => void refreshStats(), 1000);
+      statsTimer = timers.setInterval(() => void refreshStats(), 1000);
       statsTimer.unref();
       const address = pub as { host: string; port: number };
       const url = urlOf(address);

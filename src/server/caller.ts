@@ -18,6 +18,7 @@ import {
 } from "@connectrpc/connect";
 import { createLogSampler } from "./log-sampler.js";
 import type { Logger } from "./logger.js";
+import type { ServerTimers } from "./timers.js";
 
 /** Who is calling, as the listener and the request's credentials say. */
 export interface Caller {
@@ -79,6 +80,8 @@ export function callerResolver(options: {
   readonly throttle?: TokenThrottle;
   /** Told (sampled) when a client starts a cool-down. */
   readonly logger?: Logger;
+  /** Times the log sampler's windows (default: Node's timers). */
+  readonly timers?: ServerTimers;
 }): (req: CallerRequest) => ContextValues {
   const prefix = options.clientPrefix ?? defaultClientPrefix;
   const peerClient = peerClientOf(options);
@@ -109,6 +112,7 @@ export function callerResolver(options: {
       : createLogSampler(options.logger, {
           level: "warn",
           msg: "wrong worker tokens: a client's tokens go unchecked for a while",
+          ...(options.timers === undefined ? {} : { timers: options.timers }),
         });
   return (req) => {
     const client = clientOf(req);

@@ -74,6 +74,7 @@ import {
   universalRequestFromNodeRequest,
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
+import { type ServerTimers, systemTimers, type TimerHandle } from "./timers.js";
 
 // ---------------------------------------------------------------------------
 // Types
@@ -203,10 +204,14 @@ type WriteCallback = (error?: Error | null) => void;
  * Pinned by: "resetOnWriteStall"; test/hostile/connections.test.ts "resets
  * the streams of a client that never reads (and keeps pinging)".
  */
-export function resetOnWriteStall(stream: http2.ServerHttp2Stream, ms: number): void {
+export function resetOnWriteStall(
+  stream: http2.ServerHttp2Stream,
+  ms: number,
+  timers: ServerTimers = systemTimers,
+): void {
   const write = stream._write.bind(stream);
   const writev = stream._writev?.bind(stream);
-  let stall: ReturnType<typeof setTimeout> | undefined;
+  let stall: TimerHandle | undefined;
   let writing = false;
   const onStall = () => {
     stall = undefined;
@@ -218,8 +223,10 @@ export function resetOnWriteStall(stream: http2.ServerHttp2Stream, ms: number): 
   /** Arms the timer for one write; the returned callback ends it. */
   const start = (callback: WriteCallback): WriteCallback => {
     writing = true;
-    if (stall === undefined) stall = setTimeout(onStall, ms).unref();
-    else stall.refresh();
+    if (stall === undefined) {
+      stall = timers.setTimeout(onStall, ms);
+      stall.unref();
+    } else stall.refresh();
     return (error) => {
       stop();
       callback(error);
@@ -279,7 +286,7 @@ export function resetOnWriteStall(stream: http2.ServerHttp2Stream, ms: number): 
   }
   stream.once("close", () => {
     stop();
-    clearTimeout(stall);
+    timers.clearTimeout(stall);
   });
 }
 

@@ -7,6 +7,7 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { type Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { BridgeService } from "../gen/snakepit/bridge/bridge_pb.js";
+import { type ServerTimers, systemTimers } from "./timers.js";
 
 /** The service names health checkers may ask about: the whole server ("") and BridgeService. */
 export const healthServiceNames: readonly string[] = Object.freeze(["", BridgeService.typeName]);
@@ -21,6 +22,8 @@ export interface HealthServiceOptions {
   readonly watchIntervalMs?: number;
   /** Watch streams held at once; more fail with RESOURCE_EXHAUSTED (default 256). */
   readonly maxWatchers?: number;
+  /** Paces the watches (default: Node's timers). */
+  readonly timers?: ServerTimers;
 }
 
 const { SERVING, NOT_SERVING, SERVICE_UNKNOWN } = HealthCheckResponse_ServingStatus;
@@ -40,6 +43,7 @@ const { SERVING, NOT_SERVING, SERVICE_UNKNOWN } = HealthCheckResponse_ServingSta
 export function createHealthService(options: HealthServiceOptions): ServiceImpl<typeof Health> {
   const intervalMs = options.watchIntervalMs ?? 1000;
   const maxWatchers = options.maxWatchers ?? 256;
+  const timers = options.timers ?? systemTimers;
   const known = new Set(healthServiceNames);
   let watchers = 0;
   const status = () => (!options.shutdownSignal.aborted && options.ready() ? SERVING : NOT_SERVING);
@@ -67,13 +71,13 @@ export function createHealthService(options: HealthServiceOptions): ServiceImpl<
         if (!known.has(req.service)) {
           // The set of names never changes: the answer stays SERVICE_UNKNOWN.
           yield { status: SERVICE_UNKNOWN };
-          await untilAborted(ctx.signal, options.shutdownSignal);
+          await untilAborted(timers, ctx.signal, options.shutdownSignal);
           return;
         }
         let last = status();
         yield { status: last };
         while (!ctx.signal.aborted && !options.shutdownSignal.aborted) {
-          await tick(intervalMs, ctx.signal, options.shutdownSignal);
+          await tick(timers, intervalMs, ctx.signal, options.shutdownSignal);
           const now = status();
           if (now !== last) {
             last = now;
@@ -89,20 +93,21 @@ export function createHealthService(options: HealthServiceOptions): ServiceImpl<
 }
 
 /** Resolves after `ms`, or as soon as one of `signals` aborts. */
-function tick(ms: number, ...signals: AbortSignal[]): Promise<void> {
+function tick(timers: ServerTimers, ms: number, ...signals: AbortSignal[]): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
-      clearTimeout(timer);
+      timers.clearTimeout(timer);
       for (const s of signals) s.removeEventListener("abort", done);
       resolve();
     };
     // A watch must not keep the process alive.
-    const timer = setTimeout(done, ms).unref();
+    const timer = timers.setTimeout(done, ms);
+    timer.unref();
     for (const s of signals) s.addEventListener("abort", done, { once: true });
     if (signals.some((s) => s.aborted)) done();
   });
 }
 
-function untilAborted(...signals: AbortSignal[]): Promise<void> {
-  return tick(2 ** 31 - 1, ...signals);
+function untilAborted(timers: ServerTimers, ...signals: AbortSignal[]): Promise<void> {
+  return tick(timers, 2 ** 31 - 1, ...signals);
 }

@@ -78,6 +78,7 @@ function testRoutes(hooks: Hooks) {
             updateType: "value_changed",
           });
           await new Promise<void>((resolve) => {
+            // The fake service's pace between updates, not a test's wait.
             const timer = setTimeout(resolve, 20);
             signal.addEventListener(
               "abort",

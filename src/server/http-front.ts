@@ -47,6 +47,7 @@ import type { MetricsRegistry } from "./metrics.js";
 import { requestErrorGate, requestErrorInterceptor } from "./request-errors.js";
 import { refuseRequest } from "./request-refusal.js";
 import { createRpcHandler } from "./rpc-handler.js";
+import { type ServerTimers, systemTimers, type TimerHandle } from "./timers.js";
 
 // A front's defaults live below the option table, which builds on them.
 export {
@@ -99,6 +100,13 @@ export interface HttpFrontOptions {
    */
   clientOfPeer?: (address: string) => string | undefined;
   logger: Logger;
+  /**
+   * Schedules the front's own deadlines: classification, per-stream
+   * request and stall timeouts, HTTP/2 idle, the shutdown grace period
+   * (default: Node's timers). Node's socket and HTTP/1 server timeouts are
+   * Node's own and stay on its clock.
+   */
+  timers?: ServerTimers;
 }
 
 /** A listening (or ready to listen) front; see {@link createHttpFront}. */
@@ -135,7 +143,7 @@ interface Connection {
   active: number;
   session?: http2.ServerHttp2Session;
   /** Closes an HTTP/2 connection that has had no stream for idleTimeoutMs. */
-  idle?: ReturnType<typeof setTimeout>;
+  idle?: TimerHandle;
 }
 
 /**
@@ -156,6 +164,7 @@ interface Connection {
 export function createHttpFront(options: HttpFrontOptions): HttpFront {
   const { logger, metrics } = options;
   const limits: ConnectionLimits = { ...defaultConnectionLimits, ...options.limits };
+  const timers = options.timers ?? systemTimers;
   const shutdown = new AbortController();
   const connections = new Map<net.Socket, Connection>();
   let listening: Promise<unknown> | undefined;
@@ -189,10 +198,12 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
   const refusedPerClient = createLogSampler(logger, {
     level: "warn",
     msg: "connection refused: the client's connection limit is reached",
+    timers,
   });
   const failedRequests = createLogSampler(logger, {
     level: "error",
     msg: "a request failed before it was served",
+    timers,
   });
 
   const corsPolicy = createCorsPolicy(
@@ -281,19 +292,21 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
    */
   function guardHttp2Stream(req: http2.Http2ServerRequest): void {
     const stream = req.stream;
-    const timer = setTimeout(() => {
+    const timer = timers.setTimeout(() => {
       if (!req.complete && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
-    }, limits.requestTimeoutMs).unref();
-    stream.once("close", () => clearTimeout(timer));
-    resetOnWriteStall(stream, limits.writeStallTimeoutMs);
+    }, limits.requestTimeoutMs);
+    timer.unref();
+    stream.once("close", () => timers.clearTimeout(timer));
+    resetOnWriteStall(stream, limits.writeStallTimeoutMs, timers);
   }
 
   function watchHttp2Session(conn: Connection, session: http2.ServerHttp2Session): void {
     // One timer per connection, restarted (not re-created) whenever the last
     // stream closes; it closes the connection only if it is still idle.
-    const idle = setTimeout(() => {
+    const idle = timers.setTimeout(() => {
       if (conn.active === 0) session.close();
-    }, limits.idleTimeoutMs).unref();
+    }, limits.idleTimeoutMs);
+    idle.unref();
     conn.idle = idle;
     session.on("stream", (stream: http2.ServerHttp2Stream) => {
       conn.active++;
@@ -302,7 +315,7 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
         if (conn.active === 0 && !session.closed) idle.refresh();
       });
     });
-    session.once("close", () => clearTimeout(idle));
+    session.once("close", () => timers.clearTimeout(idle));
   }
 
   function trackHttp1(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -310,7 +323,8 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     if (conn === undefined) return;
     conn.active++;
     // Node clears the socket timeout when a kept-alive connection starts its
-    // next request; every request gets the stall guard again.
+    // next request; every request gets the stall guard again. The socket's
+    // own timeout, on Node's clock: only the socket sees its bytes move.
     req.socket.setTimeout(limits.writeStallTimeoutMs);
     // After close() begins, every response ends its keep-alive connection.
     if (closing !== undefined) res.setHeader("Connection", "close");
@@ -406,15 +420,16 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     // A connection that has not sent enough bytes to classify in time is
     // dropped, so idle or half-open sockets cannot pile up before either
     // server (and its own timeouts) takes over.
-    const timer = setTimeout(() => socket.destroy(), limits.headersTimeoutMs).unref();
-    socket.once("close", () => clearTimeout(timer));
+    const timer = timers.setTimeout(() => socket.destroy(), limits.headersTimeoutMs);
+    timer.unref();
+    socket.once("close", () => timers.clearTimeout(timer));
     const onEnd = () => socket.destroy();
     const onData = (chunk: Buffer) => {
       received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
       const n = Math.min(received.length, h2Preface.length);
       const isH2 = received.subarray(0, n).equals(h2Preface.subarray(0, n));
       if (isH2 && received.length < h2Preface.length) return; // a prefix of it: wait for more
-      clearTimeout(timer);
+      timers.clearTimeout(timer);
       socket.off("data", onData);
       socket.off("end", onEnd);
       socket.pause();
@@ -452,8 +467,8 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
   let lastDropLog = 0;
   netServer.on("drop", () => {
     // A flood would otherwise write a line per refused connection.
-    if (Date.now() - lastDropLog < 10_000) return;
-    lastDropLog = Date.now();
+    if (timers.now() - lastDropLog < 10_000) return;
+    lastDropLog = timers.now();
     logger.warn("connections refused: connection limit reached", {
       maxConnections: limits.maxConnections,
     });
@@ -487,7 +502,7 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       netServer.close(() => resolve());
     });
     for (const conn of connections.values()) drain(conn);
-    const force = setTimeout(() => {
+    const force = timers.setTimeout(() => {
       if (connections.size > 0) {
         logger.warn("shutdown grace period over; closing remaining connections", {
           connections: connections.size,
@@ -498,9 +513,10 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
         conn.session?.destroy();
         conn.socket.destroy();
       }
-    }, graceMs).unref();
+    }, graceMs);
+    force.unref();
     await stopped;
-    clearTimeout(force);
+    timers.clearTimeout(force);
     http1Server.close();
     http2Server.close();
   }

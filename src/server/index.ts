@@ -61,6 +61,8 @@ export type {
   VariableChange,
   VariableRecord,
 } from "./store/session-store.js";
+export type { ServerTimers, TimerHandle } from "./timers.js";
+export { systemTimers } from "./timers.js";
 export type { AuditAction, AuditEntry, AuditFilter, ToolOutcome } from "./tools/audit-trail.js";
 export {
   builtinTools,

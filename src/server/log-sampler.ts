@@ -7,6 +7,7 @@
  * line saying how many it left out.
  */
 import type { LogFields, Logger, LogLevel } from "./logger.js";
+import { type ServerTimers, systemTimers, type TimerHandle } from "./timers.js";
 
 /** Reports events of one kind; see the module comment. */
 export interface LogSampler {
@@ -24,6 +25,8 @@ export interface LogSamplerOptions {
   readonly windowMs?: number;
   /** Fields the window's summary line carries too, e.g. which outcome it counts. */
   readonly fields?: LogFields;
+  /** Ends the windows (default: Node's timers). */
+  readonly timers?: ServerTimers;
 }
 
 /**
@@ -40,7 +43,8 @@ export interface LogSamplerOptions {
  */
 export function createLogSampler(logger: Logger, options: LogSamplerOptions): LogSampler {
   const windowMs = options.windowMs ?? 10_000;
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timers = options.timers ?? systemTimers;
+  let timer: TimerHandle | undefined;
   let inWindow = 0;
   let suppressed = 0;
   const endWindow = () => {
@@ -60,7 +64,7 @@ export function createLogSampler(logger: Logger, options: LogSamplerOptions): Lo
       inWindow++;
       if (inWindow === 1) {
         if (logger.isLevelEnabled(options.level)) logger[options.level](options.msg, fields);
-        timer = setTimeout(endWindow, windowMs);
+        timer = timers.setTimeout(endWindow, windowMs);
         // A pending summary must not keep a stopping process alive.
         timer.unref();
         return;

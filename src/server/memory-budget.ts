@@ -1,6 +1,7 @@
 import { getHeapStatistics } from "node:v8";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { formatBytes } from "./message-text.js";
+import { type ServerTimers, systemTimers } from "./timers.js";
 
 /**
  * The process-wide memory budget (`--memory-budget`): while the memory the
@@ -36,6 +37,8 @@ export interface MemoryBudgetOptions {
   readonly intervalMs?: number;
   /** What is measured; replaceable so tests can choose the figure. */
   readonly sample?: () => number;
+  /** Schedules the sampling (default: Node's timers). */
+  readonly timers?: ServerTimers;
 }
 
 /** Heap in use plus external memory (array buffers are part of external). */
@@ -69,10 +72,11 @@ export function memoryBudgetReached(used: number, limit: number): ConnectError {
 export function createMemoryBudget(options: MemoryBudgetOptions): MemoryBudget {
   const { limit } = options;
   const sample = options.sample ?? memoryInUse;
+  const timers = options.timers ?? systemTimers;
   let used = sample();
   const timer =
     limit > 0
-      ? setInterval(() => {
+      ? timers.setInterval(() => {
           used = sample();
         }, options.intervalMs ?? 250)
       : undefined;
@@ -91,7 +95,7 @@ export function createMemoryBudget(options: MemoryBudgetOptions): MemoryBudget {
       if (over()) throw memoryBudgetReached(used, limit);
     },
     close() {
-      if (timer !== undefined) clearInterval(timer);
+      timers.clearInterval(timer);
     },
   };
 }

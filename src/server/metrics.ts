@@ -216,6 +216,7 @@ export function createMetricsInterceptor(
   const recordCall = createRpcRecorder(registry, options);
   return (next) => async (req) => {
     const rpc = req.method.name;
+    // A duration, on the monotonic clock: measured, never waited for.
     const start = performance.now();
     const record = (code: string) => recordCall(rpc, code, (performance.now() - start) / 1000);
     let res: Awaited<ReturnType<typeof next>>;

@@ -141,7 +141,8 @@ export async function runServe(
 /** Exits once every buffered line is written (the orderly way out). */
 function exitAfterLogs(code: number): void {
   stdout.once("close", () => process.exit(code));
-  // A reader that stopped reading must not keep the process alive.
+  // A reader that stopped reading must not keep the process alive. Node's
+  // own timer: the server is gone by now, and so are its injected timers.
   setTimeout(() => exit(code), 2000);
   stdout.end();
 }

@@ -4,6 +4,7 @@ import { createKeyedLogSampler } from "./log-sampler.js";
 import { type Logger, redactSessionId } from "./logger.js";
 import type { MetricsRegistry } from "./metrics.js";
 import type { SessionStore } from "./store/session-store.js";
+import type { ServerTimers } from "./timers.js";
 import type { AuditTrail } from "./tools/audit-trail.js";
 import type { SharedAuditTrail } from "./tools/shared-tools.js";
 import type { ToolRegistry } from "./tools/tool-registry.js";
@@ -70,9 +71,11 @@ export function reportAudit(
     readonly metrics: MetricsRegistry;
     readonly logger: Logger;
     readonly shared: SharedAuditTrail | undefined;
+    /** Times the log samplers' windows. */
+    readonly timers: ServerTimers;
   },
 ): void {
-  const { metrics, logger, shared } = parts;
+  const { metrics, logger, shared, timers } = parts;
   const executions = metrics.counter(
     "bridge_tool_executions_total",
     'Tool executions by tool and outcome; calls of unregistered names count under tool="(unregistered)".',
@@ -98,8 +101,13 @@ export function reportAudit(
   const refusedRegistrations = createKeyedLogSampler(logger, {
     level: "info",
     msg: "tool registered",
+    timers,
   });
-  const failedExecutions = createKeyedLogSampler(logger, { level: "info", msg: "tool executed" });
+  const failedExecutions = createKeyedLogSampler(logger, {
+    level: "info",
+    msg: "tool executed",
+    timers,
+  });
   audit.subscribe((entry) => {
     const session = entry.sessionId === "" ? "(global)" : redactSessionId(entry.sessionId);
     if (entry.action !== "execute") {

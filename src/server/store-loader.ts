@@ -5,6 +5,7 @@
  */
 import { parseRedisUrl } from "./redis-url.js";
 import type { RedisStore, RedisStoreOptions } from "./store/redis-store.js";
+import { systemTimers } from "./timers.js";
 
 /** A session store that knows whether its backend is reachable. */
 export type HealthReportingStore = RedisStore;
@@ -51,9 +52,10 @@ export async function openRedisStore(
   // Through then(), so that a synchronous throw is reported like a rejection.
   const opening = Promise.resolve().then(() => mod.createRedisStore(options));
   const timeoutMs = options.connectTimeoutMs + deadlineSlackMs;
+  const timers = options.timers ?? systemTimers;
   return new Promise((resolve, reject) => {
     let late = false;
-    const timer = setTimeout(() => {
+    const timer = timers.setTimeout(() => {
       late = true;
       reject(
         fail(
@@ -64,7 +66,7 @@ export async function openRedisStore(
     }, timeoutMs);
     opening.then(
       (store) => {
-        clearTimeout(timer);
+        timers.clearTimeout(timer);
         if (!late) {
           resolve(store);
           return;
@@ -74,7 +76,7 @@ export async function openRedisStore(
         });
       },
       (e: unknown) => {
-        clearTimeout(timer);
+        timers.clearTimeout(timer);
         // The store's own message names the URL already: keep its reason only.
         const reason =
           e instanceof Error && e.name === "RedisConnectError" && "reason" in e

@@ -59,6 +59,7 @@ import {
 } from "./grpc-web-text.js";
 import type { Logger } from "./logger.js";
 import { requestOverLimit } from "./request-errors.js";
+import type { TimerHandle } from "./timers.js";
 import { checkBatch } from "./variable-batch.js";
 import type { FrameSink, Watcher } from "./watch-hub.js";
 
@@ -181,7 +182,8 @@ function serve(
 ): void {
   const abort = new AbortController();
   let ended = false;
-  let deadline: ReturnType<typeof setTimeout> | undefined;
+  const { timers } = options.core;
+  let deadline: TimerHandle | undefined;
   let watcher: Watcher | undefined;
 
   // How the watch ended (its sink's `end`, the deadline, the client gone):
@@ -195,7 +197,7 @@ function serve(
   const finish = (error: ConnectError | undefined) => {
     if (ended) return;
     ended = true;
-    clearTimeout(deadline);
+    timers.clearTimeout(deadline);
     if (res.destroyed || res.writableEnded) return;
     if (protocol.kind === "connect") {
       // Connect ends every stream, a refused one too, with an end-stream frame.
@@ -236,7 +238,7 @@ function serve(
   res.once("close", () => {
     if (!ended) {
       ended = true;
-      clearTimeout(deadline);
+      timers.clearTimeout(deadline);
     }
     endWatch(new ConnectError("the client went away", Code.Canceled));
     abort.abort();
@@ -305,7 +307,7 @@ function serve(
       ? parseDeadline("connect", headerOf(req, "connect-timeout-ms"))
       : parseDeadline("grpc", headerOf(req, "grpc-timeout"));
   if (timeout.timeoutMs !== undefined) {
-    deadline = setTimeout(() => {
+    deadline = timers.setTimeout(() => {
       const error = new ConnectError("the deadline expired", Code.DeadlineExceeded);
       if (watcher === undefined) endWatch(error);
       else watcher.end(error);

@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { VariableUpdate } from "../gen/snakepit/bridge/bridge_pb.js";
 import type { StoreEvent, VariableChange, VariableRecord } from "./store/session-store.js";
+import { type ServerTimers, systemTimers, type TimerHandle } from "./timers.js";
 import {
   changeUpdate,
   type EncodedUpdate,
@@ -32,8 +33,10 @@ export interface WatchHubOptions {
    * so that proxies' idle timeouts do not end a quiet watch.
    */
   readonly keepaliveMs?: number;
-  /** Clock for the updates' timestamps. */
+  /** Clock for the updates' timestamps (default: `timers.now`). */
   readonly now?: () => number;
+  /** Runs the keepalive sweep (default: Node's timers). */
+  readonly timers?: ServerTimers;
 }
 
 /** What a watcher wants to see. */
@@ -137,7 +140,8 @@ const BUCKETS = 8;
 
 /** Creates a watch hub. */
 export function createWatchHub(options: WatchHubOptions): WatchHub {
-  const now = options.now ?? Date.now;
+  const timers = options.timers ?? systemTimers;
+  const now = options.now ?? timers.now;
   const bySession = new Map<string, Set<WatcherState>>();
   /** Open streams per public client; clients with none hold no entry. */
   const byClient = new Map<string, number>();
@@ -227,6 +231,8 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
       }
       if (job.next === job.targets.length) queue.shift();
     }
+    // setImmediate, not a timer: this yields to I/O between slices and
+    // waits for no time, so there is nothing a test would drive.
     if (queue.length > 0) setImmediate(runQueue);
   };
 
@@ -248,7 +254,7 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
   // stream is looked at twice per interval and one that sent nothing since
   // the last look gets a keepalive (at most keepaliveMs apart).
   const keepaliveMs = options.keepaliveMs ?? 0;
-  let sweeper: ReturnType<typeof setInterval> | undefined;
+  let sweeper: TimerHandle | undefined;
   let sweepAt = 0;
   const sweep = () => {
     const bucket = buckets[sweepAt] as Set<WatcherState>;
@@ -278,7 +284,7 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
       buckets[state.bucket]?.delete(state);
       if (current.size === 0) bySession.delete(sessionId);
       if (size === 0 && sweeper !== undefined) {
-        clearInterval(sweeper);
+        timers.clearInterval(sweeper);
         sweeper = undefined;
       }
     }
@@ -340,7 +346,7 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
       size++;
       if (counted !== undefined) byClient.set(counted, (byClient.get(counted) ?? 0) + 1);
       if (keepaliveMs > 0 && sweeper === undefined) {
-        sweeper = setInterval(sweep, Math.max(1, keepaliveMs / (2 * BUCKETS)));
+        sweeper = timers.setInterval(sweep, Math.max(1, keepaliveMs / (2 * BUCKETS)));
         sweeper.unref();
       }
       // The stream's end (a reset, the client gone) removes the watcher at

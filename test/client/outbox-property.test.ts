@@ -134,7 +134,10 @@ describe("the outbox under random interleavings of writes, outages, lost replies
                 const entry: Made = { key: write.key, name: c.name, value, outcome: "waiting" };
                 made.push(entry);
                 settling.push(track(entry, write.committed));
-                // Give the request a moment to reach the bridge, then break every connection.
+                // Give the request a moment to reach the bridge, then break every
+                // connection. Not a wait for an event: whether it arrived or
+                // not, the property must hold; the pause only makes the
+                // "applied, reply lost" case common.
                 await new Promise((r) => setTimeout(r, 15));
                 proxy.resetClients();
                 break;

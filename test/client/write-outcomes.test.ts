@@ -150,6 +150,8 @@ describe.each(protocols)("write outcomes over %s", (protocol) => {
     while (!done) {
       proxy.resetClients();
       proxy.holdReplies();
+      // The fault injector's pace: it resets whatever connection the
+      // client opened since, until the client gives up.
       await new Promise((r) => setTimeout(r, 5));
     }
     const error = await settled;

@@ -191,6 +191,7 @@ describe("what Envoy needs from the bridge", () => {
             break;
           } catch (e) {
             refused.push(ConnectError.from(e).code);
+            // The writer's pace (a client retrying), not a wait for an event.
             await new Promise((r) => setTimeout(r, 25));
           }
         }

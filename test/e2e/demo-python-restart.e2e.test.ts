@@ -130,6 +130,7 @@ describe("the demo's Python worker dies during a run", () => {
             // It exited on its own meanwhile: nothing to kill.
           }
         }
+        // The killer's pace: it looks for a new Python process every 25 ms.
         await new Promise((resolve) => setTimeout(resolve, 25));
       }
     })();

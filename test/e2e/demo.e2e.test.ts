@@ -288,6 +288,7 @@ describe("the demo page", () => {
     const expected = await serverState();
     // Hold back the calls that would confirm the values, so the page's state
     // before revalidation can be observed.
+    // A deliberate delay of the network, not a wait for an event.
     const hold = async (route: { continue(): Promise<void> }) => {
       await new Promise((resolve) => setTimeout(resolve, 1500));
       await route.continue();

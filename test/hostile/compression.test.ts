@@ -162,6 +162,8 @@ describe("reply compression", () => {
     await Promise.all(Array.from({ length: 8 }, () => getAll(served.url, body, "br", 50)));
     // The victim's compressed reply, while whatever was started runs on.
     const victim = await getAll(served.url, small.body, "gzip", undefined, "10.0.0.2");
+    // A measurement window: CPU spent in the 2 s after the drops (work
+    // nobody waits for has no event to wait on).
     await sleep(2000);
     const spent = cpuSeconds(served.pid) - before;
     console.info(

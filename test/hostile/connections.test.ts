@@ -48,6 +48,7 @@ import {
   settingsOf,
 } from "../support/h2-frames.js";
 import { rssMiB as rssOf } from "../support/process-stats.js";
+import { waitFor } from "../support/wait.js";
 
 const MiB = 1024 * 1024;
 const start = bridgePerTest();
@@ -78,12 +79,23 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 /** Polls `condition` every 20 ms; throws naming `what` after `timeoutMs`. */
-async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(20);
-  }
+async function until(
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  await waitFor(
+    async () => {
+      if (!(await condition())) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    },
+    { timeoutMs, intervalMs: 20 },
+  );
+}
+
+/** Open connections of a bridge's public listener, as its metrics report them. */
+async function publicConnections(adminUrl: string): Promise<number> {
+  const text = await fetch(`${adminUrl}/metrics`).then((r) => r.text());
+  return Number(/bridge_connections\{listener="public"\} (\d+)/.exec(text)?.[1]);
 }
 
 /** A plain TCP connection to 127.0.0.1 that records what it got and when it closed. */
@@ -198,6 +210,8 @@ describe("connections", () => {
     const flood = await Promise.all(Array.from({ length: 60 }, () => tcp(bridge.port)));
     const closed = () => flood.filter((s) => s.closedAfter() !== undefined);
     await until(() => closed().length >= 40, 5000, "40 of 60 connections closed");
+    // A negative check: no event marks "no more will close", so a short wait
+    // gives a wrong refusal the time to show.
     await sleep(300);
     // 20 held, the other 40 closed at accept, long before any timeout.
     expect(flood.length - closed().length).toBe(20);
@@ -350,6 +364,8 @@ describe("connections", () => {
       await early.next((f) => f.type === FrameType.rstStream && f.streamId === 11, 2000),
     ];
     for (const f of refused) expect(errorOf(f).code).toBe(H2Error.refusedStream);
+    // A negative check: nothing marks "no third reset is coming", so a short
+    // wait gives one the time to arrive.
     await sleep(200);
     expect(early.frames.filter((f) => f.type === FrameType.rstStream)).toHaveLength(2);
     // After: a protocol error that ends the connection; stream 7 (the 4th) was the last one taken.
@@ -420,6 +436,7 @@ describe("replies", () => {
       BatchGetVariablesRequestSchema,
       create(BatchGetVariablesRequestSchema, { sessionId, variableIdentifiers: names }),
     );
+    const others = await publicConnections(bridge.adminUrl);
     const reader = await tcp(bridge.port);
     reader.socket.write(
       `POST /snakepit.bridge.BridgeService/GetVariables HTTP/1.1\r\nHost: a\r\n` +
@@ -428,7 +445,11 @@ describe("replies", () => {
     );
     reader.socket.write(body);
     reader.socket.pause();
-    await sleep(1000 + 1500);
+    // The server took the connection, then (its reply stalled) closed it.
+    // (HTTP/1.1's stall timeout is the socket's own, on Node's clock.)
+    const connections = () => publicConnections(bridge.adminUrl);
+    await until(async () => (await connections()) > others, 5000, "the reader's connection open");
+    await until(async () => (await connections()) === others, 10_000, "the stalled one closed");
     // Reading again: what the kernel buffered, then the end.
     reader.socket.resume();
     await within(reader.closed, 3000, "the stalled connection closed");

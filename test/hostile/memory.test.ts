@@ -22,7 +22,6 @@ import { until } from "../support/wait.js";
 const bridge = bridgePerTest();
 const MiB = 1024 * 1024;
 const str = (s: string) => encodeValue("string", s).any;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** As a client behind a trusted proxy at 127.0.0.1 (as behind Envoy). */
 const as = (client: string) => ({ headers: { "x-forwarded-for": client } });
 
@@ -298,7 +297,13 @@ describe("memory budget", () => {
     expect(written).toBeLessThan(120);
 
     held = budget + 8 * MiB;
-    await sleep(600);
+    const sampled = async () => {
+      const health = (await fetch(`${b.adminUrl}/healthz`).then((r) => r.json())) as {
+        memory: { used: number };
+      };
+      return health.memory.used === held;
+    };
+    await until(sampled, "the held figure sampled");
     // Reads keep working; new sessions and small growth are refused.
     const first = sessions[0] as string;
     const read = await client.getVariable({ sessionId: first, variableIdentifier: "v0" });

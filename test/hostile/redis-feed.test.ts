@@ -186,7 +186,14 @@ describe("the Redis change feed under large writes", () => {
         value: encodeValue("integer", i).any,
       });
     }
-    await new Promise((r) => setTimeout(r, 700));
+    // Ages are on Redis's own clock (its TIME, which the trim reads): wait
+    // until that clock is 700 ms past the last entry written.
+    const [last] = await admin.xrevrange(`${prefix}feed`, "+", "-", "COUNT", 1);
+    const lastMs = Number(last?.[0].split("-")[0]);
+    await until(async () => {
+      const [seconds, micros] = await admin.time();
+      return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - lastMs > 700;
+    }, "Redis's clock 700 ms past the last entry");
     await client.setVariable({
       sessionId,
       variableIdentifier: "n",

@@ -13,6 +13,7 @@ import { WatchVariablesRequestSchema } from "../../src/gen/snakepit/bridge/bridg
 import { decodeJsonAny, encodeJsonAny, encodeValue } from "../../src/values/index.js";
 import { bridgePerTest, type RunningBridge } from "../support/bridge.js";
 import { rejectionOf } from "../support/errors.js";
+import { until, waitFor } from "../support/wait.js";
 
 const bridge = bridgePerTest();
 const str = (s: string) => encodeValue("string", s).any;
@@ -24,13 +25,17 @@ async function gauge(b: RunningBridge, name: string): Promise<number> {
   return Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1]);
 }
 
-async function eventually(probe: () => Promise<boolean>, ms = 5000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await probe()) return true;
-    await sleep(50);
-  }
-  return probe();
+/** Whether `probe` held within 5 s. */
+async function eventually(probe: () => Promise<boolean>): Promise<boolean> {
+  return waitFor(
+    async () => {
+      if (!(await probe())) throw new Error("not yet");
+    },
+    { timeoutMs: 5000, intervalMs: 50 },
+  ).then(
+    () => true,
+    () => false,
+  );
 }
 
 describe("session table fill", () => {
@@ -217,6 +222,8 @@ describe("watch stream floods", () => {
       for (let i = 0; i < 20; i++) {
         await c.setVariable({ sessionId, variableIdentifier: "big", value: str(`${i}${payload}`) });
       }
+      // A negative check: nothing marks "the watcher was not dropped", so a
+      // short wait gives a wrong drop the time to show.
       await sleep(100);
       expect(await gauge(b, "bridge_watchers")).toBe(1);
       stream.close(http2.constants.NGHTTP2_CANCEL);
@@ -234,29 +241,41 @@ describe("watch stream floods", () => {
 describe("tool calls", () => {
   it("run at most --max-tool-calls-per-session at once per session; other sessions are not held up", async () => {
     const b = await bridge({ maxToolCallsPerSession: 2 });
+    // Calls run until the test lets them finish.
+    let running = 0;
+    let finish = () => {};
+    const finished = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
     b.server.registerTool({
       name: "slow",
-      description: "Takes a while.",
+      description: "Takes until the test lets it finish.",
       handler: async () => {
-        await sleep(300);
+        running++;
+        await finished;
+        running--;
         return "done";
       },
     });
     const c = b.client("grpc");
     const { sessionId } = await c.initializeSession({});
     const other = (await c.initializeSession({})).sessionId;
-    const results = await Promise.allSettled([
+    const first = [
       c.executeTool({ sessionId, toolName: "slow" }),
       c.executeTool({ sessionId, toolName: "slow" }),
-      (async () => {
-        await sleep(50);
-        return c.executeTool({ sessionId, toolName: "slow" });
-      })(),
-      (async () => {
-        await sleep(50);
-        return c.executeTool({ sessionId: other, toolName: "slow" });
-      })(),
-    ]);
+    ];
+    await until(() => running === 2, "the first two calls running");
+    const third = c.executeTool({ sessionId, toolName: "slow" });
+    // Settled (refused, as checked below) while the first two still run.
+    const thirdSettled = third.then(
+      () => undefined,
+      () => undefined,
+    );
+    const elsewhere = c.executeTool({ sessionId: other, toolName: "slow" });
+    await until(() => running === 3, "the other session's call running");
+    await thirdSettled;
+    finish();
+    const results = await Promise.allSettled([...first, third, elsewhere]);
     expect(results.map((r) => r.status)).toEqual([
       "fulfilled",
       "fulfilled",

@@ -75,10 +75,13 @@ describe("stalled readers", () => {
           stream.on("response", done);
           stream.on("trailers", done);
           stream.on("close", () => resolve());
+          // A served reply's stream stays open: it counts as answered after 5 s.
           setTimeout(resolve, 5000).unref();
         });
       });
       await Promise.all(answered);
+      // A measurement window: the RSS sampler watches the stalled replies
+      // held this long (no event ends it; the peak is what is asserted).
       await sleep(1500);
     } finally {
       clearInterval(sampler);

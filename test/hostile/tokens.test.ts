@@ -186,6 +186,8 @@ describe("guessing the worker token", () => {
     const counts = Object.fromEntries(
       [...new Set(codes)].map((code) => [code, codes.filter((x) => x === code).length]),
     );
+    // A negative check (an upper bound on lines): nothing marks the server's
+    // last line written, so a short wait lets late ones reach its stdout.
     await new Promise((r) => setTimeout(r, 300));
     const lines = logLines(server).length - before;
     console.log(
@@ -242,6 +244,8 @@ describe("failing calls", () => {
     const ok = await c.executeTool({ sessionId, toolName: "conversation_history" });
     expect(ok.success).toBe(true);
 
+    // A negative check (an upper bound on lines): nothing marks the server's
+    // last line written, so a short wait lets late ones reach its stdout.
     await new Promise((r) => setTimeout(r, 300));
     const lines = logLines(server).length - before;
     expect(

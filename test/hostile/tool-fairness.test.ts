@@ -63,6 +63,14 @@ function heavyTool(expensive: boolean) {
   return { tool, seen };
 }
 
+/** The memory budget's state as /healthz reports it (from the last sample). */
+async function memoryState(adminUrl: string): Promise<string | undefined> {
+  const health = (await (await fetch(`${adminUrl}/healthz`)).json()) as {
+    memory?: { state?: string };
+  };
+  return health.memory?.state;
+}
+
 /** The bridge's count of expensive calls running and waiting, from its metrics. */
 async function expensiveCalls(adminUrl: string): Promise<{ running: number; waiting: number }> {
   const text = await (await fetch(`${adminUrl}/metrics`)).text();
@@ -128,6 +136,7 @@ describe("CPU-heavy tools", () => {
       await victim.ping({ message: "hi" }, as(VICTIM));
       pings.push(performance.now() - p0);
       rssPeak = Math.max(rssPeak, process.memoryUsage.rss());
+      // The probe's pace (about 50 Pings a second), not a wait for an event.
       await sleep(20);
     }
     const ownResult = await own;
@@ -188,7 +197,7 @@ describe("CPU-heavy tools", () => {
     expect(late.code).toBe(Code.DeadlineExceeded);
     const abort = new AbortController();
     const cancelled = c.executeTool({ sessionId, toolName: "hold" }, { signal: abort.signal });
-    await sleep(100);
+    await until(async () => (await expensiveCalls(b.adminUrl)).waiting === 1, "the call queued");
     abort.abort();
     await rejectionOf(cancelled, Code.Canceled);
     // The server learns of the cancellation a moment after the client.
@@ -210,7 +219,7 @@ describe("CPU-heavy tools", () => {
     const c = b.client();
     const { sessionId } = await c.initializeSession({});
     used = 600 * MiB;
-    await sleep(400);
+    await until(async () => (await memoryState(b.adminUrl)) === "over_budget", "a sample over");
     const refused = await rejectionOf(
       c.executeTool({ sessionId, toolName: "crunch" }),
       Code.ResourceExhausted,
@@ -227,10 +236,13 @@ describe("a shared slow worker", () => {
     // one thread: calls beyond wait at the worker, in order.
     const worker = await bridge({ builtinTools: false, autoCreateSessions: true });
     let line = Promise.resolve();
+    let arrived = 0;
     worker.server.registerTool({
       name: "slow_predict",
       description: "One at a time, 100 ms each.",
       handler: () => {
+        arrived++;
+        // The worker's own work, not a wait of the test's.
         const turn = line.then(() => sleep(100));
         line = turn;
         return turn.then(() => "ok");
@@ -263,7 +275,8 @@ describe("a shared slow worker", () => {
         ),
       ),
     );
-    await sleep(200);
+    // The flood holds every forwarded slot the attacker has.
+    await until(() => arrived >= 8, "the flood's calls at the worker");
     const victim = b.client("grpc");
     const { sessionId } = await victim.initializeSession({}, as(VICTIM));
     const t0 = performance.now();

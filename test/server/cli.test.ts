@@ -21,6 +21,7 @@ import { encodeValue } from "../../src/values/index.js";
 import { cleanEnv, cliSuite, freePorts as freePortsArgs } from "../support/cli.js";
 import { startRedis } from "../support/redis-server.js";
 import { startTcpProbe } from "../support/tcp-probe.js";
+import { waitFor } from "../support/wait.js";
 
 const cli = cliSuite();
 const serve = cli.serve;
@@ -42,7 +43,14 @@ function pingInTwoParts(url: string, message: string) {
   frame.writeUInt32BE(body.length, 1);
   frame.set(body, 5);
   const half = 5 + Math.floor(body.length / 2);
-  stream.write(frame.subarray(0, half));
+  // Received once the server acknowledged a PING sent after the first half:
+  // it reads a connection's frames in order.
+  const received = new Promise<void>((resolve, reject) => {
+    stream.write(frame.subarray(0, half), (error) => {
+      if (error != null) reject(error);
+      else session.ping((e) => (e == null ? resolve() : reject(e)));
+    });
+  });
   const chunks: Buffer[] = [];
   stream.on("data", (chunk: Buffer) => chunks.push(chunk));
   const response = new Promise<{ status: unknown; grpcStatus: unknown; message: string }>(
@@ -67,6 +75,7 @@ function pingInTwoParts(url: string, message: string) {
     },
   );
   return {
+    received,
     finish: () => stream.end(frame.subarray(half)),
     response,
   };
@@ -105,11 +114,10 @@ describe("unified-bridge serve", () => {
         return Code[ConnectError.from(e).code];
       }
     })();
-    while (updates.length === 0) await new Promise((r) => setTimeout(r, 10));
-    expect(updates[0]?.updateType).toBe("sync");
+    await waitFor(() => expect(updates[0]?.updateType).toBe("sync"));
 
     const inFlight = pingInTwoParts(server.url, "sent across the shutdown");
-    await new Promise((r) => setTimeout(r, 50));
+    await inFlight.received;
     server.child.kill("SIGTERM");
     // The watch ending shows the shutdown has begun; only then does the
     // rest of the in-flight request arrive.
@@ -398,12 +406,17 @@ describe("unified-bridge serve --store <redis-url>", () => {
 
 /** Polls `probe` (every 100 ms, at most 10 s) until it returns `expected`; returns the last value. */
 async function until<T>(probe: () => Promise<T>, expected: T): Promise<T> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const value = await probe();
-    if (JSON.stringify(value) === JSON.stringify(expected) || Date.now() > deadline) return value;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  let value = await probe();
+  const same = (v: T) => JSON.stringify(v) === JSON.stringify(expected);
+  await waitFor(
+    async () => {
+      if (same(value)) return;
+      value = await probe();
+      if (!same(value)) throw new Error("not yet");
+    },
+    { timeoutMs: 10_000, intervalMs: 100 },
+  ).catch(() => undefined); // the caller's assertion reports the last value
+  return value;
 }
 
 async function freePort(): Promise<number> {

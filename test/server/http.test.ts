@@ -20,6 +20,7 @@ import { createLogger, createMemoryStore, redactSessionId } from "../../src/serv
 import { encodeJsonAny, encodeValue } from "../../src/values/index.js";
 import { bridgePerTest, type Protocol, protocols } from "../support/bridge.js";
 import { envelope, rawCall } from "../support/raw-rpc.js";
+import { until, waitFor } from "../support/wait.js";
 
 const bridge = bridgePerTest();
 
@@ -55,14 +56,23 @@ function request(
   });
 }
 
-/** Polls `probe` until it returns a value `accept`s (metrics gauges refresh every second). */
+/**
+ * Polls `probe` until it returns a value `accept`s (metrics gauges refresh
+ * every second), for at most 5 s; returns the last value either way, so the
+ * caller's assertion shows what was there instead.
+ */
 async function eventually<T>(probe: () => Promise<T>, accept: (value: T) => boolean): Promise<T> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const value = await probe();
-    if (accept(value) || Date.now() > deadline) return value;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  let last = await probe();
+  await waitFor(
+    async () => {
+      if (!accept(last)) {
+        last = await probe();
+        if (!accept(last)) throw new Error("not yet");
+      }
+    },
+    { timeoutMs: 5000, intervalMs: 100 },
+  ).catch(() => undefined); // the caller's assertion reports the last value
+  return last;
 }
 
 describe("admin endpoints", () => {
@@ -155,12 +165,17 @@ describe("/healthz with a store that reports its backend", () => {
     // stats failing while "down" as a remote store's do.
     const inner = createMemoryStore();
     let down = false;
+    let failedStats = 0;
     const store = {
       ...inner,
       get healthy() {
         return !down;
       },
-      stats: () => (down ? Promise.reject(new Error("connection is closed")) : inner.stats()),
+      stats: () => {
+        if (!down) return inner.stats();
+        failedStats++;
+        return Promise.reject(new Error("connection is closed"));
+      },
     };
     try {
       const b = await bridge({ sessionStore: store });
@@ -175,9 +190,9 @@ describe("/healthz with a store that reports its backend", () => {
       ]);
 
       down = true;
-      // Long enough for the once-a-second stats refresh to fail at least
-      // once: a rejection it left unhandled would fail this run.
-      await new Promise((r) => setTimeout(r, 1500));
+      // The once-a-second stats refresh fails at least once: a rejection it
+      // left unhandled would fail this run.
+      await until(() => failedStats > 0, "a failed stats refresh");
       const failing = await request(`${b.adminUrl}/healthz`);
       expect([failing.status, JSON.parse(failing.body)]).toEqual([
         503,

@@ -12,6 +12,7 @@ import { Redis } from "ioredis";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { node } from "../support/cli.js";
 import { startRedis, type TestRedis } from "../support/redis-server.js";
+import { until } from "../support/wait.js";
 
 /** A client that fails fast instead of retrying, so a dead server shows at once. */
 function client(redis: TestRedis, commandTimeout?: number): Redis {
@@ -175,9 +176,7 @@ describe("test Redis", () => {
       rmSync(dir, { recursive: true, force: true });
     });
     // SIGKILL is sent as the test process dies; the kernel needs a moment.
-    const deadline = Date.now() + 2000;
-    while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    expect(alive(pid)).toBe(false);
+    await until(() => !alive(pid), "the orphaned redis-server to be gone");
     expect(existsSync(dir)).toBe(false);
   });
 });

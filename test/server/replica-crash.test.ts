@@ -11,6 +11,7 @@ import { BridgeService, type VariableUpdate } from "../../src/gen/snakepit/bridg
 import { decodeValue, encodeValue } from "../../src/values/index.js";
 import { cliSuite } from "../support/cli.js";
 import { startRedis } from "../support/redis-server.js";
+import { until } from "../support/wait.js";
 
 const { serve } = cliSuite();
 const grpc = (url: string) => createClient(BridgeService, createGrpcTransport({ baseUrl: url }));
@@ -53,7 +54,8 @@ describe("a replica killed during a write burst", () => {
         }
       };
       const burst = Promise.all([0, 1, 2, 3].map(writer));
-      await new Promise((r) => setTimeout(r, 400));
+      // Killed in the middle of the burst, once some writes were acknowledged.
+      await until(() => acknowledged.size > 10, "writes acknowledged before the crash");
       a.child.kill("SIGKILL");
       expect((await a.exited).signal).toBe("SIGKILL");
       stop = true;

@@ -14,9 +14,9 @@ import { decodeValue, encodeValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 import { startRedis, type TestRedis } from "../support/redis-server.js";
 import { startTcpProxy } from "../support/tcp-proxy.js";
+import { until, waitFor } from "../support/wait.js";
 
 const int = (n: number) => encodeValue("integer", n).any;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -37,17 +37,9 @@ async function health(bridge: RunningBridge): Promise<number> {
   return (await fetch(`${bridge.adminUrl}/healthz`)).status;
 }
 
-/** Retries `probe` until it resolves, for at most `ms`. */
-async function eventually<T>(probe: () => Promise<T>, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await probe();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await sleep(100);
-    }
-  }
+/** Retries `probe` until it resolves, for at most 10 s. */
+function eventually<T>(probe: () => Promise<T>): Promise<T> {
+  return waitFor(probe, { intervalMs: 100 });
 }
 
 describe("a bridge on the Redis store, when Redis fails", () => {
@@ -95,7 +87,10 @@ describe("a bridge on the Redis store, when Redis fails", () => {
     const redis = await startRedis();
     cleanup.push(() => redis.stop());
     const lines: { level: string; msg: string; reason?: string; error?: string }[] = [];
-    const logger = createLogger({ sink: { write: (line) => lines.push(JSON.parse(line)) } });
+    const logger = createLogger({
+      level: "debug",
+      sink: { write: (line) => lines.push(JSON.parse(line)) },
+    });
     const store = await createRedisStore({ url: redis.url, commandTimeoutMs: 1000, logger });
     const bridge = await startBridge({ sessionStore: store });
     cleanup.push(async () => {
@@ -113,8 +108,11 @@ describe("a bridge on the Redis store, when Redis fails", () => {
     const lost = () => lines.filter((l) => l.msg.startsWith("Redis connection lost"));
     await eventually(async () => expect(lost()).toHaveLength(1));
     expect(lost()[0]?.level).toBe("warn");
-    // Reconnection attempts go on (refused every 50 ms to 2 s): still one line.
-    await sleep(1500);
+    // Reconnection attempts go on (refused every 50 ms to 2 s, each a debug
+    // line): still one warning.
+    const attempts = () => lines.filter((l) => l.msg === "redis connection error").length;
+    const before = attempts();
+    await until(() => attempts() >= before + 3, "three more reconnection attempts");
     expect(lost()).toHaveLength(1);
 
     await redis.restart();
@@ -180,7 +178,8 @@ describe("a bridge on the Redis store, when Redis fails", () => {
     expect((await watch.next()).value?.updateType).toBe("sync");
 
     link.cut();
-    await sleep(300);
+    // B has noticed: its connection is down, its feed reader stopped reading.
+    await until(() => !store.healthy, "replica B to see Redis gone");
     for (let i = 1; i <= 5; i++) {
       await a.client().setVariable({ sessionId, variableIdentifier: "n", value: int(i) });
     }

@@ -9,8 +9,10 @@ import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js"
 import { decodeJsonAny, decodeValue, encodeJsonAny, encodeValue } from "../../src/values/index.js";
 import { bridgePerTest, type RunningBridge } from "../support/bridge.js";
 import { rejectionOf } from "../support/errors.js";
+import { createManualTimers, type ManualTimers } from "../support/manual-timers.js";
 import { startRedis, type TestRedis } from "../support/redis-server.js";
 import { replicasPerTest } from "../support/replicas.js";
+import { until } from "../support/wait.js";
 
 let redis: TestRedis;
 let deployment = 0;
@@ -24,11 +26,15 @@ afterAll(async () => {
 const replica = replicasPerTest(() => redis.url);
 const bridgeOnly = bridgePerTest();
 
-/** Two replicas of one deployment (a key prefix of their own), and a way to start more. */
-async function replicas(options: { sessionTtlSeconds?: number } = {}) {
+/**
+ * Two replicas of one deployment (a key prefix of their own), and a way to
+ * start more. With `timers`, their stores' clocks and expiry sweeps follow
+ * them (the bridges keep Node's timers).
+ */
+async function replicas(options: { sessionTtlSeconds?: number } = {}, timers?: ManualTimers) {
   const keyPrefix = `replicas${deployment++}:`;
-  const start = async () =>
-    (await replica({ keyPrefix, store: { sweepIntervalMs: 100 }, bridge: options })).bridge;
+  const store = { sweepIntervalMs: 100, ...(timers === undefined ? {} : { timers }) };
+  const start = async () => (await replica({ keyPrefix, store, bridge: options })).bridge;
   const [a, b] = await Promise.all([start(), start()]);
   return [a, b, start] as const;
 }
@@ -191,7 +197,8 @@ describe("two replicas on one Redis", () => {
   });
 
   it("a session kept alive through one replica stays alive on the other; an idle one expires everywhere", async () => {
-    const [a, b] = await replicas({ sessionTtlSeconds: 1 });
+    const timers = createManualTimers();
+    const [a, b] = await replicas({ sessionTtlSeconds: 1 }, timers);
     const busy = (await a.client().initializeSession({})).sessionId;
     const idle = (await a.client().initializeSession({})).sessionId;
     const watch = b
@@ -199,8 +206,10 @@ describe("two replicas on one Redis", () => {
       .watchVariables({ sessionId: idle, syncMarker: true })
       [Symbol.asyncIterator]();
     expect((await watch.next()).value?.updateType).toBe("sync");
+    // 1.8 s pass in steps of 0.3 s: the busy session's heartbeats keep it
+    // alive; the idle one expires at 1 s and a sweep ends it.
     for (let i = 0; i < 6; i++) {
-      await new Promise((r) => setTimeout(r, 300));
+      await timers.advance(300);
       expect(
         (await (i % 2 === 0 ? a : b).client().heartbeat({ sessionId: busy })).sessionValid,
       ).toBe(true);
@@ -259,22 +268,17 @@ describe("two replicas on one Redis", () => {
         .map((t) => t.name)
         .filter((name) => name.startsWith("shout"))
         .sort();
-    const deadline = Date.now() + 5000;
-    while ((await seenOnB()).length < 2 && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 50));
+    await until(async () => (await seenOnB()).length >= 2, "both tools listed on B");
     expect(await seenOnB()).toEqual(["shout", "shout_here"]);
     expect(await call(b, "shout")).toBe("HI");
     expect(await call(b, "shout_here")).toBe("HI");
     // The audit trail of both replicas is readable from either.
     const trail = async () =>
       (await a.server.readAuditTrail({ sessionId })).map((e) => [e.action, e.tool, e.outcome]);
-    const until = Date.now() + 5000;
-    while (
-      (await trail()).filter(([action]) => action === "execute").length < 2 &&
-      Date.now() < until
-    ) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await until(
+      async () => (await trail()).filter(([action]) => action === "execute").length >= 2,
+      "both executions in the shared audit trail",
+    );
     expect(await trail()).toEqual([
       ["register", "shout_here", "ok"],
       ["execute", "shout", "ok"],

@@ -316,8 +316,17 @@ describe("keepalive", () => {
     try {
       expect(await ctx.get("x")).toBe(0);
       await vi.waitFor(() => expect(ctx.cache.live).toBe(true));
-      // Several keepalive intervals pass.
-      await new Promise((r) => setTimeout(r, 300));
+      // Several keepalive intervals pass: a second stream of the session,
+      // swept with the context's, has seen several keepalives.
+      const probe = new AbortController();
+      let keepalives = 0;
+      const probing = (async () => {
+        const watch = b.client().watchVariables({ sessionId }, { signal: probe.signal });
+        for await (const u of watch) if (u.updateType === "keepalive") keepalives++;
+      })().catch(() => undefined); // ended by its abort below
+      await vi.waitFor(() => expect(keepalives).toBeGreaterThanOrEqual(4));
+      probe.abort();
+      await probing;
       await b.client().setVariable({ sessionId, variableIdentifier: "x", value: int(7) });
       await vi.waitFor(() => expect(ctx.peek("x")?.snapshot.value).toBe(7));
       expect(ctx.cache.live).toBe(true);

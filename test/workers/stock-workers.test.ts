@@ -198,7 +198,8 @@ describe.skipIf(missing !== undefined)(
         if (version === "v0.4.3") {
           // v0.4.3 has no StreamTelemetry: its readers never connect, and
           // after its UNIMPLEMENTED do not ask again (they would have by now:
-          // the first retry comes after 250 ms).
+          // the first retry comes after 250 ms). A negative check: no event
+          // marks "did not ask again", so the wait spans several retries.
           await new Promise((r) => setTimeout(r, 1500));
           const text = await metrics();
           expect(text).not.toMatch(/bridge_worker_telemetry_stream_up\{[^}]*\} 1/);

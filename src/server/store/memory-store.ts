@@ -1,4 +1,5 @@
 import { clientBytesReached, clientQuotaReached, sessionLimitReached } from "../errors.js";
+import { type ServerTimers, systemTimers } from "../timers.js";
 import {
   createTransaction,
   createView,
@@ -15,8 +16,10 @@ import type {
 
 /** Options of {@link createMemoryStore}. */
 export interface MemoryStoreOptions {
-  /** Clock in epoch milliseconds. Replaceable so tests can move time. */
+  /** Clock in epoch milliseconds (default: `timers.now`). Replaceable so tests can move time. */
   readonly now?: () => number;
+  /** Runs the expiry sweeper (default: Node's timers). */
+  readonly timers?: ServerTimers;
   /** How often the expiry sweeper runs (default 1000 ms; 0 disables it). */
   readonly sweepIntervalMs?: number;
   /**
@@ -64,7 +67,8 @@ const BUCKET_MS = 1000;
  * the extra run a shared store may make.
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStore {
-  const now = options.now ?? Date.now;
+  const timers = options.timers ?? systemTimers;
+  const now = options.now ?? timers.now;
   const sweepSliceMs = options.sweepSliceMs ?? 8;
   const rehearse = options.rehearse ?? false;
   const sessions = new Map<string, MemorySessionState>();
@@ -165,6 +169,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
     sweeping = true;
     try {
       const due = Math.floor(now() / BUCKET_MS);
+      // performance.now, not the injected clock: the slice bounds how long
+      // the event loop is held, which only the process's own clock measures.
       let sliceStart = performance.now();
       let done = 0;
       for (const [bucket, ids] of buckets) {
@@ -190,12 +196,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
   const interval = options.sweepIntervalMs ?? 1000;
   const timer =
     interval > 0
-      ? setInterval(() => {
+      ? timers.setInterval(() => {
           void sweep();
         }, interval)
       : undefined;
   // The sweeper must never keep a process alive on its own.
-  (timer as { unref?: () => void } | undefined)?.unref?.();
+  timer?.unref();
 
   return {
     async createSession(init, maxSessions, setup) {
@@ -272,12 +278,17 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
     async close() {
       if (closed) return;
       closed = true;
-      if (timer !== undefined) clearInterval(timer);
+      timers.clearInterval(timer);
       listeners.clear();
     },
   };
 }
 
+/**
+ * Lets other work in between slices of a sweep. Node's own setTimeout, not
+ * the injected timers: this waits for no time, only for the event loop to
+ * take a turn, and a sweep driven by a test's clock must not stall on it.
+ */
 function yieldToLoop(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }

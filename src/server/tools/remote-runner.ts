@@ -7,6 +7,7 @@ import { workerSessionManager } from "../edge-compat.js";
 import { createKeyedLogSampler } from "../log-sampler.js";
 import { type Logger, redactSessionId } from "../logger.js";
 import { clip } from "../message-text.js";
+import type { ServerTimers } from "../timers.js";
 import { correlationHeader, correlationIdIn } from "./correlation-id.js";
 import type { RegisteredTool } from "./tool-registry.js";
 import { finalChunk, type RunOutcome, type ToolCall, type ToolFinish } from "./tool-run.js";
@@ -59,6 +60,8 @@ export interface RemoteRunnerOptions {
    */
   readonly readMaxBytes: number;
   readonly logger: Logger;
+  /** Times the failure log's windows (default: Node's timers). */
+  readonly timers?: ServerTimers;
 }
 
 /** Creates the forwarding runner, with its pool of worker connections. */
@@ -69,6 +72,7 @@ export function createRemoteRunner(options: RemoteRunnerOptions): RemoteRunner {
   const forwardFailures = createKeyedLogSampler(logger, {
     level: "warn",
     msg: "forwarded tool call failed",
+    ...(options.timers === undefined ? {} : { timers: options.timers }),
   });
   // Least recently used first: a Map keeps insertion order.
   const workers = new Map<

@@ -108,6 +108,7 @@ export function createToolExecutor(core: BridgeCore, options: ToolExecutorOption
     timeoutMs: core.settings.remoteToolTimeoutMs,
     readMaxBytes: core.settings.limits.maxReplyBytes,
     logger: options.logger,
+    timers: core.timers,
   });
   const { limits } = core.settings;
   const bySession = createCounter(

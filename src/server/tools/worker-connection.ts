@@ -16,6 +16,7 @@
  */
 import http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { type ServerTimers, systemTimers } from "../timers.js";
 
 /** What `createGrpcTransport({ sessionManager })` takes. */
 export interface WorkerConnection {
@@ -43,6 +44,8 @@ export interface WorkerConnectionOptions {
   readonly connectTimeoutMs: number;
   /** A connection without a frame in either direction for this long is closed. */
   readonly idleMs: number;
+  /** Runs the connect deadline (default: Node's timers). */
+  readonly timers?: ServerTimers;
 }
 
 /** Creates the connection to the worker at `url` (`http://host:port`); nothing is opened yet. */
@@ -51,6 +54,7 @@ export function createWorkerConnection(
   options: WorkerConnectionOptions,
 ): WorkerConnection {
   const authority = new URL(url).origin;
+  const timers = options.timers ?? systemTimers;
   let current: { session: http2.ClientHttp2Session; ready: Promise<void> } | undefined;
   let goaways = 0;
 
@@ -71,23 +75,25 @@ export function createWorkerConnection(
       retire();
     });
     session.on("close", retire);
+    // The session's own idle timeout (Node's, on its clock, not the
+    // injected timers): only the session sees its frames come and go.
     session.setTimeout(options.idleMs, () => session.close());
     // An idle check connection never keeps the process alive.
     session.unref();
     const ready = new Promise<void>((resolve, reject) => {
       const fail = (why: string) => {
-        clearTimeout(timer);
+        timers.clearTimeout(timer);
         retire();
         session.destroy();
         reject(new ConnectError(`cannot connect to the worker: ${why}`, Code.Unavailable));
       };
-      const timer = setTimeout(
+      const timer = timers.setTimeout(
         () => fail(`no connection within ${options.connectTimeoutMs} ms`),
         options.connectTimeoutMs,
       );
       timer.unref();
       session.once("connect", () => {
-        clearTimeout(timer);
+        timers.clearTimeout(timer);
         resolve();
       });
       session.once("error", (error: Error) => fail(error.message));

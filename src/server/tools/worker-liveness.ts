@@ -12,6 +12,7 @@
  * a fixed number of connections, every timer unref'd.
  */
 import type { Logger } from "../logger.js";
+import { type ServerTimers, systemTimers, type TimerHandle } from "../timers.js";
 import type { ToolRegistry } from "./tool-registry.js";
 import type { WorkerAddress } from "./worker-address.js";
 import { createWorkerProbe, type WorkerProbe } from "./worker-probe.js";
@@ -76,7 +77,10 @@ export interface WorkerLivenessOptions {
   /** Connections kept open for checks (default 64). */
   readonly maxConnections?: number;
   readonly logger: Logger;
+  /** Clock of the states' `since` (default: `timers.now`). */
   readonly now?: () => number;
+  /** Schedules the checks (default: Node's timers). */
+  readonly timers?: ServerTimers;
 }
 
 interface Entry {
@@ -85,26 +89,28 @@ interface Entry {
   failures: number;
   lastError: string | undefined;
   since: number;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  timer: TimerHandle | undefined;
   removed: boolean;
 }
 
 /** Creates the checks of a registry's worker addresses. */
 export function createWorkerLiveness(options: WorkerLivenessOptions): WorkerLiveness {
   const { tools, intervalMs, logger } = options;
-  const now = options.now ?? Date.now;
+  const timers = options.timers ?? systemTimers;
+  const now = options.now ?? timers.now;
   const checking = intervalMs > 0;
   const probe: WorkerProbe = createWorkerProbe({
     timeoutMs: options.timeoutMs,
     maxConnections: options.maxConnections ?? 64,
     // Kept across checks; dropped when checks stop coming.
     idleMs: Math.max(3 * intervalMs, 10_000),
+    timers,
   });
   const gate = createGate(options.maxConcurrentChecks ?? 16);
   const entries = new Map<string, Entry>();
   const stopping = new AbortController();
   let running = false;
-  let syncTimer: ReturnType<typeof setInterval> | undefined;
+  let syncTimer: TimerHandle | undefined;
 
   const names = (address: string) => {
     const group = tools.remoteByAddress().get(address);
@@ -113,7 +119,7 @@ export function createWorkerLiveness(options: WorkerLivenessOptions): WorkerLive
 
   const schedule = (entry: Entry, delayMs: number) => {
     if (!running || entry.removed) return;
-    entry.timer = setTimeout(() => void check(entry), delayMs);
+    entry.timer = timers.setTimeout(() => void check(entry), delayMs);
     entry.timer.unref();
   };
 
@@ -202,7 +208,7 @@ export function createWorkerLiveness(options: WorkerLivenessOptions): WorkerLive
 
   const remove = (entry: Entry) => {
     entry.removed = true;
-    clearTimeout(entry.timer);
+    timers.clearTimeout(entry.timer);
     entries.delete(entry.address.display);
     tools.setWithdrawn(entry.address.display, false);
     probe.forget(entry.address);
@@ -224,7 +230,7 @@ export function createWorkerLiveness(options: WorkerLivenessOptions): WorkerLive
       for (const entry of entries.values()) {
         if (entry.timer === undefined) schedule(entry, Math.random() * intervalMs);
       }
-      syncTimer = setInterval(sync, intervalMs);
+      syncTimer = timers.setInterval(sync, intervalMs);
       syncTimer.unref();
     },
 
@@ -268,10 +274,10 @@ export function createWorkerLiveness(options: WorkerLivenessOptions): WorkerLive
     close() {
       running = false;
       stopping.abort();
-      clearInterval(syncTimer);
+      timers.clearInterval(syncTimer);
       for (const entry of [...entries.values()]) {
         entry.removed = true;
-        clearTimeout(entry.timer);
+        timers.clearTimeout(entry.timer);
       }
       entries.clear();
       gate.close();

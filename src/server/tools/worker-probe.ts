@@ -12,6 +12,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { BridgeService } from "../../gen/snakepit/bridge/bridge_pb.js";
 import { clip } from "../message-text.js";
+import type { ServerTimers } from "../timers.js";
 import type { WorkerAddress } from "./worker-address.js";
 import { createWorkerConnection, type WorkerConnection } from "./worker-connection.js";
 
@@ -37,6 +38,8 @@ export interface WorkerProbeOptions {
   readonly maxConnections: number;
   /** An idle connection is closed after this long. */
   readonly idleMs: number;
+  /** Runs the connections' connect deadlines (default: Node's timers). */
+  readonly timers?: ServerTimers;
 }
 
 /** Which call shows that a worker is alive. */
@@ -67,6 +70,7 @@ export function createWorkerProbe(options: WorkerProbeOptions): WorkerProbe {
     const connection = createWorkerConnection(address.url, {
       connectTimeoutMs: options.timeoutMs,
       idleMs: options.idleMs,
+      ...(options.timers === undefined ? {} : { timers: options.timers }),
     });
     const transport = createGrpcTransport({
       baseUrl: address.url,
@@ -88,6 +92,9 @@ export function createWorkerProbe(options: WorkerProbeOptions): WorkerProbe {
     return link;
   };
 
+  // The deadline is counted on Node's clock (Date.now), not the injected
+  // one: what is left of it becomes connect-node's call timeout, which runs
+  // on Node's timers.
   const check = async (
     link: Link,
     signal: AbortSignal,

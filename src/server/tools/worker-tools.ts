@@ -101,6 +101,7 @@ export function createWorkerTools(
   const refusals = createKeyedLogSampler(logger, {
     level: "warn",
     msg: "tool registration refused",
+    timers: core.timers,
   });
 
   /** Logs and audits a refused registration (a few of its tool names, never its address). */

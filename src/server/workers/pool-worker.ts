@@ -11,6 +11,7 @@ import { createGrpcTransport, type Http2SessionManager } from "@connectrpc/conne
 import { BridgeService, type ToolRegistration } from "../../gen/snakepit/bridge/bridge_pb.js";
 import { workerSessionManager } from "../edge-compat.js";
 import type { Logger } from "../logger.js";
+import { delay, type ServerTimers, type TimerHandle } from "../timers.js";
 import type { OrphanGuard } from "./orphan-guard.js";
 import {
   describeExit,
@@ -54,6 +55,8 @@ export interface PoolWorkerSettings {
   /** Largest reply read from a worker. */
   readonly readMaxBytes: number;
   readonly maxLinesPerSecond: number;
+  /** Deadlines, health checks, restart backoff. */
+  readonly timers: ServerTimers;
   /** Where ready files go (a directory of the bridge's own). */
   readonly runDir: string;
   readonly runId: string;
@@ -144,8 +147,9 @@ export function createPoolWorker(
   let lastError: string | null = null;
   let readyAt: number | undefined;
   let bridgeAddress = "";
-  let restartTimer: ReturnType<typeof setTimeout> | undefined;
-  let healthTimer: ReturnType<typeof setInterval> | undefined;
+  const { timers } = settings;
+  let restartTimer: TimerHandle | undefined;
+  let healthTimer: TimerHandle | undefined;
   let stopping = false;
 
   const setState = (next: PoolWorkerState) => {
@@ -176,12 +180,13 @@ export function createPoolWorker(
       ...(settings.cwd === undefined ? {} : { cwd: settings.cwd }),
       maxLinesPerSecond: settings.maxLinesPerSecond,
       logger,
+      timers,
     });
     proc = started;
     const pid = started.pid;
     if (pid !== undefined) guard.add(pid);
     logger.info(`Python worker ${number} started (pid ${pid ?? "?"})`, { pid });
-    const readyTimer = setTimeout(() => {
+    const readyTimer = timers.setTimeout(() => {
       if (generation !== thisRun || state !== "starting") return;
       lastError = `not ready within ${settings.readyTimeoutMs} ms`;
       logger.warn(
@@ -191,8 +196,8 @@ export function createPoolWorker(
     }, settings.readyTimeoutMs);
     readyTimer.unref();
     started.ready.then(
-      (p) => void becomeReady(thisRun, p).finally(() => clearTimeout(readyTimer)),
-      () => clearTimeout(readyTimer),
+      (p) => void becomeReady(thisRun, p).finally(() => timers.clearTimeout(readyTimer)),
+      () => timers.clearTimeout(readyTimer),
     );
     void started.exited.then((exit) => onExit(thisRun, pid, exit));
   };
@@ -222,7 +227,7 @@ export function createPoolWorker(
           break;
         } catch (e) {
           if (signal.aborted || attempt >= 20) throw e;
-          await new Promise((r) => setTimeout(r, Math.min(50 * 2 ** attempt, 500)));
+          await delay(timers, Math.min(50 * 2 ** attempt, 500));
         }
       }
       // v0.13 starts its heartbeat to the bridge for a session it has seen;
@@ -252,7 +257,7 @@ export function createPoolWorker(
       return;
     }
     if (generation !== thisRun || state !== "starting") return;
-    readyAt = Date.now();
+    readyAt = timers.now();
     setState("ready");
     logger.info(
       `Python worker ${number} ready on 127.0.0.1:${p} (pid ${proc?.pid ?? "?"}, ${discovered.length} tools registered)`,
@@ -263,10 +268,10 @@ export function createPoolWorker(
   };
 
   const startHealthChecks = (thisRun: number) => {
-    clearInterval(healthTimer);
+    timers.clearInterval(healthTimer);
     let missed = 0;
     let busy = false;
-    healthTimer = setInterval(() => {
+    healthTimer = timers.setInterval(() => {
       if (busy || generation !== thisRun || state !== "ready" || client === undefined) return;
       // A worker running calls is judged by their deadlines, not by Ping:
       // v0.4.3 runs a sync tool on its event loop, and a long fit can hold
@@ -307,7 +312,7 @@ export function createPoolWorker(
   const onExit = (thisRun: number, pid: number | undefined, exit: WorkerExit) => {
     if (pid !== undefined) guard.remove(pid);
     if (generation !== thisRun) return;
-    clearInterval(healthTimer);
+    timers.clearInterval(healthTimer);
     const how = describeExit(exit);
     goneReason = `exited (${how})`;
     gone.abort(new ConnectError(goneReason, Code.Unavailable));
@@ -322,7 +327,7 @@ export function createPoolWorker(
       return;
     }
     lastError = exit.error === undefined ? `exited (${how})` : how;
-    if (wasReady && Date.now() - (readyAt ?? 0) >= STABLE_MS) inARow = 0;
+    if (wasReady && timers.now() - (readyAt ?? 0) >= STABLE_MS) inARow = 0;
     inARow++;
     if (inARow > settings.maxRestarts) {
       setState("failed");
@@ -331,16 +336,16 @@ export function createPoolWorker(
       );
       return;
     }
-    const delay = Math.min(settings.restartBackoffMs * 2 ** (inARow - 1), MAX_BACKOFF_MS);
+    const backoffMs = Math.min(settings.restartBackoffMs * 2 ** (inARow - 1), MAX_BACKOFF_MS);
     setState("restarting");
-    logger.warn(`Python worker ${number} exited (${how}); restarting in ${seconds(delay)} s`);
-    restartTimer = setTimeout(() => {
+    logger.warn(`Python worker ${number} exited (${how}); restarting in ${seconds(backoffMs)} s`);
+    restartTimer = timers.setTimeout(() => {
       restartTimer = undefined;
       if (stopping) return;
       restarts++;
       hooks.restarted(worker);
       run();
-    }, delay);
+    }, backoffMs);
     restartTimer.unref();
   };
 
@@ -379,8 +384,8 @@ export function createPoolWorker(
     },
     async stop() {
       stopping = true;
-      clearTimeout(restartTimer);
-      clearInterval(healthTimer);
+      timers.clearTimeout(restartTimer);
+      timers.clearInterval(healthTimer);
       const current = proc;
       if (current === undefined) {
         if (state !== "failed") setState("stopped");
@@ -389,14 +394,14 @@ export function createPoolWorker(
       if (state === "ready") hooks.down(worker, "stopping");
       setState("stopping");
       current.kill("SIGTERM");
-      const killTimer = setTimeout(() => {
+      const killTimer = timers.setTimeout(() => {
         logger.warn(
           `Python worker ${number} did not stop within ${settings.stopGraceMs} ms; killing it`,
         );
         current.kill("SIGKILL");
       }, settings.stopGraceMs);
       await current.exited;
-      clearTimeout(killTimer);
+      timers.clearTimeout(killTimer);
     },
     info() {
       return {

@@ -27,6 +27,7 @@ import { createKeyedLogSampler } from "../log-sampler.js";
 import type { Logger } from "../logger.js";
 import { clip } from "../message-text.js";
 import type { MetricsRegistry } from "../metrics.js";
+import { delay, type ServerTimers, systemTimers } from "../timers.js";
 import { parseWorkerAddress } from "../tools/worker-address.js";
 
 /** What the host tells the worker about its telemetry (sent at once and after each reconnect). */
@@ -56,6 +57,8 @@ export interface TelemetryReaderOptions {
   readonly maxBackoffMs?: number;
   /** Largest event message read (default 64 KiB); a bigger one ends the stream. */
   readonly readMaxBytes?: number;
+  /** Paces the reconnections and the log samplers' windows (default: Node's timers). */
+  readonly timers?: ServerTimers;
 }
 
 /** A running reader; see the module comment. */
@@ -108,6 +111,7 @@ export function createTelemetryReader(options: TelemetryReaderOptions): Telemetr
   const maxEventNames = options.maxEventNames ?? 64;
   const initialBackoffMs = options.initialBackoffMs ?? 250;
   const maxBackoffMs = options.maxBackoffMs ?? 30_000;
+  const timers = options.timers ?? systemTimers;
 
   const eventsTotal = options.metrics.counter(
     "bridge_worker_telemetry_events_total",
@@ -134,10 +138,12 @@ export function createTelemetryReader(options: TelemetryReaderOptions): Telemetr
   const exceptions = createKeyedLogSampler(logger, {
     level: "warn",
     msg: "worker telemetry exception event",
+    timers,
   });
   const streamFailures = createKeyedLogSampler(logger, {
     level: "warn",
     msg: "worker telemetry stream failed; reopening",
+    timers,
   });
 
   const manager = new Http2SessionManager(address.url, {
@@ -296,18 +302,8 @@ export function createTelemetryReader(options: TelemetryReaderOptions): Telemetr
     return opened;
   };
 
-  const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      // A reader waiting to reconnect must not keep a stopping process alive.
-      timer.unref();
-      function done() {
-        clearTimeout(timer);
-        stop.signal.removeEventListener("abort", done);
-        resolve();
-      }
-      stop.signal.addEventListener("abort", done, { once: true });
-    });
+  // A reader waiting to reconnect must not keep a stopping process alive.
+  const sleep = (ms: number) => delay(timers, ms, { signal: stop.signal, unref: true });
 
   let unsupported = false;
   const loop = (async () => {

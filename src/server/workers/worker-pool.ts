@@ -25,6 +25,7 @@ import type {
 import { convertJsonAny } from "../../values/json-any.js";
 import type { Logger } from "../logger.js";
 import { clip, quote } from "../message-text.js";
+import { delay, type ServerTimers, systemTimers } from "../timers.js";
 import type { ToolParameter } from "../tools/tool-definition.js";
 import type { ToolRegistry } from "../tools/tool-registry.js";
 import {
@@ -86,6 +87,11 @@ export interface WorkerPoolOptions {
   readonly onReady?: (workerId: string, address: string) => void;
   /** Told when a ready worker goes (exits, is stopped or stops answering). */
   readonly onDown?: (workerId: string) => void;
+  /**
+   * Runs the workers' ready and stop deadlines, health checks and restart
+   * backoff (default: Node's timers).
+   */
+  readonly timers?: ServerTimers;
 }
 
 /** A running pool. */
@@ -122,6 +128,7 @@ interface Affinity {
 /** Creates a pool (not started). */
 export function createWorkerPool(config: WorkerPoolConfig, options: WorkerPoolOptions): WorkerPool {
   const { tools, logger } = options;
+  const timers = options.timers ?? systemTimers;
   if (config.command.length === 0 || config.command[0] === "") {
     throw new Error("the worker command is empty: give the program and its arguments");
   }
@@ -139,6 +146,7 @@ export function createWorkerPool(config: WorkerPoolConfig, options: WorkerPoolOp
     stopGraceMs: config.stopGraceMs ?? 5000,
     readMaxBytes: options.readMaxBytes,
     maxLinesPerSecond: 50,
+    timers,
     runDir,
     runId,
     env: {
@@ -366,7 +374,7 @@ export function createWorkerPool(config: WorkerPoolConfig, options: WorkerPoolOp
           metadata: response.metadata,
         };
       } catch (e) {
-        await exitOrTimeout(worker, e);
+        await exitOrTimeout(worker, e, timers);
         if (worker.gone.aborted || signal.aborted) throw e;
         return { outcome: "error", error: failure(call, e) };
       }
@@ -403,7 +411,7 @@ export function createWorkerPool(config: WorkerPoolConfig, options: WorkerPoolOp
         }
         if (!finished) finish("ok");
       } catch (e) {
-        await exitOrTimeout(worker, e);
+        await exitOrTimeout(worker, e, timers);
         if (worker.gone.aborted) {
           const error = lost(worker, call, e) as ConnectError;
           if (!finished) finish("error", error.rawMessage);
@@ -486,17 +494,9 @@ export function createWorkerPool(config: WorkerPoolConfig, options: WorkerPoolOp
  * a transport error (not a status the worker sent), waits up to half a
  * second for the exit, so the call is reported as cut short by it.
  */
-async function exitOrTimeout(worker: PoolWorker, e: unknown): Promise<void> {
+async function exitOrTimeout(worker: PoolWorker, e: unknown, timers: ServerTimers): Promise<void> {
   if (worker.gone.aborted || ConnectError.from(e).isWireError) return;
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(done, 500);
-    function done() {
-      clearTimeout(timer);
-      worker.gone.removeEventListener("abort", done);
-      resolve();
-    }
-    worker.gone.addEventListener("abort", done);
-  });
+  await delay(timers, 500, { signal: worker.gone });
 }
 
 function unreachable(): never {

@@ -13,6 +13,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readFile, rm } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import type { Logger } from "../logger.js";
+import type { ServerTimers } from "../timers.js";
 
 /** How a worker process ended. */
 export interface WorkerExit {
@@ -39,6 +40,8 @@ export interface WorkerProcessOptions {
   /** Lines of output logged per second; the rest are counted. */
   readonly maxLinesPerSecond: number;
   readonly logger: Logger;
+  /** Polls the ready file and times the output limit's windows. */
+  readonly timers: ServerTimers;
 }
 
 /** A started worker process. */
@@ -127,11 +130,12 @@ export function startWorkerProcess(options: WorkerProcessOptions): WorkerProcess
   });
   exited.then((exit) => {
     rejectReady(new Error(`the worker exited before it was ready (${describeExit(exit)})`));
-    clearInterval(readyPoll);
+    timers.clearInterval(readyPoll);
     void rm(options.readyFile, { force: true });
   });
 
-  const limiter = lineLimiter(options.maxLinesPerSecond, logger);
+  const { timers } = options;
+  const limiter = lineLimiter(options.maxLinesPerSecond, logger, timers);
   const follow = (stream: Readable | null, name: "stdout" | "stderr") => {
     if (stream === null) return;
     forEachLine(stream, (line) => {
@@ -147,9 +151,9 @@ export function startWorkerProcess(options: WorkerProcessOptions): WorkerProcess
 
   // v0.13 writes the file once (atomically, by rename); polling it is
   // cheap and needs no file-system watcher.
-  const readyPoll = setInterval(() => {
+  const readyPoll = timers.setInterval(() => {
     if (isReady) {
-      clearInterval(readyPoll);
+      timers.clearInterval(readyPoll);
       return;
     }
     readFile(options.readyFile, "utf8").then(
@@ -216,13 +220,13 @@ function forEachLine(stream: Readable, onLine: (line: string) => void): void {
 }
 
 /** Logs lines up to `max` per second, then one line saying how many were left out. */
-function lineLimiter(max: number, logger: Logger) {
+function lineLimiter(max: number, logger: Logger, timers: ServerTimers) {
   let windowStart = 0;
   let count = 0;
   let dropped = 0;
   return {
     log(line: string, stream: "stdout" | "stderr") {
-      const now = Date.now();
+      const now = timers.now();
       if (now - windowStart >= 1000) {
         if (dropped > 0) {
           logger.warn(`(${dropped} more lines of worker output left out)`, { stream });

@@ -14,6 +14,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { clientBytesReached } from "../../errors.js";
+import { delay } from "../../timers.js";
 import { createTransaction, type SessionState, type StagingTransaction } from "../session-state.js";
 import type { SessionTransaction, VariableChange } from "../session-store.js";
 import { encodeFeedChanges } from "./codec.js";
@@ -198,7 +199,7 @@ export function createCommitter(options: CommitterOptions): Transact {
             for (const job of jobs) job.reject(error);
             return;
           }
-          await new Promise((r) => setTimeout(r, Math.random() * 2 * round));
+          await delay(connection.timers, Math.random() * 2 * round);
       }
     }
   };

@@ -9,6 +9,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { createLogSampler } from "../../log-sampler.js";
 import type { Logger } from "../../logger.js";
+import type { ServerTimers, TimerHandle } from "../../timers.js";
 import { describeRedisError } from "./redis-errors.js";
 import { type KeyName, runScript, type Script, type ScriptKeys } from "./script.js";
 
@@ -32,6 +33,13 @@ export interface ConnectOptions {
   readonly connectTimeoutMs: number;
   readonly commandTimeoutMs: number;
   readonly logger?: Logger | undefined;
+  /**
+   * The store's timers: the connect deadline here, and the loops' and
+   * sweeper's pauses (they reach them through {@link RedisConnection.timers}).
+   * ioredis runs its own reconnection and command timeouts on Node's
+   * timers: those are the client library's, as a socket's are Node's.
+   */
+  readonly timers: ServerTimers;
 }
 
 /** The two connections and their status. */
@@ -45,6 +53,8 @@ export interface RedisConnection {
   readonly healthy: boolean;
   /** Status "closing" or "closed": the loops stop. */
   readonly closing: boolean;
+  /** The store's timers and clock, for every part of it. */
+  readonly timers: ServerTimers;
   /** Runs `p`, turning what it throws into UNAVAILABLE or RESOURCE_EXHAUSTED (see {@link unavailable}). */
   call<T>(p: () => Promise<T>): Promise<T>;
   /**
@@ -80,7 +90,7 @@ export interface RedisConnection {
  * @throws RedisConnectError when Redis cannot be reached within `connectTimeoutMs`.
  */
 export async function connect(options: ConnectOptions): Promise<RedisConnection> {
-  const { shownUrl, connectTimeoutMs, logger } = options;
+  const { shownUrl, connectTimeoutMs, logger, timers } = options;
   const shared = {
     lazyConnect: true,
     connectTimeout: connectTimeoutMs,
@@ -111,13 +121,13 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
     setStatus(derived());
     const down = commands.status !== "ready" || feed.status !== "ready";
     if (down && lostSince === undefined) {
-      lostSince = Date.now();
+      lostSince = timers.now();
       logger?.warn("Redis connection lost; calls fail with UNAVAILABLE until it is back", {
         store: shownUrl,
         ...(lastError === undefined ? {} : { reason: describeRedisError(lastError) }),
       });
     } else if (!down && lostSince !== undefined) {
-      logger?.info("Redis connection back", { store: shownUrl, downMs: Date.now() - lostSince });
+      logger?.info("Redis connection back", { store: shownUrl, downMs: timers.now() - lostSince });
       lostSince = undefined;
     }
   };
@@ -136,14 +146,14 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
   };
   commands.on("error", onError);
   feed.on("error", onError);
-  let connectTimer: ReturnType<typeof setTimeout> | undefined;
+  let connectTimer: TimerHandle | undefined;
   try {
     // ioredis' connectTimeout covers the TCP connection only; a Redis that
     // accepts but never answers must not hold the start either.
     await Promise.race([
       Promise.all([commands.connect(), feed.connect()]),
       new Promise((_, reject) => {
-        connectTimer = setTimeout(
+        connectTimer = timers.setTimeout(
           () => reject(new Error(`no answer within ${connectTimeoutMs} ms`)),
           connectTimeoutMs,
         );
@@ -155,13 +165,13 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
     feed.disconnect();
     throw new RedisConnectError(shownUrl, describeRedisError(lastError ?? e), e);
   } finally {
-    clearTimeout(connectTimer);
+    timers.clearTimeout(connectTimer);
   }
   setStatus(derived());
 
   // Sampled: every caller of a failing store would otherwise write a line.
   const storeFailures = logger
-    ? createLogSampler(logger, { level: "warn", msg: "session store call failed" })
+    ? createLogSampler(logger, { level: "warn", msg: "session store call failed", timers })
     : undefined;
   const unavailable = (e: unknown): ConnectError => {
     if (e instanceof ConnectError) return e;
@@ -197,6 +207,7 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
   return {
     commands,
     feed,
+    timers,
     get status() {
       return status;
     },

@@ -9,6 +9,7 @@
  * for on reconnecting) the same: subscribers are then told to
  * resynchronize.
  */
+import { delay } from "../../timers.js";
 import type { StoreEvent, SubscribeOptions } from "../session-store.js";
 import { createFeedDelivery, type FeedDeliveryOptions } from "./feed-delivery.js";
 
@@ -155,7 +156,7 @@ export async function startFeedReader(options: FeedReaderOptions): Promise<FeedR
           });
         }
         setState("failed");
-        await new Promise((r) => setTimeout(r, 200));
+        await delay(connection.timers, 200);
       }
     }
   };

@@ -27,7 +27,11 @@ export function createSharedAudit(options: SharedAuditOptions): SharedAuditTrail
   const notStored =
     options.logger === undefined
       ? undefined
-      : createLogSampler(options.logger, { level: "warn", msg: "audit entry not stored" });
+      : createLogSampler(options.logger, {
+          level: "warn",
+          msg: "audit entry not stored",
+          timers: connection.timers,
+        });
   return {
     append(entry) {
       connection.commands

@@ -23,6 +23,7 @@ import { randomBytes } from "node:crypto";
 import { clientBytesReached, clientQuotaReached, sessionLimitReached } from "../../errors.js";
 import type { Logger } from "../../logger.js";
 import { parseRedisUrl } from "../../redis-url.js";
+import { type ServerTimers, systemTimers } from "../../timers.js";
 import {
   createTransaction,
   createView,
@@ -49,8 +50,13 @@ export interface RedisStoreOptions {
   readonly url: string;
   /** Prepended to every key, so several deployments can share one Redis (default "ub:"). */
   readonly keyPrefix?: string;
-  /** Clock in epoch milliseconds; expiry follows it (tests replace it). */
+  /** Clock in epoch milliseconds (default: `timers.now`); expiry follows it (tests replace it). */
   readonly now?: () => number;
+  /**
+   * Runs the expiry sweeper, the connect deadline and the change feed's
+   * and commits' retry pauses (default: Node's timers).
+   */
+  readonly timers?: ServerTimers;
   /** How often this replica sweeps expired sessions (default 1000 ms; 0 disables it). */
   readonly sweepIntervalMs?: number;
   /** How long connecting may take before createRedisStore rejects (default 5000 ms). */
@@ -102,7 +108,8 @@ const GRACE_MS = 10 * 60_000;
  *   Redis cannot be reached within `connectTimeoutMs`.
  */
 export async function createRedisStore(options: RedisStoreOptions): Promise<RedisStore> {
-  const now = options.now ?? Date.now;
+  const timers = options.timers ?? systemTimers;
+  const now = options.now ?? timers.now;
   const keys = keySpace(options.keyPrefix ?? "ub:");
   const feedMaxLen = String(options.feedLength ?? 100_000);
   const feedMaxAgeMs = String(options.feedMaxAgeMs ?? 300_000);
@@ -116,6 +123,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     connectTimeoutMs: options.connectTimeoutMs ?? 5000,
     commandTimeoutMs: options.commandTimeoutMs ?? 2000,
     logger,
+    timers,
   });
   const cache = createSessionCache(options.cacheSize ?? 10_000);
   const feedWrites = createFeedWrites();

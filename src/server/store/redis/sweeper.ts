@@ -43,12 +43,13 @@ export function startSweeper(options: SweeperOptions): () => void {
     }
   };
   if (options.intervalMs <= 0) return () => {};
-  const timer = setInterval(() => {
+  const { timers } = connection;
+  const timer = timers.setInterval(() => {
     if (sweeping !== undefined || connection.closing) return;
     sweeping = sweep().finally(() => {
       sweeping = undefined;
     });
   }, options.intervalMs);
   timer.unref();
-  return () => clearInterval(timer);
+  return () => timers.clearInterval(timer);
 }
