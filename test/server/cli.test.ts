@@ -86,6 +86,9 @@ describe("unified-bridge serve", () => {
     const server = await serve([
       "--port",
       "0",
+      // Not the default worker port: suites run side by side.
+      "--worker-port",
+      "0",
       "--host",
       "127.0.0.1",
       "--shutdown-grace-ms",
@@ -143,6 +146,7 @@ describe("unified-bridge serve", () => {
       ["--max-sessions", "2"],
       cleanEnv({
         UB_PORT: String(port),
+        UB_WORKER_PORT: "0",
         UB_HOST: "127.0.0.1",
         UB_MAX_SESSIONS: "1",
         UB_HISTORY_LIMIT: "2",
