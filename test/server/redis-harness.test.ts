@@ -8,9 +8,10 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
-import { Redis } from "ioredis";
+import { Cluster, Redis } from "ioredis";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { node } from "../support/cli.js";
+import { startRedisCluster } from "../support/redis-cluster.js";
 import { startRedis, type TestRedis } from "../support/redis-server.js";
 
 /** A client that fails fast instead of retrying, so a dead server shows at once. */
@@ -179,5 +180,31 @@ describe("test Redis", () => {
     while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(alive(pid)).toBe(false);
     expect(existsSync(dir)).toBe(false);
+  });
+});
+
+describe("test Redis Cluster", () => {
+  it("serves every slot on three primaries with a replica each, and stop() ends every node", async () => {
+    const cluster = await startRedisCluster();
+    onTestFinished(() => cluster.stop());
+    const primaries = await cluster.primaries();
+    expect(primaries).toHaveLength(3);
+    expect(cluster.nodes).toHaveLength(6);
+    const c = new Cluster(
+      cluster.nodes.map((n) => ({ host: "127.0.0.1", port: n.port })),
+      { lazyConnect: true },
+    );
+    onTestFinished(() => c.disconnect());
+    await c.connect();
+    // Keys of many slots, so every primary is written.
+    const keys = Array.from({ length: 64 }, (_, i) => `k${i}`);
+    for (const k of keys) await c.set(k, k);
+    for (const k of keys) expect(await c.get(k)).toBe(k);
+    const sizes = await Promise.all(c.nodes("master").map((n) => n.dbsize()));
+    expect(sizes).toHaveLength(3);
+    expect(sizes.every((n) => n > 0)).toBe(true);
+    c.disconnect();
+    await cluster.stop();
+    for (const node of cluster.nodes) expect(await connectOutcome(node.port)).toBe("ECONNREFUSED");
   });
 });
