@@ -7,7 +7,7 @@
  * that same order, so no caller counts positions.
  */
 import { createHash } from "node:crypto";
-import type { Redis } from "ioredis";
+import type { Cluster, Redis } from "ioredis";
 
 /** Every key the scripts touch, by the name the Lua knows it by. */
 export interface ScriptKeys {
@@ -37,51 +37,135 @@ export interface ScriptKeys {
   readonly clients: string;
 }
 
+/**
+ * Keys of the deployment's limits on a Redis Cluster, where the session
+ * scripts cannot count them (they run on the slot of one group): the live
+ * sessions and each client's sessions and bytes.
+ */
+export interface LimitKeys {
+  /** The deployment's live sessions (field `sessions`). */
+  readonly limits: string;
+  /** One client's live sessions (field `n`) and their bytes (field `bytes`). */
+  readonly quota: string;
+}
+
 /** The name of a script key. */
-export type KeyName = keyof ScriptKeys;
+export type KeyName = keyof ScriptKeys | keyof LimitKeys;
+
+/** Every key a script may bind, by name. */
+export type AnyKeys = ScriptKeys & LimitKeys;
 
 /** The deployment's keys, which no session owns. */
 export type DeploymentKeys = Omit<ScriptKeys, "session" | "vars" | "history" | "data" | "deps">;
 
+/** Groups a deployment's keys are spread over on a Redis Cluster. */
+export const CLUSTER_GROUPS = 16;
+
 /**
- * Where a deployment keeps everything, under one prefix. A session's own
- * keys share its `{id}` hash tag; the rest are the deployment's, so the
- * store needs a single Redis primary (not Redis Cluster).
+ * Where a deployment keeps everything, under one prefix; {@link keySpace}
+ * chooses the layout.
+ *
+ * On a single Redis primary there is one group: a session's own keys share
+ * its `{id}` hash tag, and the deployment's keys (expiry index, feed,
+ * counters, tools, clients) are one of each, which the session scripts
+ * write together with the session's. On a Redis Cluster a script may touch
+ * one slot only, so the deployment's keys are kept once per group, each
+ * group under its own hash tag, and a session's keys carry its group's tag:
+ * every script touches one slot, and the groups spread over the cluster's
+ * primaries. What spans the deployment (sweeping, counting, the tool
+ * registry, the feed) reads every group.
  */
 export interface KeySpace {
-  readonly deployment: DeploymentKeys;
+  /** The deployment's keys, one set per group (one group on a single primary). */
+  readonly groups: readonly DeploymentKeys[];
+  /** The keys of the group that holds `sessionId`. */
+  groupOf(sessionId: string): DeploymentKeys;
   /** The shared audit trail (a stream; no script touches it). */
   readonly audit: string;
+  /**
+   * On a Redis Cluster, the keys of the limits the session scripts cannot
+   * count for `client` ("" for none); undefined on a single primary, where
+   * the scripts count them atomically (the `clients` key).
+   */
+  readonly limitsOf: ((client: string) => LimitKeys) | undefined;
   /** Every script key, the session's own for `sessionId`. */
   of(sessionId: string): ScriptKeys;
 }
 
-/** The key space of the deployment whose keys begin with `prefix`. */
-export function keySpace(prefix: string): KeySpace {
-  const deployment: DeploymentKeys = {
-    expiry: `${prefix}sessions`,
-    feed: `${prefix}feed`,
-    feedSeq: `${prefix}feedseq`,
-    variableCount: `${prefix}variables`,
-    tools: `${prefix}tools`,
-    toolCounts: `${prefix}toolsper`,
-    clients: `${prefix}clients`,
-  };
+/** Names of a group's keys after its prefix. */
+function deploymentKeys(at: string): DeploymentKeys {
   return {
-    deployment,
+    expiry: `${at}sessions`,
+    feed: `${at}feed`,
+    feedSeq: `${at}feedseq`,
+    variableCount: `${at}variables`,
+    tools: `${at}tools`,
+    toolCounts: `${at}toolsper`,
+    clients: `${at}clients`,
+  };
+}
+
+/**
+ * The key space of the deployment whose keys begin with `prefix`, on a
+ * single primary or (`clustered`) on a Redis Cluster. A single primary
+ * keeps the layout it always had, so existing deployments keep their data.
+ */
+export function keySpace(prefix: string, clustered = false): KeySpace {
+  if (!clustered) {
+    const deployment = deploymentKeys(prefix);
+    return {
+      groups: [deployment],
+      groupOf: () => deployment,
+      audit: `${prefix}audit`,
+      limitsOf: undefined,
+      of(sessionId) {
+        const tag = `${prefix}{${sessionId}}`;
+        return {
+          session: `${tag}:s`,
+          vars: `${tag}:v`,
+          history: `${tag}:h`,
+          data: `${tag}:d`,
+          deps: `${tag}:g`,
+          ...deployment,
+        };
+      },
+    };
+  }
+  const tags = Array.from({ length: CLUSTER_GROUPS }, (_, g) => `${prefix}{g${g}}`);
+  const groups = tags.map((tag) => deploymentKeys(`${tag}:`));
+  const indexOf = (sessionId: string) => fnv1a(sessionId) % CLUSTER_GROUPS;
+  return {
+    groups,
+    groupOf: (sessionId) => groups[indexOf(sessionId)] as DeploymentKeys,
     audit: `${prefix}audit`,
+    limitsOf: (client) => ({
+      limits: `${prefix}{limits}`,
+      quota: `${prefix}{client:${client}}`,
+    }),
     of(sessionId) {
-      const tag = `${prefix}{${sessionId}}`;
+      const g = indexOf(sessionId);
+      // "s:" keeps a session's keys apart from the group's own names.
+      const key = `${tags[g]}s:${sessionId}`;
       return {
-        session: `${tag}:s`,
-        vars: `${tag}:v`,
-        history: `${tag}:h`,
-        data: `${tag}:d`,
-        deps: `${tag}:g`,
-        ...deployment,
+        session: `${key}:s`,
+        vars: `${key}:v`,
+        history: `${key}:h`,
+        data: `${key}:d`,
+        deps: `${key}:g`,
+        ...(groups[g] as DeploymentKeys),
       };
     },
   };
+}
+
+/** FNV-1a of a string's UTF-16 code units: cheap and spreads short ids evenly. */
+function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
 }
 
 /**
@@ -160,9 +244,9 @@ export function defineScript<const K extends KeyName, const A extends string, R>
  * this Redis has not cached it yet (a new or restarted Redis).
  */
 export async function runScript<K extends KeyName, A extends string, R>(
-  redis: Redis,
+  redis: Redis | Cluster,
   script: Script<K, A, R>,
-  keys: Pick<ScriptKeys, K>,
+  keys: Pick<AnyKeys, K>,
   args: Readonly<Record<A, string>>,
 ): Promise<R> {
   const argv: string[] = [];
