@@ -667,6 +667,17 @@ export const serverOptions = {
     help: "With a Redis store: how long startup waits for Redis to answer before it exits 1.",
     parse: (raw) => integer(raw, 100, 600_000),
   }),
+  storeDurability: option<"async" | "replicated">({
+    flag: "store-durability",
+    placeholder: "<async|replicated>",
+    default: "async",
+    help: "With a Redis store: when a write is acknowledged. async: once the Redis primary has it (a primary's crash may lose the last writes its replicas had not received). replicated: once a Redis replica has it too (WAIT 1, up to 1 s): a write no replica confirms in time fails with UNAVAILABLE, saying it may still have been applied; needs a replica per primary.",
+    parse: (raw) => {
+      const word = raw.trim().toLowerCase();
+      if (word === "async" || word === "replicated") return word;
+      throw new Error("must be async or replicated");
+    },
+  }),
 };
 
 type Options = typeof serverOptions;

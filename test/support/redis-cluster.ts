@@ -23,6 +23,8 @@ export interface TestRedisCluster extends AsyncDisposable {
   primaries(): Promise<TestRedis[]>;
   /** Resolves once every slot is served again and every node says `cluster_state:ok`. */
   healthy(): Promise<void>;
+  /** Resolves once every primary has a replica attached and in sync. */
+  replicated(): Promise<void>;
   /** Stops every node. Idempotent. */
   stop(): Promise<void>;
 }
@@ -100,17 +102,7 @@ export async function startRedisCluster(primaries = 3): Promise<TestRedisCluster
       await new Promise((r) => setTimeout(r, 100));
     }
   };
-  try {
-    await run(cli, [
-      "--cluster",
-      "create",
-      ...nodes.map((n) => `127.0.0.1:${n.port}`),
-      "--cluster-replicas",
-      "1",
-      "--cluster-yes",
-    ]);
-    await healthy();
-    // Every primary has its replica attached and in sync, so a failover has one to promote.
+  const replicated = async () => {
     const deadline = Date.now() + readyTimeoutMs;
     for (;;) {
       const primaryNodes = await live();
@@ -123,10 +115,23 @@ export async function startRedisCluster(primaries = 3): Promise<TestRedisCluster
           );
         }),
       );
-      if (primaryNodes.length === primaries && synced.every(Boolean)) break;
+      if (primaryNodes.length === primaries && synced.every(Boolean)) return;
       if (Date.now() > deadline) throw new Error("the cluster's replicas did not come online");
       await new Promise((r) => setTimeout(r, 100));
     }
+  };
+  try {
+    await run(cli, [
+      "--cluster",
+      "create",
+      ...nodes.map((n) => `127.0.0.1:${n.port}`),
+      "--cluster-replicas",
+      "1",
+      "--cluster-yes",
+    ]);
+    await healthy();
+    // So that a failover has a replica to promote.
+    await replicated();
   } catch (error) {
     await stop();
     throw error;
@@ -136,6 +141,7 @@ export async function startRedisCluster(primaries = 3): Promise<TestRedisCluster
     url: `redis+cluster://${nodes.map((n) => `127.0.0.1:${n.port}`).join(",")}`,
     primaries: live,
     healthy,
+    replicated,
     stop,
     [Symbol.asyncDispose]: stop,
   };

@@ -35,6 +35,12 @@ export interface ConnectOptions {
   readonly cluster?: RedisClusterAddress | undefined;
   /** Connections for the change feed's blocking reads: one per feed stream (default 1). */
   readonly feeds?: number;
+  /**
+   * "replicated": a durable script (Script.durable) is answered only once a
+   * Redis replica has its write (WAIT 1, within half the command timeout).
+   * Default "async": once the primary has it.
+   */
+  readonly durability?: "async" | "replicated" | undefined;
   /** The URL with its password hidden, for messages and logs. */
   readonly shownUrl: string;
   readonly connectTimeoutMs: number;
@@ -118,6 +124,10 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
         // Commands sent in one tick go to each primary in one write.
         enableAutoPipelining: true,
         clusterRetryStrategy: retryStrategy,
+        // After a failover the dead primary's slots are served elsewhere:
+        // the map is asked for again every second, so calls on them go to
+        // the promoted replica within a second of its promotion.
+        slotsRefreshInterval: 1000,
         redisOptions: {
           ...perNode,
           commandTimeout,
@@ -197,6 +207,8 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
   }
   setStatus(derived());
 
+  // Within the command timeout, which the WAIT is sent under too.
+  const waitMs = Math.max(100, Math.floor(options.commandTimeoutMs / 2));
   // Sampled: every caller of a failing store would otherwise write a line.
   const storeFailures = logger
     ? createLogSampler(logger, { level: "warn", msg: "session store call failed" })
@@ -247,7 +259,16 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
     },
     call,
     unavailable,
-    run: (script, keys, args) => call(() => runScript(commands, script, keys, args)),
+    run: (script, keys, args) =>
+      call(() =>
+        runScript(
+          commands,
+          script,
+          keys,
+          args,
+          script.durable && options.durability === "replicated" ? waitMs : undefined,
+        ),
+      ),
     follow(next) {
       following = next;
       update();

@@ -7,6 +7,7 @@
  * that same order, so no caller counts positions.
  */
 import { createHash } from "node:crypto";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Cluster, Redis } from "ioredis";
 
 /** Every key the scripts touch, by the name the Lua knows it by. */
@@ -193,6 +194,8 @@ export interface Script<K extends KeyName, A extends string, R> {
   readonly sha: string;
   /** Turns the reply Redis sent into a named object; throws on one the script cannot send. */
   readonly decode: (reply: unknown) => R;
+  /** Whether its reply acknowledges a write to a caller, so that durability applies to it. */
+  readonly durable: boolean;
 }
 
 /** Definition of a script; see {@link defineScript}. */
@@ -206,6 +209,12 @@ export interface ScriptDefinition<K extends KeyName, A extends string, R> {
   readonly functions?: readonly LuaFunctions[];
   readonly body: string;
   readonly decode: (reply: unknown) => R;
+  /**
+   * Whether its reply acknowledges a write to a caller: with
+   * `--store-durability replicated` it is answered only once a Redis
+   * replica has the write (default false).
+   */
+  readonly durable?: boolean;
 }
 
 /**
@@ -235,30 +244,61 @@ export function defineScript<const K extends KeyName, const A extends string, R>
   const bind = (names: readonly string[], table: string) =>
     names.map((n, i) => `local ${n} = ${table}[${i + 1}]\n`).join("");
   const lua = `${bind(keys, "KEYS")}${bind(args, "ARGV")}${functions.map((f) => f.lua).join("")}${body}`;
-  return { name, keys, args, lua, sha: createHash("sha1").update(lua).digest("hex"), decode };
+  const sha = createHash("sha1").update(lua).digest("hex");
+  return { name, keys, args, lua, sha, decode, durable: definition.durable ?? false };
 }
 
 /**
  * Runs a script and decodes its reply: EVALSHA with the script's KEYS then
  * ARGV, each in the order it binds them, and the whole script (EVAL) when
  * this Redis has not cached it yet (a new or restarted Redis).
+ *
+ * With `waitMs`, the script is followed, in the same pipeline and so on the
+ * same primary, by `WAIT 1 waitMs`: the reply is decoded only once a Redis
+ * replica has everything this connection wrote.
+ *
+ * @throws ConnectError UNAVAILABLE when no replica confirmed within `waitMs`.
  */
 export async function runScript<K extends KeyName, A extends string, R>(
   redis: Redis | Cluster,
   script: Script<K, A, R>,
   keys: Pick<AnyKeys, K>,
   args: Readonly<Record<A, string>>,
+  waitMs?: number,
 ): Promise<R> {
   const argv: string[] = [];
   for (const k of script.keys) argv.push(keys[k]);
   for (const a of script.args) argv.push(args[a]);
-  let reply: unknown;
-  try {
-    reply = await redis.evalsha(script.sha, script.keys.length, ...argv);
-  } catch (e) {
-    // (NOSCRIPT is the error code of Redis's reply.)
-    if (!(e instanceof Error && e.message.startsWith("NOSCRIPT"))) throw e;
-    reply = await redis.eval(script.lua, script.keys.length, ...argv);
+  // (NOSCRIPT is the error code of Redis's reply.)
+  const noScript = (e: unknown) => e instanceof Error && e.message.startsWith("NOSCRIPT");
+  if (waitMs === undefined) {
+    let reply: unknown;
+    try {
+      reply = await redis.evalsha(script.sha, script.keys.length, ...argv);
+    } catch (e) {
+      if (!noScript(e)) throw e;
+      reply = await redis.eval(script.lua, script.keys.length, ...argv);
+    }
+    return script.decode(reply);
+  }
+  const send = async (whole: boolean) => {
+    const pipeline = redis.pipeline();
+    if (whole) pipeline.eval(script.lua, script.keys.length, ...argv);
+    else pipeline.evalsha(script.sha, script.keys.length, ...argv);
+    pipeline.call("WAIT", "1", String(waitMs));
+    return (await pipeline.exec()) ?? [];
+  };
+  let replies = await send(false);
+  if (noScript(replies[0]?.[0])) replies = await send(true);
+  const [error, reply] = replies[0] ?? [new Error("no reply")];
+  if (error) throw error;
+  const [waitError, replicas] = replies[1] ?? [new Error("no reply to WAIT")];
+  if (waitError) throw waitError;
+  if (Number(replicas) < 1) {
+    throw new ConnectError(
+      `the write reached the session store's primary, but no Redis replica confirmed it within ${waitMs} ms (--store-durability replicated), so it could be lost if that primary fails; it may still be applied: read the session before retrying`,
+      Code.Unavailable,
+    );
   }
   return script.decode(reply);
 }

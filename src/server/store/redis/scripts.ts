@@ -150,6 +150,7 @@ export type CreateReply =
  */
 export const createScript = defineScript({
   name: "create",
+  durable: true,
   keys: sessionScriptKeys,
   args: [
     "now",
@@ -257,6 +258,7 @@ export type CommitReply =
  */
 export const commitScript = defineScript({
   name: "commit",
+  durable: true,
   keys: [
     "session",
     "vars",
@@ -360,6 +362,7 @@ export type EndReply =
  */
 export const endScript = defineScript({
   name: "end",
+  durable: true,
   keys: sessionScriptKeys,
   args: ["sessionId", "reason", "feedMaxLen", "dueBy", "feedMaxAgeMs"],
   functions: [endSession],

@@ -65,6 +65,13 @@ export interface RedisStoreOptions {
   readonly connectTimeoutMs?: number;
   /** How long one command may take before the call fails with UNAVAILABLE (default 2000 ms). */
   readonly commandTimeoutMs?: number;
+  /**
+   * When a write is acknowledged: "async" (default) once the Redis primary
+   * has it; "replicated" once a Redis replica has it too (WAIT), so that a
+   * primary's failover loses no acknowledged write. A write no replica
+   * confirms within half the command timeout fails with UNAVAILABLE.
+   */
+  readonly durability?: "async" | "replicated";
   /** Entries the change feed keeps (approximately; default 100,000). */
   readonly feedLength?: number;
   /**
@@ -122,6 +129,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     url: options.url,
     cluster,
     feeds: keys.groups.length,
+    durability: options.durability,
     shownUrl,
     connectTimeoutMs: options.connectTimeoutMs ?? 5000,
     commandTimeoutMs: options.commandTimeoutMs ?? 2000,

@@ -28,6 +28,7 @@ export type ToolsReply =
  */
 export const toolsScript = defineScript({
   name: "tools",
+  durable: true,
   keys: ["session", "tools", "toolCounts", "feed", "feedSeq"],
   args: [
     "sessionId",
