@@ -121,8 +121,8 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
       {
         lazyConnect: true,
         enableOfflineQueue: false,
-        // Commands sent in one tick go to each primary in one write.
-        enableAutoPipelining: true,
+        // (No auto-pipelining: while a slot migrates, a batch that spans
+        // the moving slot and another fails as a whole.)
         clusterRetryStrategy: retryStrategy,
         // After a failover the dead primary's slots are served elsewhere:
         // the map is asked for again every second, so calls on them go to

@@ -111,8 +111,8 @@ export function createFeedDelivery(options: FeedDeliveryOptions): FeedDelivery {
     for (const [sessionId, ids] of need) asked.push([sessionId, [...ids]]);
     const read = (): Promise<[Error | null, unknown][] | null> => {
       if (connection.clustered) {
-        // A Cluster pipeline must stay on one primary; sent in one tick,
-        // these still go to each primary in one write (auto-pipelining).
+        // A Cluster pipeline must stay on one primary: these are sent at
+        // once, each to its own.
         return Promise.all(
           asked.map(([sessionId, ids]) =>
             connection.commands.hmget(keys.of(sessionId).vars, ...ids).then(

@@ -257,6 +257,9 @@ export function defineScript<const K extends KeyName, const A extends string, R>
  * same primary, by `WAIT 1 waitMs`: the reply is decoded only once a Redis
  * replica has everything this connection wrote.
  *
+ * A script refused because its slot is being migrated (Redis Cluster) is
+ * sent again, for up to a second.
+ *
  * @throws ConnectError UNAVAILABLE when no replica confirmed within `waitMs`.
  */
 export async function runScript<K extends KeyName, A extends string, R>(
@@ -265,6 +268,36 @@ export async function runScript<K extends KeyName, A extends string, R>(
   keys: Pick<AnyKeys, K>,
   args: Readonly<Record<A, string>>,
   waitMs?: number,
+): Promise<R> {
+  // While a Redis Cluster migrates the slot of the script's keys, some of
+  // them may have moved and others not: Redis refuses the script, without
+  // running it, with TRYAGAIN until the migration of those keys is done.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await runOnce(redis, script, keys, args, waitMs);
+    } catch (e) {
+      if (
+        !(e instanceof Error && e.message.startsWith("TRYAGAIN")) ||
+        attempt >= TRY_AGAIN_ATTEMPTS
+      ) {
+        throw e;
+      }
+      await new Promise((r) => setTimeout(r, TRY_AGAIN_DELAY_MS));
+    }
+  }
+}
+
+/** How often, and how far apart, a script refused during a slot migration is sent again. */
+const TRY_AGAIN_ATTEMPTS = 40;
+const TRY_AGAIN_DELAY_MS = 25;
+
+/** {@link runScript} without the retries of a slot migration. */
+async function runOnce<K extends KeyName, A extends string, R>(
+  redis: Redis | Cluster,
+  script: Script<K, A, R>,
+  keys: Pick<AnyKeys, K>,
+  args: Readonly<Record<A, string>>,
+  waitMs: number | undefined,
 ): Promise<R> {
   const argv: string[] = [];
   for (const k of script.keys) argv.push(keys[k]);
