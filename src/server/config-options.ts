@@ -73,7 +73,7 @@ function option<T, const G extends OptionGroup | undefined = undefined>(
 export interface RedisStoreConfig {
   readonly kind: "redis";
   /**
-   * Canonical `redis://` or `rediss://` URL, password included: hand it to
+   * Canonical `redis://`, `rediss://` or `redis+cluster://` URL, password included: hand it to
    * the store only, and show `parseRedisUrl(url).redacted` instead.
    */
   readonly url: string;
@@ -641,13 +641,13 @@ export const serverOptions = {
     flag: "store",
     placeholder: "<memory|url>",
     default: "memory",
-    help: 'Where sessions live: "memory" (this process only, gone when it exits) or a Redis server as redis://[user:password@]host[:port][/db], rediss:// for TLS, port 6379 and database 0 unless given; bridges on one Redis with one key prefix share their sessions. The Redis client (ioredis) is loaded only then.',
+    help: 'Where sessions live: "memory" (this process only, gone when it exits), a Redis server as redis://[user:password@]host[:port][/db], rediss:// for TLS, port 6379 and database 0 unless given, or a Redis Cluster as redis+cluster://[user:password@]host[:port][,host[:port]…] (rediss+cluster:// for TLS; one node is enough to find the others); bridges on one Redis with one key prefix share their sessions. The Redis client (ioredis) is loaded only then.',
     parse: (raw) => {
       const word = raw.trim();
       if (word.toLowerCase() === "memory") return "memory";
       if (misspells(word, "memory")) {
         throw new Error(
-          `"${clip(word, 32)}" is no store: did you mean memory? Write memory, or a Redis server as redis://[user:password@]host[:port][/db]`,
+          `"${clip(word, 32)}" is no store: did you mean memory? Write memory, a Redis server as redis://[user:password@]host[:port][/db], or a Redis Cluster as redis+cluster://host[:port][,host[:port]…]`,
         );
       }
       return { kind: "redis", url: parseRedisUrl(raw).url };
@@ -666,6 +666,17 @@ export const serverOptions = {
     default: 5000,
     help: "With a Redis store: how long startup waits for Redis to answer before it exits 1.",
     parse: (raw) => integer(raw, 100, 600_000),
+  }),
+  storeDurability: option<"async" | "replicated">({
+    flag: "store-durability",
+    placeholder: "<async|replicated>",
+    default: "async",
+    help: "With a Redis store: when a write is acknowledged. async: once the Redis primary has it (a primary's crash may lose the last writes its replicas had not received). replicated: once a Redis replica has it too (WAIT 1, up to 1 s): a write no replica confirms in time fails with UNAVAILABLE, saying it may still have been applied; needs a replica per primary.",
+    parse: (raw) => {
+      const word = raw.trim().toLowerCase();
+      if (word === "async" || word === "replicated") return word;
+      throw new Error("must be async or replicated");
+    },
   }),
 };
 

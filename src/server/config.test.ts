@@ -226,7 +226,7 @@ describe("parseServerConfig", () => {
     [
       ["--store", "memry"],
       {},
-      /--store: "memry" is no store: did you mean memory\? Write memory, or/,
+      /--store: "memry" is no store: did you mean memory\? Write memory, a Redis server as redis:\/\/\[user:password@\]host\[:port\]\[\/db\], or a Redis Cluster as redis\+cluster:\/\//,
     ],
     [[], { UB_STORE: "Memroy" }, /UB_STORE: "Memroy" is no store: did you mean memory\?/],
     [["--store-key-prefix", "a b"], {}, /--store-key-prefix: must be 1 to 64 printable ASCII/],
@@ -281,7 +281,10 @@ describe("parseServerConfig", () => {
   });
 
   it.each([
-    ["http://127.0.0.1:6379", /scheme "http:" is not redis: or rediss:/],
+    [
+      "http://127.0.0.1:6379",
+      /scheme "http:" is not redis:, rediss:, redis\+cluster: or rediss\+cluster:/,
+    ],
     ["127.0.0.1:6379", /write redis:\/\/\[user:password@\]host\[:port\]\[\/db\]/],
     ["redis://", /has no host/],
     ["redis://:6379", /has no host/],

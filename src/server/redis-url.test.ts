@@ -39,3 +39,32 @@ describe("parseRedisUrl", () => {
     expect(parseRedisUrl(first.url)).toEqual(first);
   });
 });
+
+describe("parseRedisUrl for a Redis Cluster", () => {
+  it("lists every node, with its port, and decodes the credentials for the cluster client", () => {
+    const parsed = parseRedisUrl("Redis+Cluster://app:p%40ss@10.0.0.1:7000,redis-b,[::1]:7002");
+    expect(parsed.url).toBe("redis+cluster://app:p%40ss@10.0.0.1:7000,redis-b:6379,[::1]:7002");
+    expect(parsed.redacted).toBe("redis+cluster://app:***@10.0.0.1:7000,redis-b:6379,[::1]:7002");
+    expect(parsed.cluster).toEqual({
+      nodes: [
+        { host: "10.0.0.1", port: 7000 },
+        { host: "redis-b", port: 6379 },
+        { host: "::1", port: 7002 },
+      ],
+      username: "app",
+      password: "p@ss",
+      tls: false,
+    });
+    expect(parseRedisUrl("rediss+cluster://h:1").cluster?.tls).toBe(true);
+    expect(parseRedisUrl(parsed.url)).toEqual(parsed);
+  });
+
+  it.each([
+    ["redis+cluster://h:7000/1", "database 0 only"],
+    ["redis+cluster://h:7000,,h2", "has no host"],
+    ["redis+cluster://h:7000,h2:99999", 'port "99999"'],
+    ["cluster://h:7000", "redis+cluster:"],
+  ])("refuses %s (%s)", (raw, message) => {
+    expect(() => parseRedisUrl(raw)).toThrow(message);
+  });
+});

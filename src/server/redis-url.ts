@@ -1,7 +1,9 @@
 /**
  * Redis URLs as `--store` accepts them: `redis://[user:password@]host[:port][/db]`
- * (`rediss://` for TLS), checked strictly at startup, put in one canonical
- * form and shown only with the password replaced.
+ * (`rediss://` for TLS), or a Redis Cluster as
+ * `redis+cluster://[user:password@]host[:port][,host[:port]…]`
+ * (`rediss+cluster://` for TLS), checked strictly at startup, put in one
+ * canonical form and shown only with the password replaced.
  *
  * Messages never repeat what comes before the `@`: a mistyped URL is still
  * likely to hold a real password.
@@ -20,12 +22,26 @@ export interface RedisUrl {
   readonly redacted: string;
   /** The password as written (percent-encoded), "" when there is none. */
   readonly password: string;
+  /** For a Redis Cluster URL: how to reach it (absent for one server). */
+  readonly cluster?: RedisClusterAddress;
+}
+
+/** A Redis Cluster as a `redis+cluster://` URL names it. */
+export interface RedisClusterAddress {
+  /** The nodes to discover the cluster from (any of them will do; more survive one being down). */
+  readonly nodes: readonly { readonly host: string; readonly port: number }[];
+  /** Decoded, "" for the default user. */
+  readonly username: string;
+  /** Decoded, "" for none. */
+  readonly password: string;
+  readonly tls: boolean;
 }
 
 const defaultPort = 6379;
 // Redis's `databases` setting is an int; 16 unless configured otherwise.
 const maxDb = 0x7fff_ffff;
-const form = "redis://[user:password@]host[:port][/db] (rediss:// for TLS)";
+const clusterForm = "redis+cluster://[user:password@]host[:port][,host[:port]…]";
+const form = `redis://[user:password@]host[:port][/db] (rediss:// for TLS), or ${clusterForm} for a Redis Cluster`;
 // RFC 3986 userinfo characters, ":" excluded (it separates user and password).
 const userChars = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*$/;
 const passwordChars = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:]|%[0-9A-Fa-f]{2})*$/;
@@ -52,8 +68,11 @@ export function parseRedisUrl(raw: string): RedisUrl {
     throw new Error(`${shown}write ${form}`);
   }
   const scheme = (schemeMatch[1] as string).toLowerCase();
-  if (scheme !== "redis" && scheme !== "rediss") {
-    throw new Error(`scheme "${scheme}:" is not redis: or rediss:; write ${form}`);
+  const clustered = scheme === "redis+cluster" || scheme === "rediss+cluster";
+  if (scheme !== "redis" && scheme !== "rediss" && !clustered) {
+    throw new Error(
+      `scheme "${scheme}:" is not redis:, rediss:, redis+cluster: or rediss+cluster:; write ${form}`,
+    );
   }
   const rest = schemeMatch[2] as string;
   const at = rest.lastIndexOf("@");
@@ -91,6 +110,48 @@ export function parseRedisUrl(raw: string): RedisUrl {
   const authority = slash === -1 ? hostPart : hostPart.slice(0, slash);
   const path = slash === -1 ? "" : hostPart.slice(slash + 1);
 
+  if (clustered && slash !== -1) {
+    throw new Error(`path "/${path}": a Redis Cluster has database 0 only; write ${clusterForm}`);
+  }
+  const addresses = (clustered ? authority.split(",") : [authority]).map(hostAndPortOf);
+  let db: number | undefined;
+  if (path !== "") {
+    db = /^\d{1,10}$/.test(path) ? Number(path) : -1;
+    if (db < 0 || db > maxDb) {
+      throw new Error(
+        `path "/${path}" is not a database number; write /0 to /15 (Redis has 16 unless configured otherwise) or nothing`,
+      );
+    }
+  }
+
+  const hostAndPort = addresses
+    .map(({ host, port }) => `${host.includes(":") ? `[${host}]` : host}:${port}`)
+    .join(",");
+  const tail = `${hostAndPort}${db === undefined ? "" : `/${db}`}`;
+  const cluster: { cluster?: RedisClusterAddress } = clustered
+    ? {
+        cluster: {
+          nodes: addresses,
+          username: decodeURIComponent(user),
+          password: decodeURIComponent(password),
+          tls: scheme === "rediss+cluster",
+        },
+      }
+    : {};
+  if (userInfo === undefined) {
+    const url = `${scheme}://${tail}`;
+    return { url, redacted: url, password: "", ...cluster };
+  }
+  return {
+    url: `${scheme}://${user}:${password}@${tail}`,
+    redacted: `${scheme}://${user}:***@${tail}`,
+    password,
+    ...cluster,
+  };
+}
+
+/** One `host[:port]` of a URL, checked. */
+function hostAndPortOf(authority: string): { host: string; port: number } {
   let host: string;
   let portText: string | undefined;
   if (authority.startsWith("[")) {
@@ -125,27 +186,7 @@ export function parseRedisUrl(raw: string): RedisUrl {
     }
   }
 
-  let db: number | undefined;
-  if (path !== "") {
-    db = /^\d{1,10}$/.test(path) ? Number(path) : -1;
-    if (db < 0 || db > maxDb) {
-      throw new Error(
-        `path "/${path}" is not a database number; write /0 to /15 (Redis has 16 unless configured otherwise) or nothing`,
-      );
-    }
-  }
-
-  const hostAndPort = `${host.includes(":") ? `[${host}]` : host}:${port}`;
-  const tail = `${hostAndPort}${db === undefined ? "" : `/${db}`}`;
-  if (userInfo === undefined) {
-    const url = `${scheme}://${tail}`;
-    return { url, redacted: url, password: "" };
-  }
-  return {
-    url: `${scheme}://${user}:${password}@${tail}`,
-    redacted: `${scheme}://${user}:***@${tail}`,
-    password,
-  };
+  return { host, port };
 }
 
 /** Whether the percent-encoding decodes (ioredis decodes it and would throw otherwise). */

@@ -82,6 +82,7 @@ export async function runServe(
         url: config.store.url,
         keyPrefix: config.storeKeyPrefix,
         connectTimeoutMs: config.storeConnectTimeoutMs,
+        durability: config.storeDurability,
         logger: logger.child({ component: "store" }),
       });
     } catch (e) {

@@ -8,9 +8,10 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
-import { Redis } from "ioredis";
+import { Cluster, Redis } from "ioredis";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { node } from "../support/cli.js";
+import { startRedisCluster } from "../support/redis-cluster.js";
 import { startRedis, type TestRedis } from "../support/redis-server.js";
 import { until } from "../support/wait.js";
 
@@ -178,5 +179,31 @@ describe("test Redis", () => {
     // SIGKILL is sent as the test process dies; the kernel needs a moment.
     await until(() => !alive(pid), "the orphaned redis-server to be gone");
     expect(existsSync(dir)).toBe(false);
+  });
+});
+
+describe("test Redis Cluster", () => {
+  it("serves every slot on three primaries with a replica each, and stop() ends every node", async () => {
+    const cluster = await startRedisCluster();
+    onTestFinished(() => cluster.stop());
+    const primaries = await cluster.primaries();
+    expect(primaries).toHaveLength(3);
+    expect(cluster.nodes).toHaveLength(6);
+    const c = new Cluster(
+      cluster.nodes.map((n) => ({ host: "127.0.0.1", port: n.port })),
+      { lazyConnect: true },
+    );
+    onTestFinished(() => c.disconnect());
+    await c.connect();
+    // Keys of many slots, so every primary is written.
+    const keys = Array.from({ length: 64 }, (_, i) => `k${i}`);
+    for (const k of keys) await c.set(k, k);
+    for (const k of keys) expect(await c.get(k)).toBe(k);
+    const sizes = await Promise.all(c.nodes("master").map((n) => n.dbsize()));
+    expect(sizes).toHaveLength(3);
+    expect(sizes.every((n) => n > 0)).toBe(true);
+    c.disconnect();
+    await cluster.stop();
+    for (const node of cluster.nodes) expect(await connectOutcome(node.port)).toBe("ECONNREFUSED");
   });
 });

@@ -1,7 +1,8 @@
 /**
  * Two bridge replicas on one real Redis behave as one server: every RPC of
  * the wire contract that touches shared state, called on one replica, is
- * seen on the other.
+ * seen on the other. The same on a Redis Cluster (three primaries with a
+ * replica each).
  */
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,20 +11,16 @@ import { decodeJsonAny, decodeValue, encodeJsonAny, encodeValue } from "../../sr
 import { bridgePerTest, type RunningBridge } from "../support/bridge.js";
 import { rejectionOf } from "../support/errors.js";
 import { createManualTimers, type ManualTimers } from "../support/manual-timers.js";
-import { startRedis, type TestRedis } from "../support/redis-server.js";
+import { startRedisCluster } from "../support/redis-cluster.js";
+import { startRedis } from "../support/redis-server.js";
 import { replicasPerTest } from "../support/replicas.js";
 import { until } from "../support/wait.js";
 
-let redis: TestRedis;
+/** The Redis each describe block runs on. */
+let redis: { readonly url: string; stop(): Promise<void> } | undefined;
 let deployment = 0;
-beforeAll(async () => {
-  redis = await startRedis();
-});
-afterAll(async () => {
-  await redis?.stop();
-});
 
-const replica = replicasPerTest(() => redis.url);
+const replica = replicasPerTest(() => redis?.url ?? "");
 const bridgeOnly = bridgePerTest();
 
 /**
@@ -43,7 +40,18 @@ const float = (n: number) => encodeValue("float", n).any;
 const text = (s: string) => encodeJsonAny(s);
 const int = (n: number) => encodeValue("integer", n).any;
 
-describe("two replicas on one Redis", () => {
+describe.each([
+  { backend: "one Redis", start: () => startRedis() },
+  { backend: "a Redis Cluster", start: () => startRedisCluster() },
+])("two replicas on $backend", ({ start }) => {
+  beforeAll(async () => {
+    redis = await start();
+  }, 60_000);
+  afterAll(async () => {
+    await redis?.stop();
+    redis = undefined;
+  });
+
   it("a write on one replica is read on the other", async () => {
     const [a, b] = await replicas();
     const { sessionId } = await a.client().initializeSession({});

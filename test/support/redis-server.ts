@@ -21,6 +21,12 @@ export interface RedisOptions {
    * off: no persistence at all, a restart starts empty.
    */
   readonly appendonly?: boolean;
+  /**
+   * Run as a Redis Cluster node (`--cluster-enabled yes`), its cluster bus
+   * on a second free port; test/support/redis-cluster.ts joins such nodes
+   * into a cluster.
+   */
+  readonly cluster?: boolean;
 }
 
 /** A running private Redis. */
@@ -84,10 +90,20 @@ async function freePort(): Promise<number> {
 }
 
 /** Spawns redis-server and resolves once it accepts connections (at most 10 s). */
-async function launch(port: number, dir: string, appendonly: boolean): Promise<ChildProcess> {
+async function launch(
+  port: number,
+  dir: string,
+  appendonly: boolean,
+  busPort: number | undefined,
+): Promise<ChildProcess> {
   const args = ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", ""];
   args.push("--appendonly", appendonly ? "yes" : "no");
   if (appendonly) args.push("--appendfsync", "always");
+  if (busPort !== undefined) {
+    // The bus port is given: the default (port + 10000) may be taken or past 65535.
+    args.push("--cluster-enabled", "yes", "--cluster-port", String(busPort));
+    args.push("--cluster-config-file", join(dir, "nodes.conf"), "--cluster-node-timeout", "2000");
+  }
   const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"] });
   live.add(child);
   child.once("exit", () => live.delete(child));
@@ -152,6 +168,7 @@ async function end(child: ChildProcess, signal: "SIGTERM" | "SIGKILL"): Promise<
  */
 export async function startRedis(options: RedisOptions = {}): Promise<TestRedis> {
   const appendonly = options.appendonly ?? false;
+  let busPort: number | undefined;
   const dir = mkdtempSync(join(tmpdir(), "ub-test-redis-"));
   dirs.add(dir);
   let port = 0;
@@ -159,8 +176,12 @@ export async function startRedis(options: RedisOptions = {}): Promise<TestRedis>
   // Another process may take the free port before redis-server binds it.
   for (let attempt = 1; child === undefined; attempt++) {
     port = await freePort();
+    if (options.cluster === true) {
+      do busPort = await freePort();
+      while (busPort === port);
+    }
     try {
-      child = await launch(port, dir, appendonly);
+      child = await launch(port, dir, appendonly, busPort);
     } catch (error) {
       if (attempt === 3) {
         rmSync(dir, { recursive: true, force: true });
@@ -197,7 +218,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<TestRedis>
     async restart() {
       if (stopped) throw new Error("this Redis was stopped for good");
       await end(current, "SIGTERM");
-      current = await launch(port, dir, appendonly);
+      current = await launch(port, dir, appendonly, busPort);
     },
   };
 }

@@ -17,6 +17,7 @@ import { clientBytesReached } from "../../errors.js";
 import { delay } from "../../timers.js";
 import { createTransaction, type SessionState, type StagingTransaction } from "../session-state.js";
 import type { SessionTransaction, VariableChange } from "../session-store.js";
+import type { ClusterLimits } from "./cluster-limits.js";
 import { encodeFeedChanges } from "./codec.js";
 import type { RedisConnection } from "./connection.js";
 import type { FeedWrites } from "./feed-writes.js";
@@ -31,6 +32,8 @@ const MAX_ROUNDS = 16;
 /** Options of {@link createCommitter}. */
 export interface CommitterOptions {
   readonly connection: RedisConnection;
+  /** On a Redis Cluster, the limits counted apart: a commit's growth is added to its client's bytes. */
+  readonly limits?: ClusterLimits | undefined;
   readonly keys: KeySpace;
   readonly cache: SessionCache;
   /** The session's current state, refreshed (1 round trip), or undefined when it is gone. */
@@ -161,6 +164,10 @@ export function createCommitter(options: CommitterOptions): Transact {
         case "ok":
           if (run.changes.length > 0)
             feedWrites.countCommit(sessionId, reply.rev, replica, changes);
+          await options.limits?.grow(reply.limitsClient, reply.grew).catch(() => {
+            // Committed already: a failure to count its bytes must not fail the write
+            // (the client's bytes are off by this growth until its session ends).
+          });
           run.apply(current);
           current.rev = reply.rev;
           current.state.record = { ...current.state.record, expiresAt: reply.expiresAt };

@@ -1,33 +1,47 @@
 /**
- * The Redis store's connection: two ioredis clients, one for calls and
- * scripts and one for the change feed's blocking reads, with one status
- * for both. The status changes in one place ({@link RedisConnection}'s
+ * The Redis store's connection: ioredis clients, one for calls and scripts
+ * and one per change feed stream for its blocking reads, with one status
+ * for all.
+ * On a Redis Cluster both are ioredis Cluster clients, which send each
+ * command to the primary of its key's slot and follow the cluster through
+ * failovers and slot migrations. The status changes in one place ({@link RedisConnection}'s
  * `setStatus`); the store's health, and whether its loops go on, follow
  * from it.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { Redis } from "ioredis";
+import { Cluster, Redis } from "ioredis";
 import { createLogSampler } from "../../log-sampler.js";
 import type { Logger } from "../../logger.js";
+import type { RedisClusterAddress } from "../../redis-url.js";
 import type { ServerTimers, TimerHandle } from "../../timers.js";
 import { describeRedisError } from "./redis-errors.js";
-import { type KeyName, runScript, type Script, type ScriptKeys } from "./script.js";
+import { type AnyKeys, type KeyName, runScript, type Script } from "./script.js";
 
 /**
  * Where the connection is:
  * - "connecting": opening both connections (createRedisStore has not returned);
- * - "ready": both are up and the feed reader follows the feed;
+ * - "ready": all are up and the feed reader follows the feed;
  * - "degraded": one is down (ioredis reconnects it, calls fail with
  *   UNAVAILABLE meanwhile), or the feed reader failed and has not checked
  *   the feed for a gap since;
  * - "closing": close() was called; the loops stop;
- * - "closed": both are released, or opening them failed.
+ * - "closed": all are released, or opening them failed.
  */
 export type ConnectionStatus = "connecting" | "ready" | "degraded" | "closing" | "closed";
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
   readonly url: string;
+  /** For a Redis Cluster (a `redis+cluster://` URL): its nodes and credentials. */
+  readonly cluster?: RedisClusterAddress | undefined;
+  /** Connections for the change feed's blocking reads: one per feed stream (default 1). */
+  readonly feeds?: number;
+  /**
+   * "replicated": a durable script (Script.durable) is answered only once a
+   * Redis replica has its write (WAIT 1, within half the command timeout).
+   * Default "async": once the primary has it.
+   */
+  readonly durability?: "async" | "replicated" | undefined;
   /** The URL with its password hidden, for messages and logs. */
   readonly shownUrl: string;
   readonly connectTimeoutMs: number;
@@ -42,12 +56,21 @@ export interface ConnectOptions {
   readonly timers: ServerTimers;
 }
 
-/** The two connections and their status. */
+/** A client of one Redis server or of a Redis Cluster: the commands the store sends are the same. */
+export type RedisClient = Redis | Cluster;
+
+/** The connections and their status. */
 export interface RedisConnection {
   /** Calls and scripts; a command unanswered within the command timeout fails. */
-  readonly commands: Redis;
-  /** The change feed's blocking reads. */
-  readonly feed: Redis;
+  readonly commands: RedisClient;
+  /**
+   * The change feed's blocking reads, one connection per feed stream: a
+   * blocking read holds its connection, and on a Cluster one read cannot
+   * name streams of several slots.
+   */
+  readonly feeds: readonly RedisClient[];
+  /** Whether these are Redis Cluster clients: then every command touches keys of one slot. */
+  readonly clustered: boolean;
   readonly status: ConnectionStatus;
   /** Status "ready". */
   readonly healthy: boolean;
@@ -66,7 +89,7 @@ export interface RedisConnection {
   /** Runs a script on the command connection, through {@link call}, and decodes its reply. */
   run<K extends KeyName, A extends string, R>(
     script: Script<K, A, R>,
-    keys: Pick<ScriptKeys, K>,
+    keys: Pick<AnyKeys, K>,
     args: Readonly<Record<A, string>>,
   ): Promise<R>;
   /**
@@ -77,7 +100,7 @@ export interface RedisConnection {
   /** Derives the status again after something it follows changed. */
   update(): void;
   /**
-   * Closes: status "closing", the feed connection dropped, `drain` awaited
+   * Closes: status "closing", the feed connections dropped, `drain` awaited
    * (the feed reader stops), the command connection quit, status "closed".
    * Resolves at once when closing began already.
    */
@@ -85,7 +108,7 @@ export interface RedisConnection {
 }
 
 /**
- * Opens both connections.
+ * Opens the connections.
  *
  * @throws RedisConnectError when Redis cannot be reached within `connectTimeoutMs`.
  */
@@ -99,10 +122,37 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
     maxRetriesPerRequest: 1,
     retryStrategy: (times: number) => Math.min(50 * 2 ** times, 2000),
   };
-  const commands = new Redis(options.url, { ...shared, commandTimeout: options.commandTimeoutMs });
+  const open = (commandTimeout: number): RedisClient => {
+    const { cluster } = options;
+    if (cluster === undefined) return new Redis(options.url, { ...shared, commandTimeout });
+    const { retryStrategy, ...perNode } = shared;
+    return new Cluster(
+      cluster.nodes.map(({ host, port }) => ({ host, port })),
+      {
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        // (No auto-pipelining: while a slot migrates, a batch that spans
+        // the moving slot and another fails as a whole.)
+        clusterRetryStrategy: retryStrategy,
+        // After a failover the dead primary's slots are served elsewhere:
+        // the map is asked for again every second, so calls on them go to
+        // the promoted replica within a second of its promotion.
+        slotsRefreshInterval: 1000,
+        redisOptions: {
+          ...perNode,
+          commandTimeout,
+          ...(cluster.username === "" ? {} : { username: cluster.username }),
+          ...(cluster.password === "" ? {} : { password: cluster.password }),
+          ...(cluster.tls ? { tls: {} } : {}),
+        },
+      },
+    );
+  };
+  const commands = open(options.commandTimeoutMs);
   // The feed reader blocks up to 5 s per read; a read unanswered well past
   // that (a frozen Redis) fails, so the loop notices.
-  const feed = new Redis(options.url, { ...shared, commandTimeout: 10_000 });
+  const feeds = Array.from({ length: options.feeds ?? 1 }, () => open(10_000));
+  const all = [commands, ...feeds];
 
   let status: ConnectionStatus = "connecting";
   let following = () => true;
@@ -111,15 +161,15 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
     if (status === "closed" || (status === "closing" && next !== "closed")) return;
     status = next;
   };
-  const derived = (): ConnectionStatus =>
-    commands.status === "ready" && feed.status === "ready" && following() ? "ready" : "degraded";
+  const up = () => all.every((c) => c.status === "ready");
+  const derived = (): ConnectionStatus => (up() && following() ? "ready" : "degraded");
   // When a connection went down: its loss and its return are logged once
   // each, however many reconnection attempts lie between.
   let lostSince: number | undefined;
   const update = () => {
     if (status !== "ready" && status !== "degraded") return;
     setStatus(derived());
-    const down = commands.status !== "ready" || feed.status !== "ready";
+    const down = !up();
     if (down && lostSince === undefined) {
       lostSince = timers.now();
       logger?.warn("Redis connection lost; calls fail with UNAVAILABLE until it is back", {
@@ -133,7 +183,7 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
   };
   // ioredis sets its own status and then emits an event of that name;
   // these are the ones into and out of "ready".
-  for (const client of [commands, feed]) {
+  for (const client of all) {
     for (const event of ["ready", "close", "end"]) client.on(event, update);
   }
 
@@ -144,14 +194,13 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
     lastError = error;
     logger?.debug("redis connection error", { error: describeRedisError(error) });
   };
-  commands.on("error", onError);
-  feed.on("error", onError);
+  for (const client of all) client.on("error", onError);
   let connectTimer: TimerHandle | undefined;
   try {
     // ioredis' connectTimeout covers the TCP connection only; a Redis that
     // accepts but never answers must not hold the start either.
     await Promise.race([
-      Promise.all([commands.connect(), feed.connect()]),
+      Promise.all(all.map((c) => c.connect())),
       new Promise((_, reject) => {
         connectTimer = timers.setTimeout(
           () => reject(new Error(`no answer within ${connectTimeoutMs} ms`)),
@@ -161,14 +210,15 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
     ]);
   } catch (e) {
     setStatus("closed");
-    commands.disconnect();
-    feed.disconnect();
+    for (const c of all) c.disconnect();
     throw new RedisConnectError(shownUrl, describeRedisError(lastError ?? e), e);
   } finally {
     timers.clearTimeout(connectTimer);
   }
   setStatus(derived());
 
+  // Within the command timeout, which the WAIT is sent under too.
+  const waitMs = Math.max(100, Math.floor(options.commandTimeoutMs / 2));
   // Sampled: every caller of a failing store would otherwise write a line.
   const storeFailures = logger
     ? createLogSampler(logger, { level: "warn", msg: "session store call failed", timers })
@@ -206,7 +256,8 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
 
   return {
     commands,
-    feed,
+    feeds,
+    clustered: options.cluster !== undefined,
     timers,
     get status() {
       return status;
@@ -219,7 +270,17 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
     },
     call,
     unavailable,
-    run: (script, keys, args) => call(() => runScript(commands, script, keys, args)),
+    run: (script, keys, args) =>
+      call(() =>
+        runScript(
+          commands,
+          script,
+          keys,
+          args,
+          timers,
+          script.durable && options.durability === "replicated" ? waitMs : undefined,
+        ),
+      ),
     follow(next) {
       following = next;
       update();
@@ -228,7 +289,7 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
     async close(drain) {
       if (status === "closing" || status === "closed") return;
       setStatus("closing");
-      feed.disconnect();
+      for (const feed of feeds) feed.disconnect();
       await drain();
       await commands.quit().catch(() => commands.disconnect());
       setStatus("closed");

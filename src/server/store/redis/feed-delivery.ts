@@ -108,13 +108,25 @@ export function createFeedDelivery(options: FeedDeliveryOptions): FeedDelivery {
     const out = new Map<string, VariableRecord>();
     if (need.size === 0) return out;
     const asked: [string, string[]][] = [];
-    const pipeline = connection.commands.pipeline();
-    for (const [sessionId, ids] of need) {
-      const list = [...ids];
-      asked.push([sessionId, list]);
-      pipeline.hmget(keys.of(sessionId).vars, ...list);
-    }
-    const replies = (await connection.call(() => pipeline.exec())) ?? [];
+    for (const [sessionId, ids] of need) asked.push([sessionId, [...ids]]);
+    const read = (): Promise<[Error | null, unknown][] | null> => {
+      if (connection.clustered) {
+        // A Cluster pipeline must stay on one primary: these are sent at
+        // once, each to its own.
+        return Promise.all(
+          asked.map(([sessionId, ids]) =>
+            connection.commands.hmget(keys.of(sessionId).vars, ...ids).then(
+              (texts): [Error | null, unknown] => [null, texts],
+              (error: Error): [Error | null, unknown] => [error, null],
+            ),
+          ),
+        );
+      }
+      const pipeline = connection.commands.pipeline();
+      for (const [sessionId, ids] of asked) pipeline.hmget(keys.of(sessionId).vars, ...ids);
+      return pipeline.exec();
+    };
+    const replies = (await connection.call(read)) ?? [];
     asked.forEach(([sessionId, ids], k) => {
       const [error, texts] = replies[k] ?? [new Error("no reply")];
       if (error) throw connection.unavailable(error);

@@ -1,7 +1,8 @@
 /**
  * The change feed's reader: one loop per replica reads the feed (a Redis
- * Stream) and delivers its entries (feed-delivery.ts) to this replica's
- * subscribers in commit order, its own commits included.
+ * Stream; one loop per stream on a Redis Cluster, where each group of
+ * sessions has its own) and delivers its entries (feed-delivery.ts) to
+ * this replica's subscribers in commit order, its own commits included.
  *
  * Entries are numbered one by one. A number that jumps means a trim took
  * entries this replica had not read, one that goes back a feed Redis lost
@@ -11,6 +12,7 @@
  */
 import { delay } from "../../timers.js";
 import type { StoreEvent, SubscribeOptions } from "../session-store.js";
+import type { RedisClient } from "./connection.js";
 import { createFeedDelivery, type FeedDeliveryOptions } from "./feed-delivery.js";
 
 /**
@@ -36,77 +38,118 @@ export interface FeedReader {
   /** Resolves once every entry appended before the call is delivered. */
   caughtUp(): Promise<void>;
   /**
-   * Stops delivering and waits for the loop to end (the connection's
-   * status says "closing" and its feed connection is dropped first);
+   * Stops delivering and waits for the loops to end (the connection's
+   * status says "closing" and its feed connections are dropped first);
    * callers waiting in caughtUp() are released.
    */
   stop(): Promise<void>;
 }
 
-/** Reads where the feed ends now, then starts the loop there. */
+/** Where the loop of one feed stream is. */
+interface Cursor {
+  readonly feed: string;
+  /** The connection its blocking reads hold. */
+  readonly client: RedisClient;
+  /** The id of the last entry read. */
+  lastId: string;
+  /** The number (field `n`) of the last entry delivered; 0 for none known yet. */
+  lastNumber: number;
+  /** The id of the last entry delivered. */
+  delivered: string;
+  state: FeedReaderState;
+}
+
+/**
+ * Reads where the feed ends now, then starts the loop there. On a Redis
+ * Cluster the feed is one stream per group of sessions (script.ts), each
+ * read by a loop of its own on a connection of its own, in its own order (a
+ * session's changes are all in its group's stream).
+ */
 export async function startFeedReader(options: FeedReaderOptions): Promise<FeedReader> {
   const { connection, logger } = options;
-  const { feed: feedKey, feedSeq } = options.keys.deployment;
   const delivery = createFeedDelivery(options);
 
-  // Where the loop is: the id of the last entry read, the number (field
-  // `n`) of the last one delivered, and the id of the last delivered.
-  const tail = await connection.call(() =>
-    connection.commands.multi().xrevrange(feedKey, "+", "-", "COUNT", 1).get(feedSeq).exec(),
+  const cursors: Cursor[] = await connection.call(() =>
+    Promise.all(
+      options.keys.groups.map(async ({ feed, feedSeq }, g): Promise<Cursor> => {
+        const tail = await connection.commands
+          .multi()
+          .xrevrange(feed, "+", "-", "COUNT", 1)
+          .get(feedSeq)
+          .exec();
+        const lastId = (tail?.[0]?.[1] as [string, string[]][] | undefined)?.[0]?.[0] ?? "0-0";
+        const client = connection.feeds[g] as RedisClient;
+        const lastNumber = Number(tail?.[1]?.[1] ?? 0);
+        return { feed, client, lastId, lastNumber, delivered: lastId, state: "following" };
+      }),
+    ),
   );
-  let lastId = (tail?.[0]?.[1] as [string, string[]][] | undefined)?.[0]?.[0] ?? "0-0";
-  let lastNumber = Number(tail?.[1]?.[1] ?? 0);
-  let delivered = lastId;
-  const waiters: { id: string; resolve: () => void }[] = [];
+  /** Callers of caughtUp(), each with the id it waits for per stream (undefined: none). */
+  const waiters: { ids: (string | undefined)[]; resolve: () => void }[] = [];
+  const reached = (ids: readonly (string | undefined)[]) =>
+    ids.every((id, g) => id === undefined || compareIds((cursors[g] as Cursor).delivered, id) >= 0);
   const settleWaiters = () => {
     for (let i = waiters.length - 1; i >= 0; i--) {
       const w = waiters[i] as (typeof waiters)[number];
-      if (compareIds(delivered, w.id) >= 0) {
+      if (reached(w.ids)) {
         waiters.splice(i, 1);
         w.resolve();
       }
     }
   };
 
-  /** Delivers a batch of entries in feed order, after reading what they need. */
-  const deliverBatch = async (batch: readonly [string, string[]][]) => {
+  /** Subscribers were told to resynchronize: no stream's next number is a gap any more. */
+  const resync = (reason: string) => {
+    delivery.resync(reason);
+    for (const c of cursors) c.lastNumber = 0;
+  };
+
+  /** Delivers a batch of one stream's entries in feed order, after reading what they need. */
+  const deliverBatch = async (cursor: Cursor, batch: readonly [string, string[]][]) => {
     const { entries, records } = await delivery.prepare(batch);
     for (const entry of entries) {
       // (Entries without a number come from replicas of an older version;
       // 0 is no number known yet.)
       const n = entry.f.n === undefined ? undefined : Number(entry.f.n);
-      if (n !== undefined && n !== lastNumber + 1 && lastNumber !== 0) {
-        delivery.resync(
-          n > lastNumber
-            ? `the change feed was trimmed past ${n - lastNumber - 1} entries this replica had not read (feed length or age limit)`
+      const last = cursor.lastNumber;
+      if (n !== undefined && n !== last + 1 && last !== 0) {
+        resync(
+          n > last
+            ? `the change feed was trimmed past ${n - last - 1} entries this replica had not read (feed length or age limit)`
             : "the change feed began again (Redis lost it)",
         );
       }
-      if (n !== undefined) lastNumber = n;
+      if (n !== undefined) cursor.lastNumber = n;
       delivery.deliver(entry, records);
-      delivered = entry.id;
+      cursor.delivered = entry.id;
     }
   };
 
-  let state: FeedReaderState = "following";
-  const setState = (next: FeedReaderState) => {
-    if (state === next) return;
-    state = next;
+  /** The reader's state: the worst of its loops'. */
+  const overall = (): FeedReaderState =>
+    cursors.some((c) => c.state === "failed")
+      ? "failed"
+      : cursors.some((c) => c.state === "reconnected")
+        ? "reconnected"
+        : "following";
+  const setState = (cursor: Cursor, next: FeedReaderState) => {
+    if (cursor.state === next) return;
+    cursor.state = next;
     connection.update();
   };
-  connection.follow(() => state !== "failed");
+  connection.follow(() => overall() !== "failed");
 
   /**
    * Back after a disconnect: resume from the last id, unless the feed
    * dropped entries after it (then subscribers must resync). (Until this
-   * answers, the reader reads nothing: a read that succeeded first would
+   * answers, the loop reads nothing: a read that succeeded first would
    * skip a gap silently.) Entries numbered past the next one say the same
    * once they arrive; this sees a deleted entry or a lost feed at once.
    */
-  const checkForGap = async () => {
+  const checkForGap = async ({ client, feed, lastId }: Cursor) => {
     let maxDeleted: string;
     try {
-      const info = (await connection.feed.call("XINFO", "STREAM", feedKey)) as unknown[];
+      const info = (await client.call("XINFO", "STREAM", feed)) as unknown[];
       maxDeleted = String(field(info, "max-deleted-entry-id") ?? "0-0");
     } catch (error) {
       // No feed at all: a Redis that lost it lost what came after lastId.
@@ -114,66 +157,66 @@ export async function startFeedReader(options: FeedReaderOptions): Promise<FeedR
       maxDeleted = lastId === "0-0" ? "0-0" : "+";
     }
     if (maxDeleted === "+" || compareIds(maxDeleted, lastId) > 0) {
-      delivery.resync("the change feed lost entries while this replica was away from Redis");
-      // Resynchronized already: the numbers' jump is not another gap.
-      lastNumber = 0;
+      resync("the change feed lost entries while this replica was away from Redis");
     }
   };
 
-  const readLoop = async () => {
-    // Every disconnect is checked for a gap once the reader is back, even
+  const readLoop = async (cursor: Cursor) => {
+    // Every disconnect is checked for a gap once the loop is back, even
     // when ioredis answered the blocking read by sending it again.
-    connection.feed.on("close", () => {
-      if (state === "following") setState("reconnected");
+    cursor.client.on("close", () => {
+      if (cursor.state === "following") setState(cursor, "reconnected");
     });
     while (!connection.closing) {
       try {
-        if (state !== "following") {
-          await checkForGap();
-          setState("following");
+        if (cursor.state !== "following") {
+          await checkForGap(cursor);
+          setState(cursor, "following");
         }
-        const reply = await connection.feed.xread(
+        const reply = await cursor.client.xread(
           "COUNT",
           512,
           "BLOCK",
           5000,
           "STREAMS",
-          feedKey,
-          lastId,
+          cursor.feed,
+          cursor.lastId,
         );
         const batch = (reply?.[0]?.[1] ?? []) as [string, string[]][];
         if (batch.length > 0) {
-          await deliverBatch(batch);
-          lastId = (batch.at(-1) as [string, string[]])[0];
+          await deliverBatch(cursor, batch);
+          cursor.lastId = (batch.at(-1) as [string, string[]])[0];
         }
         settleWaiters();
       } catch (error) {
         if (connection.closing) break;
-        if (state === "following") {
+        if (cursor.state === "following") {
           logger?.warn("change feed interrupted; reconnecting", {
             store: options.shownUrl,
             error: error instanceof Error ? error.message : String(error),
           });
         }
-        setState("failed");
+        setState(cursor, "failed");
         await delay(connection.timers, 200);
       }
     }
   };
-  const reading = readLoop();
+  const reading = Promise.all(cursors.map(readLoop));
 
   return {
     get state() {
-      return state;
+      return overall();
     },
     subscribe: (listener, subscribeOptions) => delivery.subscribe(listener, subscribeOptions),
     async caughtUp() {
-      const tailNow = await connection.call(() =>
-        connection.commands.xrevrange(feedKey, "+", "-", "COUNT", 1),
+      const tails = await connection.call(() =>
+        Promise.all(
+          cursors.map((c) => connection.commands.xrevrange(c.feed, "+", "-", "COUNT", 1)),
+        ),
       );
-      const target = tailNow[0]?.[0];
-      if (target === undefined || compareIds(delivered, target) >= 0) return;
-      await new Promise<void>((resolve) => waiters.push({ id: target, resolve }));
+      const ids = tails.map((t) => t[0]?.[0]);
+      if (reached(ids)) return;
+      await new Promise<void>((resolve) => waiters.push({ ids, resolve }));
     },
     async stop() {
       delivery.clear();

@@ -46,7 +46,9 @@ end
  * keys and remote tools go, it no longer counts against its client
  * (neither as a session nor in bytes), in the expiry index or in the
  * variable count, and the feed says it ended. Returns the number of
- * variables it held.
+ * variables it held, then the client its limits are counted for outside
+ * the script (field `qc`, Redis Cluster; "" for none) and its bytes, which
+ * the caller gives back to that client.
  */
 export const endSession: LuaFunctions = {
   keys: [
@@ -71,7 +73,7 @@ local function end_session(why)
     for _, name in ipairs(cjson.decode(names)) do redis.call('HDEL', tools, sessionId .. '|' .. name) end
     redis.call('HDEL', toolCounts, sessionId)
   end
-  local f = redis.call('HMGET', session, 'client', 'bytes')
+  local f = redis.call('HMGET', session, 'client', 'bytes', 'qc')
   local client = f[1]
   if client then
     if redis.call('HINCRBY', clients, client, -1) <= 0 then redis.call('HDEL', clients, client) end
@@ -84,7 +86,7 @@ local function end_session(why)
   redis.call('ZREM', expiry, sessionId)
   if n > 0 then redis.call('INCRBY', variableCount, -n) end
   append('t', 'e', 'sid', sessionId, 'why', why)
-  return n
+  return n, f[3] or '', f[2] or '0'
 end
 `,
 };

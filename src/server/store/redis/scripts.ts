@@ -114,9 +114,22 @@ return {'full', f[1], string.format('%.0f', exp), redis.call('HGET', session, 'r
   },
 });
 
+/** A session the script ended, whose limits counted outside it (Redis Cluster) are to be given back. */
+export interface EndedOutside {
+  /** The client its limits are counted for ("" for none). */
+  readonly client: string;
+  readonly bytes: number;
+}
+
 /** What {@link createScript} did. */
 export type CreateReply =
-  | { readonly result: "ok"; readonly rev: string; readonly expiresAt: number }
+  | {
+      readonly result: "ok";
+      readonly rev: string;
+      readonly expiresAt: number;
+      /** An expired session of the same id it ended first. */
+      readonly ended?: EndedOutside;
+    }
   /** A live session has the id. */
   | { readonly result: "exists" }
   /** `maxSessions` are live. */
@@ -132,9 +145,12 @@ export type CreateReply =
  * (staging.ts) with its `ttl`; `changes` are its changes without values
  * ("[]" for none). `quotaClient` ("" for none) is counted against
  * `quotaMax` sessions and `quotaMaxBytes` bytes ("0" for no limit).
+ * `limitsClient` ("" for none) is the client whose limits the caller
+ * counts outside the script (Redis Cluster), kept in the session's `qc`.
  */
 export const createScript = defineScript({
   name: "create",
+  durable: true,
   keys: sessionScriptKeys,
   args: [
     "now",
@@ -149,14 +165,17 @@ export const createScript = defineScript({
     "quotaMax",
     "feedMaxAgeMs",
     "quotaMaxBytes",
+    "limitsClient",
   ],
   functions: [appendToFeed, expireSession, endSession],
   body: `
 local t = tonumber(now)
 local f = redis.call('HMGET', session, 'exp')
+local ended = {}
 if f[1] then
   if tonumber(f[1]) > t then return {'exists'} end
-  end_session('expired')
+  local _, qc, b = end_session('expired')
+  ended = {qc, b}
 end
 if redis.call('ZCARD', expiry) >= tonumber(maxSessions) then return {'full'} end
 local p = cjson.decode(payload)
@@ -178,17 +197,18 @@ for id, v in pairs(p.vset) do redis.call('HSET', vars, id, v) end
 for id, v in pairs(p.hset) do redis.call('HSET', history, id, v) end
 for k, v in pairs(p.dset) do redis.call('HSET', data, k, v) end
 if type(p.deps) == 'string' then redis.call('SET', deps, p.deps) end
+if limitsClient ~= '' then redis.call('HSET', session, 'qc', limitsClient) end
 expire_in(ttl + tonumber(graceMs))
 redis.call('ZADD', expiry, string.format('%.0f', exp), sessionId)
 if tonumber(p.nvar) ~= 0 then redis.call('INCRBY', variableCount, p.nvar) end
 if changes ~= '[]' then
   append('t', 'c', 'sid', sessionId, 'rev', '1', 'r', replica, 'ev', changes)
 end
-return {'ok', '1', string.format('%.0f', exp)}
+return {'ok', '1', string.format('%.0f', exp), ended[1], ended[2]}
 `,
   decode(reply): CreateReply {
     if (!Array.isArray(reply)) throw unexpectedReply("create", reply);
-    const [result, a, b] = reply as unknown[];
+    const [result, a, b, c, d] = reply as unknown[];
     switch (result) {
       case "exists":
       case "full":
@@ -199,6 +219,9 @@ return {'ok', '1', string.format('%.0f', exp)}
         return { result, held: Number(a) };
       case "ok":
         if (typeof a !== "string" || typeof b !== "string") break;
+        if (typeof c === "string" && typeof d === "string") {
+          return { result, rev: a, expiresAt: Number(b), ended: { client: c, bytes: Number(d) } };
+        }
         return { result, rev: a, expiresAt: Number(b) };
     }
     throw unexpectedReply("create", reply);
@@ -207,7 +230,15 @@ return {'ok', '1', string.format('%.0f', exp)}
 
 /** What {@link commitScript} did. */
 export type CommitReply =
-  | { readonly result: "ok"; readonly rev: string; readonly expiresAt: number }
+  | {
+      readonly result: "ok";
+      readonly rev: string;
+      readonly expiresAt: number;
+      /** The client whose limits are counted outside the script (`qc`; "" for none). */
+      readonly limitsClient: string;
+      /** How many bytes the session grew by (negative: shrank). */
+      readonly grew: number;
+    }
   | { readonly result: "absent" }
   | { readonly result: "expired" }
   /** Another commit made revision `rev` first. */
@@ -227,6 +258,7 @@ export type CommitReply =
  */
 export const commitScript = defineScript({
   name: "commit",
+  durable: true,
   keys: [
     "session",
     "vars",
@@ -252,7 +284,7 @@ export const commitScript = defineScript({
   ],
   functions: [appendToFeed, expireSession],
   body: `
-local f = redis.call('HMGET', session, 'rev', 'exp', 'ttl', 'client', 'cmax', 'bytes')
+local f = redis.call('HMGET', session, 'rev', 'exp', 'ttl', 'client', 'cmax', 'bytes', 'qc')
 if not f[1] then return false end
 local t = tonumber(now)
 if tonumber(f[2]) <= t then return {'expired'} end
@@ -293,12 +325,13 @@ if tonumber(p.nvar) ~= 0 then redis.call('INCRBY', variableCount, p.nvar) end
 if changes ~= '[]' then
   append('t', 'c', 'sid', sessionId, 'rev', string.format('%.0f', rev), 'r', replica, 'ev', changes)
 end
-return {'ok', string.format('%.0f', rev), string.format('%.0f', exp)}
+local grew = tonumber(p.bytes) - tonumber(f[6] or '0')
+return {'ok', string.format('%.0f', rev), string.format('%.0f', exp), f[7] or '', string.format('%.0f', grew)}
 `,
   decode(reply): CommitReply {
     if (reply === null) return { result: "absent" };
     if (!Array.isArray(reply)) throw unexpectedReply("commit", reply);
-    const [result, a, b, c] = reply as unknown[];
+    const [result, a, b, c, d] = reply as unknown[];
     switch (result) {
       case "expired":
         return { result };
@@ -310,7 +343,8 @@ return {'ok', string.format('%.0f', rev), string.format('%.0f', exp)}
         return { result, held: Number(a), adding: Number(b), max: Number(c) };
       case "ok":
         if (typeof a !== "string" || typeof b !== "string") break;
-        return { result, rev: a, expiresAt: Number(b) };
+        if (typeof c !== "string" || typeof d !== "string") break;
+        return { result, rev: a, expiresAt: Number(b), limitsClient: c, grew: Number(d) };
     }
     throw unexpectedReply("commit", reply);
   },
@@ -318,7 +352,7 @@ return {'ok', string.format('%.0f', rev), string.format('%.0f', exp)}
 
 /** What {@link endScript} did: `variables` is what the session held. */
 export type EndReply =
-  | { readonly result: "ended"; readonly variables: number }
+  | { readonly result: "ended"; readonly variables: number; readonly outside: EndedOutside }
   | { readonly result: "none" };
 
 /**
@@ -328,6 +362,7 @@ export type EndReply =
  */
 export const endScript = defineScript({
   name: "end",
+  durable: true,
   keys: sessionScriptKeys,
   args: ["sessionId", "reason", "feedMaxLen", "dueBy", "feedMaxAgeMs"],
   functions: [endSession],
@@ -338,12 +373,17 @@ if not f[1] then
   return false
 end
 if dueBy ~= '' and tonumber(f[1]) > tonumber(dueBy) then return false end
-return end_session(reason)
+local n, qc, b = end_session(reason)
+return {n, qc, b}
 `,
   decode(reply): EndReply {
     if (reply === null) return { result: "none" };
-    if (typeof reply !== "number") throw unexpectedReply("end", reply);
-    return { result: "ended", variables: reply };
+    if (!Array.isArray(reply)) throw unexpectedReply("end", reply);
+    const [n, client, bytes] = reply as unknown[];
+    if (typeof n !== "number" || typeof client !== "string" || typeof bytes !== "string") {
+      throw unexpectedReply("end", reply);
+    }
+    return { result: "ended", variables: n, outside: { client, bytes: Number(bytes) } };
   },
 });
 

@@ -15,9 +15,13 @@
  * session runs once, whoever wins. Remote tools and the audit trail are
  * shared by every replica (shared-tools.ts, shared-audit.ts).
  *
- * The session's own keys share its `{id}` hash tag; the expiry index, the
- * feed and the variable count are per deployment, so this store needs a
- * single Redis primary (not Redis Cluster).
+ * On a single Redis primary the session's own keys share its `{id}` hash
+ * tag and the expiry index, the feed and the counters are one per
+ * deployment. On a Redis Cluster (a `redis+cluster://` URL) those are kept
+ * per group of sessions, each group in one slot, so that every script
+ * touches one slot and the load spreads over the primaries (script.ts,
+ * keySpace), and the deployment's limits are counted apart
+ * (cluster-limits.ts).
  */
 import { randomBytes } from "node:crypto";
 import { clientBytesReached, clientQuotaReached, sessionLimitReached } from "../../errors.js";
@@ -31,13 +35,14 @@ import {
   newSessionRecord,
 } from "../session-state.js";
 import type { SessionEndReason, SessionStore } from "../session-store.js";
+import { createClusterLimits } from "./cluster-limits.js";
 import { encodeFeedChanges } from "./codec.js";
 import { createCommitter } from "./committer.js";
 import { connect } from "./connection.js";
 import { startFeedReader } from "./feed-reader.js";
 import { createFeedWrites } from "./feed-writes.js";
 import { keySpace } from "./script.js";
-import { createScript, endScript, loadScript } from "./scripts.js";
+import { type CreateReply, createScript, endScript, loadScript } from "./scripts.js";
 import { type Cached, createSessionCache } from "./session-cache.js";
 import { createSharedAudit } from "./shared-audit.js";
 import { createSharedTools } from "./shared-tools.js";
@@ -46,7 +51,10 @@ import { startSweeper } from "./sweeper.js";
 
 /** Options of {@link createRedisStore}. */
 export interface RedisStoreOptions {
-  /** `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS). */
+  /**
+   * `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS), or a
+   * Redis Cluster as `redis+cluster://[user:password@]host:port[,host:port…]`.
+   */
   readonly url: string;
   /** Prepended to every key, so several deployments can share one Redis (default "ub:"). */
   readonly keyPrefix?: string;
@@ -63,6 +71,13 @@ export interface RedisStoreOptions {
   readonly connectTimeoutMs?: number;
   /** How long one command may take before the call fails with UNAVAILABLE (default 2000 ms). */
   readonly commandTimeoutMs?: number;
+  /**
+   * When a write is acknowledged: "async" (default) once the Redis primary
+   * has it; "replicated" once a Redis replica has it too (WAIT), so that a
+   * primary's failover loses no acknowledged write. A write no replica
+   * confirms within half the command timeout fails with UNAVAILABLE.
+   */
+  readonly durability?: "async" | "replicated";
   /** Entries the change feed keeps (approximately; default 100,000). */
   readonly feedLength?: number;
   /**
@@ -110,15 +125,18 @@ const GRACE_MS = 10 * 60_000;
 export async function createRedisStore(options: RedisStoreOptions): Promise<RedisStore> {
   const timers = options.timers ?? systemTimers;
   const now = options.now ?? timers.now;
-  const keys = keySpace(options.keyPrefix ?? "ub:");
   const feedMaxLen = String(options.feedLength ?? 100_000);
   const feedMaxAgeMs = String(options.feedMaxAgeMs ?? 300_000);
   // The one URL check of the project (the CLI's too): a malformed URL fails here.
-  const shownUrl = parseRedisUrl(options.url).redacted;
+  const { redacted: shownUrl, cluster } = parseRedisUrl(options.url);
+  const keys = keySpace(options.keyPrefix ?? "ub:", cluster !== undefined);
   const replica = randomBytes(6).toString("base64url");
   const { logger } = options;
   const connection = await connect({
     url: options.url,
+    cluster,
+    feeds: keys.groups.length,
+    durability: options.durability,
     shownUrl,
     connectTimeoutMs: options.connectTimeoutMs ?? 5000,
     commandTimeoutMs: options.commandTimeoutMs ?? 2000,
@@ -127,6 +145,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   });
   const cache = createSessionCache(options.cacheSize ?? 10_000);
   const feedWrites = createFeedWrites();
+  const limits =
+    keys.limitsOf === undefined ? undefined : createClusterLimits(connection, keys.limitsOf);
 
   /** The session's current state, refreshed (1 round trip), or undefined when it is gone. */
   const load = async (sessionId: string): Promise<Cached | undefined> => {
@@ -177,7 +197,15 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       dueBy: dueBy === undefined ? "" : String(dueBy),
       feedMaxAgeMs,
     });
-    if (reply.result === "ended") feedWrites.countEnd(sessionId, reason);
+    if (reply.result === "ended") {
+      feedWrites.countEnd(sessionId, reason);
+      await limits?.release(reply.outside.client, reply.outside.bytes).catch((error: unknown) => {
+        // Ended already: the place stays counted, which the log says.
+        logger?.warn("a session ended but its place in the limits was not given back", {
+          error: String(error),
+        });
+      });
+    }
     cache.delete(sessionId);
     return reply.result === "ended" ? { variables: reply.variables } : undefined;
   };
@@ -206,7 +234,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   });
   const stopSweeping = startSweeper({
     connection,
-    expiryKey: keys.deployment.expiry,
+    expiryKeys: keys.groups.map((g) => g.expiry),
     intervalMs: options.sweepIntervalMs ?? 1000,
     now,
     end: (sessionId, dueBy) => endSession(sessionId, "expired", dueBy),
@@ -237,22 +265,47 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       const writes = noWrites(state);
       stage(writes, tx, state, true);
       const changes = encodeFeedChanges(tx.changes);
+      if (limits !== undefined) {
+        try {
+          await limits.admit({ maxSessions, quota: init.quota, bytes: writes.bytes });
+        } catch (e) {
+          // At a limit, a live session of this id is still answered: reopening is not creating.
+          const existing = await load(init.id);
+          if (existing !== undefined) return { session: existing.state.record, created: false };
+          throw e;
+        }
+      }
+      const limitsClient = limits === undefined ? "" : (init.quota?.client ?? "");
       feedWrites.keep(init.id, 1, tx.changes);
-      const reply = await connection.run(createScript, keys.of(init.id), {
-        now: String(t),
-        graceMs: String(GRACE_MS),
-        sessionId: init.id,
-        replica,
-        maxSessions: String(maxSessions),
-        payload: payloadOf(writes, init.ttlMs),
-        changes,
-        feedMaxLen,
-        quotaClient: init.quota?.client ?? "",
-        quotaMax: String(init.quota?.max ?? 0),
-        feedMaxAgeMs,
-        quotaMaxBytes: String(init.quota?.maxBytes ?? 0),
-      });
-      if (reply.result !== "ok") feedWrites.forget(init.id, 1);
+      let reply: CreateReply;
+      try {
+        reply = await connection.run(createScript, keys.of(init.id), {
+          now: String(t),
+          graceMs: String(GRACE_MS),
+          sessionId: init.id,
+          replica,
+          // On a Cluster the limits were counted above, apart.
+          maxSessions: limits === undefined ? String(maxSessions) : "1e18",
+          payload: payloadOf(writes, init.ttlMs),
+          changes,
+          feedMaxLen,
+          quotaClient: limits === undefined ? (init.quota?.client ?? "") : "",
+          quotaMax: String(init.quota?.max ?? 0),
+          feedMaxAgeMs,
+          quotaMaxBytes: String(init.quota?.maxBytes ?? 0),
+          limitsClient,
+        });
+      } catch (e) {
+        feedWrites.forget(init.id, 1);
+        // Whether it was created is unknown; the place stays counted rather than counted twice.
+        throw e;
+      }
+      if (reply.result !== "ok") {
+        feedWrites.forget(init.id, 1);
+        await limits?.release(limitsClient, writes.bytes);
+      } else if (reply.ended !== undefined) {
+        await limits?.release(reply.ended.client, reply.ended.bytes);
+      }
       switch (reply.result) {
         case "quota":
           throw clientQuotaReached(reply.held, init.quota?.max ?? 0);
@@ -283,6 +336,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
 
     transact: createCommitter({
       connection,
+      limits,
       keys,
       cache,
       load,
@@ -297,13 +351,23 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     deleteSession: (sessionId, reason) => endSession(sessionId, reason),
 
     async stats() {
-      const [sessions, variables] = await connection.call(() =>
-        Promise.all([
-          connection.commands.zcard(keys.deployment.expiry),
-          connection.commands.get(keys.deployment.variableCount),
-        ]),
+      const counts = await connection.call(() =>
+        Promise.all(
+          keys.groups.map((g) =>
+            Promise.all([
+              connection.commands.zcard(g.expiry),
+              connection.commands.get(g.variableCount),
+            ]),
+          ),
+        ),
       );
-      return { sessions, variables: Number(variables ?? 0) };
+      let sessions = 0;
+      let variables = 0;
+      for (const [n, v] of counts) {
+        sessions += n;
+        variables += Number(v ?? 0);
+      }
+      return { sessions, variables };
     },
 
     feedAppended: () => feedWrites.appended(),

@@ -1,6 +1,6 @@
 /**
- * Expiry: every replica sweeps the deployment's index of sessions by
- * expiry time, and the end script ends each due session once, whoever
+ * Expiry: every replica sweeps the deployment's indexes of sessions by
+ * expiry time (one, or one per group of sessions on a Redis Cluster), and the end script ends each due session once, whoever
  * wins.
  */
 import type { Logger } from "../../logger.js";
@@ -9,8 +9,8 @@ import type { RedisConnection } from "./connection.js";
 /** Options of {@link startSweeper}. */
 export interface SweeperOptions {
   readonly connection: RedisConnection;
-  /** The expiry index (a sorted set of session ids by expiry time). */
-  readonly expiryKey: string;
+  /** The expiry indexes (sorted sets of session ids by expiry time), one per group of sessions. */
+  readonly expiryKeys: readonly string[];
   /** How often to sweep; 0 disables it. */
   readonly intervalMs: number;
   readonly now: () => number;
@@ -27,15 +27,12 @@ export function startSweeper(options: SweeperOptions): () => void {
   const sweep = async () => {
     try {
       const t = options.now();
-      const due = await connection.commands.zrangebyscore(
-        options.expiryKey,
-        "-inf",
-        String(t),
-        "LIMIT",
-        0,
-        256,
+      const due = await Promise.all(
+        options.expiryKeys.map((key) =>
+          connection.commands.zrangebyscore(key, "-inf", String(t), "LIMIT", 0, 256),
+        ),
       );
-      for (const sessionId of due) await options.end(sessionId, t);
+      for (const sessionId of due.flat()) await options.end(sessionId, t);
     } catch (error) {
       logger?.debug("expiry sweep failed", {
         error: error instanceof Error ? error.message : String(error),

@@ -23,9 +23,12 @@ export type ToolsReply =
  * worker holds in that scope or globally is refused, and so are counts
  * beyond the limits. `toolsJson` is a JSON array of `{name, doc}`. For a
  * global registration, `session` may be any key (it is not read).
+ * `heldElsewhere` is how many tools the deployment holds outside `tools`
+ * (the other groups' on a Redis Cluster, "0" on a single primary).
  */
 export const toolsScript = defineScript({
   name: "tools",
+  durable: true,
   keys: ["session", "tools", "toolCounts", "feed", "feedSeq"],
   args: [
     "sessionId",
@@ -36,6 +39,7 @@ export const toolsScript = defineScript({
     "replica",
     "toolsJson",
     "feedMaxAgeMs",
+    "heldElsewhere",
   ],
   functions: [appendToFeed],
   body: `
@@ -55,7 +59,7 @@ for _, t in ipairs(list) do
     table.insert(fresh, t.name)
   end
 end
-local held = redis.call('HLEN', tools)
+local held = redis.call('HLEN', tools) + tonumber(heldElsewhere)
 if held + added > tonumber(maxTools) then return {'full', tostring(held)} end
 if sid ~= '' then
   local n = tonumber(redis.call('HGET', toolCounts, sid) or '0')

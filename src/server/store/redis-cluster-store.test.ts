@@ -1,0 +1,108 @@
+/**
+ * The Redis store on a Redis Cluster (three primaries with a replica
+ * each): the whole store contract, and what the Cluster layout itself
+ * promises (every script on one slot, the groups spread over the
+ * primaries, counts and tools across groups).
+ */
+import { Cluster } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { startRedisCluster, type TestRedisCluster } from "../../../test/support/redis-cluster.js";
+import { describeSessionStoreContract } from "../../../test/support/session-store-contract.js";
+import { CLUSTER_GROUPS } from "./redis/script.js";
+import { createRedisStore, type RedisStore } from "./redis-store.js";
+
+let cluster: TestRedisCluster;
+let n = 0;
+beforeAll(async () => {
+  cluster = await startRedisCluster();
+}, 60_000);
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+describeSessionStoreContract(
+  "redis cluster",
+  async () => {
+    let t = 1_000_000;
+    // A key prefix per test: every test starts on an empty deployment.
+    const keyPrefix = `contract${n++}:`;
+    const open = () =>
+      createRedisStore({ url: cluster.url, keyPrefix, now: () => t, sweepIntervalMs: 20 });
+    const store = await open();
+    const siblings: RedisStore[] = [];
+    return {
+      store,
+      advance(ms) {
+        t += ms;
+      },
+      async settle() {
+        await Promise.all([store, ...siblings].map((s) => s.caughtUp()));
+      },
+      async sibling() {
+        const s = await open();
+        siblings.push(s);
+        return s;
+      },
+    };
+  },
+  { multiNode: true },
+);
+
+describe("the Redis store's layout on a Redis Cluster", () => {
+  const init = (id: string) => ({ id, metadata: {}, ttlMs: 60_000, allowedTools: [] });
+
+  async function admin(): Promise<Cluster> {
+    const c = new Cluster(
+      cluster.nodes.map((node) => ({ host: "127.0.0.1", port: node.port })),
+      { lazyConnect: true },
+    );
+    onTestFinished(() => c.disconnect());
+    await c.connect();
+    return c;
+  }
+
+  it("spreads sessions over every primary and counts them across groups", async () => {
+    const keyPrefix = `layout${n++}:`;
+    const store = await createRedisStore({ url: cluster.url, keyPrefix, sweepIntervalMs: 0 });
+    onTestFinished(() => store.close());
+    const ids = Array.from({ length: 200 }, (_, i) => `session-${i}`);
+    for (const id of ids) {
+      await store.createSession(init(id), 1000);
+      await store.transact(id, (tx) => tx.setData("k", id, id.length));
+    }
+    expect((await store.stats()).sessions).toBe(200);
+    const c = await admin();
+    const perPrimary = await Promise.all(
+      c.nodes("master").map(async (node) => (await node.keys(`${keyPrefix}*`)).length),
+    );
+    expect(perPrimary).toHaveLength(3);
+    // Every primary holds some of the groups, and every group has sessions.
+    for (const keys of perPrimary) expect(keys).toBeGreaterThan(0);
+    const groups = new Set(
+      (
+        await Promise.all(c.nodes("master").map((node) => node.keys(`${keyPrefix}*:sessions`)))
+      ).flat(),
+    );
+    expect(groups.size).toBe(CLUSTER_GROUPS);
+  });
+
+  it("holds the deployment's session limit across groups, on every instance", async () => {
+    const keyPrefix = `limits${n++}:`;
+    const open = () => createRedisStore({ url: cluster.url, keyPrefix, sweepIntervalMs: 0 });
+    const [a, b] = await Promise.all([open(), open()]);
+    onTestFinished(async () => {
+      await Promise.all([a.close(), b.close()]);
+    });
+    // Created at once on two instances: no more than the limit get through.
+    const results = await Promise.allSettled(
+      Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).createSession(init(`s${i}`), 7)),
+    );
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(7);
+    expect((await a.stats()).sessions).toBe(7);
+    // Ending one gives its place back.
+    const live = results.flatMap((r, i) => (r.status === "fulfilled" ? [`s${i}`] : []));
+    await a.deleteSession(live[0] as string, "cleanup");
+    expect((await b.createSession(init("late"), 7)).created).toBe(true);
+    await expect(b.createSession(init("later"), 7)).rejects.toThrow("session limit reached");
+  });
+});
