@@ -1,14 +1,14 @@
 /**
  * The tables of docs/ that restate code or data, generated from it: every
- * server option (src/server/config-options.ts) in docs/server.md, and the
+ * server option (src/server/config/config-options.ts) in docs/server.md, and the
  * latest benchmark results (bench/results.json) in docs/performance.md.
  * Each table sits between `<!-- generated:NAME -->` and
  * `<!-- /generated:NAME -->`; `npm run docs` rewrites it, and
  * test/doc-tables.test.ts fails when one differs from what this makes.
  */
 import { readFileSync, writeFileSync } from "node:fs";
-import { formatDefault } from "../src/server/config.ts";
-import { optionEntries } from "../src/server/config-options.ts";
+import { formatDefault } from "../src/server/config/config.ts";
+import { optionEntries } from "../src/server/config/config-options.ts";
 
 const root = new URL("../", import.meta.url);
 

@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { docTables, withTable } from "../scripts/doc-tables.ts";
-import { optionEntries } from "../src/server/config-options.js";
+import { optionEntries } from "../src/server/config/config-options.js";
 
 describe("generated tables in docs/", () => {
   it.each(docTables())(

@@ -17,9 +17,12 @@ export {
   VariableUpdateSchema,
   WatchVariablesRequestSchema,
 } from "../../dist/gen/snakepit/bridge/bridge_pb.js";
-export { binaryOnlyInterceptor } from "../../dist/server/binary-only.js";
-export { createHttpFront, type HttpFront } from "../../dist/server/http-front.js";
-export { createMetrics, createMetricsInterceptor } from "../../dist/server/metrics.js";
+export { binaryOnlyInterceptor } from "../../dist/server/edge/binary-only.js";
+export { createHttpFront, type HttpFront } from "../../dist/server/edge/http-front.js";
+export {
+  createMetrics,
+  createMetricsInterceptor,
+} from "../../dist/server/observability/metrics.js";
+export { toVariableMessage } from "../../dist/server/session/variable-message.js";
+export { createVariableOps } from "../../dist/server/session/variable-ops.js";
 export { createRedisStore, type RedisStore } from "../../dist/server/store/redis-store.js";
-export { toVariableMessage } from "../../dist/server/variable-message.js";
-export { createVariableOps } from "../../dist/server/variable-ops.js";

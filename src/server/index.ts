@@ -19,17 +19,17 @@
  * @module
  */
 
+export type { Caller } from "./access/caller.js";
+export { callerKey } from "./access/caller.js";
 export type { BridgeAddresses, BridgeServer, BridgeServerOptions } from "./bridge-server.js";
 export { createBridgeServer } from "./bridge-server.js";
-export type { Caller } from "./caller.js";
-export { callerKey } from "./caller.js";
-export type { RedisStoreConfig, ServerConfig } from "./config.js";
-export { defaultServerConfig, parseServerConfig } from "./config.js";
-export type { Limits } from "./limits.js";
-export { defaultLimits } from "./limits.js";
-export type { Logger } from "./logger.js";
-export { createLogger, redactSessionId } from "./logger.js";
-export type { MetricsRegistry } from "./metrics.js";
+export type { RedisStoreConfig, ServerConfig } from "./config/config.js";
+export { defaultServerConfig, parseServerConfig } from "./config/config.js";
+export type { Limits } from "./limits/limits.js";
+export { defaultLimits } from "./limits/limits.js";
+export type { Logger } from "./observability/logger.js";
+export { createLogger, redactSessionId } from "./observability/logger.js";
+export type { MetricsRegistry } from "./observability/metrics.js";
 export type { MemoryStoreOptions } from "./store/memory-store.js";
 export { createMemoryStore } from "./store/memory-store.js";
 
@@ -47,6 +47,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const { createRedisStore: open } = await import("./store/redis-store.js");
   return open(options);
 }
+export type { ServerTimers, TimerHandle } from "./common/timers.js";
+export { systemTimers } from "./common/timers.js";
 export type {
   DependencyEdge,
   HistoryRecord,
@@ -61,8 +63,6 @@ export type {
   VariableChange,
   VariableRecord,
 } from "./store/session-store.js";
-export type { ServerTimers, TimerHandle } from "./timers.js";
-export { systemTimers } from "./timers.js";
 export type { AuditAction, AuditEntry, AuditFilter, ToolOutcome } from "./tools/audit-trail.js";
 export {
   builtinTools,

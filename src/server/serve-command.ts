@@ -10,10 +10,10 @@
  */
 import { pino } from "pino";
 import { type BridgeAddresses, createBridgeServer } from "./bridge-server.js";
-import { parseServerConfig, type ServerConfig } from "./config.js";
-import { createLogger, type LogSink } from "./logger.js";
-import { parseRedisUrl } from "./redis-url.js";
-import { type HealthReportingStore, openRedisStore } from "./store-loader.js";
+import { parseServerConfig, type ServerConfig } from "./config/config.js";
+import { createLogger, type LogSink } from "./observability/logger.js";
+import { parseRedisUrl } from "./store/redis-url.js";
+import { type HealthReportingStore, openRedisStore } from "./store/store-loader.js";
 import type { ToolDefinition } from "./tools/tool-definition.js";
 
 /** What a program serving with {@link runServe} adds to the plain command. */

@@ -1,14 +1,14 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { sessionEnded } from "./errors.js";
-import { createKeyedLogSampler } from "./log-sampler.js";
-import { type Logger, redactSessionId } from "./logger.js";
-import type { MetricsRegistry } from "./metrics.js";
+import type { ServerTimers } from "./common/timers.js";
+import { createKeyedLogSampler } from "./observability/log-sampler.js";
+import { type Logger, redactSessionId } from "./observability/logger.js";
+import type { MetricsRegistry } from "./observability/metrics.js";
+import { sessionEnded } from "./store/errors.js";
 import type { SessionStore } from "./store/session-store.js";
-import type { ServerTimers } from "./timers.js";
 import type { AuditTrail } from "./tools/audit-trail.js";
 import type { SharedAuditTrail } from "./tools/shared-tools.js";
 import type { ToolRegistry } from "./tools/tool-registry.js";
-import type { WatchHub } from "./watch-hub.js";
+import type { WatchHub } from "./watch/watch-hub.js";
 
 /**
  * What a bridge server does with the events of its parts: the store's

@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
-import { defaultServerConfig } from "../../src/server/config.js";
+import { defaultServerConfig } from "../../src/server/config/config.js";
 import { waitFor } from "../support/wait.js";
 import { composeConfig, composeFile, onNetwork, replicaConfig } from "./compose.js";
 

@@ -7,7 +7,7 @@ import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
-import { parseServerConfig, type ServerConfig } from "../../src/server/config.js";
+import { parseServerConfig, type ServerConfig } from "../../src/server/config/config.js";
 import { cleanEnv } from "../support/cli.js";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));

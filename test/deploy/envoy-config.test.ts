@@ -11,7 +11,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { defaultAffinityHeader } from "../../src/client/affinity-header.js";
 import { Health } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
-import { defaultCorsAllowHeaders } from "../../src/server/http-front.js";
+import { defaultCorsAllowHeaders } from "../../src/server/edge/http-front.js";
 import { composeFile, replicaConfig } from "./compose.js";
 import { at, type EnvoyApi, list, loadEnvoyApi, seconds } from "./envoy-api.js";
 import { selectRoute } from "./envoy-routes.js";

@@ -12,7 +12,7 @@ import { Code } from "@connectrpc/connect";
 import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccessRole } from "../../src/gen/snakepit/bridge/bridge_pb.js";
-import { parseServerConfig } from "../../src/server/config.js";
+import { parseServerConfig } from "../../src/server/config/config.js";
 import { decodeValue, encodeJsonAny, encodeValue } from "../../src/values/index.js";
 import { accessDetail, bearer, newKey, seedVariables } from "../support/access.js";
 import { bridgePerTest, type RunningBridge, startBridge } from "../support/bridge.js";

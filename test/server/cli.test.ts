@@ -15,8 +15,8 @@ import {
   PingResponseSchema,
   type VariableUpdate,
 } from "../../src/gen/snakepit/bridge/bridge_pb.js";
-import { formatDefault } from "../../src/server/config.js";
-import { optionEntries } from "../../src/server/config-options.js";
+import { formatDefault } from "../../src/server/config/config.js";
+import { optionEntries } from "../../src/server/config/config-options.js";
 import { encodeValue } from "../../src/values/index.js";
 import { cleanEnv, cliSuite, freePorts as freePortsArgs } from "../support/cli.js";
 import { startRedis } from "../support/redis-server.js";

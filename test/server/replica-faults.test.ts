@@ -8,7 +8,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js";
-import { createLogger } from "../../src/server/logger.js";
+import { createLogger } from "../../src/server/observability/logger.js";
 import { createRedisStore, type RedisStore } from "../../src/server/store/redis-store.js";
 import { decodeValue, encodeValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";

@@ -3,7 +3,7 @@ import { Code, type ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
 import { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
-import { sessionEnded, sessionNotFound } from "../../src/server/errors.js";
+import { sessionEnded, sessionNotFound } from "../../src/server/store/errors.js";
 import { encodeValue } from "../../src/values/index.js";
 import { bridgePerTest } from "../support/bridge.js";
 import { rejectionOf } from "../support/errors.js";

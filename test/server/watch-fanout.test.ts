@@ -1,5 +1,5 @@
 /**
- * The WatchVariables fan-out path (src/server/watch-endpoint.ts) on the
+ * The WatchVariables fan-out path (src/server/watch/watch-endpoint.ts) on the
  * wire: gRPC trailers and status, gRPC-Web framing, deadlines,
  * cancellation, keepalive updates, and every update reaching every stream
  * across the three protocols and a fan-out large enough to be delivered in

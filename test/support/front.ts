@@ -7,9 +7,9 @@ import {
   createHttpFront,
   type HttpFront,
   type HttpFrontOptions,
-} from "../../src/server/http-front.js";
-import { silentLogger } from "../../src/server/logger.js";
-import { createMetrics } from "../../src/server/metrics.js";
+} from "../../src/server/edge/http-front.js";
+import { silentLogger } from "../../src/server/observability/logger.js";
+import { createMetrics } from "../../src/server/observability/metrics.js";
 
 /** Options of a front on 127.0.0.1 with a free port, no CORS origins and a silent logger. */
 export function frontOptions(overrides: Partial<HttpFrontOptions> = {}): HttpFrontOptions {

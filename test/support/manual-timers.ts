@@ -1,4 +1,4 @@
-import type { ServerTimers, TimerHandle } from "../../src/server/timers.js";
+import type { ServerTimers, TimerHandle } from "../../src/server/common/timers.js";
 
 /**
  * Server timers whose time moves only when a test says so. Given to

@@ -4,7 +4,7 @@
  * them keep a session alive that its clients left.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLogger } from "../../src/server/logger.js";
+import { createLogger } from "../../src/server/observability/logger.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 import {
   copySnakepit,

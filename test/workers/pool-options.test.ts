@@ -3,8 +3,8 @@
  * like a shell would (never run by one), from flags and the environment.
  */
 import { describe, expect, it } from "vitest";
-import { parseServerConfig } from "../../src/server/config.js";
-import type { ServerConfig } from "../../src/server/config-options.js";
+import { parseServerConfig } from "../../src/server/config/config.js";
+import type { ServerConfig } from "../../src/server/config/config-options.js";
 
 const parse = (argv: string[], env: Record<string, string> = {}) =>
   parseServerConfig(argv, env) as ServerConfig;

@@ -7,7 +7,7 @@
  */
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLogger } from "../../src/server/logger.js";
+import { createLogger } from "../../src/server/observability/logger.js";
 import { decodeJsonAny, encodeJsonAny, type JsonValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 import { until, waitFor } from "../support/wait.js";

@@ -4,8 +4,8 @@
  * taken for an access token.
  */
 import { closeSync, openSync, readSync } from "node:fs";
-import { isJws } from "../caller.js";
-import { list, token } from "../config-values.js";
+import { list, token } from "../config/config-values.js";
+import { isJws } from "./caller.js";
 
 /**
  * Token signing keys: each a secret as the worker token is (at least 32

@@ -1,5 +1,5 @@
-import { clientBytesReached, clientQuotaReached, sessionLimitReached } from "../errors.js";
-import { type ServerTimers, systemTimers } from "../timers.js";
+import { type ServerTimers, systemTimers } from "../common/timers.js";
+import { clientBytesReached, clientQuotaReached, sessionLimitReached } from "./errors.js";
 import {
   createTransaction,
   createView,

@@ -4,7 +4,7 @@
  * way, the Redis store keeps a copy of the sessions it serves.
  */
 import type { JsonValue } from "../../values/index.js";
-import { isVariableId } from "../ids.js";
+import { isVariableId } from "./ids.js";
 import type {
   DependencyEdge,
   HistoryRecord,

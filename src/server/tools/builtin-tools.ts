@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { JsonValue } from "../../values/index.js";
 import { utf8Length } from "../../values/utf8-length.js";
-import { formatBytes } from "../message-text.js";
+import { formatBytes } from "../common/message-text.js";
 import type { ToolDefinition } from "./tool-definition.js";
 
 /** A conversation message kept in session data. */

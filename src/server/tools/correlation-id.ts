@@ -7,7 +7,7 @@
  * the response header.
  */
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import { quote } from "../message-text.js";
+import { quote } from "../common/message-text.js";
 import type { ToolCall } from "./tool-run.js";
 
 /** The header snakepit v0.13's host and workers send the correlation id in. */

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { MemoryBudget } from "../memory-budget.js";
+import type { MemoryBudget } from "../limits/memory-budget.js";
 
 /**
  * A gate for expensive work: at most `maxRunning` holders at once, and the

@@ -1,7 +1,7 @@
 import { ConnectError } from "@connectrpc/connect";
 import type { ToolChunk } from "../../gen/snakepit/bridge/bridge_pb.js";
 import { decodeJsonAny, encodeJsonAny, type JsonValue } from "../../values/index.js";
-import type { BridgeCore } from "../bridge-core.js";
+import type { BridgeCore } from "../rpc/bridge-core.js";
 import { bindArguments } from "./tool-arguments.js";
 import type { ToolArguments, ToolContext } from "./tool-definition.js";
 import type { RegisteredTool } from "./tool-registry.js";

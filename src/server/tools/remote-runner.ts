@@ -3,11 +3,11 @@ import { type Client, Code, ConnectError, createClient } from "@connectrpc/conne
 import { createGrpcTransport, type Http2SessionManager } from "@connectrpc/connect-node";
 import { BridgeService, type ToolChunk } from "../../gen/snakepit/bridge/bridge_pb.js";
 import { convertJsonAny } from "../../values/json-any.js";
-import { workerSessionManager } from "../edge-compat.js";
-import { createKeyedLogSampler } from "../log-sampler.js";
-import { type Logger, redactSessionId } from "../logger.js";
-import { clip } from "../message-text.js";
-import type { ServerTimers } from "../timers.js";
+import { clip } from "../common/message-text.js";
+import type { ServerTimers } from "../common/timers.js";
+import { workerSessionManager } from "../edge/edge-compat.js";
+import { createKeyedLogSampler } from "../observability/log-sampler.js";
+import { type Logger, redactSessionId } from "../observability/logger.js";
 import { correlationHeader, correlationIdIn } from "./correlation-id.js";
 import type { RegisteredTool } from "./tool-registry.js";
 import { finalChunk, type RunOutcome, type ToolCall, type ToolFinish } from "./tool-run.js";

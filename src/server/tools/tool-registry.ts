@@ -1,8 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { utf8Length } from "../../values/utf8-length.js";
-import { defaultLimits, type Limits } from "../limits.js";
-import { quote } from "../message-text.js";
-import { byName } from "../order.js";
+import { quote } from "../common/message-text.js";
+import { byName } from "../common/order.js";
+import { defaultLimits, type Limits } from "../limits/limits.js";
 import type { AuditTrail, ToolOutcome } from "./audit-trail.js";
 import { hasType, PARAMETER_TYPES } from "./tool-arguments.js";
 import type { ToolDefinition, ToolParameter } from "./tool-definition.js";

@@ -2,11 +2,11 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { startRedis, type TestRedis } from "../../../test/support/redis-server.js";
 import { encodeValue, type JsonValue } from "../../values/index.js";
-import { defaultLimits, type Limits } from "../limits.js";
+import { defaultLimits, type Limits } from "../limits/limits.js";
+import { createVariableOps } from "../session/variable-ops.js";
 import { createMemoryStore } from "../store/memory-store.js";
 import { createRedisStore } from "../store/redis-store.js";
 import type { SessionStore, SessionTransaction, SessionView } from "../store/session-store.js";
-import { createVariableOps } from "../variable-ops.js";
 import { createToolSession } from "./tool-session.js";
 
 /**

@@ -1,7 +1,7 @@
 import type { JsonValue } from "../../values/index.js";
-import type { BridgeCore } from "../bridge-core.js";
+import type { BridgeCore } from "../rpc/bridge-core.js";
+import { listMatching } from "../session/variable-batch.js";
 import type { VariableRecord } from "../store/session-store.js";
-import { listMatching } from "../variable-batch.js";
 import type { ToolSession, ToolVariable } from "./tool-definition.js";
 
 /**

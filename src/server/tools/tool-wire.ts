@@ -8,7 +8,7 @@ import {
   ToolSpecSchema,
 } from "../../gen/snakepit/bridge/bridge_pb.js";
 import { encodeJsonAny } from "../../values/index.js";
-import { quote } from "../message-text.js";
+import { quote } from "../common/message-text.js";
 import type { SharedTool } from "./shared-tools.js";
 import { PARAMETER_TYPES } from "./tool-arguments.js";
 import type { ToolParameterType } from "./tool-definition.js";

@@ -7,7 +7,7 @@
  */
 import { isIP } from "node:net";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { quote } from "../message-text.js";
+import { quote } from "../common/message-text.js";
 
 /**
  * A parsed worker address. `host` is canonical, as the connection will use

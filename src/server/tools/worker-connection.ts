@@ -16,7 +16,7 @@
  */
 import http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type ServerTimers, systemTimers } from "../timers.js";
+import { type ServerTimers, systemTimers } from "../common/timers.js";
 
 /** What `createGrpcTransport({ sessionManager })` takes. */
 export interface WorkerConnection {

@@ -11,8 +11,9 @@
  * spread at random over an interval, a fixed number in flight overall,
  * a fixed number of connections, every timer unref'd.
  */
-import type { Logger } from "../logger.js";
-import { type ServerTimers, systemTimers, type TimerHandle } from "../timers.js";
+
+import { type ServerTimers, systemTimers, type TimerHandle } from "../common/timers.js";
+import type { Logger } from "../observability/logger.js";
 import type { ToolRegistry } from "./tool-registry.js";
 import type { WorkerAddress } from "./worker-address.js";
 import { createWorkerProbe, type WorkerProbe } from "./worker-probe.js";

@@ -11,8 +11,8 @@ import { type Client, Code, ConnectError, createClient } from "@connectrpc/conne
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { BridgeService } from "../../gen/snakepit/bridge/bridge_pb.js";
-import { clip } from "../message-text.js";
-import type { ServerTimers } from "../timers.js";
+import { clip } from "../common/message-text.js";
+import type { ServerTimers } from "../common/timers.js";
 import type { WorkerAddress } from "./worker-address.js";
 import { createWorkerConnection, type WorkerConnection } from "./worker-connection.js";
 

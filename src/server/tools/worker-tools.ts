@@ -1,9 +1,9 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { RegisterToolsRequest } from "../../gen/snakepit/bridge/bridge_pb.js";
-import type { BridgeCore } from "../bridge-core.js";
-import { createKeyedLogSampler } from "../log-sampler.js";
-import { type Logger, redactSessionId } from "../logger.js";
-import { clip } from "../message-text.js";
+import { clip } from "../common/message-text.js";
+import { createKeyedLogSampler } from "../observability/log-sampler.js";
+import { type Logger, redactSessionId } from "../observability/logger.js";
+import type { BridgeCore } from "../rpc/bridge-core.js";
 import type { SharedTool } from "./shared-tools.js";
 import type { ToolInput } from "./tool-registry.js";
 import { fromSharedTool, remoteToolsFromWire, toSharedTool } from "./tool-wire.js";

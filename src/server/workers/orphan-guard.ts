@@ -16,7 +16,7 @@
  * reaches the bridge (which stops the workers in order) and not it.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import type { Logger } from "../logger.js";
+import type { Logger } from "../observability/logger.js";
 
 /** Tracks worker pids for the watchdog. */
 export interface OrphanGuard {

@@ -9,9 +9,9 @@ import { join } from "node:path";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, type Http2SessionManager } from "@connectrpc/connect-node";
 import { BridgeService, type ToolRegistration } from "../../gen/snakepit/bridge/bridge_pb.js";
-import { workerSessionManager } from "../edge-compat.js";
-import type { Logger } from "../logger.js";
-import { delay, type ServerTimers, type TimerHandle } from "../timers.js";
+import { delay, type ServerTimers, type TimerHandle } from "../common/timers.js";
+import { workerSessionManager } from "../edge/edge-compat.js";
+import type { Logger } from "../observability/logger.js";
 import type { OrphanGuard } from "./orphan-guard.js";
 import {
   describeExit,

@@ -21,8 +21,8 @@ import { startTcpProxy } from "../../../test/support/tcp-proxy.js";
 import { until } from "../../../test/support/wait.js";
 import { BridgeService } from "../../gen/snakepit/bridge/bridge_pb.js";
 import { encodeJsonAny } from "../../values/index.js";
-import { createLogger } from "../logger.js";
-import { createMetrics, type MetricsRegistry } from "../metrics.js";
+import { createLogger } from "../observability/logger.js";
+import { createMetrics, type MetricsRegistry } from "../observability/metrics.js";
 import { createTelemetryReader, type TelemetryReader } from "./telemetry-reader.js";
 
 const unavailable = v013Unavailable();

@@ -23,11 +23,11 @@ import {
   TelemetryControlSchema,
   type TelemetryEvent,
 } from "../../gen/snakepit/bridge/bridge_pb.js";
-import { createKeyedLogSampler } from "../log-sampler.js";
-import type { Logger } from "../logger.js";
-import { clip } from "../message-text.js";
-import type { MetricsRegistry } from "../metrics.js";
-import { delay, type ServerTimers, systemTimers } from "../timers.js";
+import { clip } from "../common/message-text.js";
+import { delay, type ServerTimers, systemTimers } from "../common/timers.js";
+import { createKeyedLogSampler } from "../observability/log-sampler.js";
+import type { Logger } from "../observability/logger.js";
+import type { MetricsRegistry } from "../observability/metrics.js";
 import { parseWorkerAddress } from "../tools/worker-address.js";
 
 /** What the host tells the worker about its telemetry (sent at once and after each reconnect). */

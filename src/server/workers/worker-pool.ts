@@ -23,9 +23,9 @@ import type {
   ToolRegistration,
 } from "../../gen/snakepit/bridge/bridge_pb.js";
 import { convertJsonAny } from "../../values/json-any.js";
-import type { Logger } from "../logger.js";
-import { clip, quote } from "../message-text.js";
-import { delay, type ServerTimers, systemTimers } from "../timers.js";
+import { clip, quote } from "../common/message-text.js";
+import { delay, type ServerTimers, systemTimers } from "../common/timers.js";
+import type { Logger } from "../observability/logger.js";
 import type { ToolParameter } from "../tools/tool-definition.js";
 import type { ToolRegistry } from "../tools/tool-registry.js";
 import {

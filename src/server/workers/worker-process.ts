@@ -12,8 +12,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFile, rm } from "node:fs/promises";
 import type { Readable } from "node:stream";
-import type { Logger } from "../logger.js";
-import type { ServerTimers } from "../timers.js";
+import type { ServerTimers } from "../common/timers.js";
+import type { Logger } from "../observability/logger.js";
 
 /** How a worker process ended. */
 export interface WorkerExit {

@@ -14,7 +14,7 @@
  * release) leaves one session, or its client's bytes, counted until the
  * keys are reset.
  */
-import { clientBytesReached, clientQuotaReached, sessionLimitReached } from "../../errors.js";
+import { clientBytesReached, clientQuotaReached, sessionLimitReached } from "../errors.js";
 import type { RedisConnection } from "./connection.js";
 import { defineScript, type LimitKeys, unexpectedReply } from "./script.js";
 

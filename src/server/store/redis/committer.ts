@@ -13,8 +13,8 @@
  * transaction is a batch of one.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { clientBytesReached } from "../../errors.js";
-import { delay } from "../../timers.js";
+import { delay } from "../../common/timers.js";
+import { clientBytesReached } from "../errors.js";
 import { createTransaction, type SessionState, type StagingTransaction } from "../session-state.js";
 import type { SessionTransaction, VariableChange } from "../session-store.js";
 import type { ClusterLimits } from "./cluster-limits.js";

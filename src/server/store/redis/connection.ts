@@ -10,10 +10,10 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Cluster, Redis } from "ioredis";
-import { createLogSampler } from "../../log-sampler.js";
-import type { Logger } from "../../logger.js";
-import type { RedisClusterAddress } from "../../redis-url.js";
-import type { ServerTimers, TimerHandle } from "../../timers.js";
+import type { ServerTimers, TimerHandle } from "../../common/timers.js";
+import { createLogSampler } from "../../observability/log-sampler.js";
+import type { Logger } from "../../observability/logger.js";
+import type { RedisClusterAddress } from "../redis-url.js";
 import { describeRedisError } from "./redis-errors.js";
 import { type AnyKeys, type KeyName, runScript, type Script } from "./script.js";
 

@@ -7,7 +7,7 @@
  * wants. A value overwritten before this replica read it is delivered as
  * the newer version: versions never go backwards.
  */
-import type { Logger } from "../../logger.js";
+import type { Logger } from "../../observability/logger.js";
 import type { SharedTool } from "../../tools/shared-tools.js";
 import type {
   StoreEvent,

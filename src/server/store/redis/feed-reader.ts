@@ -10,7 +10,7 @@
  * for on reconnecting) the same: subscribers are then told to
  * resynchronize.
  */
-import { delay } from "../../timers.js";
+import { delay } from "../../common/timers.js";
 import type { StoreEvent, SubscribeOptions } from "../session-store.js";
 import type { RedisClient } from "./connection.js";
 import { createFeedDelivery, type FeedDeliveryOptions } from "./feed-delivery.js";

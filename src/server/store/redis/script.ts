@@ -9,7 +9,7 @@
 import { createHash } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Cluster, Redis } from "ioredis";
-import { delay, type ServerTimers } from "../../timers.js";
+import { delay, type ServerTimers } from "../../common/timers.js";
 
 /** Every key the scripts touch, by the name the Lua knows it by. */
 export interface ScriptKeys {

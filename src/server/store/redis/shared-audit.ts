@@ -2,8 +2,8 @@
  * The audit trail of every replica, kept in Redis as a stream trimmed to
  * about `length` entries.
  */
-import { createLogSampler } from "../../log-sampler.js";
-import type { Logger } from "../../logger.js";
+import { createLogSampler } from "../../observability/log-sampler.js";
+import type { Logger } from "../../observability/logger.js";
 import type { AuditEntry } from "../../tools/audit-trail.js";
 import type { SharedAuditTrail } from "../../tools/shared-tools.js";
 import type { RedisConnection } from "./connection.js";

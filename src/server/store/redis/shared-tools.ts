@@ -12,8 +12,8 @@
  * `--max-tools`, or take a session tool and a global tool of one name.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { sessionEndedBeforeTools } from "../../errors.js";
 import type { SharedTool, SharedToolDirectory } from "../../tools/shared-tools.js";
+import { sessionEndedBeforeTools } from "../errors.js";
 import type { RedisConnection } from "./connection.js";
 import type { FeedWrites } from "./feed-writes.js";
 import type { DeploymentKeys, KeySpace } from "./script.js";

@@ -24,10 +24,10 @@
  * (cluster-limits.ts).
  */
 import { randomBytes } from "node:crypto";
-import { clientBytesReached, clientQuotaReached, sessionLimitReached } from "../../errors.js";
-import type { Logger } from "../../logger.js";
-import { parseRedisUrl } from "../../redis-url.js";
-import { type ServerTimers, systemTimers } from "../../timers.js";
+import { type ServerTimers, systemTimers } from "../../common/timers.js";
+import type { Logger } from "../../observability/logger.js";
+import { clientBytesReached, clientQuotaReached, sessionLimitReached } from "../errors.js";
+import { parseRedisUrl } from "../redis-url.js";
 import {
   createTransaction,
   createView,

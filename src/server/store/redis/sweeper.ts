@@ -3,7 +3,7 @@
  * expiry time (one, or one per group of sessions on a Redis Cluster), and the end script ends each due session once, whoever
  * wins.
  */
-import type { Logger } from "../../logger.js";
+import type { Logger } from "../../observability/logger.js";
 import type { RedisConnection } from "./connection.js";
 
 /** Options of {@link startSweeper}. */

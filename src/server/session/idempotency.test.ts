@@ -1,0 +1,58 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import { createMemoryStore } from "../store/memory-store.js";
+import type { SessionTransaction } from "../store/session-store.js";
+import { type KeyedWrite, once, writeKeyOf } from "./idempotency.js";
+
+const now = () => 1_000_000;
+const counted: KeyedWrite<number> = {
+  summary: (n) => n,
+  replay: (_view, summary) => summary as number,
+};
+
+async function session() {
+  const store = createMemoryStore();
+  await store.createSession({ id: "s", metadata: {}, ttlMs: 60_000, allowedTools: [] }, 10);
+  const transact = async <R>(fn: (tx: SessionTransaction) => R): Promise<R> => {
+    const done = await store.transact("s", fn);
+    if (done === undefined) throw new ConnectError("session not found", Code.NotFound);
+    return done.value;
+  };
+  return { store, transact };
+}
+
+const key = (k: string) => writeKeyOf("SetVariable", { idempotencyKey: k, sessionId: "s" });
+
+describe("once: what a key remembers", () => {
+  it("a refusal the write made is answered again", async () => {
+    const { transact } = await session();
+    let runs = 0;
+    const refuse = () => {
+      runs++;
+      throw new ConnectError("version mismatch", Code.Aborted);
+    };
+    const first = once(transact, now, key("k"), counted, refuse);
+    await expect(first).rejects.toThrow("version mismatch");
+    const again = once(transact, now, key("k"), counted, () => 7);
+    await expect(again).rejects.toThrow("version mismatch");
+    expect(runs).toBe(1);
+  });
+
+  it("a failure the store raised after the write ran is not remembered: a retry applies", async () => {
+    const { transact } = await session();
+    // The store gives up after the callback ran (as Redis does after too
+    // many lost races), with a code a refusal could have too.
+    let contended = true;
+    const flaky = async <R>(fn: (tx: SessionTransaction) => R): Promise<R> => {
+      if (!contended) return transact(fn);
+      contended = false;
+      await transact((tx) => {
+        fn(tx);
+        throw new ConnectError("the session changed 16 times while writing; retry", Code.Aborted);
+      }).catch(() => undefined);
+      throw new ConnectError("the session changed 16 times while writing; retry", Code.Aborted);
+    };
+    await expect(once(flaky, now, key("k2"), counted, () => 1)).rejects.toThrow("16 times");
+    await expect(once(flaky, now, key("k2"), counted, () => 2)).resolves.toBe(2);
+  });
+});
