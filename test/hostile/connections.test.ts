@@ -430,7 +430,9 @@ describe("replies", () => {
   });
 
   it("cuts an HTTP/1.1 reply the peer stops reading after writeStallTimeoutMs", async () => {
-    const bridge = await start({ writeStallTimeoutMs: 1000 });
+    // Long enough that polling the connections gauge sees the reader's
+    // connection open before the stall closes it, on a loaded machine too.
+    const bridge = await start({ writeStallTimeoutMs: 3000 });
     const { sessionId, names } = await fillSession(grpcClient(bridge.url), 15);
     const body = toBinary(
       BatchGetVariablesRequestSchema,
