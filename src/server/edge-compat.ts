@@ -189,9 +189,10 @@ type WriteCallback = (error?: Error | null) => void;
  * PING acknowledgement, the reset of another stalled stream), so a peer
  * that never read but sent a PING now and then kept its replies, and their
  * memory, for as long as it liked. Here a large write goes out in pieces,
- * the next once the last was taken, and each piece taken re-arms the
- * timer. One timer per stream, restarted by each write rather than made
- * anew (a watch stream writes once per update); it lapses unused once the
+ * the next once the last was taken, and each piece taken counts as
+ * progress. One timer per stream, armed when a write starts with none
+ * running; a write only notes its time, and the timer, when due, waits on
+ * for what is left since the last progress; it lapses unused once the
  * stream has been quiet for `ms`, so a quiet watch holds none.
  *
  * Relies on (Node 24): `Http2Stream` is a `Writable` whose `_write` and
@@ -213,24 +214,64 @@ export function resetOnWriteStall(
   const writev = stream._writev?.bind(stream);
   let stall: TimerHandle | undefined;
   let writing = false;
-  const onStall = () => {
-    stall = undefined;
-    if (writing && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
-  };
-  const stop = () => {
-    writing = false;
-  };
-  /** Arms the timer for one write; the returned callback ends it. */
-  const start = (callback: WriteCallback): WriteCallback => {
-    writing = true;
+  /** When the write in progress last made progress (started, or a piece taken). */
+  let progressAt = 0;
+  /** Progress made, counted: what the timer saw when it was armed. */
+  let progressed = 0;
+  let progressedAtArm = 0;
+  // Progress only notes the time: a watch stream writes once per update,
+  // and re-arming the timer each time (a timer list insertion) cost more
+  // than the rest of the write. The timer, once due, looks at the time of
+  // the last progress and waits on for what is left of `ms`; it resets the
+  // stream only after a whole wait with no progress at all, so a step of
+  // the wall clock cannot cut a stream that is being read.
+  const arm = (delay: number) => {
+    progressedAtArm = progressed;
     if (stall === undefined) {
-      stall = timers.setTimeout(onStall, ms);
+      stall = timers.setTimeout(onStall, delay);
       stall.unref();
-    } else stall.refresh();
-    return (error) => {
-      stop();
-      callback(error);
-    };
+    } else if (delay === ms) stall.refresh();
+    else {
+      timers.clearTimeout(stall);
+      stall = timers.setTimeout(onStall, delay);
+      stall.unref();
+    }
+  };
+  const onStall = () => {
+    if (!writing || stream.destroyed) {
+      // Quiet: the timer lapses, so a quiet watch holds none.
+      stall = undefined;
+      return;
+    }
+    if (progressed !== progressedAtArm) {
+      const left = progressAt + ms - timers.now();
+      arm(left > 0 && left < ms ? Math.ceil(left) : ms);
+      return;
+    }
+    stall = undefined;
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+  };
+  const progress = () => {
+    progressed++;
+    progressAt = timers.now();
+  };
+  // Http2Stream calls its write hooks one at a time (Writable waits for a
+  // hook's callback before calling the next), so one callback at a time is
+  // held here and one function ends every write: no closure per write.
+  let callback: WriteCallback | undefined;
+  const done: WriteCallback = (error) => {
+    writing = false;
+    const cb = callback as WriteCallback;
+    callback = undefined;
+    cb(error);
+  };
+  /** Notes the start of one write (the timer runs while one is in progress). */
+  const start = (cb: WriteCallback): WriteCallback => {
+    writing = true;
+    callback = cb;
+    progress();
+    if (stall === undefined) arm(ms);
+    return done;
   };
   const writeInPieces = (chunk: Buffer, encoding: BufferEncoding, done: WriteCallback) => {
     let offset = 0;
@@ -244,7 +285,7 @@ export function resetOnWriteStall(
         done(new Error("the stream was closed before its reply was written"));
         return;
       }
-      stall?.refresh();
+      progress();
       const end = Math.min(offset + writePieceBytes, chunk.length);
       const piece = chunk.subarray(offset, end);
       offset = end;
@@ -285,8 +326,9 @@ export function resetOnWriteStall(
     };
   }
   stream.once("close", () => {
-    stop();
+    writing = false;
     timers.clearTimeout(stall);
+    stall = undefined;
   });
 }
 
@@ -319,9 +361,14 @@ export interface DirectWriter {
  * test/server/watch-fanout.test.ts (every watch over gRPC).
  */
 export function directWriter(req: NodeRequest, res: NodeResponse): DirectWriter {
+  // Asked before every frame: once the headers are out, the answer is kept
+  // here rather than read again through the compat response's getters.
+  let sent = false;
   return {
     target: "stream" in req ? req.stream : (res as http.ServerResponse),
     sendHeaders: () => {
+      if (sent) return;
+      sent = true;
       if (res.headersSent) return;
       if (res instanceof http.ServerResponse) res.flushHeaders();
       else res.writeHead(200);

@@ -225,8 +225,10 @@ function serve(
     text: protocol.text === true,
     write: (frames) => {
       // Nothing goes out after the status (a deadline may pass while the
-      // watch opens).
-      if (ended || res.destroyed) return false;
+      // watch opens) nor once the stream closed. `ended` is set by both;
+      // a stream destroyed but not yet closed takes no write either (Node
+      // refuses it, and false holds what follows until the close).
+      if (ended) return false;
       sendHeaders();
       return out.write(frames);
     },
