@@ -210,126 +210,190 @@ export function resetOnWriteStall(
   ms: number,
   timers: ServerTimers = systemTimers,
 ): void {
-  const write = stream._write.bind(stream);
-  const writev = stream._writev?.bind(stream);
-  let stall: TimerHandle | undefined;
-  let writing = false;
-  /** When the write in progress last made progress (started, or a piece taken). */
-  let progressAt = 0;
-  /** Progress made, counted: what the timer saw when it was armed. */
-  let progressed = 0;
-  let progressedAtArm = 0;
-  // Progress only notes the time: a watch stream writes once per update,
-  // and re-arming the timer each time (a timer list insertion) cost more
-  // than the rest of the write. The timer, once due, looks at the time of
-  // the last progress and waits on for what is left of `ms`; it resets the
-  // stream only after a whole wait with no progress at all, so a step of
-  // the wall clock cannot cut a stream that is being read.
-  const arm = (delay: number) => {
-    progressedAtArm = progressed;
-    if (stall === undefined) {
-      stall = timers.setTimeout(onStall, delay);
-      stall.unref();
-    } else if (delay === ms) stall.refresh();
-    else {
-      timers.clearTimeout(stall);
-      stall = timers.setTimeout(onStall, delay);
-      stall.unref();
-    }
+  // One state object per stream and hooks shared by every stream: a server
+  // holds tens of thousands of watch streams, and closures per stream cost
+  // about a kilobyte each.
+  const guard: StallGuard = {
+    stream,
+    ms,
+    timers,
+    write: stream._write,
+    writev: stream._writev,
+    stall: undefined,
+    writing: false,
+    progressAt: 0,
+    progressed: 0,
+    progressedAtArm: 0,
+    callback: undefined,
+    done: undefined as unknown as WriteCallback,
+    onStall: undefined as unknown as () => void,
   };
-  const onStall = () => {
-    if (!writing || stream.destroyed) {
-      // Quiet: the timer lapses, so a quiet watch holds none.
-      stall = undefined;
-      return;
-    }
-    if (progressed !== progressedAtArm) {
-      const left = progressAt + ms - timers.now();
-      arm(left > 0 && left < ms ? Math.ceil(left) : ms);
-      return;
-    }
-    stall = undefined;
-    stream.close(http2.constants.NGHTTP2_CANCEL);
-  };
-  const progress = () => {
-    progressed++;
-    progressAt = timers.now();
-  };
-  // Http2Stream calls its write hooks one at a time (Writable waits for a
-  // hook's callback before calling the next), so one callback at a time is
-  // held here and one function ends every write: no closure per write.
-  let callback: WriteCallback | undefined;
-  const done: WriteCallback = (error) => {
-    writing = false;
-    const cb = callback as WriteCallback;
-    callback = undefined;
+  guard.done = (error) => {
+    guard.writing = false;
+    const cb = guard.callback as WriteCallback;
+    guard.callback = undefined;
     cb(error);
   };
-  /** Notes the start of one write (the timer runs while one is in progress). */
-  const start = (cb: WriteCallback): WriteCallback => {
-    writing = true;
-    callback = cb;
-    progress();
-    if (stall === undefined) arm(ms);
-    return done;
-  };
-  const writeInPieces = (chunk: Buffer, encoding: BufferEncoding, done: WriteCallback) => {
-    let offset = 0;
-    const next = (error?: Error | null) => {
-      if (error != null || offset === chunk.length) {
-        done(error);
-        return;
-      }
-      // Http2Stream drops a write to a destroyed stream without calling back.
-      if (stream.destroyed) {
-        done(new Error("the stream was closed before its reply was written"));
-        return;
-      }
-      progress();
-      const end = Math.min(offset + writePieceBytes, chunk.length);
-      const piece = chunk.subarray(offset, end);
-      offset = end;
-      write(piece, encoding, next);
-    };
-    next();
-  };
+  guard.onStall = () => onStall(guard);
+  (stream as GuardedStream)[stallGuardKey] = guard;
   // Both hooks are guarded so that no write escapes the timer.
-  stream._write = (chunk: unknown, encoding, callback) => {
-    const done = start(callback);
-    if (Buffer.isBuffer(chunk) && chunk.length > writePieceBytes) {
-      writeInPieces(chunk, encoding, done);
-    } else {
-      write(chunk, encoding, done);
-    }
-  };
-  if (writev !== undefined) {
-    stream._writev = (chunks, callback) => {
-      const done = start(callback);
-      let bytes = 0;
-      for (const { chunk } of chunks) bytes += Buffer.isBuffer(chunk) ? chunk.length : 0;
-      if (bytes <= writePieceBytes) {
-        writev(chunks, done);
-        return;
-      }
-      // Large: one after the other, in pieces.
-      let index = 0;
-      const next = (error?: Error | null) => {
-        const entry = chunks[index++];
-        if (error != null || entry === undefined) {
-          done(error);
-          return;
-        }
-        if (Buffer.isBuffer(entry.chunk)) writeInPieces(entry.chunk, entry.encoding, next);
-        else write(entry.chunk, entry.encoding, next);
-      };
-      next();
-    };
+  stream._write = guardedWrite;
+  if (guard.writev !== undefined) stream._writev = guardedWritev;
+  stream.on("close", onGuardedClose);
+}
+
+const stallGuardKey = Symbol("stallGuard");
+
+type GuardedStream = http2.ServerHttp2Stream & { [stallGuardKey]: StallGuard };
+
+/** What {@link resetOnWriteStall} keeps of one stream. */
+interface StallGuard {
+  readonly stream: http2.ServerHttp2Stream;
+  readonly ms: number;
+  readonly timers: ServerTimers;
+  /** The stream's own hooks. */
+  readonly write: http2.ServerHttp2Stream["_write"];
+  readonly writev: http2.ServerHttp2Stream["_writev"];
+  stall: TimerHandle | undefined;
+  writing: boolean;
+  /** When the write in progress last made progress (started, or a piece taken). */
+  progressAt: number;
+  /** Progress made, counted, and as the timer saw it when it was armed. */
+  progressed: number;
+  progressedAtArm: number;
+  /**
+   * The callback of the write in progress: Http2Stream calls its write
+   * hooks one at a time (Writable waits for a hook's callback before
+   * calling the next), so one is held and `done` ends every write.
+   */
+  callback: WriteCallback | undefined;
+  done: WriteCallback;
+  onStall: () => void;
+}
+
+// Progress only notes the time: a watch stream writes once per update, and
+// re-arming the timer each time (a timer list insertion) cost more than the
+// rest of the write. The timer, once due, looks at the time of the last
+// progress and waits on for what is left of `ms`; it resets the stream only
+// after a whole wait with no progress at all, so a step of the wall clock
+// cannot cut a stream that is being read.
+function arm(guard: StallGuard, delay: number): void {
+  guard.progressedAtArm = guard.progressed;
+  if (guard.stall === undefined) {
+    guard.stall = guard.timers.setTimeout(guard.onStall, delay);
+    guard.stall.unref();
+  } else if (delay === guard.ms) guard.stall.refresh();
+  else {
+    guard.timers.clearTimeout(guard.stall);
+    guard.stall = guard.timers.setTimeout(guard.onStall, delay);
+    guard.stall.unref();
   }
-  stream.once("close", () => {
-    writing = false;
-    timers.clearTimeout(stall);
-    stall = undefined;
-  });
+}
+
+function onStall(guard: StallGuard): void {
+  if (!guard.writing || guard.stream.destroyed) {
+    // Quiet: the timer lapses, so a quiet watch holds none.
+    guard.stall = undefined;
+    return;
+  }
+  if (guard.progressed !== guard.progressedAtArm) {
+    const left = guard.progressAt + guard.ms - guard.timers.now();
+    arm(guard, left > 0 && left < guard.ms ? Math.ceil(left) : guard.ms);
+    return;
+  }
+  guard.stall = undefined;
+  guard.stream.close(http2.constants.NGHTTP2_CANCEL);
+}
+
+function progress(guard: StallGuard): void {
+  guard.progressed++;
+  guard.progressAt = guard.timers.now();
+}
+
+/** Notes the start of one write (the timer runs while one is in progress). */
+function startWrite(guard: StallGuard, callback: WriteCallback): WriteCallback {
+  guard.writing = true;
+  guard.callback = callback;
+  progress(guard);
+  if (guard.stall === undefined) arm(guard, guard.ms);
+  return guard.done;
+}
+
+function writeInPieces(
+  guard: StallGuard,
+  chunk: Buffer,
+  encoding: BufferEncoding,
+  done: WriteCallback,
+): void {
+  const { stream } = guard;
+  let offset = 0;
+  const next = (error?: Error | null) => {
+    if (error != null || offset === chunk.length) {
+      done(error);
+      return;
+    }
+    // Http2Stream drops a write to a destroyed stream without calling back.
+    if (stream.destroyed) {
+      done(new Error("the stream was closed before its reply was written"));
+      return;
+    }
+    progress(guard);
+    const end = Math.min(offset + writePieceBytes, chunk.length);
+    const piece = chunk.subarray(offset, end);
+    offset = end;
+    guard.write.call(stream, piece, encoding, next);
+  };
+  next();
+}
+
+function guardedWrite(
+  this: http2.ServerHttp2Stream,
+  chunk: unknown,
+  encoding: BufferEncoding,
+  callback: WriteCallback,
+): void {
+  const guard = (this as GuardedStream)[stallGuardKey];
+  const done = startWrite(guard, callback);
+  if (Buffer.isBuffer(chunk) && chunk.length > writePieceBytes) {
+    writeInPieces(guard, chunk, encoding, done);
+  } else {
+    guard.write.call(this, chunk, encoding, done);
+  }
+}
+
+function guardedWritev(
+  this: http2.ServerHttp2Stream,
+  chunks: Array<{ chunk: unknown; encoding: BufferEncoding }>,
+  callback: WriteCallback,
+): void {
+  const guard = (this as GuardedStream)[stallGuardKey];
+  const writev = guard.writev as NonNullable<StallGuard["writev"]>;
+  const done = startWrite(guard, callback);
+  let bytes = 0;
+  for (const { chunk } of chunks) bytes += Buffer.isBuffer(chunk) ? chunk.length : 0;
+  if (bytes <= writePieceBytes) {
+    writev.call(this, chunks, done);
+    return;
+  }
+  // Large: one after the other, in pieces.
+  let index = 0;
+  const next = (error?: Error | null) => {
+    const entry = chunks[index++];
+    if (error != null || entry === undefined) {
+      done(error);
+      return;
+    }
+    if (Buffer.isBuffer(entry.chunk)) writeInPieces(guard, entry.chunk, entry.encoding, next);
+    else guard.write.call(this, entry.chunk, entry.encoding, next);
+  };
+  next();
+}
+
+function onGuardedClose(this: http2.ServerHttp2Stream): void {
+  const guard = (this as GuardedStream)[stallGuardKey];
+  guard.writing = false;
+  guard.timers.clearTimeout(guard.stall);
+  guard.stall = undefined;
 }
 
 /** What the directly served watch writes its frames with. */
