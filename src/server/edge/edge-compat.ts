@@ -189,9 +189,10 @@ type WriteCallback = (error?: Error | null) => void;
  * PING acknowledgement, the reset of another stalled stream), so a peer
  * that never read but sent a PING now and then kept its replies, and their
  * memory, for as long as it liked. Here a large write goes out in pieces,
- * the next once the last was taken, and each piece taken re-arms the
- * timer. One timer per stream, restarted by each write rather than made
- * anew (a watch stream writes once per update); it lapses unused once the
+ * the next once the last was taken, and each piece taken counts as
+ * progress. One timer per stream, armed when a write starts with none
+ * running; a write only notes its time, and the timer, when due, waits on
+ * for what is left since the last progress; it lapses unused once the
  * stream has been quiet for `ms`, so a quiet watch holds none.
  *
  * Relies on (Node 24): `Http2Stream` is a `Writable` whose `_write` and
@@ -209,85 +210,190 @@ export function resetOnWriteStall(
   ms: number,
   timers: ServerTimers = systemTimers,
 ): void {
-  const write = stream._write.bind(stream);
-  const writev = stream._writev?.bind(stream);
-  let stall: TimerHandle | undefined;
-  let writing = false;
-  const onStall = () => {
-    stall = undefined;
-    if (writing && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+  // One state object per stream and hooks shared by every stream: a server
+  // holds tens of thousands of watch streams, and closures per stream cost
+  // about a kilobyte each.
+  const guard: StallGuard = {
+    stream,
+    ms,
+    timers,
+    write: stream._write,
+    writev: stream._writev,
+    stall: undefined,
+    writing: false,
+    progressAt: 0,
+    progressed: 0,
+    progressedAtArm: 0,
+    callback: undefined,
+    done: undefined as unknown as WriteCallback,
+    onStall: undefined as unknown as () => void,
   };
-  const stop = () => {
-    writing = false;
+  guard.done = (error) => {
+    guard.writing = false;
+    const cb = guard.callback as WriteCallback;
+    guard.callback = undefined;
+    cb(error);
   };
-  /** Arms the timer for one write; the returned callback ends it. */
-  const start = (callback: WriteCallback): WriteCallback => {
-    writing = true;
-    if (stall === undefined) {
-      stall = timers.setTimeout(onStall, ms);
-      stall.unref();
-    } else stall.refresh();
-    return (error) => {
-      stop();
-      callback(error);
-    };
-  };
-  const writeInPieces = (chunk: Buffer, encoding: BufferEncoding, done: WriteCallback) => {
-    let offset = 0;
-    const next = (error?: Error | null) => {
-      if (error != null || offset === chunk.length) {
-        done(error);
-        return;
-      }
-      // Http2Stream drops a write to a destroyed stream without calling back.
-      if (stream.destroyed) {
-        done(new Error("the stream was closed before its reply was written"));
-        return;
-      }
-      stall?.refresh();
-      const end = Math.min(offset + writePieceBytes, chunk.length);
-      const piece = chunk.subarray(offset, end);
-      offset = end;
-      write(piece, encoding, next);
-    };
-    next();
-  };
+  guard.onStall = () => onStall(guard);
+  (stream as GuardedStream)[stallGuardKey] = guard;
   // Both hooks are guarded so that no write escapes the timer.
-  stream._write = (chunk: unknown, encoding, callback) => {
-    const done = start(callback);
-    if (Buffer.isBuffer(chunk) && chunk.length > writePieceBytes) {
-      writeInPieces(chunk, encoding, done);
-    } else {
-      write(chunk, encoding, done);
-    }
-  };
-  if (writev !== undefined) {
-    stream._writev = (chunks, callback) => {
-      const done = start(callback);
-      let bytes = 0;
-      for (const { chunk } of chunks) bytes += Buffer.isBuffer(chunk) ? chunk.length : 0;
-      if (bytes <= writePieceBytes) {
-        writev(chunks, done);
-        return;
-      }
-      // Large: one after the other, in pieces.
-      let index = 0;
-      const next = (error?: Error | null) => {
-        const entry = chunks[index++];
-        if (error != null || entry === undefined) {
-          done(error);
-          return;
-        }
-        if (Buffer.isBuffer(entry.chunk)) writeInPieces(entry.chunk, entry.encoding, next);
-        else write(entry.chunk, entry.encoding, next);
-      };
-      next();
-    };
+  stream._write = guardedWrite;
+  if (guard.writev !== undefined) stream._writev = guardedWritev;
+  stream.on("close", onGuardedClose);
+}
+
+const stallGuardKey = Symbol("stallGuard");
+
+type GuardedStream = http2.ServerHttp2Stream & { [stallGuardKey]: StallGuard };
+
+/** What {@link resetOnWriteStall} keeps of one stream. */
+interface StallGuard {
+  readonly stream: http2.ServerHttp2Stream;
+  readonly ms: number;
+  readonly timers: ServerTimers;
+  /** The stream's own hooks. */
+  readonly write: http2.ServerHttp2Stream["_write"];
+  readonly writev: http2.ServerHttp2Stream["_writev"];
+  stall: TimerHandle | undefined;
+  writing: boolean;
+  /** When the write in progress last made progress (started, or a piece taken). */
+  progressAt: number;
+  /** Progress made, counted, and as the timer saw it when it was armed. */
+  progressed: number;
+  progressedAtArm: number;
+  /**
+   * The callback of the write in progress: Http2Stream calls its write
+   * hooks one at a time (Writable waits for a hook's callback before
+   * calling the next), so one is held and `done` ends every write.
+   */
+  callback: WriteCallback | undefined;
+  done: WriteCallback;
+  onStall: () => void;
+}
+
+// Progress only notes the time: a watch stream writes once per update, and
+// re-arming the timer each time (a timer list insertion) cost more than the
+// rest of the write. The timer, once due, looks at the time of the last
+// progress and waits on for what is left of `ms`; it resets the stream only
+// after a whole wait with no progress at all, so a step of the wall clock
+// cannot cut a stream that is being read.
+function arm(guard: StallGuard, delay: number): void {
+  guard.progressedAtArm = guard.progressed;
+  if (guard.stall === undefined) {
+    guard.stall = guard.timers.setTimeout(guard.onStall, delay);
+    guard.stall.unref();
+  } else if (delay === guard.ms) guard.stall.refresh();
+  else {
+    guard.timers.clearTimeout(guard.stall);
+    guard.stall = guard.timers.setTimeout(guard.onStall, delay);
+    guard.stall.unref();
   }
-  stream.once("close", () => {
-    stop();
-    timers.clearTimeout(stall);
-  });
+}
+
+function onStall(guard: StallGuard): void {
+  if (!guard.writing || guard.stream.destroyed) {
+    // Quiet: the timer lapses, so a quiet watch holds none.
+    guard.stall = undefined;
+    return;
+  }
+  if (guard.progressed !== guard.progressedAtArm) {
+    const left = guard.progressAt + guard.ms - guard.timers.now();
+    arm(guard, left > 0 && left < guard.ms ? Math.ceil(left) : guard.ms);
+    return;
+  }
+  guard.stall = undefined;
+  guard.stream.close(http2.constants.NGHTTP2_CANCEL);
+}
+
+function progress(guard: StallGuard): void {
+  guard.progressed++;
+  guard.progressAt = guard.timers.now();
+}
+
+/** Notes the start of one write (the timer runs while one is in progress). */
+function startWrite(guard: StallGuard, callback: WriteCallback): WriteCallback {
+  guard.writing = true;
+  guard.callback = callback;
+  progress(guard);
+  if (guard.stall === undefined) arm(guard, guard.ms);
+  return guard.done;
+}
+
+function writeInPieces(
+  guard: StallGuard,
+  chunk: Buffer,
+  encoding: BufferEncoding,
+  done: WriteCallback,
+): void {
+  const { stream } = guard;
+  let offset = 0;
+  const next = (error?: Error | null) => {
+    if (error != null || offset === chunk.length) {
+      done(error);
+      return;
+    }
+    // Http2Stream drops a write to a destroyed stream without calling back.
+    if (stream.destroyed) {
+      done(new Error("the stream was closed before its reply was written"));
+      return;
+    }
+    progress(guard);
+    const end = Math.min(offset + writePieceBytes, chunk.length);
+    const piece = chunk.subarray(offset, end);
+    offset = end;
+    guard.write.call(stream, piece, encoding, next);
+  };
+  next();
+}
+
+function guardedWrite(
+  this: http2.ServerHttp2Stream,
+  chunk: unknown,
+  encoding: BufferEncoding,
+  callback: WriteCallback,
+): void {
+  const guard = (this as GuardedStream)[stallGuardKey];
+  const done = startWrite(guard, callback);
+  if (Buffer.isBuffer(chunk) && chunk.length > writePieceBytes) {
+    writeInPieces(guard, chunk, encoding, done);
+  } else {
+    guard.write.call(this, chunk, encoding, done);
+  }
+}
+
+function guardedWritev(
+  this: http2.ServerHttp2Stream,
+  chunks: Array<{ chunk: unknown; encoding: BufferEncoding }>,
+  callback: WriteCallback,
+): void {
+  const guard = (this as GuardedStream)[stallGuardKey];
+  const writev = guard.writev as NonNullable<StallGuard["writev"]>;
+  const done = startWrite(guard, callback);
+  let bytes = 0;
+  for (const { chunk } of chunks) bytes += Buffer.isBuffer(chunk) ? chunk.length : 0;
+  if (bytes <= writePieceBytes) {
+    writev.call(this, chunks, done);
+    return;
+  }
+  // Large: one after the other, in pieces.
+  let index = 0;
+  const next = (error?: Error | null) => {
+    const entry = chunks[index++];
+    if (error != null || entry === undefined) {
+      done(error);
+      return;
+    }
+    if (Buffer.isBuffer(entry.chunk)) writeInPieces(guard, entry.chunk, entry.encoding, next);
+    else guard.write.call(this, entry.chunk, entry.encoding, next);
+  };
+  next();
+}
+
+function onGuardedClose(this: http2.ServerHttp2Stream): void {
+  const guard = (this as GuardedStream)[stallGuardKey];
+  guard.writing = false;
+  guard.timers.clearTimeout(guard.stall);
+  guard.stall = undefined;
 }
 
 /** What the directly served watch writes its frames with. */
@@ -319,9 +425,14 @@ export interface DirectWriter {
  * test/server/watch-fanout.test.ts (every watch over gRPC).
  */
 export function directWriter(req: NodeRequest, res: NodeResponse): DirectWriter {
+  // Asked before every frame: once the headers are out, the answer is kept
+  // here rather than read again through the compat response's getters.
+  let sent = false;
   return {
     target: "stream" in req ? req.stream : (res as http.ServerResponse),
     sendHeaders: () => {
+      if (sent) return;
+      sent = true;
       if (res.headersSent) return;
       if (res instanceof http.ServerResponse) res.flushHeaders();
       else res.writeHead(200);

@@ -296,7 +296,9 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       if (!req.complete && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
     }, limits.requestTimeoutMs);
     timer.unref();
-    stream.once("close", () => timers.clearTimeout(timer));
+    // 'on', not 'once': a stream closes once, and once's wrapper would be
+    // one more object per stream.
+    stream.on("close", () => timers.clearTimeout(timer));
     resetOnWriteStall(stream, limits.writeStallTimeoutMs, timers);
   }
 
@@ -310,7 +312,7 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     conn.idle = idle;
     session.on("stream", (stream: http2.ServerHttp2Stream) => {
       conn.active++;
-      stream.once("close", () => {
+      stream.on("close", () => {
         conn.active--;
         if (conn.active === 0 && !session.closed) idle.refresh();
       });

@@ -225,8 +225,10 @@ function serve(
     text: protocol.text === true,
     write: (frames) => {
       // Nothing goes out after the status (a deadline may pass while the
-      // watch opens).
-      if (ended || res.destroyed) return false;
+      // watch opens) nor once the stream closed. `ended` is set by both;
+      // a stream destroyed but not yet closed takes no write either (Node
+      // refuses it, and false holds what follows until the close).
+      if (ended) return false;
       sendHeaders();
       return out.write(frames);
     },
@@ -397,8 +399,15 @@ function readRequest(
     let length = 0;
     // Text mode: the limit holds for the decoded bytes.
     const decoder = base64 ? createBase64Decoder() : undefined;
-    const fail = (error: unknown) => {
+    // The listeners go once the message is read: a watch's request stays
+    // open as long as the watch, and would hold them (and the chunks) too.
+    const detach = () => {
       req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+    };
+    const fail = (error: unknown) => {
+      detach();
       req.resume();
       reject(error);
     };
@@ -417,16 +426,22 @@ function readRequest(
         fail(e);
       }
     };
-    req.on("data", onData);
-    req.once("end", () => {
+    const onEnd = () => {
+      detach();
       try {
         if (decoder !== undefined) take(decoder.end());
         resolve(Buffer.concat(chunks, length));
       } catch (e) {
         reject(e);
       }
-    });
-    req.once("error", reject);
+    };
+    const onError = (error: Error) => {
+      detach();
+      reject(error);
+    };
+    req.on("data", onData);
+    req.once("end", onEnd);
+    req.once("error", onError);
   }).then(async (body) => {
     if (body.length < 5) {
       throw new ConnectError("protocol error: missing input message", Code.InvalidArgument);
