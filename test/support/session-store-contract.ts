@@ -144,6 +144,27 @@ export function describeSessionStoreContract(
       );
     });
 
+    it("holds a client's bytes across its sessions: growth past them is refused until some are freed", async () => {
+      const quota = { client: "198.51.100.8", max: 10, maxBytes: 4000 };
+      await store.createSession({ ...init("b1"), quota }, 10);
+      await store.createSession({ ...init("b2"), quota }, 10);
+      await store.transact("b1", (tx) => tx.setData("k", "a", 1500));
+      await store.transact("b2", (tx) => tx.setData("k", "b", 1500));
+      const refused = await store
+        .transact("b2", (tx) => tx.setData("k2", "c", 1500))
+        .catch((e: unknown) => e);
+      expect((refused as ConnectError).code).toBe(Code.ResourceExhausted);
+      expect((refused as ConnectError).rawMessage).toContain("--max-bytes-per-client");
+      expect((await store.read("b2", (view) => view.data("k2")))?.value).toBeUndefined();
+      // Another client is not held back.
+      await store.createSession({ ...init("b3"), quota: { ...quota, client: "203.0.113.8" } }, 10);
+      await store.transact("b3", (tx) => tx.setData("k", "d", 3000));
+      // What one session frees, another may take.
+      await store.transact("b1", (tx) => tx.setData("k", undefined, 0));
+      await store.transact("b2", (tx) => tx.setData("k2", "c", 1500));
+      expect((await store.read("b2", (view) => view.data("k2")))?.value).toBe("c");
+    });
+
     it("runs the creation setup atomically: a failing setup leaves no session", async () => {
       await expect(
         store.createSession(init("s"), 10, (tx) => {

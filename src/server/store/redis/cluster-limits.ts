@@ -9,9 +9,11 @@
  * their own (the live sessions in one, each client's in its own slot) and
  * the store counts around the session scripts: a place is reserved before
  * the create script and given back when the session ends or was not
- * created. The counts are exact while replicas run; a replica that dies
- * between a reservation and the create script (or between an end and its
- * release) leaves one session, or its client's bytes, counted until the
+ * created, and a commit that grows a session reserves its growth first
+ * (the commit script refuses to grow by more than was reserved). The
+ * counts are exact while replicas run; a replica that dies between a
+ * reservation and its script (or between an end and its release), or a
+ * commit whose reply is lost, leaves one session, or bytes, counted until the
  * keys are reset.
  */
 import { clientBytesReached, clientQuotaReached, sessionLimitReached } from "../errors.js";
@@ -52,13 +54,32 @@ return {'ok'}
   decode: decodeAdmission("admit-client"),
 });
 
-/** Gives back `sessions` sessions and adds `bytes` (negative: takes away) to a count; an empty count goes. */
+/** Adds `bytes` to a client's bytes unless that takes them past `maxBytes` ("0": no limit). */
+const reserveBytesScript = defineScript({
+  name: "reserve-bytes",
+  keys: ["quota"],
+  args: ["maxBytes", "bytes"],
+  body: `
+local held = tonumber(redis.call('HGET', quota, 'bytes') or '0')
+local cmax = tonumber(maxBytes)
+if cmax > 0 and held + tonumber(bytes) > cmax then return {'clientbytes', tostring(held)} end
+redis.call('HINCRBY', quota, 'bytes', bytes)
+return {'ok'}
+`,
+  decode: decodeAdmission("reserve-bytes"),
+});
+
+/**
+ * Gives back `sessions` sessions and adds `bytes` (negative: takes away) to
+ * a count; an empty count goes. (`0 - n`, not `-n`: Lua's -0 reaches Redis
+ * as "-0", which HINCRBY refuses as not an integer.)
+ */
 const countScript = defineScript({
   name: "limits-count",
   keys: ["quota"],
   args: ["field", "sessions", "bytes"],
   body: `
-local n = redis.call('HINCRBY', quota, field, -tonumber(sessions))
+local n = redis.call('HINCRBY', quota, field, 0 - tonumber(sessions))
 if n <= 0 then
   redis.call('DEL', quota)
 elseif tonumber(bytes) ~= 0 and field == 'n' then
@@ -111,6 +132,16 @@ export interface ClusterLimits {
   release(client: string, bytes: number): Promise<void>;
   /** Adds what a session grew by (negative: shrank) to its client's bytes. */
   grow(client: string, bytes: number): Promise<void>;
+  /**
+   * Adds `bytes` a session is about to grow by to its client's bytes,
+   * unless that takes them past `maxBytes` (0: no limit); then answers the
+   * bytes the client holds and adds nothing.
+   */
+  reserve(
+    client: string,
+    bytes: number,
+    maxBytes: number,
+  ): Promise<{ readonly ok: true } | { readonly ok: false; readonly held: number }>;
 }
 
 /** The limits of a deployment on a Redis Cluster; `keysOf` names their keys. */
@@ -158,6 +189,15 @@ export function createClusterLimits(
     async grow(client, bytes) {
       if (client === "" || bytes === 0) return;
       await count(keysOf(client).quota, "n", 0, bytes);
+    },
+    async reserve(client, bytes, maxBytes) {
+      const reply = await connection.run(reserveBytesScript, keysOf(client), {
+        maxBytes: String(maxBytes),
+        bytes: String(bytes),
+      });
+      return reply.result === "ok"
+        ? { ok: true }
+        : { ok: false, held: "held" in reply ? reply.held : 0 };
     },
   };
 }

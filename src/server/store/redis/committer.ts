@@ -139,6 +139,38 @@ export function createCommitter(options: CommitterOptions): Transact {
       }
       const rev = Number(current.rev) + 1;
       const changes = encodeFeedChanges(run.changes);
+      // On a Redis Cluster a client's bytes are counted outside the
+      // session's slot: what the session grows by is reserved there first,
+      // and the script grows it by no more than was reserved.
+      const quota = options.limits === undefined ? undefined : current.quota;
+      const growth = run.writes.bytes - current.state.bytes;
+      let reserved = 0;
+      if (options.limits !== undefined && quota !== undefined && growth > 0) {
+        let reservation: Awaited<ReturnType<ClusterLimits["reserve"]>>;
+        try {
+          reservation = await options.limits.reserve(quota.client, growth, quota.maxBytes);
+        } catch (e) {
+          for (const job of jobs) job.reject(e);
+          return;
+        }
+        if (!reservation.ok) {
+          if (jobs.length === 1) {
+            (jobs[0] as Job).reject(clientBytesReached(reservation.held, growth, quota.maxBytes));
+            return;
+          }
+          // Each is judged on its own, as on one Redis (below).
+          for (const job of jobs) await commit(sessionId, [job]);
+          return;
+        }
+        reserved = growth;
+      }
+      /** Gives back a reservation the script did not use. */
+      const unreserve = async () => {
+        if (options.limits === undefined || quota === undefined || reserved === 0) return;
+        await options.limits.grow(quota.client, -reserved).catch(() => {
+          // The client's bytes stay counted higher by this until its sessions end.
+        });
+      };
       feedWrites.keep(sessionId, rev, run.changes);
       let reply: CommitReply;
       try {
@@ -152,19 +184,36 @@ export function createCommitter(options: CommitterOptions): Transact {
           changes,
           feedMaxLen: options.feedMaxLen,
           feedMaxAgeMs: options.feedMaxAgeMs,
+          reserved: String(reserved),
         });
       } catch (e) {
-        // Whether it committed is unknown: the copy may be stale.
+        // Whether it committed is unknown: the copy may be stale, and a
+        // reservation stays (counted rather than let through twice).
         cache.delete(sessionId);
         for (const job of jobs) job.reject(e);
         return;
       }
-      if (reply.result !== "ok") feedWrites.forget(sessionId, rev);
+      if (reply.result !== "ok") {
+        feedWrites.forget(sessionId, rev);
+        await unreserve();
+      }
       switch (reply.result) {
+        case "reserve":
+          // This copy did not know its client: reserve, then commit again.
+          current.quota = reply.quota;
+          if (round >= MAX_ROUNDS) {
+            for (const job of jobs) {
+              job.reject(
+                new ConnectError("the session's bytes could not be counted; retry", Code.Aborted),
+              );
+            }
+            return;
+          }
+          continue;
         case "ok":
           if (run.changes.length > 0)
             feedWrites.countCommit(sessionId, reply.rev, replica, changes);
-          await options.limits?.grow(reply.limitsClient, reply.grew).catch(() => {
+          await options.limits?.grow(reply.limitsClient, reply.grew - reserved).catch(() => {
             // Committed already: a failure to count its bytes must not fail the write
             // (the client's bytes are off by this growth until its session ends).
           });

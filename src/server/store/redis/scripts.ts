@@ -55,7 +55,15 @@ export type LoadReply =
       readonly rev: string;
       readonly expiresAt: number;
       readonly stored: StoredSession;
+      /** Its client whose bytes are counted outside the scripts (Redis Cluster). */
+      readonly quota?: OutsideQuota;
     };
+
+/** A session's client whose bytes are counted outside the scripts (Redis Cluster), with its limit (0: none). */
+export interface OutsideQuota {
+  readonly client: string;
+  readonly maxBytes: number;
+}
 
 /**
  * Loads a session if it changed since `cachedRev` ("" for none) and
@@ -84,12 +92,14 @@ end
 if f[1] == cachedRev then return {'same', f[1], string.format('%.0f', exp)} end
 return {'full', f[1], string.format('%.0f', exp), redis.call('HGET', session, 'rec'),
   redis.call('HGETALL', vars), redis.call('HGETALL', history), redis.call('HGETALL', data),
-  redis.call('GET', deps) or '', redis.call('HGET', session, 'bytes') or '0'}
+  redis.call('GET', deps) or '', redis.call('HGET', session, 'bytes') or '0',
+  redis.call('HGET', session, 'qc') or '', redis.call('HGET', session, 'qcmax') or '0'}
 `,
   decode(reply): LoadReply {
     if (reply === null) return { result: "absent" };
     if (!Array.isArray(reply)) throw unexpectedReply("load", reply);
-    const [result, rev, exp, record, vars, history, data, deps, bytes] = reply as unknown[];
+    const [result, rev, exp, record, vars, history, data, deps, bytes, qc, qcmax] =
+      reply as unknown[];
     if (result === "expired") return { result };
     if (typeof rev !== "string" || typeof exp !== "string") throw unexpectedReply("load", reply);
     const expiresAt = Number(exp);
@@ -110,6 +120,9 @@ return {'full', f[1], string.format('%.0f', exp), redis.call('HGET', session, 'r
       deps,
       bytes: Number(bytes),
     };
+    if (typeof qc === "string" && qc !== "" && typeof qcmax === "string") {
+      return { result, rev, expiresAt, stored, quota: { client: qc, maxBytes: Number(qcmax) } };
+    }
     return { result, rev, expiresAt, stored };
   },
 });
@@ -146,7 +159,8 @@ export type CreateReply =
  * ("[]" for none). `quotaClient` ("" for none) is counted against
  * `quotaMax` sessions and `quotaMaxBytes` bytes ("0" for no limit).
  * `limitsClient` ("" for none) is the client whose limits the caller
- * counts outside the script (Redis Cluster), kept in the session's `qc`.
+ * counts outside the script (Redis Cluster), kept in the session's `qc`
+ * with its bytes limit `limitsMaxBytes` in `qcmax`.
  */
 export const createScript = defineScript({
   name: "create",
@@ -166,6 +180,7 @@ export const createScript = defineScript({
     "feedMaxAgeMs",
     "quotaMaxBytes",
     "limitsClient",
+    "limitsMaxBytes",
   ],
   functions: [appendToFeed, expireSession, endSession],
   body: `
@@ -197,7 +212,7 @@ for id, v in pairs(p.vset) do redis.call('HSET', vars, id, v) end
 for id, v in pairs(p.hset) do redis.call('HSET', history, id, v) end
 for k, v in pairs(p.dset) do redis.call('HSET', data, k, v) end
 if type(p.deps) == 'string' then redis.call('SET', deps, p.deps) end
-if limitsClient ~= '' then redis.call('HSET', session, 'qc', limitsClient) end
+if limitsClient ~= '' then redis.call('HSET', session, 'qc', limitsClient, 'qcmax', limitsMaxBytes) end
 expire_in(ttl + tonumber(graceMs))
 redis.call('ZADD', expiry, string.format('%.0f', exp), sessionId)
 if tonumber(p.nvar) ~= 0 then redis.call('INCRBY', variableCount, p.nvar) end
@@ -243,6 +258,11 @@ export type CommitReply =
   | { readonly result: "expired" }
   /** Another commit made revision `rev` first. */
   | { readonly result: "conflict"; readonly rev: string }
+  /**
+   * The session grows by `grow` bytes, more than the caller reserved for
+   * its client outside the script (Redis Cluster): reserve, then commit again.
+   */
+  | { readonly result: "reserve"; readonly quota: OutsideQuota; readonly grow: number }
   /** The session's client would hold more bytes than its `max`. */
   | {
       readonly result: "clientbytes";
@@ -254,7 +274,9 @@ export type CommitReply =
 /**
  * Commits a transaction made against revision `expectedRev`. `payload` is
  * what it staged (staging.ts); `changes` its changes without values ("[]"
- * for none).
+ * for none). On a Redis Cluster, a session whose client's bytes are
+ * counted outside the script (`qc`) grows only by what the caller
+ * `reserved` for it there ("0" for nothing): more is answered "reserve".
  */
 export const commitScript = defineScript({
   name: "commit",
@@ -281,16 +303,23 @@ export const commitScript = defineScript({
     "changes",
     "feedMaxLen",
     "feedMaxAgeMs",
+    "reserved",
   ],
   functions: [appendToFeed, expireSession],
   body: `
-local f = redis.call('HMGET', session, 'rev', 'exp', 'ttl', 'client', 'cmax', 'bytes', 'qc')
+local f = redis.call('HMGET', session, 'rev', 'exp', 'ttl', 'client', 'cmax', 'bytes', 'qc', 'qcmax')
 if not f[1] then return false end
 local t = tonumber(now)
 if tonumber(f[2]) <= t then return {'expired'} end
 if f[1] ~= expectedRev then return {'conflict', f[1]} end
 local ttl = tonumber(f[3])
 local p = cjson.decode(payload)
+if f[7] and f[7] ~= '' then
+  local grow = tonumber(p.bytes) - tonumber(f[6] or '0')
+  if grow > tonumber(reserved) then
+    return {'reserve', f[7], f[8] or '0', string.format('%.0f', grow)}
+  end
+end
 if f[4] then
   local grow = tonumber(p.bytes) - tonumber(f[6] or '0')
   local field = 'bytes:' .. f[4]
@@ -341,6 +370,9 @@ return {'ok', string.format('%.0f', rev), string.format('%.0f', exp), f[7] or ''
       case "clientbytes":
         if (typeof a !== "string" || typeof b !== "string" || typeof c !== "string") break;
         return { result, held: Number(a), adding: Number(b), max: Number(c) };
+      case "reserve":
+        if (typeof a !== "string" || typeof b !== "string" || typeof c !== "string") break;
+        return { result, quota: { client: a, maxBytes: Number(b) }, grow: Number(c) };
       case "ok":
         if (typeof a !== "string" || typeof b !== "string") break;
         if (typeof c !== "string" || typeof d !== "string") break;

@@ -3,11 +3,14 @@
  * revision in Redis, least recently used dropped first.
  */
 import type { SessionState } from "../session-state.js";
+import type { OutsideQuota } from "./scripts.js";
 
 /** A session's state as of revision `rev`. */
 export interface Cached {
   state: SessionState;
   rev: string;
+  /** Its client whose bytes are counted outside the scripts (Redis Cluster). */
+  quota?: OutsideQuota | undefined;
 }
 
 /** The copies; see the module comment. */

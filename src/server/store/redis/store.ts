@@ -181,7 +181,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           new Error("the load script found the revision of a copy this replica does not hold"),
         );
       case "full": {
-        const fresh: Cached = { state: stateOf(reply.stored, reply.expiresAt), rev: reply.rev };
+        const fresh: Cached = {
+          state: stateOf(reply.stored, reply.expiresAt),
+          rev: reply.rev,
+          quota: reply.quota,
+        };
         cache.remember(sessionId, fresh);
         return fresh;
       }
@@ -294,6 +298,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           feedMaxAgeMs,
           quotaMaxBytes: String(init.quota?.maxBytes ?? 0),
           limitsClient,
+          limitsMaxBytes: String(init.quota?.maxBytes ?? 0),
         });
       } catch (e) {
         feedWrites.forget(init.id, 1);
@@ -323,7 +328,14 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
           if (tx.changes.length > 0) feedWrites.countCommit(init.id, "1", replica, changes);
           tx.commit();
           state.record = { ...state.record, expiresAt: reply.expiresAt };
-          cache.remember(init.id, { state, rev: reply.rev });
+          cache.remember(init.id, {
+            state,
+            rev: reply.rev,
+            quota:
+              limitsClient === ""
+                ? undefined
+                : { client: limitsClient, maxBytes: init.quota?.maxBytes ?? 0 },
+          });
           return { session: state.record, created: true };
       }
     },
