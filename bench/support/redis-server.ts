@@ -19,7 +19,7 @@ export interface RedisServer {
 const binary = process.env.UB_REDIS_SERVER ?? "/usr/bin/redis-server";
 
 /** A port that was free a moment ago (the OS picks it). */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = net.createServer();
     probe.once("error", reject);
@@ -30,8 +30,10 @@ function freePort(): Promise<number> {
   });
 }
 
-/** Starts redis-server and resolves once it accepts connections. */
-export async function startRedisServer(): Promise<RedisServer> {
+/** Starts redis-server and resolves once it accepts connections; `extraArgs` go last. */
+export async function startRedisServer(
+  extraArgs: (dir: string) => readonly string[] = () => [],
+): Promise<RedisServer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "ub-bench-redis-"));
   const child = spawn(
@@ -47,6 +49,7 @@ export async function startRedisServer(): Promise<RedisServer> {
       "no",
       "--dir",
       dir,
+      ...extraArgs(dir),
     ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
