@@ -60,6 +60,8 @@ export function describeSessionStoreContract(
       store = fixture.store;
       events = [];
       store.subscribe((e) => events.push(e));
+      // Changes are delivered for the sessions a node follows.
+      await store.follow("s");
     });
     afterEach(async () => {
       await store.close();
@@ -599,6 +601,7 @@ export function describeSessionStoreContract(
         other = await fixture.sibling();
         otherEvents = [];
         other.subscribe((e) => otherEvents.push(e));
+        await other.follow("s");
       });
       afterEach(async () => {
         await other?.close();
