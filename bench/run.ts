@@ -35,6 +35,7 @@ const benchmarks: Readonly<Record<string, () => Promise<Benchmark>>> = {
   redis: () => import("./redis.ts"),
   "redis-store": () => import("./redis-store.ts"),
   "redis-replicas": () => import("./redis-replicas.ts"),
+  "feed-work": () => import("./feed-work.ts"),
   "cache-hit": () => import("./cache-hit.ts"),
   "rpc-counts": () => import("./rpc-counts.ts"),
   workload: () => import("./workload.ts"),
