@@ -645,6 +645,34 @@ export function describeSessionStoreContract(
         }
       });
 
+      it("follows several sessions at once and delivers each one's changes", async () => {
+        const ids = Array.from({ length: 8 }, (_, i) => `many-${i}`);
+        await Promise.all(ids.map((id) => store.createSession(init(id), 20)));
+        // Begun together, as watch streams of several sessions open at once.
+        await Promise.all(ids.map((id) => other.follow(id)));
+        await Promise.all(
+          ids.map((id) =>
+            store.transact(id, (tx) => {
+              const record = variable("var:1:x", "x", 1, 10);
+              tx.putVariable(record);
+              tx.emit({
+                sessionId: id,
+                kind: "value_changed",
+                variable: record,
+                source: "t",
+                metadata: {},
+                timestamp: 1,
+              });
+            }),
+          ),
+        );
+        await fixture.settle();
+        const changed = otherEvents.flatMap((e) =>
+          e.type === "change" ? [e.change.sessionId] : [],
+        );
+        expect(changed.sort()).toEqual(ids);
+      });
+
       it("loses no update when instances race on the same session", async () => {
         await store.createSession(init("s"), 10);
         await store.transact("s", (tx) => tx.putVariable(variable("var:1:n", "n", 0, 0)));

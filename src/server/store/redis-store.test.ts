@@ -105,7 +105,6 @@ describe("the Redis store's change feed", () => {
 
   it("reads values back only for the sessions it follows, and its own commits never", async () => {
     const { a, b } = await deployment();
-    const watched = new Set(["watched"]);
     const onA: StoreEvent[] = [];
     const onB: StoreEvent[] = [];
     a.subscribe((e) => onA.push(e));
@@ -214,7 +213,7 @@ describe("the Redis store's change feed", () => {
     await write(a, "moved", 0, "before");
     await b.caughtUp();
     // Cut b's subscriber; a commit made before it subscribes again is lost to it.
-    await admin.client("KILL", "TYPE", "pubsub");
+    await admin.call("CLIENT", "KILL", "TYPE", "pubsub");
     await write(a, "moved", 1, "while away");
     await vi.waitFor(() => expect(events.some((e) => e.type === "resync")).toBe(true), {
       timeout: 5000,

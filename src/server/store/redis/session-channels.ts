@@ -87,25 +87,32 @@ export function startSessionChannels(options: SessionChannelsOptions): SessionCh
 
   // One loop delivers messages and applies checks in the order they came.
   const jobs: Job[] = [];
-  let running: Promise<void> | undefined;
+  // Set and cleared inside the loop itself, synchronously: a loop that
+  // ended but whose promise had not settled yet must not swallow a job.
+  let draining = false;
+  let running: Promise<void> = Promise.resolve();
   const enqueue = (job: Job) => {
     jobs.push(job);
-    running ??= drain().finally(() => {
-      running = undefined;
-    });
+    if (draining) return;
+    draining = true;
+    running = drain();
   };
   const drain = async () => {
-    while (jobs.length > 0) {
-      const job = jobs.shift() as Job;
-      if (job.type === "run") {
-        job.run();
-        continue;
+    try {
+      while (jobs.length > 0) {
+        const job = jobs.shift() as Job;
+        if (job.type === "run") {
+          job.run();
+          continue;
+        }
+        // Consecutive messages are delivered as one batch: one read of the
+        // values other replicas wrote.
+        const batch: Message[] = [job.message];
+        while (jobs[0]?.type === "message") batch.push((jobs.shift() as typeof job).message);
+        await deliverMessages(batch);
       }
-      // Consecutive messages are delivered as one batch: one read of the
-      // values other replicas wrote.
-      const batch: Message[] = [job.message];
-      while (jobs[0]?.type === "message") batch.push((jobs.shift() as typeof job).message);
-      await deliverMessages(batch);
+    } finally {
+      draining = false;
     }
   };
 
@@ -247,7 +254,6 @@ export function startSessionChannels(options: SessionChannelsOptions): SessionCh
    * after every message published before the read) subscribed once more;
    * a session whose revision is not the one delivered resynchronizes.
    */
-  let checking: Promise<void> | undefined;
   const checkAll = async () => {
     const all = [...followed.values()].filter((f) => f.delivered !== undefined);
     const channels = all.map((f) => f.channel);
@@ -275,23 +281,34 @@ export function startSessionChannels(options: SessionChannelsOptions): SessionCh
     });
   };
   let away = false;
+  // Back again while checking: the check runs once more, since what it
+  // read may predate the second absence.
+  let again = false;
+  let checking: Promise<void> | undefined;
   const onDown = () => {
     away = true;
   };
   const onBack = () => {
     if (!away || connection.closing) return;
     away = false;
-    checking ??= checkAll()
-      .catch((error: unknown) => {
-        // Unchecked: every watcher starts again rather than risk a gap.
-        logger?.warn("checking followed sessions after a reconnect failed", {
-          error: String(error),
+    if (checking !== undefined) {
+      again = true;
+      return;
+    }
+    checking = (async () => {
+      do {
+        again = false;
+        await checkAll().catch((error: unknown) => {
+          // Unchecked: every watcher starts again rather than risk a gap.
+          logger?.warn("checking followed sessions after a reconnect failed", {
+            error: String(error),
+          });
+          delivery.resync("this replica could not check its sessions after reconnecting to Redis");
         });
-        delivery.resync("this replica could not check its sessions after reconnecting to Redis");
-      })
-      .finally(() => {
-        checking = undefined;
-      });
+      } while (again && !connection.closing);
+    })().finally(() => {
+      checking = undefined;
+    });
   };
   if (connection.clustered) {
     // ioredis subscribes its per-primary subscribers again itself.
@@ -375,7 +392,7 @@ export function startSessionChannels(options: SessionChannelsOptions): SessionCh
     async stop() {
       subscriber.off("smessage", onMessage);
       jobs.length = 0;
-      await running;
+      await Promise.all([running, checking]);
     },
   };
 }
