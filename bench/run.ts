@@ -36,6 +36,7 @@ const benchmarks: Readonly<Record<string, () => Promise<Benchmark>>> = {
   "redis-store": () => import("./redis-store.ts"),
   "redis-replicas": () => import("./redis-replicas.ts"),
   "redis-cluster": () => import("./redis-cluster.ts"),
+  "feed-work": () => import("./feed-work.ts"),
   "cache-hit": () => import("./cache-hit.ts"),
   "rpc-counts": () => import("./rpc-counts.ts"),
   workload: () => import("./workload.ts"),

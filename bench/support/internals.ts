@@ -25,4 +25,8 @@ export {
 } from "../../dist/server/observability/metrics.js";
 export { toVariableMessage } from "../../dist/server/session/variable-message.js";
 export { createVariableOps } from "../../dist/server/session/variable-ops.js";
-export { createRedisStore, type RedisStore } from "../../dist/server/store/redis-store.js";
+export {
+  createRedisStore,
+  type FeedRead,
+  type RedisStore,
+} from "../../dist/server/store/redis-store.js";

@@ -240,6 +240,7 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     keepaliveMs: config.watchKeepaliveMs,
     now,
     timers,
+    follow: (sessionId) => store.follow(sessionId),
   });
   const audit = createAuditTrail();
   const tools = createToolRegistry({ now, limits, audit });

@@ -32,8 +32,6 @@ export function followStore(
     "Sessions ended, by reason (cleanup or expired).",
     ["reason"],
   );
-  // Changes matter only where a watch stream can get them.
-  const interest = { sessions: (sessionId: string) => hub.watches(sessionId) };
   return store.subscribe((event) => {
     if (event.type === "change") {
       hub.onStoreEvent(event);
@@ -41,8 +39,17 @@ export function followStore(
     }
     if (event.type === "resync") {
       // Never a silent gap: clients reconnect and resynchronize.
-      logger.warn("watch streams ended to resynchronize", { reason: event.reason });
-      hub.endAll(new ConnectError(`${event.reason}; resynchronize`, Code.Unavailable));
+      const error = new ConnectError(`${event.reason}; resynchronize`, Code.Unavailable);
+      if (event.sessionId === undefined) {
+        logger.warn("watch streams ended to resynchronize", { reason: event.reason });
+        hub.endAll(error);
+      } else {
+        logger.warn("a session's watch streams ended to resynchronize", {
+          session: redactSessionId(event.sessionId),
+          reason: event.reason,
+        });
+        hub.endSession(event.sessionId, () => error);
+      }
       return;
     }
     // Expiry (or a cleanup on another node): end streams, drop its tools.
@@ -61,7 +68,7 @@ export function followStore(
         reason: event.reason,
       });
     }
-  }, interest);
+  });
 }
 
 /** Counts, logs and (with a shared trail) shares every audit entry. */

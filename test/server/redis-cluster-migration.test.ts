@@ -31,7 +31,8 @@ it("keeps delivering a watched session's changes in order while its slot migrate
   const id = "watched-session";
   await a.createSession({ id, metadata: {}, ttlMs: 600_000, allowedTools: [] }, 10);
   const events: StoreEvent[] = [];
-  b.subscribe((e) => events.push(e), { sessions: (s) => s === id });
+  b.subscribe((e) => events.push(e));
+  await b.follow(id);
 
   // The slot of the session's group, its owner and another primary.
   const feedKey = keySpace(keyPrefix, true).groupOf(id).feed;

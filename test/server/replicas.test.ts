@@ -4,7 +4,7 @@
  * seen on the other. The same on a Redis Cluster (three primaries with a
  * replica each).
  */
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { VariableUpdate } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import { decodeJsonAny, decodeValue, encodeJsonAny, encodeValue } from "../../src/values/index.js";
@@ -99,6 +99,79 @@ describe.each([
       abort.abort();
     }
   });
+
+  it("a watch that moves to the other replica while writes go on gets every later change there, or is told to resynchronize", async () => {
+    const [a, b] = await replicas();
+    const last = 40;
+    // Moved at several points of the writing, each time a session's first
+    // watch stream on B (B begins following it then).
+    for (const moveAt of [2, 12, 25]) {
+      const { sessionId } = await a.client().initializeSession({});
+      await a
+        .client()
+        .registerVariable({ sessionId, name: "n", type: "integer", initialValue: int(0) });
+      const onA = new AbortController();
+      const watchA = a
+        .client("grpc")
+        .watchVariables({ sessionId, syncMarker: true }, { signal: onA.signal })
+        [Symbol.asyncIterator]();
+      expect((await watchA.next()).value?.updateType).toBe("sync");
+      let moved!: () => void;
+      const moving = new Promise<void>((resolve) => {
+        moved = resolve;
+      });
+      const writing = (async () => {
+        for (let i = 1; i <= last; i++) {
+          await a.client().setVariable({ sessionId, variableIdentifier: "n", value: int(i) });
+          if (i === moveAt) moved();
+        }
+      })();
+      await moving;
+      // The client reconnects to B: its initial values, then every later
+      // change while A goes on writing.
+      onA.abort();
+      const onB = new AbortController();
+      const watchB = b
+        .client("grpc")
+        .watchVariables(
+          { sessionId, includeInitialValues: true, syncMarker: true },
+          { signal: onB.signal },
+        )
+        [Symbol.asyncIterator]();
+      try {
+        const initial = (await watchB.next()).value as VariableUpdate;
+        expect(initial.updateType).toBe("initial_value");
+        const from = initial.variable?.version ?? -1;
+        expect(from).toBeGreaterThanOrEqual(moveAt);
+        expect((await watchB.next()).value?.updateType).toBe("sync");
+        const versions: number[] = [];
+        let ended: unknown;
+        while (versions.at(-1) !== last && ended === undefined) {
+          const next = await watchB.next().catch((e: unknown) => {
+            ended = e;
+            return undefined;
+          });
+          const update = next?.value as VariableUpdate | undefined;
+          if (update?.updateType === "value_changed") versions.push(update.variable?.version ?? -1);
+        }
+        await writing;
+        if (ended !== undefined) {
+          // Told, never a silent gap: the client starts over from current values.
+          const error = ConnectError.from(ended);
+          expect(error.code).toBe(Code.Unavailable);
+          expect(error.rawMessage).toContain("resynchronize");
+        } else {
+          // A value overwritten before B read it arrives as the newer one:
+          // versions only grow, all after the initial one, up to the last.
+          expect(versions).toEqual([...new Set(versions)].sort((x, y) => x - y));
+          expect(versions.every((v) => v > from)).toBe(true);
+        }
+      } finally {
+        onB.abort();
+        await writing;
+      }
+    }
+  }, 60_000);
 
   it("compare-and-swap races across replicas lose no update", async () => {
     const [a, b] = await replicas();

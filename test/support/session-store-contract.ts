@@ -60,6 +60,8 @@ export function describeSessionStoreContract(
       store = fixture.store;
       events = [];
       store.subscribe((e) => events.push(e));
+      // Changes are delivered for the sessions a node follows.
+      await store.follow("s");
     });
     afterEach(async () => {
       await store.close();
@@ -620,6 +622,7 @@ export function describeSessionStoreContract(
         other = await fixture.sibling();
         otherEvents = [];
         other.subscribe((e) => otherEvents.push(e));
+        await other.follow("s");
       });
       afterEach(async () => {
         await other?.close();
@@ -661,6 +664,34 @@ export function describeSessionStoreContract(
           expect(list.at(-1)).toBe(4);
           expect(list).toEqual(expect.arrayContaining([...own]));
         }
+      });
+
+      it("follows several sessions at once and delivers each one's changes", async () => {
+        const ids = Array.from({ length: 8 }, (_, i) => `many-${i}`);
+        await Promise.all(ids.map((id) => store.createSession(init(id), 20)));
+        // Begun together, as watch streams of several sessions open at once.
+        await Promise.all(ids.map((id) => other.follow(id)));
+        await Promise.all(
+          ids.map((id) =>
+            store.transact(id, (tx) => {
+              const record = variable("var:1:x", "x", 1, 10);
+              tx.putVariable(record);
+              tx.emit({
+                sessionId: id,
+                kind: "value_changed",
+                variable: record,
+                source: "t",
+                metadata: {},
+                timestamp: 1,
+              });
+            }),
+          ),
+        );
+        await fixture.settle();
+        const changed = otherEvents.flatMap((e) =>
+          e.type === "change" ? [e.change.sessionId] : [],
+        );
+        expect(changed.sort()).toEqual(ids);
       });
 
       it("loses no update when instances race on the same session", async () => {

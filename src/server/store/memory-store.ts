@@ -275,6 +275,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): SessionStor
       };
     },
 
+    // One node sees every change: there is nothing to follow.
+    follow: async () => () => undefined,
+
     async close() {
       if (closed) return;
       closed = true;

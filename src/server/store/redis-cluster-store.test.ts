@@ -5,11 +5,12 @@
  * primaries, counts and tools across groups).
  */
 import { Cluster } from "ioredis";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
 import { startRedisCluster, type TestRedisCluster } from "../../../test/support/redis-cluster.js";
 import { describeSessionStoreContract } from "../../../test/support/session-store-contract.js";
-import { CLUSTER_GROUPS } from "./redis/script.js";
+import { CLUSTER_GROUPS, keySpace } from "./redis/script.js";
 import { createRedisStore, type RedisStore } from "./redis-store.js";
+import type { StoreEvent, VariableRecord } from "./session-store.js";
 
 let cluster: TestRedisCluster;
 let n = 0;
@@ -104,5 +105,84 @@ describe("the Redis store's layout on a Redis Cluster", () => {
     await a.deleteSession(live[0] as string, "cleanup");
     expect((await b.createSession(init("late"), 7)).created).toBe(true);
     await expect(b.createSession(init("later"), 7)).rejects.toThrow("session limit reached");
+  });
+  it("checks the followed sessions once a primary's subscriber connection is back: those that moved resynchronize, the others not", async () => {
+    const keyPrefix = `channels${n++}:`;
+    const open = () => createRedisStore({ url: cluster.url, keyPrefix, sweepIntervalMs: 0 });
+    const [a, b] = await Promise.all([open(), open()]);
+    onTestFinished(async () => {
+      await Promise.all([a.close(), b.close()]);
+    });
+    const c = await admin();
+    // The primary (its port) that holds a session's channel.
+    const ranges = await c.cluster("SLOTS");
+    const holder = async (sessionId: string) => {
+      const channel = keySpace(keyPrefix, true).of(sessionId).channel;
+      const slot = Number(await c.cluster("KEYSLOT", channel));
+      return ranges.find(([from, to]) => slot >= from && slot <= to)?.[2]?.[1];
+    };
+    // Two sessions whose channels are on different primaries.
+    const moved = "moved";
+    let still = "still-0";
+    for (let i = 1; (await holder(still)) === (await holder(moved)); i++) still = `still-${i}`;
+    const events: StoreEvent[] = [];
+    b.subscribe((e) => events.push(e));
+    const write = (sessionId: string, version: number) =>
+      a.transact(sessionId, (tx) => {
+        const variable: VariableRecord = {
+          id: "var:1:x",
+          name: "x",
+          type: "integer",
+          value: version,
+          constraintsJson: "{}",
+          metadata: {},
+          source: 0,
+          version,
+          updatedAt: version,
+          accessControlJson: "",
+          binary: false,
+          changedBy: "test",
+          changeMetadata: {},
+          bytes: 8,
+        };
+        tx.putVariable(variable);
+        tx.emit({
+          sessionId,
+          kind: "value_changed",
+          variable,
+          source: "test",
+          metadata: {},
+          timestamp: version,
+        });
+      });
+    for (const id of [moved, still]) {
+      await a.createSession(init(id), 10);
+      await b.follow(id);
+      await write(id, 0);
+    }
+    await b.caughtUp();
+    // Cut the subscribers on the primary of the moved session's channel; a
+    // commit made before b subscribes again is lost to it.
+    const port = await holder(moved);
+    const node = c.nodes("master").find((m) => m.options.port === port);
+    await node?.call("CLIENT", "KILL", "TYPE", "pubsub");
+    await write(moved, 1);
+    await vi.waitFor(() => expect(events.some((e) => e.type === "resync")).toBe(true), {
+      timeout: 10_000,
+    });
+    expect(events.filter((e) => e.type === "resync")).toEqual([
+      { type: "resync", reason: expect.any(String), sessionId: moved },
+    ]);
+    // Both followed still: their next commits are delivered.
+    await write(moved, 2);
+    await write(still, 2);
+    await b.caughtUp();
+    const last = (id: string) =>
+      events
+        .flatMap((e) =>
+          e.type === "change" && e.change.sessionId === id ? [e.change.variable.version] : [],
+        )
+        .at(-1);
+    expect([last(moved), last(still)]).toEqual([2, 2]);
   });
 });

@@ -10,6 +10,7 @@ export { RedisConnectError } from "./redis/connection.js";
 export {
   createRedisStore,
   type FeedAppended,
+  type FeedRead,
   type RedisStore,
   type RedisStoreOptions,
 } from "./redis/store.js";

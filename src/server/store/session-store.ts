@@ -182,20 +182,10 @@ export type StoreEvent =
     }
   /**
    * Changes may have been missed (a multi-node store's feed lost entries
-   * while the node was away): every watcher must resynchronize.
+   * while the node was away): the watchers of `sessionId`, or every
+   * watcher when it is absent, must resynchronize.
    */
-  | { readonly type: "resync"; readonly reason: string };
-
-/** Options of {@link SessionStore.subscribe}. */
-export interface SubscribeOptions {
-  /**
-   * The sessions whose changes the listener acts on (those with watch
-   * streams on this node). A multi-node store whose feed carries no values
-   * reads them from the session only for these, and may leave other
-   * sessions' changes out; without it, the listener gets every change.
-   */
-  readonly sessions?: (sessionId: string) => boolean;
-}
+  | { readonly type: "resync"; readonly reason: string; readonly sessionId?: string };
 
 /**
  * Backend-neutral, async session storage. The bridge service holds all
@@ -284,8 +274,22 @@ export interface SessionStore {
   ): Promise<{ variables: number } | undefined>;
   /** Live sessions and variables, for metrics and limits. */
   stats(): Promise<{ sessions: number; variables: number }>;
-  /** Subscribes to changes and session ends. Returns the unsubscribe function. */
-  subscribe(listener: (event: StoreEvent) => void, options?: SubscribeOptions): () => void;
+  /**
+   * Subscribes to changes and session ends. Returns the unsubscribe
+   * function. Every session end is delivered; changes are delivered at
+   * least for the sessions this node follows ({@link follow}): a
+   * multi-node store leaves the others out.
+   */
+  subscribe(listener: (event: StoreEvent) => void): () => void;
+  /**
+   * Follows a session's changes on this node (a watch stream is open on
+   * it). Resolves once every change committed from then on will reach the
+   * subscribers, in commit order, to the function that stops following it;
+   * calls nest, each ended by its own function. A change this node misses
+   * while following ends in a `resync` event naming the session, never in
+   * silence.
+   */
+  follow(sessionId: string): Promise<() => void>;
   /** Stops timers and releases connections. */
   close(): Promise<void>;
   /**

@@ -79,6 +79,26 @@ export async function openWatch(
 ): Promise<Watcher> {
   checkBatch(core.settings.limits, req.variableIdentifiers.length, "WatchVariables");
   const identifiers = new Set(req.variableIdentifiers);
+  // Followed before the initial values are read: a change committed after
+  // that read reaches the stream (a multi-node store delivers the changes
+  // of followed sessions only).
+  const release = await core.hub.follow(req.sessionId);
+  try {
+    return await openFollowed(core, req, identifiers, signal, sink, client);
+  } finally {
+    release();
+  }
+}
+
+/** {@link openWatch} once the session is followed. */
+function openFollowed(
+  core: BridgeCore,
+  req: WatchVariablesRequest,
+  identifiers: ReadonlySet<string>,
+  signal: AbortSignal,
+  sink: FrameSink | undefined,
+  client: string | undefined,
+): Promise<Watcher> {
   return core.read(req.sessionId, (view) => {
     const records = [...identifiers].map((identifier) => core.ops.find(view, identifier));
     const watcher = core.hub.watch(req.sessionId, { identifiers }, signal, sink, client);

@@ -37,6 +37,12 @@ export interface WatchHubOptions {
   readonly now?: () => number;
   /** Runs the keepalive sweep (default: Node's timers). */
   readonly timers?: ServerTimers;
+  /**
+   * Follows a session's changes while it has streams (SessionStore.follow):
+   * called when a session gains its first stream, and the function it
+   * resolves to once it has lost its last (default: nothing to follow).
+   */
+  readonly follow?: (sessionId: string) => Promise<() => void>;
 }
 
 /** What a watcher wants to see. */
@@ -108,6 +114,13 @@ export interface WatchHub {
   endAll(error?: ConnectError): void;
   /** Whether a session has open streams (the store reads changes only for those). */
   watches(sessionId: string): boolean;
+  /**
+   * Follows a session's changes until the function it resolves to is
+   * called, and as long as it has streams: a stream opened before that
+   * call gets every change committed once this resolved. Call it before
+   * reading a new stream's initial values.
+   */
+  follow(sessionId: string): Promise<() => void>;
   readonly size: number;
   /** Feed for the store's events, from this replica or others. */
   onStoreEvent(event: StoreEvent): void;
@@ -148,6 +161,28 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
   const buckets = Array.from({ length: BUCKETS }, () => new Set<WatcherState>());
   let size = 0;
   let nextBucket = 0;
+
+  // What the store follows for this hub: a session's streams and callers
+  // of follow() each hold it; the last to let go stops following it.
+  const following = new Map<string, { holders: number; ready: Promise<() => void> }>();
+  const hold = (sessionId: string) => {
+    let f = following.get(sessionId);
+    if (f === undefined) {
+      f = { holders: 0, ready: options.follow?.(sessionId) ?? Promise.resolve(() => undefined) };
+      following.set(sessionId, f);
+    }
+    f.holders++;
+    return f;
+  };
+  const letGo = (sessionId: string) => {
+    const f = following.get(sessionId);
+    if (f === undefined || --f.holders > 0) return;
+    following.delete(sessionId);
+    f.ready.then(
+      (stop) => stop(),
+      () => undefined, // It never began: nothing to stop (its caller was told).
+    );
+  };
 
   const overflow = () =>
     new ConnectError(
@@ -283,6 +318,7 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
       }
       buckets[state.bucket]?.delete(state);
       if (current.size === 0) bySession.delete(sessionId);
+      letGo(sessionId);
       if (size === 0 && sweeper !== undefined) {
         timers.clearInterval(sweeper);
         sweeper = undefined;
@@ -342,6 +378,7 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
         bySession.set(sessionId, set);
       }
       set.add(state);
+      hold(sessionId);
       buckets[state.bucket]?.add(state);
       size++;
       if (counted !== undefined) byClient.set(counted, (byClient.get(counted) ?? 0) + 1);
@@ -421,6 +458,21 @@ export function createWatchHub(options: WatchHubOptions): WatchHub {
 
     watches(sessionId) {
       return bySession.has(sessionId);
+    },
+
+    async follow(sessionId) {
+      const f = hold(sessionId);
+      try {
+        await f.ready;
+      } catch (e) {
+        letGo(sessionId);
+        throw e;
+      }
+      let held = true;
+      return () => {
+        if (held) letGo(sessionId);
+        held = false;
+      };
     },
 
     onStoreEvent(event) {

@@ -1,7 +1,7 @@
 /**
- * The Redis store's connection: ioredis clients, one for calls and scripts
- * and one per change feed stream for its blocking reads, with one status
- * for all.
+ * The Redis store's connection: ioredis clients, one for calls and scripts,
+ * one per change feed stream for its blocking reads and one for the
+ * session channels' subscriptions, with one status for all.
  * On a Redis Cluster both are ioredis Cluster clients, which send each
  * command to the primary of its key's slot and follow the cluster through
  * failovers and slot migrations. The status changes in one place ({@link RedisConnection}'s
@@ -69,6 +69,8 @@ export interface RedisConnection {
    * name streams of several slots.
    */
   readonly feeds: readonly RedisClient[];
+  /** The session channels' subscriptions (session-channels.ts). */
+  readonly subscriber: RedisClient;
   /** Whether these are Redis Cluster clients: then every command touches keys of one slot. */
   readonly clustered: boolean;
   readonly status: ConnectionStatus;
@@ -122,9 +124,14 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
     maxRetriesPerRequest: 1,
     retryStrategy: (times: number) => Math.min(50 * 2 ** times, 2000),
   };
-  const open = (commandTimeout: number): RedisClient => {
+  const open = (commandTimeout: number, subscriber = false): RedisClient => {
     const { cluster } = options;
-    if (cluster === undefined) return new Redis(options.url, { ...shared, commandTimeout });
+    if (cluster === undefined) {
+      // The session channels subscribe again themselves, then check what
+      // they missed (session-channels.ts).
+      const resubscribe = subscriber ? { autoResubscribe: false } : {};
+      return new Redis(options.url, { ...shared, commandTimeout, ...resubscribe });
+    }
     const { retryStrategy, ...perNode } = shared;
     return new Cluster(
       cluster.nodes.map(({ host, port }) => ({ host, port })),
@@ -138,6 +145,8 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
         // the map is asked for again every second, so calls on them go to
         // the promoted replica within a second of its promotion.
         slotsRefreshInterval: 1000,
+        // One subscriber connection per primary, for SSUBSCRIBE.
+        ...(subscriber ? { shardedSubscribers: true } : {}),
         redisOptions: {
           ...perNode,
           commandTimeout,
@@ -152,7 +161,8 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
   // The feed reader blocks up to 5 s per read; a read unanswered well past
   // that (a frozen Redis) fails, so the loop notices.
   const feeds = Array.from({ length: options.feeds ?? 1 }, () => open(10_000));
-  const all = [commands, ...feeds];
+  const subscriber = open(options.commandTimeoutMs, true);
+  const all = [commands, ...feeds, subscriber];
 
   let status: ConnectionStatus = "connecting";
   let following = () => true;
@@ -257,6 +267,7 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
   return {
     commands,
     feeds,
+    subscriber,
     clustered: options.cluster !== undefined,
     timers,
     get status() {
@@ -290,6 +301,7 @@ export async function connect(options: ConnectOptions): Promise<RedisConnection>
       if (status === "closing" || status === "closed") return;
       setStatus("closing");
       for (const feed of feeds) feed.disconnect();
+      subscriber.disconnect();
       await drain();
       await commands.quit().catch(() => commands.disconnect());
       setStatus("closed");

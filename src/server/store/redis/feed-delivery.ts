@@ -1,20 +1,14 @@
 /**
- * What the change feed's entries become for this replica's subscribers.
- * An entry says which variables changed to which version, never their
- * values: this replica's own commits are delivered from memory
- * (feed-writes.ts), another's are read from the session's keys (one round
- * trip per batch of entries), and only for the sessions a subscriber
- * wants. A value overwritten before this replica read it is delivered as
+ * What the change feed's entries and the session channels' messages
+ * (session-channels.ts) become for this replica's subscribers. A commit
+ * says which variables changed to which version, never their values: this
+ * replica's own commits are delivered from memory (feed-writes.ts),
+ * another's are read from the session's keys (one round trip per batch). A value overwritten before this replica read it is delivered as
  * the newer version: versions never go backwards.
  */
 import type { Logger } from "../../observability/logger.js";
 import type { SharedTool } from "../../tools/shared-tools.js";
-import type {
-  StoreEvent,
-  SubscribeOptions,
-  VariableChange,
-  VariableRecord,
-} from "../session-store.js";
+import type { StoreEvent, VariableChange, VariableRecord } from "../session-store.js";
 import { decodeFeedChanges, decodeRecord, deletedRecord, type FeedChange } from "./codec.js";
 import type { RedisConnection } from "./connection.js";
 import type { FeedWrites } from "./feed-writes.js";
@@ -54,13 +48,15 @@ export interface PreparedBatch {
 
 /** What {@link createFeedDelivery} returns. */
 export interface FeedDelivery {
-  subscribe(listener: (event: StoreEvent) => void, options?: SubscribeOptions): () => void;
+  subscribe(listener: (event: StoreEvent) => void): () => void;
   /** Reads what a batch of entries (as XREAD returns them) needs: one round trip at most. */
   prepare(batch: readonly [string, string[]][]): Promise<PreparedBatch>;
   /** Delivers one entry of a prepared batch. */
   deliver(entry: FeedEntry, records: ReadonlyMap<string, VariableRecord>): void;
   /** Changes may have been missed: the copies go and every subscriber must resynchronize. */
   resync(reason: string): void;
+  /** Changes of one session may have been missed: its watchers must resynchronize. */
+  resyncSession(sessionId: string, reason: string): void;
   /** Drops every subscriber. */
   clear(): void;
 }
@@ -69,16 +65,9 @@ export interface FeedDelivery {
 export function createFeedDelivery(options: FeedDeliveryOptions): FeedDelivery {
   const { connection, keys, cache, feedWrites, replica, logger } = options;
 
-  const listeners = new Map<(event: StoreEvent) => void, SubscribeOptions["sessions"]>();
+  const listeners = new Set<(event: StoreEvent) => void>();
   const publish = (event: StoreEvent) => {
-    for (const listener of listeners.keys()) listener(event);
-  };
-  /** Whether a subscriber wants the changes of a session. */
-  const wanted = (sessionId: string) => {
-    for (const sessions of listeners.values()) {
-      if (sessions === undefined || sessions(sessionId)) return true;
-    }
-    return false;
+    for (const listener of listeners) listener(event);
   };
 
   // Value versions delivered ahead of their own feed entry (another
@@ -145,8 +134,8 @@ export function createFeedDelivery(options: FeedDeliveryOptions): FeedDelivery {
   };
 
   return {
-    subscribe(listener, subscribeOptions) {
-      listeners.set(listener, subscribeOptions?.sessions);
+    subscribe(listener) {
+      listeners.add(listener);
       return () => {
         listeners.delete(listener);
       };
@@ -164,7 +153,7 @@ export function createFeedDelivery(options: FeedDeliveryOptions): FeedDelivery {
         if (f.t !== "c") continue;
         const sessionId = f.sid ?? "";
         entry.own = feedWrites.take(sessionId, f.rev ?? "", f.r === replica);
-        if (entry.own !== undefined || !wanted(sessionId)) continue;
+        if (entry.own !== undefined) continue;
         try {
           entry.changes = decodeFeedChanges(f.ev ?? "[]");
         } catch (error) {
@@ -247,6 +236,12 @@ export function createFeedDelivery(options: FeedDeliveryOptions): FeedDelivery {
       cache.clear();
       ahead.clear();
       publish({ type: "resync", reason });
+    },
+
+    resyncSession(sessionId, reason) {
+      cache.delete(sessionId);
+      for (const key of ahead.keys()) if (key.startsWith(`${sessionId}\n`)) ahead.delete(key);
+      publish({ type: "resync", reason, sessionId });
     },
 
     clear() {

@@ -2,7 +2,10 @@
  * The change feed's reader: one loop per replica reads the feed (a Redis
  * Stream; one loop per stream on a Redis Cluster, where each group of
  * sessions has its own) and delivers its entries (feed-delivery.ts) to
- * this replica's subscribers in commit order, its own commits included.
+ * this replica's subscribers in order. The feed carries what every replica
+ * needs, session ends and tool registrations, and is rarely written;
+ * commits go on their session's channel (session-channels.ts), which only
+ * the replicas that follow the session read.
  *
  * Entries are numbered one by one. A number that jumps means a trim took
  * entries this replica had not read, one that goes back a feed Redis lost
@@ -11,9 +14,10 @@
  * resynchronize.
  */
 import { delay } from "../../common/timers.js";
-import type { StoreEvent, SubscribeOptions } from "../session-store.js";
-import type { RedisClient } from "./connection.js";
-import { createFeedDelivery, type FeedDeliveryOptions } from "./feed-delivery.js";
+import type { Logger } from "../../observability/logger.js";
+import type { RedisClient, RedisConnection } from "./connection.js";
+import type { FeedDelivery, FeedEntry } from "./feed-delivery.js";
+import type { KeySpace } from "./script.js";
 
 /**
  * Where the reader is:
@@ -27,14 +31,25 @@ import { createFeedDelivery, type FeedDeliveryOptions } from "./feed-delivery.js
 export type FeedReaderState = "following" | "reconnected" | "failed";
 
 /** Options of {@link startFeedReader}. */
-export interface FeedReaderOptions extends FeedDeliveryOptions {
+export interface FeedReaderOptions {
+  readonly connection: RedisConnection;
+  readonly keys: KeySpace;
+  readonly delivery: FeedDelivery;
+  /**
+   * Whether a session end waits for the session's last commits, which
+   * come on its channel (session-channels.ts): it is then delivered by
+   * whoever holds it.
+   */
+  readonly holdEnd: (entry: FeedEntry) => boolean;
   readonly shownUrl: string;
+  readonly logger?: Logger | undefined;
 }
 
 /** The running reader. */
 export interface FeedReader {
   readonly state: FeedReaderState;
-  subscribe(listener: (event: StoreEvent) => void, options?: SubscribeOptions): () => void;
+  /** The entries read since it started. */
+  read(): number;
   /** Resolves once every entry appended before the call is delivered. */
   caughtUp(): Promise<void>;
   /**
@@ -66,8 +81,8 @@ interface Cursor {
  * session's changes are all in its group's stream).
  */
 export async function startFeedReader(options: FeedReaderOptions): Promise<FeedReader> {
-  const { connection, logger } = options;
-  const delivery = createFeedDelivery(options);
+  const { connection, logger, delivery } = options;
+  let read = 0;
 
   const cursors: Cursor[] = await connection.call(() =>
     Promise.all(
@@ -106,6 +121,7 @@ export async function startFeedReader(options: FeedReaderOptions): Promise<FeedR
 
   /** Delivers a batch of one stream's entries in feed order, after reading what they need. */
   const deliverBatch = async (cursor: Cursor, batch: readonly [string, string[]][]) => {
+    read += batch.length;
     const { entries, records } = await delivery.prepare(batch);
     for (const entry of entries) {
       // (Entries without a number come from replicas of an older version;
@@ -120,7 +136,7 @@ export async function startFeedReader(options: FeedReaderOptions): Promise<FeedR
         );
       }
       if (n !== undefined) cursor.lastNumber = n;
-      delivery.deliver(entry, records);
+      if (entry.f.t !== "e" || !options.holdEnd(entry)) delivery.deliver(entry, records);
       cursor.delivered = entry.id;
     }
   };
@@ -207,7 +223,7 @@ export async function startFeedReader(options: FeedReaderOptions): Promise<FeedR
     get state() {
       return overall();
     },
-    subscribe: (listener, subscribeOptions) => delivery.subscribe(listener, subscribeOptions),
+    read: () => read,
     async caughtUp() {
       const tails = await connection.call(() =>
         Promise.all(

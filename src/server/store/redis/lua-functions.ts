@@ -29,6 +29,22 @@ end
 `,
 };
 
+/**
+ * Publishes a commit on the session's channel: its revision, the replica
+ * that made it and its changes without values ("[]" for none), one line
+ * each. Every commit is published, those without changes too, so that the
+ * revisions a follower gets are consecutive and a missed one is seen.
+ */
+export const publishCommit: LuaFunctions = {
+  keys: ["channel"],
+  args: ["replica"],
+  lua: `
+local function publish(rev, changes)
+  redis.call('SPUBLISH', channel, rev .. '\\n' .. replica .. '\\n' .. changes)
+end
+`,
+};
+
 /** Makes the session's own keys expire `ms` milliseconds from now. */
 export const expireSession: LuaFunctions = {
   keys: ["session", "vars", "history", "data", "deps"],
@@ -45,7 +61,8 @@ end
  * Ends the session `sessionId` for `why` ("cleanup" or "expired"): its
  * keys and remote tools go, it no longer counts against its client
  * (neither as a session nor in bytes), in the expiry index or in the
- * variable count, and the feed says it ended. Returns the number of
+ * variable count, and the feed says it ended (with its last revision,
+ * the last its channel published). Returns the number of
  * variables it held, then the client its limits are counted for outside
  * the script (field `qc`, Redis Cluster; "" for none) and its bytes, which
  * the caller gives back to that client.
@@ -73,7 +90,7 @@ local function end_session(why)
     for _, name in ipairs(cjson.decode(names)) do redis.call('HDEL', tools, sessionId .. '|' .. name) end
     redis.call('HDEL', toolCounts, sessionId)
   end
-  local f = redis.call('HMGET', session, 'client', 'bytes', 'qc')
+  local f = redis.call('HMGET', session, 'client', 'bytes', 'qc', 'rev')
   local client = f[1]
   if client then
     if redis.call('HINCRBY', clients, client, -1) <= 0 then redis.call('HDEL', clients, client) end
@@ -85,7 +102,7 @@ local function end_session(why)
   redis.call('DEL', session, vars, history, data, deps)
   redis.call('ZREM', expiry, sessionId)
   if n > 0 then redis.call('INCRBY', variableCount, -n) end
-  append('t', 'e', 'sid', sessionId, 'why', why)
+  append('t', 'e', 'sid', sessionId, 'why', why, 'rev', f[4] or '0')
   return n, f[3] or '', f[2] or '0'
 end
 `,

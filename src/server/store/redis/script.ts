@@ -23,6 +23,11 @@ export interface ScriptKeys {
   readonly data: string;
   /** The session's dependency list. */
   readonly deps: string;
+  /**
+   * The session's change channel (sharded pub/sub, not a key: named like
+   * the session's keys so that it is in their slot on a Redis Cluster).
+   */
+  readonly channel: string;
   /** The deployment's live sessions by expiry time (a sorted set). */
   readonly expiry: string;
   /** The deployment's change feed (a stream). */
@@ -58,7 +63,10 @@ export type KeyName = keyof ScriptKeys | keyof LimitKeys;
 export type AnyKeys = ScriptKeys & LimitKeys;
 
 /** The deployment's keys, which no session owns. */
-export type DeploymentKeys = Omit<ScriptKeys, "session" | "vars" | "history" | "data" | "deps">;
+export type DeploymentKeys = Omit<
+  ScriptKeys,
+  "session" | "vars" | "history" | "data" | "deps" | "channel"
+>;
 
 /** Groups a deployment's keys are spread over on a Redis Cluster. */
 export const CLUSTER_GROUPS = 16;
@@ -128,6 +136,7 @@ export function keySpace(prefix: string, clustered = false): KeySpace {
           history: `${tag}:h`,
           data: `${tag}:d`,
           deps: `${tag}:g`,
+          channel: `${tag}:c`,
           ...deployment,
         };
       },
@@ -154,6 +163,7 @@ export function keySpace(prefix: string, clustered = false): KeySpace {
         history: `${key}:h`,
         data: `${key}:d`,
         deps: `${key}:g`,
+        channel: `${key}:c`,
         ...(groups[g] as DeploymentKeys),
       };
     },

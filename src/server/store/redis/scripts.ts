@@ -4,12 +4,14 @@
  * validation, versions, CAS, locks and history are decided in TypeScript
  * (variable-ops) against a copy of the session, and a script only checks
  * that the copy was current (the session's revision), writes what the
- * transaction staged, appends which variables changed (ids and versions,
- * never values) to the feed and refreshes the sliding TTL, in one step.
+ * transaction staged, publishes which variables changed (ids and versions,
+ * never values) on the session's channel and refreshes the sliding TTL, in
+ * one step. Session ends and tool registrations go on the feed, which
+ * every replica reads.
  * Keys and arguments are bound by name (see script.ts); every argument is
  * a string.
  */
-import { appendToFeed, endSession, expireSession } from "./lua-functions.js";
+import { endSession, expireSession, publishCommit } from "./lua-functions.js";
 import { defineScript, unexpectedReply } from "./script.js";
 
 /** The session's keys and the deployment's that every session script binds, in KEYS order. */
@@ -26,6 +28,7 @@ const sessionScriptKeys = [
   "toolCounts",
   "clients",
   "feedSeq",
+  "channel",
 ] as const;
 
 /** A session's contents as {@link loadScript} returns them: stored texts, not decoded yet. */
@@ -182,7 +185,7 @@ export const createScript = defineScript({
     "limitsClient",
     "limitsMaxBytes",
   ],
-  functions: [appendToFeed, expireSession, endSession],
+  functions: [expireSession, endSession, publishCommit],
   body: `
 local t = tonumber(now)
 local f = redis.call('HMGET', session, 'exp')
@@ -216,9 +219,7 @@ if limitsClient ~= '' then redis.call('HSET', session, 'qc', limitsClient, 'qcma
 expire_in(ttl + tonumber(graceMs))
 redis.call('ZADD', expiry, string.format('%.0f', exp), sessionId)
 if tonumber(p.nvar) ~= 0 then redis.call('INCRBY', variableCount, p.nvar) end
-if changes ~= '[]' then
-  append('t', 'c', 'sid', sessionId, 'rev', '1', 'r', replica, 'ev', changes)
-end
+publish('1', changes)
 return {'ok', '1', string.format('%.0f', exp), ended[1], ended[2]}
 `,
   decode(reply): CreateReply {
@@ -292,6 +293,7 @@ export const commitScript = defineScript({
     "variableCount",
     "clients",
     "feedSeq",
+    "channel",
   ],
   args: [
     "expectedRev",
@@ -305,7 +307,7 @@ export const commitScript = defineScript({
     "feedMaxAgeMs",
     "reserved",
   ],
-  functions: [appendToFeed, expireSession],
+  functions: [expireSession, publishCommit],
   body: `
 local f = redis.call('HMGET', session, 'rev', 'exp', 'ttl', 'client', 'cmax', 'bytes', 'qc', 'qcmax')
 if not f[1] then return false end
@@ -351,9 +353,7 @@ redis.call('HSET', session, unpack(fields))
 expire_in(ttl + tonumber(graceMs))
 redis.call('ZADD', expiry, string.format('%.0f', exp), sessionId)
 if tonumber(p.nvar) ~= 0 then redis.call('INCRBY', variableCount, p.nvar) end
-if changes ~= '[]' then
-  append('t', 'c', 'sid', sessionId, 'rev', string.format('%.0f', rev), 'r', replica, 'ev', changes)
-end
+publish(string.format('%.0f', rev), changes)
 local grew = tonumber(p.bytes) - tonumber(f[6] or '0')
 return {'ok', string.format('%.0f', rev), string.format('%.0f', exp), f[7] or '', string.format('%.0f', grew)}
 `,

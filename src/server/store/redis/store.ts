@@ -7,10 +7,12 @@
  * session's revision in Redis (session-cache.ts). A read runs one script
  * that refreshes the sliding TTL and returns the session only if its
  * revision moved (1 round trip). A transaction commits what it staged
- * with one script that checks the revision (committer.ts). Changes reach
- * every replica's subscribers, its own included, from the change feed
- * (feed-reader.ts), so every replica sees them in commit order; the feed
- * is trimmed by length and age. Expiry is an index of sessions by expiry
+ * with one script that checks the revision (committer.ts) and publishes
+ * the commit on the session's channel: a replica follows the sessions it
+ * has watch streams on (session-channels.ts), so it reads the changes of
+ * the sessions it serves, in commit order, its own included. Session ends
+ * and tool registrations go on the change feed that every replica reads
+ * (feed-reader.ts), trimmed by length and age. Expiry is an index of sessions by expiry
  * time that every replica sweeps (sweeper.ts); the script that ends a
  * session runs once, whoever wins. Remote tools and the audit trail are
  * shared by every replica (shared-tools.ts, shared-audit.ts).
@@ -39,11 +41,13 @@ import { createClusterLimits } from "./cluster-limits.js";
 import { encodeFeedChanges } from "./codec.js";
 import { createCommitter } from "./committer.js";
 import { connect } from "./connection.js";
+import { createFeedDelivery } from "./feed-delivery.js";
 import { startFeedReader } from "./feed-reader.js";
 import { createFeedWrites } from "./feed-writes.js";
 import { keySpace } from "./script.js";
 import { type CreateReply, createScript, endScript, loadScript } from "./scripts.js";
 import { type Cached, createSessionCache } from "./session-cache.js";
+import { startSessionChannels } from "./session-channels.js";
 import { createSharedAudit } from "./shared-audit.js";
 import { createSharedTools } from "./shared-tools.js";
 import { noWrites, payloadOf, stage, stateOf } from "./staging.js";
@@ -100,10 +104,20 @@ export interface FeedAppended {
   readonly bytes: number;
 }
 
+/** What this replica read of the changes since it started. */
+export interface FeedRead {
+  /** Entries of the feed (session ends, tool registrations), which every replica reads. */
+  readonly feed: number;
+  /** Commits of the sessions it follows, from their channels. */
+  readonly channels: number;
+}
+
 /** The Redis store, with its connection state. */
 export interface RedisStore extends SessionStore {
-  /** What this replica appended to the change feed since it started. */
+  /** What this replica appended to the change feed since it started (its commits included). */
   feedAppended(): FeedAppended;
+  /** What this replica read of the changes since it started. */
+  feedRead(): FeedRead;
   /** False while Redis cannot be reached or the change feed is not followed. */
   readonly healthy: boolean;
   /**
@@ -222,13 +236,21 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     feedMaxLen,
     feedMaxAgeMs,
   });
-  const feed = await startFeedReader({
+  const delivery = createFeedDelivery({
     connection,
     keys,
     cache,
     feedWrites,
     replica,
     onTools: tools.publish,
+    logger,
+  });
+  const channels = startSessionChannels({ connection, keys, delivery, logger });
+  const feed = await startFeedReader({
+    connection,
+    keys,
+    delivery,
+    holdEnd: channels.holdEnd,
     shownUrl,
     logger,
   }).catch(async (e: unknown) => {
@@ -258,7 +280,9 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       return connection.healthy;
     },
 
-    caughtUp: () => feed.caughtUp(),
+    async caughtUp() {
+      await Promise.all([feed.caughtUp(), channels.caughtUp()]);
+    },
 
     async createSession(init, maxSessions, setup) {
       const t = now();
@@ -384,13 +408,19 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
 
     feedAppended: () => feedWrites.appended(),
 
-    subscribe: (listener, subscribeOptions) => feed.subscribe(listener, subscribeOptions),
+    feedRead: () => ({ feed: feed.read(), channels: channels.received() }),
+
+    subscribe: (listener) => delivery.subscribe(listener),
+
+    follow: (sessionId) => channels.follow(sessionId),
 
     async close() {
       if (connection.closing) return;
       stopSweeping();
       tools.clear();
-      await connection.close(() => feed.stop());
+      await connection.close(async () => {
+        await Promise.all([feed.stop(), channels.stop()]);
+      });
     },
   };
   return store;
