@@ -426,18 +426,32 @@ export function createBridgeServer(options: BridgeServerOptions = {}): BridgeSer
     ["state"],
     () => Object.entries(liveness.counts()).map(([state, value]) => ({ labels: { state }, value })),
   );
-  // A shared store's change feed: what this replica's writes add to it.
+  // A shared store's changes: what this replica's writes publish, and
+  // what it reads of the others'.
   if ("feedAppended" in store && typeof store.feedAppended === "function") {
-    const appended = () => (store as RedisStore).feedAppended();
+    const redisStore = store as RedisStore;
+    const appended = () => redisStore.feedAppended();
     metrics.gauge(
       "bridge_feed_appended_entries",
-      "Change feed entries this replica appended since it started.",
+      "Changes this replica published since it started: commits on their sessions' channels, session ends on the feed.",
       () => appended().entries,
     );
     metrics.gauge(
       "bridge_feed_appended_bytes",
-      "Bytes of the change feed entries this replica appended since it started.",
+      "Bytes of the changes this replica published since it started.",
       () => appended().bytes,
+    );
+    metrics.gauge(
+      "bridge_feed_read_entries",
+      "Changes this replica read since it started: commits of the sessions it serves (channel), session ends and tool registrations (feed).",
+      ["source"],
+      () => {
+        const read = redisStore.feedRead();
+        return [
+          { labels: { source: "channel" }, value: read.channels },
+          { labels: { source: "feed" }, value: read.feed },
+        ];
+      },
     );
   }
   metrics.gauge(

@@ -78,6 +78,13 @@ describe("the Redis change feed under large writes", () => {
     const metrics = await (await fetch(`${bridge.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(new RegExp(`^bridge_feed_appended_entries ${appended.entries}$`, "m"));
     expect(metrics).toMatch(new RegExp(`^bridge_feed_appended_bytes ${appended.bytes}$`, "m"));
+    const read = store.feedRead();
+    expect(metrics).toMatch(
+      new RegExp(`^bridge_feed_read_entries\\{source="channel"\\} ${read.channels}$`, "m"),
+    );
+    expect(metrics).toMatch(
+      new RegExp(`^bridge_feed_read_entries\\{source="feed"\\} ${read.feed}$`, "m"),
+    );
 
     // Before, every entry carried the whole value: 377 MiB for 2-4 MiB held.
     expect(held).toBeGreaterThan(MiB);
