@@ -117,6 +117,29 @@ class StateView implements SessionView {
 }
 
 /**
+ * The sum of a committed history array's entry bytes, by array. Committed
+ * arrays are never changed (a transaction copies one before its first
+ * change), so the sum made for one holds for as long as the array lives:
+ * a write then costs no pass over its variable's history to learn it.
+ */
+const committedSums = new WeakMap<readonly HistoryRecord[], number>();
+
+function committedBytes(entries: readonly HistoryRecord[]): number {
+  let sum = committedSums.get(entries);
+  if (sum === undefined) {
+    sum = bytesOf(entries);
+    committedSums.set(entries, sum);
+  }
+  return sum;
+}
+
+function bytesOf(entries: readonly HistoryRecord[]): number {
+  let sum = 0;
+  for (const e of entries) sum += e.bytes;
+  return sum;
+}
+
+/**
  * A transaction stages its writes in overlays and applies them in commit(),
  * so a callback that throws half-way leaves the session untouched.
  */
@@ -137,6 +160,8 @@ export class StagingTransaction implements SessionTransaction {
   private vars: Map<string, VariableRecord | null> | undefined = undefined;
   private names: Map<string, string | null> | undefined = undefined;
   private historyOverlay: Map<string, HistoryRecord[] | null> | undefined = undefined;
+  /** What each staged history counts for together (0 for a deleted one). */
+  private historySums: Map<string, number> | undefined = undefined;
   private dataOverlay: Map<string, DataEntry | undefined> | undefined = undefined;
   /** Change in the session's bytes staged so far. */
   private staging = 0;
@@ -164,9 +189,11 @@ export class StagingTransaction implements SessionTransaction {
     this.names.set(name, id);
   }
 
-  private stageHistory(id: string, entries: HistoryRecord[] | null): void {
+  private stageHistory(id: string, entries: HistoryRecord[] | null, sum: number): void {
     this.historyOverlay ??= new Map();
     this.historyOverlay.set(id, entries);
+    this.historySums ??= new Map();
+    this.historySums.set(id, sum);
   }
 
   private getVar(id: string): VariableRecord | undefined {
@@ -189,8 +216,9 @@ export class StagingTransaction implements SessionTransaction {
   private ownHistory(id: string): HistoryRecord[] {
     const staged = this.historyOverlay?.get(id);
     if (staged !== undefined && staged !== null) return staged;
-    const own = staged === null ? [] : [...(this.state.history?.get(id) ?? [])];
-    this.stageHistory(id, own);
+    const committed = staged === null ? undefined : this.state.history?.get(id);
+    const own = committed === undefined ? [] : [...committed];
+    this.stageHistory(id, own, committed === undefined ? 0 : committedBytes(committed));
     return own;
   }
 
@@ -231,6 +259,14 @@ export class StagingTransaction implements SessionTransaction {
     return this.state.history?.get(variableId) ?? [];
   }
 
+  /** What the entries of `history(variableId)` count for together. */
+  historyBytes(variableId: string): number {
+    const staged = this.historyOverlay?.get(variableId);
+    if (staged !== undefined) return this.historySums?.get(variableId) ?? 0;
+    const committed = this.state.history?.get(variableId);
+    return committed === undefined ? 0 : committedBytes(committed);
+  }
+
   dependencies(): readonly DependencyEdge[] {
     return this.deps ?? this.state.deps;
   }
@@ -269,29 +305,33 @@ export class StagingTransaction implements SessionTransaction {
     for (const entry of this.history(id)) this.staging -= entry.bytes;
     this.stageVar(id, null);
     this.stageName(previous.name, null);
-    this.stageHistory(id, null);
+    this.stageHistory(id, null, 0);
     this.deps = (this.deps ?? this.state.deps).filter((e) => e.from !== id && e.to !== id);
   }
 
   appendHistory(variableId: string, entry: HistoryRecord): void {
     this.ownHistory(variableId).push(entry);
+    this.historySums?.set(variableId, (this.historySums.get(variableId) ?? 0) + entry.bytes);
     this.staging += entry.bytes;
   }
 
   dropHistory(variableId: string, count: number): void {
     if (count <= 0) return;
     const staged = this.historyOverlay?.get(variableId);
+    let less = 0;
     if (staged !== undefined && staged !== null) {
-      for (const entry of staged.splice(0, count)) this.staging -= entry.bytes;
-      return;
+      for (const entry of staged.splice(0, count)) less += entry.bytes;
+      this.historySums?.set(variableId, (this.historySums.get(variableId) ?? 0) - less);
+    } else {
+      const committed = staged === null ? undefined : this.state.history?.get(variableId);
+      if (committed === undefined || committed.length === 0) return;
+      // Not owned yet: the kept part is this transaction's copy (one copy of
+      // the array, not a copy and then a shift of it).
+      const dropped = Math.min(count, committed.length);
+      for (let i = 0; i < dropped; i++) less += (committed[i] as HistoryRecord).bytes;
+      this.stageHistory(variableId, committed.slice(dropped), committedBytes(committed) - less);
     }
-    const committed = staged === null ? undefined : this.state.history?.get(variableId);
-    if (committed === undefined || committed.length === 0) return;
-    // Not owned yet: the kept part is this transaction's copy (one copy of
-    // the array, not a copy and then a shift of it).
-    const dropped = Math.min(count, committed.length);
-    for (let i = 0; i < dropped; i++) this.staging -= (committed[i] as HistoryRecord).bytes;
-    this.stageHistory(variableId, committed.slice(dropped));
+    this.staging -= less;
   }
 
   addDependency(edge: DependencyEdge): void {
@@ -341,6 +381,9 @@ export class StagingTransaction implements SessionTransaction {
       else {
         state.history ??= new Map();
         state.history.set(id, entries);
+        // From here on the array is never changed: its sum holds.
+        const sum = this.historySums?.get(id);
+        if (sum !== undefined) committedSums.set(entries, sum);
       }
     }
     for (const [key, entry] of this.dataOverlay ?? []) {
