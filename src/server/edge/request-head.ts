@@ -55,6 +55,10 @@ export function ownAuthority(socket: {
 
 /** `::1:8080` → `[::1]:8080`, `::1` → `[::1]`; undefined for anything else. */
 function bareIpv6(authority: string): string | undefined {
+  // An IPv6 address has two colons at least: a name or an IPv4 address,
+  // with or without a port (every request's case), need no parsing here.
+  const first = authority.indexOf(":");
+  if (first === -1 || authority.indexOf(":", first + 1) === -1) return undefined;
   if (isIP(authority) === 6) return `[${authority}]`;
   const colon = authority.lastIndexOf(":");
   const port = authority.slice(colon + 1);
