@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { checkAuthority } from "./request-head.js";
 
 const authorityOf = (authority: string | undefined) => {
-  const checked = checkAuthority(authority, "127.0.0.1:1");
+  const checked = checkAuthority(authority, () => "127.0.0.1:1");
   return checked.ok ? checked.authority : `refused: ${checked.error.code}`;
 };
 
