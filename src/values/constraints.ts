@@ -282,22 +282,34 @@ function checkOrder(
 
 // Variables of a session, and sessions, mostly share a few constraint sets,
 // and parsing compiles RE2 patterns. Constraints are immutable, so one
-// parse per distinct (type, JSON) serves client and server alike; the map
-// is bounded and simply starts over when full.
+// parse per distinct (type, JSON) serves client and server alike; the maps
+// are bounded (MEMO_SIZE texts in all) and simply start over when full.
+// One map per type: a lookup then hashes the stored JSON text, whose hash
+// the engine keeps, instead of a key string joined anew on every write.
 const MEMO_SIZE = 4096;
-const memo = new Map<string, Constraints>();
+const memo = new Map<VariableType, Map<string, Constraints>>();
+let memoCount = 0;
 
 /**
  * {@link parseConstraints} of a variable's `constraints_json`, parsed once
  * per distinct type and text. Throws like parseConstraints.
  */
 export function constraintsFromJson(type: VariableType, json: string): Constraints {
-  const key = `${type}\u0000${json}`;
-  let constraints = memo.get(key);
+  let byText = memo.get(type);
+  let constraints = byText?.get(json);
   if (constraints === undefined) {
     constraints = parseConstraints(type, json);
-    if (memo.size >= MEMO_SIZE) memo.clear();
-    memo.set(key, constraints);
+    if (memoCount >= MEMO_SIZE) {
+      memo.clear();
+      memoCount = 0;
+      byText = undefined;
+    }
+    if (byText === undefined) {
+      byText = new Map();
+      memo.set(type, byText);
+    }
+    byText.set(json, constraints);
+    memoCount++;
   }
   return constraints;
 }

@@ -66,10 +66,21 @@ export function createAccessCheck(options: AccessCheckOptions): Interceptor {
     }
   };
 
+  // One refusal per method, made on first use rather than per call.
+  const refusals = new Map<string, Refuse>();
+  const refusalOf = (method: string): Refuse => {
+    let refuse = refusals.get(method);
+    if (refuse === undefined) {
+      refuse = refusal(method);
+      refusals.set(method, refuse);
+    }
+    return refuse;
+  };
+
   return (next) => async (req) => {
     const method = req.method.name;
     const rule = ruleOf(req.service.typeName, method);
-    const refuse = refusal(method);
+    const refuse = refusalOf(method);
     if (rule === undefined) {
       // A method the table does not know is refused, never let through.
       throw refuse(Code.PermissionDenied, `${method} has no access rule on this bridge`);

@@ -248,9 +248,24 @@ export function peerClientOf(options: {
 }): (address: string) => string | undefined {
   const proxies = new Set(options.trustedProxies.map((a) => clientKey(a, exactAddress)));
   const prefix = options.clientPrefix ?? defaultClientPrefix;
-  return (address) =>
-    proxies.has(clientKey(address, exactAddress)) ? undefined : clientKey(address, prefix);
+  // Every call asks this of its connection's peer: the answer depends on
+  // the address only, so the few addresses a server sees at a time are
+  // parsed once, not twice per call. Bounded: cleared when full.
+  const known = new Map<string, string | undefined>();
+  return (address) => {
+    const hit = known.get(address);
+    if (hit !== undefined || known.has(address)) return hit;
+    const client = proxies.has(clientKey(address, exactAddress))
+      ? undefined
+      : clientKey(address, prefix);
+    if (known.size >= PEER_CLIENTS_KNOWN) known.clear();
+    known.set(address, client);
+    return client;
+  };
 }
+
+/** How many peer addresses {@link peerClientOf} keeps the answer for. */
+const PEER_CLIENTS_KNOWN = 4096;
 
 /** Prefix lengths by which addresses are grouped into clients. */
 export interface ClientPrefix {

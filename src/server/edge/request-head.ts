@@ -20,13 +20,14 @@ const authorityPattern = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?
  * adapter passes to `new URL`, which throws on a malformed one), or an
  * error for a malformed one. A request without any authority (HTTP/1.0
  * without `Host`; an HTTP/2 request without `:authority` or `host`) is
- * legal and gets `fallback`, the listener's own address.
+ * legal and gets `fallback()`, the listener's own address (asked for only
+ * then: reading a socket's local address is a system call).
  */
 export function checkAuthority(
   authority: string | undefined,
-  fallback: string,
+  fallback: () => string,
 ): { ok: true; authority: string } | { ok: false; error: ConnectError } {
-  if (authority === undefined || authority === "") return { ok: true, authority: fallback };
+  if (authority === undefined || authority === "") return { ok: true, authority: fallback() };
   // Node's own HTTP/2 client sends an IPv6 peer's address unbracketed
   // (`::1:50051`): read as the address and port it means.
   const bare = bareIpv6(authority);
@@ -55,6 +56,10 @@ export function ownAuthority(socket: {
 
 /** `::1:8080` → `[::1]:8080`, `::1` → `[::1]`; undefined for anything else. */
 function bareIpv6(authority: string): string | undefined {
+  // An IPv6 address has two colons at least: a name or an IPv4 address,
+  // with or without a port (every request's case), need no parsing here.
+  const first = authority.indexOf(":");
+  if (first === -1 || authority.indexOf(":", first + 1) === -1) return undefined;
   if (isIP(authority) === 6) return `[${authority}]`;
   const colon = authority.lastIndexOf(":");
   const port = authority.slice(colon + 1);

@@ -90,7 +90,7 @@ export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
     // :authority) with `new URL`, which throws on a malformed one: checked
     // first, and a missing one (legal in HTTP/1.0) is the listener's own.
     const given = connectNodeAuthority.of(req);
-    const authority = checkAuthority(given, ownAuthority(req.socket));
+    const authority = checkAuthority(given, () => ownAuthority(req.socket));
     if (!authority.ok) {
       options.logger.debug("request refused", {
         rpc: handler.method.name,

@@ -1,8 +1,14 @@
+import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
+import {
+  BatchSetVariablesRequestSchema,
+  SetVariableRequestSchema,
+} from "../../gen/snakepit/bridge/bridge_pb.js";
+import { encodeValue } from "../../values/index.js";
 import { createMemoryStore } from "../store/memory-store.js";
 import type { SessionTransaction } from "../store/session-store.js";
-import { type KeyedWrite, once, writeKeyOf } from "./idempotency.js";
+import { canonical, type KeyedWrite, once, writeKeyOf } from "./idempotency.js";
 
 const now = () => 1_000_000;
 const counted: KeyedWrite<number> = {
@@ -54,5 +60,53 @@ describe("once: what a key remembers", () => {
     };
     await expect(once(flaky, now, key("k2"), counted, () => 1)).rejects.toThrow("16 times");
     await expect(once(flaky, now, key("k2"), counted, () => 2)).resolves.toBe(2);
+  });
+});
+
+describe("canonical: the text a fingerprint is made of", () => {
+  // The form fingerprints were first made with: remembered fingerprints
+  // outlive restarts and upgrades, so the text must not change.
+  const reference = (value: unknown): string =>
+    JSON.stringify(value, (_key, v: unknown) => {
+      if (v instanceof Uint8Array) return Buffer.from(v).toString("base64");
+      if (v === null || typeof v !== "object" || Array.isArray(v)) return v;
+      const sorted: Record<string, unknown> = {};
+      for (const k of Object.keys(v).sort()) {
+        if (!k.startsWith("$")) sorted[k] = (v as Record<string, unknown>)[k];
+      }
+      return sorted;
+    });
+
+  it("is the sorted-key JSON of requests, bytes and odd values alike", () => {
+    const requests: unknown[] = [
+      create(BatchSetVariablesRequestSchema, {
+        sessionId: "s",
+        updates: {
+          zeta: encodeValue("float", 1.5).any,
+          alpha: encodeValue("string", "h\u00e9llo \ud83d\ude00").any,
+        },
+        binaryUpdates: { blob: new Uint8Array([0, 1, 2, 250]) },
+        metadata: { b: "2", a: "1", "\u00e9": "x" },
+        atomic: true,
+      }),
+      create(SetVariableRequestSchema, {
+        variableIdentifier: "v",
+        value: encodeValue("float", Number.NaN).any,
+        expectedVersion: 3,
+      }),
+      {
+        $typeName: "x",
+        n: [1, Number.NaN, -0, Number.POSITIVE_INFINITY, undefined, null, () => 1],
+        nested: { $unknown: [1], b: undefined, a: { y: false, x: "" } },
+        buffer: Buffer.from([1, 2, 3]),
+        empty: {},
+        list: [],
+        lone: "\ud800",
+        quote: 'say "hi"\n',
+      },
+    ];
+    for (const request of requests) {
+      expect(canonical(request)).toBe(reference(request));
+    }
   });
 });

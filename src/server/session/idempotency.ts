@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { JsonValue } from "../../values/index.js";
 import { utf8Length } from "../../values/utf8-length.js";
@@ -101,9 +101,8 @@ export function writeKeyOf(
     );
   }
   const { idempotencyKey: _key, sessionId: _session, ...fields } = request;
-  const hash = createHash("sha256").update(rpc).update("\n");
-  hash.update(canonical(fields));
-  return { key, fingerprint: hash.digest("base64url").slice(0, 22) };
+  const fingerprint = hash("sha256", `${rpc}\n${canonical(fields)}`, "base64url");
+  return { key, fingerprint: fingerprint.slice(0, 22) };
 }
 
 /**
@@ -254,16 +253,65 @@ function prune(tx: SessionTransaction, t: number): number {
   return kept.length - over;
 }
 
-/** JSON with object keys in order, bytes as base64: the same request, the same text. */
-function canonical(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) => {
-    if (v instanceof Uint8Array) return Buffer.from(v).toString("base64");
-    if (v === null || typeof v !== "object" || Array.isArray(v)) return v;
-    const sorted: Record<string, unknown> = {};
-    for (const k of Object.keys(v).sort()) {
-      // Message bookkeeping ($typeName, $unknown) is not part of the request.
-      if (!k.startsWith("$")) sorted[k] = (v as Record<string, unknown>)[k];
+/**
+ * JSON with object keys in order, bytes as base64: the same request, the
+ * same text. The text is what `JSON.stringify` makes with a replacer that
+ * sorts keys and drops message bookkeeping (`$typeName`, `$unknown`), and
+ * must stay so (remembered fingerprints outlive a restart or an upgrade);
+ * it is written out directly, since a replacer call per value was most of
+ * a keyed SetVariables' fingerprint.
+ */
+export function canonical(value: unknown): string {
+  return canonicalOf(value, "") ?? "undefined";
+}
+
+/**
+ * `value`, the member `key` of its parent, as JSON.stringify with that
+ * replacer writes it; undefined where it leaves the member out.
+ */
+function canonicalOf(value: unknown, key: string): string | undefined {
+  let v = value;
+  // JSON.stringify calls toJSON before the replacer sees the value (a
+  // Buffer, a Uint8Array too, is written as its toJSON object).
+  if (typeof v === "object" && v !== null && typeof (v as Jsonable).toJSON === "function") {
+    v = (v as Jsonable).toJSON(key);
+  }
+  if (typeof v === "string") return quoted(v);
+  if (typeof v !== "object") return JSON.stringify(v);
+  if (v === null) return "null";
+  if (v instanceof Uint8Array) {
+    return `"${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64")}"`;
+  }
+  if (Array.isArray(v)) {
+    let text = "[";
+    for (let i = 0; i < v.length; i++) {
+      if (i > 0) text += ",";
+      text += canonicalOf(v[i], String(i)) ?? "null";
     }
-    return sorted;
-  });
+    return `${text}]`;
+  }
+  let text = "{";
+  let first = true;
+  for (const k of Object.keys(v).sort()) {
+    // Message bookkeeping ($typeName, $unknown) is not part of the request.
+    if (k.startsWith("$")) continue;
+    const member = canonicalOf((v as Record<string, unknown>)[k], k);
+    if (member === undefined) continue;
+    text += `${first ? "" : ","}${quoted(k)}:${member}`;
+    first = false;
+  }
+  return `${text}}`;
+}
+
+/** Printable ASCII but '"' and '\\': a JSON string of these is the text in quotes. */
+const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/** A string as JSON.stringify writes it, without its call where nothing needs escaping. */
+function quoted(s: string): string {
+  return PLAIN.test(s) ? `"${s}"` : JSON.stringify(s);
+}
+
+/** A value with its own JSON form. */
+interface Jsonable {
+  toJSON(key: string): unknown;
 }

@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { formatBytes } from "../common/message-text.js";
 import { type Limits, metadataBytes } from "../limits/limits.js";
+import { StagingTransaction } from "../store/session-state.js";
 import type {
   HistoryRecord,
   SessionTransaction,
@@ -38,14 +39,15 @@ export function planHistory(
   replaced: HistoryRecord,
 ): { drop: number; keepReplaced: boolean } {
   const past = tx.history(current.id);
-  let pastBytes = 0;
-  for (const e of past) pastBytes += e.bytes;
+  const pastBytes = historyBytes(tx, current.id, past);
   // The current version counts as one of historyLimit; the rest are past.
   const maxPast = Math.max(0, limits.historyLimit - 1);
   let keepReplaced = maxPast > 0 && replaced.bytes <= limits.historyMaxBytes;
   let drop = keepReplaced ? Math.max(0, past.length + 1 - maxPast) : past.length;
-  let kept = keepReplaced ? replaced.bytes : 0;
-  for (let i = drop; i < past.length; i++) kept += (past[i] as HistoryRecord).bytes;
+  // What stays of the past: all of it but the `drop` oldest (usually one).
+  let dropped = 0;
+  for (let i = 0; i < drop; i++) dropped += (past[i] as HistoryRecord).bytes;
+  let kept = (keepReplaced ? replaced.bytes : 0) + pastBytes - dropped;
   const others = tx.bytes - current.bytes - pastBytes;
   const fits = () =>
     kept <= limits.historyMaxBytes && others + next.bytes + kept <= limits.maxSessionBytes;
@@ -59,6 +61,21 @@ export function planHistory(
     throw overBudget(limits, total, `variable '${current.name}'`);
   }
   return { drop, keepReplaced };
+}
+
+/**
+ * What `past` (the variable's history in `tx`) counts for together: known
+ * without a pass over it in the stores' own transactions.
+ */
+function historyBytes(
+  tx: SessionTransaction,
+  variableId: string,
+  past: readonly HistoryRecord[],
+): number {
+  if (tx instanceof StagingTransaction) return tx.historyBytes(variableId);
+  let sum = 0;
+  for (const e of past) sum += e.bytes;
+  return sum;
 }
 
 /**

@@ -67,189 +67,300 @@ export function emptySessionState(record: SessionRecord): SessionState {
 
 /** A read-only view of a state. */
 export function createView(state: SessionState): SessionView {
-  return {
-    get session() {
-      return state.record;
-    },
-    variable(identifier) {
-      const id = isVariableId(identifier) ? identifier : state.byName.get(identifier);
-      return id === undefined ? undefined : state.vars.get(id);
-    },
-    variables() {
-      return state.vars.values();
-    },
-    get variableCount() {
-      return state.vars.size;
-    },
-    history(variableId) {
-      return state.history?.get(variableId) ?? [];
-    },
-    dependencies() {
-      return state.deps;
-    },
-    data(key) {
-      return state.data?.get(key)?.value;
-    },
-    dataBytes(key) {
-      return state.data?.get(key)?.bytes ?? 0;
-    },
-    dataKeys() {
-      return state.data?.keys() ?? [][Symbol.iterator]();
-    },
-    get bytes() {
-      return state.bytes;
-    },
-  };
+  return new StateView(state);
+}
+
+/** {@link createView}'s view: one object, its methods on the prototype (a read makes one). */
+class StateView implements SessionView {
+  constructor(private readonly state: SessionState) {}
+
+  get session(): SessionRecord {
+    return this.state.record;
+  }
+
+  variable(identifier: string): VariableRecord | undefined {
+    const id = isVariableId(identifier) ? identifier : this.state.byName.get(identifier);
+    return id === undefined ? undefined : this.state.vars.get(id);
+  }
+
+  variables(): IterableIterator<VariableRecord> {
+    return this.state.vars.values();
+  }
+
+  get variableCount(): number {
+    return this.state.vars.size;
+  }
+
+  history(variableId: string): readonly HistoryRecord[] {
+    return this.state.history?.get(variableId) ?? [];
+  }
+
+  dependencies(): readonly DependencyEdge[] {
+    return this.state.deps;
+  }
+
+  data(key: string): JsonValue | undefined {
+    return this.state.data?.get(key)?.value;
+  }
+
+  dataBytes(key: string): number {
+    return this.state.data?.get(key)?.bytes ?? 0;
+  }
+
+  dataKeys(): IterableIterator<string> {
+    return this.state.data?.keys() ?? [][Symbol.iterator]();
+  }
+
+  get bytes(): number {
+    return this.state.bytes;
+  }
+}
+
+/**
+ * The sum of a committed history array's entry bytes, by array. Committed
+ * arrays are never changed (a transaction copies one before its first
+ * change), so the sum made for one holds for as long as the array lives:
+ * a write then costs no pass over its variable's history to learn it.
+ */
+const committedSums = new WeakMap<readonly HistoryRecord[], number>();
+
+function committedBytes(entries: readonly HistoryRecord[]): number {
+  let sum = committedSums.get(entries);
+  if (sum === undefined) {
+    sum = bytesOf(entries);
+    committedSums.set(entries, sum);
+  }
+  return sum;
+}
+
+function bytesOf(entries: readonly HistoryRecord[]): number {
+  let sum = 0;
+  for (const e of entries) sum += e.bytes;
+  return sum;
 }
 
 /**
  * A transaction stages its writes in overlays and applies them in commit(),
  * so a callback that throws half-way leaves the session untouched.
  */
-export function createTransaction(state: SessionState) {
+export function createTransaction(state: SessionState): StagingTransaction {
+  return new StagingTransaction(state);
+}
+
+/**
+ * What {@link createTransaction} returns: `api` is what the callback gets,
+ * `commit` applies the staged writes, `changes` are the changes emitted and
+ * `staged` what was staged. One object with its methods on the prototype:
+ * a transaction runs per write, and a set of closures per transaction was
+ * a measurable part of a write's cost.
+ */
+export class StagingTransaction implements SessionTransaction {
   // Overlays are created by the first write that needs them: most
   // transactions touch one or two of them, and reads none.
-  let vars: Map<string, VariableRecord | null> | undefined;
-  let names: Map<string, string | null> | undefined;
-  let history: Map<string, HistoryRecord[] | null> | undefined;
-  let data: Map<string, DataEntry | undefined> | undefined;
+  private vars: Map<string, VariableRecord | null> | undefined = undefined;
+  private names: Map<string, string | null> | undefined = undefined;
+  private historyOverlay: Map<string, HistoryRecord[] | null> | undefined = undefined;
+  /** What each staged history counts for together (0 for a deleted one). */
+  private historySums: Map<string, number> | undefined = undefined;
+  private dataOverlay: Map<string, DataEntry | undefined> | undefined = undefined;
   /** Change in the session's bytes staged so far. */
-  let bytes = 0;
-  const stageVar = (id: string, record: VariableRecord | null) => {
-    vars ??= new Map();
-    vars.set(id, record);
-  };
-  const stageName = (name: string, id: string | null) => {
-    names ??= new Map();
-    names.set(name, id);
-  };
-  const stageHistory = (id: string, entries: HistoryRecord[] | null) => {
-    history ??= new Map();
-    history.set(id, entries);
-  };
-  let deps: DependencyEdge[] | undefined;
-  let seq = state.record.nextVariableSeq;
-  const changes: VariableChange[] = [];
+  private staging = 0;
+  private deps: DependencyEdge[] | undefined = undefined;
+  private seq: number;
+  /** The changes emitted, in order. */
+  readonly changes: VariableChange[] = [];
 
-  const getVar = (id: string): VariableRecord | undefined => {
-    const staged = vars?.get(id);
+  constructor(private readonly state: SessionState) {
+    this.seq = state.record.nextVariableSeq;
+  }
+
+  /** The transaction as its callback sees it. */
+  get api(): SessionTransaction {
+    return this;
+  }
+
+  private stageVar(id: string, record: VariableRecord | null): void {
+    this.vars ??= new Map();
+    this.vars.set(id, record);
+  }
+
+  private stageName(name: string, id: string | null): void {
+    this.names ??= new Map();
+    this.names.set(name, id);
+  }
+
+  private stageHistory(id: string, entries: HistoryRecord[] | null, sum: number): void {
+    this.historyOverlay ??= new Map();
+    this.historyOverlay.set(id, entries);
+    this.historySums ??= new Map();
+    this.historySums.set(id, sum);
+  }
+
+  private getVar(id: string): VariableRecord | undefined {
+    const staged = this.vars?.get(id);
     if (staged !== undefined) return staged ?? undefined;
-    return state.vars.get(id);
-  };
-  const idForName = (name: string): string | undefined => {
-    const staged = names?.get(name);
+    return this.state.vars.get(id);
+  }
+
+  private idForName(name: string): string | undefined {
+    const staged = this.names?.get(name);
     if (staged !== undefined) return staged ?? undefined;
-    return state.byName.get(name);
-  };
-  const getHistory = (id: string): readonly HistoryRecord[] => {
-    const staged = history?.get(id);
-    if (staged !== undefined) return staged ?? [];
-    return state.history?.get(id) ?? [];
-  };
+    return this.state.byName.get(name);
+  }
+
   /**
    * The variable's history as an array this transaction owns and may change
    * in place: copied on first write, since committed arrays are shared with
    * every view that read them.
    */
-  const ownHistory = (id: string): HistoryRecord[] => {
-    const staged = history?.get(id);
+  private ownHistory(id: string): HistoryRecord[] {
+    const staged = this.historyOverlay?.get(id);
     if (staged !== undefined && staged !== null) return staged;
-    const own = staged === null ? [] : [...(state.history?.get(id) ?? [])];
-    stageHistory(id, own);
+    const committed = staged === null ? undefined : this.state.history?.get(id);
+    const own = committed === undefined ? [] : [...committed];
+    this.stageHistory(id, own, committed === undefined ? 0 : committedBytes(committed));
     return own;
-  };
-  const getData = (key: string): DataEntry | undefined =>
-    data?.has(key) ? data.get(key) : state.data?.get(key);
+  }
 
-  const api: SessionTransaction = {
-    get session() {
-      return state.record;
-    },
-    variable(identifier) {
-      const id = isVariableId(identifier) ? identifier : idForName(identifier);
-      return id === undefined ? undefined : getVar(id);
-    },
-    *variables() {
-      for (const [id, record] of state.vars) {
-        if (!vars?.has(id)) yield record;
-      }
-      for (const record of vars?.values() ?? []) if (record !== null) yield record;
-    },
-    get variableCount() {
-      let count = state.vars.size;
-      for (const [id, record] of vars ?? []) {
-        const before = state.vars.has(id);
-        if (record === null && before) count--;
-        if (record !== null && !before) count++;
-      }
-      return count;
-    },
-    history: getHistory,
-    dependencies() {
-      return deps ?? state.deps;
-    },
-    data(key) {
-      return getData(key)?.value;
-    },
-    dataBytes(key) {
-      return getData(key)?.bytes ?? 0;
-    },
-    *dataKeys() {
-      for (const key of state.data?.keys() ?? []) if (!data?.has(key)) yield key;
-      for (const [key, entry] of data ?? []) if (entry !== undefined) yield key;
-    },
-    get bytes() {
-      return state.bytes + bytes;
-    },
-    putVariable(record) {
-      const previous = getVar(record.id);
-      if (previous !== undefined && previous.name !== record.name) stageName(previous.name, null);
-      stageVar(record.id, record);
-      stageName(record.name, record.id);
-      bytes += record.bytes - (previous?.bytes ?? 0);
-    },
-    deleteVariable(id) {
-      const previous = getVar(id);
-      if (previous === undefined) return;
-      bytes -= previous.bytes;
-      for (const entry of getHistory(id)) bytes -= entry.bytes;
-      stageVar(id, null);
-      stageName(previous.name, null);
-      stageHistory(id, null);
-      deps = (deps ?? state.deps).filter((e) => e.from !== id && e.to !== id);
-    },
-    appendHistory(variableId, entry) {
-      ownHistory(variableId).push(entry);
-      bytes += entry.bytes;
-    },
-    dropHistory(variableId, count) {
-      if (count <= 0 || getHistory(variableId).length === 0) return;
-      for (const entry of ownHistory(variableId).splice(0, count)) bytes -= entry.bytes;
-    },
-    addDependency(edge) {
-      deps = [...(deps ?? state.deps), edge];
-    },
-    setData(key, value, size) {
-      bytes -= getData(key)?.bytes ?? 0;
-      data ??= new Map();
-      if (value === undefined) data.set(key, undefined);
-      else {
-        data.set(key, { value, bytes: size });
-        bytes += size;
-      }
-    },
-    nextVariableSeq() {
-      return seq++;
-    },
-    emit(change) {
-      changes.push(change);
-    },
-  };
+  private getData(key: string): DataEntry | undefined {
+    return this.dataOverlay?.has(key) ? this.dataOverlay.get(key) : this.state.data?.get(key);
+  }
+
+  get session(): SessionRecord {
+    return this.state.record;
+  }
+
+  variable(identifier: string): VariableRecord | undefined {
+    const id = isVariableId(identifier) ? identifier : this.idForName(identifier);
+    return id === undefined ? undefined : this.getVar(id);
+  }
+
+  *variables(): IterableIterator<VariableRecord> {
+    const vars = this.vars;
+    for (const [id, record] of this.state.vars) {
+      if (!vars?.has(id)) yield record;
+    }
+    for (const record of vars?.values() ?? []) if (record !== null) yield record;
+  }
+
+  get variableCount(): number {
+    let count = this.state.vars.size;
+    for (const [id, record] of this.vars ?? []) {
+      const before = this.state.vars.has(id);
+      if (record === null && before) count--;
+      if (record !== null && !before) count++;
+    }
+    return count;
+  }
+
+  history(variableId: string): readonly HistoryRecord[] {
+    const staged = this.historyOverlay?.get(variableId);
+    if (staged !== undefined) return staged ?? [];
+    return this.state.history?.get(variableId) ?? [];
+  }
+
+  /** What the entries of `history(variableId)` count for together. */
+  historyBytes(variableId: string): number {
+    const staged = this.historyOverlay?.get(variableId);
+    if (staged !== undefined) return this.historySums?.get(variableId) ?? 0;
+    const committed = this.state.history?.get(variableId);
+    return committed === undefined ? 0 : committedBytes(committed);
+  }
+
+  dependencies(): readonly DependencyEdge[] {
+    return this.deps ?? this.state.deps;
+  }
+
+  data(key: string): JsonValue | undefined {
+    return this.getData(key)?.value;
+  }
+
+  dataBytes(key: string): number {
+    return this.getData(key)?.bytes ?? 0;
+  }
+
+  *dataKeys(): IterableIterator<string> {
+    const data = this.dataOverlay;
+    for (const key of this.state.data?.keys() ?? []) if (!data?.has(key)) yield key;
+    for (const [key, entry] of data ?? []) if (entry !== undefined) yield key;
+  }
+
+  get bytes(): number {
+    return this.state.bytes + this.staging;
+  }
+
+  putVariable(record: VariableRecord): void {
+    const previous = this.getVar(record.id);
+    if (previous !== undefined && previous.name !== record.name)
+      this.stageName(previous.name, null);
+    this.stageVar(record.id, record);
+    this.stageName(record.name, record.id);
+    this.staging += record.bytes - (previous?.bytes ?? 0);
+  }
+
+  deleteVariable(id: string): void {
+    const previous = this.getVar(id);
+    if (previous === undefined) return;
+    this.staging -= previous.bytes;
+    for (const entry of this.history(id)) this.staging -= entry.bytes;
+    this.stageVar(id, null);
+    this.stageName(previous.name, null);
+    this.stageHistory(id, null, 0);
+    this.deps = (this.deps ?? this.state.deps).filter((e) => e.from !== id && e.to !== id);
+  }
+
+  appendHistory(variableId: string, entry: HistoryRecord): void {
+    this.ownHistory(variableId).push(entry);
+    this.historySums?.set(variableId, (this.historySums.get(variableId) ?? 0) + entry.bytes);
+    this.staging += entry.bytes;
+  }
+
+  dropHistory(variableId: string, count: number): void {
+    if (count <= 0) return;
+    const staged = this.historyOverlay?.get(variableId);
+    let less = 0;
+    if (staged !== undefined && staged !== null) {
+      for (const entry of staged.splice(0, count)) less += entry.bytes;
+      this.historySums?.set(variableId, (this.historySums.get(variableId) ?? 0) - less);
+    } else {
+      const committed = staged === null ? undefined : this.state.history?.get(variableId);
+      if (committed === undefined || committed.length === 0) return;
+      // Not owned yet: the kept part is this transaction's copy (one copy of
+      // the array, not a copy and then a shift of it).
+      const dropped = Math.min(count, committed.length);
+      for (let i = 0; i < dropped; i++) less += (committed[i] as HistoryRecord).bytes;
+      this.stageHistory(variableId, committed.slice(dropped), committedBytes(committed) - less);
+    }
+    this.staging -= less;
+  }
+
+  addDependency(edge: DependencyEdge): void {
+    this.deps = [...(this.deps ?? this.state.deps), edge];
+  }
+
+  setData(key: string, value: JsonValue | undefined, size: number): void {
+    this.staging -= this.getData(key)?.bytes ?? 0;
+    this.dataOverlay ??= new Map();
+    if (value === undefined) this.dataOverlay.set(key, undefined);
+    else {
+      this.dataOverlay.set(key, { value, bytes: size });
+      this.staging += size;
+    }
+  }
+
+  nextVariableSeq(): number {
+    return this.seq++;
+  }
+
+  emit(change: VariableChange): void {
+    this.changes.push(change);
+  }
 
   /** Applies the staged writes; returns the change in variable count. */
-  const commit = (): number => {
+  commit(): number {
+    const state = this.state;
     let delta = 0;
-    for (const [id, record] of vars ?? []) {
+    for (const [id, record] of this.vars ?? []) {
       const before = state.vars.get(id);
       if (record === null) {
         if (before !== undefined) {
@@ -261,37 +372,44 @@ export function createTransaction(state: SessionState) {
         state.vars.set(id, record);
       }
     }
-    for (const [name, id] of names ?? []) {
+    for (const [name, id] of this.names ?? []) {
       if (id === null) state.byName.delete(name);
       else state.byName.set(name, id);
     }
-    for (const [id, entries] of history ?? []) {
+    for (const [id, entries] of this.historyOverlay ?? []) {
       if (entries === null || entries.length === 0) state.history?.delete(id);
       else {
         state.history ??= new Map();
         state.history.set(id, entries);
+        // From here on the array is never changed: its sum holds.
+        const sum = this.historySums?.get(id);
+        if (sum !== undefined) committedSums.set(entries, sum);
       }
     }
-    for (const [key, entry] of data ?? []) {
+    for (const [key, entry] of this.dataOverlay ?? []) {
       if (entry === undefined) state.data?.delete(key);
       else {
         state.data ??= new Map();
         state.data.set(key, entry);
       }
     }
-    state.bytes += bytes;
-    if (deps !== undefined) state.deps = deps;
-    if (seq !== state.record.nextVariableSeq) {
-      state.record = { ...state.record, nextVariableSeq: seq };
+    state.bytes += this.staging;
+    if (this.deps !== undefined) state.deps = this.deps;
+    if (this.seq !== state.record.nextVariableSeq) {
+      state.record = { ...state.record, nextVariableSeq: this.seq };
     }
     return delta;
-  };
+  }
 
   /** What the transaction staged, for stores that write it elsewhere first. */
-  const staged = () => ({ vars, history, data, deps, seq, bytes });
-
-  return { api, commit, changes, staged };
+  staged() {
+    return {
+      vars: this.vars,
+      history: this.historyOverlay,
+      data: this.dataOverlay,
+      deps: this.deps,
+      seq: this.seq,
+      bytes: this.staging,
+    };
+  }
 }
-
-/** What {@link createTransaction} returns. */
-export type StagingTransaction = ReturnType<typeof createTransaction>;
