@@ -1,8 +1,9 @@
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { writeBridgePythonStubs } from "../scripts/python-stubs.ts";
 import type { WorkerPoolConfig } from "../src/server/workers/worker-pool.ts";
 
 /**
@@ -27,7 +28,6 @@ export type PythonWorker =
   | { readonly running: false; readonly reason: string };
 
 const run = promisify(execFile);
-const root = join(import.meta.dirname, "..");
 const PYTHON = process.env.UB_PYTHON ?? "/usr/bin/python3";
 const GRPC_PLUGIN = "/usr/bin/grpc_python_plugin";
 
@@ -71,22 +71,7 @@ export async function preparePythonWorker(): Promise<PythonWorker> {
   const out = await mkdtemp(join(tmpdir(), "ub-demo-python-"));
   const cleanup = () => rm(out, { recursive: true, force: true });
   try {
-    await run(
-      "protoc",
-      [
-        "-I",
-        join(root, "proto"),
-        `--python_out=${out}`,
-        `--grpc_python_out=${out}`,
-        `--plugin=protoc-gen-grpc_python=${GRPC_PLUGIN}`,
-        join(root, "proto/snakepit/bridge/bridge.proto"),
-      ],
-      { timeout: 20_000 },
-    );
-    for (const dir of ["snakepit", "snakepit/bridge"]) {
-      await mkdir(join(out, dir), { recursive: true });
-      await writeFile(join(out, dir, "__init__.py"), "");
-    }
+    await writeBridgePythonStubs(out, { plugin: GRPC_PLUGIN });
   } catch (error) {
     await cleanup();
     return { running: false, reason: `protoc could not compile the proto: ${message(error)}` };

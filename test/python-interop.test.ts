@@ -10,12 +10,13 @@
  * package to install); this test never skips.
  */
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeBridgePythonStubs } from "../scripts/python-stubs.ts";
 import { type RunningBridge, startBridge } from "./support/bridge.js";
 
 const run = promisify(execFile);
@@ -138,20 +139,7 @@ describe("Python interop (grpcio against the bridge)", () => {
       "import google.protobuf.any_pb2",
     ]);
 
-    const generated = await exec(protoc, [
-      "-I",
-      "proto",
-      `--python_out=${outDir}`,
-      `--grpc_python_out=${outDir}`,
-      `--plugin=protoc-gen-grpc_python=${grpcPlugin}`,
-      "proto/snakepit/bridge/bridge.proto",
-    ]);
-    expect(generated.code, `protoc failed:\n${generated.stderr}`).toBe(0);
-    // Regular packages, so another `snakepit` on sys.path cannot shadow ours.
-    for (const dir of ["snakepit", "snakepit/bridge"]) {
-      await mkdir(join(outDir, dir), { recursive: true });
-      await writeFile(join(outDir, dir, "__init__.py"), "");
-    }
+    await writeBridgePythonStubs(outDir, { protoc, plugin: grpcPlugin });
 
     const workerTarget = new URL(bridge.workerUrl).host;
     const args = [script, "--target", `127.0.0.1:${bridge.port}`, "--worker-target", workerTarget];

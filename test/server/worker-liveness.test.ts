@@ -7,18 +7,18 @@
  * worker registers many addresses that hang. Needs python3-grpcio,
  * python3-protobuf, protobuf-compiler, protobuf-compiler-grpc, redis-server.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import http2 from "node:http2";
 import net, { type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { type Client, Code } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { writeBridgePythonStubs } from "../../scripts/python-stubs.ts";
 import type { BridgeService } from "../../src/gen/snakepit/bridge/bridge_pb.js";
 import type { RegisteredWorker } from "../../src/server/index.js";
 import { decodeJsonAny, encodeJsonAny } from "../../src/values/index.js";
@@ -28,7 +28,6 @@ import { startRedis, type TestRedis } from "../support/redis-server.js";
 import { replicasPerTest } from "../support/replicas.js";
 import { until, waitFor } from "../support/wait.js";
 
-const run = promisify(execFile);
 const root = resolve(fileURLToPath(new URL(".", import.meta.url)), "../..");
 
 const INTERVAL_MS = 400;
@@ -46,22 +45,7 @@ let redis: TestRedis;
 
 beforeAll(async () => {
   stubs = await mkdtemp(join(tmpdir(), "ub-liveness-"));
-  await run(
-    "/usr/bin/protoc",
-    [
-      "-I",
-      join(root, "proto"),
-      `--python_out=${stubs}`,
-      `--grpc_python_out=${stubs}`,
-      "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin",
-      join(root, "proto/snakepit/bridge/bridge.proto"),
-    ],
-    { timeout: 30_000 },
-  );
-  for (const dir of ["snakepit", "snakepit/bridge"]) {
-    await mkdir(join(stubs, dir), { recursive: true });
-    await writeFile(join(stubs, dir, "__init__.py"), "");
-  }
+  await writeBridgePythonStubs(stubs);
   redis = await startRedis();
 }, 60_000);
 
