@@ -7,9 +7,10 @@
 import { Cluster } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
 import { startRedisCluster, type TestRedisCluster } from "../../../test/support/redis-cluster.js";
+import { redisStoreFixture } from "../../../test/support/redis-store-fixture.js";
 import { describeSessionStoreContract } from "../../../test/support/session-store-contract.js";
 import { CLUSTER_GROUPS, keySpace } from "./redis/script.js";
-import { createRedisStore, type RedisStore } from "./redis-store.js";
+import { createRedisStore } from "./redis-store.js";
 import type { StoreEvent, VariableRecord } from "./session-store.js";
 
 let cluster: TestRedisCluster;
@@ -23,29 +24,8 @@ afterAll(async () => {
 
 describeSessionStoreContract(
   "redis cluster",
-  async () => {
-    let t = 1_000_000;
-    // A key prefix per test: every test starts on an empty deployment.
-    const keyPrefix = `contract${n++}:`;
-    const open = () =>
-      createRedisStore({ url: cluster.url, keyPrefix, now: () => t, sweepIntervalMs: 20 });
-    const store = await open();
-    const siblings: RedisStore[] = [];
-    return {
-      store,
-      advance(ms) {
-        t += ms;
-      },
-      async settle() {
-        await Promise.all([store, ...siblings].map((s) => s.caughtUp()));
-      },
-      async sibling() {
-        const s = await open();
-        siblings.push(s);
-        return s;
-      },
-    };
-  },
+  // A key prefix per test: every test starts on an empty deployment.
+  () => redisStoreFixture(cluster.url, `contract${n++}:`),
   { multiNode: true },
 );
 

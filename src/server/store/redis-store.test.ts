@@ -1,6 +1,7 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
 import { startRedis, type TestRedis } from "../../../test/support/redis-server.js";
+import { redisStoreFixture } from "../../../test/support/redis-store-fixture.js";
 import { describeSessionStoreContract } from "../../../test/support/session-store-contract.js";
 import { encodeRecord } from "./redis/codec.js";
 import { commitScript } from "./redis/scripts.js";
@@ -18,29 +19,8 @@ afterAll(async () => {
 
 describeSessionStoreContract(
   "redis",
-  async () => {
-    let t = 1_000_000;
-    // A key prefix per test: every test starts on an empty deployment.
-    const keyPrefix = `contract${n++}:`;
-    const url = `redis://127.0.0.1:${redis.port}`;
-    const open = () => createRedisStore({ url, keyPrefix, now: () => t, sweepIntervalMs: 20 });
-    const store = await open();
-    const siblings: RedisStore[] = [];
-    return {
-      store,
-      advance(ms) {
-        t += ms;
-      },
-      async settle() {
-        await Promise.all([store, ...siblings].map((s) => s.caughtUp()));
-      },
-      async sibling() {
-        const s = await open();
-        siblings.push(s);
-        return s;
-      },
-    };
-  },
+  // A key prefix per test: every test starts on an empty deployment.
+  () => redisStoreFixture(`redis://127.0.0.1:${redis.port}`, `contract${n++}:`),
   { multiNode: true },
 );
 
