@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { type Code, ConnectError } from "@connectrpc/connect";
+import { decodeJsonAny, encodeJsonAny, type JsonValue } from "../../src/values/index.js";
 import { waitFor } from "../support/wait.js";
 
 const run = promisify(execFile);
@@ -132,4 +133,20 @@ export async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message
     return { code: err.code, message: err.rawMessage };
   }
   throw new Error("the call succeeded");
+}
+
+/** A tool call's parameters, each as the bridge's clients encode a JSON value. */
+export function toolParams(values: Record<string, JsonValue>) {
+  return Object.fromEntries(Object.entries(values).map(([k, v]) => [k, encodeJsonAny(v)]));
+}
+
+const decoder = new TextDecoder();
+
+/** The JSON a snakepit result carries (snakepit.map / float / integer: JSON bytes; or a StringValue). */
+export function resultJson(result: { typeUrl: string; value: Uint8Array } | undefined): unknown {
+  if (result === undefined) throw new Error("no result");
+  if (result.typeUrl.endsWith("google.protobuf.StringValue")) {
+    return decodeJsonAny(result as Parameters<typeof decodeJsonAny>[0]);
+  }
+  return JSON.parse(decoder.decode(result.value));
 }

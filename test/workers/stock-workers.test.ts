@@ -9,7 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ToolRegistrationSchema } from "../../src/gen/snakepit/bridge/bridge_pb.js";
-import { decodeJsonAny, encodeJsonAny, type JsonValue } from "../../src/values/index.js";
+import { encodeJsonAny } from "../../src/values/index.js";
 import { protocols, type RunningBridge, startBridge } from "../support/bridge.js";
 import { waitFor } from "../support/wait.js";
 import {
@@ -17,25 +17,15 @@ import {
   copySnakepit,
   missing,
   readyWorkers,
+  resultJson,
   type SnakepitCopy,
   showcaseTools,
+  toolParams,
   versions,
   workersOf,
 } from "./snakepit.js";
 
 const decoder = new TextDecoder();
-
-/** The JSON a snakepit result carries (snakepit.map / float / integer: JSON bytes). */
-function resultJson(result: { typeUrl: string; value: Uint8Array } | undefined): unknown {
-  if (result === undefined) throw new Error("no result");
-  if (result.typeUrl.endsWith("google.protobuf.StringValue")) {
-    return decodeJsonAny(result as Parameters<typeof decodeJsonAny>[0]);
-  }
-  return JSON.parse(decoder.decode(result.value));
-}
-
-const params = (values: Record<string, JsonValue>) =>
-  Object.fromEntries(Object.entries(values).map(([k, v]) => [k, encodeJsonAny(v)]));
 
 describe.skipIf(missing !== undefined)(
   `stock snakepit workers in the pool ${missing ?? ""}`,
@@ -95,7 +85,7 @@ describe.skipIf(missing !== undefined)(
         const add = await client.executeTool({
           sessionId,
           toolName: "add",
-          parameters: params({ a: 2, b: 40 }),
+          parameters: toolParams({ a: 2, b: 40 }),
         });
         expect(add.success).toBe(true);
         // v0.4.3 infers an integer, v0.13 always a float.
@@ -105,7 +95,7 @@ describe.skipIf(missing !== undefined)(
         const echo = await client.executeTool({
           sessionId,
           toolName: "echo",
-          parameters: params({ message: "héllo", n: [1, { x: true }] }),
+          parameters: toolParams({ message: "héllo", n: [1, { x: true }] }),
         });
         expect(echo.success).toBe(true);
         expect(resultJson(echo.result)).toEqual({
@@ -121,7 +111,7 @@ describe.skipIf(missing !== undefined)(
         for await (const chunk of client.executeStreamingTool({
           sessionId,
           toolName: "stream_progress",
-          parameters: params({ steps: 3, ...(version === "v0.13.0" ? { delay_ms: 10 } : {}) }),
+          parameters: toolParams({ steps: 3, ...(version === "v0.13.0" ? { delay_ms: 10 } : {}) }),
           stream: true,
         })) {
           if (chunk.data.length > 0) steps.push(JSON.parse(decoder.decode(chunk.data)));
@@ -155,7 +145,7 @@ describe.skipIf(missing !== undefined)(
         const bad = await client.executeTool({
           sessionId,
           toolName: "add",
-          parameters: params({ a: 1 }),
+          parameters: toolParams({ a: 1 }),
         });
         expect(bad.success).toBe(false);
         expect(bad.errorMessage).toMatch(/missing 1 required positional argument: 'b'/);

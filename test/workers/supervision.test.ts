@@ -8,7 +8,6 @@
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/server/observability/logger.js";
-import { decodeJsonAny, encodeJsonAny, type JsonValue } from "../../src/values/index.js";
 import { type RunningBridge, startBridge } from "../support/bridge.js";
 import { until, waitFor } from "../support/wait.js";
 import {
@@ -16,21 +15,13 @@ import {
   copySnakepit,
   missing,
   readyWorkers,
+  resultJson,
   type SnakepitCopy,
   showcaseTools,
+  toolParams,
   versions,
   workersOf,
 } from "./snakepit.js";
-
-const decoder = new TextDecoder();
-const params = (values: Record<string, JsonValue>) =>
-  Object.fromEntries(Object.entries(values).map(([k, v]) => [k, encodeJsonAny(v)]));
-const json = (result: { typeUrl: string; value: Uint8Array } | undefined): unknown =>
-  result === undefined
-    ? undefined
-    : result.typeUrl.endsWith("StringValue")
-      ? decodeJsonAny(result as Parameters<typeof decodeJsonAny>[0])
-      : JSON.parse(decoder.decode(result.value));
 
 describe.skipIf(missing !== undefined)(`pool supervision ${missing ?? ""}`, () => {
   describe.each(versions)("snakepit %s", (version) => {
@@ -65,14 +56,17 @@ describe.skipIf(missing !== undefined)(`pool supervision ${missing ?? ""}`, () =
       const info = await client.executeTool({
         sessionId,
         toolName: "get_worker_info",
-        parameters: params({ call_number: 1 }),
+        parameters: toolParams({ call_number: 1 }),
       });
       expect(info.success).toBe(true);
-      return { sessionId, pid: Number((json(info.result) as { worker_pid: string }).worker_pid) };
+      return {
+        sessionId,
+        pid: Number((resultJson(info.result) as { worker_pid: string }).worker_pid),
+      };
     };
 
     const counter = async (sessionId: string) =>
-      json(
+      resultJson(
         (await bridge.client("grpc").executeTool({ sessionId, toolName: "increment_counter" }))
           .result,
       );
@@ -89,7 +83,7 @@ describe.skipIf(missing !== undefined)(`pool supervision ${missing ?? ""}`, () =
       const slow = bridge.client("connect").executeTool({
         sessionId: a.sessionId,
         toolName: "sleep_task",
-        parameters: params({ duration_ms: 20_000, task_number: 1 }),
+        parameters: toolParams({ duration_ms: 20_000, task_number: 1 }),
       });
       await until(
         async () =>
@@ -147,10 +141,10 @@ describe.skipIf(missing !== undefined)(`pool supervision ${missing ?? ""}`, () =
       const reply = await bridge.client().executeTool({
         sessionId,
         toolName: "sleep_task",
-        parameters: params({ duration_ms: 3000, task_number: 2 }),
+        parameters: toolParams({ duration_ms: 3000, task_number: 2 }),
       });
       expect(reply.success).toBe(true);
-      expect(json(reply.result)).toEqual({ task_number: 2, slept_ms: 3000 });
+      expect(resultJson(reply.result)).toEqual({ task_number: 2, slept_ms: 3000 });
       const after = await workersOf(bridge.adminUrl);
       expect(after.map((w) => [w.pid, w.restarts])).toEqual(before.map((w) => [w.pid, w.restarts]));
     }, 60_000);
