@@ -108,14 +108,18 @@ export function createCommitter(options: CommitterOptions): Transact {
 
   /** Commits a batch of transactions of one session with one script. */
   const commit = async (sessionId: string, jobs: readonly Job[]): Promise<void> => {
+    // A copy the last script found current (it asked for a reservation
+    // first): the next round runs on it without loading it again.
+    let confirmed: Cached | undefined;
     for (let round = 1; ; round++) {
       // First on the copy this replica has (the script checks its
       // revision, so a stale copy only costs a retry): 1 round trip when
       // nobody else wrote meanwhile, 2 otherwise.
       const cached = round === 1 ? cache.get(sessionId) : undefined;
-      let current: Cached | undefined;
+      let current: Cached | undefined = confirmed;
+      confirmed = undefined;
       try {
-        current = cached ?? (await load(sessionId));
+        current ??= cached ?? (await load(sessionId));
       } catch (e) {
         for (const job of jobs) job.reject(e);
         return;
@@ -199,8 +203,10 @@ export function createCommitter(options: CommitterOptions): Transact {
       }
       switch (reply.result) {
         case "reserve":
-          // This copy did not know its client: reserve, then commit again.
+          // This copy did not know its client: reserve, then commit again
+          // on it (the script found its revision current).
           current.quota = reply.quota;
+          confirmed = current;
           if (round >= MAX_ROUNDS) {
             for (const job of jobs) {
               job.reject(
