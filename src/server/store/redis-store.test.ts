@@ -3,7 +3,6 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "v
 import { startRedis, type TestRedis } from "../../../test/support/redis-server.js";
 import { redisStoreFixture } from "../../../test/support/redis-store-fixture.js";
 import { describeSessionStoreContract } from "../../../test/support/session-store-contract.js";
-import { encodeRecord } from "./redis/codec.js";
 import { commitScript } from "./redis/scripts.js";
 import { createRedisStore, type RedisStore } from "./redis-store.js";
 import type { StoreEvent, VariableRecord } from "./session-store.js";
@@ -232,39 +231,6 @@ describe("the Redis store's change feed", () => {
       kind: "deleted",
       source: "alice",
       variable: { id: "var:1:x", name: "x", type: "string", value: "", version: 0 },
-    });
-  });
-
-  it("delivers the entries of a replica of the earlier version, which carried values", async () => {
-    const { b, admin, keyPrefix } = await deployment();
-    const onB: StoreEvent[] = [];
-    b.subscribe((e) => onB.push(e));
-    const legacy = {
-      sessionId: "old",
-      kind: "value_changed",
-      variable: encodeRecord(record(3, "from an old replica")),
-      source: "test",
-      metadata: {},
-      timestamp: 3,
-    };
-    await admin.xadd(
-      `${keyPrefix}feed`,
-      "*",
-      "t",
-      "c",
-      "sid",
-      "old",
-      "rev",
-      "4",
-      "r",
-      "old",
-      "ev",
-      JSON.stringify([legacy]),
-    );
-    await b.caughtUp();
-    expect(onB.at(-1)).toMatchObject({
-      type: "change",
-      change: { sessionId: "old", variable: { version: 3, value: "from an old replica" } },
     });
   });
 });

@@ -101,8 +101,6 @@ export interface FeedChange {
    * constraints (Redis no longer has it; watchers act on its id and name).
    */
   readonly deleted?: Omit<VariableRecord, "value">;
-  /** The whole record, as replicas of an earlier version wrote it into the feed. */
-  readonly record?: VariableRecord;
 }
 
 /**
@@ -137,22 +135,7 @@ export function encodeFeedChanges(changes: readonly VariableChange[]): string {
 }
 
 export function decodeFeedChanges(text: string): FeedChange[] {
-  const raw = JSON.parse(text) as (FeedChange | (VariableChange & { variable: string }))[];
-  return raw.map((c): FeedChange => {
-    if (!("variable" in c)) return c;
-    // An entry of a replica of an earlier version, during a rolling
-    // upgrade: it carries the record, value included.
-    const record = decodeRecord(c.variable);
-    return {
-      kind: c.kind,
-      id: record.id,
-      version: record.version,
-      timestamp: c.timestamp,
-      source: c.source,
-      metadata: c.metadata,
-      record,
-    };
-  });
+  return JSON.parse(text) as FeedChange[];
 }
 
 /**

@@ -160,7 +160,7 @@ export function createFeedDelivery(options: FeedDeliveryOptions): FeedDelivery {
           logger?.error("unreadable change feed entry", { id, error });
         }
         for (const change of entry.changes ?? []) {
-          if (change.deleted !== undefined || change.record !== undefined) continue;
+          if (change.deleted !== undefined) continue;
           let ids = need.get(sessionId);
           if (ids === undefined) {
             ids = new Set();
@@ -204,10 +204,9 @@ export function createFeedDelivery(options: FeedDeliveryOptions): FeedDelivery {
         for (const change of own ?? []) publishChange(change, change.variable.version);
         for (const change of changes ?? []) {
           const variable =
-            change.record ??
-            (change.deleted !== undefined
+            change.deleted !== undefined
               ? deletedRecord(change.deleted)
-              : records.get(`${sessionId}\n${change.id}`));
+              : records.get(`${sessionId}\n${change.id}`);
           // Gone since (a later entry deletes it or ends the session), or a
           // variable of a session made again since: later entries say so.
           if (variable === undefined || variable.version < change.version) continue;

@@ -124,8 +124,7 @@ export async function startFeedReader(options: FeedReaderOptions): Promise<FeedR
     read += batch.length;
     const { entries, records } = await delivery.prepare(batch);
     for (const entry of entries) {
-      // (Entries without a number come from replicas of an older version;
-      // 0 is no number known yet.)
+      // (0 is no number known yet.)
       const n = entry.f.n === undefined ? undefined : Number(entry.f.n);
       const last = cursor.lastNumber;
       if (n !== undefined && n !== last + 1 && last !== 0) {
