@@ -18,10 +18,15 @@
  * arrive before the session's last commits: it carries the session's last
  * revision, and waits for it to be delivered.
  */
+import { delay } from "../../common/timers.js";
 import type { Logger } from "../../observability/logger.js";
 import type { RedisConnection } from "./connection.js";
 import type { FeedDelivery, FeedEntry } from "./feed-delivery.js";
 import type { KeySpace } from "./script.js";
+
+/** How often, and how far apart, the check after a reconnect is tried (5 s in all). */
+const CHECK_ATTEMPTS = 20;
+const CHECK_RETRY_MS = 250;
 
 /** Options of {@link startSessionChannels}. */
 export interface SessionChannelsOptions {
@@ -298,13 +303,29 @@ export function startSessionChannels(options: SessionChannelsOptions): SessionCh
     checking = (async () => {
       do {
         again = false;
-        await checkAll().catch((error: unknown) => {
-          // Unchecked: every watcher starts again rather than risk a gap.
-          logger?.warn("checking followed sessions after a reconnect failed", {
-            error: String(error),
-          });
-          delivery.resync("this replica could not check its sessions after reconnecting to Redis");
-        });
+        // The subscriber may be back before the connection that reads the
+        // revisions is: the check is tried again for a while before every
+        // watcher is told to start again. (Meanwhile a message whose
+        // revision jumps still resynchronizes its session.)
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await checkAll();
+            break;
+          } catch (error) {
+            if (attempt < CHECK_ATTEMPTS && !connection.closing) {
+              await delay(connection.timers, CHECK_RETRY_MS);
+              continue;
+            }
+            // Unchecked: every watcher starts again rather than risk a gap.
+            logger?.warn("checking followed sessions after a reconnect failed", {
+              error: String(error),
+            });
+            delivery.resync(
+              "this replica could not check its sessions after reconnecting to Redis",
+            );
+            break;
+          }
+        }
       } while (again && !connection.closing);
     })().finally(() => {
       checking = undefined;
